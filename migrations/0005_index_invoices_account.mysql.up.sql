@@ -1,0 +1,1 @@
+CREATE INDEX idx_invoices_account ON invoices (account_id);

@@ -1,0 +1,163 @@
+//! The error table: which database errors are transient (worth a retry with
+//! backoff) and which are permanent, per dialect, with a short stable `kind`
+//! word for reports. The tables follow SQLSTATE classes (PostgreSQL), MySQL
+//! server/client error numbers and SQLite extended result codes.
+
+use sqlx::error::DatabaseError;
+
+use crate::error::{ErrorClass, TenantError};
+use crate::tenant::Dialect;
+
+use ErrorClass::{Permanent, Transient};
+
+/// Classifies a driver error met while working on a tenant.
+pub fn classify(err: &sqlx::Error, dialect: Dialect) -> TenantError {
+    let (class, kind, code) = match err {
+        sqlx::Error::Database(db) => classify_db(db.as_ref(), dialect),
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
+            (Transient, "connection", None)
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            (Transient, "connection", None)
+        }
+        sqlx::Error::Configuration(_) => (Permanent, "configuration", None),
+        _ => (Permanent, "driver", None),
+    };
+    TenantError {
+        class,
+        kind: kind.to_string(),
+        code,
+        version: None,
+        message: one_line(&err.to_string()),
+    }
+}
+
+/// Folds a multi-line driver message onto one line for CSV cells and logs.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn classify_db(
+    db: &dyn DatabaseError,
+    dialect: Dialect,
+) -> (ErrorClass, &'static str, Option<String>) {
+    match dialect {
+        Dialect::Postgres => {
+            let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+            let (class, kind) = postgres_sqlstate(&code);
+            (class, kind, Some(code))
+        }
+        Dialect::Mysql => {
+            let number = db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .map(|e| e.number())
+                .unwrap_or(0);
+            let (class, kind) = mysql_number(number);
+            (class, kind, Some(number.to_string()))
+        }
+        Dialect::Sqlite => {
+            let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(1);
+            let (class, kind) = sqlite_code(code, db.message());
+            (class, kind, Some(code.to_string()))
+        }
+    }
+}
+
+/// PostgreSQL SQLSTATE → class and kind.
+pub fn postgres_sqlstate(code: &str) -> (ErrorClass, &'static str) {
+    match code {
+        "40001" => (Transient, "serialization_failure"),
+        "40P01" => (Transient, "deadlock"),
+        "55P03" => (Transient, "lock_timeout"),
+        "57014" => (Transient, "statement_timeout"),
+        "53300" => (Transient, "too_many_connections"),
+        "53200" => (Transient, "out_of_memory"),
+        "57P01" | "57P02" | "57P03" => (Transient, "server_shutdown"),
+        "42601" => (Permanent, "syntax"),
+        "42P01" | "42703" | "42883" | "42704" | "3F000" => (Permanent, "undefined_object"),
+        "42P07" | "42701" | "42710" | "42P06" | "42723" | "42P16" => {
+            (Permanent, "duplicate_object")
+        }
+        "42501" => (Permanent, "permission_denied"),
+        "53100" => (Permanent, "disk_full"),
+        "25P02" => (Permanent, "aborted_transaction"),
+        c if c.starts_with("08") => (Transient, "connection"),
+        c if c.starts_with("23") => (Permanent, "constraint_violation"),
+        c if c.starts_with("22") => (Permanent, "data_exception"),
+        c if c.starts_with("42") => (Permanent, "sql_error"),
+        _ => (Permanent, "sql_error"),
+    }
+}
+
+/// MySQL/MariaDB error number → class and kind.
+pub fn mysql_number(n: u16) -> (ErrorClass, &'static str) {
+    match n {
+        1205 => (Transient, "lock_timeout"),
+        1213 => (Transient, "deadlock"),
+        1040 | 1203 => (Transient, "too_many_connections"),
+        2002 | 2003 | 2006 | 2013 | 1053 | 1077 | 1927 => (Transient, "connection"),
+        3024 | 1969 => (Transient, "statement_timeout"),
+        1064 | 1149 => (Permanent, "syntax"),
+        1050 | 1060 | 1061 | 1826 | 1007 => (Permanent, "duplicate_object"),
+        1146 | 1054 | 1091 | 1049 | 1051 | 1305 => (Permanent, "undefined_object"),
+        1062 | 1451 | 1452 | 1048 | 1364 | 3819 => (Permanent, "constraint_violation"),
+        1044 | 1045 | 1142 | 1143 | 1227 => (Permanent, "permission_denied"),
+        _ => (Permanent, "sql_error"),
+    }
+}
+
+/// SQLite extended result code (and message, for the generic SQLITE_ERROR).
+pub fn sqlite_code(code: i32, message: &str) -> (ErrorClass, &'static str) {
+    match code & 0xff {
+        5 => (Transient, "busy"),
+        6 => (Transient, "locked"),
+        10 => (Transient, "io"),
+        7 => (Transient, "out_of_memory"),
+        13 => (Permanent, "disk_full"),
+        14 => (Permanent, "cannot_open"),
+        8 => (Permanent, "read_only"),
+        11 | 26 => (Permanent, "corrupt"),
+        19 => (Permanent, "constraint_violation"),
+        _ => {
+            let m = message.to_ascii_lowercase();
+            if m.contains("already exists") || m.contains("duplicate column") {
+                (Permanent, "duplicate_object")
+            } else if m.contains("syntax error") || m.contains("incomplete input") {
+                (Permanent, "syntax")
+            } else if m.contains("no such") {
+                (Permanent, "undefined_object")
+            } else {
+                (Permanent, "sql_error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables() {
+        assert_eq!(postgres_sqlstate("55P03"), (Transient, "lock_timeout"));
+        assert_eq!(postgres_sqlstate("08006"), (Transient, "connection"));
+        assert_eq!(postgres_sqlstate("42P07"), (Permanent, "duplicate_object"));
+        assert_eq!(
+            postgres_sqlstate("23505"),
+            (Permanent, "constraint_violation")
+        );
+        assert_eq!(mysql_number(1213), (Transient, "deadlock"));
+        assert_eq!(mysql_number(2013), (Transient, "connection"));
+        assert_eq!(mysql_number(1064), (Permanent, "syntax"));
+        assert_eq!(sqlite_code(517, ""), (Transient, "busy"));
+        assert_eq!(
+            sqlite_code(1, "table x already exists"),
+            (Permanent, "duplicate_object")
+        );
+        assert_eq!(
+            sqlite_code(1, "near \"x\": syntax error"),
+            (Permanent, "syntax")
+        );
+        assert_eq!(sqlite_code(2067, ""), (Permanent, "constraint_violation"));
+    }
+}

@@ -1,0 +1,401 @@
+//! Per-database work, and the only module that talks to a tenant: connect,
+//! take the tenant's lock, read its history, apply or revert one migration (or
+//! one group of them, in `--tx-mode tenant`), classify errors, set timeouts.
+//!
+//! History lives in the tenant in sqlx's `_sqlx_migrations` layout and is
+//! written through sqlx's own `Migrate` trait (`ensure_migrations_table`,
+//! `apply`, `revert`), so the rows are exactly what `sqlx migrate` writes. What
+//! fleetmig adds around it: a lock per tenant (never per database), the
+//! re-check of history under that lock (two processes never apply a version
+//! twice), and a dirty row when a no-transaction migration fails for good.
+
+mod classify;
+pub mod mysql;
+pub mod postgres;
+pub mod sqlite;
+
+pub use classify::{classify, one_line};
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use sqlx::migrate::{Migrate, MigrateError, MigrationType};
+use sqlx::{Connection, SqlSafeStr};
+
+use crate::error::TenantError;
+use crate::migration::{Applied, Migration, Script};
+use crate::tenant::{Dialect, Locator, Tenant, scrub_secrets};
+
+/// How each tenant's pending migrations are grouped into transactions.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum TxMode {
+    /// Each migration in its own transaction (sqlx's behaviour).
+    #[default]
+    Migration,
+    /// All of a tenant's pending migrations in one transaction (PostgreSQL,
+    /// SQLite); a `-- no-transaction` migration runs on its own. MySQL commits
+    /// DDL implicitly, so there it behaves as `migration`.
+    Tenant,
+}
+
+/// Session settings applied to every tenant connection.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long DDL may wait for a lock before failing (transient, retried):
+    /// PostgreSQL `lock_timeout`, MySQL `lock_wait_timeout`, SQLite busy timeout.
+    pub lock_timeout: Duration,
+    /// PostgreSQL `statement_timeout`, MariaDB `max_statement_time`.
+    pub statement_timeout: Option<Duration>,
+    /// Connections per PostgreSQL pool (schema-per-tenant databases).
+    pub pool_size: u32,
+    /// How long to wait to connect.
+    pub connect_timeout: Duration,
+    /// Create missing SQLite tenant files (and their folders) on sync.
+    pub create_missing: bool,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            lock_timeout: Duration::from_secs(5),
+            statement_timeout: None,
+            pool_size: 8,
+            connect_timeout: Duration::from_secs(10),
+            create_missing: false,
+        }
+    }
+}
+
+/// Opens tenant sessions; owns the connection pools shared between tenants of
+/// one database (schema-per-tenant).
+pub struct Connector {
+    pub settings: Settings,
+    pg_pools: DashMap<String, sqlx::PgPool>,
+}
+
+/// Whether a session may write. `Read` never creates a file, a table or a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection of each dialect, so
+/// that a query built inside the body is typed for that database.
+macro_rules! on_conn {
+    ($conn:expr, $c:ident => $body:expr, missing => $m:expr) => {
+        match $conn {
+            Conn::Sqlite($c) => $body,
+            Conn::PgPooled(pc) => {
+                let $c: &mut sqlx::PgConnection = &mut *pc;
+                $body
+            }
+            Conn::Pg($c) => $body,
+            Conn::Mysql($c) => $body,
+            Conn::SqliteMissing => $m,
+        }
+    };
+}
+
+pub(crate) enum Conn {
+    Sqlite(sqlx::SqliteConnection),
+    /// A SQLite tenant whose file does not exist yet (read-only access).
+    SqliteMissing,
+    PgPooled(sqlx::pool::PoolConnection<sqlx::Postgres>),
+    Pg(sqlx::PgConnection),
+    Mysql(sqlx::MySqlConnection),
+}
+
+/// One applied migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedStep {
+    pub version: i64,
+    pub duration: Duration,
+    /// Another process applied it between our history read and our apply.
+    pub already_applied: bool,
+}
+
+/// One migration to apply: the set's entry and the script for this dialect.
+#[derive(Clone, Copy)]
+pub struct Step<'a> {
+    pub migration: &'a Migration,
+    pub script: &'a Script,
+}
+
+/// An open connection to one tenant.
+pub struct Session {
+    pub(crate) conn: Conn,
+    pub(crate) dialect: Dialect,
+    /// The history table as it is written in SQL (schema-qualified and quoted
+    /// for PostgreSQL schema tenants).
+    pub(crate) table: String,
+    pub(crate) schema: Option<String>,
+    pub(crate) locked: bool,
+    /// Whether `_sqlx_migrations` is known to exist.
+    pub(crate) history_ready: bool,
+    pub(crate) url: Option<String>,
+    pub(crate) lock_key: String,
+}
+
+impl Connector {
+    pub fn new(settings: Settings) -> Self {
+        Connector {
+            settings,
+            pg_pools: DashMap::new(),
+        }
+    }
+
+    /// Opens a session on `tenant` and applies the session settings.
+    pub async fn open(&self, tenant: &Tenant, access: Access) -> Result<Session, TenantError> {
+        match &tenant.locator {
+            Locator::Sqlite { path } => sqlite::open(self, path, access).await,
+            Locator::Postgres { url, schema } => postgres::open(self, url, schema.as_deref()).await,
+            Locator::Mysql { url } => mysql::open(self, url).await,
+        }
+    }
+
+    pub(crate) fn pg_pool(&self, url: &str) -> Result<sqlx::PgPool, sqlx::Error> {
+        if let Some(p) = self.pg_pools.get(url) {
+            return Ok(p.clone());
+        }
+        let opts = postgres::connect_options(url)?;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(self.settings.pool_size.max(1))
+            .acquire_timeout(self.settings.connect_timeout)
+            .idle_timeout(Duration::from_secs(60))
+            .connect_lazy_with(opts);
+        Ok(self.pg_pools.entry(url.to_string()).or_insert(pool).clone())
+    }
+
+    /// Closes every pool (end of a run).
+    pub async fn close(&self) {
+        let pools: Vec<_> = self.pg_pools.iter().map(|p| p.value().clone()).collect();
+        for p in pools {
+            p.close().await;
+        }
+    }
+}
+
+/// Replaces the database (path) of a server URL.
+pub fn with_database(url: &str, database: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_path(&format!("/{database}"));
+            u.to_string()
+        }
+        Err(_) => url.to_string(),
+    }
+}
+
+/// Quotes an identifier for PostgreSQL/SQLite (`"x"`) or MySQL (`` `x` ``),
+/// doubling any quote inside. Names are validated before they get here; the
+/// quoting is the second wall.
+pub fn quote_ident(dialect: Dialect, name: &str) -> String {
+    match dialect {
+        Dialect::Mysql => format!("`{}`", name.replace('`', "``")),
+        _ => format!("\"{}\"", name.replace('"', "\"\"")),
+    }
+}
+
+/// Quotes a string literal (`'x'`), doubling quotes (and backslashes for MySQL).
+pub fn quote_literal(dialect: Dialect, s: &str) -> String {
+    match dialect {
+        Dialect::Mysql => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''")),
+        _ => format!("'{}'", s.replace('\'', "''")),
+    }
+}
+
+pub(crate) fn sqlx_migration(
+    m: &Migration,
+    script: &Script,
+    kind: MigrationType,
+) -> sqlx::migrate::Migration {
+    sqlx::migrate::Migration {
+        version: m.version,
+        description: Cow::Owned(m.description.clone()),
+        migration_type: kind,
+        sql: sqlx::AssertSqlSafe(script.sql.clone()).into_sql_str(),
+        checksum: Cow::Owned(script.checksum.clone()),
+        no_tx: script.no_tx,
+    }
+}
+
+impl Session {
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The tenant's schema, for schema-per-tenant PostgreSQL tenants.
+    pub fn schema(&self) -> Option<&str> {
+        self.schema.as_deref()
+    }
+
+    /// A driver error as a tenant error, with any password scrubbed.
+    pub(crate) fn err(&self, e: sqlx::Error) -> TenantError {
+        let mut t = classify(&e, self.dialect);
+        t.message = scrub_secrets(&t.message, self.url.as_deref());
+        t
+    }
+
+    pub(crate) fn migrate_err(&self, e: MigrateError) -> TenantError {
+        match e {
+            MigrateError::ExecuteMigration(e, v) => self.err(e).at_version(v),
+            MigrateError::Execute(e) => self.err(e),
+            other => TenantError::permanent(
+                "migrate",
+                scrub_secrets(&other.to_string(), self.url.as_deref()),
+            ),
+        }
+    }
+
+    /// Takes the tenant's own lock: a session advisory lock keyed on
+    /// (database, schema) on PostgreSQL, `GET_LOCK` on MySQL. SQLite tenants are
+    /// serialised by `BEGIN IMMEDIATE` around each migration instead. Waiting is
+    /// bounded by the lock timeout; a tenant that stays locked fails with a
+    /// transient `tenant_locked` error and is retried later.
+    pub async fn lock(&mut self) -> Result<(), TenantError> {
+        match self.dialect {
+            Dialect::Sqlite => {}
+            Dialect::Postgres => postgres::lock(self).await?,
+            Dialect::Mysql => mysql::lock(self).await?,
+        }
+        self.locked = true;
+        Ok(())
+    }
+
+    /// Reads the tenant's history; a tenant without `_sqlx_migrations` has none.
+    /// Never writes.
+    pub async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
+        let table = self.table.clone();
+        let exists = match &mut self.conn {
+            Conn::SqliteMissing => Ok(false),
+            Conn::Sqlite(c) => sqlite::history_exists(c).await,
+            Conn::PgPooled(c) => postgres::history_exists(c, &table).await,
+            Conn::Pg(c) => postgres::history_exists(c, &table).await,
+            Conn::Mysql(c) => mysql::history_exists(c).await,
+        }
+        .map_err(|e| self.err(e))?;
+        if !exists {
+            return Ok(Vec::new());
+        }
+        self.history_ready = true;
+        let sql =
+            format!("SELECT version, description, success, checksum FROM {table} ORDER BY version");
+        let rows: Vec<(i64, String, bool, Vec<u8>)> = on_conn!(&mut self.conn, c => {
+            sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(c).await
+        }, missing => Ok(Vec::new()))
+        .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(version, description, success, checksum)| Applied {
+                version,
+                description,
+                checksum,
+                success,
+            })
+            .collect())
+    }
+
+    /// Creates `_sqlx_migrations` in the tenant if it is missing (sqlx's DDL).
+    pub async fn ensure_history(&mut self) -> Result<(), TenantError> {
+        if self.history_ready {
+            return Ok(());
+        }
+        let table = self.table.clone();
+        let r = on_conn!(&mut self.conn, c => c.ensure_migrations_table(&table).await,
+            missing => return Err(TenantError::permanent("cannot_open", "tenant file does not exist")));
+        r.map_err(|e| self.migrate_err(e))?;
+        self.history_ready = true;
+        Ok(())
+    }
+
+    /// Applies `steps` as one unit: in one transaction when there are several
+    /// (`--tx-mode tenant`), else as sqlx applies one migration. On failure,
+    /// nothing of the group is recorded (except a dirty row for a failed
+    /// no-transaction migration, see below).
+    pub async fn apply(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
+        match self.dialect {
+            Dialect::Sqlite => sqlite::apply(self, steps).await,
+            Dialect::Postgres => postgres::apply(self, steps).await,
+            Dialect::Mysql => {
+                let mut out = Vec::new();
+                for s in steps {
+                    out.push(mysql::apply(self, *s).await?);
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// Takes one migration back down with its `.down.sql` (sqlx's `revert`:
+    /// runs the script and deletes the history row).
+    pub async fn revert(&mut self, m: &Migration, down: &Script) -> Result<Duration, TenantError> {
+        let table = self.table.clone();
+        let mig = sqlx_migration(m, down, MigrationType::ReversibleDown);
+        let r = on_conn!(&mut self.conn, c => c.revert(&table, &mig).await,
+            missing => return Err(TenantError::permanent("cannot_open", "tenant file does not exist")));
+        r.map_err(|e| self.migrate_err(e).at_version(m.version))
+    }
+
+    /// Records a failed no-transaction migration as dirty (`success = false`),
+    /// as sqlx's MySQL driver does, so that nobody runs more migrations on top
+    /// of a half-applied one.
+    pub(crate) async fn mark_dirty(&mut self, step: Step<'_>) -> Result<(), sqlx::Error> {
+        let p = |n: usize| match self.dialect {
+            Dialect::Postgres => format!("${n}"),
+            _ => "?".to_string(),
+        };
+        let sql = format!(
+            "INSERT INTO {} (version, description, success, checksum, execution_time) VALUES ({}, {}, FALSE, {}, -1)",
+            self.table,
+            p(1),
+            p(2),
+            p(3)
+        );
+        let (v, d, sum) = (
+            step.migration.version,
+            step.migration.description.clone(),
+            step.script.checksum.clone(),
+        );
+        on_conn!(&mut self.conn, c => {
+            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(v).bind(d).bind(sum).execute(c).await.map(|_| ())
+        }, missing => Ok(()))
+    }
+
+    /// Releases the lock and the connection. Session state never leaks to the
+    /// next tenant: a pooled PostgreSQL connection is reset (`RESET ALL`,
+    /// advisory locks released) before it goes back, or closed if that fails.
+    pub async fn close(self) {
+        match self.conn {
+            Conn::Sqlite(c) => {
+                let _ = c.close().await;
+            }
+            Conn::SqliteMissing => {}
+            Conn::PgPooled(c) => postgres::release_pooled(c, &self.lock_key, self.locked).await,
+            Conn::Pg(c) => {
+                let _ = c.close().await;
+            }
+            Conn::Mysql(mut c) => {
+                if self.locked {
+                    let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+                        .bind(&self.lock_key)
+                        .execute(&mut c)
+                        .await;
+                }
+                let _ = c.close().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! MySQL/MariaDB tenants: one database each, a connection of its own. The
+//! tenant lock is `GET_LOCK('fleetmig:<database>', timeout)`. MySQL commits DDL
+//! implicitly, so sqlx records the history row as dirty before running the
+//! script and marks it clean after; a failure in the middle leaves the tenant
+//! dirty, which is the truth.
+
+use std::str::FromStr;
+
+use sqlx::migrate::{Migrate, MigrationType};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
+use sqlx::{ConnectOptions, Connection, Executor};
+
+use super::{AppliedStep, Conn, Connector, Session, Step, sqlx_migration};
+use crate::error::TenantError;
+use crate::tenant::{Dialect, DiscoverOptions, redact_url, scrub_secrets};
+
+fn connect_options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
+    Ok(MySqlConnectOptions::from_str(url)?.disable_statement_logging())
+}
+
+pub(crate) async fn open(c: &Connector, url: &str) -> Result<Session, TenantError> {
+    let conn_err = |e: sqlx::Error| {
+        let mut t = super::classify(&e, Dialect::Mysql);
+        t.message = format!(
+            "cannot connect to {}: {}",
+            redact_url(url),
+            scrub_secrets(&t.message, [url])
+        );
+        t
+    };
+    let opts = connect_options(url).map_err(conn_err)?;
+    let database = opts.get_database().unwrap_or_default().to_string();
+    let conn = tokio::time::timeout(
+        c.settings.connect_timeout,
+        MySqlConnection::connect_with(&opts),
+    )
+    .await
+    .map_err(|_| {
+        TenantError::transient(
+            "connection",
+            format!("connecting to {} timed out", redact_url(url)),
+        )
+    })?
+    .map_err(conn_err)?;
+    let mut s = Session {
+        conn: Conn::Mysql(conn),
+        dialect: Dialect::Mysql,
+        table: "`_sqlx_migrations`".to_string(),
+        schema: None,
+        locked: false,
+        history_ready: false,
+        url: Some(url.to_string()),
+        lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
+    };
+    let secs = c.settings.lock_timeout.as_secs().max(1);
+    let mut setup =
+        format!("SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}");
+    let Conn::Mysql(conn) = &mut s.conn else {
+        unreachable!()
+    };
+    if let Err(e) = conn.execute(sqlx::AssertSqlSafe(setup.clone())).await {
+        let t = s.err(e);
+        s.close().await;
+        return Err(t);
+    }
+    if let Some(st) = c.settings.statement_timeout {
+        // MariaDB's name; MySQL's max_execution_time only covers SELECT.
+        setup = format!("SET SESSION max_statement_time = {}", st.as_secs_f64());
+        let _ = conn.execute(sqlx::AssertSqlSafe(setup)).await;
+    }
+    Ok(s)
+}
+
+fn conn_mut(s: &mut Session) -> &mut MySqlConnection {
+    match &mut s.conn {
+        Conn::Mysql(c) => c,
+        _ => unreachable!("mysql session without a mysql connection"),
+    }
+}
+
+pub(crate) async fn lock(s: &mut Session) -> Result<(), TenantError> {
+    let key = s.lock_key.clone();
+    let timeout = 5i64;
+    let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+        .bind(&key)
+        .bind(timeout)
+        .fetch_one(conn_mut(s))
+        .await
+        .map_err(|e| s.err(e))?;
+    match got {
+        Some(1) => Ok(()),
+        _ => Err(TenantError::transient(
+            "tenant_locked",
+            "another session holds this tenant's migration lock (GET_LOCK timed out)",
+        )),
+    }
+}
+
+pub(crate) async fn history_exists(c: &mut MySqlConnection) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
+    )
+    .fetch_one(c)
+    .await?;
+    Ok(n > 0)
+}
+
+pub(crate) async fn apply(s: &mut Session, step: Step<'_>) -> Result<AppliedStep, TenantError> {
+    s.ensure_history().await?;
+    let table = s.table.clone();
+    let m = sqlx_migration(step.migration, step.script, MigrationType::Simple);
+    match conn_mut(s).apply(&table, &m).await {
+        Ok(d) => Ok(AppliedStep {
+            version: m.version,
+            duration: d,
+            already_applied: false,
+        }),
+        Err(e) => Err(s.migrate_err(e).at_version(m.version)),
+    }
+}
+
+/// Databases of the server at `url` matching the pattern or returned by the query.
+pub async fn list_databases(url: &str, opts: &DiscoverOptions) -> Result<Vec<String>, String> {
+    let o = connect_options(url).map_err(|e| scrub_secrets(&e.to_string(), [url]))?;
+    let mut conn = MySqlConnection::connect_with(&o).await.map_err(|e| {
+        format!(
+            "cannot connect to {}: {}",
+            redact_url(url),
+            scrub_secrets(&e.to_string(), [url])
+        )
+    })?;
+    let r = match &opts.query {
+        Some(q) => sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q.clone()))
+            .fetch_all(&mut conn)
+            .await,
+        None => sqlx::query_scalar::<_, String>(
+            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name LIKE ? ORDER BY 1",
+        )
+        .bind(&opts.pattern)
+        .fetch_all(&mut conn)
+        .await,
+    };
+    let _ = conn.close().await;
+    r.map_err(|e| scrub_secrets(&e.to_string(), [url]))
+}

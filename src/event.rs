@@ -1,0 +1,107 @@
+//! The events the executor emits while it works. The executor never prints:
+//! live state, progress bars, log lines and reports all subscribe to these.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::error::TenantError;
+use crate::tenant::TenantId;
+
+/// How a tenant's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    /// Migrations were applied and the tenant is at its target.
+    Succeeded,
+    /// Nothing was pending.
+    UpToDate,
+    /// Failed permanently, or transiently on every attempt.
+    Failed,
+    /// Never started: the run was interrupted or hit `--max-failures` first.
+    NotStarted,
+    /// Stopped between two migrations by Ctrl-C/SIGTERM; part-way to target.
+    Interrupted,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Succeeded => "succeeded",
+            TenantStatus::UpToDate => "up_to_date",
+            TenantStatus::Failed => "failed",
+            TenantStatus::NotStarted => "not_started",
+            TenantStatus::Interrupted => "interrupted",
+        }
+    }
+
+    /// The tenant ended where it should.
+    pub fn is_ok(self) -> bool {
+        matches!(self, TenantStatus::Succeeded | TenantStatus::UpToDate)
+    }
+}
+
+/// The final record of one tenant in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantOutcome {
+    pub tenant: TenantId,
+    pub status: TenantStatus,
+    pub attempts: u32,
+    pub from_version: Option<i64>,
+    pub to_version: Option<i64>,
+    pub applied: Vec<i64>,
+    #[serde(serialize_with = "ser_ms")]
+    pub duration: Duration,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub error: Option<TenantError>,
+}
+
+fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// Something that happened during a run.
+#[derive(Debug, Clone)]
+pub enum Event {
+    RunStarted {
+        run_id: String,
+        tenants: usize,
+    },
+    TenantStarted {
+        tenant: TenantId,
+        attempt: u32,
+    },
+    TenantPlanned {
+        tenant: TenantId,
+        from_version: i64,
+        pending: Vec<i64>,
+    },
+    MigrationStarted {
+        tenant: TenantId,
+        version: i64,
+    },
+    MigrationApplied {
+        tenant: TenantId,
+        version: i64,
+        duration: Duration,
+    },
+    TenantRetrying {
+        tenant: TenantId,
+        next_attempt: u32,
+        delay: Duration,
+        error: TenantError,
+    },
+    TenantFinished(Box<TenantOutcome>),
+    /// Ctrl-C/SIGTERM: no new tenant starts; in-flight ones stop after their
+    /// current migration.
+    Interrupted,
+    RunFinished,
+}
+
+/// Receives every event, in the order each tenant emits them. Called from the
+/// executor's tasks: implementations must be quick and must not block.
+pub trait Subscriber: Send + Sync {
+    fn on_event(&self, event: &Event);
+}

@@ -1,0 +1,172 @@
+//! `-- fleetmig: key=value ...` comment lines: per-migration instructions to
+//! fleetmig that stay valid SQL for every other tool. An unknown key is an
+//! error, so a typo never silently turns a contract migration into a normal one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// Expand/contract phase of a migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    #[default]
+    Expand,
+    Contract,
+}
+
+/// A batched backfill: run the statement until it changes no rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Batch {
+    pub size: u64,
+    #[serde(with = "humantime_serde_ms")]
+    pub pause: Duration,
+}
+
+mod humantime_serde_ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+}
+
+/// Everything the directives of one file say.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Directives {
+    pub phase: Phase,
+    pub batch: Option<Batch>,
+    pub verify: Option<String>,
+    pub lock_timeout: Option<Duration>,
+    pub statement_timeout: Option<Duration>,
+}
+
+const PREFIX: &str = "-- fleetmig:";
+
+/// Parses every directive line of `sql`; errors name `path` and the line.
+pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
+    let mut d = Directives::default();
+    let mut batch_size: Option<u64> = None;
+    let mut batch_pause: Option<Duration> = None;
+    let mut batch = false;
+    for (i, line) in sql.lines().enumerate() {
+        let line_no = i + 1;
+        let Some(rest) = line.trim_start().strip_prefix(PREFIX) else {
+            continue;
+        };
+        let err = |message: String| Error::Migration {
+            path: path.to_path_buf(),
+            line: Some(line_no),
+            message,
+        };
+        for token in rest.split_whitespace() {
+            let (key, value) = match token.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (token, None),
+            };
+            fn need<'v>(
+                v: Option<&'v str>,
+                key: &str,
+                err: &dyn Fn(String) -> Error,
+            ) -> Result<&'v str, Error> {
+                v.filter(|v| !v.is_empty()).ok_or_else(|| {
+                    err(format!(
+                        "fleetmig directive `{key}` needs a value: {key}=..."
+                    ))
+                })
+            }
+            let dur = |v: &str| {
+                humantime::parse_duration(v).map_err(|e| {
+                    err(format!(
+                        "fleetmig directive `{key}={v}`: {e} (e.g. 100ms, 5s)"
+                    ))
+                })
+            };
+            match key {
+                "phase" => {
+                    d.phase = match need(value, key, &err)? {
+                        "expand" => Phase::Expand,
+                        "contract" => Phase::Contract,
+                        v => return Err(err(format!("phase={v}: expected expand or contract"))),
+                    }
+                }
+                "batch" => {
+                    if value.is_some() {
+                        return Err(err(
+                            "`batch` takes no value; write `batch size=5000 pause=100ms`".into(),
+                        ));
+                    }
+                    batch = true;
+                }
+                "size" => {
+                    let v = need(value, key, &err)?;
+                    let n: u64 = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        err(format!("size={v}: expected a positive whole number"))
+                    })?;
+                    batch_size = Some(n);
+                }
+                "pause" => batch_pause = Some(dur(need(value, key, &err)?)?),
+                "verify" => d.verify = Some(need(value, key, &err)?.to_string()),
+                "lock_timeout" => d.lock_timeout = Some(dur(need(value, key, &err)?)?),
+                "statement_timeout" => d.statement_timeout = Some(dur(need(value, key, &err)?)?),
+                other => {
+                    return Err(err(format!(
+                        "unknown fleetmig directive `{other}`; known: phase, batch, size, pause, \
+                         verify, lock_timeout, statement_timeout"
+                    )));
+                }
+            }
+        }
+        if (batch_size.is_some() || batch_pause.is_some()) && !batch {
+            return Err(err(
+                "`size`/`pause` belong to a batch: write `batch size=5000 pause=100ms`".into(),
+            ));
+        }
+    }
+    if batch {
+        d.batch = Some(Batch {
+            size: batch_size.unwrap_or(1000),
+            pause: batch_pause.unwrap_or(Duration::ZERO),
+        });
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_known_directives() {
+        let d = parse(
+            Path::new("x.sql"),
+            "-- fleetmig: phase=contract\n-- fleetmig: batch size=5000 pause=100ms\nUPDATE t SET a=1;\n",
+        )
+        .unwrap();
+        assert_eq!(d.phase, Phase::Contract);
+        assert_eq!(
+            d.batch,
+            Some(Batch {
+                size: 5000,
+                pause: Duration::from_millis(100)
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let e = parse(
+            Path::new("m/0001_x.sql"),
+            "SELECT 1;\n-- fleetmig: phsae=contract\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string().split(": ").next().unwrap(), "m/0001_x.sql:2");
+        assert!(parse(Path::new("x"), "-- fleetmig: size=10\n").is_err());
+        assert!(parse(Path::new("x"), "-- fleetmig: batch size=0\n").is_err());
+        assert!(parse(Path::new("x"), "-- fleetmig: phase=sideways\n").is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! The migration set: loading the `migrations/` folder in sqlx's file format
+//! (`source`), the `-- fleetmig:` directives (`directive`), and the pure plan
+//! of what each tenant needs (`plan`).
+
+mod directive;
+pub mod plan;
+mod source;
+
+pub use directive::{Batch, Directives, Phase};
+pub use plan::{Applied, PlanError, TenantPlan, plan_tenant};
+pub use source::{Migration, MigrationSet, Script, Variants, load, new_migration};

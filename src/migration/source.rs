@@ -1,0 +1,532 @@
+//! Loads the migration set from a folder in sqlx's file format and checks it
+//! whole before anything runs. Checksums are sqlx's own (SHA-384 of the file
+//! text, computed by `sqlx::migrate::Migration::new`), so `sqlx migrate info`
+//! and an application's `sqlx::migrate!()` agree with fleetmig; they are
+//! computed in parallel with rayon, which matters for sets of thousands of files.
+//!
+//! File names: `<VERSION>_<description>[.<dialect>][.up|.down].sql`, dialect one
+//! of `sqlite`, `postgres`, `mysql`. A plain file serves every dialect that has
+//! no variant of its own.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use sqlx::SqlSafeStr;
+
+use super::directive::{self, Directives};
+use crate::error::Error;
+use crate::tenant::Dialect;
+
+/// One SQL file of the set.
+#[derive(Debug, Clone)]
+pub struct Script {
+    pub path: PathBuf,
+    pub sql: String,
+    /// sqlx's checksum of `sql` (SHA-384).
+    pub checksum: Vec<u8>,
+    /// First line is `-- no-transaction` (sqlx's rule).
+    pub no_tx: bool,
+    pub directives: Directives,
+}
+
+/// The up (or down) scripts of one version, per dialect.
+#[derive(Debug, Clone, Default)]
+pub struct Variants {
+    pub generic: Option<Script>,
+    pub sqlite: Option<Script>,
+    pub postgres: Option<Script>,
+    pub mysql: Option<Script>,
+}
+
+impl Variants {
+    /// The script for `dialect`: its own variant, else the plain file.
+    pub fn get(&self, dialect: Dialect) -> Option<&Script> {
+        self.slot_ref(Some(dialect))
+            .as_ref()
+            .or(self.generic.as_ref())
+    }
+
+    fn slot_ref(&self, dialect: Option<Dialect>) -> &Option<Script> {
+        match dialect {
+            None => &self.generic,
+            Some(Dialect::Sqlite) => &self.sqlite,
+            Some(Dialect::Postgres) => &self.postgres,
+            Some(Dialect::Mysql) => &self.mysql,
+        }
+    }
+
+    fn slot(&mut self, dialect: Option<Dialect>) -> &mut Option<Script> {
+        match dialect {
+            None => &mut self.generic,
+            Some(Dialect::Sqlite) => &mut self.sqlite,
+            Some(Dialect::Postgres) => &mut self.postgres,
+            Some(Dialect::Mysql) => &mut self.mysql,
+        }
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Script> {
+        [&self.generic, &self.sqlite, &self.postgres, &self.mysql]
+            .into_iter()
+            .flatten()
+    }
+}
+
+/// One version of the set.
+#[derive(Debug, Clone)]
+pub struct Migration {
+    pub version: i64,
+    /// As sqlx writes it into `_sqlx_migrations.description` (underscores → spaces).
+    pub description: String,
+    pub up: Variants,
+    /// Present when the migration is reversible (`.up.sql` + `.down.sql`).
+    pub down: Option<Variants>,
+}
+
+impl Migration {
+    /// A label for messages: `0003 (add plan)`.
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.version, self.description)
+    }
+}
+
+/// The whole set, sorted by version.
+#[derive(Debug, Clone)]
+pub struct MigrationSet {
+    pub dir: PathBuf,
+    pub migrations: Vec<Migration>,
+    /// Hex digest over every (version, dialect, checksum): the identity of the
+    /// set that a rollout freezes.
+    pub checksum: String,
+}
+
+impl MigrationSet {
+    pub fn head(&self) -> i64 {
+        self.migrations.last().map(|m| m.version).unwrap_or(0)
+    }
+
+    pub fn get(&self, version: i64) -> Option<&Migration> {
+        self.migrations
+            .binary_search_by_key(&version, |m| m.version)
+            .ok()
+            .map(|i| &self.migrations[i])
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Simple,
+    Up,
+    Down,
+}
+
+struct ParsedName {
+    version: i64,
+    description: String,
+    dialect: Option<Dialect>,
+    kind: Kind,
+}
+
+/// Parses a file name; `Ok(None)` for files that are not migrations at all.
+fn parse_name(name: &str) -> Result<Option<ParsedName>, String> {
+    let Some(stem) = name.strip_suffix(".sql") else {
+        return Ok(None);
+    };
+    // `.verify.sql` files belong to a migration (see directive `verify`).
+    if stem.ends_with(".verify") {
+        return Ok(None);
+    }
+    let (version, rest) = stem.split_once('_').ok_or_else(|| {
+        "expected <VERSION>_<description>.sql (e.g. 0001_create_users.sql)".to_string()
+    })?;
+    let version: i64 = version
+        .parse()
+        .ok()
+        .filter(|v| *v > 0 && version.chars().all(|c| c.is_ascii_digit()))
+        .ok_or_else(|| format!("version {version:?} is not a positive whole number"))?;
+    let (rest, kind) = if let Some(r) = rest.strip_suffix(".up") {
+        (r, Kind::Up)
+    } else if let Some(r) = rest.strip_suffix(".down") {
+        (r, Kind::Down)
+    } else {
+        (rest, Kind::Simple)
+    };
+    let (rest, dialect) = match rest.rsplit_once('.') {
+        Some((r, "sqlite")) => (r, Some(Dialect::Sqlite)),
+        Some((r, "postgres")) => (r, Some(Dialect::Postgres)),
+        Some((r, "mysql")) => (r, Some(Dialect::Mysql)),
+        Some((_, other)) => {
+            return Err(format!(
+                "unknown dialect or suffix `.{other}`; expected .sqlite, .postgres, .mysql, .up or .down"
+            ));
+        }
+        None => (rest, None),
+    };
+    if rest.is_empty() {
+        return Err("the description after the version is empty".into());
+    }
+    Ok(Some(ParsedName {
+        version,
+        description: rest.replace('_', " "),
+        dialect,
+        kind,
+    }))
+}
+
+/// Loads and validates the set in `dir`.
+pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| Error::migration(dir, format!("cannot read the migration folder: {e}")))?;
+    let mut files: Vec<(PathBuf, ParsedName, Vec<u8>)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::migration(dir, e.to_string()))?;
+        let path = entry.path();
+        if !path.is_file() {
+            continue;
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(Error::migration(&path, "file name is not UTF-8"));
+        };
+        let Some(parsed) = parse_name(name).map_err(|m| Error::migration(&path, m))? else {
+            continue;
+        };
+        let bytes = std::fs::read(&path).map_err(|e| Error::migration(&path, e.to_string()))?;
+        files.push((path, parsed, bytes));
+    }
+    if files.is_empty() {
+        return Err(Error::migration(
+            dir,
+            "no migrations found (expected files like 0001_create_users.sql); create one with `fleetmig new`",
+        ));
+    }
+
+    // UTF-8 check, directives and sqlx checksums, in parallel.
+    let scripts: Vec<(ParsedName, Script)> = files
+        .into_par_iter()
+        .map(|(path, parsed, bytes)| {
+            let sql = String::from_utf8(bytes).map_err(|e| {
+                Error::migration(
+                    &path,
+                    format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+                )
+            })?;
+            let directives = directive::parse(&path, &sql)?;
+            let m = sqlx::migrate::Migration::new(
+                parsed.version,
+                Cow::Owned(parsed.description.clone()),
+                sqlx::migrate::MigrationType::Simple,
+                sqlx::AssertSqlSafe(sql.clone()).into_sql_str(),
+                false,
+            );
+            let no_tx = sql.starts_with("-- no-transaction");
+            Ok((
+                parsed,
+                Script {
+                    path,
+                    checksum: m.checksum.into_owned(),
+                    sql,
+                    no_tx,
+                    directives,
+                },
+            ))
+        })
+        .collect::<Result<_, Error>>()?;
+
+    struct Acc {
+        description: String,
+        first_path: PathBuf,
+        simple: Variants,
+        up: Variants,
+        down: Variants,
+    }
+    let mut by_version: BTreeMap<i64, Acc> = BTreeMap::new();
+    for (parsed, script) in scripts {
+        let acc = by_version.entry(parsed.version).or_insert_with(|| Acc {
+            description: parsed.description.clone(),
+            first_path: script.path.clone(),
+            simple: Variants::default(),
+            up: Variants::default(),
+            down: Variants::default(),
+        });
+        if acc.description != parsed.description {
+            return Err(Error::migration(
+                &script.path,
+                format!(
+                    "duplicate version {}: {} has the same version; each version needs one description",
+                    parsed.version,
+                    acc.first_path.display()
+                ),
+            ));
+        }
+        let slot = match parsed.kind {
+            Kind::Simple => acc.simple.slot(parsed.dialect),
+            Kind::Up => acc.up.slot(parsed.dialect),
+            Kind::Down => acc.down.slot(parsed.dialect),
+        };
+        if let Some(existing) = slot {
+            return Err(Error::migration(
+                &script.path,
+                format!(
+                    "duplicate version {}: {} is the same migration",
+                    parsed.version,
+                    existing.path.display()
+                ),
+            ));
+        }
+        *slot = Some(script);
+    }
+
+    let mut migrations = Vec::with_capacity(by_version.len());
+    for (version, acc) in by_version {
+        let reversible = acc.up.all().next().is_some() || acc.down.all().next().is_some();
+        if reversible {
+            if let Some(s) = acc.simple.all().next() {
+                return Err(Error::migration(
+                    &s.path,
+                    format!("version {version} mixes a plain .sql with .up.sql/.down.sql files"),
+                ));
+            }
+            for d in [
+                None,
+                Some(Dialect::Sqlite),
+                Some(Dialect::Postgres),
+                Some(Dialect::Mysql),
+            ] {
+                match (acc.up.slot_ref(d), acc.down.slot_ref(d)) {
+                    (Some(up), None) => {
+                        return Err(Error::migration(
+                            &up.path,
+                            "this .up.sql has no matching .down.sql",
+                        ));
+                    }
+                    (None, Some(down)) => {
+                        return Err(Error::migration(
+                            &down.path,
+                            "this .down.sql has no matching .up.sql",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            migrations.push(Migration {
+                version,
+                description: acc.description,
+                up: acc.up,
+                down: Some(acc.down),
+            });
+        } else {
+            migrations.push(Migration {
+                version,
+                description: acc.description,
+                up: acc.simple,
+                down: None,
+            });
+        }
+    }
+
+    let mut digest_input = String::new();
+    for m in &migrations {
+        for (name, v) in [
+            ("*", &m.up.generic),
+            ("sqlite", &m.up.sqlite),
+            ("postgres", &m.up.postgres),
+            ("mysql", &m.up.mysql),
+        ] {
+            if let Some(s) = v {
+                digest_input.push_str(&format!("{} {name} {}\n", m.version, hex(&s.checksum)));
+            }
+        }
+    }
+    let set_sum = sqlx::migrate::Migration::new(
+        0,
+        Cow::Borrowed("set"),
+        sqlx::migrate::MigrationType::Simple,
+        sqlx::AssertSqlSafe(digest_input).into_sql_str(),
+        false,
+    )
+    .checksum;
+    Ok(MigrationSet {
+        dir: dir.to_path_buf(),
+        migrations,
+        checksum: hex(&set_sum)[..32].to_string(),
+    })
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Creates a new migration file (or an up/down pair) in `dir` and returns the
+/// paths written. Versions continue the set's numbering when it counts 1, 2,
+/// 3...; otherwise (or for an empty folder) they are a UTC timestamp, as sqlx's.
+pub fn new_migration(
+    dir: &Path,
+    description: &str,
+    reversible: bool,
+    no_tx: bool,
+) -> Result<Vec<PathBuf>, Error> {
+    let slug: String = description
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let slug = slug.trim_matches('_').to_string();
+    if slug.is_empty() {
+        return Err(Error::Usage(format!(
+            "fleetmig new: description {description:?} has no letters or digits"
+        )));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut max: i64 = 0;
+    let mut width = 4;
+    let mut any = false;
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Ok(Some(p)) = parse_name(&name) {
+            any = true;
+            if p.version > max {
+                max = p.version;
+                width = name.split('_').next().map(str::len).unwrap_or(4);
+            }
+        }
+    }
+    let version = if any && max < 100_000_000 {
+        format!("{:0width$}", max + 1, width = width)
+    } else {
+        chrono::Utc::now().format("%Y%m%d%H%M%S").to_string()
+    };
+    let header = if no_tx { "-- no-transaction\n" } else { "" };
+    let mut written = Vec::new();
+    let names: Vec<(String, &str)> = if reversible {
+        vec![
+            (
+                format!("{version}_{slug}.up.sql"),
+                "-- Add the up migration here.\n",
+            ),
+            (
+                format!("{version}_{slug}.down.sql"),
+                "-- Undo the up migration here.\n",
+            ),
+        ]
+    } else {
+        vec![(
+            format!("{version}_{slug}.sql"),
+            "-- Add the migration here.\n",
+        )]
+    };
+    for (name, body) in names {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("{header}{body}")).map_err(|e| Error::io(&path, e))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(files: &[(&str, &str)]) -> (tempfile::TempDir, Result<MigrationSet, Error>) {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, t) in files {
+            std::fs::write(dir.path().join(n), t).unwrap();
+        }
+        let r = load(dir.path());
+        (dir, r)
+    }
+
+    #[test]
+    fn loads_variants_reversible_and_no_tx() {
+        let (_d, s) = set(&[
+            ("0001_a.sql", "CREATE TABLE a(x int);"),
+            ("0002_b.up.sql", "CREATE TABLE b(x int);"),
+            ("0002_b.down.sql", "DROP TABLE b;"),
+            ("0003_idx.sql", "CREATE INDEX i ON a(x);"),
+            (
+                "0003_idx.postgres.sql",
+                "-- no-transaction\nCREATE INDEX CONCURRENTLY i ON a(x);",
+            ),
+            ("README.md", "not a migration"),
+        ]);
+        let s = s.unwrap();
+        assert_eq!(s.migrations.len(), 3);
+        assert_eq!(s.head(), 3);
+        let m3 = s.get(3).unwrap();
+        assert!(m3.up.get(Dialect::Postgres).unwrap().no_tx);
+        assert!(!m3.up.get(Dialect::Sqlite).unwrap().no_tx);
+        assert!(s.get(2).unwrap().down.is_some());
+        assert_eq!(s.get(1).unwrap().description, "a");
+        // sqlx's checksum is SHA-384 of the text
+        assert_eq!(
+            s.get(1)
+                .unwrap()
+                .up
+                .generic
+                .as_ref()
+                .unwrap()
+                .checksum
+                .len(),
+            48
+        );
+    }
+
+    #[test]
+    fn broken_sets_name_the_file() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                vec![("0001_a.sql", "x"), ("0001_b.sql", "y")],
+                "duplicate version",
+            ),
+            (vec![("0001_a.up.sql", "x")], "no matching .down.sql"),
+            (vec![("0001_a.down.sql", "x")], "no matching .up.sql"),
+            (vec![("abc.sql", "x")], "expected <VERSION>"),
+            (vec![("01x_a.sql", "x")], "not a positive whole number"),
+            (vec![("0001_a.oracle.sql", "x")], "unknown dialect"),
+            (
+                vec![("0001_a.sql", "-- fleetmig: nope=1\n")],
+                "unknown fleetmig directive",
+            ),
+        ];
+        for (files, needle) in cases {
+            let (_d, r) = set(&files);
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains(needle), "{e} lacks {needle}");
+            assert!(e.contains(".sql"), "{e} does not name the file");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("0001_a.sql"), [0xff, 0xfe, 0x00]).unwrap();
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("0001_a.sql") && e.contains("UTF-8"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(
+            load(empty.path())
+                .unwrap_err()
+                .to_string()
+                .contains("no migrations")
+        );
+    }
+
+    #[test]
+    fn new_continues_numbering() {
+        let (d, _) = set(&[("0001_a.sql", "x")]);
+        let w = new_migration(d.path(), "Add users!", true, true).unwrap();
+        assert!(w[0].ends_with("0002_add_users.up.sql"), "{w:?}");
+        assert!(
+            std::fs::read_to_string(&w[1])
+                .unwrap()
+                .starts_with("-- no-transaction")
+        );
+        assert!(load(d.path()).is_ok());
+    }
+}

@@ -1,0 +1,134 @@
+//! Read-only inspection of every tenant, for `status` and `plan`: connect
+//! without creating anything, read history, plan. Writes nothing to any tenant.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::dialect::{Access, Connector};
+use crate::error::TenantError;
+use crate::migration::{MigrationSet, plan_tenant};
+use crate::tenant::{Dialect, Tenant, TenantId};
+
+/// Where one tenant stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantState {
+    UpToDate,
+    Pending,
+    /// A migration failed part-way; the history has a `success = false` row.
+    Dirty,
+    /// History disagrees with the files: an edited or unknown migration.
+    Drifted,
+    /// Could not be read (unreachable, no permission, no variant...).
+    Error,
+}
+
+impl TenantState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantState::UpToDate => "up_to_date",
+            TenantState::Pending => "pending",
+            TenantState::Dirty => "dirty",
+            TenantState::Drifted => "drifted",
+            TenantState::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub tenant: TenantId,
+    pub dialect: Dialect,
+    /// The locator with any password redacted.
+    pub locator: String,
+    pub tags: String,
+    pub state: TenantState,
+    /// Highest applied version; `None` when it could not be read.
+    pub version: Option<i64>,
+    pub pending: Vec<i64>,
+    pub error: Option<TenantError>,
+}
+
+async fn inspect_one(
+    connector: &Connector,
+    set: &MigrationSet,
+    tenant: Tenant,
+    target: Option<i64>,
+) -> Inspection {
+    let mut out = Inspection {
+        tenant: tenant.id.clone(),
+        dialect: tenant.locator.dialect(),
+        locator: tenant.locator.redacted(),
+        tags: tenant.tags_string(),
+        state: TenantState::Error,
+        version: None,
+        pending: Vec::new(),
+        error: None,
+    };
+    let mut session = match connector.open(&tenant, Access::Read).await {
+        Ok(s) => s,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    let history = session.history().await;
+    session.close().await;
+    let history = match history {
+        Ok(h) => h,
+        Err(e) => {
+            out.error = Some(e);
+            return out;
+        }
+    };
+    out.version = Some(
+        history
+            .iter()
+            .filter(|a| a.success)
+            .map(|a| a.version)
+            .max()
+            .unwrap_or(0),
+    );
+    match plan_tenant(&history, set, out.dialect, target) {
+        Ok(p) => {
+            out.state = if p.pending.is_empty() {
+                TenantState::UpToDate
+            } else {
+                TenantState::Pending
+            };
+            out.pending = p.pending;
+        }
+        Err(e) => {
+            out.state = match e.kind() {
+                "dirty" => TenantState::Dirty,
+                "checksum_mismatch" | "missing_migration" => TenantState::Drifted,
+                _ => TenantState::Error,
+            };
+            out.error = Some(e.into());
+        }
+    }
+    out
+}
+
+/// Inspects every tenant with at most `concurrency` connections at once;
+/// results in tenant order.
+pub async fn inspect(
+    connector: Arc<Connector>,
+    set: Arc<MigrationSet>,
+    tenants: Vec<Tenant>,
+    target: Option<i64>,
+    concurrency: usize,
+) -> Vec<Inspection> {
+    let mut v: Vec<Inspection> = futures_util::stream::iter(tenants)
+        .map(|t| {
+            let (c, s) = (connector.clone(), set.clone());
+            async move { inspect_one(&c, &s, t, target).await }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    v.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    v
+}

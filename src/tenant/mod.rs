@@ -1,0 +1,433 @@
+//! Tenants: what one isolated unit of schema is (`Tenant`: id, locator, tags),
+//! how its id and database identifiers are validated, how a locator is printed
+//! without its credentials, and how a fleet spec (`--fleet KIND:WHERE`) names
+//! the way tenants are discovered (see `discover`).
+
+mod discover;
+mod registry;
+
+pub use discover::{DiscoverOptions, discover};
+pub use registry::read_registry;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use crate::error::Error;
+
+/// A tenant's id: letters, digits, `_` and `-`, at most 128 characters, so it
+/// is safe in file names, CSV cells, log lines and metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub fn new(id: &str) -> Result<Self, String> {
+        if id.is_empty() {
+            return Err("tenant id is empty".into());
+        }
+        if id.len() > 128 {
+            return Err(format!("tenant id {id:?} is longer than 128 characters"));
+        }
+        if let Some(c) = id
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
+            return Err(format!(
+                "tenant id {id:?} contains {c:?}; ids are letters, digits, '_' and '-'"
+            ));
+        }
+        Ok(TenantId(id.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Validates a schema or database name before it is ever put into SQL: ASCII
+/// letters, digits, `_`, `$` and `-`, not starting with a digit or `-`, at most
+/// 63 bytes (PostgreSQL's limit; MySQL's is 64). Quotes, semicolons, spaces and
+/// unicode look-alikes are rejected outright; names that pass are still quoted.
+pub fn validate_identifier(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("identifier is empty".into());
+    }
+    if name.len() > 63 {
+        return Err(format!("identifier {name:?} is longer than 63 bytes"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '-')))
+    {
+        return Err(format!(
+            "identifier {:?} contains {c:?}; only ASCII letters, digits, '_', '$' and '-' are accepted",
+            name.escape_debug().to_string()
+        ));
+    }
+    if name.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
+        return Err(format!("identifier {name:?} starts with a digit or '-'"));
+    }
+    Ok(())
+}
+
+/// The database family a tenant lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+    Mysql,
+}
+
+impl Dialect {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+            Dialect::Mysql => "mysql",
+        }
+    }
+
+    /// The dialect named by a URL's scheme.
+    pub fn from_url(url: &str) -> Option<Dialect> {
+        let scheme = url.split(':').next()?.to_ascii_lowercase();
+        match scheme.as_str() {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::Mysql),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Dialect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a tenant lives. URLs may carry credentials: print them only through
+/// `redacted()` / `Display`, which never shows a password.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Locator {
+    /// One SQLite file.
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL database (`schema: None`) or one schema in it.
+    Postgres { url: String, schema: Option<String> },
+    /// A MySQL/MariaDB database; the URL names it.
+    Mysql { url: String },
+}
+
+impl Locator {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Locator::Sqlite { .. } => Dialect::Sqlite,
+            Locator::Postgres { .. } => Dialect::Postgres,
+            Locator::Mysql { .. } => Dialect::Mysql,
+        }
+    }
+
+    /// The server this tenant lives on (`scheme://host:port`, no credentials,
+    /// no database): the key of the per-server concurrency limit. All SQLite
+    /// files share the local disk.
+    pub fn server_key(&self) -> String {
+        match self {
+            Locator::Sqlite { .. } => "sqlite://local-disk".to_string(),
+            Locator::Postgres { url, .. } | Locator::Mysql { url } => match url::Url::parse(url) {
+                Ok(u) => format!(
+                    "{}://{}:{}",
+                    u.scheme(),
+                    u.host_str().unwrap_or("localhost"),
+                    u.port().map(|p| p.to_string()).unwrap_or_default()
+                ),
+                Err(_) => redact_url(url),
+            },
+        }
+    }
+
+    /// The locator as text with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self {
+            Locator::Sqlite { path } => format!("sqlite://{}", path.display()),
+            Locator::Postgres { url, schema } => match schema {
+                Some(s) => format!("{} schema {s}", redact_url(url)),
+                None => redact_url(url),
+            },
+            Locator::Mysql { url } => redact_url(url),
+        }
+    }
+}
+
+impl fmt::Display for Locator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for Locator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Locator({})", self.redacted())
+    }
+}
+
+/// Replaces the password of a URL (and any `password=` query parameter) with
+/// `***`. Text that does not parse as a URL is returned with everything between
+/// `://` and the last `@` hidden, so a malformed URL cannot leak either.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let secret = matches!(
+                        k.to_ascii_lowercase().as_str(),
+                        "password" | "pass" | "pwd" | "sslpassword"
+                    );
+                    (
+                        k.into_owned(),
+                        if secret {
+                            "***".to_string()
+                        } else {
+                            v.into_owned()
+                        },
+                    )
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(start), Some(at)) if at > start => {
+                format!("{}://***@{}", &url[..start], &url[at + 1..])
+            }
+            _ => url.to_string(),
+        },
+    }
+}
+
+/// Removes every occurrence of the secrets of `urls` (passwords) from `text`:
+/// the last line of defence for driver error messages that echo a URL.
+pub fn scrub_secrets<'a>(text: &str, urls: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = text.to_string();
+    for url in urls {
+        if let Ok(u) = url::Url::parse(url) {
+            if let Some(pw) = u.password().filter(|p| p.len() >= 3) {
+                out = out.replace(pw, "***");
+                if let Ok(decoded) = urlencoding_decode(pw) {
+                    out = out.replace(&decoded, "***");
+                }
+            }
+        }
+    }
+    out
+}
+
+fn urlencoding_decode(s: &str) -> Result<String, ()> {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .ok_or(())
+}
+
+/// One tenant of the fleet.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub locator: Locator,
+    /// `key=value` tags; a bare word `canary` is stored as `("canary", "")`.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Tenant {
+    pub fn has_tag(&self, key: &str) -> bool {
+        self.tags.contains_key(key)
+    }
+
+    /// Tags as `a=b;c` (the registry format).
+    pub fn tags_string(&self) -> String {
+        self.tags
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{k}={v}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+}
+
+/// Parses `a=b;c;region=eu` into tags.
+pub fn parse_tags(s: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut tags = BTreeMap::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(format!("tag {part:?} is not `key=value` or a bare word"));
+        }
+        tags.insert(k.to_string(), v.to_string());
+    }
+    Ok(tags)
+}
+
+/// How the fleet is found: `--fleet KIND:WHERE`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum FleetSpec {
+    /// Every `*.db` file in a folder; id = file stem.
+    SqliteDir(PathBuf),
+    /// A CSV file `id,url,schema,tags`.
+    Registry(PathBuf),
+    /// Schemas of one PostgreSQL database.
+    PostgresSchemas(String),
+    /// Databases of one PostgreSQL server (the URL names a maintenance database).
+    PostgresDatabases(String),
+    /// Databases of one MySQL/MariaDB server.
+    MysqlDatabases(String),
+}
+
+impl FromStr for FleetSpec {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        let (kind, rest) = s.split_once(':').ok_or_else(|| {
+            Error::Usage(format!(
+                "--fleet {}: expected KIND:WHERE, e.g. sqlite-dir:PATH, registry:FILE.csv, \
+                 postgres-schemas:URL, postgres-databases:URL, mysql-databases:URL",
+                redact_url(s)
+            ))
+        })?;
+        if rest.is_empty() {
+            return Err(Error::Usage(format!(
+                "--fleet {kind}: nothing after the ':'"
+            )));
+        }
+        Ok(match kind {
+            "sqlite-dir" => FleetSpec::SqliteDir(PathBuf::from(rest)),
+            "registry" => FleetSpec::Registry(PathBuf::from(rest)),
+            "postgres-schemas" | "postgres-databases" => {
+                if Dialect::from_url(rest) != Some(Dialect::Postgres) {
+                    return Err(Error::Usage(format!(
+                        "--fleet {kind}: {} is not a postgres:// URL",
+                        redact_url(rest)
+                    )));
+                }
+                if kind == "postgres-schemas" {
+                    FleetSpec::PostgresSchemas(rest.to_string())
+                } else {
+                    FleetSpec::PostgresDatabases(rest.to_string())
+                }
+            }
+            "mysql-databases" => {
+                if Dialect::from_url(rest) != Some(Dialect::Mysql) {
+                    return Err(Error::Usage(format!(
+                        "--fleet {kind}: {} is not a mysql:// URL",
+                        redact_url(rest)
+                    )));
+                }
+                FleetSpec::MysqlDatabases(rest.to_string())
+            }
+            other => {
+                return Err(Error::Usage(format!(
+                    "--fleet: unknown fleet kind {other:?}; expected sqlite-dir, registry, \
+                     postgres-schemas, postgres-databases or mysql-databases"
+                )));
+            }
+        })
+    }
+}
+
+impl fmt::Display for FleetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FleetSpec::SqliteDir(p) => write!(f, "sqlite-dir:{}", p.display()),
+            FleetSpec::Registry(p) => write!(f, "registry:{}", p.display()),
+            FleetSpec::PostgresSchemas(u) => write!(f, "postgres-schemas:{}", redact_url(u)),
+            FleetSpec::PostgresDatabases(u) => write!(f, "postgres-databases:{}", redact_url(u)),
+            FleetSpec::MysqlDatabases(u) => write!(f, "mysql-databases:{}", redact_url(u)),
+        }
+    }
+}
+
+impl fmt::Debug for FleetSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_validated() {
+        assert!(TenantId::new("acme-01_x").is_ok());
+        assert!(TenantId::new("").is_err());
+        assert!(TenantId::new("a b").is_err());
+        assert!(TenantId::new("a;drop").is_err());
+        assert!(TenantId::new(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn identifiers_reject_hostile_names() {
+        assert!(validate_identifier("tenant_001").is_ok());
+        for bad in [
+            "a\"b", "a;b", "a b", "tenаnt", "1abc", "", "x'--", "ｔenant",
+        ] {
+            assert!(validate_identifier(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        let r = redact_url("postgres://bob:s3cret@db.local:5432/app?sslmode=disable&password=x1");
+        assert!(!r.contains("s3cret") && !r.contains("x1"), "{r}");
+        assert!(r.contains("bob") && r.contains("db.local"));
+        assert_eq!(redact_url("not a url://u:pw@host"), "not a url://***@host");
+        let scrubbed = scrub_secrets("failed for s3cret", ["postgres://bob:s3cret@h/db"]);
+        assert_eq!(scrubbed, "failed for ***");
+    }
+
+    #[test]
+    fn tags_parse() {
+        let t = parse_tags("tier=free; canary ;region=eu").unwrap();
+        assert_eq!(t.get("canary").map(String::as_str), Some(""));
+        assert_eq!(t.get("tier").map(String::as_str), Some("free"));
+        assert!(parse_tags("a b=c").is_err());
+    }
+
+    #[test]
+    fn fleet_specs_parse() {
+        assert_eq!(
+            "sqlite-dir:/x".parse::<FleetSpec>().unwrap(),
+            FleetSpec::SqliteDir("/x".into())
+        );
+        assert!("nope:/x".parse::<FleetSpec>().is_err());
+        assert!("postgres-schemas:mysql://x".parse::<FleetSpec>().is_err());
+        let e = "postgres-schemas:mysql://u:hunter2@x"
+            .parse::<FleetSpec>()
+            .unwrap_err();
+        assert!(!e.to_string().contains("hunter2"));
+    }
+}
