@@ -144,7 +144,11 @@ fn parse_name(name: &str) -> Result<Option<ParsedName>, String> {
         .parse()
         .ok()
         .filter(|v| *v > 0 && version.chars().all(|c| c.is_ascii_digit()))
-        .ok_or_else(|| format!("version {version:?} is not a positive whole number"))?;
+        .ok_or_else(|| {
+            format!(
+                "version {version:?} is not a positive whole number; expected <VERSION>_<description>.sql"
+            )
+        })?;
     let (rest, kind) = if let Some(r) = rest.strip_suffix(".up") {
         (r, Kind::Up)
     } else if let Some(r) = rest.strip_suffix(".down") {

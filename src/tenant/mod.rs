@@ -225,12 +225,12 @@ pub fn redact_url(url: &str) -> String {
 pub fn scrub_secrets<'a>(text: &str, urls: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = text.to_string();
     for url in urls {
-        if let Ok(u) = url::Url::parse(url) {
-            if let Some(pw) = u.password().filter(|p| p.len() >= 3) {
-                out = out.replace(pw, "***");
-                if let Ok(decoded) = urlencoding_decode(pw) {
-                    out = out.replace(&decoded, "***");
-                }
+        if let Ok(u) = url::Url::parse(url)
+            && let Some(pw) = u.password().filter(|p| p.len() >= 3)
+        {
+            out = out.replace(pw, "***");
+            if let Ok(decoded) = urlencoding_decode(pw) {
+                out = out.replace(&decoded, "***");
             }
         }
     }
