@@ -32,6 +32,7 @@ pub struct FileConfig {
     pub tx_mode: Option<TxMode>,
     pub pool_size: Option<u32>,
     pub create_missing: Option<bool>,
+    pub connect_timeout: Option<String>,
 }
 
 impl FileConfig {
@@ -75,6 +76,7 @@ pub struct Overrides {
     pub tx_mode: Option<TxMode>,
     pub pool_size: Option<u32>,
     pub create_missing: Option<bool>,
+    pub connect_timeout: Option<String>,
     pub target: Option<i64>,
 }
 
@@ -129,6 +131,10 @@ impl Config {
             Some(v) => Some(duration(&v, "--statement-timeout")?),
             None => None,
         };
+        let connect_timeout = match o.connect_timeout.or(file.connect_timeout) {
+            Some(v) => duration(&v, "--connect-timeout")?,
+            None => Duration::from_secs(10),
+        };
         let max_failures = o.max_failures.or(file.max_failures);
         if max_failures == Some(0) {
             return Err(Error::Usage("--max-failures must be at least 1".into()));
@@ -176,7 +182,7 @@ impl Config {
                 lock_timeout,
                 statement_timeout,
                 pool_size: pool_size.max(1),
-                connect_timeout: Duration::from_secs(10),
+                connect_timeout,
                 create_missing: o.create_missing.or(file.create_missing).unwrap_or(false),
             },
         })

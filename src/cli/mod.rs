@@ -76,6 +76,9 @@ pub struct Common {
     /// How long DDL waits for a lock before failing and being retried [default: 5s].
     #[arg(long, env = "FLEETMIG_LOCK_TIMEOUT")]
     pub lock_timeout: Option<String>,
+    /// How long connecting to a tenant's server may take [default: 10s].
+    #[arg(long, env = "FLEETMIG_CONNECT_TIMEOUT")]
+    pub connect_timeout: Option<String>,
     /// Longest a statement may run (PostgreSQL, MariaDB) [default: none].
     #[arg(long, env = "FLEETMIG_STATEMENT_TIMEOUT")]
     pub statement_timeout: Option<String>,
@@ -154,6 +157,7 @@ fn config(common: &Common, mut o: Overrides) -> Result<Config, Error> {
     o.lock_timeout = common.lock_timeout.clone();
     o.statement_timeout = common.statement_timeout.clone();
     o.create_missing = common.create_missing.then_some(true);
+    o.connect_timeout = common.connect_timeout.clone();
     Config::resolve(o, file, &path)
 }
 

@@ -6,12 +6,14 @@
 
 use std::str::FromStr;
 
-use sqlx::migrate::{Migrate, MigrationType};
+use std::time::Instant;
+
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection, Executor};
 
-use super::{AppliedStep, Conn, Connector, Session, Step, sqlx_migration};
+use super::{AppliedStep, Conn, Connector, Session, Step};
 use crate::error::TenantError;
+use crate::migration::split::split_statements;
 use crate::tenant::{Dialect, DiscoverOptions, redact_url, scrub_secrets};
 
 fn connect_options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
@@ -105,18 +107,79 @@ pub(crate) async fn history_exists(c: &mut MySqlConnection) -> Result<bool, sqlx
     Ok(n > 0)
 }
 
+/// Applies one migration statement by statement. MySQL commits each DDL
+/// statement on its own, so the history row is written as dirty first (as
+/// sqlx does) and made clean at the end; a failure after some statements ran
+/// leaves it dirty and says which statement ran last. A failure of the first
+/// statement leaves nothing behind, so the row is removed and the tenant stays
+/// clean (and a transient failure can be retried).
 pub(crate) async fn apply(s: &mut Session, step: Step<'_>) -> Result<AppliedStep, TenantError> {
     s.ensure_history().await?;
-    let table = s.table.clone();
-    let m = sqlx_migration(step.migration, step.script, MigrationType::Simple);
-    match conn_mut(s).apply(&table, &m).await {
-        Ok(d) => Ok(AppliedStep {
-            version: m.version,
-            duration: d,
-            already_applied: false,
-        }),
-        Err(e) => Err(s.migrate_err(e).at_version(m.version)),
+    let v = step.migration.version;
+    let statements = split_statements(&step.script.sql);
+    let conn = conn_mut(s);
+    sqlx::query(
+        "INSERT INTO `_sqlx_migrations` (version, description, success, checksum, execution_time) \
+         VALUES (?, ?, FALSE, ?, -1)",
+    )
+    .bind(v)
+    .bind(step.migration.description.as_str())
+    .bind(step.script.checksum.as_slice())
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| s.err(e).at_version(v))?;
+    let t0 = Instant::now();
+    for (i, st) in statements.iter().enumerate() {
+        let conn = conn_mut(s);
+        if let Err(e) = conn.execute(sqlx::AssertSqlSafe(st.sql.clone())).await {
+            let mut t = s.err(e).at_version(v);
+            if i == 0 {
+                let cleaned = sqlx::query(
+                    "DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE",
+                )
+                .bind(v)
+                .execute(conn_mut(s))
+                .await;
+                if cleaned.is_err() {
+                    t.message.push_str(" (the history row of this migration could not be removed: the tenant is marked dirty)");
+                }
+                return Err(t);
+            }
+            let last = &statements[i - 1];
+            t.class = crate::error::ErrorClass::Permanent;
+            t.message = format!(
+                "{} — statement {} of {} (line {}) failed after statements 1..{} were committed \
+                 (MySQL DDL is not transactional), so the tenant is dirty. The last statement that ran \
+                 (line {}): `{}`. Finish or undo the migration by hand, then delete its row from \
+                 _sqlx_migrations and run again",
+                t.message,
+                i + 1,
+                statements.len(),
+                st.line,
+                i,
+                last.line,
+                crate::dialect::one_line(&last.sql)
+                    .chars()
+                    .take(200)
+                    .collect::<String>()
+            );
+            return Err(t);
+        }
     }
+    let duration = t0.elapsed();
+    sqlx::query(
+        "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
+    )
+    .bind(duration.as_nanos() as i64)
+    .bind(v)
+    .execute(conn_mut(s))
+    .await
+    .map_err(|e| s.err(e).at_version(v))?;
+    Ok(AppliedStep {
+        version: v,
+        duration,
+        already_applied: false,
+    })
 }
 
 /// Databases of the server at `url` matching the pattern or returned by the query.

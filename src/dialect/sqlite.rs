@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use sqlx::migrate::{Migrate, MigrationType};
+use sqlx::migrate::{Migrate, MigrateError, MigrationType};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 
@@ -121,12 +121,30 @@ pub(crate) async fn apply(
                 });
                 continue;
             }
+            // The same statements sqlx's `Migrate::apply` runs (script, then
+            // the history row in sqlx's layout), minus its savepoint and its
+            // separate execution_time UPDATE: we are already inside our own
+            // transaction, and the elapsed time is known before the insert.
             let t0 = Instant::now();
-            let m = sqlx_migration(step.migration, step.script, MigrationType::Simple);
-            tx.apply(TABLE, &m).await.map_err(|e| (e, Some(v)))?;
+            (&mut *tx)
+                .execute(sqlx::AssertSqlSafe(step.script.sql.clone()))
+                .await
+                .map_err(|e| (MigrateError::ExecuteMigration(e, v), Some(v)))?;
+            let duration = t0.elapsed();
+            sqlx::query(
+                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+                 VALUES (?1, ?2, TRUE, ?3, ?4)",
+            )
+            .bind(v)
+            .bind(step.migration.description.as_str())
+            .bind(step.script.checksum.as_slice())
+            .bind(duration.as_nanos() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| (e.into(), Some(v)))?;
             out.push(AppliedStep {
                 version: v,
-                duration: t0.elapsed(),
+                duration,
                 already_applied: false,
             });
         }

@@ -5,6 +5,7 @@
 mod directive;
 pub mod plan;
 mod source;
+pub mod split;
 
 pub use directive::{Batch, Directives, Phase};
 pub use plan::{Applied, PlanError, TenantPlan, plan_tenant};

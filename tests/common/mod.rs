@@ -134,3 +134,161 @@ pub async fn sqlite_tables(path: &Path) -> Vec<String> {
     c.close().await.unwrap();
     rows
 }
+
+/// The PostgreSQL server the tests use (started by scripts/test-services.sh).
+/// A test that needs it fails when it is not there; it never skips.
+pub fn pg_base_url() -> String {
+    std::env::var("FLEETMIG_TEST_PG_URL").unwrap_or_else(|_| {
+        "postgres://fleetmig:fleetmig-test-secret@127.0.0.1:5432/fleetmig_test?sslmode=disable"
+            .to_string()
+    })
+}
+
+pub const TEST_PASSWORD: &str = "fleetmig-test-secret";
+
+/// `base` with its database replaced.
+pub fn with_db(base: &str, db: &str) -> String {
+    let mut u = url::Url::parse(base).unwrap();
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+pub async fn pg_connect(url: &str) -> sqlx::PgConnection {
+    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| {
+        panic!("PostgreSQL is not reachable ({e}); start it with scripts/test-services.sh")
+    })
+}
+
+/// A fresh database for one test; dropped by `PgDb::drop_now`.
+pub struct PgDb {
+    pub name: String,
+    pub url: String,
+}
+
+pub async fn pg_database(prefix: &str) -> PgDb {
+    let base = pg_base_url();
+    let name = format!("fm_{prefix}_{:08x}", rand::random::<u32>());
+    let mut admin = pg_connect(&base).await;
+    sqlx::Executor::execute(
+        &mut admin,
+        sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")),
+    )
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+    PgDb {
+        url: with_db(&base, &name),
+        name,
+    }
+}
+
+impl PgDb {
+    pub async fn conn(&self) -> sqlx::PgConnection {
+        pg_connect(&self.url).await
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        let mut c = self.conn().await;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.close().await.unwrap();
+    }
+
+    pub async fn drop_now(self) {
+        let mut admin = pg_connect(&pg_base_url()).await;
+        let _ = sqlx::Executor::execute(
+            &mut admin,
+            sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            )),
+        )
+        .await;
+        let _ = admin.close().await;
+    }
+}
+
+/// (version, success) rows of the history in `schema`.
+pub async fn pg_history(c: &mut sqlx::PgConnection, schema: &str) -> Vec<(i64, bool)> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT version, success FROM \"{schema}\"._sqlx_migrations ORDER BY version"
+    )))
+    .fetch_all(c)
+    .await
+    .unwrap_or_default()
+}
+
+pub async fn pg_tables(c: &mut sqlx::PgConnection, schema: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+    )
+    .bind(schema)
+    .fetch_all(c)
+    .await
+    .unwrap()
+}
+
+/// Runs `fleetmig sync` on `fleet` in a temp dir with `extra` args.
+pub fn sync_fleet(dir: &Path, fleet: &str, migrations: &Path, extra: &[&str]) -> Output {
+    fleetmig()
+        .current_dir(dir)
+        .args(["sync", "--progress-every", "0", "--fleet", fleet])
+        .arg("--migrations")
+        .arg(migrations)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// The MariaDB server the tests use.
+pub fn mysql_base_url() -> String {
+    std::env::var("FLEETMIG_TEST_MYSQL_URL").unwrap_or_else(|_| {
+        "mysql://fleetmig:fleetmig-test-secret@127.0.0.1:3306/mysql".to_string()
+    })
+}
+
+pub async fn mysql_connect(url: &str) -> sqlx::MySqlConnection {
+    sqlx::MySqlConnection::connect(url)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("MariaDB is not reachable ({e}); start it with scripts/test-services.sh")
+        })
+}
+
+pub async fn mysql_exec(url: &str, sql: &str) {
+    let mut c = mysql_connect(url).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+        .execute(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    c.close().await.unwrap();
+}
+
+/// Everything a run left behind (stdout, stderr, every report file), for
+/// checking that no secret leaked.
+pub fn everything_printed(dir: &Path, o: &Output) -> String {
+    let mut all = stdout(o) + &stderr(o);
+    for entry in walk(dir) {
+        if let Ok(t) = std::fs::read_to_string(&entry) {
+            all.push_str(&t);
+        }
+    }
+    all
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
