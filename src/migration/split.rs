@@ -77,16 +77,14 @@ pub fn split_statements(sql: &str) -> Vec<Statement> {
                 // $tag$ ... $tag$
                 if let Some(end) = sql[i + 1..].find('$') {
                     let tag = &sql[i..i + end + 2];
-                    if tag[1..tag.len() - 1]
+                    let plain = tag[1..tag.len() - 1]
                         .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    {
-                        if let Some(close) = sql[i + tag.len()..].find(tag) {
-                            let body_end = i + tag.len() + close + tag.len();
-                            line += sql[i..body_end].matches('\n').count();
-                            i = body_end;
-                            continue;
-                        }
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if let Some(close) = sql[i + tag.len()..].find(tag).filter(|_| plain) {
+                        let body_end = i + tag.len() + close + tag.len();
+                        line += sql[i..body_end].matches('\n').count();
+                        i = body_end;
+                        continue;
                     }
                 }
             }
