@@ -147,6 +147,8 @@ pub struct Session {
     pub(crate) history_ready: bool,
     pub(crate) url: Option<String>,
     pub(crate) lock_key: String,
+    /// How long to wait for the tenant lock.
+    pub(crate) lock_wait: Duration,
 }
 
 impl Connector {

@@ -52,6 +52,7 @@ pub(crate) async fn open(c: &Connector, url: &str) -> Result<Session, TenantErro
         locked: false,
         history_ready: false,
         url: Some(url.to_string()),
+        lock_wait: c.settings.lock_timeout,
         lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
     };
     let secs = c.settings.lock_timeout.as_secs().max(1);
@@ -82,7 +83,7 @@ fn conn_mut(s: &mut Session) -> &mut MySqlConnection {
 
 pub(crate) async fn lock(s: &mut Session) -> Result<(), TenantError> {
     let key = s.lock_key.clone();
-    let timeout = 5i64;
+    let timeout = s.lock_wait.as_secs().max(1) as i64;
     let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
         .bind(&key)
         .bind(timeout)

@@ -82,6 +82,7 @@ pub(crate) async fn open(
         locked: false,
         history_ready: false,
         url: Some(url.to_string()),
+        lock_wait: c.settings.lock_timeout,
         lock_key: schema.unwrap_or("").to_string(),
     };
     let mut setup = String::new();

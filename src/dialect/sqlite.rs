@@ -31,6 +31,7 @@ pub(crate) async fn open(
         locked: false,
         history_ready: false,
         url: None,
+        lock_wait: c.settings.lock_timeout,
         lock_key: String::new(),
     };
     if !path.exists() {
