@@ -15,7 +15,10 @@ struct Fleet {
 async fn databases(prefix: &str, n: usize) -> Fleet {
     let tag = format!("fm{prefix}{:06x}", rand::random::<u32>() & 0xffffff);
     let names: Vec<String> = (0..n).map(|i| format!("{tag}_t{i:02}")).collect();
-    let sql: String = names.iter().map(|n| format!("CREATE DATABASE `{n}`;")).collect();
+    let sql: String = names
+        .iter()
+        .map(|n| format!("CREATE DATABASE `{n}`;"))
+        .collect();
     mysql_exec(&mysql_base_url(), &sql).await;
     Fleet { tag, names }
 }
@@ -35,16 +38,21 @@ impl Fleet {
 
     async fn history(&self, name: &str) -> Vec<(i64, bool)> {
         let mut c = mysql_connect(&self.url(name)).await;
-        let rows: Vec<(i64, bool)> = sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
-            .fetch_all(&mut c)
-            .await
-            .unwrap_or_default();
+        let rows: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut c)
+                .await
+                .unwrap_or_default();
         c.close().await.unwrap();
         rows
     }
 
     async fn drop_all(self) {
-        let sql: String = self.names.iter().map(|n| format!("DROP DATABASE IF EXISTS `{n}`;")).collect();
+        let sql: String = self
+            .names
+            .iter()
+            .map(|n| format!("DROP DATABASE IF EXISTS `{n}`;"))
+            .collect();
         mysql_exec(&mysql_base_url(), &sql).await;
     }
 }
@@ -53,11 +61,26 @@ impl Fleet {
 async fn database_fleet_reaches_head_with_the_mysql_variant() {
     let f = databases("head", 8).await;
     let dir = tempfile::tempdir().unwrap();
-    let out = sync_fleet(dir.path(), &f.spec(), &demo_migrations(), &["--tenant-pattern", &f.pattern()]);
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    let out = sync_fleet(
+        dir.path(),
+        &f.spec(),
+        &demo_migrations(),
+        &["--tenant-pattern", &f.pattern()],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert_eq!(csv_rows(&report_dir(dir.path(), &out)).len(), 8);
     for n in &f.names {
-        assert_eq!(f.history(n).await, (1..=5).map(|v| (v, true)).collect::<Vec<_>>(), "{n}");
+        assert_eq!(
+            f.history(n).await,
+            (1..=5).map(|v| (v, true)).collect::<Vec<_>>(),
+            "{n}"
+        );
         let mut c = mysql_connect(&f.url(n)).await;
         let idx: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.statistics WHERE table_schema = DATABASE() AND index_name = 'idx_invoices_account'",
@@ -73,9 +96,18 @@ async fn database_fleet_reaches_head_with_the_mysql_variant() {
         assert_eq!(free, 2);
         c.close().await.unwrap();
     }
-    let again = sync_fleet(dir.path(), &f.spec(), &demo_migrations(), &["--tenant-pattern", &f.pattern()]);
+    let again = sync_fleet(
+        dir.path(),
+        &f.spec(),
+        &demo_migrations(),
+        &["--tenant-pattern", &f.pattern()],
+    );
     assert_eq!(again.status.code(), Some(0));
-    assert!(csv_rows(&report_dir(dir.path(), &again)).values().all(|r| r["status"] == "up_to_date"));
+    assert!(
+        csv_rows(&report_dir(dir.path(), &again))
+            .values()
+            .all(|r| r["status"] == "up_to_date")
+    );
     f.drop_all().await;
 }
 
@@ -93,8 +125,22 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
         .map(|d| {
             std::process::Command::new(&bin)
                 .current_dir(d.path())
-                .args(["sync", "--progress-every", "0", "--concurrency", "4", "--lock-timeout", "30s"])
-                .args(["--tenant-pattern", &f.pattern(), "--fleet", &f.spec(), "--migrations"])
+                .args([
+                    "sync",
+                    "--progress-every",
+                    "0",
+                    "--concurrency",
+                    "4",
+                    "--lock-timeout",
+                    "30s",
+                ])
+                .args([
+                    "--tenant-pattern",
+                    &f.pattern(),
+                    "--fleet",
+                    &f.spec(),
+                    "--migrations",
+                ])
                 .arg(m.path())
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
@@ -105,15 +151,27 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
     let mut applied = 0;
     for (child, d) in children.into_iter().zip(&dirs) {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
         for r in csv_rows(&report_dir(d.path(), &out)).values() {
-            applied += r["applied_versions"].split(';').filter(|s| !s.is_empty()).count();
+            applied += r["applied_versions"]
+                .split(';')
+                .filter(|s| !s.is_empty())
+                .count();
         }
     }
     assert_eq!(applied, 16 * 2);
     for n in &f.names {
         let mut c = mysql_connect(&f.url(n)).await;
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM a").fetch_one(&mut c).await.unwrap();
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM a")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
         assert_eq!(rows, 1, "{n}");
         c.close().await.unwrap();
     }
@@ -126,8 +184,17 @@ async fn a_locked_table_times_out_as_transient_and_is_retried() {
     let m = migration_dir(&[("0001_a.sql", "CREATE TABLE accounts (id INT);")]);
     let dir = tempfile::tempdir().unwrap();
     let args = ["--tenant-pattern", &f.pattern()];
-    assert_eq!(sync_fleet(dir.path(), &f.spec(), m.path(), &args).status.code(), Some(0));
-    std::fs::write(m.path().join("0002_b.sql"), "ALTER TABLE accounts ADD COLUMN plan VARCHAR(20);").unwrap();
+    assert_eq!(
+        sync_fleet(dir.path(), &f.spec(), m.path(), &args)
+            .status
+            .code(),
+        Some(0)
+    );
+    std::fs::write(
+        m.path().join("0002_b.sql"),
+        "ALTER TABLE accounts ADD COLUMN plan VARCHAR(20);",
+    )
+    .unwrap();
 
     let mut holder = mysql_connect(&f.url(&f.names[1])).await;
     holder.execute("LOCK TABLES accounts WRITE").await.unwrap();
@@ -135,13 +202,31 @@ async fn a_locked_table_times_out_as_transient_and_is_retried() {
         dir.path(),
         &f.spec(),
         m.path(),
-        &["--tenant-pattern", &f.pattern(), "--lock-timeout", "1s", "--max-attempts", "1"],
+        &[
+            "--tenant-pattern",
+            &f.pattern(),
+            "--lock-timeout",
+            "1s",
+            "--max-attempts",
+            "1",
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let r = &rows[&f.names[1]];
-    assert_eq!((r["error_class"].as_str(), r["error_kind"].as_str(), r["error_code"].as_str()), ("transient", "lock_timeout", "1205"));
-    assert_eq!(f.history(&f.names[1]).await, vec![(1, true)], "a first-statement failure leaves the history clean");
+    assert_eq!(
+        (
+            r["error_class"].as_str(),
+            r["error_kind"].as_str(),
+            r["error_code"].as_str()
+        ),
+        ("transient", "lock_timeout", "1205")
+    );
+    assert_eq!(
+        f.history(&f.names[1]).await,
+        vec![(1, true)],
+        "a first-statement failure leaves the history clean"
+    );
 
     let release = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -152,7 +237,16 @@ async fn a_locked_table_times_out_as_transient_and_is_retried() {
         dir.path(),
         &f.spec(),
         m.path(),
-        &["--tenant-pattern", &f.pattern(), "--lock-timeout", "1s", "--max-attempts", "10", "--retry-backoff", "300ms"],
+        &[
+            "--tenant-pattern",
+            &f.pattern(),
+            "--lock-timeout",
+            "1s",
+            "--max-attempts",
+            "10",
+            "--retry-backoff",
+            "300ms",
+        ],
     );
     release.await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -170,30 +264,61 @@ async fn a_failure_mid_migration_marks_the_tenant_dirty_and_names_the_last_state
         "CREATE TABLE x1 (a INT);\nCREATE TABLE x2 (a INT);\nCREATE TABLEE x3 (a INT);\n",
     )]);
     let dir = tempfile::tempdir().unwrap();
-    let out = sync_fleet(dir.path(), &f.spec(), m.path(), &["--tenant-pattern", &f.pattern(), "--max-attempts", "3"]);
+    let out = sync_fleet(
+        dir.path(),
+        &f.spec(),
+        m.path(),
+        &["--tenant-pattern", &f.pattern(), "--max-attempts", "3"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let r = &rows[&f.names[0]];
-    assert_eq!((r["error_class"].as_str(), r["error_kind"].as_str(), r["attempts"].as_str()), ("permanent", "syntax", "1"));
+    assert_eq!(
+        (
+            r["error_class"].as_str(),
+            r["error_kind"].as_str(),
+            r["attempts"].as_str()
+        ),
+        ("permanent", "syntax", "1")
+    );
     let msg = &r["error_message"];
     assert!(msg.contains("statement 3 of 3 (line 3)"), "{msg}");
     assert!(msg.contains("CREATE TABLE x2"), "{msg}");
     assert_eq!(f.history(&f.names[0]).await, vec![(1, false)]);
     // the next run refuses the dirty tenant with what to do
-    let out = sync_fleet(dir.path(), &f.spec(), m.path(), &["--tenant-pattern", &f.pattern()]);
+    let out = sync_fleet(
+        dir.path(),
+        &f.spec(),
+        m.path(),
+        &["--tenant-pattern", &f.pattern()],
+    );
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows[&f.names[0]]["error_kind"], "dirty");
-    assert!(rows[&f.names[0]]["error_message"].contains("DELETE FROM _sqlx_migrations WHERE version = 1"));
+    assert!(
+        rows[&f.names[0]]["error_message"]
+            .contains("DELETE FROM _sqlx_migrations WHERE version = 1")
+    );
     f.drop_all().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_is_never_printed() {
     let f = databases("pw", 1).await;
-    let url = f.url(&f.names[0]).replace(TEST_PASSWORD, "My-Wr0ng-Secret-77");
+    let url = f
+        .url(&f.names[0])
+        .replace(TEST_PASSWORD, "My-Wr0ng-Secret-77");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("fleet.csv"), format!("id,url,schema,tags\nt1,{url},,\n")).unwrap();
-    let out = sync_fleet(dir.path(), "registry:fleet.csv", &demo_migrations(), &["--max-attempts", "1"]);
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{url},,\n"),
+    )
+    .unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        "registry:fleet.csv",
+        &demo_migrations(),
+        &["--max-attempts", "1"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows["t1"]["error_kind"], "permission_denied");

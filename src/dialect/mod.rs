@@ -149,6 +149,12 @@ pub struct Session {
     pub(crate) lock_key: String,
     /// How long to wait for the tenant lock.
     pub(crate) lock_wait: Duration,
+    /// Whether the history table exists, when `lock` already found out.
+    pub(crate) exists_hint: Option<bool>,
+    /// Session settings still to send (PostgreSQL sends them with the lock).
+    pub(crate) setup: String,
+    /// The connection is in an unknown state and must not be reused.
+    pub(crate) broken: bool,
 }
 
 impl Connector {
@@ -177,6 +183,9 @@ impl Connector {
             .max_connections(self.settings.pool_size.max(1))
             .acquire_timeout(self.settings.connect_timeout)
             .idle_timeout(Duration::from_secs(60))
+            // No ping before each tenant: a dead connection fails its attempt
+            // with a transient error and the retry gets a fresh one.
+            .test_before_acquire(false)
             .connect_lazy_with(opts);
         Ok(self.pg_pools.entry(url.to_string()).or_insert(pool).clone())
     }
@@ -281,12 +290,16 @@ impl Session {
     /// Never writes.
     pub async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
         let table = self.table.clone();
-        let exists = match &mut self.conn {
-            Conn::SqliteMissing => Ok(false),
-            Conn::Sqlite(c) => sqlite::history_exists(c).await,
-            Conn::PgPooled(c) => postgres::history_exists(c, &table).await,
-            Conn::Pg(c) => postgres::history_exists(c, &table).await,
-            Conn::Mysql(c) => mysql::history_exists(c).await,
+        let hint = self.exists_hint.take();
+        let exists = match (&mut self.conn, hint) {
+            (_, Some(known)) => Ok(known),
+            (conn, None) => match conn {
+                Conn::SqliteMissing => Ok(false),
+                Conn::Sqlite(c) => sqlite::history_exists(c).await,
+                Conn::PgPooled(c) => postgres::history_exists(c, &table).await,
+                Conn::Pg(c) => postgres::history_exists(c, &table).await,
+                Conn::Mysql(c) => mysql::history_exists(c).await,
+            },
         }
         .map_err(|e| self.err(e))?;
         if !exists {
@@ -385,7 +398,13 @@ impl Session {
                 let _ = c.close().await;
             }
             Conn::SqliteMissing => {}
-            Conn::PgPooled(c) => postgres::release_pooled(c, &self.lock_key, self.locked).await,
+            Conn::PgPooled(mut c) => {
+                if self.broken {
+                    c.close_on_drop();
+                } else {
+                    postgres::release_pooled(c, &self.lock_key, self.locked).await
+                }
+            }
             Conn::Pg(c) => {
                 let _ = c.close().await;
             }

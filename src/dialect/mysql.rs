@@ -53,6 +53,9 @@ pub(crate) async fn open(c: &Connector, url: &str) -> Result<Session, TenantErro
         history_ready: false,
         url: Some(url.to_string()),
         lock_wait: c.settings.lock_timeout,
+        exists_hint: None,
+        setup: String::new(),
+        broken: false,
         lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
     };
     let secs = c.settings.lock_timeout.as_secs().max(1);

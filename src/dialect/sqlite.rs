@@ -32,6 +32,9 @@ pub(crate) async fn open(
         history_ready: false,
         url: None,
         lock_wait: c.settings.lock_timeout,
+        exists_hint: None,
+        setup: String::new(),
+        broken: false,
         lock_key: String::new(),
     };
     if !path.exists() {

@@ -9,4 +9,4 @@ pub mod split;
 
 pub use directive::{Batch, Directives, Phase};
 pub use plan::{Applied, PlanError, TenantPlan, plan_tenant};
-pub use source::{Migration, MigrationSet, Script, Variants, load, new_migration};
+pub use source::{Migration, MigrationSet, Script, Variants, hex, load, new_migration};

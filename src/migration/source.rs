@@ -358,7 +358,7 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
     })
 }
 
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -1,0 +1,330 @@
+//! Benchmark: fleetmig against the raw floor on real servers, in the same run.
+//!
+//! PostgreSQL: N tenant schemas × the demo set. The floor is `psql` sending
+//! the same SQL, one transaction per tenant (`SET search_path`; BEGIN; the
+//! demo scripts; COMMIT), with the same number of parallel sessions, each
+//! session working through its share of the tenants, no history. fleetmig is
+//! the release binary with `--tx-mode tenant` and with `--tx-mode migration`.
+//! MariaDB: M tenant databases × the demo set; the floor is the `mariadb`
+//! client (`USE db`; the scripts) with the same parallel sessions.
+//!
+//! Needs the servers of scripts/test-services.sh. Every URL uses
+//! sslmode=disable (PostgreSQL) so that neither side pays a TLS handshake.
+//!
+//! cargo bench --bench server_fleet -- [--pg-tenants 1000] [--mysql-tenants 200] [--concurrency 8]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fleetmig::tenant::Dialect;
+use sqlx::Connection;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn pg_base() -> String {
+    std::env::var("FLEETMIG_TEST_PG_URL").unwrap_or_else(|_| {
+        "postgres://fleetmig:fleetmig-test-secret@127.0.0.1:5432/fleetmig_test?sslmode=disable"
+            .into()
+    })
+}
+
+fn my_base() -> String {
+    std::env::var("FLEETMIG_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://fleetmig:fleetmig-test-secret@127.0.0.1:3306/mysql".into())
+}
+
+fn with_db(base: &str, db: &str) -> String {
+    let mut u = url::Url::parse(base).unwrap();
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+fn scripts(dialect: Dialect) -> Vec<String> {
+    let set = fleetmig::migration::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .unwrap();
+    set.migrations
+        .iter()
+        .map(|m| m.up.get(dialect).unwrap().sql.clone())
+        .collect()
+}
+
+fn fleetmig(
+    fleet: &str,
+    pattern: &str,
+    concurrency: usize,
+    extra: &[&str],
+    reports: &Path,
+) -> Duration {
+    let start = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_fleetmig"))
+        .args([
+            "sync",
+            "--progress-every",
+            "0",
+            "--fleet",
+            fleet,
+            "--tenant-pattern",
+            pattern,
+        ])
+        .arg("--migrations")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+        .arg("--reports")
+        .arg(reports)
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(extra)
+        .output()
+        .unwrap();
+    let elapsed = start.elapsed();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+/// Runs one client process per share of `scripts_per_session`, all at once.
+fn run_clients(make: impl Fn(&Path) -> Command, sessions: Vec<String>, tmp: &Path) -> Duration {
+    let files: Vec<PathBuf> = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let p = tmp.join(format!("session-{i}-{}.sql", rand::random::<u32>()));
+            std::fs::File::create(&p)
+                .unwrap()
+                .write_all(s.as_bytes())
+                .unwrap();
+            p
+        })
+        .collect();
+    let start = Instant::now();
+    let children: Vec<_> = files.iter().map(|f| make(f).spawn().unwrap()).collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    start.elapsed()
+}
+
+async fn pg_db_with_schemas(n: usize) -> String {
+    let name = format!("fm_bench_{:08x}", rand::random::<u32>());
+    let mut admin = sqlx::PgConnection::connect(&pg_base()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let mut c = sqlx::PgConnection::connect(&with_db(&pg_base(), &name))
+        .await
+        .unwrap();
+    let sql: String = (0..n)
+        .map(|i| format!("CREATE SCHEMA bench_{i:05};"))
+        .collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    name
+}
+
+async fn pg_drop(name: &str) {
+    let mut admin = sqlx::PgConnection::connect(&pg_base()).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+}
+
+async fn my_dbs(tag: &str, n: usize) {
+    let mut c = sqlx::MySqlConnection::connect(&my_base()).await.unwrap();
+    let sql: String = (0..n)
+        .map(|i| format!("CREATE DATABASE {tag}_{i:04};"))
+        .collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}
+
+async fn my_drop(tag: &str, n: usize) {
+    let mut c = sqlx::MySqlConnection::connect(&my_base()).await.unwrap();
+    let sql: String = (0..n)
+        .map(|i| format!("DROP DATABASE IF EXISTS {tag}_{i:04};"))
+        .collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+}
+
+fn row(name: &str, n: usize, floor: Duration, fm: Duration) {
+    let f = n as f64 / floor.as_secs_f64();
+    let m = n as f64 / fm.as_secs_f64();
+    println!("| {name} | {n} | {f:.0} | {m:.0} | {:.2} |", m / f);
+}
+
+fn main() {
+    let pg_n: usize = arg("--pg-tenants", "1000").parse().unwrap();
+    let my_n: usize = arg("--mysql-tenants", "200").parse().unwrap();
+    let c: usize = arg("--concurrency", "8").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = tmp.path().join("reports");
+    println!(
+        "Server fleets × demo set, {c} parallel sessions on both sides, sslmode=disable, best of {} rounds, {} cores",
+        arg("--rounds", "3"),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+    println!("| run | tenants | floor tenants/s | fleetmig tenants/s | ratio |");
+    println!("|---|---:|---:|---:|---:|");
+
+    let rounds: usize = arg("--rounds", "3").parse().unwrap();
+    if pg_n > 0 {
+        let body = scripts(Dialect::Postgres).join("\n");
+        // The floor, and (for reference) the floor doing the same bookkeeping
+        // by hand: sqlx's history table and one row per migration.
+        let history = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), \
+             success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL);\n";
+        let rows: String = (1..=5)
+            .map(|v| {
+                format!(
+                    "INSERT INTO _sqlx_migrations VALUES ({v}, 'm', now(), TRUE, '\\x00', 1);\n"
+                )
+            })
+            .collect();
+        let psql_floor = |with_history: bool| {
+            let db = rt.block_on(pg_db_with_schemas(pg_n));
+            let mut sessions = vec![String::from("\\set ON_ERROR_STOP on\n"); c];
+            for i in 0..pg_n {
+                let (h, r) = if with_history {
+                    (history, rows.as_str())
+                } else {
+                    ("", "")
+                };
+                sessions[i % c].push_str(&format!(
+                    "SET search_path TO bench_{i:05};\nBEGIN;\n{h}{body}\n{r}COMMIT;\n"
+                ));
+            }
+            let url = with_db(&pg_base(), &db);
+            let t = run_clients(
+                |f| {
+                    let mut cmd = Command::new("psql");
+                    cmd.args(["-X", "-q", "-f"]).arg(f).arg(&url);
+                    cmd.stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped());
+                    cmd
+                },
+                sessions,
+                tmp.path(),
+            );
+            rt.block_on(pg_drop(&db));
+            t
+        };
+        let mut best = [Duration::MAX; 4];
+        for _ in 0..rounds {
+            best[0] = best[0].min(psql_floor(false));
+            best[1] = best[1].min(psql_floor(true));
+            for (k, mode) in [(2, "tenant"), (3, "migration")] {
+                let db = rt.block_on(pg_db_with_schemas(pg_n));
+                let fleet = format!("postgres-schemas:{}", with_db(&pg_base(), &db));
+                best[k] = best[k].min(fleetmig(
+                    &fleet,
+                    "bench_%",
+                    c,
+                    &["--tx-mode", mode],
+                    &reports,
+                ));
+                rt.block_on(pg_drop(&db));
+            }
+        }
+        row(
+            "PostgreSQL schemas, psql + history by hand (reference)",
+            pg_n,
+            best[0],
+            best[1],
+        );
+        row(
+            "PostgreSQL schemas, fleetmig --tx-mode tenant",
+            pg_n,
+            best[0],
+            best[2],
+        );
+        row(
+            "PostgreSQL schemas, fleetmig --tx-mode migration",
+            pg_n,
+            best[0],
+            best[3],
+        );
+    }
+
+    if my_n > 0 {
+        let body = scripts(Dialect::Mysql).join("\n");
+        let (mut best_floor, mut best_fm) = (Duration::MAX, Duration::MAX);
+        for _ in 0..rounds {
+            let tag = format!("fmb{:06x}", rand::random::<u32>() & 0xffffff);
+            rt.block_on(my_dbs(&format!("{tag}f"), my_n));
+            let mut sessions = vec![String::new(); c];
+            for i in 0..my_n {
+                sessions[i % c].push_str(&format!("USE {tag}f_{i:04};\n{body}\n"));
+            }
+            let u = url::Url::parse(&my_base()).unwrap();
+            let floor = run_clients(
+                |f| {
+                    let mut cmd = Command::new("sh");
+                    cmd.arg("-c")
+                        .arg(format!(
+                            "mariadb --protocol=tcp -h {} -P {} -u {} \"-p{}\" < {}",
+                            u.host_str().unwrap(),
+                            u.port().unwrap_or(3306),
+                            u.username(),
+                            u.password().unwrap_or(""),
+                            f.display()
+                        ))
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::piped());
+                    cmd
+                },
+                sessions,
+                tmp.path(),
+            );
+            rt.block_on(my_drop(&format!("{tag}f"), my_n));
+            rt.block_on(my_dbs(&format!("{tag}m"), my_n));
+            let t = fleetmig(
+                &format!("mysql-databases:{}", my_base()),
+                &format!("{tag}m\\_%"),
+                c,
+                &[],
+                &reports,
+            );
+            rt.block_on(my_drop(&format!("{tag}m"), my_n));
+            best_floor = best_floor.min(floor);
+            best_fm = best_fm.min(t);
+        }
+        row("MariaDB databases, fleetmig", my_n, best_floor, best_fm);
+    }
+}
