@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::dialect::{Settings, TxMode};
 use crate::error::Error;
-use crate::rollout::{ExecOptions, RetryPolicy};
+use crate::rollout::{ExecOptions, Gates, RetryPolicy, RolloutRequest};
 use crate::tenant::{DiscoverOptions, FleetSpec};
 
 /// The keys `fleetmig.toml` may hold (all optional). Unknown keys are errors.
@@ -33,6 +33,13 @@ pub struct FileConfig {
     pub pool_size: Option<u32>,
     pub create_missing: Option<bool>,
     pub connect_timeout: Option<String>,
+    pub state: Option<String>,
+    pub waves: Option<String>,
+    pub gate_max_failures: Option<usize>,
+    pub gate_max_failure_rate: Option<f64>,
+    pub gate_sql: Option<PathBuf>,
+    pub bake: Option<String>,
+    pub lease: Option<String>,
 }
 
 impl FileConfig {
@@ -77,6 +84,15 @@ pub struct Overrides {
     pub pool_size: Option<u32>,
     pub create_missing: Option<bool>,
     pub connect_timeout: Option<String>,
+    pub state: Option<String>,
+    pub waves: Option<String>,
+    pub gate_max_failures: Option<usize>,
+    pub gate_max_failure_rate: Option<f64>,
+    pub gate_sql: Option<PathBuf>,
+    pub bake: Option<String>,
+    pub lease: Option<String>,
+    pub pause_after: Option<String>,
+    pub revert_on_halt: bool,
     pub target: Option<i64>,
 }
 
@@ -89,6 +105,12 @@ pub struct Config {
     pub discover: DiscoverOptions,
     pub exec: ExecOptions,
     pub settings: Settings,
+    /// The state store: a file path or a postgres:// URL.
+    pub state: String,
+    /// Waves and gates for `rollout` (sync ignores the waves).
+    pub rollout: RolloutRequest,
+    /// How long a rollout's claim lives without a heartbeat.
+    pub lease: Duration,
 }
 
 fn duration(value: &str, name: &str) -> Result<Duration, Error> {
@@ -144,6 +166,32 @@ impl Config {
         {
             return Err(Error::Usage(format!("--to {t}: versions are positive")));
         }
+        let rate = o.gate_max_failure_rate.or(file.gate_max_failure_rate);
+        if let Some(r) = rate
+            && !(0.0..=1.0).contains(&r)
+        {
+            return Err(Error::Usage(format!(
+                "--gate-max-failure-rate {r}: a fraction between 0 and 1 (0.05 is 5%)"
+            )));
+        }
+        let rollout = RolloutRequest {
+            waves: o.waves.or(file.waves),
+            gates: Gates {
+                max_failures: o.gate_max_failures.or(file.gate_max_failures),
+                max_failure_rate: rate,
+            },
+            gate_sql: o.gate_sql.or(file.gate_sql),
+            bake: match o.bake.or(file.bake) {
+                Some(v) => duration(&v, "--bake")?,
+                None => Duration::ZERO,
+            },
+            pause_after: o.pause_after,
+            revert_on_halt: o.revert_on_halt,
+        };
+        let lease = match o.lease.or(file.lease) {
+            Some(v) => duration(&v, "--lease")?,
+            None => Duration::from_secs(30),
+        };
         let pool_size = o
             .pool_size
             .or(file.pool_size)
@@ -185,6 +233,12 @@ impl Config {
                 connect_timeout,
                 create_missing: o.create_missing.or(file.create_missing).unwrap_or(false),
             },
+            state: o
+                .state
+                .or(file.state)
+                .unwrap_or_else(|| ".fleetmig/state.db".into()),
+            rollout,
+            lease,
         })
     }
 }

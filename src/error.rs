@@ -34,6 +34,12 @@ pub enum Error {
     /// The fleet could not be listed (server unreachable, folder missing).
     #[error("cannot discover the fleet {fleet}: {message}")]
     Discovery { fleet: String, message: String },
+    /// The state store could not be opened, read or written.
+    #[error("state store {location}: {message}")]
+    State { location: String, message: String },
+    /// Another rollout holds the fleet, or the rollout cannot be taken over.
+    #[error("{0}")]
+    Busy(String),
     /// Reports or other local files could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -51,7 +57,8 @@ impl Error {
             | Error::Config { .. }
             | Error::Migration { .. }
             | Error::Registry { .. } => 2,
-            Error::Discovery { .. } | Error::Io { .. } => 3,
+            Error::Discovery { .. } | Error::Io { .. } | Error::State { .. } => 3,
+            Error::Busy(_) => 4,
         }
     }
 

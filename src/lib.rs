@@ -15,6 +15,7 @@ pub mod event;
 pub mod migration;
 pub mod report;
 pub mod rollout;
+pub mod state;
 pub mod tenant;
 
 pub use error::{Error, ErrorClass, TenantError};

@@ -51,7 +51,7 @@ async fn two_hundred_tenants_reach_head_and_a_second_run_applies_nothing() {
     assert_eq!(nulls, 0);
     c.close().await.unwrap();
     let s = summary(&report);
-    assert_eq!(s["format_version"], 1);
+    assert_eq!(s["format_version"], 2);
     assert_eq!(s["totals"]["succeeded"], 200);
     assert_eq!(s["totals"]["migrations_applied"], 1000);
 
@@ -69,8 +69,9 @@ async fn two_hundred_tenants_reach_head_and_a_second_run_applies_nothing() {
     let rows = csv_rows(&report2);
     assert!(
         rows.values()
-            .all(|r| r["status"] == "up_to_date" && r["applied_versions"].is_empty())
+            .all(|r| r["status"] == "succeeded" && r["applied_versions"].is_empty())
     );
+    assert_eq!(summary(&report2)["totals"]["up_to_date"], 200);
     assert_eq!(summary(&report2)["totals"]["migrations_applied"], 0);
     let mut c = sqlite(&tenant_path(dir.path(), "t0100")).await;
     let installed_after: Vec<(i64, String)> =
@@ -279,7 +280,16 @@ async fn max_failures_stops_starting_new_tenants() {
                 .is_empty()
         );
     }
-    assert_eq!(summary(&report)["max_failures_reached"], true);
+    let s = summary(&report);
+    assert_eq!(s["totals"]["not_started"], 8);
+    assert_eq!(
+        s["status"], "halted",
+        "the budget halts the run so that `resume` can finish it"
+    );
+    assert!(
+        s["reason"].as_str().unwrap().contains("max-failures"),
+        "{s}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -329,8 +339,14 @@ async fn sigint_lets_in_flight_tenants_finish_their_migration_and_writes_the_rep
         stdout(&out),
         stderr(&out)
     );
-    let rows = csv_rows(&report_dir(dir.path(), &out));
+    let report = report_dir(dir.path(), &out);
+    let rows = csv_rows(&report);
     assert_eq!(rows.len(), 6);
+    assert_eq!(
+        summary(&report)["status"],
+        "paused",
+        "a signal leaves the rollout paused"
+    );
     let mut not_started = 0;
     for (id, r) in &rows {
         let history = sqlite_history(&tenant_path(dir.path(), id)).await;
@@ -341,7 +357,11 @@ async fn sigint_lets_in_flight_tenants_finish_their_migration_and_writes_the_rep
                 not_started += 1;
                 assert!(history.is_empty(), "{id}");
             }
-            "interrupted" => assert_eq!(history.len().to_string(), r["to_version"], "{id}"),
+            // stopped between migrations: pending, to be resumed
+            "pending" => {
+                assert_eq!(r["error_kind"], "interrupted", "{id}");
+                assert_eq!(history.len().to_string(), r["to_version"], "{id}");
+            }
             "succeeded" => assert_eq!(history.len(), 2),
             other => panic!("{id}: unexpected status {other}"),
         }

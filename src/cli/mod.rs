@@ -13,7 +13,11 @@ use crate::dialect::{Connector, TxMode};
 use crate::error::Error;
 use crate::migration::new_migration;
 use crate::report::progress::ProgressMode;
-use crate::rollout::{Cancel, inspect, prepare, sync};
+use crate::rollout::{
+    Cancel, Finished, RolloutRequest, RunOptions, context, driver, inspect, parse_waves,
+    pick_rollout, plan_waves, prepare, rollout,
+};
+use crate::state::{StateStore, status, tenant_status};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -21,7 +25,8 @@ Exit codes:
   1  one or more tenants failed, were interrupted or not started (see the report);
      for status: a tenant is dirty, drifted or unreadable
   2  bad usage, config or migration set (nothing was touched)
-  3  the fleet could not be discovered or the report could not be written";
+  3  the fleet could not be discovered, or the state store or report could not be used
+  4  another process holds this rollout or fleet (the message names it)";
 
 /// fleetmig: take one set of versioned SQL migrations to a whole fleet of
 /// tenant databases (SQLite files, PostgreSQL schemas or databases,
@@ -35,12 +40,27 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Bring every tenant to head (or to --to VERSION) and write a report.
-    Sync(SyncArgs),
-    /// Show each tenant's version, pending count and health, then a histogram.
-    Status(InspectArgs),
-    /// Dry run: what would be applied where. Writes nothing to any tenant.
-    Plan(InspectArgs),
+    /// Bring every tenant to head (or --to VERSION): a one-wave rollout with a
+    /// failure budget, recorded in the state store, with a report.
+    Sync(RunArgs),
+    /// Start a waved rollout: canary waves, gates after each, halt on a bad wave.
+    Rollout(RolloutArgs),
+    /// Continue a paused, halted or crashed rollout from where it stood.
+    Resume(ResumeArgs),
+    /// Run some tenants of a rollout again (recorded as further attempts).
+    Retry(RetryArgs),
+    /// Give up a rollout: tenants not yet run are marked skipped.
+    Abort(AbortArgs),
+    /// Each tenant's version, pending count and health, then a histogram; or,
+    /// with --rollout, a rollout's waves and tenants from the state store.
+    Status(StatusArgs),
+    /// Dry run: what would be applied where (and in which wave, with --waves).
+    /// Writes nothing to any tenant.
+    Plan(PlanArgs),
+    /// Past rollouts, newest first.
+    History(HistoryArgs),
+    /// Write a rollout's reports again from the state store.
+    Report(ReportArgs),
     /// Create a new migration file in the migrations folder.
     New(NewArgs),
 }
@@ -58,6 +78,9 @@ pub struct Common {
     /// Where reports are written [default: reports].
     #[arg(long, env = "FLEETMIG_REPORTS")]
     pub reports: Option<PathBuf>,
+    /// The state store: a file, or a postgres:// URL [default: .fleetmig/state.db].
+    #[arg(long, env = "FLEETMIG_STATE")]
+    pub state: Option<String>,
     /// Config file [default: fleetmig.toml when it exists].
     #[arg(long, env = "FLEETMIG_CONFIG")]
     pub config: Option<PathBuf>,
@@ -85,15 +108,14 @@ pub struct Common {
     /// Create missing SQLite tenant files on sync (the demo fleet does).
     #[arg(long, env = "FLEETMIG_CREATE_MISSING")]
     pub create_missing: bool,
-    /// Only these tenants (repeatable).
-    #[arg(long = "tenant", value_name = "ID")]
-    pub tenants: Vec<String>,
+    /// A rollout's claim expires after this long without a heartbeat [default: 30s].
+    #[arg(long, env = "FLEETMIG_LEASE")]
+    pub lease: Option<String>,
 }
 
-#[derive(Debug, Args)]
-pub struct SyncArgs {
-    #[command(flatten)]
-    pub common: Common,
+/// Options of commands that run tenants.
+#[derive(Debug, Args, Clone)]
+pub struct Exec {
     /// Stop at this version instead of head.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<i64>,
@@ -112,18 +134,149 @@ pub struct SyncArgs {
     /// Plain progress lines every N seconds instead of a bar (0: none).
     #[arg(long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,
+    /// Also write the run's figures in Prometheus text format to this file.
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
-pub struct InspectArgs {
+pub struct RunArgs {
     #[command(flatten)]
     pub common: Common,
+    #[command(flatten)]
+    pub exec: Exec,
+    /// Only these tenants (repeatable).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Waves, e.g. 'canary=tag:canary,5%,25%,100%' (tag:K[=V], ids:a+b, N, N%, rest).
+    #[arg(long, env = "FLEETMIG_WAVES")]
+    pub waves: Option<String>,
+    /// Gate: halt when more than N tenants of a wave fail [default: no limit].
+    #[arg(long)]
+    pub gate_max_failures: Option<usize>,
+    /// Gate: halt when more than this fraction of a wave fails (0.05 = 5%).
+    #[arg(long)]
+    pub gate_max_failure_rate: Option<f64>,
+    /// Gate: SQL run on every succeeded tenant of a wave; must return no rows
+    /// (or a single true).
+    #[arg(long, value_name = "FILE")]
+    pub gate_sql: Option<PathBuf>,
+    /// Wait this long after each wave before the next [default: 0s].
+    #[arg(long)]
+    pub bake: Option<String>,
+    /// Stop in `paused` after this wave (name or number) until `fleetmig resume`.
+    #[arg(long, value_name = "WAVE")]
+    pub pause_after: Option<String>,
+    /// When a gate halts the rollout, take the halted wave's succeeded tenants
+    /// back down with their .down.sql.
+    #[arg(long)]
+    pub revert_on_halt: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The rollout [default: the newest unfinished one of this fleet].
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+    /// Pass the failed gate of the wave the rollout halted on, on purpose.
+    #[arg(long)]
+    pub override_gate: bool,
+    /// Plain progress lines every N seconds instead of a bar (0: none).
+    #[arg(long, value_name = "SECONDS")]
+    pub progress_every: Option<u64>,
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The rollout [default: the newest of this fleet].
+    #[arg(long)]
+    pub rollout: Option<String>,
+    /// Tenants to retry (repeatable).
+    #[arg(long = "tenant", value_name = "ID", required_unless_present = "failed")]
+    pub tenants: Vec<String>,
+    /// Retry every failed tenant of the rollout.
+    #[arg(long, conflicts_with = "tenants")]
+    pub failed: bool,
+    #[arg(long, value_name = "SECONDS")]
+    pub progress_every: Option<u64>,
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AbortArgs {
+    /// The rollout [default: the newest unfinished one of this fleet].
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Show this rollout's waves and tenants from the state store.
+    #[arg(long)]
+    pub rollout: Option<String>,
     /// Plan to this version instead of head.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<i64>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Only these tenants (repeatable).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Plan to this version instead of head.
+    #[arg(long, value_name = "VERSION")]
+    pub to: Option<i64>,
+    /// Show the wave plan too.
+    #[arg(long, env = "FLEETMIG_WAVES")]
+    pub waves: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Only these tenants (repeatable).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// How many rollouts [default: 20].
+    #[arg(long, default_value_t = 20)]
+    pub limit: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The rollout.
+    pub id: String,
+    #[command(flatten)]
+    pub common: Common,
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -150,6 +303,7 @@ fn config(common: &Common, mut o: Overrides) -> Result<Config, Error> {
     o.fleet = common.fleet.clone();
     o.migrations = common.migrations.clone();
     o.reports = common.reports.clone();
+    o.state = common.state.clone();
     o.tenant_pattern = common.tenant_pattern.clone();
     o.tenant_query = common.tenant_query.clone();
     o.concurrency = common.concurrency;
@@ -158,38 +312,242 @@ fn config(common: &Common, mut o: Overrides) -> Result<Config, Error> {
     o.statement_timeout = common.statement_timeout.clone();
     o.create_missing = common.create_missing.then_some(true);
     o.connect_timeout = common.connect_timeout.clone();
+    o.lease = common.lease.clone();
     Config::resolve(o, file, &path)
+}
+
+fn exec_overrides(e: &Exec) -> Overrides {
+    Overrides {
+        target: e.to,
+        max_attempts: e.max_attempts,
+        retry_backoff: e.retry_backoff.clone(),
+        max_failures: e.max_failures,
+        tx_mode: e.tx_mode,
+        ..Default::default()
+    }
+}
+
+fn progress_mode(every: Option<u64>) -> ProgressMode {
+    match every {
+        Some(0) => ProgressMode::Off,
+        Some(n) => ProgressMode::Lines(std::time::Duration::from_secs(n)),
+        None => ProgressMode::Auto,
+    }
+}
+
+fn run_options(
+    cfg: &Config,
+    progress: Option<u64>,
+    metrics: Option<PathBuf>,
+    override_gate: bool,
+) -> RunOptions {
+    RunOptions {
+        progress: progress_mode(progress),
+        lease: cfg.lease,
+        reports: cfg.reports.clone(),
+        metrics_file: metrics,
+        override_gate,
+    }
+}
+
+fn finish(f: &Finished) -> i32 {
+    output::print_run(&f.report);
+    println!("{}", f.dir.display());
+    f.exit_code()
 }
 
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Sync(a) => {
+            let cfg = config(&a.common, exec_overrides(&a.exec))?;
+            let store = StateStore::open(&cfg.state).await?;
+            let cancel = Cancel::default();
+            spawn_signal_handler(cancel.clone());
+            let opts = run_options(
+                &cfg,
+                a.exec.progress_every,
+                a.exec.metrics_file.clone(),
+                false,
+            );
+            let req = RolloutRequest::default();
+            let f = rollout(&cfg, &store, &req, "sync", &a.tenants, cancel, opts).await?;
+            store.close().await;
+            Ok(finish(&f))
+        }
+        Command::Rollout(a) => {
+            let mut o = exec_overrides(&a.run.exec);
+            o.waves = a.waves.clone();
+            o.gate_max_failures = a.gate_max_failures;
+            o.gate_max_failure_rate = a.gate_max_failure_rate;
+            o.gate_sql = a.gate_sql.clone();
+            o.bake = a.bake.clone();
+            o.pause_after = a.pause_after.clone();
+            o.revert_on_halt = a.revert_on_halt;
+            let cfg = config(&a.run.common, o)?;
+            let store = StateStore::open(&cfg.state).await?;
+            let cancel = Cancel::default();
+            spawn_signal_handler(cancel.clone());
+            let opts = run_options(
+                &cfg,
+                a.run.exec.progress_every,
+                a.run.exec.metrics_file.clone(),
+                false,
+            );
+            let f = rollout(
+                &cfg,
+                &store,
+                &cfg.rollout,
+                "rollout",
+                &a.run.tenants,
+                cancel,
+                opts,
+            )
+            .await?;
+            store.close().await;
+            Ok(finish(&f))
+        }
+        Command::Resume(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let store = StateStore::open(&cfg.state).await?;
+            let id = pick_rollout(
+                &store,
+                &cfg,
+                a.id.as_deref(),
+                |r| !matches!(r.status.as_str(), status::COMPLETED | status::ABORTED),
+                "unfinished",
+            )
+            .await?;
+            let cancel = Cancel::default();
+            spawn_signal_handler(cancel.clone());
+            let opts = run_options(
+                &cfg,
+                a.progress_every,
+                a.metrics_file.clone(),
+                a.override_gate,
+            );
+            let ctx = context(&cfg, &store, cancel, opts).await?;
+            let f = driver::resume(&ctx, &id).await?;
+            store.close().await;
+            Ok(finish(&f))
+        }
+        Command::Retry(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let store = StateStore::open(&cfg.state).await?;
+            let id = pick_rollout(&store, &cfg, a.rollout.as_deref(), |_| true, "").await?;
+            let tenants = if a.failed {
+                store
+                    .tenant_runs(&id)
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.status == tenant_status::FAILED)
+                    .map(|t| t.tenant)
+                    .collect()
+            } else {
+                a.tenants.clone()
+            };
+            if tenants.is_empty() {
+                println!("rollout {id} has no failed tenant to retry");
+                return Ok(0);
+            }
+            let cancel = Cancel::default();
+            spawn_signal_handler(cancel.clone());
+            let opts = run_options(&cfg, a.progress_every, a.metrics_file.clone(), false);
+            let ctx = context(&cfg, &store, cancel, opts).await?;
+            let f = driver::retry(&ctx, &id, &tenants).await?;
+            store.close().await;
+            output::print_run(&f.report);
+            println!("{}", f.dir.display());
+            let retried_ok = f
+                .report
+                .tenants
+                .iter()
+                .filter(|t| tenants.contains(&t.tenant))
+                .all(|t| t.status == tenant_status::SUCCEEDED);
+            Ok(if retried_ok { 0 } else { 1 })
+        }
+        Command::Abort(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let store = StateStore::open(&cfg.state).await?;
+            let id = pick_rollout(
+                &store,
+                &cfg,
+                a.id.as_deref(),
+                |r| !matches!(r.status.as_str(), status::COMPLETED | status::ABORTED),
+                "unfinished",
+            )
+            .await?;
+            let f = driver::abort(&store, &id, &cfg.reports).await?;
+            store.close().await;
+            output::print_run(&f.report);
+            println!("{}", f.dir.display());
+            Ok(0)
+        }
+        Command::Status(a) => {
             let cfg = config(
                 &a.common,
                 Overrides {
                     target: a.to,
-                    max_attempts: a.max_attempts,
-                    retry_backoff: a.retry_backoff.clone(),
-                    max_failures: a.max_failures,
-                    tx_mode: a.tx_mode,
                     ..Default::default()
                 },
             )?;
-            let cancel = Cancel::default();
-            spawn_signal_handler(cancel.clone());
-            let mode = match a.progress_every {
-                Some(0) => ProgressMode::Off,
-                Some(n) => ProgressMode::Lines(std::time::Duration::from_secs(n)),
-                None => ProgressMode::Auto,
-            };
-            let (report, dir) = sync(&cfg, &a.common.tenants, cancel, mode, Vec::new()).await?;
-            output::print_sync(&report);
-            println!("{}", dir.display());
-            Ok(if report.all_ok() { 0 } else { 1 })
+            if let Some(id) = &a.rollout {
+                let store = StateStore::open(&cfg.state).await?;
+                let r = store.rollout(id).await?.ok_or_else(|| {
+                    Error::Usage(format!(
+                        "no rollout {id} in the state store {}",
+                        store.location
+                    ))
+                })?;
+                let report = crate::report::RunReport {
+                    waves: store.waves(id).await?,
+                    tenants: store.tenant_runs(id).await?,
+                    rollout: r,
+                };
+                store.close().await;
+                output::print_rollout(&report, a.json);
+                return Ok(if report.all_ok() { 0 } else { 1 });
+            }
+            inspect_cmd(&cfg, &a.tenants, a.json, false, None).await
         }
-        Command::Status(a) => inspect_cmd(a, false).await,
-        Command::Plan(a) => inspect_cmd(a, true).await,
+        Command::Plan(a) => {
+            let cfg = config(
+                &a.common,
+                Overrides {
+                    target: a.to,
+                    ..Default::default()
+                },
+            )?;
+            inspect_cmd(
+                &cfg,
+                &a.tenants,
+                a.json,
+                true,
+                a.waves.as_deref().or(cfg.rollout.waves.as_deref()),
+            )
+            .await
+        }
+        Command::History(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let store = StateStore::open(&cfg.state).await?;
+            let mut rows = Vec::new();
+            for r in store.rollouts(a.limit).await? {
+                let tenants = store.tenant_runs(&r.id).await?;
+                rows.push((r, tenants));
+            }
+            store.close().await;
+            output::print_history(&rows, a.json);
+            Ok(0)
+        }
+        Command::Report(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let store = StateStore::open(&cfg.state).await?;
+            let f = driver::write_report(&store, &a.id, &cfg.reports, a.metrics_file.as_deref())
+                .await?;
+            store.close().await;
+            println!("{}", f.dir.display());
+            Ok(0)
+        }
         Command::New(a) => {
             for p in new_migration(
                 &a.migrations,
@@ -204,15 +562,18 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
     }
 }
 
-async fn inspect_cmd(a: InspectArgs, is_plan: bool) -> Result<i32, Error> {
-    let cfg = config(
-        &a.common,
-        Overrides {
-            target: a.to,
-            ..Default::default()
-        },
-    )?;
-    let (set, tenants) = prepare(&cfg, &a.common.tenants).await?;
+async fn inspect_cmd(
+    cfg: &Config,
+    only: &[String],
+    json: bool,
+    is_plan: bool,
+    waves: Option<&str>,
+) -> Result<i32, Error> {
+    let (set, tenants) = prepare(cfg, only).await?;
+    let wave_plan = match waves.filter(|_| is_plan) {
+        Some(spec) => Some(plan_waves(&parse_waves(spec)?, &tenants, "plan")?),
+        None => None,
+    };
     let connector = Arc::new(Connector::new(cfg.settings.clone()));
     let rows = inspect(
         connector.clone(),
@@ -223,10 +584,10 @@ async fn inspect_cmd(a: InspectArgs, is_plan: bool) -> Result<i32, Error> {
     )
     .await;
     connector.close().await;
-    if a.json {
-        output::print_json(&set, &rows, is_plan);
+    if json {
+        output::print_json(&set, &rows, is_plan, wave_plan.as_deref());
     } else if is_plan {
-        output::print_plan(&set, &rows);
+        output::print_plan(&set, &rows, wave_plan.as_deref());
     } else {
         output::print_status(&set, &rows);
     }

@@ -7,37 +7,175 @@ use serde::Serialize;
 
 use crate::migration::MigrationSet;
 use crate::report::RunReport;
+use crate::rollout::waves::PlannedWave;
 use crate::rollout::{Inspection, TenantState};
 
-pub fn print_sync(r: &RunReport) {
+pub fn print_run(r: &RunReport) {
     let t = r.totals();
     println!(
-        "fleetmig sync {}: {} tenants: {} succeeded, {} up to date, {} failed, {} interrupted, {} not started; {} migrations applied, {} retries",
-        r.run_id,
+        "fleetmig {} {}: {}{}: {} tenants: {} succeeded ({} up to date), {} failed, {} pending, {} not started, {} skipped, {} reverted; {} migrations applied, {} retries",
+        r.rollout.command,
+        r.rollout.id,
+        r.rollout.status,
+        r.rollout
+            .reason
+            .as_ref()
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default(),
         t.tenants,
         t.succeeded,
         t.up_to_date,
         t.failed,
-        t.interrupted,
+        t.pending + t.running,
         t.not_started,
+        t.skipped,
+        t.reverted,
         t.migrations_applied,
         t.retries
     );
-    for g in r.failure_groups() {
+    for c in r.failure_clusters() {
         println!(
             "  {} {} on {} tenant(s), e.g. {}: {}",
-            g.class,
-            g.kind,
-            g.count,
-            g.example_tenants.join(", "),
-            g.example_message
+            c.class,
+            c.kind,
+            c.count,
+            c.example_tenants.join(", "),
+            c.example_message
         );
     }
-    if r.interrupted {
-        println!("  interrupted: run the same command again to finish");
+    match r.rollout.status.as_str() {
+        "paused" | "halted" => println!("  `fleetmig resume {}` to continue", r.rollout.id),
+        _ if t.failed > 0 => println!(
+            "  `fleetmig retry --failed --rollout {}` once the cause is fixed",
+            r.rollout.id
+        ),
+        _ => {}
     }
-    if r.max_failures_reached {
-        println!("  stopped early: --max-failures was reached");
+}
+
+pub fn print_rollout(r: &RunReport, json: bool) {
+    if json {
+        let s = r.summary();
+        #[derive(Serialize)]
+        struct Out<'a> {
+            summary: crate::report::Summary<'a>,
+            tenants: &'a [crate::state::TenantRun],
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Out {
+                summary: s,
+                tenants: &r.tenants
+            })
+            .expect("serialisable")
+        );
+        return;
+    }
+    print_run(r);
+    println!(
+        "\n{:<12} {:<14} {:<10} {:>7} {:>9} {:>6}  gate",
+        "wave", "selector", "status", "tenants", "succeeded", "failed"
+    );
+    for w in r.wave_summaries() {
+        println!(
+            "{:<12} {:<14} {:<10} {:>7} {:>9} {:>6}  {}",
+            w.name,
+            w.selector,
+            w.status,
+            w.tenants,
+            w.succeeded,
+            w.failed,
+            w.gate.unwrap_or_default()
+        );
+    }
+    let width = r
+        .tenants
+        .iter()
+        .map(|t| t.tenant.len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "\n{:<width$}  {:<12} {:<11} {:>8} {:>5} {:>5}  error",
+        "tenant", "wave", "status", "attempts", "from", "to"
+    );
+    for t in &r.tenants {
+        let wave = r
+            .waves
+            .iter()
+            .find(|w| w.wave == t.wave)
+            .map(|w| w.name.as_str())
+            .unwrap_or("");
+        println!(
+            "{:<width$}  {:<12} {:<11} {:>8} {:>5} {:>5}  {}",
+            t.tenant,
+            wave,
+            t.status,
+            t.attempts,
+            t.from_version.map(|v| v.to_string()).unwrap_or_default(),
+            t.to_version.map(|v| v.to_string()).unwrap_or_default(),
+            t.gate_error
+                .clone()
+                .or(t.error_message.clone())
+                .unwrap_or_default()
+        );
+    }
+}
+
+pub fn print_history(
+    rows: &[(crate::state::RolloutRecord, Vec<crate::state::TenantRun>)],
+    json: bool,
+) {
+    if json {
+        #[derive(Serialize)]
+        struct Row<'a> {
+            rollout: &'a crate::state::RolloutRecord,
+            tenants: usize,
+            succeeded: usize,
+            failed: usize,
+        }
+        let out: Vec<Row> = rows
+            .iter()
+            .map(|(r, t)| Row {
+                rollout: r,
+                tenants: t.len(),
+                succeeded: t.iter().filter(|x| x.status == "succeeded").count(),
+                failed: t.iter().filter(|x| x.status == "failed").count(),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).expect("serialisable")
+        );
+        return;
+    }
+    println!(
+        "{:<30} {:<8} {:<25} {:<10} {:<10} {:>6} {:>7} {:>9} {:>6}",
+        "rollout",
+        "command",
+        "created",
+        "operator",
+        "status",
+        "target",
+        "tenants",
+        "succeeded",
+        "failed"
+    );
+    for (r, t) in rows {
+        println!(
+            "{:<30} {:<8} {:<25} {:<10} {:<10} {:>6} {:>7} {:>9} {:>6}",
+            r.id,
+            r.command,
+            chrono::DateTime::from_timestamp_millis(r.created_at)
+                .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default(),
+            r.operator,
+            r.status,
+            r.target,
+            t.len(),
+            t.iter().filter(|x| x.status == "succeeded").count(),
+            t.iter().filter(|x| x.status == "failed").count()
+        );
     }
 }
 
@@ -90,7 +228,28 @@ pub fn print_status(set: &MigrationSet, rows: &[Inspection]) {
     println!("\n{} tenants: {}", rows.len(), parts.join(", "));
 }
 
-pub fn print_plan(set: &MigrationSet, rows: &[Inspection]) {
+pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[PlannedWave]>) {
+    if let Some(waves) = waves {
+        println!("waves (a rollout draws its own sample with its id as the seed):");
+        for w in waves {
+            let pending: usize = rows
+                .iter()
+                .filter(|r| w.tenants.iter().any(|t| t == r.tenant.as_str()))
+                .map(|r| r.pending.len())
+                .sum();
+            let shown: Vec<&str> = w.tenants.iter().take(8).map(String::as_str).collect();
+            println!(
+                "  {} ({}): {} tenant(s), {} migrations to apply: {}{}",
+                w.name,
+                w.selector,
+                w.tenants.len(),
+                pending,
+                shown.join(", "),
+                if w.tenants.len() > 8 { ", ..." } else { "" }
+            );
+        }
+        println!();
+    }
     let mut pending_total = 0;
     for r in rows {
         match r.state {
@@ -132,20 +291,43 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection]) {
 }
 
 #[derive(Serialize)]
+struct JsonWave<'a> {
+    name: &'a str,
+    selector: &'a str,
+    tenants: &'a [String],
+}
+
+#[derive(Serialize)]
 struct JsonOut<'a> {
     format_version: u32,
     kind: &'a str,
     head_version: i64,
     migration_set_checksum: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    waves: Option<Vec<JsonWave<'a>>>,
     tenants: &'a [Inspection],
 }
 
-pub fn print_json(set: &MigrationSet, rows: &[Inspection], is_plan: bool) {
+pub fn print_json(
+    set: &MigrationSet,
+    rows: &[Inspection],
+    is_plan: bool,
+    waves: Option<&[PlannedWave]>,
+) {
     let out = JsonOut {
         format_version: crate::report::FORMAT_VERSION,
         kind: if is_plan { "plan" } else { "status" },
         head_version: set.head(),
         migration_set_checksum: &set.checksum,
+        waves: waves.map(|w| {
+            w.iter()
+                .map(|w| JsonWave {
+                    name: &w.name,
+                    selector: &w.selector,
+                    tenants: &w.tenants,
+                })
+                .collect()
+        }),
         tenants: rows,
     };
     println!(

@@ -199,6 +199,33 @@ impl Connector {
     }
 }
 
+/// Renders a result row as text cells, whatever the column types.
+fn render_row<R>(row: &R) -> Vec<String>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    (0..row.len())
+        .map(|i| {
+            if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
+            } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
+            } else if let Ok(v) = row.try_get::<Option<String>, _>(i) {
+                v.unwrap_or_else(|| "NULL".into())
+            } else if let Ok(v) = row.try_get::<Option<bool>, _>(i) {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
+            } else {
+                "?".into()
+            }
+        })
+        .collect()
+}
+
 /// Replaces the database (path) of a server URL.
 pub fn with_database(url: &str, database: &str) -> String {
     match url::Url::parse(url) {
@@ -352,6 +379,48 @@ impl Session {
                 Ok(out)
             }
         }
+    }
+
+    /// Runs a read-only check query on the tenant (a rollout gate): it passes
+    /// when it returns no rows, or a single row holding a single true. Returns
+    /// `Ok(None)` when it passes, `Ok(Some(rows))` with the offending rows
+    /// (at most 5, as text) when it does not.
+    pub async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
+        if let (Some(schema), Conn::PgPooled(_) | Conn::Pg(_)) = (self.schema.clone(), &self.conn) {
+            let set = format!(
+                "SET search_path TO {}",
+                quote_ident(Dialect::Postgres, &schema)
+            );
+            let r = on_conn!(&mut self.conn, c => sqlx::raw_sql(sqlx::AssertSqlSafe(set)).execute(c).await.map(|_| ()),
+                missing => Ok(()));
+            r.map_err(|e| self.err(e))?;
+        }
+        let sql = sqlx::AssertSqlSafe(sql.trim().trim_end_matches(';').to_string());
+        let rows: Vec<Vec<String>> = on_conn!(&mut self.conn, c => {
+            sqlx::raw_sql(sql).fetch_all(c).await.map(|rows| rows.iter().map(render_row).collect())
+        }, missing => Ok(Vec::new()))
+        .map_err(|e| {
+            let mut t = self.err(e);
+            t.kind = format!("gate_sql_{}", t.kind);
+            t
+        })?;
+        let single_true = rows.len() == 1
+            && rows[0].len() == 1
+            && matches!(rows[0][0].as_str(), "true" | "1" | "t");
+        if rows.is_empty() || single_true {
+            return Ok(None);
+        }
+        let shown: Vec<String> = rows
+            .iter()
+            .take(5)
+            .map(|r| format!("({})", r.join(", ")))
+            .collect();
+        Ok(Some(format!(
+            "{} row(s): {}{}",
+            rows.len(),
+            shown.join(" "),
+            if rows.len() > 5 { " ..." } else { "" }
+        )))
     }
 
     /// Takes one migration back down with its `.down.sql` (sqlx's `revert`:

@@ -1,9 +1,12 @@
-//! Reports: everything a run leaves for people and machines, written under
-//! `reports/<run-id>/` (run ids sort by time): `tenants.csv` (one row a
-//! tenant), `summary.json` (with `format_version`), and `summary.md`. The
-//! progress display lives in `progress`; both read what the executor's events
-//! produced, never the executor itself.
+//! Reports: everything a rollout leaves for people and machines, written under
+//! `reports/<rollout-id>/` (ids sort by time) from what the state store holds,
+//! so `fleetmig report ID` can write them again at any time:
+//! `tenants.csv` (one row a tenant), `waves.csv` (one row a wave),
+//! `summary.json` (with `format_version`), `summary.md`, and `report.html` (one
+//! self-contained page: timeline, duration histogram, failure clusters).
+//! `metrics` writes the Prometheus text file for the nightly job.
 
+pub mod html;
 pub mod progress;
 
 use std::collections::BTreeMap;
@@ -11,52 +14,44 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::error::{Error, ErrorClass};
-use crate::event::{TenantOutcome, TenantStatus};
+use crate::error::Error;
+use crate::state::{RolloutRecord, TenantRun, WaveRecord, tenant_status};
 
 /// The version of the layout of `summary.json`; bumped on any breaking change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// A new run id: UTC time to the millisecond plus 4 random hex digits, so ids
 /// sort by start time and two runs started together do not collide.
 pub fn new_run_id() -> String {
     format!(
         "{}-{:04x}",
-        Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
+        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
         rand::random::<u16>()
     )
 }
 
-/// Everything known about a finished run.
+/// Everything the state store knows about one rollout.
 #[derive(Debug, Clone)]
 pub struct RunReport {
-    pub run_id: String,
-    pub command: String,
-    pub fleet: String,
-    pub migrations_dir: PathBuf,
-    pub set_checksum: String,
-    pub head: i64,
-    pub target: Option<i64>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub concurrency: usize,
-    pub tx_mode: String,
-    pub interrupted: bool,
-    pub max_failures_reached: bool,
-    pub outcomes: Vec<TenantOutcome>,
+    pub rollout: RolloutRecord,
+    pub waves: Vec<WaveRecord>,
+    pub tenants: Vec<TenantRun>,
 }
 
 #[derive(Debug, Serialize, Default, PartialEq, Eq)]
 pub struct Totals {
     pub tenants: usize,
     pub succeeded: usize,
+    /// Succeeded with nothing to apply.
     pub up_to_date: usize,
     pub failed: usize,
-    pub interrupted: usize,
+    pub pending: usize,
+    pub running: usize,
     pub not_started: usize,
+    pub skipped: usize,
+    pub reverted: usize,
     pub migrations_applied: usize,
     pub retries: usize,
 }
@@ -68,35 +63,52 @@ pub struct DurationStats {
     pub max_ms: u64,
 }
 
-#[derive(Debug, Serialize)]
-pub struct FailureGroup {
-    pub class: ErrorClass,
+/// Failed tenants with the same error class, kind and normalised message.
+#[derive(Debug, Serialize, Clone)]
+pub struct FailureCluster {
+    pub class: String,
     pub kind: String,
+    pub message: String,
     pub count: usize,
     pub example_tenants: Vec<String>,
     pub example_message: String,
 }
 
 #[derive(Debug, Serialize)]
+pub struct WaveSummary {
+    pub wave: i64,
+    pub name: String,
+    pub selector: String,
+    pub status: String,
+    pub tenants: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub p50_ms: u64,
+    pub p95_ms: u64,
+    pub gate: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
 pub struct Summary<'a> {
     pub format_version: u32,
-    pub run_id: &'a str,
+    pub rollout_id: &'a str,
     pub command: &'a str,
+    pub operator: &'a str,
     pub fleet: &'a str,
-    pub migrations_dir: String,
+    pub migrations_dir: &'a str,
     pub migration_set_checksum: &'a str,
-    pub head_version: i64,
-    pub target_version: Option<i64>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
+    pub target_version: i64,
+    pub status: &'a str,
+    pub reason: Option<&'a str>,
+    pub created_at: String,
+    pub finished_at: Option<String>,
     pub duration_ms: u64,
     pub concurrency: usize,
     pub tx_mode: &'a str,
-    pub interrupted: bool,
-    pub max_failures_reached: bool,
     pub totals: Totals,
     pub tenant_duration: DurationStats,
-    pub failures_by_class: Vec<FailureGroup>,
+    pub waves: Vec<WaveSummary>,
+    pub failures: Vec<FailureCluster>,
     pub peak_rss_kb: Option<u64>,
 }
 
@@ -118,39 +130,91 @@ pub fn peak_rss_kb() -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Folds an error message to its shape, so that the same failure on many
+/// tenants is one line: quoted names become `"…"`, numbers `N`.
+pub fn normalise_message(m: &str) -> String {
+    let mut out = String::with_capacity(m.len());
+    let mut chars = m.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' | '\'' | '`' => {
+                let mut closed = false;
+                for d in chars.by_ref() {
+                    if d == c {
+                        closed = true;
+                        break;
+                    }
+                }
+                out.push(c);
+                out.push('…');
+                if closed {
+                    out.push(c);
+                }
+            }
+            d if d.is_ascii_digit() => {
+                while chars.peek().is_some_and(|x| x.is_ascii_digit()) {
+                    chars.next();
+                }
+                out.push('N');
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+fn ms_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+fn durations(rows: &[&TenantRun]) -> Vec<Duration> {
+    let mut d: Vec<Duration> = rows
+        .iter()
+        .filter(|t| t.started_at.is_some())
+        .map(|t| Duration::from_millis(t.duration_ms.max(0) as u64))
+        .collect();
+    d.sort();
+    d
+}
+
 impl RunReport {
     pub fn totals(&self) -> Totals {
         let mut t = Totals {
-            tenants: self.outcomes.len(),
+            tenants: self.tenants.len(),
             ..Default::default()
         };
-        for o in &self.outcomes {
-            match o.status {
-                TenantStatus::Succeeded => t.succeeded += 1,
-                TenantStatus::UpToDate => t.up_to_date += 1,
-                TenantStatus::Failed => t.failed += 1,
-                TenantStatus::Interrupted => t.interrupted += 1,
-                TenantStatus::NotStarted => t.not_started += 1,
+        for r in &self.tenants {
+            match r.status.as_str() {
+                tenant_status::SUCCEEDED => {
+                    t.succeeded += 1;
+                    if r.applied.is_empty() {
+                        t.up_to_date += 1;
+                    }
+                }
+                tenant_status::FAILED => t.failed += 1,
+                tenant_status::RUNNING => t.running += 1,
+                tenant_status::NOT_STARTED => t.not_started += 1,
+                tenant_status::SKIPPED => t.skipped += 1,
+                tenant_status::REVERTED => t.reverted += 1,
+                _ => t.pending += 1,
             }
-            t.migrations_applied += o.applied.len();
-            t.retries += o.attempts.saturating_sub(1) as usize;
+            t.migrations_applied += r.applied.len();
+            t.retries += (r.attempts - 1).max(0) as usize;
         }
         t
     }
 
-    /// Whether every tenant ended where it should (exit code 0).
+    /// Whether every tenant ended at the target (exit code 0).
     pub fn all_ok(&self) -> bool {
-        self.outcomes.iter().all(|o| o.status.is_ok())
+        self.tenants
+            .iter()
+            .all(|t| t.status == tenant_status::SUCCEEDED)
     }
 
     pub fn duration_stats(&self) -> DurationStats {
-        let mut d: Vec<Duration> = self
-            .outcomes
-            .iter()
-            .filter(|o| o.started_at.is_some())
-            .map(|o| o.duration)
-            .collect();
-        d.sort();
+        let d = durations(&self.tenants.iter().collect::<Vec<_>>());
         DurationStats {
             p50_ms: quantile(&d, 0.5).as_millis() as u64,
             p95_ms: quantile(&d, 0.95).as_millis() as u64,
@@ -158,23 +222,36 @@ impl RunReport {
         }
     }
 
-    /// Failed tenants grouped by (class, kind), largest group first.
-    pub fn failure_groups(&self) -> Vec<FailureGroup> {
-        let mut groups: BTreeMap<(ErrorClass, String), FailureGroup> = BTreeMap::new();
-        for o in self.outcomes.iter().filter(|o| !o.status.is_ok()) {
-            let Some(e) = &o.error else { continue };
-            let g = groups
-                .entry((e.class, e.kind.clone()))
-                .or_insert_with(|| FailureGroup {
-                    class: e.class,
-                    kind: e.kind.clone(),
+    /// Failed tenants clustered by class, kind and normalised message,
+    /// largest cluster first. Gate failures cluster under kind `gate_sql`.
+    pub fn failure_clusters(&self) -> Vec<FailureCluster> {
+        let mut groups: BTreeMap<(String, String, String), FailureCluster> = BTreeMap::new();
+        for t in &self.tenants {
+            let (class, kind, message) = if t.status == tenant_status::FAILED {
+                (
+                    t.error_class.clone().unwrap_or_default(),
+                    t.error_kind.clone().unwrap_or_default(),
+                    t.error_message.clone().unwrap_or_default(),
+                )
+            } else if let Some(g) = &t.gate_error {
+                ("gate".to_string(), "gate_sql".to_string(), g.clone())
+            } else {
+                continue;
+            };
+            let norm = normalise_message(&message);
+            let c = groups
+                .entry((class.clone(), kind.clone(), norm.clone()))
+                .or_insert_with(|| FailureCluster {
+                    class,
+                    kind,
+                    message: norm,
                     count: 0,
                     example_tenants: Vec::new(),
-                    example_message: e.message.clone(),
+                    example_message: message.clone(),
                 });
-            g.count += 1;
-            if g.example_tenants.len() < 5 {
-                g.example_tenants.push(o.tenant.to_string());
+            c.count += 1;
+            if c.example_tenants.len() < 5 {
+                c.example_tenants.push(t.tenant.clone());
             }
         }
         let mut v: Vec<_> = groups.into_values().collect();
@@ -182,51 +259,85 @@ impl RunReport {
         v
     }
 
+    pub fn wave_summaries(&self) -> Vec<WaveSummary> {
+        self.waves
+            .iter()
+            .map(|w| {
+                let rows: Vec<&TenantRun> =
+                    self.tenants.iter().filter(|t| t.wave == w.wave).collect();
+                let d = durations(&rows);
+                WaveSummary {
+                    wave: w.wave,
+                    name: w.name.clone(),
+                    selector: w.selector.clone(),
+                    status: w.status.clone(),
+                    tenants: rows.len(),
+                    succeeded: rows
+                        .iter()
+                        .filter(|t| t.status == tenant_status::SUCCEEDED)
+                        .count(),
+                    failed: rows
+                        .iter()
+                        .filter(|t| t.status == tenant_status::FAILED)
+                        .count(),
+                    p50_ms: quantile(&d, 0.5).as_millis() as u64,
+                    p95_ms: quantile(&d, 0.95).as_millis() as u64,
+                    gate: w.gate.clone(),
+                }
+            })
+            .collect()
+    }
+
     pub fn summary(&self) -> Summary<'_> {
+        let r = &self.rollout;
+        let end = r
+            .finished_at
+            .or_else(|| self.tenants.iter().filter_map(|t| t.finished_at).max())
+            .unwrap_or(r.created_at);
         Summary {
             format_version: FORMAT_VERSION,
-            run_id: &self.run_id,
-            command: &self.command,
-            fleet: &self.fleet,
-            migrations_dir: self.migrations_dir.display().to_string(),
-            migration_set_checksum: &self.set_checksum,
-            head_version: self.head,
-            target_version: self.target,
-            started_at: self.started_at,
-            finished_at: self.finished_at,
-            duration_ms: (self.finished_at - self.started_at)
-                .num_milliseconds()
-                .max(0) as u64,
-            concurrency: self.concurrency,
-            tx_mode: &self.tx_mode,
-            interrupted: self.interrupted,
-            max_failures_reached: self.max_failures_reached,
+            rollout_id: &r.id,
+            command: &r.command,
+            operator: &r.operator,
+            fleet: &r.fleet,
+            migrations_dir: &r.migrations_dir,
+            migration_set_checksum: &r.set_checksum,
+            target_version: r.target,
+            status: &r.status,
+            reason: r.reason.as_deref(),
+            created_at: ms_time(r.created_at),
+            finished_at: r.finished_at.map(ms_time),
+            duration_ms: (end - r.created_at).max(0) as u64,
+            concurrency: r.settings.concurrency,
+            tx_mode: &r.settings.tx_mode,
             totals: self.totals(),
             tenant_duration: self.duration_stats(),
-            failures_by_class: self.failure_groups(),
+            waves: self.wave_summaries(),
+            failures: self.failure_clusters(),
             peak_rss_kb: peak_rss_kb(),
         }
     }
 
-    /// Writes the report into `reports/<run-id>/` and returns that folder.
+    /// Writes every report file into `reports/<rollout-id>/`, each through a
+    /// temporary file and a rename, so a reader never sees half a report.
     pub fn write(&self, reports: &Path) -> Result<PathBuf, Error> {
-        let dir = reports.join(&self.run_id);
+        let dir = reports.join(&self.rollout.id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        self.write_csv(&dir.join("tenants.csv"))?;
         let summary = self.summary();
+        write_atomic(&dir.join("tenants.csv"), &self.tenants_csv())?;
+        write_atomic(&dir.join("waves.csv"), &self.waves_csv(&summary))?;
         let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-        let p = dir.join("summary.json");
-        std::fs::write(&p, json + "\n").map_err(|e| Error::io(&p, e))?;
-        let p = dir.join("summary.md");
-        std::fs::write(&p, self.markdown(&summary)).map_err(|e| Error::io(&p, e))?;
+        write_atomic(&dir.join("summary.json"), &(json + "\n"))?;
+        write_atomic(&dir.join("summary.md"), &self.markdown(&summary))?;
+        write_atomic(&dir.join("report.html"), &html::render(self, &summary))?;
         Ok(dir)
     }
 
-    fn write_csv(&self, path: &Path) -> Result<(), Error> {
-        let io = |e: csv::Error| Error::io(path, std::io::Error::other(e.to_string()));
-        let mut w = csv::Writer::from_path(path).map_err(io)?;
-        w.write_record([
+    fn tenants_csv(&self) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let _ = w.write_record([
             "tenant",
+            "wave",
             "status",
             "attempts",
             "from_version",
@@ -240,84 +351,123 @@ impl RunReport {
             "error_code",
             "error_version",
             "error_message",
-        ])
-        .map_err(io)?;
+            "gate_error",
+        ]);
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
-        for o in &self.outcomes {
-            let e = o.error.as_ref();
-            w.write_record([
-                o.tenant.to_string(),
-                o.status.as_str().to_string(),
-                o.attempts.to_string(),
-                opt(o.from_version),
-                opt(o.to_version),
-                o.applied
+        let wave_name = |i: i64| {
+            self.waves
+                .iter()
+                .find(|w| w.wave == i)
+                .map(|w| w.name.clone())
+                .unwrap_or_default()
+        };
+        for t in &self.tenants {
+            let _ = w.write_record([
+                t.tenant.clone(),
+                wave_name(t.wave),
+                t.status.clone(),
+                t.attempts.to_string(),
+                opt(t.from_version),
+                opt(t.to_version),
+                t.applied
                     .iter()
                     .map(|v| v.to_string())
                     .collect::<Vec<_>>()
                     .join(";"),
-                o.duration.as_millis().to_string(),
-                o.started_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                o.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-                e.map(|e| e.class.to_string()).unwrap_or_default(),
-                e.map(|e| e.kind.clone()).unwrap_or_default(),
-                e.and_then(|e| e.code.clone()).unwrap_or_default(),
-                opt(e.and_then(|e| e.version)),
-                e.map(|e| e.message.clone()).unwrap_or_default(),
-            ])
-            .map_err(io)?;
+                t.duration_ms.to_string(),
+                t.started_at.map(ms_time).unwrap_or_default(),
+                t.finished_at.map(ms_time).unwrap_or_default(),
+                t.error_class.clone().unwrap_or_default(),
+                t.error_kind.clone().unwrap_or_default(),
+                t.error_code.clone().unwrap_or_default(),
+                opt(t.error_version),
+                t.error_message.clone().unwrap_or_default(),
+                t.gate_error.clone().unwrap_or_default(),
+            ]);
         }
-        w.flush().map_err(|e| Error::io(path, e))
+        String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn waves_csv(&self, s: &Summary<'_>) -> String {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let _ = w.write_record([
+            "wave",
+            "name",
+            "selector",
+            "status",
+            "tenants",
+            "succeeded",
+            "failed",
+            "p50_ms",
+            "p95_ms",
+            "gate",
+        ]);
+        for x in &s.waves {
+            let _ = w.write_record([
+                x.wave.to_string(),
+                x.name.clone(),
+                x.selector.clone(),
+                x.status.clone(),
+                x.tenants.to_string(),
+                x.succeeded.to_string(),
+                x.failed.to_string(),
+                x.p50_ms.to_string(),
+                x.p95_ms.to_string(),
+                x.gate.clone().unwrap_or_default(),
+            ]);
+        }
+        String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
     }
 
     fn markdown(&self, s: &Summary<'_>) -> String {
         let t = &s.totals;
         let mut md = String::new();
         let verdict = if self.all_ok() {
-            "every tenant is at its target"
+            "every tenant is at its target".to_string()
         } else {
-            "SOME TENANTS ARE NOT AT THEIR TARGET"
+            format!(
+                "{} — NOT EVERY TENANT IS AT ITS TARGET",
+                s.status.to_uppercase()
+            )
         };
-        let _ = writeln!(md, "# fleetmig {} {}: {verdict}\n", s.command, s.run_id);
+        let _ = writeln!(md, "# fleetmig {} {}: {verdict}\n", s.command, s.rollout_id);
         let _ = writeln!(md, "- fleet: `{}`", s.fleet);
         let _ = writeln!(
             md,
-            "- migrations: `{}` (set {}, head {}{})",
-            s.migrations_dir,
-            s.migration_set_checksum,
-            s.head_version,
-            s.target_version
-                .map(|t| format!(", target {t}"))
-                .unwrap_or_default()
+            "- migrations: `{}` (set {}), target version {}",
+            s.migrations_dir, s.migration_set_checksum, s.target_version
         );
         let _ = writeln!(
             md,
-            "- started {} , took {:.1} s, concurrency {}, tx mode {}",
-            s.started_at.format("%Y-%m-%d %H:%M:%S UTC"),
+            "- started {} by {}, took {:.1} s, concurrency {}, tx mode {}",
+            s.created_at,
+            s.operator,
             s.duration_ms as f64 / 1000.0,
             s.concurrency,
             s.tx_mode
         );
-        if s.interrupted {
-            let _ = writeln!(md, "- **interrupted** by a signal: run again to finish");
-        }
-        if s.max_failures_reached {
-            let _ = writeln!(md, "- **stopped early**: --max-failures was reached");
-        }
         let _ = writeln!(
             md,
-            "\n| tenants | succeeded | up to date | failed | interrupted | not started | migrations applied | retries |"
+            "- status: **{}**{}",
+            s.status,
+            s.reason.map(|r| format!(" — {r}")).unwrap_or_default()
         );
-        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "\n| tenants | succeeded | up to date | failed | pending | not started | skipped | reverted | migrations applied | retries |"
+        );
+        let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             t.tenants,
             t.succeeded,
             t.up_to_date,
             t.failed,
-            t.interrupted,
+            t.pending + t.running,
             t.not_started,
+            t.skipped,
+            t.reverted,
             t.migrations_applied,
             t.retries
         );
@@ -327,22 +477,43 @@ impl RunReport {
             "\nTenant duration: p50 {} ms, p95 {} ms, max {} ms.",
             d.p50_ms, d.p95_ms, d.max_ms
         );
-        if !s.failures_by_class.is_empty() {
-            let _ = writeln!(md, "\n## Failures\n");
+        if s.waves.len() > 1 || s.waves.iter().any(|w| w.gate.is_some()) {
             let _ = writeln!(
                 md,
-                "| class | kind | tenants | examples | message (first) |"
+                "\n## Waves\n\n| wave | selector | status | tenants | succeeded | failed | p50 ms | p95 ms | gate |"
             );
-            let _ = writeln!(md, "|---|---|---:|---|---|");
-            for g in &s.failures_by_class {
+            let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---|");
+            for w in &s.waves {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    w.name,
+                    w.selector,
+                    w.status,
+                    w.tenants,
+                    w.succeeded,
+                    w.failed,
+                    w.p50_ms,
+                    w.p95_ms,
+                    w.gate.clone().unwrap_or_default().replace('|', "\\|")
+                );
+            }
+        }
+        if !s.failures.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Failures\n\n| tenants | class | kind | message | examples |"
+            );
+            let _ = writeln!(md, "|---:|---|---|---|---|");
+            for c in &s.failures {
                 let _ = writeln!(
                     md,
                     "| {} | {} | {} | {} | {} |",
-                    g.class,
-                    g.kind,
-                    g.count,
-                    g.example_tenants.join(", "),
-                    g.example_message.replace('|', "\\|")
+                    c.count,
+                    c.class,
+                    c.kind,
+                    c.message.replace('|', "\\|"),
+                    c.example_tenants.join(", ")
                 );
             }
             let _ = writeln!(
@@ -352,6 +523,106 @@ impl RunReport {
         }
         md
     }
+
+    /// The Prometheus text exposition of this rollout, for a node-exporter
+    /// textfile collector.
+    pub fn metrics(&self) -> String {
+        let s = self.summary();
+        let t = &s.totals;
+        let mut m = String::new();
+        let _ = writeln!(
+            m,
+            "# HELP fleetmig_tenants Tenants of the last fleetmig run by status."
+        );
+        let _ = writeln!(m, "# TYPE fleetmig_tenants gauge");
+        for (k, v) in [
+            ("succeeded", t.succeeded),
+            ("failed", t.failed),
+            ("pending", t.pending + t.running),
+            ("not_started", t.not_started),
+            ("skipped", t.skipped),
+            ("reverted", t.reverted),
+        ] {
+            let _ = writeln!(m, "fleetmig_tenants{{status=\"{k}\"}} {v}");
+        }
+        let _ = writeln!(
+            m,
+            "# HELP fleetmig_migrations_applied Migrations applied by the last run."
+        );
+        let _ = writeln!(m, "# TYPE fleetmig_migrations_applied gauge");
+        let _ = writeln!(m, "fleetmig_migrations_applied {}", t.migrations_applied);
+        let _ = writeln!(
+            m,
+            "# HELP fleetmig_run_duration_seconds Wall time of the last run."
+        );
+        let _ = writeln!(m, "# TYPE fleetmig_run_duration_seconds gauge");
+        let _ = writeln!(
+            m,
+            "fleetmig_run_duration_seconds {:.3}",
+            s.duration_ms as f64 / 1000.0
+        );
+        let _ = writeln!(
+            m,
+            "# HELP fleetmig_tenant_duration_seconds Tenant duration quantiles of the last run."
+        );
+        let _ = writeln!(m, "# TYPE fleetmig_tenant_duration_seconds gauge");
+        for (q, v) in [
+            ("0.5", s.tenant_duration.p50_ms),
+            ("0.95", s.tenant_duration.p95_ms),
+            ("1", s.tenant_duration.max_ms),
+        ] {
+            let _ = writeln!(
+                m,
+                "fleetmig_tenant_duration_seconds{{quantile=\"{q}\"}} {:.3}",
+                v as f64 / 1000.0
+            );
+        }
+        let _ = writeln!(
+            m,
+            "# HELP fleetmig_failures Failed tenants of the last run by error class and kind."
+        );
+        let _ = writeln!(m, "# TYPE fleetmig_failures gauge");
+        let mut by: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for c in &s.failures {
+            *by.entry((c.class.clone(), c.kind.clone())).or_default() += c.count;
+        }
+        for ((class, kind), n) in by {
+            let _ = writeln!(
+                m,
+                "fleetmig_failures{{class=\"{class}\",kind=\"{kind}\"}} {n}"
+            );
+        }
+        let _ = writeln!(
+            m,
+            "# HELP fleetmig_last_run_timestamp_seconds When the last run finished."
+        );
+        let _ = writeln!(m, "# TYPE fleetmig_last_run_timestamp_seconds gauge");
+        let _ = writeln!(
+            m,
+            "fleetmig_last_run_timestamp_seconds {:.3}",
+            self.rollout
+                .finished_at
+                .unwrap_or_else(crate::state::now_ms) as f64
+                / 1000.0
+        );
+        let _ = writeln!(
+            m,
+            "# HELP fleetmig_last_run_success 1 when every tenant reached the target."
+        );
+        let _ = writeln!(m, "# TYPE fleetmig_last_run_success gauge");
+        let _ = writeln!(m, "fleetmig_last_run_success {}", self.all_ok() as u8);
+        m
+    }
+}
+
+/// Writes `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 #[cfg(test)]
@@ -373,5 +644,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let b = new_run_id();
         assert!(a < b, "{a} !< {b}");
+    }
+
+    #[test]
+    fn messages_normalise_to_one_shape() {
+        let a = normalise_message("relation \"invoices\" already exists (code 42P07) at line 12");
+        let b = normalise_message("relation \"accounts\" already exists (code 42P07) at line 3");
+        assert_eq!(a, b);
+        assert_eq!(a, "relation \"…\" already exists (code NPN) at line N");
+        assert_ne!(a, normalise_message("syntax error at or near \"x\""));
     }
 }

@@ -1,0 +1,346 @@
+//! Wave plans: which tenants go in which wave. A wave selects by tag, by id
+//! list, by count or by percent of the tenants not yet placed; the order within
+//! what is left is a stable shuffle seeded by the rollout id (FNV-1a of seed
+//! and tenant id), so a 5% wave is a fair sample and the same rollout always
+//! picks the same tenants. Pure: unit-tested without any database.
+
+use std::fmt;
+
+use crate::error::Error;
+use crate::tenant::Tenant;
+
+/// How one wave picks its tenants.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selector {
+    /// Every remaining tenant with this tag (and value, if given).
+    Tag { key: String, value: Option<String> },
+    /// These tenant ids (those still remaining).
+    Ids(Vec<String>),
+    /// The next N remaining tenants.
+    Count(usize),
+    /// This percent of the remaining tenants, rounded up.
+    Percent(f64),
+    /// Everything that remains.
+    Rest,
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Selector::Tag { key, value: None } => write!(f, "tag:{key}"),
+            Selector::Tag {
+                key,
+                value: Some(v),
+            } => write!(f, "tag:{key}={v}"),
+            Selector::Ids(ids) => write!(f, "ids:{}", ids.join("+")),
+            Selector::Count(n) => write!(f, "{n}"),
+            Selector::Percent(p) => write!(f, "{p}%"),
+            Selector::Rest => write!(f, "rest"),
+        }
+    }
+}
+
+/// One wave of a spec.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WaveSpec {
+    pub name: String,
+    pub selector: Selector,
+}
+
+/// Parses `canary=tag:canary,5%,25%,100%` (names optional; `ids:a+b`, `N`,
+/// `N%`, `rest`/`all`). Errors name the flag and the piece that is wrong.
+pub fn parse_waves(spec: &str) -> Result<Vec<WaveSpec>, Error> {
+    let bad = |piece: &str, why: &str| {
+        Error::Usage(format!(
+            "--waves: {piece:?}: {why} (expected e.g. canary=tag:canary,5%,25%,100%)"
+        ))
+    };
+    let mut out = Vec::new();
+    for (i, piece) in spec.split(',').map(str::trim).enumerate() {
+        if piece.is_empty() {
+            return Err(bad(piece, "empty wave"));
+        }
+        let (name, sel) = match piece.split_once('=') {
+            Some((n, s)) if !n.contains(':') => (n.trim().to_string(), s.trim()),
+            _ => (String::new(), piece),
+        };
+        let selector = if let Some(t) = sel.strip_prefix("tag:") {
+            let (k, v) = match t.split_once('=') {
+                Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                None => (t.to_string(), None),
+            };
+            if k.is_empty() {
+                return Err(bad(piece, "tag: needs a tag name"));
+            }
+            Selector::Tag { key: k, value: v }
+        } else if let Some(ids) = sel.strip_prefix("ids:") {
+            let ids: Vec<String> = ids
+                .split('+')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if ids.is_empty() {
+                return Err(bad(piece, "ids: needs ids separated by +"));
+            }
+            Selector::Ids(ids)
+        } else if sel == "rest" || sel == "all" {
+            Selector::Rest
+        } else if let Some(p) = sel.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad(piece, "not a percent"))?;
+            if !(p > 0.0 && p <= 100.0) {
+                return Err(bad(piece, "percent must be in (0, 100]"));
+            }
+            if p == 100.0 {
+                Selector::Rest
+            } else {
+                Selector::Percent(p)
+            }
+        } else if let Ok(n) = sel.parse::<usize>() {
+            if n == 0 {
+                return Err(bad(piece, "a count must be at least 1"));
+            }
+            Selector::Count(n)
+        } else {
+            return Err(bad(piece, "not tag:, ids:, a count, a percent or rest"));
+        };
+        let name = if name.is_empty() {
+            match &selector {
+                Selector::Tag { key, .. } if i == 0 => key.clone(),
+                _ => format!("wave{}", i + 1),
+            }
+        } else {
+            name
+        };
+        if out.iter().any(|w: &WaveSpec| w.name == name) {
+            return Err(bad(piece, "two waves have the same name"));
+        }
+        out.push(WaveSpec { name, selector });
+    }
+    Ok(out)
+}
+
+/// FNV-1a 64 over seed and id: the stable shuffle key.
+fn shuffle_key(seed: &str, id: &str) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in seed.bytes().chain([0u8]).chain(id.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// A planned wave: its name, selector and tenant ids in run order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedWave {
+    pub name: String,
+    pub selector: String,
+    pub tenants: Vec<String>,
+}
+
+/// Places every tenant in exactly one wave. Tenants that no wave takes are an
+/// error (end the spec with `100%` or `rest`); an `ids:` entry that names no
+/// tenant of the fleet is an error too.
+pub fn plan_waves(
+    specs: &[WaveSpec],
+    tenants: &[Tenant],
+    seed: &str,
+) -> Result<Vec<PlannedWave>, Error> {
+    let mut remaining: Vec<&Tenant> = tenants.iter().collect();
+    remaining.sort_by_key(|t| (shuffle_key(seed, t.id.as_str()), t.id.clone()));
+    let mut out = Vec::new();
+    for spec in specs {
+        let take: Vec<&Tenant> = match &spec.selector {
+            Selector::Tag { key, value } => remaining
+                .iter()
+                .copied()
+                .filter(|t| {
+                    t.tags
+                        .get(key)
+                        .is_some_and(|v| value.as_ref().is_none_or(|want| want == v))
+                })
+                .collect(),
+            Selector::Ids(ids) => {
+                for id in ids {
+                    if !tenants.iter().any(|t| t.id.as_str() == id) {
+                        return Err(Error::Usage(format!(
+                            "--waves: wave {}: no tenant {id:?} in the fleet",
+                            spec.name
+                        )));
+                    }
+                }
+                remaining
+                    .iter()
+                    .copied()
+                    .filter(|t| ids.iter().any(|i| i == t.id.as_str()))
+                    .collect()
+            }
+            Selector::Count(n) => remaining.iter().copied().take(*n).collect(),
+            Selector::Percent(p) => {
+                let n = ((remaining.len() as f64) * p / 100.0).ceil() as usize;
+                remaining.iter().copied().take(n).collect()
+            }
+            Selector::Rest => remaining.clone(),
+        };
+        remaining.retain(|t| !take.iter().any(|x| x.id == t.id));
+        out.push(PlannedWave {
+            name: spec.name.clone(),
+            selector: spec.selector.to_string(),
+            tenants: take.iter().map(|t| t.id.to_string()).collect(),
+        });
+    }
+    if !remaining.is_empty() {
+        return Err(Error::Usage(format!(
+            "--waves leaves {} tenant(s) in no wave (e.g. {}): end the waves with 100% or rest",
+            remaining.len(),
+            remaining[0].id
+        )));
+    }
+    Ok(out)
+}
+
+/// Failure gates of a wave.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gates {
+    pub max_failures: Option<usize>,
+    pub max_failure_rate: Option<f64>,
+}
+
+/// Checks the count gates: `Err(why)` when the wave must halt the rollout.
+pub fn check_failures(g: &Gates, tenants: usize, failed: usize) -> Result<(), String> {
+    if let Some(m) = g.max_failures
+        && failed > m
+    {
+        return Err(format!(
+            "max_failures: {failed} tenant(s) failed, at most {m} allowed"
+        ));
+    }
+    if let Some(r) = g.max_failure_rate
+        && tenants > 0
+        && (failed as f64 / tenants as f64) > r
+    {
+        return Err(format!(
+            "max_failure_rate: {failed}/{tenants} = {:.1}% failed, at most {:.1}% allowed",
+            100.0 * failed as f64 / tenants as f64,
+            100.0 * r
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant::{Locator, TenantId, parse_tags};
+
+    fn fleet(n: usize) -> Vec<Tenant> {
+        (0..n)
+            .map(|i| Tenant {
+                id: TenantId::new(&format!("t{i:03}")).unwrap(),
+                locator: Locator::Sqlite {
+                    path: format!("t{i}.db").into(),
+                },
+                tags: parse_tags(if i < 2 {
+                    "canary;tier=pro"
+                } else if i % 3 == 0 {
+                    "tier=pro"
+                } else {
+                    "tier=free"
+                })
+                .unwrap(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_specs() {
+        let w = parse_waves("canary=tag:canary,5%,25%,100%").unwrap();
+        assert_eq!(w.len(), 4);
+        assert_eq!(w[0].name, "canary");
+        assert_eq!(w[1].selector, Selector::Percent(5.0));
+        assert_eq!(w[3].selector, Selector::Rest);
+        assert_eq!(w[2].name, "wave3");
+        let w = parse_waves("tag:tier=pro,ids:a+b,10,rest").unwrap();
+        assert_eq!(
+            w[0].selector,
+            Selector::Tag {
+                key: "tier".into(),
+                value: Some("pro".into())
+            }
+        );
+        assert_eq!(w[1].selector, Selector::Ids(vec!["a".into(), "b".into()]));
+        assert_eq!(w[2].selector, Selector::Count(10));
+        for bad in [
+            "",
+            "5%,,",
+            "0%",
+            "101%",
+            "x=0",
+            "tag:",
+            "ids:",
+            "banana",
+            "a=5%,a=rest",
+        ] {
+            assert!(parse_waves(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn every_tenant_in_exactly_one_wave_and_stable() {
+        let t = fleet(100);
+        let specs = parse_waves("canary=tag:canary,5%,25%,100%").unwrap();
+        let a = plan_waves(&specs, &t, "r1").unwrap();
+        assert_eq!(a[0].tenants, vec!["t000", "t001"]);
+        assert_eq!(a[1].tenants.len(), 5); // ceil(5% of 98)
+        assert_eq!(a[2].tenants.len(), 24); // ceil(25% of 93)
+        assert_eq!(a[3].tenants.len(), 69);
+        let mut all: Vec<String> = a.iter().flat_map(|w| w.tenants.clone()).collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 100);
+        assert_eq!(
+            a,
+            plan_waves(&specs, &t, "r1").unwrap(),
+            "same seed, same plan"
+        );
+        assert_ne!(
+            a[1].tenants,
+            plan_waves(&specs, &t, "r2").unwrap()[1].tenants,
+            "another rollout, another sample"
+        );
+    }
+
+    #[test]
+    fn unplaced_tenants_and_unknown_ids_are_errors() {
+        let t = fleet(10);
+        assert!(plan_waves(&parse_waves("tag:canary,50%").unwrap(), &t, "s").is_err());
+        assert!(plan_waves(&parse_waves("ids:nope,rest").unwrap(), &t, "s").is_err());
+        let p = plan_waves(&parse_waves("ids:t005+t007,rest").unwrap(), &t, "s").unwrap();
+        assert_eq!(p[0].tenants.len(), 2);
+        assert_eq!(p[1].tenants.len(), 8);
+    }
+
+    #[test]
+    fn gates() {
+        let g = Gates {
+            max_failures: Some(1),
+            max_failure_rate: Some(0.1),
+        };
+        assert!(check_failures(&g, 100, 1).is_ok());
+        assert!(
+            check_failures(&g, 100, 2)
+                .unwrap_err()
+                .contains("max_failures")
+        );
+        let g = Gates {
+            max_failures: None,
+            max_failure_rate: Some(0.1),
+        };
+        assert!(check_failures(&g, 20, 2).is_ok());
+        assert!(
+            check_failures(&g, 20, 3)
+                .unwrap_err()
+                .contains("max_failure_rate")
+        );
+        assert!(check_failures(&Gates::default(), 5, 5).is_ok());
+    }
+}
