@@ -157,7 +157,8 @@ pub struct RolloutArgs {
     /// Waves, e.g. 'canary=tag:canary,5%,25%,100%' (tag:K[=V], ids:a+b, N, N%, rest).
     #[arg(long, env = "FLEETMIG_WAVES")]
     pub waves: Option<String>,
-    /// Gate: halt when more than N tenants of a wave fail [default: no limit].
+    /// Gate: halt when more than N tenants of a wave fail [default: 0 when no
+    /// gate is configured].
     #[arg(long)]
     pub gate_max_failures: Option<usize>,
     /// Gate: halt when more than this fraction of a wave fails (0.05 = 5%).
@@ -384,7 +385,12 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             o.bake = a.bake.clone();
             o.pause_after = a.pause_after.clone();
             o.revert_on_halt = a.revert_on_halt;
-            let cfg = config(&a.run.common, o)?;
+            let mut cfg = config(&a.run.common, o)?;
+            // A waved rollout with no gate configured halts on the first
+            // failure: the safe default for a canary.
+            if cfg.rollout.gates == crate::rollout::Gates::default() {
+                cfg.rollout.gates.max_failures = Some(0);
+            }
             let store = StateStore::open(&cfg.state).await?;
             let cancel = Cancel::default();
             spawn_signal_handler(cancel.clone());

@@ -121,7 +121,7 @@ fn timeline(r: &RunReport) -> String {
         let x = left + width * i as f64 / 4.0;
         let _ = write!(
             axis,
-            r##"<line x1="{x:.1}" x2="{x:.1}" y1="14" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="11" font-size="10" text-anchor="middle">{:.1}s</text>"##,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="14" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="11" font-size="10" text-anchor="middle">{:.2}s</text>"##,
             y,
             secs * i as f64 / 4.0
         );

@@ -50,7 +50,13 @@ pub struct Finished {
 
 impl Finished {
     pub fn exit_code(&self) -> i32 {
-        if self.report.all_ok() { 0 } else { 1 }
+        let completed = self.report.rollout.status == status::COMPLETED;
+        let gates_clean = self.report.tenants.iter().all(|t| t.gate_error.is_none());
+        if self.report.all_ok() && completed && gates_clean {
+            0
+        } else {
+            1
+        }
     }
 }
 

@@ -292,3 +292,29 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A registry fleet of `n` SQLite tenants `t0000...` in `dir/db/`, the first
+/// `canaries` tagged `canary`. Files are created empty.
+pub fn registry_fleet(dir: &Path, n: usize, canaries: usize) {
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    let mut csv = String::from("id,url,schema,tags\n");
+    for i in 0..n {
+        std::fs::write(dir.join(format!("db/t{i:04}.db")), b"").unwrap();
+        let tags = if i < canaries {
+            "canary;tier=pro"
+        } else {
+            "tier=free"
+        };
+        csv.push_str(&format!("t{i:04},sqlite://db/t{i:04}.db,,{tags}\n"));
+    }
+    std::fs::write(dir.join("fleet.csv"), csv).unwrap();
+}
+
+pub fn registry_tenant(dir: &Path, id: &str) -> PathBuf {
+    dir.join("db").join(format!("{id}.db"))
+}
+
+/// Runs fleetmig with `args` in `dir` (progress off for run commands).
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    fleetmig().current_dir(dir).args(args).output().unwrap()
+}
