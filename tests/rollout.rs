@@ -499,3 +499,79 @@ async fn reports_are_rewritten_from_the_state_store() {
         assert!(report.join(f).exists(), "{f}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn abort_skips_what_is_left_and_plan_shows_the_waves() {
+    let dir = tempfile::tempdir().unwrap();
+    registry_fleet(dir.path(), 10, 2);
+    let m = demo_migrations();
+    let plan = run_in(
+        dir.path(),
+        &[
+            "plan",
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            m.to_str().unwrap(),
+            "--waves",
+            "canary=tag:canary,50%,rest",
+            "--json",
+        ],
+    );
+    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(
+        v["waves"][0]["tenants"],
+        serde_json::json!(["t0000", "t0001"])
+    );
+    assert_eq!(v["waves"][1]["tenants"].as_array().unwrap().len(), 4);
+    assert_eq!(v["waves"][2]["tenants"].as_array().unwrap().len(), 4);
+    assert!(
+        !dir.path().join(".fleetmig").exists(),
+        "plan touches no state store"
+    );
+
+    let out = run_in(
+        dir.path(),
+        &rollout_args(
+            m.to_str().unwrap(),
+            &[
+                "--waves",
+                "canary=tag:canary,rest",
+                "--pause-after",
+                "canary",
+            ],
+        ),
+    );
+    let s = summary(&report_dir(dir.path(), &out));
+    assert_eq!(s["status"], "paused");
+    let out = run_in(dir.path(), &["abort", "--fleet", "registry:fleet.csv"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let report = report_dir(dir.path(), &out);
+    let s = summary(&report);
+    assert_eq!(s["status"], "aborted");
+    assert_eq!(s["totals"]["skipped"], 8);
+    assert_eq!(s["totals"]["succeeded"], 2);
+    let rows = csv_rows(&report);
+    assert_eq!(rows["t0005"]["status"], "skipped");
+    assert!(
+        sqlite_history(&registry_tenant(dir.path(), "t0005"))
+            .await
+            .is_empty()
+    );
+    // an aborted rollout cannot be resumed, and no longer blocks a new one
+    let out = run_in(
+        dir.path(),
+        &[
+            "resume",
+            s["rollout_id"].as_str().unwrap(),
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            m.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let out = run_in(dir.path(), &rollout_args(m.to_str().unwrap(), &[]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -768,3 +768,65 @@ impl StateStore {
         self.pool.close().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_expire_by_lease_or_by_a_dead_local_process() {
+        let lease = Duration::from_secs(30);
+        assert!(claim_is_stale(None, None, lease));
+        let me = owner_id();
+        assert!(
+            !claim_is_stale(Some(&me), Some(now_ms()), lease),
+            "a live claim"
+        );
+        assert!(
+            claim_is_stale(Some(&me), Some(now_ms() - 31_000), lease),
+            "heartbeat too old"
+        );
+        let host = me
+            .split_once('@')
+            .unwrap()
+            .1
+            .rsplit_once(':')
+            .unwrap()
+            .0
+            .to_string();
+        let dead = format!("{}@{host}:00000000", u32::MAX - 7);
+        assert!(
+            claim_is_stale(Some(&dead), Some(now_ms()), lease),
+            "a dead local pid"
+        );
+        let remote = "1@some-other-host:00000000";
+        assert!(
+            !claim_is_stale(Some(remote), Some(now_ms()), lease),
+            "a remote claim lives by its lease"
+        );
+    }
+
+    #[tokio::test]
+    async fn schema_is_versioned_and_a_newer_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s/state.db");
+        let store = StateStore::open(path.to_str().unwrap()).await.unwrap();
+        let v: String =
+            sqlx::query_scalar("SELECT value FROM fleetmig_meta WHERE key = 'schema_version'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(v, SCHEMA_VERSION.to_string());
+        sqlx::query("UPDATE fleetmig_meta SET value = '99' WHERE key = 'schema_version'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let e = StateStore::open(path.to_str().unwrap())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("newer than this fleetmig"), "{e}");
+    }
+}
