@@ -187,6 +187,8 @@ impl Config {
             },
             pause_after: o.pause_after,
             revert_on_halt: o.revert_on_halt,
+            allow_contract: false,
+            allow_lint_findings: false,
         };
         let lease = match o.lease.or(file.lease) {
             Some(v) => duration(&v, "--lease")?,

@@ -37,6 +37,10 @@ pub enum Error {
     /// The state store could not be opened, read or written.
     #[error("state store {location}: {message}")]
     State { location: String, message: String },
+    /// The migration set has lint findings and the rollout was not told to
+    /// go ahead anyway.
+    #[error("{0}")]
+    Lint(String),
     /// Another rollout holds the fleet, or the rollout cannot be taken over.
     #[error("{0}")]
     Busy(String),
@@ -56,7 +60,8 @@ impl Error {
             Error::Usage(_)
             | Error::Config { .. }
             | Error::Migration { .. }
-            | Error::Registry { .. } => 2,
+            | Error::Registry { .. }
+            | Error::Lint(_) => 2,
             Error::Discovery { .. } | Error::Io { .. } | Error::State { .. } => 3,
             Error::Busy(_) => 4,
         }

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dialect;
 pub mod error;
 pub mod event;
+pub mod lint;
 pub mod migration;
 pub mod report;
 pub mod rollout;

@@ -63,6 +63,11 @@ pub enum Command {
     Report(ReportArgs),
     /// Create a new migration file in the migrations folder.
     New(NewArgs),
+    /// Check the migration set for changes that lock or break a live system.
+    Lint(LintArgs),
+    /// Record migrations up to a version as applied without running them
+    /// (tenants created from a dump that already has the schema).
+    Baseline(BaselineArgs),
 }
 
 /// Options every fleet command takes.
@@ -137,6 +142,13 @@ pub struct Exec {
     /// Also write the run's figures in Prometheus text format to this file.
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Apply `phase=contract` migrations: the application no longer uses the
+    /// old schema. They still wait until every tenant has the expand steps.
+    #[arg(long, env = "FLEETMIG_ALLOW_CONTRACT")]
+    pub allow_contract: bool,
+    /// Run even though `fleetmig lint` has findings.
+    #[arg(long)]
+    pub allow_lint_findings: bool,
 }
 
 #[derive(Debug, Args)]
@@ -233,6 +245,9 @@ pub struct StatusArgs {
     /// Plan to this version instead of head.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<i64>,
+    /// Show contract migrations as applicable (see `sync --allow-contract`).
+    #[arg(long)]
+    pub allow_contract: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -251,6 +266,9 @@ pub struct PlanArgs {
     /// Show the wave plan too.
     #[arg(long, env = "FLEETMIG_WAVES")]
     pub waves: Option<String>,
+    /// Show contract migrations as applicable (see `sync --allow-contract`).
+    #[arg(long)]
+    pub allow_contract: bool,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -278,6 +296,28 @@ pub struct ReportArgs {
     pub common: Common,
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    /// The migration folder [default: migrations].
+    #[arg(long, env = "FLEETMIG_MIGRATIONS", default_value = "migrations")]
+    pub migrations: PathBuf,
+    /// text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct BaselineArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Record every migration up to this version as applied.
+    #[arg(long, value_name = "VERSION")]
+    pub version: i64,
+    /// Only these tenants (repeatable).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -371,7 +411,11 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 a.exec.metrics_file.clone(),
                 false,
             );
-            let req = RolloutRequest::default();
+            let req = RolloutRequest {
+                allow_contract: a.exec.allow_contract,
+                allow_lint_findings: a.exec.allow_lint_findings,
+                ..Default::default()
+            };
             let f = rollout(&cfg, &store, &req, "sync", &a.tenants, cancel, opts).await?;
             store.close().await;
             Ok(finish(&f))
@@ -391,6 +435,8 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             if cfg.rollout.gates == crate::rollout::Gates::default() {
                 cfg.rollout.gates.max_failures = Some(0);
             }
+            cfg.rollout.allow_contract = a.run.exec.allow_contract;
+            cfg.rollout.allow_lint_findings = a.run.exec.allow_lint_findings;
             let store = StateStore::open(&cfg.state).await?;
             let cancel = Cancel::default();
             spawn_signal_handler(cancel.clone());
@@ -514,7 +560,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 output::print_rollout(&report, a.json);
                 return Ok(if report.all_ok() { 0 } else { 1 });
             }
-            inspect_cmd(&cfg, &a.tenants, a.json, false, None).await
+            inspect_cmd(&cfg, &a.tenants, a.json, false, None, a.allow_contract).await
         }
         Command::Plan(a) => {
             let cfg = config(
@@ -530,6 +576,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 a.json,
                 true,
                 a.waves.as_deref().or(cfg.rollout.waves.as_deref()),
+                a.allow_contract,
             )
             .await
         }
@@ -554,6 +601,47 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             println!("{}", f.dir.display());
             Ok(0)
         }
+        Command::Lint(a) => {
+            let set = crate::migration::load(&a.migrations)?;
+            let findings = crate::lint::lint_set(&set);
+            if a.format == "json" {
+                println!("{}", crate::lint::render_json(&findings));
+            } else {
+                print!("{}", crate::lint::render_text(&findings));
+            }
+            Ok(if findings.iter().any(|f| f.is_error()) {
+                1
+            } else {
+                0
+            })
+        }
+        Command::Baseline(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let (set, tenants) = prepare(&cfg, &a.tenants).await?;
+            if set.get(a.version).is_none() {
+                return Err(Error::Usage(format!(
+                    "--version {}: no such migration in {}",
+                    a.version,
+                    cfg.migrations.display()
+                )));
+            }
+            let connector = Connector::new(cfg.settings.clone());
+            let mut failed = 0;
+            for t in &tenants {
+                match crate::rollout::baseline(&connector, &set, t, a.version).await {
+                    Ok(n) => println!(
+                        "{}: {n} migration(s) recorded as applied up to {}",
+                        t.id, a.version
+                    ),
+                    Err(e) => {
+                        failed += 1;
+                        println!("{}: failed: {e}", t.id);
+                    }
+                }
+            }
+            connector.close().await;
+            Ok(if failed > 0 { 1 } else { 0 })
+        }
         Command::New(a) => {
             for p in new_migration(
                 &a.migrations,
@@ -574,6 +662,7 @@ async fn inspect_cmd(
     json: bool,
     is_plan: bool,
     waves: Option<&str>,
+    allow_contract: bool,
 ) -> Result<i32, Error> {
     let (set, tenants) = prepare(cfg, only).await?;
     let wave_plan = match waves.filter(|_| is_plan) {
@@ -581,7 +670,7 @@ async fn inspect_cmd(
         None => None,
     };
     let connector = Arc::new(Connector::new(cfg.settings.clone()));
-    let rows = inspect(
+    let mut rows = inspect(
         connector.clone(),
         set.clone(),
         tenants,
@@ -590,12 +679,31 @@ async fn inspect_cmd(
     )
     .await;
     connector.close().await;
+    // contract migrations held back (judged on the tenants shown)
+    let contracts: Vec<&crate::migration::Migration> = set
+        .migrations
+        .iter()
+        .filter(|m| crate::rollout::is_contract(m))
+        .collect();
+    let target = cfg.exec.target.unwrap_or(set.head());
+    let (capped, held) = crate::rollout::hold_for(&contracts, &rows, target, allow_contract);
+    for r in &mut rows {
+        r.pending.retain(|v| *v <= capped);
+        if r.state == crate::rollout::TenantState::Pending && r.pending.is_empty() {
+            r.state = crate::rollout::TenantState::UpToDate;
+        }
+    }
     if json {
-        output::print_json(&set, &rows, is_plan, wave_plan.as_deref());
-    } else if is_plan {
-        output::print_plan(&set, &rows, wave_plan.as_deref());
+        output::print_json(&set, &rows, is_plan, wave_plan.as_deref(), held.as_deref());
     } else {
-        output::print_status(&set, &rows);
+        if is_plan {
+            output::print_plan(&set, &rows, wave_plan.as_deref());
+        } else {
+            output::print_status(&set, &rows);
+        }
+        if let Some(h) = &held {
+            println!("held: {h}");
+        }
     }
     let bad = rows.iter().any(|r| {
         !matches!(

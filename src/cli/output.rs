@@ -305,6 +305,7 @@ struct JsonOut<'a> {
     migration_set_checksum: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     waves: Option<Vec<JsonWave<'a>>>,
+    held_contract: Option<&'a str>,
     tenants: &'a [Inspection],
 }
 
@@ -313,6 +314,7 @@ pub fn print_json(
     rows: &[Inspection],
     is_plan: bool,
     waves: Option<&[PlannedWave]>,
+    held: Option<&str>,
 ) {
     let out = JsonOut {
         format_version: crate::report::FORMAT_VERSION,
@@ -328,6 +330,7 @@ pub fn print_json(
                 })
                 .collect()
         }),
+        held_contract: held,
         tenants: rows,
     };
     println!(

@@ -423,6 +423,17 @@ impl Session {
         )))
     }
 
+    /// Records a migration as applied without running it (sqlx's `skip`: the
+    /// history row with `execution_time = -1`), for `fleetmig baseline`.
+    pub async fn skip(&mut self, m: &Migration, script: &Script) -> Result<(), TenantError> {
+        self.ensure_history().await?;
+        let table = self.table.clone();
+        let mig = sqlx_migration(m, script, MigrationType::Simple);
+        let r = on_conn!(&mut self.conn, c => c.skip(&table, &mig).await,
+            missing => return Err(TenantError::permanent("cannot_open", "tenant file does not exist")));
+        r.map_err(|e| self.migrate_err(e).at_version(m.version))
+    }
+
     /// Takes one migration back down with its `.down.sql` (sqlx's `revert`:
     /// runs the script and deletes the history row).
     pub async fn revert(&mut self, m: &Migration, down: &Script) -> Result<Duration, TenantError> {

@@ -105,6 +105,8 @@ pub struct Summary<'a> {
     pub duration_ms: u64,
     pub concurrency: usize,
     pub tx_mode: &'a str,
+    /// A `phase=contract` migration held back, and why.
+    pub held_contract: Option<&'a str>,
     pub totals: Totals,
     pub tenant_duration: DurationStats,
     pub waves: Vec<WaveSummary>,
@@ -310,6 +312,7 @@ impl RunReport {
             duration_ms: (end - r.created_at).max(0) as u64,
             concurrency: r.settings.concurrency,
             tx_mode: &r.settings.tx_mode,
+            held_contract: r.settings.held.as_deref(),
             totals: self.totals(),
             tenant_duration: self.duration_stats(),
             waves: self.wave_summaries(),
@@ -452,6 +455,9 @@ impl RunReport {
             s.status,
             s.reason.map(|r| format!(" — {r}")).unwrap_or_default()
         );
+        if let Some(h) = s.held_contract {
+            let _ = writeln!(md, "- held: {h}");
+        }
         let _ = writeln!(
             md,
             "\n| tenants | succeeded | up to date | failed | pending | not started | skipped | reverted | migrations applied | retries |"

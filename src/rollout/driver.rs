@@ -146,6 +146,7 @@ pub fn freeze(
         bake_ms: bake.as_millis() as u64,
         pause_after,
         revert_on_halt,
+        held: None,
     }
 }
 
@@ -296,13 +297,27 @@ async fn run_tenants(
     let fail = failure.clone();
     let writer = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
+            // Let a batch gather for a moment: one transaction for many
+            // tenants, and a `Started` row that is already `Finished` in the
+            // same batch is not written at all.
+            tokio::time::sleep(Duration::from_millis(20)).await;
             let mut batch = vec![first];
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
-                if batch.len() >= 512 {
+                if batch.len() >= 2048 {
                     break;
                 }
             }
+            let finished: std::collections::HashSet<String> = batch
+                .iter()
+                .filter_map(|u| match u {
+                    TenantUpdate::Finished(t) => Some(t.tenant.clone()),
+                    _ => None,
+                })
+                .collect();
+            batch.retain(
+                |u| !matches!(u, TenantUpdate::Started { tenant, .. } if finished.contains(tenant)),
+            );
             if let Err(e) = store.record(&rid, &batch).await {
                 tracing::error!("cannot record tenant state: {e}");
                 *fail.lock().expect("lock") = Some(e);
@@ -648,12 +663,11 @@ async fn drive_waves(
             .set_wave(id, wave.wave, st, Some(&text), false, true)
             .await?;
         ctx.store.set_current_wave(id, wave.wave + 1).await?;
-        let last = wave.wave + 1 >= waves.len() as i64;
+        if wave.wave + 1 >= waves.len() as i64 {
+            break; // the final report is written by `drive`
+        }
         // Reports are written again after every wave.
         write_report(ctx.store, id, &ctx.opts.reports, None).await?;
-        if last {
-            break;
-        }
         if r.settings
             .pause_after
             .as_deref()

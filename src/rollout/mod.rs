@@ -27,7 +27,103 @@ use crate::error::Error;
 use crate::migration::{MigrationSet, load};
 use crate::report::new_run_id;
 use crate::state::{RolloutRecord, StateStore, owner_id};
-use crate::tenant::{Tenant, TenantId, discover};
+use crate::tenant::{Dialect, Tenant, TenantId, discover};
+
+/// Expand/contract: the first `phase=contract` migration at or below
+/// `target` that some tenant still needs is held (the target is capped just
+/// below it) unless the operator passed `--allow-contract` and every tenant
+/// of the whole fleet has applied every migration before it. So a contract
+/// step never reaches some tenants while others still lack the expand step.
+/// Returns the target to use and, when held, why.
+pub async fn contract_hold(
+    config: &Config,
+    set: &Arc<MigrationSet>,
+    all: &[Tenant],
+    target: i64,
+    allow: bool,
+) -> Result<(i64, Option<String>), Error> {
+    let contracts: Vec<&crate::migration::Migration> = set
+        .migrations
+        .iter()
+        .filter(|m| m.version <= target && is_contract(m))
+        .collect();
+    if contracts.is_empty() {
+        return Ok((target, None));
+    }
+    let connector = Arc::new(Connector::new(config.settings.clone()));
+    let rows = inspect(
+        connector.clone(),
+        set.clone(),
+        all.to_vec(),
+        None,
+        config.exec.concurrency,
+    )
+    .await;
+    connector.close().await;
+    Ok(hold_for(&contracts, &rows, target, allow))
+}
+
+pub fn is_contract(m: &crate::migration::Migration) -> bool {
+    m.up.all()
+        .any(|s| s.directives.phase == crate::migration::Phase::Contract)
+}
+
+/// The pure part of `contract_hold`.
+pub fn hold_for(
+    contracts: &[&crate::migration::Migration],
+    rows: &[Inspection],
+    target: i64,
+    allow: bool,
+) -> (i64, Option<String>) {
+    for c in contracts {
+        let needs_it = rows
+            .iter()
+            .any(|r| r.pending.contains(&c.version) || r.version.is_none());
+        if !needs_it {
+            continue;
+        }
+        if !allow {
+            return (
+                c.version - 1,
+                Some(format!(
+                    "migration {} is phase=contract and is held: pass --allow-contract once the application no longer uses the old schema",
+                    c.label()
+                )),
+            );
+        }
+        let lacking: Vec<&str> = rows
+            .iter()
+            .filter(|r| {
+                r.version.is_none()
+                    || r.pending.iter().any(|v| *v < c.version)
+                    || !matches!(r.state, TenantState::Pending | TenantState::UpToDate)
+            })
+            .map(|r| r.tenant.as_str())
+            .collect();
+        if !lacking.is_empty() {
+            return (
+                c.version - 1,
+                Some(format!(
+                    "migration {} is phase=contract and is held: {} tenant(s) of the fleet still lack earlier migrations (e.g. {}); finish the expand steps everywhere first",
+                    c.label(),
+                    lacking.len(),
+                    lacking
+                        .iter()
+                        .take(5)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+        }
+    }
+    (target, None)
+}
+
+/// Keeps only `only` (all when empty); an unknown id is a usage error.
+pub fn only_these(all: &[Tenant], only: &[String], config: &Config) -> Result<Vec<Tenant>, Error> {
+    prepare_filter(all.to_vec(), only, config)
+}
 
 /// Loads the set, discovers the fleet and keeps only `only` (all when empty).
 /// Nothing is written anywhere before this succeeds.
@@ -36,7 +132,15 @@ pub async fn prepare(
     only: &[String],
 ) -> Result<(Arc<MigrationSet>, Vec<Tenant>), Error> {
     let set = load(&config.migrations)?;
-    let mut tenants = discover(&config.fleet, &config.discover).await?;
+    let tenants = discover(&config.fleet, &config.discover).await?;
+    Ok((Arc::new(set), prepare_filter(tenants, only, config)?))
+}
+
+fn prepare_filter(
+    mut tenants: Vec<Tenant>,
+    only: &[String],
+    config: &Config,
+) -> Result<Vec<Tenant>, Error> {
     if !only.is_empty() {
         let mut wanted = Vec::new();
         for id in only {
@@ -51,7 +155,7 @@ pub async fn prepare(
         }
         tenants.retain(|t| wanted.contains(&t.id));
     }
-    Ok((Arc::new(set), tenants))
+    Ok(tenants)
 }
 
 /// What `rollout` (or `sync`) was asked for, before it is frozen.
@@ -64,6 +168,10 @@ pub struct RolloutRequest {
     pub bake: std::time::Duration,
     pub pause_after: Option<String>,
     pub revert_on_halt: bool,
+    /// Apply `phase=contract` migrations (once every tenant has the expand steps).
+    pub allow_contract: bool,
+    /// Run even when `fleetmig lint` has findings.
+    pub allow_lint_findings: bool,
 }
 
 /// Plans and runs a new rollout (`sync` is a one-wave rollout).
@@ -76,7 +184,27 @@ pub async fn rollout(
     cancel: Cancel,
     opts: RunOptions,
 ) -> Result<Finished, Error> {
-    let (set, tenants) = prepare(config, only).await?;
+    let (set, all) = prepare(config, &[]).await?;
+    let tenants = only_these(&all, only, config)?;
+    if !req.allow_lint_findings {
+        let dialects: Vec<Dialect> = all
+            .iter()
+            .map(|t| t.locator.dialect())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let findings: Vec<_> = crate::lint::lint_for(&set, &dialects)
+            .into_iter()
+            .filter(|f| f.is_error())
+            .collect();
+        if !findings.is_empty() {
+            return Err(Error::Lint(format!(
+                "the migration set has {} lint finding(s); fix them, add a `-- fleetmig-lint: ignore FMxxx` comment with the reason, or pass --allow-lint-findings:\n{}",
+                findings.len(),
+                crate::lint::render_text(&findings)
+            )));
+        }
+    }
     let id = new_run_id();
     let specs = parse_waves(req.waves.as_deref().unwrap_or("all=rest"))?;
     let plan = plan_waves(&specs, &tenants, &id)?;
@@ -95,11 +223,21 @@ pub async fn rollout(
     {
         return Err(Error::Usage(format!("--pause-after {name}: no such wave")));
     }
-    let target = config.exec.target.unwrap_or(set.head());
+    let (target, held) = contract_hold(
+        config,
+        &set,
+        &all,
+        config.exec.target.unwrap_or(set.head()),
+        req.allow_contract,
+    )
+    .await?;
+    if let Some(h) = &held {
+        eprintln!("fleetmig: {h}");
+    }
     if req.revert_on_halt {
         check_reversible(config, &set, &tenants, target).await?;
     }
-    let settings = driver::freeze(
+    let mut settings = driver::freeze(
         config,
         &req.gates,
         gate_sql,
@@ -107,6 +245,7 @@ pub async fn rollout(
         req.pause_after.clone(),
         req.revert_on_halt,
     );
+    settings.held = held;
     let ctx = Ctx {
         config,
         store,
@@ -199,4 +338,31 @@ pub async fn pick_rollout(
                 store.location
             ))
         })
+}
+
+/// `fleetmig baseline`: records the migrations up to `version` that `tenant`
+/// lacks as applied, without running them. Returns how many were recorded.
+pub async fn baseline(
+    connector: &Connector,
+    set: &MigrationSet,
+    tenant: &Tenant,
+    version: i64,
+) -> Result<usize, crate::error::TenantError> {
+    let mut s = connector
+        .open(tenant, crate::dialect::Access::Write)
+        .await?;
+    let r = async {
+        s.lock().await?;
+        let history = s.history().await?;
+        let plan = crate::migration::plan_tenant(&history, set, s.dialect(), Some(version))?;
+        for v in &plan.pending {
+            let m = set.get(*v).expect("planned versions exist");
+            let script = m.up.get(s.dialect()).expect("plan checked the variant");
+            s.skip(m, script).await?;
+        }
+        Ok(plan.pending.len())
+    }
+    .await;
+    s.close().await;
+    r
 }

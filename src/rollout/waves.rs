@@ -160,8 +160,10 @@ pub fn plan_waves(
                 })
                 .collect(),
             Selector::Ids(ids) => {
+                let known: std::collections::HashSet<&str> =
+                    tenants.iter().map(|t| t.id.as_str()).collect();
                 for id in ids {
-                    if !tenants.iter().any(|t| t.id.as_str() == id) {
+                    if !known.contains(id.as_str()) {
                         return Err(Error::Usage(format!(
                             "--waves: wave {}: no tenant {id:?} in the fleet",
                             spec.name
@@ -181,7 +183,8 @@ pub fn plan_waves(
             }
             Selector::Rest => remaining.clone(),
         };
-        remaining.retain(|t| !take.iter().any(|x| x.id == t.id));
+        let taken: std::collections::HashSet<&str> = take.iter().map(|t| t.id.as_str()).collect();
+        remaining.retain(|t| !taken.contains(t.id.as_str()));
         out.push(PlannedWave {
             name: spec.name.clone(),
             selector: spec.selector.to_string(),

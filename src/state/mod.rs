@@ -109,6 +109,9 @@ pub struct FrozenSettings {
     pub bake_ms: u64,
     pub pause_after: Option<String>,
     pub revert_on_halt: bool,
+    /// Why the target was capped below a held contract migration, if it was.
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 /// One rollout as stored.

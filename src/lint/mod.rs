@@ -1,0 +1,515 @@
+//! `fleetmig lint`: checks the migration set for changes that lock or break a
+//! live system, before any rollout and as its own command. Each statement is
+//! parsed with a real SQL parser (`sqlparser`, in the dialect of the file);
+//! the few statements it cannot parse (e.g. `DROP INDEX CONCURRENTLY`) are
+//! read token by token with its tokenizer, never with regular expressions.
+//!
+//! Ignore comments: `-- fleetmig-lint: ignore FM001 FM007` on a statement's
+//! first line or the line above it; `-- fleetmig-lint: ignore-file FM001` (or
+//! `ignore-file all`) anywhere in the file.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use sqlparser::ast::{
+    AlterColumnOperation, AlterTableOperation, ColumnOption, ObjectType, Statement, TableConstraint,
+};
+use sqlparser::dialect::{
+    Dialect as SqlDialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect,
+};
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::migration::split::split_statements;
+use crate::migration::{MigrationSet, Phase, Script};
+use crate::tenant::Dialect;
+
+/// A rule: id, short name, what breaks, how to do it safely.
+pub struct Rule {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub breaks: &'static str,
+    pub instead: &'static str,
+}
+
+pub const RULES: &[Rule] = &[
+    Rule {
+        id: "FM001",
+        name: "index-without-concurrently",
+        breaks: "CREATE/DROP INDEX without CONCURRENTLY holds a SHARE (create) or ACCESS EXCLUSIVE (drop) lock: writes to the table wait for the whole build",
+        instead: "use CREATE INDEX CONCURRENTLY / DROP INDEX CONCURRENTLY in a `-- no-transaction` migration (a .postgres.sql variant if the plain file serves other dialects)",
+    },
+    Rule {
+        id: "FM002",
+        name: "concurrently-in-transaction",
+        breaks: "CONCURRENTLY cannot run inside a transaction block: the migration fails on every tenant",
+        instead: "make `-- no-transaction` the first line of the file, with the concurrent statement alone in it",
+    },
+    Rule {
+        id: "FM003",
+        name: "not-null-without-default",
+        breaks: "adding a NOT NULL column without a default fails on tables with rows (and rewrites the table on older servers)",
+        instead: "add the column nullable (expand), backfill it in batches, then SET NOT NULL in a `phase=contract` migration; or give it a constant DEFAULT",
+    },
+    Rule {
+        id: "FM004",
+        name: "column-type-change",
+        breaks: "changing a column's type rewrites the table under an ACCESS EXCLUSIVE lock and breaks application code that reads it",
+        instead: "add a new column (expand), backfill, switch the application, drop the old column in a `phase=contract` migration",
+    },
+    Rule {
+        id: "FM005",
+        name: "rename-or-drop-outside-contract",
+        breaks: "renaming or dropping a column or table breaks the application version still running against it",
+        instead: "mark the migration `-- fleetmig: phase=contract` so it waits until every tenant has the expand step and the operator passes --allow-contract",
+    },
+    Rule {
+        id: "FM006",
+        name: "constraint-without-not-valid",
+        breaks: "adding a FOREIGN KEY or CHECK constraint validates every row under a lock that blocks writes",
+        instead: "ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT in a later migration",
+    },
+    Rule {
+        id: "FM007",
+        name: "unbounded-dml",
+        breaks: "UPDATE/DELETE without WHERE changes every row in one transaction: long locks, bloat, replication lag",
+        instead: "add a WHERE clause, or make it a batched backfill (`-- fleetmig: batch size=5000 pause=100ms`)",
+    },
+    Rule {
+        id: "FM008",
+        name: "lock-timeout-disabled",
+        breaks: "setting lock_timeout to 0 lets DDL queue behind a long transaction while every query on the table queues behind the DDL",
+        instead: "leave fleetmig's --lock-timeout in force (default 5s), or set a per-migration `-- fleetmig: lock_timeout=10s`",
+    },
+    Rule {
+        id: "FM000",
+        name: "unparsable",
+        breaks: "the statement could not be parsed, so it was not checked",
+        instead: "check it by hand, or add `-- fleetmig-lint: ignore FM000` once you have",
+    },
+];
+
+fn rule(id: &str) -> &'static Rule {
+    RULES.iter().find(|r| r.id == id).expect("known rule")
+}
+
+/// One finding. `FM000` (a statement the parser cannot read) is a note; every
+/// other rule is an error: `lint` exits 1 and a rollout refuses the set.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Finding {
+    pub rule: &'static str,
+    pub severity: &'static str,
+    pub name: &'static str,
+    pub file: PathBuf,
+    pub line: usize,
+    pub statement: String,
+    pub breaks: &'static str,
+    pub instead: &'static str,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}: {} {}: {}. Instead: {}.\n    {}",
+            self.file.display(),
+            self.line,
+            self.rule,
+            self.name,
+            self.breaks,
+            self.instead,
+            self.statement
+        )
+    }
+}
+
+/// Which dialects a script serves: its own variant, or every dialect without one.
+fn dialects_of(m: &crate::migration::Migration, script: &Script) -> Vec<Dialect> {
+    [Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite]
+        .into_iter()
+        .filter(|d| m.up.get(*d).is_some_and(|s| std::ptr::eq(s, script)))
+        .collect()
+}
+
+/// Ignore comments: ids on each line (`ignore`), and for the whole file.
+fn ignores(sql: &str) -> (Vec<(usize, BTreeSet<String>)>, BTreeSet<String>) {
+    let mut per_line = Vec::new();
+    let mut file = BTreeSet::new();
+    for (i, line) in sql.lines().enumerate() {
+        let Some(pos) = line.find("-- fleetmig-lint:") else {
+            continue;
+        };
+        let rest = line[pos + "-- fleetmig-lint:".len()..].trim();
+        let (kind, ids) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+        let ids: BTreeSet<String> = ids
+            .split(|c: char| c.is_whitespace() || c == ',')
+            .filter(|s| !s.is_empty() && !s.starts_with('('))
+            .take_while(|s| s.starts_with("FM") || *s == "all")
+            .map(str::to_string)
+            .collect();
+        match kind {
+            "ignore" => per_line.push((i + 1, ids)),
+            "ignore-file" => file.extend(ids),
+            _ => {}
+        }
+    }
+    (per_line, file)
+}
+
+impl Finding {
+    pub fn is_error(&self) -> bool {
+        self.severity == "error"
+    }
+}
+
+/// Lints the whole set, for every dialect.
+pub fn lint_set(set: &MigrationSet) -> Vec<Finding> {
+    lint_for(set, &[Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite])
+}
+
+/// Lints the scripts that serve `fleet_dialects` (a SQLite-only fleet is not
+/// held to PostgreSQL's locking rules).
+pub fn lint_for(set: &MigrationSet, fleet_dialects: &[Dialect]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for m in &set.migrations {
+        for script in m.up.all() {
+            let dialects: Vec<Dialect> = dialects_of(m, script)
+                .into_iter()
+                .filter(|d| fleet_dialects.contains(d))
+                .collect();
+            if dialects.is_empty() {
+                continue;
+            }
+            out.extend(lint_script(script, &dialects, m.up.all().count() > 1));
+        }
+    }
+    out
+}
+
+/// Lints one script for the dialects it serves.
+pub fn lint_script(script: &Script, dialects: &[Dialect], _has_variants: bool) -> Vec<Finding> {
+    let postgres = dialects.contains(&Dialect::Postgres);
+    let parser_dialect: Box<dyn SqlDialect> = match dialects {
+        [Dialect::Postgres] => Box::new(PostgreSqlDialect {}),
+        [Dialect::Mysql] => Box::new(MySqlDialect {}),
+        [Dialect::Sqlite] => Box::new(SQLiteDialect {}),
+        _ if postgres => Box::new(PostgreSqlDialect {}),
+        _ => Box::new(GenericDialect {}),
+    };
+    let contract = script.directives.phase == Phase::Contract;
+    let batch = script.directives.batch.is_some();
+    let (line_ignores, file_ignores) = ignores(&script.sql);
+    let mut out = Vec::new();
+    for st in split_statements(&script.sql) {
+        let mut hits: Vec<&'static str> = Vec::new();
+        match Parser::parse_sql(parser_dialect.as_ref(), &st.sql) {
+            Ok(stmts) => {
+                for s in &stmts {
+                    check_statement(s, postgres, script.no_tx, contract, batch, &mut hits);
+                }
+            }
+            Err(_) => check_tokens(
+                parser_dialect.as_ref(),
+                &st.sql,
+                postgres,
+                script.no_tx,
+                &mut hits,
+            ),
+        }
+        for id in hits {
+            let ignored = file_ignores.contains(id)
+                || file_ignores.contains("all")
+                || line_ignores.iter().any(|(l, ids)| {
+                    (*l == st.line || *l + 1 == st.line)
+                        && (ids.contains(id) || ids.contains("all"))
+                });
+            if ignored {
+                continue;
+            }
+            let r = rule(id);
+            out.push(Finding {
+                rule: r.id,
+                severity: if r.id == "FM000" { "note" } else { "error" },
+                name: r.name,
+                file: script.path.clone(),
+                line: st.line,
+                statement: crate::dialect::one_line(&st.sql)
+                    .chars()
+                    .take(160)
+                    .collect(),
+                breaks: r.breaks,
+                instead: r.instead,
+            });
+        }
+    }
+    out
+}
+
+fn check_statement(
+    s: &Statement,
+    postgres: bool,
+    no_tx: bool,
+    contract: bool,
+    batch: bool,
+    hits: &mut Vec<&'static str>,
+) {
+    match s {
+        Statement::CreateIndex(ci) => {
+            if ci.concurrently && !no_tx {
+                hits.push("FM002");
+            }
+            if postgres && !ci.concurrently {
+                hits.push("FM001");
+            }
+        }
+        Statement::Drop { object_type, .. } => match object_type {
+            ObjectType::Index if postgres => hits.push("FM001"),
+            ObjectType::Table if !contract => hits.push("FM005"),
+            _ => {}
+        },
+        Statement::RenameTable(_) if !contract => hits.push("FM005"),
+        Statement::AlterTable(at) => {
+            for op in &at.operations {
+                match op {
+                    AlterTableOperation::AddColumn { column_def, .. } => {
+                        let not_null = column_def
+                            .options
+                            .iter()
+                            .any(|o| matches!(o.option, ColumnOption::NotNull));
+                        let default = column_def
+                            .options
+                            .iter()
+                            .any(|o| matches!(o.option, ColumnOption::Default(_)));
+                        if not_null && !default {
+                            hits.push("FM003");
+                        }
+                    }
+                    AlterTableOperation::AlterColumn { op, .. } => match op {
+                        AlterColumnOperation::SetDataType { .. } => hits.push("FM004"),
+                        AlterColumnOperation::SetNotNull if !contract => hits.push("FM005"),
+                        _ => {}
+                    },
+                    AlterTableOperation::ChangeColumn { .. }
+                    | AlterTableOperation::ModifyColumn { .. } => hits.push("FM004"),
+                    AlterTableOperation::RenameColumn { .. }
+                    | AlterTableOperation::RenameTable { .. }
+                    | AlterTableOperation::DropColumn { .. }
+                        if !contract =>
+                    {
+                        hits.push("FM005")
+                    }
+                    AlterTableOperation::AddConstraint {
+                        constraint,
+                        not_valid,
+                    } if postgres && !not_valid => {
+                        if matches!(
+                            constraint,
+                            TableConstraint::ForeignKey(_) | TableConstraint::Check(_)
+                        ) {
+                            hits.push("FM006");
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Statement::Update(u) if u.selection.is_none() && !batch => hits.push("FM007"),
+        Statement::Delete(d) if d.selection.is_none() && !batch => hits.push("FM007"),
+        Statement::Set(set) => {
+            let text = set.to_string().to_ascii_lowercase();
+            if text.contains("lock_timeout")
+                && (text.ends_with("= 0") || text.ends_with("to 0") || text.ends_with("'0'"))
+            {
+                hits.push("FM008");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// For statements the parser does not know (e.g. `DROP INDEX CONCURRENTLY`):
+/// the keywords in order, from the tokenizer.
+fn check_tokens(
+    d: &dyn SqlDialect,
+    sql: &str,
+    postgres: bool,
+    no_tx: bool,
+    hits: &mut Vec<&'static str>,
+) {
+    let Ok(tokens) = Tokenizer::new(d, sql).tokenize() else {
+        hits.push("FM000");
+        return;
+    };
+    let words: Vec<String> = tokens
+        .iter()
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(w.value.to_ascii_uppercase()),
+            _ => None,
+        })
+        .take(4)
+        .collect();
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["DROP", "INDEX", "CONCURRENTLY", ..]
+        | ["CREATE", "INDEX", "CONCURRENTLY", ..]
+        | ["CREATE", "UNIQUE", "INDEX", "CONCURRENTLY"] => {
+            if !no_tx {
+                hits.push("FM002");
+            }
+        }
+        ["DROP", "INDEX", ..] if postgres => hits.push("FM001"),
+        _ => hits.push("FM000"),
+    }
+}
+
+/// Text for people, one finding a paragraph, and a count.
+pub fn render_text(findings: &[Finding]) -> String {
+    let mut s = String::new();
+    for f in findings {
+        s.push_str(&f.to_string());
+        s.push('\n');
+    }
+    let errors = findings.iter().filter(|f| f.is_error()).count();
+    s.push_str(&format!(
+        "{errors} finding(s), {} note(s)\n",
+        findings.len() - errors
+    ));
+    s
+}
+
+/// JSON for tools.
+pub fn render_json(findings: &[Finding]) -> String {
+    #[derive(Serialize)]
+    struct Out<'a> {
+        format_version: u32,
+        findings: &'a [Finding],
+    }
+    serde_json::to_string_pretty(&Out {
+        format_version: 1,
+        findings,
+    })
+    .expect("serialisable")
+}
+
+/// Paths of files with findings (for messages).
+pub fn files(findings: &[Finding]) -> Vec<&Path> {
+    let mut v: Vec<&Path> = findings.iter().map(|f| f.file.as_path()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::migration::load;
+
+    fn lint(files: &[(&str, &str)]) -> Vec<(String, &'static str, usize)> {
+        let dir = tempfile::tempdir().unwrap();
+        for (n, t) in files {
+            std::fs::write(dir.path().join(n), t).unwrap();
+        }
+        let set = load(dir.path()).unwrap();
+        lint_set(&set)
+            .into_iter()
+            .map(|f| {
+                (
+                    f.file.file_name().unwrap().to_string_lossy().to_string(),
+                    f.rule,
+                    f.line,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_rule_fires_and_names_file_and_line() {
+        let f = lint(&[
+            (
+                "0001_idx.sql",
+                "CREATE TABLE t (a int);\nCREATE INDEX t_a ON t (a);\n",
+            ),
+            (
+                "0002_cic.postgres.sql",
+                "CREATE INDEX CONCURRENTLY t_b ON t (a);\n",
+            ),
+            ("0002_cic.sql", "CREATE INDEX t_b ON t (a);\n"),
+            ("0003_nn.sql", "ALTER TABLE t ADD COLUMN b int NOT NULL;\n"),
+            (
+                "0004_type.sql",
+                "ALTER TABLE t ALTER COLUMN a TYPE bigint;\n",
+            ),
+            ("0005_rename.sql", "ALTER TABLE t RENAME COLUMN a TO c;\n"),
+            (
+                "0006_fk.sql",
+                "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id);\n",
+            ),
+            ("0007_upd.sql", "UPDATE t SET a = 1;\n"),
+            (
+                "0008_lt.sql",
+                "SET lock_timeout = 0;\nALTER TABLE t ADD COLUMN d int;\n",
+            ),
+            (
+                "0009_dropidx.postgres.sql",
+                "DROP INDEX CONCURRENTLY t_b;\n",
+            ),
+            ("0009_dropidx.sql", "DROP INDEX t_b;\n"),
+        ]);
+        let want = [
+            ("0001_idx.sql", "FM001", 2),
+            ("0002_cic.postgres.sql", "FM002", 1),
+            ("0003_nn.sql", "FM003", 1),
+            ("0004_type.sql", "FM004", 1),
+            ("0005_rename.sql", "FM005", 1),
+            ("0006_fk.sql", "FM006", 1),
+            ("0007_upd.sql", "FM007", 1),
+            ("0008_lt.sql", "FM008", 1),
+            ("0009_dropidx.postgres.sql", "FM002", 1),
+        ];
+        for w in want {
+            assert!(
+                f.iter().any(|x| (x.0.as_str(), x.1, x.2) == w),
+                "{w:?} not in {f:?}"
+            );
+        }
+        // the plain files serve only sqlite/mysql when a postgres variant exists
+        assert!(
+            !f.iter()
+                .any(|x| x.0 == "0002_cic.sql" || x.0 == "0009_dropidx.sql"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn safe_forms_contract_batch_and_ignores_pass() {
+        let f = lint(&[
+            (
+                "0001_a.postgres.sql",
+                "-- no-transaction\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n",
+            ),
+            ("0001_a.sql", "CREATE INDEX t_a ON t (a);\n"),
+            (
+                "0002_b.sql",
+                "ALTER TABLE t ADD COLUMN b int NOT NULL DEFAULT 0;\nALTER TABLE t ADD CONSTRAINT c CHECK (b >= 0) NOT VALID;\n",
+            ),
+            (
+                "0003_c.sql",
+                "-- fleetmig: phase=contract\nALTER TABLE t DROP COLUMN a;\nALTER TABLE t ALTER COLUMN b SET NOT NULL;\n",
+            ),
+            (
+                "0004_d.sql",
+                "-- fleetmig: batch size=100\nUPDATE t SET b = 1 WHERE id IN (SELECT id FROM t WHERE b IS NULL LIMIT :batch_size);\n",
+            ),
+            (
+                "0005_e.sql",
+                "-- fleetmig-lint: ignore FM007 (tiny lookup table)\nDELETE FROM lookup;\n",
+            ),
+            (
+                "0006_f.sql",
+                "-- fleetmig-lint: ignore-file all\nUPDATE t SET b = 2;\nDROP TABLE old;\n",
+            ),
+        ]);
+        assert!(f.is_empty(), "{f:?}");
+    }
+}

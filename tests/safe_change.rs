@@ -1,0 +1,203 @@
+//! The safe-change toolkit: lint (as a command and as a rollout's gate),
+//! expand/contract holds, and baseline.
+
+mod common;
+
+use common::*;
+use sqlx::Executor;
+
+#[test]
+fn lint_reports_rule_file_and_line_in_text_and_json() {
+    let m = migration_dir(&[
+        ("0001_a.sql", "CREATE TABLE t (id int, a int);\n"),
+        (
+            "0002_b.sql",
+            "-- expand\nALTER TABLE t ADD COLUMN b int NOT NULL;\n",
+        ),
+        ("0003_c.sql", "UPDATE t SET a = 1;\n"),
+    ]);
+    let out = fleetmig()
+        .args(["lint", "--migrations"])
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("0002_b.sql:2: FM003 not-null-without-default"),
+        "{text}"
+    );
+    assert!(text.contains("0003_c.sql:1: FM007 unbounded-dml"), "{text}");
+    assert!(text.contains("2 finding(s)"), "{text}");
+    let out = fleetmig()
+        .args(["lint", "--format", "json", "--migrations"])
+        .arg(m.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["findings"].as_array().unwrap().len(), 2);
+    assert_eq!(v["findings"][0]["rule"], "FM003");
+    assert_eq!(v["findings"][0]["line"], 2);
+    // the demo set is clean
+    let out = fleetmig()
+        .args(["lint", "--migrations"])
+        .arg(demo_migrations())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollout_refuses_a_set_with_findings_unless_told_otherwise() {
+    let dir = sqlite_fleet(2);
+    let m = migration_dir(&[
+        ("0001_a.sql", "CREATE TABLE t (a int);\n"),
+        ("0002_b.sql", "DELETE FROM t;\n"),
+    ]);
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("0002_b.sql:1: FM007"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        sqlite_history(&tenant_path(dir.path(), "t0000"))
+            .await
+            .is_empty(),
+        "nothing touched"
+    );
+    let out = sync(dir.path(), m.path(), &["--allow-lint-findings"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn contract_migrations_wait_for_the_whole_fleet_and_the_operator() {
+    let dir = sqlite_fleet(4);
+    let m = migration_dir(&[
+        (
+            "0001_a.sql",
+            "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT);\nINSERT INTO users (name) VALUES ('x');\n",
+        ),
+        (
+            "0002_expand.sql",
+            "ALTER TABLE users ADD COLUMN full_name TEXT;\n",
+        ),
+        (
+            "0003_backfill.sql",
+            "UPDATE users SET full_name = name WHERE full_name IS NULL;\n",
+        ),
+        (
+            "0004_contract.sql",
+            "-- fleetmig: phase=contract\nALTER TABLE users DROP COLUMN name;\n",
+        ),
+    ]);
+    // one tenant is only partly there and will not take the expand step yet
+    let out = sync(dir.path(), m.path(), &["--to", "1", "--tenant", "t0003"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut c = sqlite(&tenant_path(dir.path(), "t0003")).await;
+    c.execute("CREATE TABLE blocker (x INTEGER); CREATE TRIGGER no_expand BEFORE UPDATE ON users BEGIN SELECT RAISE(ABORT, 'not yet'); END;")
+        .await
+        .unwrap();
+    sqlx::Connection::close(c).await.unwrap();
+
+    // without --allow-contract: held, the rest goes up to 3
+    let out = sync(dir.path(), m.path(), &[]);
+    assert!(
+        stderr(&out).contains("0004 (contract)")
+            || stderr(&out).contains("4 (contract) is phase=contract and is held"),
+        "{}",
+        stderr(&out)
+    );
+    let plan = fleetmig()
+        .current_dir(dir.path())
+        .args(["plan", "--fleet", "sqlite-dir:tenants", "--migrations"])
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&plan).contains("held: migration 4 (contract) is phase=contract"),
+        "{}",
+        stdout(&plan)
+    );
+    for id in ["t0000", "t0001", "t0002"] {
+        assert_eq!(
+            sqlite_history(&tenant_path(dir.path(), id)).await.len(),
+            3,
+            "{id}"
+        );
+    }
+    // t0003 failed the backfill (trigger): the fleet lacks the expand step
+    // there, so even --allow-contract holds the contract migration for all
+    let out = sync(dir.path(), m.path(), &["--allow-contract"]);
+    assert!(
+        stderr(&out).contains("still lack earlier migrations (e.g. t0003)"),
+        "{}",
+        stderr(&out)
+    );
+    for id in ["t0000", "t0001", "t0002"] {
+        assert_eq!(
+            sqlite_history(&tenant_path(dir.path(), id)).await.len(),
+            3,
+            "{id} must not contract early"
+        );
+    }
+    // fix t0003; it catches up; now the operator may contract everywhere
+    let mut c = sqlite(&tenant_path(dir.path(), "t0003")).await;
+    c.execute("DROP TRIGGER no_expand").await.unwrap();
+    sqlx::Connection::close(c).await.unwrap();
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = sync(dir.path(), m.path(), &["--allow-contract"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for id in ["t0000", "t0001", "t0002", "t0003"] {
+        assert_eq!(
+            sqlite_history(&tenant_path(dir.path(), id)).await.len(),
+            4,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn baseline_records_without_running() {
+    let dir = sqlite_fleet(2);
+    // t0000 was restored from a dump that already has the first two steps
+    let mut c = sqlite(&tenant_path(dir.path(), "t0000")).await;
+    c.execute("CREATE TABLE accounts (id BIGINT PRIMARY KEY, name VARCHAR(200) NOT NULL, created_at TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP); CREATE TABLE invoices (id BIGINT PRIMARY KEY, account_id BIGINT NOT NULL, amount_cents BIGINT NOT NULL, issued_on DATE NOT NULL);")
+        .await
+        .unwrap();
+    sqlx::Connection::close(c).await.unwrap();
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args([
+            "baseline",
+            "--version",
+            "2",
+            "--tenant",
+            "t0000",
+            "--fleet",
+            "sqlite-dir:tenants",
+            "--migrations",
+        ])
+        .arg(demo_migrations())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("t0000: 2 migration(s) recorded"));
+    assert_eq!(
+        sqlite_history(&tenant_path(dir.path(), "t0000")).await,
+        vec![(1, true), (2, true)]
+    );
+    let out = sync(dir.path(), &demo_migrations(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    assert_eq!(rows["t0000"]["applied_versions"], "3;4;5");
+    assert_eq!(rows["t0001"]["applied_versions"], "1;2;3;4;5");
+}
