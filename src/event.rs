@@ -87,6 +87,17 @@ pub enum Event {
         version: i64,
         duration: Duration,
     },
+    /// One batch of a batched backfill committed.
+    BackfillBatch {
+        tenant: TenantId,
+        version: i64,
+        /// Batches and rows of this attempt so far.
+        batches: u64,
+        rows: u64,
+        batch_duration: Duration,
+        /// The statement changed no rows: the backfill is complete.
+        done: bool,
+    },
     TenantRetrying {
         tenant: TenantId,
         next_attempt: u32,

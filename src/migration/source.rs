@@ -217,6 +217,13 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
                 )
             })?;
             let directives = directive::parse(&path, &sql)?;
+            if directives.batch.is_some() && !sql.contains(":batch_size") {
+                return Err(Error::migration(
+                    &path,
+                    "a `batch` migration must use :batch_size to limit the rows one run changes, e.g. \
+                     UPDATE t SET c = ... WHERE id IN (SELECT id FROM t WHERE c IS NULL LIMIT :batch_size)",
+                ));
+            }
             let m = sqlx::migrate::Migration::new(
                 parsed.version,
                 Cow::Owned(parsed.description.clone()),

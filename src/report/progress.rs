@@ -37,11 +37,13 @@ fn line(live: &LiveState) -> String {
         live.failed.load(Ordering::Relaxed),
         live.retrying()
     );
-    if let Some((id, d, m)) = live.slowest() {
+    if let Some((id, d, m, b)) = live.slowest() {
         s.push_str(&format!(
-            ", slowest in flight: {id} ({:.1}s{})",
+            ", slowest in flight: {id} ({:.1}s{}{})",
             d.as_secs_f64(),
-            m.map(|m| format!(", migration {m}")).unwrap_or_default()
+            m.map(|m| format!(", migration {m}")).unwrap_or_default(),
+            b.map(|(n, r)| format!(", backfill batch {n}, {r} rows"))
+                .unwrap_or_default()
         ));
     }
     s

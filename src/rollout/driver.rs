@@ -65,6 +65,18 @@ impl Finished {
 struct Recorder {
     tx: mpsc::UnboundedSender<TenantUpdate>,
     prior: HashMap<String, TenantRun>,
+    /// Backfill checkpoints: what earlier runs did, and the running state.
+    backfills: dashmap::DashMap<(String, i64), crate::state::Backfill>,
+    prior_backfills: HashMap<(String, i64), crate::state::Backfill>,
+}
+
+impl Recorder {
+    fn prior_backfill(&self, tenant: &str, version: i64) -> (i64, i64) {
+        self.prior_backfills
+            .get(&(tenant.to_string(), version))
+            .map(|b| (b.batches, b.rows))
+            .unwrap_or((0, 0))
+    }
 }
 
 impl Subscriber for Recorder {
@@ -76,6 +88,34 @@ impl Subscriber for Recorder {
                 attempts: prior(tenant).map(|p| p.attempts).unwrap_or(0) + *attempt as i64,
                 at: now_ms(),
             },
+            Event::BackfillBatch {
+                tenant,
+                version,
+                batches,
+                rows,
+                batch_duration,
+                done,
+            } => {
+                let key = (tenant.to_string(), *version);
+                let mut b = self
+                    .backfills
+                    .entry(key)
+                    .or_insert_with(|| crate::state::Backfill {
+                        tenant: tenant.to_string(),
+                        version: *version,
+                        batches: 0,
+                        rows: 0,
+                        max_batch_ms: 0,
+                        done: false,
+                    });
+                // earlier runs' counts live in `base_*`; this run's are cumulative
+                let base = self.prior_backfill(tenant.as_str(), *version);
+                b.batches = base.0 + *batches as i64;
+                b.rows = base.1 + *rows as i64;
+                b.max_batch_ms = b.max_batch_ms.max(batch_duration.as_millis() as i64);
+                b.done = *done;
+                TenantUpdate::Backfill(b.clone())
+            }
             Event::TenantFinished(o) => {
                 let p = prior(&o.tenant);
                 let mut applied = p.map(|p| p.applied.clone()).unwrap_or_default();
@@ -324,13 +364,25 @@ async fn run_tenants(
             }
         }
     });
+    let prior_backfills = ctx
+        .store
+        .backfills(&r.id)
+        .await?
+        .into_iter()
+        .map(|b| ((b.tenant.clone(), b.version), b))
+        .collect::<HashMap<_, _>>();
     let recorder = Arc::new(Recorder {
         tx,
         prior: prior
             .iter()
             .map(|p| (p.tenant.clone(), p.clone()))
             .collect(),
+        backfills: Default::default(),
+        prior_backfills: prior_backfills.clone(),
     });
+    for (k, b) in prior_backfills {
+        recorder.backfills.insert(k, b);
+    }
     let live = Arc::new(LiveState::default());
     let connector = Arc::new(Connector::new(ctx.config.settings.clone()));
     let executor = Executor::new(

@@ -259,6 +259,8 @@ struct Progress {
     current: Option<i64>,
     applied: Vec<i64>,
     interrupted: bool,
+    /// Batches and rows of a backfill, across attempts.
+    backfill: (u64, u64),
 }
 
 async fn run_tenant(shared: &Shared, tenant: &Tenant) {
@@ -368,6 +370,15 @@ async fn apply_pending(
             progress.interrupted = true;
             return Ok(());
         }
+        if let [step] = group
+            && let Some(batch) = step.script.directives.batch
+        {
+            backfill(shared, tenant, session, progress, *step, batch).await?;
+            if progress.interrupted {
+                return Ok(());
+            }
+            continue;
+        }
         for s in group {
             shared.emit(Event::MigrationStarted {
                 tenant: tenant.id.clone(),
@@ -390,6 +401,68 @@ async fn apply_pending(
     Ok(())
 }
 
+/// A batched backfill: the statement again and again, each batch in its own
+/// short transaction, until it changes no rows; then the history row. Every
+/// batch is reported (the state store keeps the checkpoint); a signal stops
+/// it between batches, and the next run continues where it stopped, since
+/// the statement only picks rows not yet done.
+async fn backfill(
+    shared: &Shared,
+    tenant: &Tenant,
+    session: &mut crate::dialect::Session,
+    progress: &mut Progress,
+    step: Step<'_>,
+    batch: crate::migration::Batch,
+) -> Result<(), TenantError> {
+    let v = step.migration.version;
+    shared.emit(Event::MigrationStarted {
+        tenant: tenant.id.clone(),
+        version: v,
+    });
+    let t0 = Instant::now();
+    loop {
+        if shared.cancel.is_cancelled() {
+            progress.interrupted = true;
+            return Ok(());
+        }
+        let (n, held) = session
+            .backfill_batch(step.script, batch.size)
+            .await
+            .map_err(|e| e.at_version(v))?;
+        progress.backfill.0 += 1;
+        progress.backfill.1 += n;
+        shared.emit(Event::BackfillBatch {
+            tenant: tenant.id.clone(),
+            version: v,
+            batches: progress.backfill.0,
+            rows: progress.backfill.1,
+            batch_duration: held,
+            done: n == 0,
+        });
+        if n == 0 {
+            break;
+        }
+        if !batch.pause.is_zero() {
+            tokio::select! {
+                _ = tokio::time::sleep(batch.pause) => {}
+                _ = shared.cancel.cancelled() => {}
+            }
+        }
+    }
+    session
+        .record_applied(step.migration, step.script, t0.elapsed())
+        .await?;
+    progress.applied.push(v);
+    progress.current = Some(progress.current.unwrap_or(0).max(v));
+    progress.backfill = (0, 0);
+    shared.emit(Event::MigrationApplied {
+        tenant: tenant.id.clone(),
+        version: v,
+        duration: t0.elapsed(),
+    });
+    Ok(())
+}
+
 /// Splits steps into transaction groups: one per migration, or (tenant mode,
 /// transactional dialects) runs of transactional migrations, each
 /// `-- no-transaction` migration on its own.
@@ -404,7 +477,7 @@ fn groups<'a, 'b>(
     let mut out = Vec::new();
     let mut start = 0;
     for (i, s) in steps.iter().enumerate() {
-        if s.script.no_tx {
+        if s.script.no_tx || s.script.directives.batch.is_some() {
             if start < i {
                 out.push(&steps[start..i]);
             }

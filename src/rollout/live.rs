@@ -18,6 +18,8 @@ pub struct LiveTenant {
     pub current_migration: Option<i64>,
     pub started: Instant,
     pub retrying: bool,
+    /// (batches, rows) of a running backfill.
+    pub backfill: Option<(u64, u64)>,
 }
 
 /// The run's live state.
@@ -41,11 +43,25 @@ impl LiveState {
     }
 
     /// The in-flight tenant that has been running longest, and for how long.
-    pub fn slowest(&self) -> Option<(TenantId, std::time::Duration, Option<i64>)> {
+    pub fn slowest(
+        &self,
+    ) -> Option<(
+        TenantId,
+        std::time::Duration,
+        Option<i64>,
+        Option<(u64, u64)>,
+    )> {
         self.in_flight
             .iter()
             .max_by_key(|t| t.started.elapsed())
-            .map(|t| (t.key().clone(), t.started.elapsed(), t.current_migration))
+            .map(|t| {
+                (
+                    t.key().clone(),
+                    t.started.elapsed(),
+                    t.current_migration,
+                    t.backfill,
+                )
+            })
     }
 
     /// Takes the outcomes collected so far, sorted by tenant id.
@@ -69,6 +85,7 @@ impl Subscriber for LiveState {
                         current_migration: None,
                         started: Instant::now(),
                         retrying: false,
+                        backfill: None,
                     });
                 e.attempt = *attempt;
                 e.retrying = false;
@@ -99,6 +116,16 @@ impl Subscriber for LiveState {
                     .lock()
                     .expect("outcomes lock")
                     .push((**outcome).clone());
+            }
+            Event::BackfillBatch {
+                tenant,
+                batches,
+                rows,
+                ..
+            } => {
+                if let Some(mut t) = self.in_flight.get_mut(tenant) {
+                    t.backfill = Some((*batches, *rows));
+                }
             }
             Event::TenantPlanned { .. } | Event::Interrupted | Event::RunFinished => {}
         }

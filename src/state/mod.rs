@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::tenant::redact_url;
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -72,6 +72,18 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (rollout_id, tenant)
     );
     CREATE INDEX IF NOT EXISTS fleetmig_rollouts_fleet ON fleetmig_rollouts (fleet, status)",
+    // 2: checkpoints of batched backfills
+    "CREATE TABLE IF NOT EXISTS fleetmig_backfills (
+        rollout_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        batches BIGINT NOT NULL,
+        rows_changed BIGINT NOT NULL,
+        max_batch_ms BIGINT NOT NULL,
+        done BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (rollout_id, tenant, version)
+    )",
 ];
 
 /// Rollout statuses.
@@ -168,9 +180,21 @@ pub struct TenantRun {
     pub gate_error: Option<String>,
 }
 
+/// The checkpoint of one tenant's batched backfill.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Backfill {
+    pub tenant: String,
+    pub version: i64,
+    pub batches: i64,
+    pub rows: i64,
+    pub max_batch_ms: i64,
+    pub done: bool,
+}
+
 /// A change to one tenant's row.
 #[derive(Debug, Clone)]
 pub enum TenantUpdate {
+    Backfill(Backfill),
     Started {
         tenant: String,
         attempts: i64,
@@ -691,6 +715,25 @@ impl StateStore {
                     .await
                     .map_err(|e| self.err(e))?;
                 }
+                TenantUpdate::Backfill(b) => {
+                    sqlx::query(
+                        "INSERT INTO fleetmig_backfills (rollout_id, tenant, version, batches, rows_changed, max_batch_ms, done, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rollout_id, tenant, version) DO UPDATE SET \
+                         batches = excluded.batches, rows_changed = excluded.rows_changed, max_batch_ms = excluded.max_batch_ms, \
+                         done = excluded.done, updated_at = excluded.updated_at",
+                    )
+                    .bind(id)
+                    .bind(&b.tenant)
+                    .bind(b.version)
+                    .bind(b.batches)
+                    .bind(b.rows)
+                    .bind(b.max_batch_ms)
+                    .bind(b.done as i64)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                }
                 TenantUpdate::Finished(t) => {
                     sqlx::query(
                         "UPDATE fleetmig_tenant_runs SET status = $1, attempts = $2, \
@@ -765,6 +808,30 @@ impl StateStore {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Backfill checkpoints of a rollout.
+    pub async fn backfills(&self, id: &str) -> Result<Vec<Backfill>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM fleetmig_backfills WHERE rollout_id = $1 ORDER BY tenant, version",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Backfill {
+                    tenant: r.try_get("tenant")?,
+                    version: r.try_get("version")?,
+                    batches: r.try_get("batches")?,
+                    rows: r.try_get("rows_changed")?,
+                    max_batch_ms: r.try_get("max_batch_ms")?,
+                    done: r.try_get::<i64, _>("done")? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
     }
 
     pub async fn close(&self) {
