@@ -22,6 +22,15 @@ pub struct LiveTenant {
     pub backfill: Option<(u64, u64)>,
 }
 
+/// The slowest in-flight tenant: id, time so far, current migration, and
+/// (batches, rows) when it is running a backfill.
+pub type Slowest = (
+    TenantId,
+    std::time::Duration,
+    Option<i64>,
+    Option<(u64, u64)>,
+);
+
 /// The run's live state.
 #[derive(Default)]
 pub struct LiveState {
@@ -43,14 +52,7 @@ impl LiveState {
     }
 
     /// The in-flight tenant that has been running longest, and for how long.
-    pub fn slowest(
-        &self,
-    ) -> Option<(
-        TenantId,
-        std::time::Duration,
-        Option<i64>,
-        Option<(u64, u64)>,
-    )> {
+    pub fn slowest(&self) -> Option<Slowest> {
         self.in_flight
             .iter()
             .max_by_key(|t| t.started.elapsed())
