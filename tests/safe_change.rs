@@ -201,3 +201,111 @@ async fn baseline_records_without_running() {
     assert_eq!(rows["t0000"]["applied_versions"], "3;4;5");
     assert_eq!(rows["t0001"]["applied_versions"], "1;2;3;4;5");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_verification_rolls_the_migration_back_with_the_rows_that_broke_it() {
+    let dir = sqlite_fleet(3);
+    for (id, v) in [("t0000", 5), ("t0001", 0), ("t0002", 7)] {
+        let mut c = sqlite(&tenant_path(dir.path(), id)).await;
+        c.execute(sqlx::AssertSqlSafe(format!(
+            "CREATE TABLE seed (v INTEGER); INSERT INTO seed VALUES ({v});"
+        )))
+        .await
+        .unwrap();
+        sqlx::Connection::close(c).await.unwrap();
+    }
+    let m = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, w INTEGER);\nINSERT INTO t (id, v) SELECT 1, v FROM seed;\n",
+        ),
+        (
+            "0002_ratio.sql",
+            "UPDATE t SET w = 100 / v WHERE w IS NULL;\n",
+        ),
+        (
+            "0002_ratio.verify.sql",
+            "SELECT id, v FROM t WHERE w IS NULL",
+        ),
+    ]);
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    assert_eq!(rows["t0000"]["status"], "succeeded");
+    let r = &rows["t0001"];
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["error_kind"].as_str(),
+            r["error_version"].as_str()
+        ),
+        ("failed", "verify_failed", "2")
+    );
+    assert!(
+        r["error_message"].contains("0002_ratio.verify.sql")
+            && r["error_message"].contains("1 row(s): (1, 0)"),
+        "{}",
+        r["error_message"]
+    );
+    assert_eq!(
+        sqlite_history(&tenant_path(dir.path(), "t0001")).await,
+        vec![(1, true)],
+        "rolled back"
+    );
+    let mut c = sqlite(&tenant_path(dir.path(), "t0001")).await;
+    let w: Option<i64> = sqlx::query_scalar("SELECT w FROM t")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(w, None);
+    sqlx::Connection::close(c).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_verification_runs_in_the_tenant_schema_inside_the_transaction() {
+    let db = pg_database("verify").await;
+    db.exec(
+        "CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b; CREATE TABLE tenant_b.seed_zero (x int);",
+    )
+    .await;
+    let m = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (id int PRIMARY KEY, v int);\nINSERT INTO t VALUES (1, 1), (2, 2);\n",
+        ),
+        (
+            "0002_v.sql",
+            "-- fleetmig: verify=checks/no_zero.sql\nUPDATE t SET v = 0 WHERE id = 2 AND EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'seed_zero');\n",
+        ),
+    ]);
+    std::fs::create_dir_all(m.path().join("checks")).unwrap();
+    std::fs::write(
+        m.path().join("checks/no_zero.sql"),
+        "SELECT count(*) = 0 FROM t WHERE v = 0",
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        &format!("postgres-schemas:{}", db.url),
+        m.path(),
+        &["--tx-mode", "tenant"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    assert_eq!(rows["tenant_a"]["status"], "succeeded");
+    assert_eq!(rows["tenant_b"]["error_kind"], "verify_failed");
+    assert!(
+        rows["tenant_b"]["error_message"].contains("(false)"),
+        "{}",
+        rows["tenant_b"]["error_message"]
+    );
+    let mut c = db.conn().await;
+    assert!(
+        pg_history(&mut c, "tenant_b").await.is_empty(),
+        "tenant mode: the whole group rolled back"
+    );
+    assert_eq!(pg_history(&mut c, "tenant_a").await.len(), 2);
+    sqlx::Connection::close(c).await.unwrap();
+    db.drop_now().await;
+}

@@ -199,8 +199,45 @@ impl Connector {
     }
 }
 
+/// A check query passes when it returns no rows, or one row holding a single
+/// true; otherwise the offending rows, as text (at most 5 shown).
+pub(crate) fn verdict(rows: &[Vec<String>]) -> Option<String> {
+    let single_true =
+        rows.len() == 1 && rows[0].len() == 1 && matches!(rows[0][0].as_str(), "true" | "1" | "t");
+    if rows.is_empty() || single_true {
+        return None;
+    }
+    let shown: Vec<String> = rows
+        .iter()
+        .take(5)
+        .map(|r| format!("({})", r.join(", ")))
+        .collect();
+    Some(format!(
+        "{} row(s): {}{}",
+        rows.len(),
+        shown.join(" "),
+        if rows.len() > 5 { " ..." } else { "" }
+    ))
+}
+
+/// The error of a failed verification query.
+pub(crate) fn verify_failed(file: &std::path::Path, why: &str, rolled_back: bool) -> TenantError {
+    TenantError::permanent(
+        "verify_failed",
+        format!(
+            "verification {} failed: it returned {why}; {}",
+            file.display(),
+            if rolled_back {
+                "the migration was rolled back on this tenant"
+            } else {
+                "MySQL cannot roll DDL back: the tenant is left dirty, fix it by hand"
+            }
+        ),
+    )
+}
+
 /// Renders a result row as text cells, whatever the column types.
-fn render_row<R>(row: &R) -> Vec<String>
+pub(crate) fn render_row<R>(row: &R) -> Vec<String>
 where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
@@ -404,23 +441,7 @@ impl Session {
             t.kind = format!("gate_sql_{}", t.kind);
             t
         })?;
-        let single_true = rows.len() == 1
-            && rows[0].len() == 1
-            && matches!(rows[0][0].as_str(), "true" | "1" | "t");
-        if rows.is_empty() || single_true {
-            return Ok(None);
-        }
-        let shown: Vec<String> = rows
-            .iter()
-            .take(5)
-            .map(|r| format!("({})", r.join(", ")))
-            .collect();
-        Ok(Some(format!(
-            "{} row(s): {}{}",
-            rows.len(),
-            shown.join(" "),
-            if rows.len() > 5 { " ..." } else { "" }
-        )))
+        Ok(verdict(&rows))
     }
 
     /// Runs one batch of a batched backfill in its own short transaction,

@@ -171,6 +171,18 @@ pub(crate) async fn apply(s: &mut Session, step: Step<'_>) -> Result<AppliedStep
         }
     }
     let duration = t0.elapsed();
+    if let Some((file, vsql)) = &step.script.verify {
+        let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
+            .fetch_all(conn_mut(s))
+            .await
+            .map_err(|e| s.err(e).at_version(v))?
+            .iter()
+            .map(super::render_row)
+            .collect();
+        if let Some(why) = super::verdict(&rows) {
+            return Err(super::verify_failed(file, &why, false).at_version(v));
+        }
+    }
     sqlx::query(
         "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
     )

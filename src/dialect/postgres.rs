@@ -225,6 +225,9 @@ fn history_ddl(table: &str) -> String {
 /// per group instead of five per migration: on a fleet, round trips are the
 /// cost.
 async fn apply_batch(s: &mut Session, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
+    if steps.iter().any(|st| st.script.verify.is_some()) {
+        return apply_verified(s, steps).await;
+    }
     let table = s.table.clone();
     let mut sql = String::from("BEGIN;\n");
     if !s.history_ready {
@@ -283,6 +286,84 @@ async fn apply_batch(s: &mut Session, steps: &[Step<'_>]) -> Result<Vec<AppliedS
             })
         })
         .collect())
+}
+
+/// A group with verification queries: the same transaction, statement by
+/// statement, so that each verification's rows can be read before the
+/// history row is written; a failed verification rolls the group back.
+async fn apply_verified(
+    s: &mut Session,
+    steps: &[Step<'_>],
+) -> Result<Vec<AppliedStep>, TenantError> {
+    let table = s.table.clone();
+    let history_ready = s.history_ready;
+    let result: Result<Vec<AppliedStep>, (Option<sqlx::Error>, Option<TenantError>, Option<i64>)> = async {
+        let conn = conn_mut(s);
+        let mut tx = conn.begin().await.map_err(|e| (Some(e), None, None))?;
+        if !history_ready {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(history_ddl(&table)))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| (Some(e), None, None))?;
+        }
+        let mut out = Vec::new();
+        for step in steps {
+            let v = step.migration.version;
+            let t0 = std::time::Instant::now();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(step.script.sql.clone()))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| (Some(e), None, Some(v)))?;
+            if let Some((file, vsql)) = &step.script.verify {
+                let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| (Some(e), None, Some(v)))?
+                    .iter()
+                    .map(super::render_row)
+                    .collect();
+                if let Some(why) = super::verdict(&rows) {
+                    return Err((None, Some(super::verify_failed(file, &why, true)), Some(v)));
+                }
+            }
+            let took = t0.elapsed();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {table} (version, description, success, checksum, execution_time) VALUES ($1, $2, TRUE, $3, $4)"
+            )))
+            .bind(v)
+            .bind(step.migration.description.as_str())
+            .bind(step.script.checksum.as_slice())
+            .bind(took.as_nanos() as i64)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| (Some(e), None, Some(v)))?;
+            out.push(AppliedStep {
+                version: v,
+                duration: took,
+                already_applied: false,
+            });
+        }
+        tx.commit().await.map_err(|e| (Some(e), None, None))?;
+        Ok(out)
+    }
+    .await;
+    match result {
+        Ok(out) => {
+            s.history_ready = true;
+            Ok(out)
+        }
+        Err((e, t, v)) => {
+            let t = match (e, t) {
+                (_, Some(t)) => t,
+                (Some(e), None) => s.err(e),
+                (None, None) => TenantError::permanent("migrate", "unknown failure"),
+            };
+            Err(match v {
+                Some(v) => t.at_version(v),
+                None => t,
+            })
+        }
+    }
 }
 
 /// Drops the INVALID indexes (left by an interrupted `CREATE INDEX

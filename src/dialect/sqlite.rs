@@ -135,6 +135,18 @@ pub(crate) async fn apply(
                 .await
                 .map_err(|e| (MigrateError::ExecuteMigration(e, v), Some(v)))?;
             let duration = t0.elapsed();
+            if let Some((file, vsql)) = &step.script.verify {
+                let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| (MigrateError::ExecuteMigration(e, v), Some(v)))?
+                    .iter()
+                    .map(super::render_row)
+                    .collect();
+                if let Some(why) = super::verdict(&rows) {
+                    return Err((MigrateError::Source(Box::new(VerifyFailed(super::verify_failed(file, &why, true)))), Some(v)));
+                }
+            }
             sqlx::query(
                 "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
                  VALUES (?1, ?2, TRUE, ?3, ?4)",
@@ -160,6 +172,13 @@ pub(crate) async fn apply(
         Ok(out) => {
             s.history_ready = true;
             Ok(out)
+        }
+        Err((MigrateError::Source(e), v)) if e.is::<VerifyFailed>() => {
+            let t = e.downcast::<VerifyFailed>().expect("checked").0;
+            Err(match v {
+                Some(v) => t.at_version(v),
+                None => t,
+            })
         }
         Err((e, v)) => {
             let mut t = s.migrate_err(e);
@@ -194,6 +213,18 @@ async fn apply_no_tx(s: &mut Session, step: Step<'_>) -> Result<Vec<AppliedStep>
         }
     }
 }
+
+/// Carries a verification failure through sqlx's error type.
+#[derive(Debug)]
+struct VerifyFailed(TenantError);
+
+impl std::fmt::Display for VerifyFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.message)
+    }
+}
+
+impl std::error::Error for VerifyFailed {}
 
 /// Runs raw SQL on a SQLite file (used by the benchmark's floor and the demo).
 pub async fn execute_raw(conn: &mut sqlx::SqliteConnection, sql: &str) -> Result<(), sqlx::Error> {

@@ -29,6 +29,42 @@ pub struct Script {
     /// First line is `-- no-transaction` (sqlx's rule).
     pub no_tx: bool,
     pub directives: Directives,
+    /// The verification query run inside the migration's transaction after
+    /// its statements (`verify=FILE`, or a `.verify.sql` beside it), and its file.
+    pub verify: Option<(PathBuf, String)>,
+}
+
+/// Finds the verification query of the script at `path`: the `verify=`
+/// directive's file (relative to the migration folder), or
+/// `<VERSION>_<desc>[.<dialect>].verify.sql` beside it.
+fn find_verify(
+    path: &Path,
+    directives: &Directives,
+    dialect: Option<Dialect>,
+) -> Result<Option<(PathBuf, String)>, Error> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let read = |p: PathBuf| -> Result<Option<(PathBuf, String)>, Error> {
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            Error::migration(path, format!("verification query {}: {e}", p.display()))
+        })?;
+        Ok(Some((p, text)))
+    };
+    if let Some(f) = &directives.verify {
+        return read(dir.join(f));
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let base = name.split('.').next().unwrap_or(name);
+    let mut candidates = Vec::new();
+    if let Some(d) = dialect {
+        candidates.push(dir.join(format!("{base}.{}.verify.sql", d.as_str())));
+    }
+    candidates.push(dir.join(format!("{base}.verify.sql")));
+    for c in candidates {
+        if c.is_file() {
+            return read(c);
+        }
+    }
+    Ok(None)
 }
 
 /// The up (or down) scripts of one version, per dialect.
@@ -232,6 +268,11 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
                 false,
             );
             let no_tx = sql.starts_with("-- no-transaction");
+            let verify = if parsed.kind == Kind::Down {
+                None
+            } else {
+                find_verify(&path, &directives, parsed.dialect)?
+            };
             Ok((
                 parsed,
                 Script {
@@ -240,6 +281,7 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
                     sql,
                     no_tx,
                     directives,
+                    verify,
                 },
             ))
         })
