@@ -288,6 +288,10 @@ async fn apply_batch(s: &mut Session, steps: &[Step<'_>]) -> Result<Vec<AppliedS
         .collect())
 }
 
+/// Why a verified group failed: a driver error, or a verification failure,
+/// and the migration it happened in.
+type Failure = (Option<sqlx::Error>, Option<TenantError>, Option<i64>);
+
 /// A group with verification queries: the same transaction, statement by
 /// statement, so that each verification's rows can be read before the
 /// history row is written; a failed verification rolls the group back.
@@ -297,7 +301,7 @@ async fn apply_verified(
 ) -> Result<Vec<AppliedStep>, TenantError> {
     let table = s.table.clone();
     let history_ready = s.history_ready;
-    let result: Result<Vec<AppliedStep>, (Option<sqlx::Error>, Option<TenantError>, Option<i64>)> = async {
+    let result: Result<Vec<AppliedStep>, Failure> = async {
         let conn = conn_mut(s);
         let mut tx = conn.begin().await.map_err(|e| (Some(e), None, None))?;
         if !history_ready {
