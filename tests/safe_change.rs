@@ -309,3 +309,87 @@ async fn postgres_verification_runs_in_the_tenant_schema_inside_the_transaction(
     sqlx::Connection::close(c).await.unwrap();
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_spells_out_the_hand_fixed_tenant_and_the_edited_migration() {
+    let dir = sqlite_fleet(5);
+    let out = sync(dir.path(), &demo_migrations(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let verify = |dir: &std::path::Path, m: &std::path::Path| {
+        fleetmig()
+            .current_dir(dir)
+            .args(["verify", "--fleet", "sqlite-dir:tenants", "--migrations"])
+            .arg(m)
+            .output()
+            .unwrap()
+    };
+    let out = verify(dir.path(), &demo_migrations());
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("verify: 5 tenants: 5 ok"));
+    // someone hand-fixed t0003 at 3 a.m.
+    let mut c = sqlite(&tenant_path(dir.path(), "t0003")).await;
+    c.execute("CREATE INDEX hotfix_accounts_name ON accounts (name)")
+        .await
+        .unwrap();
+    sqlx::Connection::close(c).await.unwrap();
+    let out = verify(dir.path(), &demo_migrations());
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("t0003: drifted at version 5"), "{text}");
+    assert!(text.contains("+ extra:   index hotfix_accounts_name: CREATE INDEX hotfix_accounts_name ON accounts (name)"), "{text}");
+    assert!(text.contains("compared with the 4 tenant(s)"), "{text}");
+    // an applied migration edited afterwards
+    let m = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(demo_migrations()).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), m.path().join(e.file_name())).unwrap();
+    }
+    std::fs::write(
+        m.path().join("0003_add_accounts_plan.sql"),
+        "ALTER TABLE accounts ADD COLUMN plan VARCHAR(64);\n",
+    )
+    .unwrap();
+    let out = verify(dir.path(), m.path());
+    assert!(
+        stdout(&out).contains(
+            "t0000: edited at version 5: migration 3 was applied with a different checksum"
+        ),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_finds_a_drifted_postgres_schema() {
+    let db = pg_database("drift").await;
+    db.exec("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b; CREATE SCHEMA tenant_c;")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let out = sync_fleet(dir.path(), &fleet, &demo_migrations(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    db.exec("ALTER TABLE tenant_b.accounts ADD COLUMN note text; ALTER TABLE tenant_b.invoices ALTER COLUMN amount_cents DROP NOT NULL;").await;
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args(["verify", "--json", "--fleet", &fleet, "--migrations"])
+        .arg(demo_migrations())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["state"], "ok");
+    assert_eq!(v[1]["state"], "drifted");
+    assert_eq!(
+        v[1]["extra"],
+        serde_json::json!([
+            "column accounts.note text",
+            "column invoices.amount_cents bigint"
+        ])
+    );
+    assert_eq!(
+        v[1]["missing"],
+        serde_json::json!(["column invoices.amount_cents bigint not null"])
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(TEST_PASSWORD));
+    db.drop_now().await;
+}

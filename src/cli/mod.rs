@@ -65,6 +65,10 @@ pub enum Command {
     New(NewArgs),
     /// Check the migration set for changes that lock or break a live system.
     Lint(LintArgs),
+    /// Compare every tenant's history with the files and its actual schema
+    /// with the other tenants at the same version: report edited and drifted
+    /// tenants with the difference spelled out.
+    Verify(VerifyArgs),
     /// Record migrations up to a version as applied without running them
     /// (tenants created from a dump that already has the schema).
     Baseline(BaselineArgs),
@@ -306,6 +310,18 @@ pub struct LintArgs {
     /// text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Only these tenants (repeatable).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -613,6 +629,25 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                 1
             } else {
                 0
+            })
+        }
+        Command::Verify(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let (set, tenants) = prepare(&cfg, &a.tenants).await?;
+            let connector = Arc::new(Connector::new(cfg.settings.clone()));
+            let verdicts = crate::rollout::verify::verify(
+                connector.clone(),
+                set,
+                tenants,
+                cfg.exec.concurrency,
+            )
+            .await;
+            connector.close().await;
+            output::print_verify(&verdicts, a.json);
+            Ok(if verdicts.iter().all(|v| v.state == "ok") {
+                0
+            } else {
+                1
             })
         }
         Command::Baseline(a) => {

@@ -338,3 +338,42 @@ pub fn print_json(
         serde_json::to_string_pretty(&out).expect("serialisable")
     );
 }
+
+pub fn print_verify(v: &[crate::rollout::verify::Verdict], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+        return;
+    }
+    for t in v.iter().filter(|t| t.state != "ok") {
+        println!(
+            "{}: {} at version {}{}",
+            t.tenant,
+            t.state,
+            t.version
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "?".into()),
+            t.message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+        if !t.missing.is_empty() || !t.extra.is_empty() {
+            println!(
+                "  compared with the {} tenant(s) that share the usual schema at this version:",
+                t.majority_of
+            );
+        }
+        for m in &t.missing {
+            println!("  - missing: {m}");
+        }
+        for e in &t.extra {
+            println!("  + extra:   {e}");
+        }
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for t in v {
+        *counts.entry(t.state.as_str()).or_default() += 1;
+    }
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!("verify: {} tenants: {}", v.len(), parts.join(", "));
+}

@@ -444,6 +444,60 @@ impl Session {
         Ok(verdict(&rows))
     }
 
+    /// The tenant's actual schema as sorted lines (tables and columns with
+    /// types, nullability and defaults, indexes, constraints), read from the
+    /// catalogue, without fleetmig's history table: what `fleetmig verify`
+    /// compares across tenants at the same version.
+    pub async fn fingerprint(&mut self) -> Result<Vec<String>, TenantError> {
+        let schema = self.schema.clone().unwrap_or_else(|| "public".into());
+        let mut items: Vec<String> = match &mut self.conn {
+            Conn::SqliteMissing => Vec::new(),
+            Conn::Sqlite(c) => sqlx::query_scalar(
+                "SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_master \
+                 WHERE name NOT LIKE 'sqlite_%' AND tbl_name <> '_sqlx_migrations'",
+            )
+            .fetch_all(c)
+            .await
+            .map_err(|e| classify(&e, Dialect::Sqlite))?,
+            Conn::PgPooled(_) | Conn::Pg(_) => {
+                let c = postgres::conn_mut(self);
+                let q = "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type \
+                     || CASE WHEN is_nullable = 'NO' THEN ' not null' ELSE '' END \
+                     || COALESCE(' default ' || column_default, '') \
+                     FROM information_schema.columns WHERE table_schema = $1 AND table_name <> '_sqlx_migrations' \
+                     UNION ALL SELECT 'index ' || indexname || ': ' || replace(indexdef, quote_ident($1) || '.', '') \
+                     FROM pg_indexes WHERE schemaname = $1 AND tablename <> '_sqlx_migrations' \
+                     UNION ALL SELECT 'constraint ' || c.relname || '.' || con.conname || ': ' \
+                     || replace(pg_get_constraintdef(con.oid), quote_ident($1) || '.', '') \
+                     FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname <> '_sqlx_migrations'";
+                sqlx::query_scalar(q)
+                    .bind(&schema)
+                    .fetch_all(c)
+                    .await
+                    .map_err(|e| classify(&e, Dialect::Postgres))?
+            }
+            Conn::Mysql(c) => sqlx::query_scalar(
+                "SELECT CAST(CONCAT('column ', table_name, '.', column_name, ' ', column_type, \
+                 IF(is_nullable = 'NO', ' not null', ''), COALESCE(CONCAT(' default ', column_default), '')) AS CHAR) \
+                 FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' \
+                 UNION ALL SELECT CAST(CONCAT('index ', table_name, '.', index_name, IF(non_unique = 0, ' unique', ''), ': ', \
+                 GROUP_CONCAT(column_name ORDER BY seq_in_index)) AS CHAR) \
+                 FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' \
+                 GROUP BY table_name, index_name, non_unique",
+            )
+            .fetch_all(c)
+            .await
+            .map_err(|e| classify(&e, Dialect::Mysql))?,
+        };
+        for i in &mut items {
+            *i = one_line(i);
+        }
+        items.sort();
+        Ok(items)
+    }
+
     /// Runs one batch of a batched backfill in its own short transaction,
     /// with `:batch_size` bound to `size`. Returns the rows it changed and
     /// how long its transaction held its locks.

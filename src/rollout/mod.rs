@@ -9,6 +9,7 @@ pub mod executor;
 pub mod inspect;
 pub mod live;
 pub mod retry;
+pub mod verify;
 pub mod waves;
 
 pub use driver::{Ctx, Finished, RunOptions};

@@ -1,0 +1,225 @@
+//! `fleetmig verify`: for every tenant, the applied checksums against the
+//! files (an edited or missing migration), and the tenant's actual schema
+//! against the other tenants at the same version. Tenants whose schema
+//! differs from the majority at their version are drifted, with the
+//! difference spelled out: the hand-fixed tenant that no history table shows.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::dialect::{Access, Connector};
+use crate::migration::{MigrationSet, plan_tenant};
+use crate::tenant::Tenant;
+
+/// What `verify` found about one tenant.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Verdict {
+    pub tenant: String,
+    pub version: Option<i64>,
+    /// ok, drifted, edited (history disagrees with the files), error
+    pub state: String,
+    /// Schema lines the majority at this version has and this tenant lacks.
+    pub missing: Vec<String>,
+    /// Schema lines this tenant has and the majority does not.
+    pub extra: Vec<String>,
+    pub message: Option<String>,
+    /// How many tenants share the majority schema at this version.
+    pub majority_of: usize,
+}
+
+/// What was read from one tenant.
+pub struct Read {
+    pub tenant: String,
+    pub version: Option<i64>,
+    /// Why its history disagrees with the files, if it does.
+    pub history_error: Option<String>,
+    /// Its schema lines, or why they could not be read.
+    pub items: Result<Vec<String>, String>,
+}
+
+async fn read_one(c: &Connector, set: &MigrationSet, t: Tenant) -> Read {
+    let id = t.id.to_string();
+    let mut s = match c.open(&t, Access::Read).await {
+        Ok(s) => s,
+        Err(e) => {
+            return Read {
+                tenant: id,
+                version: None,
+                history_error: None,
+                items: Err(e.to_string()),
+            };
+        }
+    };
+    let history = s.history().await;
+    let items = s.fingerprint().await.map_err(|e| e.to_string());
+    let dialect = s.dialect();
+    s.close().await;
+    match history {
+        Ok(h) => {
+            let version = Some(
+                h.iter()
+                    .filter(|a| a.success)
+                    .map(|a| a.version)
+                    .max()
+                    .unwrap_or(0),
+            );
+            let history_error = plan_tenant(&h, set, dialect, None)
+                .err()
+                .map(|e| e.to_string());
+            Read {
+                tenant: id,
+                version,
+                history_error,
+                items,
+            }
+        }
+        Err(e) => Read {
+            tenant: id,
+            version: None,
+            history_error: None,
+            items: Err(e.to_string()),
+        },
+    }
+}
+
+/// Compares fingerprints (pure): per version, the most common schema is the
+/// reference; every other tenant gets what it lacks and what it adds.
+pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
+    let mut by_version: BTreeMap<Option<i64>, Vec<&Vec<String>>> = BTreeMap::new();
+    for r in &reads {
+        if let Ok(items) = &r.items {
+            by_version.entry(r.version).or_default().push(items);
+        }
+    }
+    let majority: BTreeMap<Option<i64>, (&Vec<String>, usize)> = by_version
+        .iter()
+        .map(|(v, list)| {
+            let mut counts: BTreeMap<&Vec<String>, usize> = BTreeMap::new();
+            for l in list {
+                *counts.entry(*l).or_default() += 1;
+            }
+            let best = counts
+                .into_iter()
+                .max_by_key(|(_, n)| *n)
+                .expect("non-empty");
+            (*v, best)
+        })
+        .collect();
+    let mut out: Vec<Verdict> = reads
+        .iter()
+        .map(
+            |Read {
+                 tenant,
+                 version,
+                 history_error,
+                 items,
+             }| {
+                let mut v = Verdict {
+                    tenant: tenant.clone(),
+                    version: *version,
+                    state: "ok".into(),
+                    missing: Vec::new(),
+                    extra: Vec::new(),
+                    message: history_error.clone(),
+                    majority_of: 0,
+                };
+                match items {
+                    Err(e) => {
+                        v.state = "error".into();
+                        v.message = Some(e.clone());
+                    }
+                    Ok(items) => {
+                        let (reference, n) = majority[version];
+                        v.majority_of = n;
+                        let mine: BTreeSet<&String> = items.iter().collect();
+                        let theirs: BTreeSet<&String> = reference.iter().collect();
+                        v.missing = theirs.difference(&mine).map(|s| s.to_string()).collect();
+                        v.extra = mine.difference(&theirs).map(|s| s.to_string()).collect();
+                        if !v.missing.is_empty() || !v.extra.is_empty() {
+                            v.state = "drifted".into();
+                        }
+                        if history_error.is_some() {
+                            v.state = "edited".into();
+                        }
+                    }
+                }
+                v
+            },
+        )
+        .collect();
+    out.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    out
+}
+
+/// Reads every tenant (at most `concurrency` at once) and compares them.
+pub async fn verify(
+    connector: Arc<Connector>,
+    set: Arc<MigrationSet>,
+    tenants: Vec<Tenant>,
+    concurrency: usize,
+) -> Vec<Verdict> {
+    let reads: Vec<Read> = futures_util::stream::iter(tenants)
+        .map(|t| {
+            let (c, s) = (connector.clone(), set.clone());
+            async move { read_one(&c, &s, t).await }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    compare(reads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(t: &str, version: i64, err: Option<&str>, v: &[&str]) -> Read {
+        Read {
+            tenant: t.into(),
+            version: Some(version),
+            history_error: err.map(str::to_string),
+            items: Ok(v.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn the_odd_tenant_out_is_drifted_with_the_difference() {
+        let base = [
+            "table a: CREATE TABLE a (x int)",
+            "index a_x: CREATE INDEX a_x ON a (x)",
+        ];
+        let v = compare(vec![
+            read("t1", 2, None, &base),
+            read("t2", 2, None, &base),
+            read(
+                "t3",
+                2,
+                None,
+                &[base[0], "index hotfix: CREATE INDEX hotfix ON a (x)"],
+            ),
+            read("t4", 1, None, &[base[0]]),
+            read(
+                "t5",
+                2,
+                Some("migration 2 was applied with a different checksum"),
+                &base,
+            ),
+        ]);
+        assert_eq!(v[0].state, "ok");
+        assert_eq!(v[0].majority_of, 3);
+        assert_eq!(v[2].state, "drifted");
+        assert_eq!(v[2].missing, vec![base[1].to_string()]);
+        assert_eq!(
+            v[2].extra,
+            vec!["index hotfix: CREATE INDEX hotfix ON a (x)".to_string()]
+        );
+        assert_eq!(
+            v[3].state, "ok",
+            "alone at its version: nothing to compare with"
+        );
+        assert_eq!(v[4].state, "edited");
+    }
+}
