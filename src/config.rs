@@ -40,6 +40,7 @@ pub struct FileConfig {
     pub gate_sql: Option<PathBuf>,
     pub bake: Option<String>,
     pub lease: Option<String>,
+    pub backup: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -93,6 +94,7 @@ pub struct Overrides {
     pub lease: Option<String>,
     pub pause_after: Option<String>,
     pub revert_on_halt: bool,
+    pub backup: Option<PathBuf>,
     pub target: Option<i64>,
 }
 
@@ -227,6 +229,7 @@ impl Config {
                 max_failures,
                 target: o.target,
                 tx_mode: o.tx_mode.or(file.tx_mode).unwrap_or_default(),
+                backup_dir: o.backup.or(file.backup),
             },
             settings: Settings {
                 lock_timeout,

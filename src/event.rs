@@ -87,6 +87,11 @@ pub enum Event {
         version: i64,
         duration: Duration,
     },
+    /// A backup of the tenant exists at `path` (taken before its first migration).
+    BackupTaken {
+        tenant: TenantId,
+        path: std::path::PathBuf,
+    },
     /// One batch of a batched backfill committed.
     BackfillBatch {
         tenant: TenantId,

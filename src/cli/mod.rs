@@ -69,6 +69,8 @@ pub enum Command {
     /// with the other tenants at the same version: report edited and drifted
     /// tenants with the difference spelled out.
     Verify(VerifyArgs),
+    /// Put a tenant back as its backup (taken by `--backup`) left it.
+    Restore(RestoreArgs),
     /// Record migrations up to a version as applied without running them
     /// (tenants created from a dump that already has the schema).
     Baseline(BaselineArgs),
@@ -153,6 +155,10 @@ pub struct Exec {
     /// Run even though `fleetmig lint` has findings.
     #[arg(long)]
     pub allow_lint_findings: bool,
+    /// Back each tenant up into DIR/<rollout-id>/ before its first migration
+    /// (pg_dump, mysqldump, SQLite VACUUM INTO); `fleetmig restore` puts it back.
+    #[arg(long, value_name = "DIR", env = "FLEETMIG_BACKUP")]
+    pub backup: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -313,6 +319,18 @@ pub struct LintArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The tenant to restore.
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenant: String,
+    /// Its backup from this rollout [default: the newest].
+    #[arg(long)]
+    pub rollout: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     pub common: Common,
@@ -380,6 +398,7 @@ fn exec_overrides(e: &Exec) -> Overrides {
         retry_backoff: e.retry_backoff.clone(),
         max_failures: e.max_failures,
         tx_mode: e.tx_mode,
+        backup: e.backup.clone(),
         ..Default::default()
     }
 }
@@ -630,6 +649,32 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             } else {
                 0
             })
+        }
+        Command::Restore(a) => {
+            let cfg = config(&a.common, Overrides::default())?;
+            let all = crate::tenant::discover(&cfg.fleet, &cfg.discover).await?;
+            let tenants = crate::rollout::only_these(&all, std::slice::from_ref(&a.tenant), &cfg)?;
+            let store = StateStore::open(&cfg.state).await?;
+            let (rollout, path) = store.backup(&a.tenant, a.rollout.as_deref()).await?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "no backup of tenant {} in the state store {} (take them with --backup DIR)",
+                    a.tenant, store.location
+                ))
+            })?;
+            store.close().await;
+            match crate::dialect::backup::restore(&tenants[0], std::path::Path::new(&path)) {
+                Ok(()) => {
+                    println!(
+                        "{}: restored from {path} (taken by rollout {rollout})",
+                        a.tenant
+                    );
+                    Ok(0)
+                }
+                Err(e) => {
+                    println!("{}: restore from {path} failed: {e}", a.tenant);
+                    Ok(1)
+                }
+            }
         }
         Command::Verify(a) => {
             let cfg = config(&a.common, Overrides::default())?;

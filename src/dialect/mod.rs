@@ -9,6 +9,7 @@
 //! re-check of history under that lock (two processes never apply a version
 //! twice), and a dirty row when a no-transaction migration fails for good.
 
+pub mod backup;
 mod classify;
 pub mod mysql;
 pub mod postgres;
@@ -496,6 +497,13 @@ impl Session {
         }
         items.sort();
         Ok(items)
+    }
+
+    /// Runs a statement outside any transaction (e.g. `VACUUM INTO`).
+    pub async fn execute_plain(&mut self, sql: &str) -> Result<(), TenantError> {
+        let sql = sqlx::AssertSqlSafe(sql.to_string());
+        let r = on_conn!(&mut self.conn, c => sqlx::raw_sql(sql).execute(c).await.map(|_| ()), missing => Ok(()));
+        r.map_err(|e| self.err(e))
     }
 
     /// Runs one batch of a batched backfill in its own short transaction,

@@ -88,6 +88,10 @@ impl Subscriber for Recorder {
                 attempts: prior(tenant).map(|p| p.attempts).unwrap_or(0) + *attempt as i64,
                 at: now_ms(),
             },
+            Event::BackupTaken { tenant, path } => TenantUpdate::Backup {
+                tenant: tenant.to_string(),
+                path: path.display().to_string(),
+            },
             Event::BackfillBatch {
                 tenant,
                 version,
@@ -187,6 +191,7 @@ pub fn freeze(
         pause_after,
         revert_on_halt,
         held: None,
+        backup_dir: e.backup_dir.as_ref().map(|p| p.display().to_string()),
     }
 }
 
@@ -206,6 +211,7 @@ fn exec_options(f: &FrozenSettings, target: i64) -> ExecOptions {
         } else {
             TxMode::Migration
         },
+        backup_dir: f.backup_dir.as_ref().map(PathBuf::from),
     }
 }
 

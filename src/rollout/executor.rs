@@ -33,6 +33,8 @@ pub struct ExecOptions {
     /// Highest version to apply (head when `None`).
     pub target: Option<i64>,
     pub tx_mode: TxMode,
+    /// Back each tenant up into this folder before its first migration.
+    pub backup_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ExecOptions {
@@ -44,6 +46,7 @@ impl Default for ExecOptions {
             max_failures: None,
             target: None,
             tx_mode: TxMode::Migration,
+            backup_dir: None,
         }
     }
 }
@@ -99,6 +102,7 @@ struct Shared {
     subscribers: Arc<Vec<Arc<dyn Subscriber>>>,
     cancel: Cancel,
     failures: AtomicUsize,
+    run_id: String,
 }
 
 impl Shared {
@@ -135,6 +139,7 @@ impl Executor {
             subscribers: self.subscribers.clone(),
             cancel: self.cancel.clone(),
             failures: AtomicUsize::new(0),
+            run_id: run_id.to_string(),
         });
         shared.emit(Event::RunStarted {
             run_id: run_id.to_string(),
@@ -354,6 +359,19 @@ async fn apply_pending(
         from_version: plan.current,
         pending: plan.pending.clone(),
     });
+    if let Some(dir) = &shared.opts.backup_dir
+        && !plan.pending.is_empty()
+    {
+        let path = crate::dialect::backup::backup_path(dir, &shared.run_id, tenant);
+        // a resumed rollout keeps the backup taken before anything ran
+        if !path.exists() {
+            crate::dialect::backup::take(session, tenant, &path).await?;
+        }
+        shared.emit(Event::BackupTaken {
+            tenant: tenant.id.clone(),
+            path: path.clone(),
+        });
+    }
     let steps: Vec<Step<'_>> = plan
         .pending
         .iter()

@@ -129,7 +129,10 @@ impl Subscriber for LiveState {
                     t.backfill = Some((*batches, *rows));
                 }
             }
-            Event::TenantPlanned { .. } | Event::Interrupted | Event::RunFinished => {}
+            Event::TenantPlanned { .. }
+            | Event::BackupTaken { .. }
+            | Event::Interrupted
+            | Event::RunFinished => {}
         }
     }
 }

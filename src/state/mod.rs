@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::tenant::redact_url;
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -84,6 +84,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (rollout_id, tenant, version)
     )",
+    // 3: per-tenant backups
+    "CREATE TABLE IF NOT EXISTS fleetmig_backups (
+        rollout_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        path TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (rollout_id, tenant)
+    )",
 ];
 
 /// Rollout statuses.
@@ -124,6 +132,9 @@ pub struct FrozenSettings {
     /// Why the target was capped below a held contract migration, if it was.
     #[serde(default)]
     pub held: Option<String>,
+    /// Back tenants up here before their first migration.
+    #[serde(default)]
+    pub backup_dir: Option<String>,
 }
 
 /// One rollout as stored.
@@ -195,6 +206,10 @@ pub struct Backfill {
 #[derive(Debug, Clone)]
 pub enum TenantUpdate {
     Backfill(Backfill),
+    Backup {
+        tenant: String,
+        path: String,
+    },
     Started {
         tenant: String,
         attempts: i64,
@@ -715,6 +730,19 @@ impl StateStore {
                     .await
                     .map_err(|e| self.err(e))?;
                 }
+                TenantUpdate::Backup { tenant, path } => {
+                    sqlx::query(
+                        "INSERT INTO fleetmig_backups (rollout_id, tenant, path, created_at) VALUES ($1, $2, $3, $4) \
+                         ON CONFLICT (rollout_id, tenant) DO NOTHING",
+                    )
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(path)
+                    .bind(now_ms())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| self.err(e))?;
+                }
                 TenantUpdate::Backfill(b) => {
                     sqlx::query(
                         "INSERT INTO fleetmig_backfills (rollout_id, tenant, version, batches, rows_changed, max_batch_ms, done, updated_at) \
@@ -808,6 +836,27 @@ impl StateStore {
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// The newest backup of `tenant` (of rollout `id` when given): (rollout, path).
+    pub async fn backup(
+        &self,
+        tenant: &str,
+        id: Option<&str>,
+    ) -> Result<Option<(String, String)>, Error> {
+        let row = sqlx::query(
+            "SELECT rollout_id, path FROM fleetmig_backups WHERE tenant = $1 AND ($2 = '' OR rollout_id = $3) \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(id.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.map(|r| Ok((r.try_get("rollout_id")?, r.try_get("path")?)))
+            .transpose()
+            .map_err(|e: sqlx::Error| self.err(e))
     }
 
     /// Backfill checkpoints of a rollout.

@@ -1,0 +1,219 @@
+//! Per-tenant backups taken before the first migration touches a tenant, and
+//! restores: SQLite `VACUUM INTO`, PostgreSQL `pg_dump` (`-n SCHEMA` for a
+//! schema tenant, the database otherwise) and `mysqldump`/`mariadb-dump`.
+//! Passwords go to the tools through their environment (`PGPASSWORD`,
+//! `MYSQL_PWD`), never on a command line that `ps` shows.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::TenantError;
+use crate::tenant::{Locator, Tenant, redact_url, scrub_secrets};
+
+use super::{Session, quote_ident};
+
+/// The file a tenant's backup goes to.
+pub fn backup_path(dir: &Path, rollout: &str, tenant: &Tenant) -> PathBuf {
+    let ext = match tenant.locator {
+        Locator::Sqlite { .. } => "db",
+        _ => "sql",
+    };
+    dir.join(rollout).join(format!("{}.{ext}", tenant.id))
+}
+
+fn tool_error(tool: &str, out: &std::process::Output, url: Option<&str>) -> TenantError {
+    let text = String::from_utf8_lossy(&out.stderr).to_string();
+    TenantError::permanent(
+        "backup",
+        format!(
+            "{tool} failed: {}",
+            scrub_secrets(&super::one_line(&text), url)
+        ),
+    )
+}
+
+/// A URL without its password, and the password.
+fn split_password(url: &str) -> (String, Option<String>) {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            let pw = u.password().map(|p| {
+                url::form_urlencoded::parse(format!("p={p}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_else(|| p.to_string())
+            });
+            let _ = u.set_password(None);
+            (u.to_string(), pw)
+        }
+        Err(_) => (url.to_string(), None),
+    }
+}
+
+fn run(
+    mut cmd: Command,
+    tool: &str,
+    url: Option<&str>,
+) -> Result<std::process::Output, TenantError> {
+    let out = cmd.output().map_err(|e| {
+        TenantError::permanent(
+            "backup",
+            format!("cannot run {tool}: {e} (is it installed?)"),
+        )
+    })?;
+    if !out.status.success() {
+        return Err(tool_error(tool, &out, url));
+    }
+    Ok(out)
+}
+
+/// Takes the backup of `tenant` into `path` (its folder is created).
+pub async fn take(session: &mut Session, tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", parent.display())))?;
+    }
+    let tmp = path.with_extension("partial");
+    let _ = std::fs::remove_file(&tmp);
+    match &tenant.locator {
+        Locator::Sqlite { .. } => {
+            let sql = format!(
+                "VACUUM INTO {}",
+                super::quote_literal(crate::tenant::Dialect::Sqlite, &tmp.display().to_string())
+            );
+            session.execute_plain(&sql).await?;
+        }
+        Locator::Postgres { url, schema } => {
+            let (bare, pw) = split_password(url);
+            let mut cmd = Command::new("pg_dump");
+            cmd.arg(format!("--dbname={bare}"))
+                .arg("--no-owner")
+                .arg("-f")
+                .arg(&tmp);
+            match schema {
+                Some(s) => {
+                    cmd.arg("-n")
+                        .arg(quote_ident(crate::tenant::Dialect::Postgres, s));
+                }
+                None => {
+                    cmd.arg("--clean").arg("--if-exists");
+                }
+            }
+            if let Some(pw) = pw {
+                cmd.env("PGPASSWORD", pw);
+            }
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || run(cmd, "pg_dump", Some(&url)))
+                .await
+                .map_err(|e| TenantError::permanent("backup", e.to_string()))??;
+        }
+        Locator::Mysql { url } => {
+            let u = url::Url::parse(url).map_err(|e| {
+                TenantError::permanent("backup", format!("{}: {e}", redact_url(url)))
+            })?;
+            let (_, pw) = split_password(url);
+            let tool = if which("mariadb-dump") {
+                "mariadb-dump"
+            } else {
+                "mysqldump"
+            };
+            let mut cmd = Command::new(tool);
+            cmd.arg("--single-transaction")
+                .arg("--protocol=tcp")
+                .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
+                .arg(format!("--port={}", u.port().unwrap_or(3306)))
+                .arg(format!("--user={}", u.username()))
+                .arg(format!("--result-file={}", tmp.display()))
+                .arg(u.path().trim_start_matches('/'));
+            if let Some(pw) = pw {
+                cmd.env("MYSQL_PWD", pw);
+            }
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || run(cmd, tool, Some(&url)))
+                .await
+                .map_err(|e| TenantError::permanent("backup", e.to_string()))??;
+        }
+    }
+    std::fs::rename(&tmp, path)
+        .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", path.display())))
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Puts the backup at `path` back in place of `tenant`'s current state.
+pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
+    if !path.is_file() {
+        return Err(TenantError::permanent(
+            "restore",
+            format!("no backup at {}", path.display()),
+        ));
+    }
+    match &tenant.locator {
+        Locator::Sqlite { path: db } => {
+            for suffix in ["-journal", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+            }
+            let tmp = db.with_extension("restoring");
+            std::fs::copy(path, &tmp)
+                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+            std::fs::rename(&tmp, db)
+                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+        }
+        Locator::Postgres { url, schema } => {
+            let (bare, pw) = split_password(url);
+            let psql = |args: &[String]| {
+                let mut cmd = Command::new("psql");
+                cmd.arg("-X")
+                    .arg("-q")
+                    .arg("-v")
+                    .arg("ON_ERROR_STOP=1")
+                    .arg(format!("--dbname={bare}"));
+                cmd.args(args);
+                if let Some(pw) = &pw {
+                    cmd.env("PGPASSWORD", pw);
+                }
+                run(cmd, "psql", Some(url))
+            };
+            if let Some(s) = schema {
+                psql(&[
+                    "-c".into(),
+                    format!(
+                        "DROP SCHEMA IF EXISTS {} CASCADE",
+                        quote_ident(crate::tenant::Dialect::Postgres, s)
+                    ),
+                ])?;
+            }
+            psql(&["-f".into(), path.display().to_string()])?;
+        }
+        Locator::Mysql { url } => {
+            let u = url::Url::parse(url).map_err(|e| {
+                TenantError::permanent("restore", format!("{}: {e}", redact_url(url)))
+            })?;
+            let (_, pw) = split_password(url);
+            let tool = if which("mariadb") { "mariadb" } else { "mysql" };
+            let mut cmd = Command::new(tool);
+            cmd.arg("--protocol=tcp")
+                .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
+                .arg(format!("--port={}", u.port().unwrap_or(3306)))
+                .arg(format!("--user={}", u.username()))
+                .arg(u.path().trim_start_matches('/'))
+                .stdin(
+                    std::fs::File::open(path)
+                        .map_err(|e| TenantError::permanent("restore", e.to_string()))?,
+                );
+            if let Some(pw) = pw {
+                cmd.env("MYSQL_PWD", pw);
+            }
+            // the dump drops and recreates each table; tables it does not
+            // know (created by the migration) are dropped first
+            run(cmd, tool, Some(url))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! Backups before the first migration, and restore: a migration that destroys
+//! data, undone from the backup, on SQLite and PostgreSQL.
+
+mod common;
+
+use common::*;
+use sqlx::{Connection, Executor};
+
+fn destructive() -> tempfile::TempDir {
+    migration_dir(&[
+        (
+            "0001_notes.sql",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n",
+        ),
+        (
+            "0002_oops.sql",
+            "-- fleetmig: phase=contract\nUPDATE notes SET body = 'lost' WHERE id > 0;\nDROP TABLE notes;\nCREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n",
+        ),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_restore_brings_back_what_a_migration_destroyed() {
+    let dir = sqlite_fleet(2);
+    let m = destructive();
+    assert_eq!(
+        sync(dir.path(), m.path(), &["--to", "1"]).status.code(),
+        Some(0)
+    );
+    let p = tenant_path(dir.path(), "t0001");
+    let mut c = sqlite(&p).await;
+    c.execute("INSERT INTO notes (body) VALUES ('precious'), ('also precious')")
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let backups = dir.path().join("backups");
+    let out = sync(
+        dir.path(),
+        m.path(),
+        &["--allow-contract", "--backup", backups.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id = summary(&report_dir(dir.path(), &out))["rollout_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(backups.join(&id).join("t0001.db").is_file());
+    let mut c = sqlite(&p).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the migration destroyed the data");
+    c.close().await.unwrap();
+
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args([
+            "restore",
+            "--tenant",
+            "t0001",
+            "--fleet",
+            "sqlite-dir:tenants",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut c = sqlite(&p).await;
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(bodies, vec!["precious", "also precious"]);
+    c.close().await.unwrap();
+    assert_eq!(
+        sqlite_history(&p).await,
+        vec![(1, true)],
+        "the history is back to before the rollout"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_schema_restore_from_pg_dump() {
+    let db = pg_database("backup").await;
+    db.exec("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b;")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let m = destructive();
+    assert_eq!(
+        sync_fleet(dir.path(), &fleet, m.path(), &["--to", "1"])
+            .status
+            .code(),
+        Some(0)
+    );
+    db.exec("INSERT INTO tenant_b.notes (id, body) VALUES (1, 'precious'), (2, 'also precious');")
+        .await;
+    let backups = dir.path().join("backups");
+    let out = sync_fleet(
+        dir.path(),
+        &fleet,
+        m.path(),
+        &["--allow-contract", "--backup", backups.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let everything = everything_printed(dir.path(), &out);
+    assert!(
+        !everything.contains(TEST_PASSWORD),
+        "no password in dumps, reports or output"
+    );
+    let mut c = db.conn().await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_b.notes")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args(["restore", "--tenant", "tenant_b", "--fleet", &fleet])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM tenant_b.notes ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(bodies, vec!["precious", "also precious"]);
+    assert_eq!(pg_history(&mut c, "tenant_b").await, vec![(1, true)]);
+    assert_eq!(
+        pg_history(&mut c, "tenant_a").await.len(),
+        2,
+        "other tenants untouched"
+    );
+    c.close().await.unwrap();
+    db.drop_now().await;
+}
