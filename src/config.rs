@@ -41,6 +41,7 @@ pub struct FileConfig {
     pub bake: Option<String>,
     pub lease: Option<String>,
     pub backup: Option<PathBuf>,
+    pub analyze: Option<bool>,
 }
 
 impl FileConfig {
@@ -95,6 +96,7 @@ pub struct Overrides {
     pub pause_after: Option<String>,
     pub revert_on_halt: bool,
     pub backup: Option<PathBuf>,
+    pub analyze: bool,
     pub target: Option<i64>,
 }
 
@@ -230,6 +232,7 @@ impl Config {
                 target: o.target,
                 tx_mode: o.tx_mode.or(file.tx_mode).unwrap_or_default(),
                 backup_dir: o.backup.or(file.backup),
+                analyze: o.analyze || file.analyze.unwrap_or(false),
             },
             settings: Settings {
                 lock_timeout,

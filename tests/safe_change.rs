@@ -393,3 +393,38 @@ async fn verify_finds_a_drifted_postgres_schema() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains(TEST_PASSWORD));
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analyze_refreshes_statistics_of_the_changed_tables() {
+    let dir = sqlite_fleet(1);
+    let out = sync(dir.path(), &demo_migrations(), &["--analyze"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut c = sqlite(&tenant_path(dir.path(), "t0000")).await;
+    let stats: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT tbl FROM sqlite_stat1 ORDER BY tbl")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(stats, vec!["accounts", "invoices"]);
+    sqlx::Connection::close(c).await.unwrap();
+
+    let db = pg_database("analyze").await;
+    db.exec("CREATE SCHEMA tenant_a;").await;
+    let out = sync_fleet(
+        dir.path(),
+        &format!("postgres-schemas:{}", db.url),
+        &demo_migrations(),
+        &["--analyze"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut c = db.conn().await;
+    let analyzed: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = 'tenant_a' AND last_analyze IS NOT NULL ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(analyzed, vec!["accounts", "invoices"]);
+    sqlx::Connection::close(c).await.unwrap();
+    db.drop_now().await;
+}

@@ -159,6 +159,9 @@ pub struct Exec {
     /// (pg_dump, mysqldump, SQLite VACUUM INTO); `fleetmig restore` puts it back.
     #[arg(long, value_name = "DIR", env = "FLEETMIG_BACKUP")]
     pub backup: Option<PathBuf>,
+    /// After a tenant's migrations, ANALYZE the tables they changed.
+    #[arg(long)]
+    pub analyze: bool,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +402,7 @@ fn exec_overrides(e: &Exec) -> Overrides {
         max_failures: e.max_failures,
         tx_mode: e.tx_mode,
         backup: e.backup.clone(),
+        analyze: e.analyze,
         ..Default::default()
     }
 }

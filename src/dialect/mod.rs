@@ -499,6 +499,28 @@ impl Session {
         Ok(items)
     }
 
+    /// Refreshes planner statistics of `tables` (PostgreSQL `ANALYZE`, MySQL
+    /// `ANALYZE TABLE`, SQLite `ANALYZE`). Best effort: a table that is gone
+    /// is skipped; returns the tables analyzed.
+    pub async fn analyze(&mut self, tables: &[String]) -> Vec<String> {
+        let mut done = Vec::new();
+        for t in tables {
+            let sql = match self.dialect {
+                Dialect::Mysql => format!("ANALYZE TABLE {}", quote_ident(Dialect::Mysql, t)),
+                d => format!("ANALYZE {}", quote_ident(d, t)),
+            };
+            let sql = sqlx::AssertSqlSafe(sql);
+            let r = on_conn!(&mut self.conn, c => sqlx::raw_sql(sql).execute(c).await.map(|_| ()), missing => Ok(()));
+            match r {
+                Ok(()) => done.push(t.clone()),
+                Err(e) => {
+                    tracing::warn!(table = %t, "ANALYZE skipped: {}", one_line(&e.to_string()))
+                }
+            }
+        }
+        done
+    }
+
     /// Runs a statement outside any transaction (e.g. `VACUUM INTO`).
     pub async fn execute_plain(&mut self, sql: &str) -> Result<(), TenantError> {
         let sql = sqlx::AssertSqlSafe(sql.to_string());

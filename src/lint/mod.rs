@@ -363,6 +363,47 @@ fn check_tokens(
     }
 }
 
+/// The tables a script creates or changes (every relation its statements
+/// name, minus those it drops), as the parser reads them: what `--analyze`
+/// analyzes after the migration.
+pub fn touched_tables(script: &Script, dialect: Dialect) -> Vec<String> {
+    let d: Box<dyn SqlDialect> = match dialect {
+        Dialect::Postgres => Box::new(PostgreSqlDialect {}),
+        Dialect::Mysql => Box::new(MySqlDialect {}),
+        Dialect::Sqlite => Box::new(SQLiteDialect {}),
+    };
+    let mut tables = BTreeSet::new();
+    let mut dropped = BTreeSet::new();
+    for st in split_statements(&script.sql) {
+        let Ok(stmts) = Parser::parse_sql(d.as_ref(), &st.sql) else {
+            continue;
+        };
+        for s in &stmts {
+            if let Statement::Drop {
+                object_type: ObjectType::Table,
+                names,
+                ..
+            } = s
+            {
+                for n in names {
+                    if let Some(last) = n.0.last().and_then(|p| p.as_ident()) {
+                        dropped.insert(last.value.clone());
+                    }
+                }
+                continue;
+            }
+            let _ = sqlparser::ast::visit_relations(s, |rel| {
+                if let Some(last) = rel.0.last().and_then(|p| p.as_ident()) {
+                    tables.insert(last.value.clone());
+                }
+                std::ops::ControlFlow::<()>::Continue(())
+            });
+        }
+    }
+    tables.retain(|t| !dropped.contains(t) && t != "_sqlx_migrations");
+    tables.into_iter().collect()
+}
+
 /// Text for people, one finding a paragraph, and a count.
 pub fn render_text(findings: &[Finding]) -> String {
     let mut s = String::new();
@@ -511,5 +552,21 @@ mod tests {
             ),
         ]);
         assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn touched_tables_come_from_the_parser() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("0001_a.sql"),
+            "CREATE TABLE a (x int);\nUPDATE b SET y = 1 WHERE z IN (SELECT z FROM c);\nCREATE INDEX i ON d (x);\nDROP TABLE e;\nINSERT INTO \"F\" VALUES (1);\n",
+        )
+        .unwrap();
+        let set = load(dir.path()).unwrap();
+        let s = set.get(1).unwrap().up.generic.as_ref().unwrap();
+        assert_eq!(
+            touched_tables(s, Dialect::Postgres),
+            vec!["F", "a", "b", "c", "d"]
+        );
     }
 }

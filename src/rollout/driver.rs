@@ -192,6 +192,7 @@ pub fn freeze(
         revert_on_halt,
         held: None,
         backup_dir: e.backup_dir.as_ref().map(|p| p.display().to_string()),
+        analyze: e.analyze,
     }
 }
 
@@ -212,6 +213,7 @@ fn exec_options(f: &FrozenSettings, target: i64) -> ExecOptions {
             TxMode::Migration
         },
         backup_dir: f.backup_dir.as_ref().map(PathBuf::from),
+        analyze: f.analyze,
     }
 }
 

@@ -35,6 +35,8 @@ pub struct ExecOptions {
     pub tx_mode: TxMode,
     /// Back each tenant up into this folder before its first migration.
     pub backup_dir: Option<std::path::PathBuf>,
+    /// ANALYZE the tables a tenant's migrations changed, after them.
+    pub analyze: bool,
 }
 
 impl Default for ExecOptions {
@@ -47,6 +49,7 @@ impl Default for ExecOptions {
             target: None,
             tx_mode: TxMode::Migration,
             backup_dir: None,
+            analyze: false,
         }
     }
 }
@@ -415,6 +418,18 @@ async fn apply_pending(
             }
             progress.current = Some(progress.current.unwrap_or(0).max(a.version));
         }
+    }
+    if shared.opts.analyze && !progress.applied.is_empty() {
+        let mut tables: Vec<String> = progress
+            .applied
+            .iter()
+            .filter_map(|v| shared.set.get(*v))
+            .filter_map(|m| m.up.get(dialect))
+            .flat_map(|s| crate::lint::touched_tables(s, dialect))
+            .collect();
+        tables.sort();
+        tables.dedup();
+        session.analyze(&tables).await;
     }
     Ok(())
 }

@@ -135,6 +135,9 @@ pub struct FrozenSettings {
     /// Back tenants up here before their first migration.
     #[serde(default)]
     pub backup_dir: Option<String>,
+    /// ANALYZE changed tables after each tenant's migrations.
+    #[serde(default)]
+    pub analyze: bool,
 }
 
 /// One rollout as stored.
