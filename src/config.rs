@@ -42,6 +42,9 @@ pub struct FileConfig {
     pub lease: Option<String>,
     pub backup: Option<PathBuf>,
     pub analyze: Option<bool>,
+    pub preflight: Option<bool>,
+    pub preflight_max_xact_age: Option<String>,
+    pub preflight_min_free_connections: Option<i64>,
 }
 
 impl FileConfig {
@@ -97,6 +100,9 @@ pub struct Overrides {
     pub revert_on_halt: bool,
     pub backup: Option<PathBuf>,
     pub analyze: bool,
+    pub preflight: bool,
+    pub preflight_max_xact_age: Option<String>,
+    pub preflight_min_free_connections: Option<i64>,
     pub target: Option<i64>,
 }
 
@@ -233,6 +239,19 @@ impl Config {
                 tx_mode: o.tx_mode.or(file.tx_mode).unwrap_or_default(),
                 backup_dir: o.backup.or(file.backup),
                 analyze: o.analyze || file.analyze.unwrap_or(false),
+                preflight: if o.preflight || file.preflight.unwrap_or(false) {
+                    Some((
+                        match o.preflight_max_xact_age.or(file.preflight_max_xact_age) {
+                            Some(v) => duration(&v, "--preflight-max-xact-age")?,
+                            None => Duration::from_secs(60),
+                        },
+                        o.preflight_min_free_connections
+                            .or(file.preflight_min_free_connections)
+                            .unwrap_or(3),
+                    ))
+                } else {
+                    None
+                },
             },
             settings: Settings {
                 lock_timeout,

@@ -87,6 +87,11 @@ pub enum Event {
         version: i64,
         duration: Duration,
     },
+    /// What the preflight found (size, largest tables, free connections).
+    Preflight {
+        tenant: TenantId,
+        summary: String,
+    },
     /// A backup of the tenant exists at `path` (taken before its first migration).
     BackupTaken {
         tenant: TenantId,

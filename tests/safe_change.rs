@@ -428,3 +428,66 @@ async fn analyze_refreshes_statistics_of_the_changed_tables() {
     sqlx::Connection::close(c).await.unwrap();
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_defers_a_tenant_whose_table_an_old_transaction_holds() {
+    let db = pg_database("preflight").await;
+    db.exec("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b;")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let m = demo_migrations();
+    assert_eq!(
+        sync_fleet(dir.path(), &fleet, &m, &["--to", "2"])
+            .status
+            .code(),
+        Some(0)
+    );
+    // a long-running reader of tenant_b.accounts (migration 3 alters it)
+    let mut reader = db.conn().await;
+    reader
+        .execute("BEGIN; SELECT count(*) FROM tenant_b.accounts")
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    let args = [
+        "--preflight",
+        "--preflight-max-xact-age",
+        "1s",
+        "--max-attempts",
+        "1",
+    ];
+    let out = sync_fleet(dir.path(), &fleet, &m, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    let b = &rows["tenant_b"];
+    assert_eq!(
+        (b["error_class"].as_str(), b["error_kind"].as_str()),
+        ("transient", "preflight_deferred")
+    );
+    assert!(
+        b["error_message"].contains("table accounts is held (AccessShareLock)"),
+        "{}",
+        b["error_message"]
+    );
+    let a = &rows["tenant_a"];
+    assert_eq!(a["status"], "succeeded");
+    assert!(
+        a["preflight"].starts_with("size ") && a["preflight"].contains("largest: "),
+        "{}",
+        a["preflight"]
+    );
+    let mut c = db.conn().await;
+    assert_eq!(
+        pg_history(&mut c, "tenant_b").await.len(),
+        2,
+        "deferred: nothing touched"
+    );
+    // the reader finishes; the deferred tenant goes through
+    reader.execute("COMMIT").await.unwrap();
+    let out = sync_fleet(dir.path(), &fleet, &m, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(pg_history(&mut c, "tenant_b").await.len(), 5);
+    sqlx::Connection::close(c).await.unwrap();
+    db.drop_now().await;
+}

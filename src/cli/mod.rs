@@ -162,6 +162,17 @@ pub struct Exec {
     /// After a tenant's migrations, ANALYZE the tables they changed.
     #[arg(long)]
     pub analyze: bool,
+    /// Before a tenant is touched (PostgreSQL): report its size and largest
+    /// tables, and defer it (retried later) while an old transaction holds a
+    /// table its migrations touch, or the server is short of connections.
+    #[arg(long)]
+    pub preflight: bool,
+    /// Preflight: the oldest transaction allowed to hold a touched table [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub preflight_max_xact_age: Option<String>,
+    /// Preflight: the fewest free server connections to go ahead with [default: 3].
+    #[arg(long, value_name = "N")]
+    pub preflight_min_free_connections: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -403,6 +414,9 @@ fn exec_overrides(e: &Exec) -> Overrides {
         tx_mode: e.tx_mode,
         backup: e.backup.clone(),
         analyze: e.analyze,
+        preflight: e.preflight,
+        preflight_max_xact_age: e.preflight_max_xact_age.clone(),
+        preflight_min_free_connections: e.preflight_min_free_connections,
         ..Default::default()
     }
 }

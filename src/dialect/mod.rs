@@ -521,6 +521,85 @@ impl Session {
         done
     }
 
+    /// Checks, before anything is applied, that the tenant can take DDL now
+    /// (PostgreSQL): no transaction older than `max_xact_age` holds a lock on
+    /// a table the migrations touch, and the server has at least
+    /// `min_free_connections` free. Returns a summary for the report (size and
+    /// largest tables), or a transient `preflight_deferred` error so that the
+    /// tenant is retried later instead of queueing production traffic.
+    pub async fn preflight(
+        &mut self,
+        tables: &[String],
+        max_xact_age: Duration,
+        min_free_connections: i64,
+    ) -> Result<Option<String>, TenantError> {
+        if self.dialect != Dialect::Postgres {
+            return Ok(None);
+        }
+        let schema = self.schema.clone().unwrap_or_else(|| "public".into());
+        let c = postgres::conn_mut(self);
+        let sizes: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_total_relation_size(c.oid) FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') \
+             ORDER BY 2 DESC, 1",
+        )
+        .bind(&schema)
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| classify(&e, Dialect::Postgres))?;
+        let blockers: Vec<(i32, String, f64, String)> = sqlx::query_as(
+            "SELECT a.pid, c.relname::text, EXTRACT(EPOCH FROM now() - a.xact_start)::float8, l.mode \
+             FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+             JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE n.nspname = $1 AND c.relname = ANY($2) AND a.pid <> pg_backend_pid() \
+             AND a.xact_start < now() - make_interval(secs => $3) ORDER BY 3 DESC",
+        )
+        .bind(&schema)
+        .bind(tables)
+        .bind(max_xact_age.as_secs_f64())
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| classify(&e, Dialect::Postgres))?;
+        let free: i32 = sqlx::query_scalar(
+            "SELECT current_setting('max_connections')::int - (SELECT count(*) FROM pg_stat_activity)::int",
+        )
+        .fetch_one(&mut *c)
+        .await
+        .map_err(|e| classify(&e, Dialect::Postgres))?;
+        if let Some((pid, table, age, mode)) = blockers.first() {
+            return Err(TenantError::transient(
+                "preflight_deferred",
+                format!(
+                    "table {table} is held ({mode}) by pid {pid} in a transaction open for {age:.0}s: \
+                     DDL would queue behind it and every query behind the DDL; deferred"
+                ),
+            ));
+        }
+        if (free as i64) < min_free_connections {
+            return Err(TenantError::transient(
+                "preflight_deferred",
+                format!(
+                    "the server has {free} free connection(s), fewer than {min_free_connections}; deferred"
+                ),
+            ));
+        }
+        let total: i64 = sizes.iter().map(|(_, b)| b).sum();
+        let largest: Vec<String> = sizes
+            .iter()
+            .take(3)
+            .map(|(t, b)| format!("{t} {} kB", b / 1024))
+            .collect();
+        Ok(Some(format!(
+            "size {} kB; largest: {}; {free} free connection(s)",
+            total / 1024,
+            if largest.is_empty() {
+                "none".to_string()
+            } else {
+                largest.join(", ")
+            }
+        )))
+    }
+
     /// Runs a statement outside any transaction (e.g. `VACUUM INTO`).
     pub async fn execute_plain(&mut self, sql: &str) -> Result<(), TenantError> {
         let sql = sqlx::AssertSqlSafe(sql.to_string());

@@ -355,6 +355,7 @@ impl RunReport {
             "error_version",
             "error_message",
             "gate_error",
+            "preflight",
         ]);
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
         let wave_name = |i: i64| {
@@ -386,6 +387,7 @@ impl RunReport {
                 opt(t.error_version),
                 t.error_message.clone().unwrap_or_default(),
                 t.gate_error.clone().unwrap_or_default(),
+                t.preflight.clone().unwrap_or_default(),
             ]);
         }
         String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()

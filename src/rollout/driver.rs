@@ -88,6 +88,10 @@ impl Subscriber for Recorder {
                 attempts: prior(tenant).map(|p| p.attempts).unwrap_or(0) + *attempt as i64,
                 at: now_ms(),
             },
+            Event::Preflight { tenant, summary } => TenantUpdate::Preflight {
+                tenant: tenant.to_string(),
+                summary: summary.clone(),
+            },
             Event::BackupTaken { tenant, path } => TenantUpdate::Backup {
                 tenant: tenant.to_string(),
                 path: path.display().to_string(),
@@ -149,6 +153,7 @@ impl Subscriber for Recorder {
                     error_version: e.and_then(|e| e.version),
                     error_message: e.map(|e| e.message.clone()),
                     gate_error: None,
+                    preflight: None,
                 }))
             }
             _ => return,
@@ -193,6 +198,9 @@ pub fn freeze(
         held: None,
         backup_dir: e.backup_dir.as_ref().map(|p| p.display().to_string()),
         analyze: e.analyze,
+        preflight: e
+            .preflight
+            .map(|(age, free)| (age.as_millis() as u64, free)),
     }
 }
 
@@ -214,6 +222,9 @@ fn exec_options(f: &FrozenSettings, target: i64) -> ExecOptions {
         },
         backup_dir: f.backup_dir.as_ref().map(PathBuf::from),
         analyze: f.analyze,
+        preflight: f
+            .preflight
+            .map(|(ms, free)| (Duration::from_millis(ms), free)),
     }
 }
 
@@ -430,6 +441,7 @@ fn empty_run(id: &str) -> TenantRun {
         error_version: None,
         error_message: None,
         gate_error: None,
+        preflight: None,
     }
 }
 

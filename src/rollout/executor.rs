@@ -37,6 +37,9 @@ pub struct ExecOptions {
     pub backup_dir: Option<std::path::PathBuf>,
     /// ANALYZE the tables a tenant's migrations changed, after them.
     pub analyze: bool,
+    /// Preflight before a tenant is touched: (longest transaction allowed to
+    /// hold a touched table, fewest free server connections).
+    pub preflight: Option<(Duration, i64)>,
 }
 
 impl Default for ExecOptions {
@@ -50,6 +53,7 @@ impl Default for ExecOptions {
             tx_mode: TxMode::Migration,
             backup_dir: None,
             analyze: false,
+            preflight: None,
         }
     }
 }
@@ -362,6 +366,25 @@ async fn apply_pending(
         from_version: plan.current,
         pending: plan.pending.clone(),
     });
+    if let Some((age, free)) = shared.opts.preflight
+        && !plan.pending.is_empty()
+    {
+        let mut tables: Vec<String> = plan
+            .pending
+            .iter()
+            .filter_map(|v| shared.set.get(*v))
+            .filter_map(|m| m.up.get(dialect))
+            .flat_map(|s| crate::lint::touched_tables(s, dialect))
+            .collect();
+        tables.sort();
+        tables.dedup();
+        if let Some(summary) = session.preflight(&tables, age, free).await? {
+            shared.emit(Event::Preflight {
+                tenant: tenant.id.clone(),
+                summary,
+            });
+        }
+    }
     if let Some(dir) = &shared.opts.backup_dir
         && !plan.pending.is_empty()
     {

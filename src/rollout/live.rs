@@ -131,6 +131,7 @@ impl Subscriber for LiveState {
             }
             Event::TenantPlanned { .. }
             | Event::BackupTaken { .. }
+            | Event::Preflight { .. }
             | Event::Interrupted
             | Event::RunFinished => {}
         }

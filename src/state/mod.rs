@@ -19,7 +19,7 @@ use crate::error::Error;
 use crate::tenant::redact_url;
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -92,6 +92,8 @@ const MIGRATIONS: &[&str] = &[
         created_at BIGINT NOT NULL,
         PRIMARY KEY (rollout_id, tenant)
     )",
+    // 4: preflight results
+    "ALTER TABLE fleetmig_tenant_runs ADD COLUMN preflight TEXT",
 ];
 
 /// Rollout statuses.
@@ -138,6 +140,9 @@ pub struct FrozenSettings {
     /// ANALYZE changed tables after each tenant's migrations.
     #[serde(default)]
     pub analyze: bool,
+    /// Preflight thresholds: (max transaction age ms, min free connections).
+    #[serde(default)]
+    pub preflight: Option<(u64, i64)>,
 }
 
 /// One rollout as stored.
@@ -192,6 +197,8 @@ pub struct TenantRun {
     pub error_version: Option<i64>,
     pub error_message: Option<String>,
     pub gate_error: Option<String>,
+    /// What the preflight found, when it ran.
+    pub preflight: Option<String>,
 }
 
 /// The checkpoint of one tenant's batched backfill.
@@ -212,6 +219,10 @@ pub enum TenantUpdate {
     Backup {
         tenant: String,
         path: String,
+    },
+    Preflight {
+        tenant: String,
+        summary: String,
     },
     Started {
         tenant: String,
@@ -292,6 +303,7 @@ fn tenant_from(r: &AnyRow) -> Result<TenantRun, sqlx::Error> {
         error_version: r.try_get("error_version")?,
         error_message: r.try_get("error_message")?,
         gate_error: r.try_get("gate_error")?,
+        preflight: r.try_get("preflight")?,
     })
 }
 
@@ -732,6 +744,15 @@ impl StateStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| self.err(e))?;
+                }
+                TenantUpdate::Preflight { tenant, summary } => {
+                    sqlx::query("UPDATE fleetmig_tenant_runs SET preflight = $1 WHERE rollout_id = $2 AND tenant = $3")
+                        .bind(summary)
+                        .bind(id)
+                        .bind(tenant)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|e| self.err(e))?;
                 }
                 TenantUpdate::Backup { tenant, path } => {
                     sqlx::query(
