@@ -327,3 +327,59 @@ async fn a_wrong_password_is_never_printed() {
     assert!(all.contains("***"));
     f.drop_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preflight_defers_a_database_with_an_old_open_transaction() {
+    let f = databases("pre", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = demo_migrations();
+    let pat = f.pattern();
+    let out = sync_fleet(
+        dir.path(),
+        &f.spec(),
+        &m,
+        &["--tenant-pattern", &pat, "--to", "2"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut reader = mysql_connect(&f.url(&f.names[1])).await;
+    reader.execute("BEGIN").await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let args = [
+        "--tenant-pattern",
+        &pat,
+        "--preflight",
+        "--preflight-max-xact-age",
+        "1s",
+        "--max-attempts",
+        "1",
+    ];
+    let out = sync_fleet(dir.path(), &f.spec(), &m, &args);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    assert_eq!(
+        rows[&f.names[1]]["error_kind"], "preflight_deferred",
+        "{:?}",
+        rows[&f.names[1]]
+    );
+    assert_eq!(rows[&f.names[0]]["status"], "succeeded");
+    assert!(
+        rows[&f.names[0]]["preflight"].contains("largest: "),
+        "{:?}",
+        rows[&f.names[0]]
+    );
+    assert_eq!(
+        f.history(&f.names[1]).await.len(),
+        2,
+        "deferred: nothing touched"
+    );
+    reader.execute("COMMIT").await.unwrap();
+    reader.close().await.unwrap();
+    let out = sync_fleet(dir.path(), &f.spec(), &m, &args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(f.history(&f.names[1]).await.len(), 5);
+    f.drop_all().await;
+}

@@ -522,8 +522,10 @@ impl Session {
     }
 
     /// Checks, before anything is applied, that the tenant can take DDL now
-    /// (PostgreSQL): no transaction older than `max_xact_age` holds a lock on
-    /// a table the migrations touch, and the server has at least
+    /// (PostgreSQL: no transaction older than `max_xact_age` holds a lock on
+    /// a table the migrations touch; MySQL: no transaction that old is open
+    /// on the tenant's database, since any of them can hold the metadata lock
+    /// DDL needs), and the server has at least
     /// `min_free_connections` free. Returns a summary for the report (size and
     /// largest tables), or a transient `preflight_deferred` error so that the
     /// tenant is retried later instead of queueing production traffic.
@@ -533,8 +535,12 @@ impl Session {
         max_xact_age: Duration,
         min_free_connections: i64,
     ) -> Result<Option<String>, TenantError> {
-        if self.dialect != Dialect::Postgres {
-            return Ok(None);
+        match self.dialect {
+            Dialect::Postgres => {}
+            Dialect::Mysql => {
+                return mysql::preflight(self, max_xact_age, min_free_connections).await;
+            }
+            Dialect::Sqlite => return Ok(None),
         }
         let schema = self.schema.clone().unwrap_or_else(|| "public".into());
         let c = postgres::conn_mut(self);

@@ -222,3 +222,68 @@ pub async fn list_databases(url: &str, opts: &DiscoverOptions) -> Result<Vec<Str
     let _ = conn.close().await;
     r.map_err(|e| scrub_secrets(&e.to_string(), [url]))
 }
+
+/// MySQL/MariaDB preflight: the tenant's size and largest tables, a
+/// transaction older than `max_age` open on its database (it may hold the
+/// metadata lock the DDL needs: deferred), and free connections.
+pub(crate) async fn preflight(
+    s: &mut Session,
+    max_age: std::time::Duration,
+    min_free: i64,
+) -> Result<Option<String>, TenantError> {
+    let c = conn_mut(s);
+    let sizes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT CAST(table_name AS CHAR), CAST(COALESCE(data_length, 0) + COALESCE(index_length, 0) AS SIGNED) \
+         FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' \
+         ORDER BY 2 DESC, 1",
+    )
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| super::classify(&e, Dialect::Mysql))?;
+    let old: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT CAST(t.trx_mysql_thread_id AS SIGNED), CAST(TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) AS SIGNED) \
+         FROM information_schema.innodb_trx t JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
+         WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID() \
+         AND t.trx_started < NOW() - INTERVAL ? SECOND ORDER BY 2 DESC",
+    )
+    .bind(max_age.as_secs() as i64)
+    .fetch_all(&mut *c)
+    .await
+    .map_err(|e| super::classify(&e, Dialect::Mysql))?;
+    let free: i64 = sqlx::query_scalar(
+        "SELECT CAST(@@max_connections - (SELECT COUNT(*) FROM information_schema.processlist) AS SIGNED)",
+    )
+    .fetch_one(&mut *c)
+    .await
+    .map_err(|e| super::classify(&e, Dialect::Mysql))?;
+    if let Some((thread, age)) = old.first() {
+        return Err(TenantError::transient(
+            "preflight_deferred",
+            format!(
+                "connection {thread} has had a transaction open on this database for {age}s: \
+                 DDL would wait for its metadata lock and every query behind the DDL; deferred"
+            ),
+        ));
+    }
+    if free < min_free {
+        return Err(TenantError::transient(
+            "preflight_deferred",
+            format!("the server has {free} free connection(s), fewer than {min_free}; deferred"),
+        ));
+    }
+    let total: i64 = sizes.iter().map(|(_, b)| b).sum();
+    let largest: Vec<String> = sizes
+        .iter()
+        .take(3)
+        .map(|(t, b)| format!("{t} {} kB", b / 1024))
+        .collect();
+    Ok(Some(format!(
+        "size {} kB; largest: {}; {free} free connection(s)",
+        total / 1024,
+        if largest.is_empty() {
+            "none".to_string()
+        } else {
+            largest.join(", ")
+        }
+    )))
+}
