@@ -259,13 +259,9 @@ pub struct AbortArgs {
     pub common: Common,
 }
 
+/// Flags `status` and `plan` share.
 #[derive(Debug, Args)]
-pub struct StatusArgs {
-    #[command(flatten)]
-    pub common: Common,
-    /// Show this rollout's waves and tenants from the state store.
-    #[arg(long)]
-    pub rollout: Option<String>,
+pub struct InspectOpts {
     /// Plan to this version instead of head.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<i64>,
@@ -281,24 +277,25 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Show this rollout's waves and tenants from the state store.
+    #[arg(long)]
+    pub rollout: Option<String>,
+    #[command(flatten)]
+    pub opts: InspectOpts,
+}
+
+#[derive(Debug, Args)]
 pub struct PlanArgs {
     #[command(flatten)]
     pub common: Common,
-    /// Plan to this version instead of head.
-    #[arg(long, value_name = "VERSION")]
-    pub to: Option<i64>,
     /// Show the wave plan too.
     #[arg(long, env = "FLEETMIG_WAVES")]
     pub waves: Option<String>,
-    /// Show contract migrations as applicable (see `sync --allow-contract`).
-    #[arg(long)]
-    pub allow_contract: bool,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-    /// Only these tenants (repeatable).
-    #[arg(long = "tenant", value_name = "ID")]
-    pub tenants: Vec<String>,
+    #[command(flatten)]
+    pub opts: InspectOpts,
 }
 
 #[derive(Debug, Args)]
@@ -592,7 +589,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let cfg = config(
                 &a.common,
                 Overrides {
-                    target: a.to,
+                    target: a.opts.to,
                     ..Default::default()
                 },
             )?;
@@ -610,26 +607,24 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
                     rollout: r,
                 };
                 store.close().await;
-                output::print_rollout(&report, a.json);
+                output::print_rollout(&report, a.opts.json);
                 return Ok(if report.all_ok() { 0 } else { 1 });
             }
-            inspect_cmd(&cfg, &a.tenants, a.json, false, None, a.allow_contract).await
+            inspect_cmd(&cfg, &a.opts, false, None).await
         }
         Command::Plan(a) => {
             let cfg = config(
                 &a.common,
                 Overrides {
-                    target: a.to,
+                    target: a.opts.to,
                     ..Default::default()
                 },
             )?;
             inspect_cmd(
                 &cfg,
-                &a.tenants,
-                a.json,
+                &a.opts,
                 true,
                 a.waves.as_deref().or(cfg.rollout.waves.as_deref()),
-                a.allow_contract,
             )
             .await
         }
@@ -756,12 +751,11 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
 
 async fn inspect_cmd(
     cfg: &Config,
-    only: &[String],
-    json: bool,
+    o: &InspectOpts,
     is_plan: bool,
     waves: Option<&str>,
-    allow_contract: bool,
 ) -> Result<i32, Error> {
+    let (only, json, allow_contract) = (&o.tenants, o.json, o.allow_contract);
     let (set, tenants) = prepare(cfg, only).await?;
     let wave_plan = match waves.filter(|_| is_plan) {
         Some(spec) => Some(plan_waves(&parse_waves(spec)?, &tenants, "plan")?),
