@@ -335,3 +335,61 @@ async fn tenant_tx_mode_leaves_a_failing_tenant_at_its_starting_version() {
         5
     );
 }
+
+#[test]
+fn progress_is_plain_lines_in_a_log_and_a_bar_on_a_terminal() {
+    let dir = sqlite_fleet(4);
+    let m = migration_dir(&[(
+        "0001_slow.sql",
+        "CREATE TABLE n (x INTEGER);\n\
+         WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 1500000) INSERT INTO n SELECT x FROM c;",
+    )]);
+    // not a terminal (a cron job's log): plain lines
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args([
+            "sync",
+            "--fleet",
+            "sqlite-dir:tenants",
+            "--concurrency",
+            "1",
+            "--progress-every",
+            "1",
+            "--migrations",
+        ])
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("fleetmig:") && l.contains("done"))
+        .collect();
+    assert!(!lines.is_empty(), "no progress lines in {err}");
+    assert!(
+        lines[0].contains("/4 done") && lines[0].contains("slowest in flight"),
+        "{}",
+        lines[0]
+    );
+
+    // a terminal: the indicatif bar (util-linux `script` gives the run a pty)
+    let dir = sqlite_fleet(4);
+    let bin = assert_cmd::cargo::cargo_bin("fleetmig");
+    let cmd = format!(
+        "{} sync --fleet sqlite-dir:tenants --concurrency 1 --migrations {}",
+        bin.display(),
+        m.path().display()
+    );
+    let out = std::process::Command::new("script")
+        .current_dir(dir.path())
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tty = stdout(&out);
+    assert!(
+        tty.contains("ETA") && tty.contains("/4"),
+        "no bar on the terminal: {tty:?}"
+    );
+}
