@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -109,10 +109,7 @@ async fn postgres_million_row_backfill_holds_locks_one_batch_at_a_time_and_resum
         }
         (worst, n)
     });
-
-    let bin = assert_cmd::cargo::cargo_bin("fleetmig");
-    let mut child = Command::new(&bin)
-        .current_dir(dir.path())
+    let mut child = fleetmig_process(dir.path())
         .args([
             "sync",
             "--progress-every",
@@ -166,8 +163,7 @@ async fn postgres_million_row_backfill_holds_locks_one_batch_at_a_time_and_resum
         "not recorded until complete"
     );
 
-    let out = Command::new(&bin)
-        .current_dir(dir.path())
+    let out = fleetmig_process(dir.path())
         .args([
             "resume",
             "--progress-every",

@@ -39,7 +39,6 @@ async fn sigkill_at_random_moments_then_resume_applies_everything_exactly_once()
         ("0004_work.sql", &slow("4")),
     ]);
     let mpath = m.path().to_str().unwrap().to_string();
-    let bin = assert_cmd::cargo::cargo_bin("fleetmig");
     let mut rng = rand::rng();
     let mut kills = 0;
     let mut runs = 0;
@@ -58,8 +57,7 @@ async fn sigkill_at_random_moments_then_resume_applies_everything_exactly_once()
             Some(r) if r["rollout"]["status"] != "completed" => vec!["resume".into()],
             Some(_) => break,
         };
-        let mut child = Command::new(&bin)
-            .current_dir(dir.path())
+        let mut child = fleetmig_process(dir.path())
             .args(&args)
             .args([
                 "--fleet",
@@ -173,8 +171,7 @@ async fn sigterm_pauses_the_rollout_and_writes_the_report() {
          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 800000) INSERT INTO n SELECT x FROM c;",
     )]);
     let mpath = m.path().to_str().unwrap().to_string();
-    let child = Command::new(assert_cmd::cargo::cargo_bin("fleetmig"))
-        .current_dir(dir.path())
+    let child = fleetmig_process(dir.path())
         .args([
             "rollout",
             "--fleet",
@@ -186,8 +183,6 @@ async fn sigterm_pauses_the_rollout_and_writes_the_report() {
             "--migrations",
             &mpath,
         ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(400));

@@ -118,13 +118,11 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
         ("0001_a.sql", "CREATE TABLE a (x INT); DO SLEEP(0.02);"),
         ("0002_b.sql", "INSERT INTO a VALUES (1);"),
     ]);
-    let bin = assert_cmd::cargo::cargo_bin("fleetmig");
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let children: Vec<_> = dirs
         .iter()
         .map(|d| {
-            std::process::Command::new(&bin)
-                .current_dir(d.path())
+            fleetmig_process(d.path())
                 .args([
                     "sync",
                     "--progress-every",
@@ -142,8 +140,6 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
                     "--migrations",
                 ])
                 .arg(m.path())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })

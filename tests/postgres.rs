@@ -174,13 +174,11 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
         ("0002_b.sql", "INSERT INTO a VALUES (1);"),
         ("0003_c.sql", "CREATE TABLE c (x int);"),
     ]);
-    let bin = assert_cmd::cargo::cargo_bin("fleetmig");
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let children: Vec<_> = dirs
         .iter()
         .map(|d| {
-            std::process::Command::new(&bin)
-                .current_dir(d.path())
+            fleetmig_process(d.path())
                 .args([
                     "sync",
                     "--progress-every",
@@ -194,8 +192,6 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
                 .arg(format!("postgres-schemas:{}", db.url))
                 .arg("--migrations")
                 .arg(m.path())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap()
         })
@@ -635,8 +631,7 @@ async fn server_restart_mid_run_is_retried_and_every_tenant_succeeds() {
         ),
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleetmig"))
-        .current_dir(dir.path())
+    let child = fleetmig_process(dir.path())
         .args([
             "sync",
             "--progress-every",
@@ -652,8 +647,6 @@ async fn server_restart_mid_run_is_retried_and_every_tenant_succeeds() {
         .arg(format!("postgres-schemas:{}", db.url))
         .arg("--migrations")
         .arg(m.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(700)).await;

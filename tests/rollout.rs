@@ -441,14 +441,11 @@ async fn a_second_rollout_on_the_same_fleet_is_refused_while_one_runs() {
         "CREATE TABLE n (x INTEGER);\n\
          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) INSERT INTO n SELECT x FROM c;",
     )]);
-    let first = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleetmig"))
-        .current_dir(dir.path())
+    let first = fleetmig_process(dir.path())
         .args(rollout_args(
             m.path().to_str().unwrap(),
             &["--concurrency", "1"],
         ))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));

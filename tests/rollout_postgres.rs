@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -223,7 +223,6 @@ async fn sigkill_loop_on_a_postgres_fleet_applies_everything_exactly_once() {
     ]);
     let mpath = m.path().to_str().unwrap().to_string();
     let state = state_url(&db);
-    let bin = assert_cmd::cargo::cargo_bin("fleetmig");
     let mut rng = rand::rng();
     let (mut kills, mut runs) = (0, 0);
     let history = || {
@@ -250,8 +249,7 @@ async fn sigkill_loop_on_a_postgres_fleet_applies_everything_exactly_once() {
             Some(r) if r["rollout"]["status"] != "completed" => vec!["resume"],
             Some(_) => break,
         };
-        let mut child = Command::new(&bin)
-            .current_dir(dir.path())
+        let mut child = fleetmig_process(dir.path())
             .args(&cmd)
             .args([
                 "--fleet",

@@ -304,9 +304,7 @@ async fn sigint_lets_in_flight_tenants_finish_their_migration_and_writes_the_rep
         ),
         ("0002_b.sql", "CREATE TABLE b (x INTEGER);"),
     ]);
-    let bin = assert_cmd::cargo::cargo_bin("fleetmig");
-    let child = std::process::Command::new(bin)
-        .current_dir(dir.path())
+    let child = fleetmig_process(dir.path())
         .args([
             "sync",
             "--fleet",
@@ -318,8 +316,6 @@ async fn sigint_lets_in_flight_tenants_finish_their_migration_and_writes_the_rep
             "--migrations",
         ])
         .arg(m.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));

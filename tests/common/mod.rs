@@ -318,3 +318,18 @@ pub fn registry_tenant(dir: &Path, id: &str) -> PathBuf {
 pub fn run_in(dir: &Path, args: &[&str]) -> Output {
     fleetmig().current_dir(dir).args(args).output().unwrap()
 }
+
+/// The real binary as a process to start in `dir` (for signals, kills and
+/// concurrent runs), with FLEETMIG_* cleared and its output piped.
+pub fn fleetmig_process(dir: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleetmig"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FLEETMIG_") {
+            c.env_remove(k);
+        }
+    }
+    c.current_dir(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
