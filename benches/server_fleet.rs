@@ -47,12 +47,23 @@ fn with_db(base: &str, db: &str) -> String {
     u.to_string()
 }
 
-fn scripts(dialect: Dialect) -> Vec<String> {
+/// What `sync` applies (every migration but the held contract step), for
+/// `dialect`: (version, SQL with `:batch_size` bound, runs outside a transaction).
+fn scripts(dialect: Dialect) -> Vec<(i64, String, bool)> {
     let set = fleetmig::migration::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
         .unwrap();
     set.migrations
         .iter()
-        .map(|m| m.up.get(dialect).unwrap().sql.clone())
+        .filter(|m| !fleetmig::rollout::is_contract(m))
+        .map(|m| {
+            let s = m.up.get(dialect).unwrap();
+            let size = s.directives.batch.map(|b| b.size).unwrap_or(0);
+            (
+                m.version,
+                s.sql.replace(":batch_size", &size.to_string()),
+                s.no_tx,
+            )
+        })
         .collect()
 }
 
@@ -204,16 +215,28 @@ fn main() {
 
     let rounds: usize = arg("--rounds", "3").parse().unwrap();
     if pg_n > 0 {
-        let body = scripts(Dialect::Postgres).join("\n");
+        let pg = scripts(Dialect::Postgres);
+        let body: String = pg
+            .iter()
+            .filter(|s| !s.2)
+            .map(|s| format!("{}\n;\n", s.1))
+            .collect();
+        let outside: String = pg
+            .iter()
+            .filter(|s| s.2)
+            .map(|s| format!("{}\n;\n", s.1))
+            .collect();
         // The floor, and (for reference) the floor doing the same bookkeeping
         // by hand: sqlx's history table and one row per migration.
         let history = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, \
              description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), \
              success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL);\n";
-        let rows: String = (1..=5)
-            .map(|v| {
+        let rows: String = pg
+            .iter()
+            .map(|s| {
                 format!(
-                    "INSERT INTO _sqlx_migrations VALUES ({v}, 'm', now(), TRUE, '\\x00', 1);\n"
+                    "INSERT INTO _sqlx_migrations VALUES ({}, 'm', now(), TRUE, '\\x00', 1);\n",
+                    s.0
                 )
             })
             .collect();
@@ -227,7 +250,7 @@ fn main() {
                     ("", "")
                 };
                 sessions[i % c].push_str(&format!(
-                    "SET search_path TO bench_{i:05};\nBEGIN;\n{h}{body}\n{r}COMMIT;\n"
+                    "SET search_path TO bench_{i:05};\nBEGIN;\n{h}{body}\n{r}COMMIT;\n{outside}"
                 ));
             }
             let url = with_db(&pg_base(), &db);
@@ -283,7 +306,10 @@ fn main() {
     }
 
     if my_n > 0 {
-        let body = scripts(Dialect::Mysql).join("\n");
+        let body: String = scripts(Dialect::Mysql)
+            .iter()
+            .map(|s| format!("{};\n", s.1.trim_end().trim_end_matches(';')))
+            .collect();
         let (mut best_floor, mut best_fm) = (Duration::MAX, Duration::MAX);
         for _ in 0..rounds {
             let tag = format!("fmb{:06x}", rand::random::<u32>() & 0xffffff);

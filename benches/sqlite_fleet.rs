@@ -33,7 +33,7 @@ fn make_fleet(root: &Path, n: usize) -> PathBuf {
     dir
 }
 
-async fn floor(dir: &Path, scripts: &[String], concurrency: usize) -> Duration {
+async fn floor(dir: &Path, scripts: &[(String, Option<u64>)], concurrency: usize) -> Duration {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -49,10 +49,28 @@ async fn floor(dir: &Path, scripts: &[String], concurrency: usize) -> Duration {
                 .connect()
                 .await
                 .unwrap();
-            for sql in scripts {
-                let mut tx = c.begin().await.unwrap();
-                tx.execute(sqlx::AssertSqlSafe(sql.clone())).await.unwrap();
-                tx.commit().await.unwrap();
+            for (sql, batch) in scripts {
+                match batch {
+                    // a batched backfill: the same statement until it changes nothing
+                    Some(size) => loop {
+                        let mut tx = c.begin().await.unwrap();
+                        let sql = sql.replace(":batch_size", &size.to_string());
+                        let n = tx
+                            .execute(sqlx::AssertSqlSafe(sql))
+                            .await
+                            .unwrap()
+                            .rows_affected();
+                        tx.commit().await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                    },
+                    None => {
+                        let mut tx = c.begin().await.unwrap();
+                        tx.execute(sqlx::AssertSqlSafe(sql.clone())).await.unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                }
             }
             c.close().await.unwrap();
         })
@@ -98,14 +116,14 @@ fn main() {
     let rounds: usize = arg("--rounds", "2").parse().unwrap();
     let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     let set = fleetmig::migration::load(&migrations).unwrap();
-    let scripts: Vec<String> = set
+    // what `sync` applies: every migration but the held contract step
+    let scripts: Vec<(String, Option<u64>)> = set
         .migrations
         .iter()
+        .filter(|m| !fleetmig::rollout::is_contract(m))
         .map(|m| {
-            m.up.get(fleetmig::tenant::Dialect::Sqlite)
-                .unwrap()
-                .sql
-                .clone()
+            let s = m.up.get(fleetmig::tenant::Dialect::Sqlite).unwrap();
+            (s.sql.clone(), s.directives.batch.map(|b| b.size))
         })
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()

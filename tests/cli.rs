@@ -138,7 +138,7 @@ async fn plan_and_status_write_nothing() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     assert!(
-        text.contains("new1: 0 -> 5: apply 1 (create accounts)"),
+        text.contains("new1: 0 -> 8: apply 1 (create accounts)"),
         "{text}"
     );
     assert!(!dir.path().join("db").exists(), "plan created a tenant");
@@ -162,7 +162,7 @@ async fn plan_and_status_write_nothing() {
     assert_eq!(v["kind"], "plan");
     assert_eq!(
         v["tenants"][0]["pending"],
-        serde_json::json!([1, 2, 3, 4, 5])
+        serde_json::json!([1, 2, 3, 4, 5, 6, 7, 8])
     );
     for id in ["t0000", "t0001"] {
         assert_eq!(
@@ -195,7 +195,10 @@ async fn plan_and_status_write_nothing() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tenants"][0]["version"], 0);
     assert_eq!(v["tenants"][1]["version"], 3);
-    assert_eq!(v["tenants"][1]["pending"], serde_json::json!([4, 5]));
+    assert_eq!(
+        v["tenants"][1]["pending"],
+        serde_json::json!([4, 5, 6, 7, 8])
+    );
     assert_eq!(v["tenants"][1]["state"], "pending");
     let out = fleetmig()
         .current_dir(fleet.path())
@@ -205,7 +208,7 @@ async fn plan_and_status_write_nothing() {
         .unwrap();
     let text = stdout(&out);
     assert!(
-        text.contains("versions across the fleet (head 5)"),
+        text.contains("versions across the fleet (head 9)"),
         "{text}"
     );
     assert!(text.contains("2 tenants: 2 pending"), "{text}");

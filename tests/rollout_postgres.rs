@@ -82,7 +82,10 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
     assert_eq!(s["status"], "halted", "{s}");
     let id = s["rollout_id"].as_str().unwrap().to_string();
     let mut c = db.conn().await;
-    assert_eq!(pg_history(&mut c, "tenant_000").await.len(), 5);
+    assert_eq!(
+        pg_history(&mut c, "tenant_000").await.len(),
+        DEMO_REACHED as usize
+    );
     assert!(
         pg_history(&mut c, "tenant_005").await.is_empty(),
         "later waves untouched"
@@ -115,7 +118,10 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
         stdout(&out),
         stderr(&out)
     );
-    assert_eq!(pg_history(&mut c, "tenant_001").await.len(), 5);
+    assert_eq!(
+        pg_history(&mut c, "tenant_001").await.len(),
+        DEMO_REACHED as usize
+    );
 
     // the gate query is frozen with the rollout, so start a fresh one for the gate
     let mut args = base("resume");
@@ -137,7 +143,10 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
         "completed"
     );
     for i in 0..12 {
-        assert_eq!(pg_history(&mut c, &format!("tenant_{i:03}")).await.len(), 5);
+        assert_eq!(
+            pg_history(&mut c, &format!("tenant_{i:03}")).await.len(),
+            DEMO_REACHED as usize
+        );
     }
 
     // gate SQL runs in each tenant's own schema
@@ -146,7 +155,7 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
         let e = e.unwrap();
         std::fs::copy(e.path(), m2.path().join(e.file_name())).unwrap();
     }
-    std::fs::write(m2.path().join("0006_x.sql"), "CREATE TABLE x (v int);").unwrap();
+    std::fs::write(m2.path().join("0010_x.sql"), "CREATE TABLE x (v int);").unwrap();
     std::fs::write(dir.path().join("gate.sql"), "SELECT count(*) = 0 FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'flag'").unwrap();
     let out = fleetmig()
         .current_dir(dir.path())

@@ -22,11 +22,7 @@ async fn two_hundred_tenants_reach_head_and_a_second_run_applies_nothing() {
     for i in 0..200 {
         let id = format!("t{i:04}");
         let path = tenant_path(dir.path(), &id);
-        assert_eq!(
-            sqlite_history(&path).await,
-            (1..=5).map(|v| (v, true)).collect::<Vec<_>>(),
-            "{id}"
-        );
+        assert_eq!(sqlite_history(&path).await, demo_history(), "{id}");
         let tables = sqlite_tables(&path).await;
         assert!(
             tables.contains(&"accounts".to_string()) && tables.contains(&"invoices".to_string())
@@ -38,9 +34,9 @@ async fn two_hundred_tenants_reach_head_and_a_second_run_applies_nothing() {
                 r["from_version"].as_str(),
                 r["to_version"].as_str()
             ),
-            ("succeeded", "0", "5")
+            ("succeeded", "0", "8")
         );
-        assert_eq!(r["applied_versions"], "1;2;3;4;5");
+        assert_eq!(r["applied_versions"], demo_applied(0));
     }
     // the backfill ran: every account has a plan
     let mut c = sqlite(&tenant_path(dir.path(), "t0007")).await;
@@ -53,7 +49,7 @@ async fn two_hundred_tenants_reach_head_and_a_second_run_applies_nothing() {
     let s = summary(&report);
     assert_eq!(s["format_version"], 2);
     assert_eq!(s["totals"]["succeeded"], 200);
-    assert_eq!(s["totals"]["migrations_applied"], 1000);
+    assert_eq!(s["totals"]["migrations_applied"], 200 * DEMO_REACHED);
 
     let installed_before: Vec<(i64, String)> = {
         let mut c = sqlite(&tenant_path(dir.path(), "t0100")).await;
@@ -115,7 +111,10 @@ async fn a_conflicting_tenant_fails_permanently_and_the_rest_succeed() {
     for (id, r) in &rows {
         if id != "t0005" {
             assert_eq!(r["status"], "succeeded", "{id}");
-            assert_eq!(sqlite_history(&tenant_path(dir.path(), id)).await.len(), 5);
+            assert_eq!(
+                sqlite_history(&tenant_path(dir.path(), id)).await.len(),
+                DEMO_REACHED as usize
+            );
         }
     }
     assert!(stdout(&out).contains("duplicate_object on 1 tenant"));
@@ -167,7 +166,7 @@ async fn a_tenant_locked_by_another_connection_is_retried_and_succeeds() {
         "the locked tenant was retried (attempts {attempts})"
     );
     assert_eq!(rows["t0000"]["attempts"], "1");
-    assert_eq!(sqlite_history(&locked).await.len(), 5);
+    assert_eq!(sqlite_history(&locked).await.len(), DEMO_REACHED as usize);
     assert!(sqlite_tables(&locked).await.contains(&"held".to_string()));
 }
 

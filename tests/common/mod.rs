@@ -333,3 +333,20 @@ pub fn fleetmig_process(dir: &Path) -> std::process::Command {
         .stderr(std::process::Stdio::piped());
     c
 }
+
+/// Where `sync` takes a tenant with the demo set: every migration but the
+/// contract one (0009), which waits for --allow-contract.
+pub const DEMO_REACHED: i64 = 8;
+
+/// The demo versions `sync` applies to a fresh tenant, as in tenants.csv.
+pub fn demo_applied(from: i64) -> String {
+    ((from + 1)..=DEMO_REACHED)
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A fresh tenant's history after `sync` with the demo set.
+pub fn demo_history() -> Vec<(i64, bool)> {
+    (1..=DEMO_REACHED).map(|v| (v, true)).collect()
+}
