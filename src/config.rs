@@ -239,6 +239,7 @@ impl Config {
                 tx_mode: o.tx_mode.or(file.tx_mode).unwrap_or_default(),
                 backup_dir: o.backup.or(file.backup),
                 analyze: o.analyze || file.analyze.unwrap_or(false),
+                hold_versions: Vec::new(),
                 preflight: if o.preflight || file.preflight.unwrap_or(false) {
                     Some((
                         match o.preflight_max_xact_age.or(file.preflight_max_xact_age) {

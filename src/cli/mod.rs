@@ -777,10 +777,9 @@ async fn inspect_cmd(
         .iter()
         .filter(|m| crate::rollout::is_contract(m))
         .collect();
-    let target = cfg.exec.target.unwrap_or(set.head());
-    let (capped, held) = crate::rollout::hold_for(&contracts, &rows, target, allow_contract);
+    let (hold, held) = crate::rollout::hold_for(&contracts, &rows, allow_contract);
     for r in &mut rows {
-        r.pending.retain(|v| *v <= capped);
+        crate::rollout::cut_at_held(&mut r.pending, &hold);
         if r.state == crate::rollout::TenantState::Pending && r.pending.is_empty() {
             r.state = crate::rollout::TenantState::UpToDate;
         }

@@ -618,43 +618,25 @@ impl Session {
     /// how long its transaction held its locks.
     pub async fn backfill_batch(
         &mut self,
+        m: &Migration,
         script: &Script,
         size: u64,
+        started: std::time::Instant,
     ) -> Result<(u64, Duration), TenantError> {
+        self.ensure_history().await?;
         let sql = sqlx::AssertSqlSafe(script.sql.replace(":batch_size", &size.to_string()));
         let begin = if self.dialect == Dialect::Sqlite {
             "BEGIN IMMEDIATE"
         } else {
             "BEGIN"
         };
-        let t0 = std::time::Instant::now();
-        let r: Result<u64, sqlx::Error> = on_conn!(&mut self.conn, c => {
-            async {
-                let mut tx = c.begin_with(begin).await?;
-                let n = sqlx::raw_sql(sql).execute(&mut *tx).await?.rows_affected();
-                tx.commit().await?;
-                Ok(n)
-            }
-            .await
-        }, missing => Ok(0));
-        let held = t0.elapsed();
-        r.map(|n| (n, held)).map_err(|e| self.err(e))
-    }
-
-    /// Records a migration (a finished backfill) in the history, in sqlx's
-    /// layout, with its execution time.
-    pub async fn record_applied(
-        &mut self,
-        m: &Migration,
-        script: &Script,
-        took: Duration,
-    ) -> Result<(), TenantError> {
-        self.ensure_history().await?;
         let p = |n: usize| match self.dialect {
             Dialect::Postgres => format!("${n}"),
             _ => "?".to_string(),
         };
-        let sql = format!(
+        // The batch that changes nothing also records the migration, in the
+        // same transaction: the history row commits with the last batch.
+        let insert = format!(
             "INSERT INTO {} (version, description, success, checksum, execution_time) VALUES ({}, {}, TRUE, {}, {})",
             self.table,
             p(1),
@@ -662,16 +644,28 @@ impl Session {
             p(3),
             p(4)
         );
-        let (v, d, sum, t) = (
-            m.version,
-            m.description.clone(),
-            script.checksum.clone(),
-            took.as_nanos() as i64,
-        );
-        let r = on_conn!(&mut self.conn, c => {
-            sqlx::query(sqlx::AssertSqlSafe(sql)).bind(v).bind(d).bind(sum).bind(t).execute(c).await.map(|_| ())
-        }, missing => Ok(()));
-        r.map_err(|e| self.err(e).at_version(v))
+        let (v, d, sum) = (m.version, m.description.clone(), script.checksum.clone());
+        let t0 = std::time::Instant::now();
+        let r: Result<u64, sqlx::Error> = on_conn!(&mut self.conn, c => {
+            async {
+                let mut tx = c.begin_with(begin).await?;
+                let n = sqlx::raw_sql(sql).execute(&mut *tx).await?.rows_affected();
+                if n == 0 {
+                    sqlx::query(sqlx::AssertSqlSafe(insert))
+                        .bind(v)
+                        .bind(d)
+                        .bind(sum)
+                        .bind(started.elapsed().as_nanos() as i64)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(n)
+            }
+            .await
+        }, missing => Ok(0));
+        let held = t0.elapsed();
+        r.map(|n| (n, held)).map_err(|e| self.err(e))
     }
 
     /// Records a migration as applied without running it (sqlx's `skip`: the

@@ -196,6 +196,7 @@ pub fn freeze(
         pause_after,
         revert_on_halt,
         held: None,
+        hold_versions: Vec::new(),
         backup_dir: e.backup_dir.as_ref().map(|p| p.display().to_string()),
         analyze: e.analyze,
         preflight: e
@@ -225,6 +226,7 @@ fn exec_options(f: &FrozenSettings, target: i64) -> ExecOptions {
         preflight: f
             .preflight
             .map(|(ms, free)| (Duration::from_millis(ms), free)),
+        hold_versions: f.hold_versions.clone(),
     }
 }
 

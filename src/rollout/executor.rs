@@ -40,6 +40,8 @@ pub struct ExecOptions {
     /// Preflight before a tenant is touched: (longest transaction allowed to
     /// hold a touched table, fewest free server connections).
     pub preflight: Option<(Duration, i64)>,
+    /// Contract versions held back: a tenant that needs one stops below it.
+    pub hold_versions: Vec<i64>,
 }
 
 impl Default for ExecOptions {
@@ -54,6 +56,7 @@ impl Default for ExecOptions {
             backup_dir: None,
             analyze: false,
             preflight: None,
+            hold_versions: Vec::new(),
         }
     }
 }
@@ -358,7 +361,8 @@ async fn apply_pending(
     session.lock().await?;
     let history = session.history().await?;
     let dialect = session.dialect();
-    let plan = plan_tenant(&history, &shared.set, dialect, shared.opts.target)?;
+    let mut plan = plan_tenant(&history, &shared.set, dialect, shared.opts.target)?;
+    crate::rollout::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
     progress.from_version.get_or_insert(plan.current);
     progress.current = Some(plan.current);
     shared.emit(Event::TenantPlanned {
@@ -482,7 +486,7 @@ async fn backfill(
             return Ok(());
         }
         let (n, held) = session
-            .backfill_batch(step.script, batch.size)
+            .backfill_batch(step.migration, step.script, batch.size, t0)
             .await
             .map_err(|e| e.at_version(v))?;
         progress.backfill.0 += 1;
@@ -505,9 +509,6 @@ async fn backfill(
             }
         }
     }
-    session
-        .record_applied(step.migration, step.script, t0.elapsed())
-        .await?;
     progress.applied.push(v);
     progress.current = Some(progress.current.unwrap_or(0).max(v));
     progress.backfill = (0, 0);

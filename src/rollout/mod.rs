@@ -30,26 +30,31 @@ use crate::report::new_run_id;
 use crate::state::{RolloutRecord, StateStore, owner_id};
 use crate::tenant::{Dialect, Tenant, TenantId, discover};
 
-/// Expand/contract: the first `phase=contract` migration at or below
-/// `target` that some tenant still needs is held (the target is capped just
-/// below it) unless the operator passed `--allow-contract` and every tenant
-/// of the whole fleet has applied every migration before it. So a contract
-/// step never reaches some tenants while others still lack the expand step.
-/// Returns the target to use and, when held, why.
+/// Expand/contract: which `phase=contract` migrations (at or below
+/// `target`) are held, and why. Held contract versions are never applied: a
+/// tenant that still needs one stops just below it (tenants that already
+/// have it go on). Without `--allow-contract` every contract migration is
+/// held, and no tenant is read for that. With it, the fleet is read and a
+/// contract migration is held while any tenant of the whole fleet still lacks
+/// a migration before it, so a contract step never reaches some tenants while
+/// others lack the expand step.
 pub async fn contract_hold(
     config: &Config,
     set: &Arc<MigrationSet>,
     all: &[Tenant],
     target: i64,
     allow: bool,
-) -> Result<(i64, Option<String>), Error> {
+) -> Result<(Vec<i64>, Option<String>), Error> {
     let contracts: Vec<&crate::migration::Migration> = set
         .migrations
         .iter()
         .filter(|m| m.version <= target && is_contract(m))
         .collect();
     if contracts.is_empty() {
-        return Ok((target, None));
+        return Ok((Vec::new(), None));
+    }
+    if !allow {
+        return Ok(hold_for(&contracts, &[], false));
     }
     let connector = Arc::new(Connector::new(config.settings.clone()));
     let rows = inspect(
@@ -61,37 +66,26 @@ pub async fn contract_hold(
     )
     .await;
     connector.close().await;
-    Ok(hold_for(&contracts, &rows, target, allow))
+    Ok(hold_for(&contracts, &rows, true))
 }
 
-pub fn is_contract(m: &crate::migration::Migration) -> bool {
-    m.up.all()
-        .any(|s| s.directives.phase == crate::migration::Phase::Contract)
-}
-
-/// The pure part of `contract_hold`.
+/// The pure part of `contract_hold`: the held contract versions (ascending)
+/// and a message for the first one.
 pub fn hold_for(
     contracts: &[&crate::migration::Migration],
     rows: &[Inspection],
-    target: i64,
     allow: bool,
-) -> (i64, Option<String>) {
-    for c in contracts {
-        let needs_it = rows
-            .iter()
-            .any(|r| r.pending.contains(&c.version) || r.version.is_none());
-        if !needs_it {
-            continue;
-        }
-        if !allow {
-            return (
-                c.version - 1,
-                Some(format!(
-                    "migration {} is phase=contract and is held: pass --allow-contract once the application no longer uses the old schema",
-                    c.label()
-                )),
-            );
-        }
+) -> (Vec<i64>, Option<String>) {
+    if !allow {
+        let first = contracts.first().map(|c| {
+            format!(
+                "migration {} is phase=contract and is held: pass --allow-contract once the application no longer uses the old schema",
+                c.label()
+            )
+        });
+        return (contracts.iter().map(|c| c.version).collect(), first);
+    }
+    for (k, c) in contracts.iter().enumerate() {
         let lacking: Vec<&str> = rows
             .iter()
             .filter(|r| {
@@ -103,7 +97,7 @@ pub fn hold_for(
             .collect();
         if !lacking.is_empty() {
             return (
-                c.version - 1,
+                contracts[k..].iter().map(|c| c.version).collect(),
                 Some(format!(
                     "migration {} is phase=contract and is held: {} tenant(s) of the fleet still lack earlier migrations (e.g. {}); finish the expand steps everywhere first",
                     c.label(),
@@ -118,7 +112,19 @@ pub fn hold_for(
             );
         }
     }
-    (target, None)
+    (Vec::new(), None)
+}
+
+/// Cuts `pending` before the first held contract version it contains.
+pub fn cut_at_held(pending: &mut Vec<i64>, held: &[i64]) {
+    if let Some(pos) = pending.iter().position(|v| held.contains(v)) {
+        pending.truncate(pos);
+    }
+}
+
+pub fn is_contract(m: &crate::migration::Migration) -> bool {
+    m.up.all()
+        .any(|s| s.directives.phase == crate::migration::Phase::Contract)
 }
 
 /// Keeps only `only` (all when empty); an unknown id is a usage error.
@@ -224,14 +230,8 @@ pub async fn rollout(
     {
         return Err(Error::Usage(format!("--pause-after {name}: no such wave")));
     }
-    let (target, held) = contract_hold(
-        config,
-        &set,
-        &all,
-        config.exec.target.unwrap_or(set.head()),
-        req.allow_contract,
-    )
-    .await?;
+    let target = config.exec.target.unwrap_or(set.head());
+    let (hold, held) = contract_hold(config, &set, &all, target, req.allow_contract).await?;
     if let Some(h) = &held {
         eprintln!("fleetmig: {h}");
     }
@@ -247,6 +247,7 @@ pub async fn rollout(
         req.revert_on_halt,
     );
     settings.held = held;
+    settings.hold_versions = hold;
     let ctx = Ctx {
         config,
         store,
@@ -366,4 +367,19 @@ pub async fn baseline(
     .await;
     s.close().await;
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_at_held;
+
+    #[test]
+    fn a_held_contract_stops_only_the_tenants_that_need_it() {
+        let mut needs = vec![7, 8, 9, 10];
+        cut_at_held(&mut needs, &[9]);
+        assert_eq!(needs, vec![7, 8], "nothing at or after the contract step");
+        let mut past_it = vec![10, 11];
+        cut_at_held(&mut past_it, &[9]);
+        assert_eq!(past_it, vec![10, 11], "a tenant that has 9 goes on");
+    }
 }

@@ -134,6 +134,9 @@ pub struct FrozenSettings {
     /// Why the target was capped below a held contract migration, if it was.
     #[serde(default)]
     pub held: Option<String>,
+    /// The contract versions held back (never applied in this rollout).
+    #[serde(default)]
+    pub hold_versions: Vec<i64>,
     /// Back tenants up here before their first migration.
     #[serde(default)]
     pub backup_dir: Option<String>,
