@@ -48,7 +48,9 @@ fn with_db(base: &str, db: &str) -> String {
 }
 
 /// What `sync` applies (every migration but the held contract step), for
-/// `dialect`: (version, SQL with `:batch_size` bound, runs outside a transaction).
+/// `dialect`: (version, SQL, runs outside a transaction). A batched backfill
+/// is written out as fleetmig runs it on these small tenants: one batch with
+/// `:batch_size` bound, the pause, and the batch that finds nothing left.
 fn scripts(dialect: Dialect) -> Vec<(i64, String, bool)> {
     let set = fleetmig::migration::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
         .unwrap();
@@ -57,12 +59,19 @@ fn scripts(dialect: Dialect) -> Vec<(i64, String, bool)> {
         .filter(|m| !fleetmig::rollout::is_contract(m))
         .map(|m| {
             let s = m.up.get(dialect).unwrap();
-            let size = s.directives.batch.map(|b| b.size).unwrap_or(0);
-            (
-                m.version,
-                s.sql.replace(":batch_size", &size.to_string()),
-                s.no_tx,
-            )
+            let sql = match s.directives.batch {
+                Some(b) => {
+                    let one = s.sql.replace(":batch_size", &b.size.to_string());
+                    let one = one.trim_end().trim_end_matches(';').to_string();
+                    let pause = match dialect {
+                        Dialect::Mysql => format!("DO SLEEP({})", b.pause.as_secs_f64()),
+                        _ => format!("SELECT pg_sleep({})", b.pause.as_secs_f64()),
+                    };
+                    format!("{one};\n{pause};\n{one}")
+                }
+                None => s.sql.clone(),
+            };
+            (m.version, sql, s.no_tx)
         })
         .collect()
 }

@@ -33,7 +33,11 @@ fn make_fleet(root: &Path, n: usize) -> PathBuf {
     dir
 }
 
-async fn floor(dir: &Path, scripts: &[(String, Option<u64>)], concurrency: usize) -> Duration {
+async fn floor(
+    dir: &Path,
+    scripts: &[(String, Option<(u64, Duration)>)],
+    concurrency: usize,
+) -> Duration {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -51,8 +55,9 @@ async fn floor(dir: &Path, scripts: &[(String, Option<u64>)], concurrency: usize
                 .unwrap();
             for (sql, batch) in scripts {
                 match batch {
-                    // a batched backfill: the same statement until it changes nothing
-                    Some(size) => loop {
+                    // a batched backfill: the same statement until it changes
+                    // nothing, with the same pause between batches
+                    Some((size, pause)) => loop {
                         let mut tx = c.begin().await.unwrap();
                         let sql = sql.replace(":batch_size", &size.to_string());
                         let n = tx
@@ -64,6 +69,7 @@ async fn floor(dir: &Path, scripts: &[(String, Option<u64>)], concurrency: usize
                         if n == 0 {
                             break;
                         }
+                        tokio::time::sleep(*pause).await;
                     },
                     None => {
                         let mut tx = c.begin().await.unwrap();
@@ -117,13 +123,13 @@ fn main() {
     let migrations = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
     let set = fleetmig::migration::load(&migrations).unwrap();
     // what `sync` applies: every migration but the held contract step
-    let scripts: Vec<(String, Option<u64>)> = set
+    let scripts: Vec<(String, Option<(u64, Duration)>)> = set
         .migrations
         .iter()
         .filter(|m| !fleetmig::rollout::is_contract(m))
         .map(|m| {
             let s = m.up.get(fleetmig::tenant::Dialect::Sqlite).unwrap();
-            (s.sql.clone(), s.directives.batch.map(|b| b.size))
+            (s.sql.clone(), s.directives.batch.map(|b| (b.size, b.pause)))
         })
         .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
