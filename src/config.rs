@@ -13,8 +13,10 @@ use crate::error::Error;
 use crate::rollout::{ExecOptions, Gates, RetryPolicy, RolloutRequest};
 use crate::tenant::{DiscoverOptions, FleetSpec};
 
-/// The keys `fleetmig.toml` may hold (all optional). Unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
+/// The settings keys, all optional: what `fleetmig.toml` may hold (unknown
+/// keys are errors), and what flags and `FLEETMIG_*` variables give, so the
+/// layering is one `over` instead of a second list of the same fields.
+#[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub fleet: Option<String>,
@@ -48,6 +50,42 @@ pub struct FileConfig {
 }
 
 impl FileConfig {
+    /// `self`, with the keys it lacks taken from `lower`.
+    pub fn over(self, lower: FileConfig) -> FileConfig {
+        FileConfig {
+            fleet: self.fleet.or(lower.fleet),
+            migrations: self.migrations.or(lower.migrations),
+            reports: self.reports.or(lower.reports),
+            tenant_pattern: self.tenant_pattern.or(lower.tenant_pattern),
+            tenant_query: self.tenant_query.or(lower.tenant_query),
+            concurrency: self.concurrency.or(lower.concurrency),
+            per_server: self.per_server.or(lower.per_server),
+            max_attempts: self.max_attempts.or(lower.max_attempts),
+            retry_backoff: self.retry_backoff.or(lower.retry_backoff),
+            max_failures: self.max_failures.or(lower.max_failures),
+            lock_timeout: self.lock_timeout.or(lower.lock_timeout),
+            statement_timeout: self.statement_timeout.or(lower.statement_timeout),
+            tx_mode: self.tx_mode.or(lower.tx_mode),
+            pool_size: self.pool_size.or(lower.pool_size),
+            create_missing: self.create_missing.or(lower.create_missing),
+            connect_timeout: self.connect_timeout.or(lower.connect_timeout),
+            state: self.state.or(lower.state),
+            waves: self.waves.or(lower.waves),
+            gate_max_failures: self.gate_max_failures.or(lower.gate_max_failures),
+            gate_max_failure_rate: self.gate_max_failure_rate.or(lower.gate_max_failure_rate),
+            gate_sql: self.gate_sql.or(lower.gate_sql),
+            bake: self.bake.or(lower.bake),
+            lease: self.lease.or(lower.lease),
+            backup: self.backup.or(lower.backup),
+            analyze: self.analyze.or(lower.analyze),
+            preflight: self.preflight.or(lower.preflight),
+            preflight_max_xact_age: self.preflight_max_xact_age.or(lower.preflight_max_xact_age),
+            preflight_min_free_connections: self
+                .preflight_min_free_connections
+                .or(lower.preflight_min_free_connections),
+        }
+    }
+
     /// Reads `path`; a missing default file is an empty config, a missing
     /// explicit one is an error.
     pub fn load(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
@@ -70,39 +108,13 @@ impl FileConfig {
     }
 }
 
-/// Values given on the command line or in the environment (`None`: not given).
+/// Values given on the command line or in the environment (`None`: not
+/// given): the same keys as the file, and what only a flag can say.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
-    pub fleet: Option<String>,
-    pub migrations: Option<PathBuf>,
-    pub reports: Option<PathBuf>,
-    pub tenant_pattern: Option<String>,
-    pub tenant_query: Option<String>,
-    pub concurrency: Option<usize>,
-    pub per_server: Option<usize>,
-    pub max_attempts: Option<u32>,
-    pub retry_backoff: Option<String>,
-    pub max_failures: Option<usize>,
-    pub lock_timeout: Option<String>,
-    pub statement_timeout: Option<String>,
-    pub tx_mode: Option<TxMode>,
-    pub pool_size: Option<u32>,
-    pub create_missing: Option<bool>,
-    pub connect_timeout: Option<String>,
-    pub state: Option<String>,
-    pub waves: Option<String>,
-    pub gate_max_failures: Option<usize>,
-    pub gate_max_failure_rate: Option<f64>,
-    pub gate_sql: Option<PathBuf>,
-    pub bake: Option<String>,
-    pub lease: Option<String>,
+    pub keys: FileConfig,
     pub pause_after: Option<String>,
     pub revert_on_halt: bool,
-    pub backup: Option<PathBuf>,
-    pub analyze: bool,
-    pub preflight: bool,
-    pub preflight_max_xact_age: Option<String>,
-    pub preflight_min_free_connections: Option<i64>,
     pub target: Option<i64>,
 }
 
@@ -130,8 +142,9 @@ fn duration(value: &str, name: &str) -> Result<Duration, Error> {
 
 impl Config {
     /// Merges flags/env over the file over the defaults.
-    pub fn resolve(o: Overrides, file: FileConfig, file_path: &Path) -> Result<Config, Error> {
-        let fleet_text = o.fleet.or(file.fleet).ok_or_else(|| {
+    pub fn resolve(o: Overrides, file: FileConfig) -> Result<Config, Error> {
+        let k = o.keys.over(file);
+        let fleet_text = k.fleet.ok_or_else(|| {
             Error::Usage(
                 "no fleet given: pass --fleet KIND:WHERE (e.g. --fleet sqlite-dir:tenants/demo), \
                  set FLEETMIG_FLEET, or put `fleet = \"...\"` in fleetmig.toml"
@@ -139,35 +152,35 @@ impl Config {
             )
         })?;
         let fleet: FleetSpec = fleet_text.parse()?;
-        let concurrency = o.concurrency.or(file.concurrency).unwrap_or(8);
+        let concurrency = k.concurrency.unwrap_or(8);
         if concurrency == 0 {
             return Err(Error::Usage("--concurrency must be at least 1".into()));
         }
-        let per_server = o.per_server.or(file.per_server).unwrap_or(concurrency);
+        let per_server = k.per_server.unwrap_or(concurrency);
         if per_server == 0 {
             return Err(Error::Usage("--per-server must be at least 1".into()));
         }
-        let max_attempts = o.max_attempts.or(file.max_attempts).unwrap_or(3);
+        let max_attempts = k.max_attempts.unwrap_or(3);
         if max_attempts == 0 {
             return Err(Error::Usage("--max-attempts must be at least 1".into()));
         }
-        let backoff = match o.retry_backoff.or(file.retry_backoff) {
+        let backoff = match k.retry_backoff {
             Some(v) => duration(&v, "--retry-backoff")?,
             None => Duration::from_millis(500),
         };
-        let lock_timeout = match o.lock_timeout.or(file.lock_timeout) {
+        let lock_timeout = match k.lock_timeout {
             Some(v) => duration(&v, "--lock-timeout")?,
             None => Duration::from_secs(5),
         };
-        let statement_timeout = match o.statement_timeout.or(file.statement_timeout) {
+        let statement_timeout = match k.statement_timeout {
             Some(v) => Some(duration(&v, "--statement-timeout")?),
             None => None,
         };
-        let connect_timeout = match o.connect_timeout.or(file.connect_timeout) {
+        let connect_timeout = match k.connect_timeout {
             Some(v) => duration(&v, "--connect-timeout")?,
             None => Duration::from_secs(10),
         };
-        let max_failures = o.max_failures.or(file.max_failures);
+        let max_failures = k.max_failures;
         if max_failures == Some(0) {
             return Err(Error::Usage("--max-failures must be at least 1".into()));
         }
@@ -176,7 +189,7 @@ impl Config {
         {
             return Err(Error::Usage(format!("--to {t}: versions are positive")));
         }
-        let rate = o.gate_max_failure_rate.or(file.gate_max_failure_rate);
+        let rate = k.gate_max_failure_rate;
         if let Some(r) = rate
             && !(0.0..=1.0).contains(&r)
         {
@@ -185,13 +198,13 @@ impl Config {
             )));
         }
         let rollout = RolloutRequest {
-            waves: o.waves.or(file.waves),
+            waves: k.waves,
             gates: Gates {
-                max_failures: o.gate_max_failures.or(file.gate_max_failures),
+                max_failures: k.gate_max_failures,
                 max_failure_rate: rate,
             },
-            gate_sql: o.gate_sql.or(file.gate_sql),
-            bake: match o.bake.or(file.bake) {
+            gate_sql: k.gate_sql,
+            bake: match k.bake {
                 Some(v) => duration(&v, "--bake")?,
                 None => Duration::ZERO,
             },
@@ -200,31 +213,18 @@ impl Config {
             allow_contract: false,
             allow_lint_findings: false,
         };
-        let lease = match o.lease.or(file.lease) {
+        let lease = match k.lease {
             Some(v) => duration(&v, "--lease")?,
             None => Duration::from_secs(30),
         };
-        let pool_size = o
-            .pool_size
-            .or(file.pool_size)
-            .unwrap_or(per_server.min(concurrency) as u32);
-        let _ = file_path;
+        let pool_size = k.pool_size.unwrap_or(per_server.min(concurrency) as u32);
         Ok(Config {
             fleet,
-            migrations: o
-                .migrations
-                .or(file.migrations)
-                .unwrap_or_else(|| "migrations".into()),
-            reports: o
-                .reports
-                .or(file.reports)
-                .unwrap_or_else(|| "reports".into()),
+            migrations: k.migrations.unwrap_or_else(|| "migrations".into()),
+            reports: k.reports.unwrap_or_else(|| "reports".into()),
             discover: DiscoverOptions {
-                pattern: o
-                    .tenant_pattern
-                    .or(file.tenant_pattern)
-                    .unwrap_or_else(|| "tenant_%".into()),
-                query: o.tenant_query.or(file.tenant_query),
+                pattern: k.tenant_pattern.unwrap_or_else(|| "tenant_%".into()),
+                query: k.tenant_query,
             },
             exec: ExecOptions {
                 concurrency,
@@ -236,19 +236,17 @@ impl Config {
                 },
                 max_failures,
                 target: o.target,
-                tx_mode: o.tx_mode.or(file.tx_mode).unwrap_or_default(),
-                backup_dir: o.backup.or(file.backup),
-                analyze: o.analyze || file.analyze.unwrap_or(false),
+                tx_mode: k.tx_mode.unwrap_or_default(),
+                backup_dir: k.backup,
+                analyze: k.analyze.unwrap_or(false),
                 hold_versions: Vec::new(),
-                preflight: if o.preflight || file.preflight.unwrap_or(false) {
+                preflight: if k.preflight.unwrap_or(false) {
                     Some((
-                        match o.preflight_max_xact_age.or(file.preflight_max_xact_age) {
+                        match k.preflight_max_xact_age {
                             Some(v) => duration(&v, "--preflight-max-xact-age")?,
                             None => Duration::from_secs(60),
                         },
-                        o.preflight_min_free_connections
-                            .or(file.preflight_min_free_connections)
-                            .unwrap_or(3),
+                        k.preflight_min_free_connections.unwrap_or(3),
                     ))
                 } else {
                     None
@@ -259,12 +257,9 @@ impl Config {
                 statement_timeout,
                 pool_size: pool_size.max(1),
                 connect_timeout,
-                create_missing: o.create_missing.or(file.create_missing).unwrap_or(false),
+                create_missing: k.create_missing.unwrap_or(false),
             },
-            state: o
-                .state
-                .or(file.state)
-                .unwrap_or_else(|| ".fleetmig/state.db".into()),
+            state: k.state.unwrap_or_else(|| ".fleetmig/state.db".into()),
             rollout,
             lease,
         })
@@ -281,10 +276,13 @@ mod tests {
             toml::from_str("fleet = \"sqlite-dir:a\"\nconcurrency = 4\nlock_timeout = \"2s\"")
                 .unwrap();
         let o = Overrides {
-            concurrency: Some(16),
+            keys: FileConfig {
+                concurrency: Some(16),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let c = Config::resolve(o, file, Path::new("fleetmig.toml")).unwrap();
+        let c = Config::resolve(o, file).unwrap();
         assert_eq!(c.exec.concurrency, 16);
         assert_eq!(c.settings.lock_timeout, Duration::from_secs(2));
         assert_eq!(c.fleet, FleetSpec::SqliteDir("a".into()));
@@ -298,15 +296,17 @@ mod tests {
             .to_string();
         assert!(e.contains("flete"));
         let o = Overrides {
-            fleet: Some("sqlite-dir:x".into()),
-            lock_timeout: Some("5 parsecs".into()),
+            keys: FileConfig {
+                fleet: Some("sqlite-dir:x".into()),
+                lock_timeout: Some("5 parsecs".into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        let e = Config::resolve(o, FileConfig::default(), Path::new("f")).unwrap_err();
+        let e = Config::resolve(o, FileConfig::default()).unwrap_err();
         assert!(e.to_string().contains("--lock-timeout"));
         assert_eq!(e.exit_code(), 2);
-        let e = Config::resolve(Overrides::default(), FileConfig::default(), Path::new("f"))
-            .unwrap_err();
+        let e = Config::resolve(Overrides::default(), FileConfig::default()).unwrap_err();
         assert!(e.to_string().contains("--fleet"));
     }
 }

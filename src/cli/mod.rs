@@ -386,34 +386,37 @@ fn config(common: &Common, mut o: Overrides) -> Result<Config, Error> {
         None => (PathBuf::from("fleetmig.toml"), false),
     };
     let file = FileConfig::load(&path, explicit)?;
-    o.fleet = common.fleet.clone();
-    o.migrations = common.migrations.clone();
-    o.reports = common.reports.clone();
-    o.state = common.state.clone();
-    o.tenant_pattern = common.tenant_pattern.clone();
-    o.tenant_query = common.tenant_query.clone();
-    o.concurrency = common.concurrency;
-    o.per_server = common.per_server;
-    o.lock_timeout = common.lock_timeout.clone();
-    o.statement_timeout = common.statement_timeout.clone();
-    o.create_missing = common.create_missing.then_some(true);
-    o.connect_timeout = common.connect_timeout.clone();
-    o.lease = common.lease.clone();
-    Config::resolve(o, file, &path)
+    o.keys.fleet = common.fleet.clone();
+    o.keys.migrations = common.migrations.clone();
+    o.keys.reports = common.reports.clone();
+    o.keys.state = common.state.clone();
+    o.keys.tenant_pattern = common.tenant_pattern.clone();
+    o.keys.tenant_query = common.tenant_query.clone();
+    o.keys.concurrency = common.concurrency;
+    o.keys.per_server = common.per_server;
+    o.keys.lock_timeout = common.lock_timeout.clone();
+    o.keys.statement_timeout = common.statement_timeout.clone();
+    o.keys.create_missing = common.create_missing.then_some(true);
+    o.keys.connect_timeout = common.connect_timeout.clone();
+    o.keys.lease = common.lease.clone();
+    Config::resolve(o, file)
 }
 
 fn exec_overrides(e: &Exec) -> Overrides {
     Overrides {
         target: e.to,
-        max_attempts: e.max_attempts,
-        retry_backoff: e.retry_backoff.clone(),
-        max_failures: e.max_failures,
-        tx_mode: e.tx_mode,
-        backup: e.backup.clone(),
-        analyze: e.analyze,
-        preflight: e.preflight,
-        preflight_max_xact_age: e.preflight_max_xact_age.clone(),
-        preflight_min_free_connections: e.preflight_min_free_connections,
+        keys: FileConfig {
+            max_attempts: e.max_attempts,
+            retry_backoff: e.retry_backoff.clone(),
+            max_failures: e.max_failures,
+            tx_mode: e.tx_mode,
+            backup: e.backup.clone(),
+            analyze: e.analyze.then_some(true),
+            preflight: e.preflight.then_some(true),
+            preflight_max_xact_age: e.preflight_max_xact_age.clone(),
+            preflight_min_free_connections: e.preflight_min_free_connections,
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -442,6 +445,9 @@ fn run_options(
 }
 
 fn finish(f: &Finished) -> i32 {
+    if let Some(h) = &f.report.rollout.settings.held {
+        eprintln!("fleetmig: {h}");
+    }
     output::print_run(&f.report);
     println!("{}", f.dir.display());
     f.exit_code()
@@ -472,11 +478,11 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         }
         Command::Rollout(a) => {
             let mut o = exec_overrides(&a.run.exec);
-            o.waves = a.waves.clone();
-            o.gate_max_failures = a.gate_max_failures;
-            o.gate_max_failure_rate = a.gate_max_failure_rate;
-            o.gate_sql = a.gate_sql.clone();
-            o.bake = a.bake.clone();
+            o.keys.waves = a.waves.clone();
+            o.keys.gate_max_failures = a.gate_max_failures;
+            o.keys.gate_max_failure_rate = a.gate_max_failure_rate;
+            o.keys.gate_sql = a.gate_sql.clone();
+            o.keys.bake = a.bake.clone();
             o.pause_after = a.pause_after.clone();
             o.revert_on_halt = a.revert_on_halt;
             let mut cfg = config(&a.run.common, o)?;

@@ -225,10 +225,3 @@ impl std::fmt::Display for VerifyFailed {
 }
 
 impl std::error::Error for VerifyFailed {}
-
-/// Runs raw SQL on a SQLite file (used by the benchmark's floor and the demo).
-pub async fn execute_raw(conn: &mut sqlx::SqliteConnection, sql: &str) -> Result<(), sqlx::Error> {
-    conn.execute(sqlx::AssertSqlSafe(sql.to_string()))
-        .await
-        .map(|_| ())
-}

@@ -9,7 +9,7 @@
 //! `ignore-file all`) anywhere in the file.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Serialize;
 use sqlparser::ast::{
@@ -181,14 +181,14 @@ pub fn lint_for(set: &MigrationSet, fleet_dialects: &[Dialect]) -> Vec<Finding> 
             if dialects.is_empty() {
                 continue;
             }
-            out.extend(lint_script(script, &dialects, m.up.all().count() > 1));
+            out.extend(lint_script(script, &dialects));
         }
     }
     out
 }
 
 /// Lints one script for the dialects it serves.
-pub fn lint_script(script: &Script, dialects: &[Dialect], _has_variants: bool) -> Vec<Finding> {
+pub fn lint_script(script: &Script, dialects: &[Dialect]) -> Vec<Finding> {
     let postgres = dialects.contains(&Dialect::Postgres);
     let parser_dialect: Box<dyn SqlDialect> = match dialects {
         [Dialect::Postgres] => Box::new(PostgreSqlDialect {}),
@@ -431,14 +431,6 @@ pub fn render_json(findings: &[Finding]) -> String {
         findings,
     })
     .expect("serialisable")
-}
-
-/// Paths of files with findings (for messages).
-pub fn files(findings: &[Finding]) -> Vec<&Path> {
-    let mut v: Vec<&Path> = findings.iter().map(|f| f.file.as_path()).collect();
-    v.sort();
-    v.dedup();
-    v
 }
 
 #[cfg(test)]

@@ -113,9 +113,34 @@ struct Shared {
     cancel: Cancel,
     failures: AtomicUsize,
     run_id: String,
+    tables: dashmap::DashMap<(i64, crate::tenant::Dialect), Vec<String>>,
 }
 
 impl Shared {
+    /// The tables `versions` touch for `dialect` (for preflight and
+    /// `--analyze`), from the parser. Each script is parsed once per run, not
+    /// once per tenant.
+    fn tables(&self, versions: &[i64], dialect: crate::tenant::Dialect) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for v in versions {
+            let per = self
+                .tables
+                .entry((*v, dialect))
+                .or_insert_with(|| {
+                    self.set
+                        .get(*v)
+                        .and_then(|m| m.up.get(dialect))
+                        .map(|s| crate::lint::touched_tables(s, dialect))
+                        .unwrap_or_default()
+                })
+                .clone();
+            out.extend(per);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
     fn emit(&self, e: Event) {
         for s in self.subscribers.iter() {
             s.on_event(&e);
@@ -150,6 +175,7 @@ impl Executor {
             cancel: self.cancel.clone(),
             failures: AtomicUsize::new(0),
             run_id: run_id.to_string(),
+            tables: Default::default(),
         });
         shared.emit(Event::RunStarted {
             run_id: run_id.to_string(),
@@ -373,15 +399,7 @@ async fn apply_pending(
     if let Some((age, free)) = shared.opts.preflight
         && !plan.pending.is_empty()
     {
-        let mut tables: Vec<String> = plan
-            .pending
-            .iter()
-            .filter_map(|v| shared.set.get(*v))
-            .filter_map(|m| m.up.get(dialect))
-            .flat_map(|s| crate::lint::touched_tables(s, dialect))
-            .collect();
-        tables.sort();
-        tables.dedup();
+        let tables = shared.tables(&plan.pending, dialect);
         if let Some(summary) = session.preflight(&tables, age, free).await? {
             shared.emit(Event::Preflight {
                 tenant: tenant.id.clone(),
@@ -447,15 +465,7 @@ async fn apply_pending(
         }
     }
     if shared.opts.analyze && !progress.applied.is_empty() {
-        let mut tables: Vec<String> = progress
-            .applied
-            .iter()
-            .filter_map(|v| shared.set.get(*v))
-            .filter_map(|m| m.up.get(dialect))
-            .flat_map(|s| crate::lint::touched_tables(s, dialect))
-            .collect();
-        tables.sort();
-        tables.dedup();
+        let tables = shared.tables(&progress.applied, dialect);
         session.analyze(&tables).await;
     }
     Ok(())

@@ -232,9 +232,6 @@ pub async fn rollout(
     }
     let target = config.exec.target.unwrap_or(set.head());
     let (hold, held) = contract_hold(config, &set, &all, target, req.allow_contract).await?;
-    if let Some(h) = &held {
-        eprintln!("fleetmig: {h}");
-    }
     if req.revert_on_halt {
         check_reversible(config, &set, &tenants, target).await?;
     }
