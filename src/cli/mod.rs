@@ -601,17 +601,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             )?;
             if let Some(id) = &a.rollout {
                 let store = StateStore::open(&cfg.state).await?;
-                let r = store.rollout(id).await?.ok_or_else(|| {
-                    Error::Usage(format!(
-                        "no rollout {id} in the state store {}",
-                        store.location
-                    ))
-                })?;
-                let report = crate::report::RunReport {
-                    waves: store.waves(id).await?,
-                    tenants: store.tenant_runs(id).await?,
-                    rollout: r,
-                };
+                let report = driver::load_report(&store, id).await?;
                 store.close().await;
                 output::print_rollout(&report, a.opts.json);
                 return Ok(if report.all_ok() { 0 } else { 1 });

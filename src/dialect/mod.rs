@@ -119,6 +119,13 @@ pub(crate) enum Conn {
     Mysql(sqlx::MySqlConnection),
 }
 
+/// Why a transaction group failed: the database, or a verification query
+/// that returned rows (the group was rolled back either way).
+pub(crate) enum Fail {
+    Db(MigrateError),
+    Verify(TenantError),
+}
+
 /// One applied migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppliedStep {
@@ -323,6 +330,18 @@ impl Session {
         let mut t = classify(&e, self.dialect);
         t.message = scrub_secrets(&t.message, self.url.as_deref());
         t
+    }
+
+    /// A failed group as a tenant error, pinned to the migration it was in.
+    pub(crate) fn fail(&self, f: Fail, version: Option<i64>) -> TenantError {
+        let t = match f {
+            Fail::Db(e) => self.migrate_err(e),
+            Fail::Verify(t) => t,
+        };
+        match version {
+            Some(v) => t.at_version(v),
+            None => t,
+        }
     }
 
     pub(crate) fn migrate_err(&self, e: MigrateError) -> TenantError {

@@ -14,7 +14,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
 use super::{
-    AppliedStep, Conn, Connector, Session, Step, quote_ident, quote_literal, sqlx_migration,
+    AppliedStep, Conn, Connector, Fail, Session, Step, quote_ident, quote_literal, sqlx_migration,
 };
 use crate::error::TenantError;
 use crate::tenant::{Dialect, DiscoverOptions, redact_url, scrub_secrets, validate_identifier};
@@ -288,10 +288,6 @@ async fn apply_batch(s: &mut Session, steps: &[Step<'_>]) -> Result<Vec<AppliedS
         .collect())
 }
 
-/// Why a verified group failed: a driver error, or a verification failure,
-/// and the migration it happened in.
-type Failure = (Option<sqlx::Error>, Option<TenantError>, Option<i64>);
-
 /// A group with verification queries: the same transaction, statement by
 /// statement, so that each verification's rows can be read before the
 /// history row is written; a failed verification rolls the group back.
@@ -301,14 +297,14 @@ async fn apply_verified(
 ) -> Result<Vec<AppliedStep>, TenantError> {
     let table = s.table.clone();
     let history_ready = s.history_ready;
-    let result: Result<Vec<AppliedStep>, Failure> = async {
+    let result: Result<Vec<AppliedStep>, (Fail, Option<i64>)> = async {
         let conn = conn_mut(s);
-        let mut tx = conn.begin().await.map_err(|e| (Some(e), None, None))?;
+        let mut tx = conn.begin().await.map_err(|e| (Fail::Db(e.into()), None))?;
         if !history_ready {
             sqlx::raw_sql(sqlx::AssertSqlSafe(history_ddl(&table)))
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| (Some(e), None, None))?;
+                .map_err(|e| (Fail::Db(e.into()), None))?;
         }
         let mut out = Vec::new();
         for step in steps {
@@ -317,17 +313,17 @@ async fn apply_verified(
             sqlx::raw_sql(sqlx::AssertSqlSafe(step.script.sql.clone()))
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| (Some(e), None, Some(v)))?;
+                .map_err(|e| (Fail::Db(e.into()), Some(v)))?;
             if let Some((file, vsql)) = &step.script.verify {
                 let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
                     .fetch_all(&mut *tx)
                     .await
-                    .map_err(|e| (Some(e), None, Some(v)))?
+                    .map_err(|e| (Fail::Db(e.into()), Some(v)))?
                     .iter()
                     .map(super::render_row)
                     .collect();
                 if let Some(why) = super::verdict(&rows) {
-                    return Err((None, Some(super::verify_failed(file, &why, true)), Some(v)));
+                    return Err((Fail::Verify(super::verify_failed(file, &why, true)), Some(v)));
                 }
             }
             let took = t0.elapsed();
@@ -340,14 +336,14 @@ async fn apply_verified(
             .bind(took.as_nanos() as i64)
             .execute(&mut *tx)
             .await
-            .map_err(|e| (Some(e), None, Some(v)))?;
+            .map_err(|e| (Fail::Db(e.into()), Some(v)))?;
             out.push(AppliedStep {
                 version: v,
                 duration: took,
                 already_applied: false,
             });
         }
-        tx.commit().await.map_err(|e| (Some(e), None, None))?;
+        tx.commit().await.map_err(|e| (Fail::Db(e.into()), None))?;
         Ok(out)
     }
     .await;
@@ -356,17 +352,7 @@ async fn apply_verified(
             s.history_ready = true;
             Ok(out)
         }
-        Err((e, t, v)) => {
-            let t = match (e, t) {
-                (_, Some(t)) => t,
-                (Some(e), None) => s.err(e),
-                (None, None) => TenantError::permanent("migrate", "unknown failure"),
-            };
-            Err(match v {
-                Some(v) => t.at_version(v),
-                None => t,
-            })
-        }
+        Err((f, v)) => Err(s.fail(f, v)),
     }
 }
 

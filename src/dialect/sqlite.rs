@@ -12,7 +12,7 @@ use sqlx::migrate::{Migrate, MigrateError, MigrationType};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Executor};
 
-use super::{Access, AppliedStep, Conn, Connector, Session, Step, sqlx_migration};
+use super::{Access, AppliedStep, Conn, Connector, Fail, Session, Step, sqlx_migration};
 use crate::error::TenantError;
 use crate::tenant::Dialect;
 
@@ -97,16 +97,16 @@ pub(crate) async fn apply(
     let Conn::Sqlite(conn) = &mut s.conn else {
         unreachable!("sqlite session without a sqlite connection")
     };
-    let result: Result<Vec<AppliedStep>, (sqlx::migrate::MigrateError, Option<i64>)> = async {
+    let result: Result<Vec<AppliedStep>, (Fail, Option<i64>)> = async {
         let mut tx = conn
             .begin_with("BEGIN IMMEDIATE")
             .await
-            .map_err(|e| (e.into(), None))?;
+            .map_err(|e| (Fail::Db(e.into()), None))?;
         if !s.history_ready {
             // Created inside the first write transaction: one fsync fewer per tenant.
             tx.ensure_migrations_table(TABLE)
                 .await
-                .map_err(|e| (e, None))?;
+                .map_err(|e| (Fail::Db(e), None))?;
         }
         let mut out = Vec::with_capacity(steps.len());
         for step in steps {
@@ -116,7 +116,7 @@ pub(crate) async fn apply(
                     .bind(v)
                     .fetch_optional(&mut *tx)
                     .await
-                    .map_err(|e| (e.into(), Some(v)))?;
+                    .map_err(|e| (Fail::Db(e.into()), Some(v)))?;
             if present.is_some() {
                 out.push(AppliedStep {
                     version: v,
@@ -133,18 +133,18 @@ pub(crate) async fn apply(
             (&mut *tx)
                 .execute(sqlx::AssertSqlSafe(step.script.sql.clone()))
                 .await
-                .map_err(|e| (MigrateError::ExecuteMigration(e, v), Some(v)))?;
+                .map_err(|e| (Fail::Db(MigrateError::ExecuteMigration(e, v)), Some(v)))?;
             let duration = t0.elapsed();
             if let Some((file, vsql)) = &step.script.verify {
                 let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
                     .fetch_all(&mut *tx)
                     .await
-                    .map_err(|e| (MigrateError::ExecuteMigration(e, v), Some(v)))?
+                    .map_err(|e| (Fail::Db(MigrateError::ExecuteMigration(e, v)), Some(v)))?
                     .iter()
                     .map(super::render_row)
                     .collect();
                 if let Some(why) = super::verdict(&rows) {
-                    return Err((MigrateError::Source(Box::new(VerifyFailed(super::verify_failed(file, &why, true)))), Some(v)));
+                    return Err((Fail::Verify(super::verify_failed(file, &why, true)), Some(v)));
                 }
             }
             sqlx::query(
@@ -157,14 +157,14 @@ pub(crate) async fn apply(
             .bind(duration.as_nanos() as i64)
             .execute(&mut *tx)
             .await
-            .map_err(|e| (e.into(), Some(v)))?;
+            .map_err(|e| (Fail::Db(e.into()), Some(v)))?;
             out.push(AppliedStep {
                 version: v,
                 duration,
                 already_applied: false,
             });
         }
-        tx.commit().await.map_err(|e| (e.into(), None))?;
+        tx.commit().await.map_err(|e| (Fail::Db(e.into()), None))?;
         Ok(out)
     }
     .await;
@@ -173,20 +173,7 @@ pub(crate) async fn apply(
             s.history_ready = true;
             Ok(out)
         }
-        Err((MigrateError::Source(e), v)) if e.is::<VerifyFailed>() => {
-            let t = e.downcast::<VerifyFailed>().expect("checked").0;
-            Err(match v {
-                Some(v) => t.at_version(v),
-                None => t,
-            })
-        }
-        Err((e, v)) => {
-            let mut t = s.migrate_err(e);
-            if let Some(v) = v {
-                t = t.at_version(v);
-            }
-            Err(t)
-        }
+        Err((f, v)) => Err(s.fail(f, v)),
     }
 }
 
@@ -213,15 +200,3 @@ async fn apply_no_tx(s: &mut Session, step: Step<'_>) -> Result<Vec<AppliedStep>
         }
     }
 }
-
-/// Carries a verification failure through sqlx's error type.
-#[derive(Debug)]
-struct VerifyFailed(TenantError);
-
-impl std::fmt::Display for VerifyFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.message)
-    }
-}
-
-impl std::error::Error for VerifyFailed {}

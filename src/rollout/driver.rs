@@ -553,6 +553,21 @@ async fn revert_wave(ctx: &Ctx<'_>, r: &RolloutRecord, runs: &[TenantRun]) -> Re
     Ok(())
 }
 
+/// Everything the store holds about rollout `id`.
+pub async fn load_report(store: &StateStore, id: &str) -> Result<RunReport, Error> {
+    let rollout = store.rollout(id).await?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no rollout {id} in the state store {}",
+            store.location
+        ))
+    })?;
+    Ok(RunReport {
+        waves: store.waves(id).await?,
+        tenants: store.tenant_runs(id).await?,
+        rollout,
+    })
+}
+
 /// Writes the report (and metrics file) of rollout `id` from the store.
 pub async fn write_report(
     store: &StateStore,
@@ -560,17 +575,7 @@ pub async fn write_report(
     reports: &std::path::Path,
     metrics: Option<&std::path::Path>,
 ) -> Result<Finished, Error> {
-    let rollout = store.rollout(id).await?.ok_or_else(|| {
-        Error::Usage(format!(
-            "no rollout {id} in the state store {}",
-            store.location
-        ))
-    })?;
-    let report = RunReport {
-        waves: store.waves(id).await?,
-        tenants: store.tenant_runs(id).await?,
-        rollout,
-    };
+    let report = load_report(store, id).await?;
     let dir = report.write(reports)?;
     if let Some(m) = metrics {
         crate::report::write_atomic(m, &report.metrics())?;
