@@ -689,7 +689,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
             let cfg = config(&a.common, Overrides::default())?;
             let (set, tenants) = prepare(&cfg, &a.tenants).await?;
             let connector = Arc::new(Connector::new(cfg.settings.clone()));
-            let verdicts = crate::rollout::verify::verify(
+            let verdicts = crate::rollout::drift::verify(
                 connector.clone(),
                 set,
                 tenants,

@@ -339,7 +339,7 @@ pub fn print_json(
     );
 }
 
-pub fn print_verify(v: &[crate::rollout::verify::Verdict], json: bool) {
+pub fn print_verify(v: &[crate::rollout::drift::Verdict], json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
         return;

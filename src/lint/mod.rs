@@ -4,6 +4,9 @@
 //! the few statements it cannot parse (e.g. `DROP INDEX CONCURRENTLY`) are
 //! read token by token with its tokenizer, never with regular expressions.
 //!
+//! The same parser answers one more question for the executor: which tables
+//! a script touches (`touched_tables`), for preflight and `--analyze`.
+//!
 //! Ignore comments: `-- fleetmig-lint: ignore FM001 FM007` on a statement's
 //! first line or the line above it; `-- fleetmig-lint: ignore-file FM001` (or
 //! `ignore-file all`) anywhere in the file.

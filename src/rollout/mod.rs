@@ -4,12 +4,12 @@
 //! by `status` and `plan`. `sync` here is the whole flow of one run: load and
 //! validate the set, discover, execute, report.
 
+pub mod drift;
 pub mod driver;
 pub mod executor;
 pub mod inspect;
 pub mod live;
 pub mod retry;
-pub mod verify;
 pub mod waves;
 
 pub use driver::{Ctx, Finished, RunOptions};

@@ -1,8 +1,10 @@
-//! `fleetmig verify`: for every tenant, the applied checksums against the
-//! files (an edited or missing migration), and the tenant's actual schema
-//! against the other tenants at the same version. Tenants whose schema
-//! differs from the majority at their version are drifted, with the
-//! difference spelled out: the hand-fixed tenant that no history table shows.
+//! Drift, for `fleetmig verify` (not a migration's verification query,
+//! which `dialect/` runs inside its transaction): for every tenant, the
+//! applied checksums against the files (an edited or missing migration), and
+//! the tenant's actual schema against the other tenants at the same version.
+//! Tenants whose schema differs from the majority at their version are
+//! drifted, with the difference spelled out: the hand-fixed tenant that no
+//! history table shows.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
