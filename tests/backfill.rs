@@ -61,6 +61,48 @@ async fn sqlite_backfill_runs_in_batches_and_checkpoints() {
     assert!(stderr(&out).contains("0003_bad.sql") && stderr(&out).contains(":batch_size"));
 }
 
+/// A batch that changes fewer rows than the size is confirmed at once, in the
+/// same transaction, by the statement again under a savepoint. When that
+/// confirming run still changes rows (here each batch takes half the size),
+/// it is rolled back: no transaction changes more than the size, no row is
+/// counted twice, and the loop goes on until a confirming run finds nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_short_batch_confirmation_never_exceeds_the_batch_size() {
+    let dir = sqlite_fleet(1);
+    let m = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, w INTEGER);\n\
+             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2500) INSERT INTO t (id, v) SELECT x, x FROM c;",
+        ),
+        (
+            "0002_fill.sql",
+            "-- fleetmig: batch size=1000 pause=1ms\n\
+             UPDATE t SET w = v * 2 WHERE id IN (SELECT id FROM t WHERE w IS NULL ORDER BY id LIMIT :batch_size / 2);\n",
+        ),
+    ]);
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let path = tenant_path(dir.path(), "t0000");
+    let mut c = sqlite(&path).await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE w IS NULL OR w <> v * 2")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    c.close().await.unwrap();
+    assert_eq!(sqlite_history(&path).await, vec![(1, true), (2, true)]);
+    let mut st = sqlite(&dir.path().join(".fleetmig/state.db")).await;
+    let row: (i64, i64, i64) =
+        sqlx::query_as("SELECT batches, rows_changed, done FROM fleetmig_backfills")
+            .fetch_one(&mut st)
+            .await
+            .unwrap();
+    // five transactions of 500 rows, each confirmed by a second run: four
+    // confirmations rolled back (they found rows), the last one found none
+    assert_eq!(row, (10, 2500, 1));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_million_row_backfill_holds_locks_one_batch_at_a_time_and_resumes_after_a_kill() {
     let db = pg_database("backfill").await;

@@ -68,6 +68,46 @@ async fn schema_fleet_through_a_small_pool_keeps_every_object_in_its_own_schema(
     assert_eq!(pg_tables(&mut c, "public").await, vec!["keep"]);
     assert!(pg_tables(&mut c, "other").await.is_empty());
 
+    // The history table has sqlx's columns, types, defaults and key, and no
+    // TOAST table (description and checksum are stored PLAIN).
+    let toasted: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = '_sqlx_migrations' AND n.nspname LIKE 'tenant\\_%' AND c.reltoastrelid <> 0",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(toasted, 0);
+    let columns: Vec<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT column_name::text, data_type::text, is_nullable::text, column_default::text \
+         FROM information_schema.columns WHERE table_schema = 'tenant_007' \
+         AND table_name = '_sqlx_migrations' ORDER BY ordinal_position",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let col =
+        |n: &str, t: &str, d: Option<&str>| (n.into(), t.into(), "NO".into(), d.map(String::from));
+    assert_eq!(
+        columns,
+        vec![
+            col("version", "bigint", None),
+            col("description", "text", None),
+            col("installed_on", "timestamp with time zone", Some("now()")),
+            col("success", "boolean", None),
+            col("checksum", "bytea", None),
+            col("execution_time", "bigint", None),
+        ]
+    );
+    let pk: String = sqlx::query_scalar(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint \
+         WHERE conrelid = '\"tenant_007\"._sqlx_migrations'::regclass AND contype = 'p'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(pk, "PRIMARY KEY (version)");
+
     // sqlx's own migrator, pointed at one tenant by search_path, agrees.
     let plain = migration_dir(&[
         ("0001_a.sql", "CREATE TABLE a (x int);"),

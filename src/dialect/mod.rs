@@ -135,6 +135,20 @@ pub struct AppliedStep {
     pub already_applied: bool,
 }
 
+/// What one transaction of a batched backfill did.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchOutcome {
+    /// Rows the batch changed (a rolled-back confirming run not counted).
+    pub changed: u64,
+    /// Times the statement ran: 2 when a short batch was confirmed in the
+    /// same transaction.
+    pub statements: u64,
+    /// How long the transaction held its locks.
+    pub held: Duration,
+    /// Nothing is left: the history row committed with this transaction.
+    pub done: bool,
+}
+
 /// One migration to apply: the set's entry and the script for this dialect.
 #[derive(Clone, Copy)]
 pub struct Step<'a> {
@@ -153,6 +167,10 @@ pub struct Session {
     pub(crate) locked: bool,
     /// Whether `_sqlx_migrations` is known to exist.
     pub(crate) history_ready: bool,
+    /// The tenant had no `_sqlx_migrations` when this session read its
+    /// history under the tenant lock: no earlier attempt got far enough to
+    /// leave anything behind (PostgreSQL skips the look for INVALID indexes).
+    pub(crate) fresh: bool,
     pub(crate) url: Option<String>,
     pub(crate) lock_key: String,
     /// How long to wait for the tenant lock.
@@ -163,6 +181,9 @@ pub struct Session {
     pub(crate) setup: String,
     /// The connection is in an unknown state and must not be reused.
     pub(crate) broken: bool,
+    /// How a PostgreSQL session creates the history table (see
+    /// `postgres::HistoryLayout`); unused elsewhere.
+    pub(crate) pg_history: postgres::HistoryLayout,
 }
 
 impl Connector {
@@ -387,6 +408,7 @@ impl Session {
         }
         .map_err(|e| self.err(e))?;
         if !exists {
+            self.fresh = self.locked;
             return Ok(Vec::new());
         }
         self.history_ready = true;
@@ -411,6 +433,9 @@ impl Session {
     pub async fn ensure_history(&mut self) -> Result<(), TenantError> {
         if self.history_ready {
             return Ok(());
+        }
+        if self.dialect == Dialect::Postgres {
+            return postgres::ensure_history(self).await;
         }
         let table = self.table.clone();
         let r = on_conn!(&mut self.conn, c => c.ensure_migrations_table(&table).await,
@@ -633,17 +658,26 @@ impl Session {
     }
 
     /// Runs one batch of a batched backfill in its own short transaction,
-    /// with `:batch_size` bound to `size`. Returns the rows it changed and
-    /// how long its transaction held its locks.
+    /// with `:batch_size` bound to `size`.
+    ///
+    /// A batch that changes fewer rows than `size` is followed at once, in
+    /// the same transaction and without the pause, by the statement again
+    /// under a savepoint: the batch that confirms nothing is left. If it
+    /// changes nothing, the history row is written and everything commits
+    /// together; if it does change rows (a statement whose batches are not
+    /// simply "the next `size` rows"), it is rolled back to the savepoint, so
+    /// no transaction ever changes more than `size` rows, and the loop goes
+    /// on with the pause as usual. On a small tenant the whole backfill is
+    /// one transaction and no pause.
     pub async fn backfill_batch(
         &mut self,
         m: &Migration,
         script: &Script,
         size: u64,
         started: std::time::Instant,
-    ) -> Result<(u64, Duration), TenantError> {
+    ) -> Result<BatchOutcome, TenantError> {
         self.ensure_history().await?;
-        let sql = sqlx::AssertSqlSafe(script.sql.replace(":batch_size", &size.to_string()));
+        let sql = script.sql.replace(":batch_size", &size.to_string());
         let begin = if self.dialect == Dialect::Sqlite {
             "BEGIN IMMEDIATE"
         } else {
@@ -653,8 +687,6 @@ impl Session {
             Dialect::Postgres => format!("${n}"),
             _ => "?".to_string(),
         };
-        // The batch that changes nothing also records the migration, in the
-        // same transaction: the history row commits with the last batch.
         let insert = format!(
             "INSERT INTO {} (version, description, success, checksum, execution_time) VALUES ({}, {}, TRUE, {}, {})",
             self.table,
@@ -665,11 +697,24 @@ impl Session {
         );
         let (v, d, sum) = (m.version, m.description.clone(), script.checksum.clone());
         let t0 = std::time::Instant::now();
-        let r: Result<u64, sqlx::Error> = on_conn!(&mut self.conn, c => {
+        let r: Result<(u64, u64, bool), sqlx::Error> = on_conn!(&mut self.conn, c => {
             async {
                 let mut tx = c.begin_with(begin).await?;
-                let n = sqlx::raw_sql(sql).execute(&mut *tx).await?.rows_affected();
-                if n == 0 {
+                let run = |sql: &str| sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()));
+                let changed = run(&sql).execute(&mut *tx).await?.rows_affected();
+                let mut statements = 1;
+                let mut done = changed == 0;
+                if !done && changed < size {
+                    statements += 1;
+                    let mut confirm = tx.begin().await?;
+                    if run(&sql).execute(&mut *confirm).await?.rows_affected() == 0 {
+                        confirm.commit().await?;
+                        done = true;
+                    } else {
+                        confirm.rollback().await?;
+                    }
+                }
+                if done {
                     sqlx::query(sqlx::AssertSqlSafe(insert))
                         .bind(v)
                         .bind(d)
@@ -679,12 +724,18 @@ impl Session {
                         .await?;
                 }
                 tx.commit().await?;
-                Ok(n)
+                Ok((changed, statements, done))
             }
             .await
-        }, missing => Ok(0));
+        }, missing => Ok((0, 1, true)));
         let held = t0.elapsed();
-        r.map(|n| (n, held)).map_err(|e| self.err(e))
+        r.map(|(changed, statements, done)| BatchOutcome {
+            changed,
+            statements,
+            held,
+            done,
+        })
+        .map_err(|e| self.err(e))
     }
 
     /// Records a migration as applied without running it (sqlx's `skip`: the

@@ -51,11 +51,13 @@ pub(crate) async fn open(c: &Connector, url: &str) -> Result<Session, TenantErro
         schema: None,
         locked: false,
         history_ready: false,
+        fresh: false,
         url: Some(url.to_string()),
         lock_wait: c.settings.lock_timeout,
         exists_hint: None,
         setup: String::new(),
         broken: false,
+        pg_history: Default::default(),
         lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
     };
     let secs = c.settings.lock_timeout.as_secs().max(1);

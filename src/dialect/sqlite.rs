@@ -30,11 +30,13 @@ pub(crate) async fn open(
         schema: None,
         locked: false,
         history_ready: false,
+        fresh: false,
         url: None,
         lock_wait: c.settings.lock_timeout,
         exists_hint: None,
         setup: String::new(),
         broken: false,
+        pg_history: Default::default(),
         lock_key: String::new(),
     };
     if !path.exists() {

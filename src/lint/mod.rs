@@ -407,6 +407,34 @@ pub fn touched_tables(script: &Script, dialect: Dialect) -> Vec<String> {
     tables.into_iter().collect()
 }
 
+/// The names of the indexes a PostgreSQL script builds with `CREATE INDEX
+/// CONCURRENTLY`, each as the parts of its (possibly schema-qualified) name,
+/// unquoted: the INVALID leftovers of an interrupted build are dropped
+/// before a retry.
+pub fn concurrent_indexes(sql: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for st in split_statements(sql) {
+        let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, &st.sql) else {
+            continue;
+        };
+        for s in stmts {
+            if let Statement::CreateIndex(ci) = s
+                && ci.concurrently
+                && let Some(name) = ci.name
+            {
+                out.push(
+                    name.0
+                        .iter()
+                        .filter_map(|p| p.as_ident())
+                        .map(|i| i.value.clone())
+                        .collect(),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Text for people, one finding a paragraph, and a count.
 pub fn render_text(findings: &[Finding]) -> String {
     let mut s = String::new();

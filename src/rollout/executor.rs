@@ -472,7 +472,8 @@ async fn apply_pending(
 }
 
 /// A batched backfill: the statement again and again, each batch in its own
-/// short transaction, until it changes no rows; then the history row. Every
+/// short transaction, until it changes no rows; then the history row (see
+/// `Session::backfill_batch` for the short batch confirmed without a pause). Every
 /// batch is reported (the state store keeps the checkpoint); a signal stops
 /// it between batches, and the next run continues where it stopped, since
 /// the statement only picks rows not yet done.
@@ -495,21 +496,21 @@ async fn backfill(
             progress.interrupted = true;
             return Ok(());
         }
-        let (n, held) = session
+        let b = session
             .backfill_batch(step.migration, step.script, batch.size, t0)
             .await
             .map_err(|e| e.at_version(v))?;
-        progress.backfill.0 += 1;
-        progress.backfill.1 += n;
+        progress.backfill.0 += b.statements;
+        progress.backfill.1 += b.changed;
         shared.emit(Event::BackfillBatch {
             tenant: tenant.id.clone(),
             version: v,
             batches: progress.backfill.0,
             rows: progress.backfill.1,
-            batch_duration: held,
-            done: n == 0,
+            batch_duration: b.held,
+            done: b.done,
         });
-        if n == 0 {
+        if b.done {
             break;
         }
         if !batch.pause.is_zero() {
