@@ -8,10 +8,16 @@
 //! MariaDB: M tenant databases × the demo set; the floor is the `mariadb`
 //! client (`USE db`; the scripts) with the same parallel sessions.
 //!
+//! Each round runs every arm once, on fresh databases, in an order rotated
+//! from round to round; a row's ratio is the median of its per-round ratios
+//! (the arm against the floor of the same round), shown with their range.
+//! The machine's speed drifts by a factor of two over minutes; a ratio taken
+//! within a round drifts far less than best-of times taken minutes apart.
+//!
 //! Needs the servers of scripts/test-services.sh. Every URL uses
 //! sslmode=disable (PostgreSQL) so that neither side pays a TLS handshake.
 //!
-//! cargo bench --bench server_fleet -- [--pg-tenants 1000] [--mysql-tenants 200] [--concurrency 8]
+//! cargo bench --bench server_fleet -- [--pg-tenants 1000] [--mysql-tenants 200] [--concurrency 8] [--rounds 5]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,7 +56,8 @@ fn with_db(base: &str, db: &str) -> String {
 /// What `sync` applies (every migration but the held contract step), for
 /// `dialect`: (version, SQL, runs outside a transaction). A batched backfill
 /// is written out as fleetmig runs it on these small tenants: one batch with
-/// `:batch_size` bound, the pause, and the batch that finds nothing left.
+/// `:batch_size` bound, which changes fewer rows than the size, and straight
+/// after it (no pause) the run that confirms nothing is left.
 fn scripts(dialect: Dialect) -> Vec<(i64, String, bool)> {
     let set = fleetmig::migration::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
         .unwrap();
@@ -63,11 +70,7 @@ fn scripts(dialect: Dialect) -> Vec<(i64, String, bool)> {
                 Some(b) => {
                     let one = s.sql.replace(":batch_size", &b.size.to_string());
                     let one = one.trim_end().trim_end_matches(';').to_string();
-                    let pause = match dialect {
-                        Dialect::Mysql => format!("DO SLEEP({})", b.pause.as_secs_f64()),
-                        _ => format!("SELECT pg_sleep({})", b.pause.as_secs_f64()),
-                    };
-                    format!("{one};\n{pause};\n{one}")
+                    format!("{one};\n{one}")
                 }
                 None => s.sql.clone(),
             };
@@ -196,10 +199,42 @@ async fn my_drop(tag: &str, n: usize) {
     c.close().await.unwrap();
 }
 
-fn row(name: &str, n: usize, floor: Duration, fm: Duration) {
-    let f = n as f64 / floor.as_secs_f64();
-    let m = n as f64 / fm.as_secs_f64();
-    println!("| {name} | {n} | {f:.0} | {m:.0} | {:.2} |", m / f);
+/// The timings of one arm against the floor of the same rounds.
+struct Arm {
+    name: &'static str,
+    times: Vec<Duration>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// One table row: median throughputs, and the ratio as the median of the
+/// per-round ratios (each arm against the floor of its own round, so that a
+/// slow minute of the machine slows both sides of the ratio), with its range.
+fn row(n: usize, floor: &[Duration], arm: &Arm) {
+    let tps = |d: &Duration| n as f64 / d.as_secs_f64();
+    let ratios: Vec<f64> = floor
+        .iter()
+        .zip(&arm.times)
+        .map(|(f, m)| f.as_secs_f64() / m.as_secs_f64())
+        .collect();
+    let (lo, hi) = ratios
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+    println!(
+        "| {} | {n} | {:.0} | {:.0} | {:.2} | {lo:.2}–{hi:.2} |",
+        arm.name,
+        median(floor.iter().map(tps).collect()),
+        median(arm.times.iter().map(tps).collect()),
+        median(ratios),
+    );
 }
 
 fn main() {
@@ -212,17 +247,19 @@ fn main() {
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let reports = tmp.path().join("reports");
+    let rounds: usize = arg("--rounds", "5").parse().unwrap();
     println!(
-        "Server fleets × demo set, {c} parallel sessions on both sides, sslmode=disable, best of {} rounds, {} cores",
-        arg("--rounds", "3"),
+        "Server fleets × demo set, {c} parallel sessions on both sides, sslmode=disable, \
+         {rounds} rounds (arms interleaved, order rotated each round), {} cores",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     );
-    println!("| run | tenants | floor tenants/s | fleetmig tenants/s | ratio |");
-    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| run | tenants | floor tenants/s | fleetmig tenants/s | ratio (median of rounds) | ratio range |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|");
 
-    let rounds: usize = arg("--rounds", "3").parse().unwrap();
     if pg_n > 0 {
         let pg = scripts(Dialect::Postgres);
         let body: String = pg
@@ -277,41 +314,45 @@ fn main() {
             rt.block_on(pg_drop(&db));
             t
         };
-        let mut best = [Duration::MAX; 4];
-        for _ in 0..rounds {
-            best[0] = best[0].min(psql_floor(false));
-            best[1] = best[1].min(psql_floor(true));
-            for (k, mode) in [(2, "tenant"), (3, "migration")] {
-                let db = rt.block_on(pg_db_with_schemas(pg_n));
-                let fleet = format!("postgres-schemas:{}", with_db(&pg_base(), &db));
-                best[k] = best[k].min(fleetmig(
-                    &fleet,
-                    "bench_%",
-                    c,
-                    &["--tx-mode", mode],
-                    &reports,
-                ));
-                rt.block_on(pg_drop(&db));
+        let mut floor = Vec::new();
+        let mut arms = [
+            Arm {
+                name: "PostgreSQL schemas, psql + history by hand (reference)",
+                times: Vec::new(),
+            },
+            Arm {
+                name: "PostgreSQL schemas, fleetmig --tx-mode tenant",
+                times: Vec::new(),
+            },
+            Arm {
+                name: "PostgreSQL schemas, fleetmig --tx-mode migration",
+                times: Vec::new(),
+            },
+        ];
+        for r in 0..rounds {
+            let mut t = [Duration::ZERO; 4];
+            for k in (0..4).map(|k| (k + r) % 4) {
+                t[k] = match k {
+                    0 => psql_floor(false),
+                    1 => psql_floor(true),
+                    _ => {
+                        let mode = if k == 2 { "tenant" } else { "migration" };
+                        let db = rt.block_on(pg_db_with_schemas(pg_n));
+                        let fleet = format!("postgres-schemas:{}", with_db(&pg_base(), &db));
+                        let d = fleetmig(&fleet, "bench_%", c, &["--tx-mode", mode], &reports);
+                        rt.block_on(pg_drop(&db));
+                        d
+                    }
+                };
+            }
+            floor.push(t[0]);
+            for (a, d) in arms.iter_mut().zip(&t[1..]) {
+                a.times.push(*d);
             }
         }
-        row(
-            "PostgreSQL schemas, psql + history by hand (reference)",
-            pg_n,
-            best[0],
-            best[1],
-        );
-        row(
-            "PostgreSQL schemas, fleetmig --tx-mode tenant",
-            pg_n,
-            best[0],
-            best[2],
-        );
-        row(
-            "PostgreSQL schemas, fleetmig --tx-mode migration",
-            pg_n,
-            best[0],
-            best[3],
-        );
+        for a in &arms {
+            row(pg_n, &floor, a);
+        }
     }
 
     if my_n > 0 {
@@ -319,7 +360,11 @@ fn main() {
             .iter()
             .map(|s| format!("{};\n", s.1.trim_end().trim_end_matches(';')))
             .collect();
-        let (mut best_floor, mut best_fm) = (Duration::MAX, Duration::MAX);
+        let mut floor = Vec::new();
+        let mut arm = Arm {
+            name: "MariaDB databases, fleetmig",
+            times: Vec::new(),
+        };
         for _ in 0..rounds {
             let tag = format!("fmb{:06x}", rand::random::<u32>() & 0xffffff);
             rt.block_on(my_dbs(&format!("{tag}f"), my_n));
@@ -328,7 +373,7 @@ fn main() {
                 sessions[i % c].push_str(&format!("USE {tag}f_{i:04};\n{body}\n"));
             }
             let u = url::Url::parse(&my_base()).unwrap();
-            let floor = run_clients(
+            let f = run_clients(
                 |f| {
                     let mut cmd = Command::new("sh");
                     cmd.arg("-c")
@@ -357,9 +402,9 @@ fn main() {
                 &reports,
             );
             rt.block_on(my_drop(&format!("{tag}m"), my_n));
-            best_floor = best_floor.min(floor);
-            best_fm = best_fm.min(t);
+            floor.push(f);
+            arm.times.push(t);
         }
-        row("MariaDB databases, fleetmig", my_n, best_floor, best_fm);
+        row(my_n, &floor, &arm);
     }
 }

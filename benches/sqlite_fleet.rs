@@ -55,18 +55,24 @@ async fn floor(
                 .unwrap();
             for (sql, batch) in scripts {
                 match batch {
-                    // a batched backfill: the same statement until it changes
-                    // nothing, with the same pause between batches
+                    // a batched backfill as fleetmig runs it: the statement
+                    // in short transactions with the same pause between full
+                    // batches; a batch smaller than the size is followed at
+                    // once, in its transaction, by the run that confirms
+                    // nothing is left
                     Some((size, pause)) => loop {
-                        let mut tx = c.begin().await.unwrap();
                         let sql = sql.replace(":batch_size", &size.to_string());
-                        let n = tx
-                            .execute(sqlx::AssertSqlSafe(sql))
-                            .await
-                            .unwrap()
-                            .rows_affected();
+                        let mut tx = c.begin().await.unwrap();
+                        let mut run = async |tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>| {
+                            tx.execute(sqlx::AssertSqlSafe(sql.clone()))
+                                .await
+                                .unwrap()
+                                .rows_affected()
+                        };
+                        let n = run(&mut tx).await;
+                        let done = n == 0 || (n < *size && run(&mut tx).await == 0);
                         tx.commit().await.unwrap();
-                        if n == 0 {
+                        if done {
                             break;
                         }
                         tokio::time::sleep(*pause).await;

@@ -677,6 +677,9 @@ impl Session {
         started: std::time::Instant,
     ) -> Result<BatchOutcome, TenantError> {
         self.ensure_history().await?;
+        if self.dialect == Dialect::Postgres {
+            return postgres::backfill_batch(self, m, script, size, started).await;
+        }
         let sql = script.sql.replace(":batch_size", &size.to_string());
         let begin = if self.dialect == Dialect::Sqlite {
             "BEGIN IMMEDIATE"
