@@ -63,7 +63,7 @@ async fn floor(
                     Some((size, pause)) => loop {
                         let sql = sql.replace(":batch_size", &size.to_string());
                         let mut tx = c.begin().await.unwrap();
-                        let mut run = async |tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>| {
+                        let run = async |tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>| {
                             tx.execute(sqlx::AssertSqlSafe(sql.clone()))
                                 .await
                                 .unwrap()
