@@ -199,10 +199,106 @@ async fn my_drop(tag: &str, n: usize) {
     c.close().await.unwrap();
 }
 
-/// The timings of one arm against the floor of the same rounds.
+/// CPU time, read from /proc: the database server's (PostgreSQL: backends
+/// that have exited, reaped by the postmaster; MariaDB: the mysqld process)
+/// plus this bench's reaped children (psql, mariadb, fleetmig). On a VM whose
+/// speed drifts, CPU spent is steadier than wall time: it says how much work
+/// each side made the machine do.
+#[derive(Clone, Copy)]
+enum Server {
+    Postgres(u32),
+    Mysql(u32),
+}
+
+fn stat_fields(pid: &str) -> Option<Vec<f64>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // the fields after "pid (comm)"; utime is the 12th of them
+    let rest = &stat[stat.rfind(')')? + 2..];
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0.0))
+            .collect(),
+    )
+}
+
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU seconds so far (see `Server`), if /proc can be read.
+fn cpu_now(server: Option<Server>) -> Option<f64> {
+    let me = stat_fields("self")?;
+    let children = me[13] + me[14];
+    let server = match server? {
+        Server::Postgres(pm) => {
+            let f = stat_fields(&pm.to_string())?;
+            f[13] + f[14]
+        }
+        Server::Mysql(pid) => {
+            let f = stat_fields(&pid.to_string())?;
+            f[11] + f[12]
+        }
+    };
+    Some((children + server) / clock_ticks())
+}
+
+async fn pg_server() -> Option<Server> {
+    let mut c = sqlx::PgConnection::connect(&pg_base()).await.ok()?;
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut c)
+        .await
+        .ok()?;
+    // the backend's parent is the postmaster
+    let ppid = stat_fields(&pid.to_string())?[1] as u32;
+    c.close().await.ok()?;
+    Some(Server::Postgres(ppid))
+}
+
+async fn mysql_server() -> Option<Server> {
+    let mut c = sqlx::MySqlConnection::connect(&my_base()).await.ok()?;
+    let file: String = sqlx::query_scalar("SELECT @@pid_file")
+        .fetch_one(&mut c)
+        .await
+        .ok()?;
+    c.close().await.ok()?;
+    let pid = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    Some(Server::Mysql(pid))
+}
+
+/// Waits until no session is connected to `db` any more (their backends have
+/// exited, so their CPU is counted), through `watch`, a connection kept for
+/// the whole bench.
+async fn pg_quiet(watch: &mut sqlx::PgConnection, db: &str) {
+    for _ in 0..200 {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(db)
+            .fetch_one(&mut *watch)
+            .await
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// One run of one arm: wall time and CPU seconds.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    wall: Duration,
+    cpu: Option<f64>,
+}
+
+/// The runs of one arm, against the floor of the same rounds.
 struct Arm {
     name: &'static str,
-    times: Vec<Duration>,
+    runs: Vec<Sample>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -215,24 +311,31 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// One table row: median throughputs, and the ratio as the median of the
-/// per-round ratios (each arm against the floor of its own round, so that a
-/// slow minute of the machine slows both sides of the ratio), with its range.
-fn row(n: usize, floor: &[Duration], arm: &Arm) {
-    let tps = |d: &Duration| n as f64 / d.as_secs_f64();
+/// One table row: median throughputs; the wall-time ratio as the median of
+/// the per-round ratios (each arm against the floor of its own round, so
+/// that a slow minute of the machine slows both sides of the ratio), with
+/// its range; and the CPU ratio (floor CPU over arm CPU, median of rounds).
+fn row(n: usize, floor: &[Sample], arm: &Arm) {
+    let tps = |s: &Sample| n as f64 / s.wall.as_secs_f64();
     let ratios: Vec<f64> = floor
         .iter()
-        .zip(&arm.times)
-        .map(|(f, m)| f.as_secs_f64() / m.as_secs_f64())
+        .zip(&arm.runs)
+        .map(|(f, m)| f.wall.as_secs_f64() / m.wall.as_secs_f64())
         .collect();
     let (lo, hi) = ratios
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
+    let cpu: Option<Vec<f64>> = floor
+        .iter()
+        .zip(&arm.runs)
+        .map(|(f, m)| Some(f.cpu? / m.cpu?))
+        .collect();
+    let cpu = cpu.map_or("n/a".to_string(), |c| format!("{:.2}", median(c)));
     println!(
-        "| {} | {n} | {:.0} | {:.0} | {:.2} | {lo:.2}–{hi:.2} |",
+        "| {} | {n} | {:.0} | {:.0} | {:.2} | {lo:.2}–{hi:.2} | {cpu} |",
         arm.name,
         median(floor.iter().map(tps).collect()),
-        median(arm.times.iter().map(tps).collect()),
+        median(arm.runs.iter().map(tps).collect()),
         median(ratios),
     );
 }
@@ -256,9 +359,9 @@ fn main() {
             .unwrap_or(1)
     );
     println!(
-        "| run | tenants | floor tenants/s | fleetmig tenants/s | ratio (median of rounds) | ratio range |"
+        "| run | tenants | floor tenants/s | fleetmig tenants/s | ratio (median of rounds) | ratio range | CPU ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
 
     if pg_n > 0 {
         let pg = scripts(Dialect::Postgres);
@@ -286,8 +389,26 @@ fn main() {
                 )
             })
             .collect();
-        let psql_floor = |with_history: bool| {
+        let server = rt.block_on(pg_server());
+        let mut watch = rt
+            .block_on(sqlx::PgConnection::connect(&pg_base()))
+            .unwrap();
+        // Runs one arm on a fresh database of `pg_n` schemas: CPU is counted
+        // from after the set-up until every session of the run has gone.
+        let mut measure = |run: &dyn Fn(&str) -> Duration| {
             let db = rt.block_on(pg_db_with_schemas(pg_n));
+            rt.block_on(pg_quiet(&mut watch, &db));
+            let before = cpu_now(server);
+            let wall = run(&db);
+            rt.block_on(pg_quiet(&mut watch, &db));
+            let after = cpu_now(server);
+            rt.block_on(pg_drop(&db));
+            Sample {
+                wall,
+                cpu: before.zip(after).map(|(b, a)| a - b),
+            }
+        };
+        let psql_floor = |with_history: bool, db: &str| {
             let mut sessions = vec![String::from("\\set ON_ERROR_STOP on\n"); c];
             for i in 0..pg_n {
                 let (h, r) = if with_history {
@@ -299,8 +420,8 @@ fn main() {
                     "SET search_path TO bench_{i:05};\nBEGIN;\n{h}{body}\n{r}COMMIT;\n{outside}"
                 ));
             }
-            let url = with_db(&pg_base(), &db);
-            let t = run_clients(
+            let url = with_db(&pg_base(), db);
+            run_clients(
                 |f| {
                     let mut cmd = Command::new("psql");
                     cmd.args(["-X", "-q", "-f"]).arg(f).arg(&url);
@@ -310,44 +431,35 @@ fn main() {
                 },
                 sessions,
                 tmp.path(),
-            );
-            rt.block_on(pg_drop(&db));
-            t
+            )
+        };
+        let fleetmig_pg = |mode: &str, db: &str| {
+            let fleet = format!("postgres-schemas:{}", with_db(&pg_base(), db));
+            fleetmig(&fleet, "bench_%", c, &["--tx-mode", mode], &reports)
         };
         let mut floor = Vec::new();
         let mut arms = [
-            Arm {
-                name: "PostgreSQL schemas, psql + history by hand (reference)",
-                times: Vec::new(),
-            },
-            Arm {
-                name: "PostgreSQL schemas, fleetmig --tx-mode tenant",
-                times: Vec::new(),
-            },
-            Arm {
-                name: "PostgreSQL schemas, fleetmig --tx-mode migration",
-                times: Vec::new(),
-            },
-        ];
+            "PostgreSQL schemas, psql + history by hand (reference)",
+            "PostgreSQL schemas, fleetmig --tx-mode tenant",
+            "PostgreSQL schemas, fleetmig --tx-mode migration",
+        ]
+        .map(|name| Arm {
+            name,
+            runs: Vec::new(),
+        });
         for r in 0..rounds {
-            let mut t = [Duration::ZERO; 4];
+            let mut t = [Sample::default(); 4];
             for k in (0..4).map(|k| (k + r) % 4) {
                 t[k] = match k {
-                    0 => psql_floor(false),
-                    1 => psql_floor(true),
-                    _ => {
-                        let mode = if k == 2 { "tenant" } else { "migration" };
-                        let db = rt.block_on(pg_db_with_schemas(pg_n));
-                        let fleet = format!("postgres-schemas:{}", with_db(&pg_base(), &db));
-                        let d = fleetmig(&fleet, "bench_%", c, &["--tx-mode", mode], &reports);
-                        rt.block_on(pg_drop(&db));
-                        d
-                    }
+                    0 => measure(&|db| psql_floor(false, db)),
+                    1 => measure(&|db| psql_floor(true, db)),
+                    2 => measure(&|db| fleetmig_pg("tenant", db)),
+                    _ => measure(&|db| fleetmig_pg("migration", db)),
                 };
             }
             floor.push(t[0]);
             for (a, d) in arms.iter_mut().zip(&t[1..]) {
-                a.times.push(*d);
+                a.runs.push(*d);
             }
         }
         for a in &arms {
@@ -360,10 +472,11 @@ fn main() {
             .iter()
             .map(|s| format!("{};\n", s.1.trim_end().trim_end_matches(';')))
             .collect();
+        let server = rt.block_on(mysql_server());
         let mut floor = Vec::new();
         let mut arm = Arm {
             name: "MariaDB databases, fleetmig",
-            times: Vec::new(),
+            runs: Vec::new(),
         };
         for _ in 0..rounds {
             let tag = format!("fmb{:06x}", rand::random::<u32>() & 0xffffff);
@@ -373,6 +486,7 @@ fn main() {
                 sessions[i % c].push_str(&format!("USE {tag}f_{i:04};\n{body}\n"));
             }
             let u = url::Url::parse(&my_base()).unwrap();
+            let before = cpu_now(server);
             let f = run_clients(
                 |f| {
                     let mut cmd = Command::new("sh");
@@ -392,8 +506,13 @@ fn main() {
                 sessions,
                 tmp.path(),
             );
+            let f = Sample {
+                wall: f,
+                cpu: before.zip(cpu_now(server)).map(|(b, a)| a - b),
+            };
             rt.block_on(my_drop(&format!("{tag}f"), my_n));
             rt.block_on(my_dbs(&format!("{tag}m"), my_n));
+            let before = cpu_now(server);
             let t = fleetmig(
                 &format!("mysql-databases:{}", my_base()),
                 &format!("{tag}m\\_%"),
@@ -401,9 +520,13 @@ fn main() {
                 &[],
                 &reports,
             );
+            let t = Sample {
+                wall: t,
+                cpu: before.zip(cpu_now(server)).map(|(b, a)| a - b),
+            };
             rt.block_on(my_drop(&format!("{tag}m"), my_n));
             floor.push(f);
-            arm.times.push(t);
+            arm.runs.push(t);
         }
         row(my_n, &floor, &arm);
     }
