@@ -328,17 +328,31 @@ pub(crate) async fn ensure_history(s: &mut Session) -> Result<(), TenantError> {
     Ok(())
 }
 
-/// The history row of `step` in sqlx's layout, `execution_time` given as SQL
-/// (nanoseconds), returning a `fleetmig:done:<version>:<nanos>` marker.
-fn history_insert(table: &str, step: Step<'_>, execution_time: &str) -> String {
+/// The history rows of `rows` (each a step and its `execution_time` as SQL,
+/// in nanoseconds) in sqlx's layout, in one statement, returning a
+/// `fleetmig:done:<version>:<nanos>` marker per row.
+fn history_insert_rows(table: &str, rows: &[(Step<'_>, String)]) -> String {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(step, execution_time)| {
+            format!(
+                "({}, {}, TRUE, decode('{}', 'hex'), {execution_time})",
+                step.migration.version,
+                quote_literal(Dialect::Postgres, &step.migration.description),
+                crate::migration::hex(&step.script.checksum),
+            )
+        })
+        .collect();
     format!(
         "INSERT INTO {table} (version, description, success, checksum, execution_time) VALUES \
-         ({}, {}, TRUE, decode('{}', 'hex'), {execution_time}) \
-         RETURNING 'fleetmig:done:' || version || ':' || execution_time;\n",
-        step.migration.version,
-        quote_literal(Dialect::Postgres, &step.migration.description),
-        crate::migration::hex(&step.script.checksum),
+         {} RETURNING 'fleetmig:done:' || version || ':' || execution_time;\n",
+        values.join(",\n")
     )
+}
+
+/// The history row of one step (see `history_insert_rows`).
+fn history_insert(table: &str, step: Step<'_>, execution_time: &str) -> String {
+    history_insert_rows(table, &[(step, execution_time.to_string())])
 }
 
 /// A `-- no-transaction` migration (`CREATE INDEX CONCURRENTLY`): the INVALID
@@ -468,21 +482,34 @@ async fn apply_batch(s: &mut Session, steps: &[Step<'_>]) -> Result<Vec<AppliedS
         return apply_verified(s, steps).await;
     }
     let table = s.table.clone();
+    // Each script's start time goes into a transaction-local setting; one
+    // INSERT at the end writes every history row, each migration's time
+    // measured by the server up to the next one's start.
+    let start = |i: usize| format!("current_setting('fleetmig.t{i}')::timestamptz");
     let mut sql = String::from("BEGIN;\n");
-    for step in steps {
+    let mut rows = Vec::new();
+    for (i, step) in steps.iter().enumerate() {
         let v = step.migration.version;
         sql.push_str(&format!(
-            "SELECT 'fleetmig:start:{v}', set_config('fleetmig.t0', clock_timestamp()::text, true);\n"
+            "SELECT 'fleetmig:start:{v}', set_config('fleetmig.t{i}', clock_timestamp()::text, true);\n"
         ));
         sql.push_str(&step.script.sql);
         // a script may end in a comment or without a semicolon
         sql.push_str("\n;\n");
-        sql.push_str(&history_insert(
-            &table,
+        let end = if i + 1 < steps.len() {
+            start(i + 1)
+        } else {
+            "clock_timestamp()".to_string()
+        };
+        rows.push((
             *step,
-            "(extract(epoch FROM clock_timestamp() - current_setting('fleetmig.t0')::timestamptz) * 1000000000)::bigint",
+            format!(
+                "(extract(epoch FROM {end} - {}) * 1000000000)::bigint",
+                start(i)
+            ),
         ));
     }
+    sql.push_str(&history_insert_rows(&table, &rows));
     sql.push_str("COMMIT;");
     let (markers, err) = batch(conn_mut(s), sql).await;
     if let Some(e) = err {
