@@ -103,6 +103,105 @@ async fn sqlite_short_batch_confirmation_never_exceeds_the_batch_size() {
     assert_eq!(row, (10, 2500, 1));
 }
 
+/// A batched backfill with a verification query that is wrong on purpose
+/// (the backfill writes v * 2).
+fn verified_backfill() -> tempfile::TempDir {
+    migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, w INTEGER);\n\
+             INSERT INTO t (id, v) VALUES (1, 1), (2, 2), (3, 3), (4, 4), (5, 5);",
+        ),
+        (
+            "0002_fill.sql",
+            "-- fleetmig: batch size=2 pause=1ms\n\
+             UPDATE t SET w = v * 2 WHERE id IN (SELECT id FROM (SELECT id FROM t WHERE w IS NULL ORDER BY id LIMIT :batch_size) AS todo);\n",
+        ),
+        (
+            "0002_fill.verify.sql",
+            "SELECT id, w FROM t WHERE w <> v * 3 ORDER BY id LIMIT 2",
+        ),
+    ])
+}
+
+/// The first run: the full batches commit, the verification fails in the
+/// last batch's transaction, which rolls back, and the migration is not
+/// recorded.
+fn assert_unrecorded(dir: &std::path::Path, out: &std::process::Output) {
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(out));
+    let rows = csv_rows(&report_dir(dir, out));
+    let r = rows.values().next().unwrap();
+    assert_eq!(
+        (
+            r["status"].as_str(),
+            r["error_kind"].as_str(),
+            r["error_version"].as_str()
+        ),
+        ("failed", "verify_failed", "2")
+    );
+    assert!(
+        r["error_message"].contains("0002_fill.verify.sql")
+            && r["error_message"].contains("2 row(s): (1, 2), (2, 4)")
+            && r["error_message"].contains("not recorded"),
+        "{}",
+        r["error_message"]
+    );
+}
+
+const FIXED_VERIFY: &str = "SELECT count(*) = 0 FROM t WHERE w IS NULL OR w <> v * 2";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqlite_verified_backfill_is_recorded_only_once_its_verification_passes() {
+    let dir = sqlite_fleet(1);
+    let path = tenant_path(dir.path(), "t0000");
+    let m = verified_backfill();
+    assert_unrecorded(dir.path(), &sync(dir.path(), m.path(), &[]));
+    assert_eq!(sqlite_history(&path).await, vec![(1, true)]);
+    let mut c = sqlite(&path).await;
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE w = v * 2")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        done, 4,
+        "the full batches are committed; the last one rolled back with its verification"
+    );
+    c.close().await.unwrap();
+    std::fs::write(m.path().join("0002_fill.verify.sql"), FIXED_VERIFY).unwrap();
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(sqlite_history(&path).await, vec![(1, true), (2, true)]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_verified_backfill_is_recorded_only_once_its_verification_passes() {
+    let db = pg_database("verifiedfill").await;
+    db.exec("CREATE SCHEMA tenant_000;").await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let m = verified_backfill();
+    assert_unrecorded(dir.path(), &sync_fleet(dir.path(), &fleet, m.path(), &[]));
+    let mut c = db.conn().await;
+    assert_eq!(pg_history(&mut c, "tenant_000").await, vec![(1, true)]);
+    let done: i64 = sqlx::query_scalar("SELECT count(*) FROM tenant_000.t WHERE w = v * 2")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        done, 4,
+        "the full batches are committed; the last one rolled back with its verification"
+    );
+    std::fs::write(m.path().join("0002_fill.verify.sql"), FIXED_VERIFY).unwrap();
+    let out = sync_fleet(dir.path(), &fleet, m.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        pg_history(&mut c, "tenant_000").await,
+        vec![(1, true), (2, true)]
+    );
+    c.close().await.unwrap();
+    db.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_million_row_backfill_holds_locks_one_batch_at_a_time_and_resumes_after_a_kill() {
     let db = pg_database("backfill").await;

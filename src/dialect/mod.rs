@@ -244,23 +244,34 @@ pub(crate) fn verdict(rows: &[Vec<String>]) -> Option<String> {
     Some(format!(
         "{} row(s): {}{}",
         rows.len(),
-        shown.join(" "),
+        shown.join(", "),
         if rows.len() > 5 { " ..." } else { "" }
     ))
 }
 
 /// The error of a failed verification query.
 pub(crate) fn verify_failed(file: &std::path::Path, why: &str, rolled_back: bool) -> TenantError {
+    verify_failed_with(
+        file,
+        why,
+        if rolled_back {
+            "the migration was rolled back on this tenant"
+        } else {
+            "MySQL cannot roll DDL back: the tenant is left dirty, fix it by hand"
+        },
+    )
+}
+
+/// What a failed verification of a batched backfill leaves behind.
+pub(crate) const BACKFILL_UNRECORDED: &str = "the backfill's last transaction was rolled back and its earlier \
+     batches stay committed; the migration is not recorded on this tenant and runs (and is verified) again next time";
+
+pub(crate) fn verify_failed_with(file: &std::path::Path, why: &str, outcome: &str) -> TenantError {
     TenantError::permanent(
         "verify_failed",
         format!(
-            "verification {} failed: it returned {why}; {}",
-            file.display(),
-            if rolled_back {
-                "the migration was rolled back on this tenant"
-            } else {
-                "MySQL cannot roll DDL back: the tenant is left dirty, fix it by hand"
-            }
+            "verification {} failed: it returned {why}; {outcome}",
+            file.display()
         ),
     )
 }
@@ -271,6 +282,8 @@ where
     R: sqlx::Row,
     usize: sqlx::ColumnIndex<R>,
     for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i32: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i16: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     for<'r> bool: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
@@ -278,6 +291,10 @@ where
     (0..row.len())
         .map(|i| {
             if let Ok(v) = row.try_get::<Option<i64>, _>(i) {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
+            } else if let Ok(v) = row.try_get::<Option<i32>, _>(i) {
+                v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
+            } else if let Ok(v) = row.try_get::<Option<i16>, _>(i) {
                 v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
             } else if let Ok(v) = row.try_get::<Option<f64>, _>(i) {
                 v.map(|v| v.to_string()).unwrap_or_else(|| "NULL".into())
@@ -700,33 +717,50 @@ impl Session {
         );
         let (v, d, sum) = (m.version, m.description.clone(), script.checksum.clone());
         let t0 = std::time::Instant::now();
-        let r: Result<(u64, u64, bool), sqlx::Error> = on_conn!(&mut self.conn, c => {
+        let verify = script.verify.clone();
+        let r: Result<(u64, u64, bool), Fail> = on_conn!(&mut self.conn, c => {
             async {
-                let mut tx = c.begin_with(begin).await?;
+                let db = |e: sqlx::Error| Fail::Db(e.into());
+                let mut tx = c.begin_with(begin).await.map_err(db)?;
                 let run = |sql: &str| sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()));
-                let changed = run(&sql).execute(&mut *tx).await?.rows_affected();
+                let changed = run(&sql).execute(&mut *tx).await.map_err(db)?.rows_affected();
                 let mut statements = 1;
                 let mut done = changed == 0;
                 if !done && changed < size {
                     statements += 1;
-                    let mut confirm = tx.begin().await?;
-                    if run(&sql).execute(&mut *confirm).await?.rows_affected() == 0 {
-                        confirm.commit().await?;
+                    let mut confirm = tx.begin().await.map_err(db)?;
+                    if run(&sql).execute(&mut *confirm).await.map_err(db)?.rows_affected() == 0 {
+                        confirm.commit().await.map_err(db)?;
                         done = true;
                     } else {
-                        confirm.rollback().await?;
+                        confirm.rollback().await.map_err(db)?;
                     }
                 }
                 if done {
+                    // the verification, before the history row: on failure
+                    // the transaction is dropped (rolled back) unrecorded
+                    if let Some((file, vsql)) = &verify {
+                        let rows: Vec<Vec<String>> = run(vsql)
+                            .fetch_all(&mut *tx)
+                            .await
+                            .map_err(db)?
+                            .iter()
+                            .map(render_row)
+                            .collect();
+                        if let Some(why) = verdict(&rows) {
+                            return Err(Fail::Verify(verify_failed_with(file, &why, BACKFILL_UNRECORDED)));
+                        }
+                    }
                     sqlx::query(sqlx::AssertSqlSafe(insert))
                         .bind(v)
                         .bind(d)
                         .bind(sum)
                         .bind(started.elapsed().as_nanos() as i64)
                         .execute(&mut *tx)
-                        .await?;
+                        .await
+                        .map_err(db)?;
                 }
-                tx.commit().await?;
+                tx.commit().await.map_err(db)?;
                 Ok((changed, statements, done))
             }
             .await
@@ -738,7 +772,7 @@ impl Session {
             held,
             done,
         })
-        .map_err(|e| self.err(e))
+        .map_err(|f| self.fail(f, None))
     }
 
     /// Records a migration as applied without running it (sqlx's `skip`: the

@@ -422,7 +422,8 @@ pub(crate) async fn backfill_batch(
         script,
     };
     let t0 = std::time::Instant::now();
-    let result: Result<(u64, u64, bool), sqlx::Error> = async {
+    // Ok(Err(_)): the verification failed, the transaction is still open
+    let result: Result<Result<(u64, u64, bool), TenantError>, sqlx::Error> = async {
         let changed = run(conn_mut(s), format!("BEGIN;\n{sql};")).await?;
         let mut statements = 1;
         let mut done = changed == 0;
@@ -437,6 +438,25 @@ pub(crate) async fn backfill_batch(
                 "ROLLBACK TO SAVEPOINT fleetmig_confirm;\n"
             });
         }
+        if done && let Some((file, vsql)) = &script.verify {
+            // the verification, before the history row
+            if !end.is_empty() {
+                run(conn_mut(s), std::mem::take(&mut end)).await?;
+            }
+            let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
+                .fetch_all(conn_mut(s))
+                .await?
+                .iter()
+                .map(super::render_row)
+                .collect();
+            if let Some(why) = super::verdict(&rows) {
+                return Ok(Err(super::verify_failed_with(
+                    file,
+                    &why,
+                    super::BACKFILL_UNRECORDED,
+                )));
+            }
+        }
         if done {
             end.push_str(&history_insert(
                 &table,
@@ -446,29 +466,31 @@ pub(crate) async fn backfill_batch(
         }
         end.push_str("COMMIT;");
         run(conn_mut(s), end).await?;
-        Ok((changed, statements, done))
+        Ok(Ok((changed, statements, done)))
     }
     .await;
     let held = t0.elapsed();
-    match result {
-        Ok((changed, statements, done)) => Ok(super::BatchOutcome {
-            changed,
-            statements,
-            held,
-            done,
-        }),
-        Err(e) => {
-            let t = s.err(e);
-            if sqlx::raw_sql("ROLLBACK")
-                .execute(conn_mut(s))
-                .await
-                .is_err()
-            {
-                s.broken = true;
-            }
-            Err(t)
+    let t = match result {
+        Ok(Ok((changed, statements, done))) => {
+            return Ok(super::BatchOutcome {
+                changed,
+                statements,
+                held,
+                done,
+            });
         }
+        Ok(Err(verify_failed)) => verify_failed,
+        Err(e) => s.err(e),
+    };
+    // end the transaction; if even that fails, the connection is closed
+    if sqlx::raw_sql("ROLLBACK")
+        .execute(conn_mut(s))
+        .await
+        .is_err()
+    {
+        s.broken = true;
     }
+    Err(t)
 }
 
 /// Applies a group of transactional migrations in one transaction sent as one
