@@ -11,15 +11,18 @@ use std::time::{Duration, Instant};
 use common::*;
 use sqlx::{Connection, Executor};
 
+/// A SQLite table of 2,500 rows whose column `w` is to be backfilled.
+const T_2500: (&str, &str) = (
+    "0001_t.sql",
+    "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, w INTEGER);\n\
+     WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2500) INSERT INTO t (id, v) SELECT x, x FROM c;",
+);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sqlite_backfill_runs_in_batches_and_checkpoints() {
     let dir = sqlite_fleet(2);
     let m = migration_dir(&[
-        (
-            "0001_t.sql",
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, w INTEGER);\n\
-             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2500) INSERT INTO t (id, v) SELECT x, x FROM c;",
-        ),
+        T_2500,
         (
             "0002_fill.sql",
             "-- fleetmig: batch size=1000 pause=1ms\nUPDATE t SET w = v * 2 WHERE id IN (SELECT id FROM t WHERE w IS NULL LIMIT :batch_size);\n",
@@ -70,11 +73,7 @@ async fn sqlite_backfill_runs_in_batches_and_checkpoints() {
 async fn sqlite_short_batch_confirmation_never_exceeds_the_batch_size() {
     let dir = sqlite_fleet(1);
     let m = migration_dir(&[
-        (
-            "0001_t.sql",
-            "CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, w INTEGER);\n\
-             WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2500) INSERT INTO t (id, v) SELECT x, x FROM c;",
-        ),
+        T_2500,
         (
             "0002_fill.sql",
             "-- fleetmig: batch size=1000 pause=1ms\n\

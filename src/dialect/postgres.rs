@@ -314,13 +314,7 @@ pub(crate) async fn ensure_history(s: &mut Session) -> Result<(), TenantError> {
         .await
     {
         let t = s.err(e);
-        if sqlx::raw_sql("ROLLBACK")
-            .execute(conn_mut(s))
-            .await
-            .is_err()
-        {
-            s.broken = true;
-        }
+        end_failed_transaction(s).await;
         return Err(t);
     }
     s.pg_history.committed();
@@ -391,6 +385,18 @@ async fn apply_no_tx(s: &mut Session, step: Step<'_>) -> Result<Vec<AppliedStep>
         duration: took,
         already_applied: false,
     }])
+}
+
+/// Ends a transaction a failed batch left open. If even that fails, the
+/// connection is closed instead of reused (see `Session::close`).
+async fn end_failed_transaction(s: &mut Session) {
+    if sqlx::raw_sql("ROLLBACK")
+        .execute(conn_mut(s))
+        .await
+        .is_err()
+    {
+        s.broken = true;
+    }
 }
 
 /// Runs a simple-query batch; the rows its statements changed.
@@ -482,14 +488,7 @@ pub(crate) async fn backfill_batch(
         Ok(Err(verify_failed)) => verify_failed,
         Err(e) => s.err(e),
     };
-    // end the transaction; if even that fails, the connection is closed
-    if sqlx::raw_sql("ROLLBACK")
-        .execute(conn_mut(s))
-        .await
-        .is_err()
-    {
-        s.broken = true;
-    }
+    end_failed_transaction(s).await;
     Err(t)
 }
 
@@ -544,15 +543,8 @@ async fn apply_batch(s: &mut Session, steps: &[Step<'_>]) -> Result<Vec<AppliedS
         if let Some(v) = current {
             t = t.at_version(v);
         }
-        // The batch stopped inside our transaction: end it. If even that
-        // fails, the connection is closed instead of reused (see `close`).
-        if sqlx::raw_sql("ROLLBACK")
-            .execute(conn_mut(s))
-            .await
-            .is_err()
-        {
-            s.broken = true;
-        }
+        // The batch stopped inside our transaction: end it.
+        end_failed_transaction(s).await;
         return Err(t);
     }
     Ok(markers
