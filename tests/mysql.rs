@@ -375,3 +375,90 @@ async fn preflight_defers_a_database_with_an_old_open_transaction() {
     assert_eq!(f.history(&f.names[1]).await.len(), DEMO_REACHED as usize);
     f.drop_all().await;
 }
+
+/// `--backup` then `restore` on MariaDB: a destructive migration undone from
+/// the `mariadb-dump` backup, the table the migration created dropped, the
+/// history back to before the rollout, the other tenant untouched, and no
+/// password anywhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_brings_back_what_a_migration_destroyed() {
+    let f = databases("restore", 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = migration_dir(&[
+        (
+            "0001_notes.sql",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n",
+        ),
+        (
+            "0002_oops.sql",
+            "-- fleetmig: phase=contract\nDROP TABLE notes;\n\
+             CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n\
+             CREATE TABLE made_later (id INTEGER PRIMARY KEY);\n",
+        ),
+    ]);
+    let pattern = f.pattern();
+    let args = |extra: &[&'static str]| {
+        let mut a = vec!["--tenant-pattern", pattern.as_str()];
+        a.extend_from_slice(extra);
+        a
+    };
+    let out = sync_fleet(dir.path(), &f.spec(), m.path(), &args(&["--to", "1"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let victim = &f.names[1];
+    mysql_exec(
+        &f.url(victim),
+        "INSERT INTO notes (id, body) VALUES (1, 'precious'), (2, 'also precious');",
+    )
+    .await;
+    let backups = dir.path().join("backups");
+    let backup_arg = backups.to_str().unwrap().to_string();
+    let mut extra = args(&["--allow-contract", "--backup"]);
+    extra.push(&backup_arg);
+    let out = sync_fleet(dir.path(), &f.spec(), m.path(), &extra);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        !everything_printed(dir.path(), &out).contains(TEST_PASSWORD),
+        "no password in dumps, reports or output"
+    );
+    let mut c = mysql_connect(&f.url(victim)).await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the migration destroyed the data");
+
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args(["restore", "--tenant", victim, "--fleet", &f.spec()])
+        .args(["--tenant-pattern", &pattern])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains(TEST_PASSWORD) && !stderr(&out).contains(TEST_PASSWORD));
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(bodies, vec!["precious", "also precious"]);
+    let later: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'made_later'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(later, 0, "the table the migration created is gone");
+    c.close().await.unwrap();
+    assert_eq!(f.history(victim).await, vec![(1, true)]);
+    assert_eq!(
+        f.history(&f.names[0]).await.len(),
+        2,
+        "other tenant untouched"
+    );
+    f.drop_all().await;
+}

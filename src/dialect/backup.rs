@@ -4,8 +4,9 @@
 //! Passwords go to the tools through their environment (`PGPASSWORD`,
 //! `MYSQL_PWD`), never on a command line that `ps` shows.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use crate::error::TenantError;
 use crate::tenant::{Locator, Tenant, redact_url, scrub_secrets};
@@ -197,22 +198,58 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
             })?;
             let (_, pw) = split_password(url);
             let tool = if which("mariadb") { "mariadb" } else { "mysql" };
-            let mut cmd = Command::new(tool);
-            cmd.arg("--protocol=tcp")
-                .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
-                .arg(format!("--port={}", u.port().unwrap_or(3306)))
-                .arg(format!("--user={}", u.username()))
-                .arg(u.path().trim_start_matches('/'))
-                .stdin(
-                    std::fs::File::open(path)
-                        .map_err(|e| TenantError::permanent("restore", e.to_string()))?,
-                );
-            if let Some(pw) = pw {
-                cmd.env("MYSQL_PWD", pw);
+            let client = |stdin: Stdio| {
+                let mut cmd = Command::new(tool);
+                cmd.arg("--protocol=tcp")
+                    .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
+                    .arg(format!("--port={}", u.port().unwrap_or(3306)))
+                    .arg(format!("--user={}", u.username()))
+                    .arg("--batch")
+                    .arg("--skip-column-names")
+                    .arg(u.path().trim_start_matches('/'))
+                    .stdin(stdin);
+                if let Some(pw) = &pw {
+                    cmd.env("MYSQL_PWD", pw);
+                }
+                cmd
+            };
+            // The dump recreates the tables it holds; the tables and views
+            // created since (by the migrations) are dropped first, so the
+            // database is what it was.
+            let mut list = client(Stdio::piped());
+            list.arg(
+                "--execute=SELECT CONCAT(IF(table_type = 'VIEW', 'DROP VIEW IF EXISTS `', \
+                 'DROP TABLE IF EXISTS `'), REPLACE(table_name, '`', '``'), '`;') \
+                 FROM information_schema.tables WHERE table_schema = DATABASE() \
+                 ORDER BY table_type = 'VIEW' DESC",
+            );
+            let drops = run(list, tool, Some(url))?;
+            let mut script = b"SET FOREIGN_KEY_CHECKS = 0;\n".to_vec();
+            script.extend_from_slice(&drops.stdout);
+            let mut drop = client(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(|e| {
+                    TenantError::permanent("restore", format!("cannot run {tool}: {e}"))
+                })?;
+            drop.stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(&script)
+                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+            let out = drop
+                .wait_with_output()
+                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+            if !out.status.success() {
+                return Err(tool_error(tool, &out, Some(url)));
             }
-            // the dump drops and recreates each table; tables it does not
-            // know (created by the migration) are dropped first
-            run(cmd, tool, Some(url))?;
+            let load = client(
+                std::fs::File::open(path)
+                    .map_err(|e| TenantError::permanent("restore", e.to_string()))?
+                    .into(),
+            );
+            run(load, tool, Some(url))?;
         }
     }
     Ok(())
