@@ -1,5 +1,6 @@
 //! Backups before the first migration, and restore: a migration that destroys
-//! data, undone from the backup, on SQLite and PostgreSQL.
+//! data, undone from the backup, on SQLite and PostgreSQL (schema and
+//! database tenants; MariaDB is in tests/mysql.rs).
 
 mod common;
 
@@ -145,4 +146,102 @@ async fn postgres_schema_restore_from_pg_dump() {
     );
     c.close().await.unwrap();
     db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_database_restore_drops_what_came_later() {
+    let tag = format!("{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..2).map(|i| format!("fmrs_{tag}_{i}")).collect();
+    let mut admin = pg_connect(&pg_base_url()).await;
+    for n in &names {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {n}")))
+            .await
+            .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-databases:{}", pg_base_url());
+    let pattern = format!("fmrs_{tag}_%");
+    let m = migration_dir(&[
+        (
+            "0001_notes.sql",
+            "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n",
+        ),
+        (
+            "0002_oops.sql",
+            "-- fleetmig: phase=contract\nDROP TABLE notes;\n\
+             CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL);\n\
+             CREATE TABLE made_later (id SERIAL PRIMARY KEY);\n\
+             CREATE VIEW later_view AS SELECT id FROM made_later;\n",
+        ),
+    ]);
+    let out = sync_fleet(
+        dir.path(),
+        &fleet,
+        m.path(),
+        &["--tenant-pattern", &pattern, "--to", "1"],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let url = with_db(&pg_base_url(), &names[1]);
+    let mut c = pg_connect(&url).await;
+    c.execute("INSERT INTO notes VALUES (1, 'precious'), (2, 'also precious')")
+        .await
+        .unwrap();
+    let backups = dir.path().join("backups");
+    let out = sync_fleet(
+        dir.path(),
+        &fleet,
+        m.path(),
+        &[
+            "--tenant-pattern",
+            &pattern,
+            "--allow-contract",
+            "--backup",
+            backups.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args(["restore", "--tenant", &names[1], "--fleet", &fleet])
+        .args(["--tenant-pattern", &pattern])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(bodies, vec!["precious", "also precious"]);
+    let later: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_class WHERE relname IN ('made_later', 'later_view', 'made_later_id_seq')",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert!(later.is_empty(), "created after the backup: {later:?}");
+    assert_eq!(pg_history(&mut c, "public").await, vec![(1, true)]);
+    c.close().await.unwrap();
+    let mut other = pg_connect(&with_db(&pg_base_url(), &names[0])).await;
+    assert_eq!(
+        pg_history(&mut other, "public").await.len(),
+        2,
+        "other tenant untouched"
+    );
+    other.close().await.unwrap();
+    for n in &names {
+        admin
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE {n} WITH (FORCE)"
+            )))
+            .await
+            .unwrap();
+    }
+    admin.close().await.unwrap();
 }

@@ -147,6 +147,29 @@ fn which(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Drops every table, view, materialized view, sequence and foreign table
+/// of a database outside the system schemas (extension members excluded),
+/// before a database tenant's dump is loaded.
+const DROP_PG_RELATIONS: &str = r#"DO $fleetmig$
+DECLARE r record;
+BEGIN
+  FOR r IN
+    SELECT format('%I.%I', n.nspname, c.relname) AS name, c.relkind
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                      AND d.objid = c.oid AND d.deptype = 'e')
+  LOOP
+    EXECUTE format('DROP %s IF EXISTS %s CASCADE',
+      CASE r.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+        WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END,
+      r.name);
+  END LOOP;
+END
+$fleetmig$;"#;
+
 /// Puts the backup at `path` back in place of `tenant`'s current state.
 pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
     if !path.is_file() {
@@ -181,15 +204,18 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
                 }
                 run(cmd, "psql", Some(url))
             };
-            if let Some(s) = schema {
-                psql(&[
+            match schema {
+                Some(s) => psql(&[
                     "-c".into(),
                     format!(
                         "DROP SCHEMA IF EXISTS {} CASCADE",
                         quote_ident(crate::tenant::Dialect::Postgres, s)
                     ),
-                ])?;
-            }
+                ])?,
+                // The dump (--clean) drops and recreates what it holds; the
+                // relations created since (by the migrations) go first.
+                None => psql(&["-c".into(), DROP_PG_RELATIONS.into()])?,
+            };
             psql(&["-f".into(), path.display().to_string()])?;
         }
         Locator::Mysql { url } => {
