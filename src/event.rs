@@ -101,7 +101,9 @@ pub enum Event {
     BackfillBatch {
         tenant: TenantId,
         version: i64,
-        /// Batches and rows of this attempt so far.
+        /// Runs of the statement (a confirming run in the same transaction
+        /// counted, even when rolled back) and rows changed (committed or
+        /// about to be), this attempt so far.
         batches: u64,
         rows: u64,
         batch_duration: Duration,

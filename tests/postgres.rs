@@ -457,7 +457,8 @@ async fn an_invalid_index_left_by_an_interrupted_concurrent_build_is_dropped_and
     );
     std::fs::write(
         base.path().join("0002_idx.sql"),
-        "-- no-transaction\nCREATE INDEX CONCURRENTLY big_x_idx ON big (x, id);\n",
+        // unquoted mixed case: the server folds it to big_x_idx
+        "-- no-transaction\nCREATE INDEX CONCURRENTLY Big_X_Idx ON big (x, id);\n",
     )
     .unwrap();
     // Kill the backend building the index, mid-build: a real fault.
@@ -466,7 +467,7 @@ async fn an_invalid_index_left_by_an_interrupted_concurrent_build_is_dropped_and
         let mut c = pg_connect(&url).await;
         for _ in 0..400 {
             let pid: Option<i32> = sqlx::query_scalar(
-                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%CREATE INDEX CONCURRENTLY big_x_idx%' AND query NOT LIKE '%pg_stat_activity%' AND state = 'active' AND pid <> pg_backend_pid()",
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%CREATE INDEX CONCURRENTLY Big_X_Idx%' AND query NOT LIKE '%pg_stat_activity%' AND state = 'active' AND pid <> pg_backend_pid()",
             )
             .fetch_optional(&mut c)
             .await

@@ -94,7 +94,8 @@ pub(crate) async fn open(
 }
 
 fn setup_sql(c: &Connector, schema: Option<&str>) -> String {
-    let mut setup = String::new();
+    // fleetmig writes history rows with SQL literals: backslashes are plain
+    let mut setup = String::from("SET standard_conforming_strings = on;\n");
     if let Some(schema) = schema {
         setup.push_str(&format!(
             "SET search_path TO {};\n",
@@ -530,6 +531,8 @@ async fn apply_batch(s: &mut Session, steps: &[Step<'_>]) -> Result<Vec<AppliedS
             ),
         ));
     }
+    // a failure from here on is the history write's, not the last script's
+    sql.push_str("SELECT 'fleetmig:start:history';\n");
     sql.push_str(&history_insert_rows(&table, &rows));
     sql.push_str("COMMIT;");
     let (markers, err) = batch(conn_mut(s), sql).await;
@@ -622,30 +625,37 @@ async fn apply_verified(
 /// `search_path` through `to_regclass`, index lookups only: the cost does not
 /// grow with the number of schemas in the database.
 async fn drop_invalid_indexes(s: &mut Session, sql: &str) -> Result<(), TenantError> {
-    let names: Vec<String> = crate::lint::concurrent_indexes(sql)
-        .iter()
-        .map(|parts| {
-            parts
-                .iter()
-                .map(|p| quote_ident(Dialect::Postgres, p))
-                .collect::<Vec<_>>()
-                .join(".")
-        })
-        .collect();
-    if names.is_empty() {
-        return Ok(());
-    }
-    let rows: Vec<(String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text FROM pg_class c \
-         JOIN pg_index i ON i.indexrelid = c.oid \
-         JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE c.oid = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name) \
-         AND NOT i.indisvalid",
-    )
-    .bind(&names)
-    .fetch_all(conn_mut(s))
-    .await
-    .map_err(|e| s.err(e))?;
+    let rows: Vec<(String, String)> = match crate::lint::concurrent_indexes(sql) {
+        Some(names) if names.is_empty() => return Ok(()),
+        Some(names) => sqlx::query_as(
+            "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+             JOIN pg_index i ON i.indexrelid = c.oid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.oid = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name) \
+             AND NOT i.indisvalid",
+        )
+        .bind(&names)
+        .fetch_all(conn_mut(s))
+        .await
+        .map_err(|e| s.err(e))?,
+        // A statement the parser cannot read: every INVALID index of the
+        // schema whose name the script mentions.
+        None => {
+            let lower = sql.to_lowercase();
+            let all: Vec<(String, String)> = sqlx::query_as(
+                "SELECT n.nspname::text, c.relname::text FROM pg_index i \
+                 JOIN pg_class c ON c.oid = i.indexrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE NOT i.indisvalid AND n.nspname = current_schema()",
+            )
+            .fetch_all(conn_mut(s))
+            .await
+            .map_err(|e| s.err(e))?;
+            all.into_iter()
+                .filter(|(_, index)| lower.contains(&index.to_lowercase()))
+                .collect()
+        }
+    };
     for (schema, index) in rows {
         tracing::warn!(schema = %schema, index = %index, "dropping INVALID index left by an interrupted build");
         let drop = format!(

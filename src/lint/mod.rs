@@ -408,13 +408,18 @@ pub fn touched_tables(script: &Script, dialect: Dialect) -> Vec<String> {
 }
 
 /// The names of the indexes a PostgreSQL script builds with `CREATE INDEX
-/// CONCURRENTLY`, each as the parts of its (possibly schema-qualified) name,
-/// unquoted: the INVALID leftovers of an interrupted build are dropped
-/// before a retry.
-pub fn concurrent_indexes(sql: &str) -> Vec<Vec<String>> {
+/// CONCURRENTLY`, as written (quoted parts keep their quotes and case,
+/// unquoted ones are folded by the server), for `to_regclass`: the INVALID
+/// leftovers of an interrupted build are dropped before a retry. `None` when
+/// a statement that mentions CONCURRENTLY cannot be parsed, so that the
+/// caller falls back to a broader look.
+pub fn concurrent_indexes(sql: &str) -> Option<Vec<String>> {
     let mut out = Vec::new();
     for st in split_statements(sql) {
         let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, &st.sql) else {
+            if st.sql.to_ascii_lowercase().contains("concurrently") {
+                return None;
+            }
             continue;
         };
         for s in stmts {
@@ -422,17 +427,11 @@ pub fn concurrent_indexes(sql: &str) -> Vec<Vec<String>> {
                 && ci.concurrently
                 && let Some(name) = ci.name
             {
-                out.push(
-                    name.0
-                        .iter()
-                        .filter_map(|p| p.as_ident())
-                        .map(|i| i.value.clone())
-                        .collect(),
-                );
+                out.push(name.to_string());
             }
         }
     }
-    out
+    Some(out)
 }
 
 /// Text for people, one finding a paragraph, and a count.
@@ -466,6 +465,25 @@ pub fn render_json(findings: &[Finding]) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn concurrent_index_names_as_written_or_none_when_unreadable() {
+        assert_eq!(
+            concurrent_indexes(
+                "-- no-transaction\nCREATE INDEX CONCURRENTLY Big_X ON t (x);\n\
+                 CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS \"Mixed\" ON s.t (y);\n\
+                 CREATE INDEX plain ON t (z);"
+            ),
+            Some(vec!["Big_X".to_string(), "\"Mixed\"".to_string()])
+        );
+        assert_eq!(concurrent_indexes("VACUUM t;"), Some(vec![]));
+        // a statement the parser cannot read but that builds concurrently
+        assert_eq!(
+            concurrent_indexes("CREATE INDEX CONCURRENTLY i ON t (x) TABLESPACE fast WITH OOPS;"),
+            None
+        );
+    }
+
     use super::*;
     use crate::migration::load;
 
