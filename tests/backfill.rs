@@ -62,6 +62,40 @@ async fn sqlite_backfill_runs_in_batches_and_checkpoints() {
     let out = sync(dir.path(), m.path(), &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("0003_bad.sql") && stderr(&out).contains(":batch_size"));
+    // and one data-changing statement: DDL would commit on its own on MySQL
+    std::fs::write(
+        m.path().join("0003_bad.sql"),
+        "-- fleetmig: batch size=10\nALTER TABLE t ADD COLUMN x INTEGER;\nUPDATE t SET w = 0 WHERE id IN (SELECT id FROM t LIMIT :batch_size);\n",
+    )
+    .unwrap();
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("0003_bad.sql")
+            && stderr(&out).contains("one statement; this one has 2"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(
+        m.path().join("0003_bad.sql"),
+        "-- fleetmig: batch size=10\nCREATE TABLE x AS SELECT * FROM t LIMIT :batch_size;\n",
+    )
+    .unwrap();
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("0003_bad.sql")
+            && stderr(&out).contains("line 2")
+            && stderr(&out).contains("not CREATE"),
+        "{}",
+        stderr(&out)
+    );
+    let history: Vec<(i64, bool)> = sqlite_history(&tenant_path(dir.path(), "t0000")).await;
+    assert_eq!(
+        history,
+        vec![(1, true), (2, true)],
+        "bad input touches nothing"
+    );
 }
 
 /// A batch that changes fewer rows than the size is confirmed at once, in the

@@ -260,6 +260,9 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
                      UPDATE t SET c = ... WHERE id IN (SELECT id FROM t WHERE c IS NULL LIMIT :batch_size)",
                 ));
             }
+            if directives.batch.is_some() {
+                batch_statement(&path, &sql)?;
+            }
             let m = sqlx::migrate::Migration::new(
                 parsed.version,
                 Cow::Owned(parsed.description.clone()),
@@ -484,6 +487,44 @@ pub fn new_migration(
         written.push(path);
     }
     Ok(written)
+}
+
+/// A `batch` migration is run again and again, each run in a transaction
+/// that a savepoint can partly undo: it must be one data-changing statement
+/// (UPDATE, DELETE, INSERT, REPLACE, or one of them behind WITH). DDL would
+/// commit on its own on MySQL and break the at-most-`size`-rows promise.
+fn batch_statement(path: &Path, sql: &str) -> Result<(), Error> {
+    let statements = super::split::split_statements(sql);
+    let first_word = |s: &str| {
+        s.split(|c: char| !c.is_ascii_alphabetic())
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase()
+    };
+    match statements.as_slice() {
+        [one]
+            if ["UPDATE", "DELETE", "INSERT", "REPLACE", "WITH"]
+                .contains(&first_word(&one.sql).as_str()) =>
+        {
+            Ok(())
+        }
+        [one] => Err(Error::migration(
+            path,
+            format!(
+                "line {}: a `batch` migration must be one UPDATE, DELETE or INSERT statement \
+                 (each run is a short transaction a savepoint can undo), not {}",
+                one.line,
+                first_word(&one.sql)
+            ),
+        )),
+        _ => Err(Error::migration(
+            path,
+            format!(
+                "a `batch` migration must be one statement; this one has {}",
+                statements.len()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]
