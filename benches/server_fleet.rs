@@ -175,23 +175,11 @@ async fn pg_drop(name: &str) {
     admin.close().await.unwrap();
 }
 
-async fn my_dbs(tag: &str, n: usize) {
+/// Runs `stmt` (`CREATE DATABASE` or `DROP DATABASE IF EXISTS`) for each of
+/// the `n` databases `<tag>_NNNN`, in one batch.
+async fn my_each_db(stmt: &str, tag: &str, n: usize) {
     let mut c = sqlx::MySqlConnection::connect(&my_base()).await.unwrap();
-    let sql: String = (0..n)
-        .map(|i| format!("CREATE DATABASE {tag}_{i:04};"))
-        .collect();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-        .execute(&mut c)
-        .await
-        .unwrap();
-    c.close().await.unwrap();
-}
-
-async fn my_drop(tag: &str, n: usize) {
-    let mut c = sqlx::MySqlConnection::connect(&my_base()).await.unwrap();
-    let sql: String = (0..n)
-        .map(|i| format!("DROP DATABASE IF EXISTS {tag}_{i:04};"))
-        .collect();
+    let sql: String = (0..n).map(|i| format!("{stmt} {tag}_{i:04};")).collect();
     sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
         .execute(&mut c)
         .await
@@ -523,7 +511,7 @@ fn main() {
             // the order alternates from round to round
             for k in [r % 2, (r + 1) % 2] {
                 let tag = format!("fmb{:06x}", rand::random::<u32>() & 0xffffff);
-                rt.block_on(my_dbs(&tag, my_n));
+                rt.block_on(my_each_db("CREATE DATABASE", &tag, my_n));
                 let before = cpu_now(server);
                 let wall = if k == 0 {
                     mariadb_floor(&tag)
@@ -534,7 +522,7 @@ fn main() {
                     wall,
                     cpu: before.zip(cpu_now(server)).map(|(b, a)| a - b),
                 };
-                rt.block_on(my_drop(&tag, my_n));
+                rt.block_on(my_each_db("DROP DATABASE IF EXISTS", &tag, my_n));
             }
             floor.push(t[0]);
             arm.runs.push(t[1]);

@@ -625,7 +625,7 @@ async fn apply_verified(
 /// `search_path` through `to_regclass`, index lookups only: the cost does not
 /// grow with the number of schemas in the database.
 async fn drop_invalid_indexes(s: &mut Session, sql: &str) -> Result<(), TenantError> {
-    let rows: Vec<(String, String)> = match crate::lint::concurrent_indexes(sql) {
+    let rows: Vec<(String, String)> = match crate::migration::parse::concurrent_indexes(sql) {
         Some(names) if names.is_empty() => return Ok(()),
         Some(names) => sqlx::query_as(
             "SELECT n.nspname::text, c.relname::text FROM pg_class c \

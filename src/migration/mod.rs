@@ -3,6 +3,7 @@
 //! of what each tenant needs (`plan`).
 
 mod directive;
+pub mod parse;
 pub mod plan;
 mod source;
 pub mod split;

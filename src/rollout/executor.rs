@@ -130,7 +130,7 @@ impl Shared {
                     self.set
                         .get(*v)
                         .and_then(|m| m.up.get(dialect))
-                        .map(|s| crate::lint::touched_tables(s, dialect))
+                        .map(|s| crate::migration::parse::touched_tables(s, dialect))
                         .unwrap_or_default()
                 })
                 .clone();
