@@ -2,12 +2,17 @@
 //! take the tenant's lock, read its history, apply or revert one migration (or
 //! one group of them, in `--tx-mode tenant`), classify errors, set timeouts.
 //!
-//! History lives in the tenant in sqlx's `_sqlx_migrations` layout and is
-//! written through sqlx's own `Migrate` trait (`ensure_migrations_table`,
-//! `apply`, `revert`), so the rows are exactly what `sqlx migrate` writes. What
-//! fleetmig adds around it: a lock per tenant (never per database), the
-//! re-check of history under that lock (two processes never apply a version
-//! twice), and a dirty row when a no-transaction migration fails for good.
+//! History lives in the tenant in sqlx's `_sqlx_migrations` layout: the rows
+//! are exactly what `sqlx migrate` writes, and sqlx reads them as its own.
+//! sqlx's `Migrate` trait does `revert`, `skip` and, on SQLite and MySQL,
+//! `ensure_migrations_table`; the applies are fleetmig's own, so that a row
+//! commits with its migration in as few round trips as possible (PostgreSQL:
+//! one simple-query batch per group, the history table created TOAST-less in
+//! a short transaction of its own, see `postgres`). What fleetmig adds around
+//! it: a lock per tenant (never per database), the re-check of history under
+//! that lock (two processes never apply a version twice), and a dirty row
+//! when a no-transaction migration fails for good. Batched backfills run here
+//! one transaction at a time (`Session::backfill_batch`).
 
 pub mod backup;
 mod classify;

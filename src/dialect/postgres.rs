@@ -4,6 +4,10 @@
 //! `hashtextextended('fleetmig:<database>/<schema>')`, not sqlx's lock (keyed
 //! on the database alone, which would queue every schema of a database behind
 //! one another). Pooled connections are reset before they go back to the pool.
+//! The history table has sqlx's columns and key but no TOAST table
+//! (`HistoryLayout`); a transaction group, a backfill batch and a
+//! no-transaction migration each write their history rows themselves, in the
+//! same round trips as the work.
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The migration set: loading the `migrations/` folder in sqlx's file format
-//! (`source`), the `-- fleetmig:` directives (`directive`), and the pure plan
-//! of what each tenant needs (`plan`).
+//! (`source`), the `-- fleetmig:` directives (`directive`), the pure plan
+//! of what each tenant needs (`plan`), and what the SQL parser reads from a
+//! script for the executor (`parse`: tables touched, indexes built
+//! concurrently).
 
 mod directive;
 pub mod parse;
