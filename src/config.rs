@@ -1,16 +1,18 @@
 //! One validated `Config` from three sources, in order of precedence: command
-//! line flags, environment (`FLEETMIG_*`, read by clap for each flag), and
+//! line flags, environment (`FLEETMIG_*`, read with each flag), and
 //! `fleetmig.toml` (or `--config PATH`). Every bad value is reported with the
-//! flag or the file that carried it.
+//! flag or the file that carried it. The result is made of plain option values
+//! (`options`); this module imports no engine type.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::dialect::{Settings, TxMode};
 use crate::error::Error;
-use crate::rollout::{ExecOptions, Gates, RetryPolicy, RolloutRequest};
+use crate::options::{
+    ExecOptions, Gates, PreflightLimits, RetryPolicy, RolloutRequest, Settings, TxMode,
+};
 use crate::tenant::{DiscoverOptions, FleetSpec};
 
 /// The settings keys, all optional: what `fleetmig.toml` may hold (unknown
@@ -241,13 +243,13 @@ impl Config {
                 analyze: k.analyze.unwrap_or(false),
                 hold_versions: Vec::new(),
                 preflight: if k.preflight.unwrap_or(false) {
-                    Some((
-                        match k.preflight_max_xact_age {
+                    Some(PreflightLimits {
+                        max_xact_age: match k.preflight_max_xact_age {
                             Some(v) => duration(&v, "--preflight-max-xact-age")?,
                             None => Duration::from_secs(60),
                         },
-                        k.preflight_min_free_connections.unwrap_or(3),
-                    ))
+                        min_free_connections: k.preflight_min_free_connections.unwrap_or(3),
+                    })
                 } else {
                     None
                 },

@@ -1,12 +1,16 @@
-//! The events the executor emits while it works. The executor never prints:
-//! live state, progress bars, log lines and reports all subscribe to these.
+//! The one event stream of a rollout: tenant events from the executor, and
+//! wave, gate and rollout lifecycle from the driver. The engine never prints:
+//! the state recorder, the progress display, log lines and metrics are all
+//! subscribers (`Subscriber`) of one `Bus`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::error::TenantError;
+use crate::state::{RolloutStatus, WaveStatus};
 use crate::tenant::TenantId;
 
 /// How a tenant's run ended.
@@ -106,6 +110,9 @@ pub enum Event {
         /// about to be), this attempt so far.
         batches: u64,
         rows: u64,
+        /// What this batch added to `batches` and `rows`.
+        batch_statements: u64,
+        batch_rows: u64,
         batch_duration: Duration,
         /// The statement changed no rows: the backfill is complete.
         done: bool,
@@ -121,10 +128,58 @@ pub enum Event {
     /// current migration.
     Interrupted,
     RunFinished,
+    /// A wave of a rollout starts running `tenants` (those still to run).
+    WaveStarted {
+        rollout: String,
+        wave: i64,
+        name: String,
+        tenants: usize,
+    },
+    /// A wave's gate was evaluated: `status` is passed, failed (the rollout
+    /// halts) or overridden, and `text` says why.
+    GateEvaluated {
+        rollout: String,
+        wave: i64,
+        name: String,
+        status: WaveStatus,
+        text: String,
+    },
+    /// The rollout stopped running in this process: completed, halted,
+    /// paused (or interrupted), or aborted.
+    RolloutEnded {
+        rollout: String,
+        status: RolloutStatus,
+        reason: Option<String>,
+    },
 }
 
 /// Receives every event, in the order each tenant emits them. Called from the
 /// executor's tasks: implementations must be quick and must not block.
 pub trait Subscriber: Send + Sync {
     fn on_event(&self, event: &Event);
+}
+
+/// The subscribers of one command's events.
+#[derive(Clone, Default)]
+pub struct Bus {
+    subscribers: Vec<Arc<dyn Subscriber>>,
+}
+
+impl Bus {
+    pub fn new(subscribers: Vec<Arc<dyn Subscriber>>) -> Bus {
+        Bus { subscribers }
+    }
+
+    /// This bus and one more subscriber.
+    pub fn with(&self, extra: Arc<dyn Subscriber>) -> Bus {
+        let mut subscribers = self.subscribers.clone();
+        subscribers.push(extra);
+        Bus { subscribers }
+    }
+
+    pub fn emit(&self, event: Event) {
+        for s in &self.subscribers {
+            s.on_event(&event);
+        }
+    }
 }

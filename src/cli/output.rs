@@ -5,10 +5,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::inspect::drift::{DriftState, Verdict};
+use crate::inspect::{Inspection, TenantState};
 use crate::migration::MigrationSet;
 use crate::report::RunReport;
 use crate::rollout::waves::PlannedWave;
-use crate::rollout::{Inspection, TenantState};
+use crate::state::{RolloutStatus, RunStatus};
 
 pub fn print_run(r: &RunReport) {
     let t = r.totals();
@@ -43,8 +45,10 @@ pub fn print_run(r: &RunReport) {
             c.example_message
         );
     }
-    match r.rollout.status.as_str() {
-        "paused" | "halted" => println!("  `fleetmig resume {}` to continue", r.rollout.id),
+    match r.rollout.status {
+        RolloutStatus::Paused | RolloutStatus::Halted => {
+            println!("  `fleetmig resume {}` to continue", r.rollout.id)
+        }
         _ if t.failed > 0 => println!(
             "  `fleetmig retry --failed --rollout {}` once the cause is fixed",
             r.rollout.id
@@ -139,8 +143,11 @@ pub fn print_history(
             .map(|(r, t)| Row {
                 rollout: r,
                 tenants: t.len(),
-                succeeded: t.iter().filter(|x| x.status == "succeeded").count(),
-                failed: t.iter().filter(|x| x.status == "failed").count(),
+                succeeded: t
+                    .iter()
+                    .filter(|x| x.status == RunStatus::Succeeded)
+                    .count(),
+                failed: t.iter().filter(|x| x.status == RunStatus::Failed).count(),
             })
             .collect();
         println!(
@@ -173,8 +180,10 @@ pub fn print_history(
             r.status,
             r.target,
             t.len(),
-            t.iter().filter(|x| x.status == "succeeded").count(),
-            t.iter().filter(|x| x.status == "failed").count()
+            t.iter()
+                .filter(|x| x.status == RunStatus::Succeeded)
+                .count(),
+            t.iter().filter(|x| x.status == RunStatus::Failed).count()
         );
     }
 }
@@ -339,16 +348,16 @@ pub fn print_json(
     );
 }
 
-pub fn print_verify(v: &[crate::rollout::drift::Verdict], json: bool) {
+pub fn print_verify(v: &[Verdict], json: bool) {
     if json {
         println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
         return;
     }
-    for t in v.iter().filter(|t| t.state != "ok") {
+    for t in v.iter().filter(|t| t.state != DriftState::Ok) {
         println!(
             "{}: {} at version {}{}",
             t.tenant,
-            t.state,
+            t.state.as_str(),
             t.version
                 .map(|v| v.to_string())
                 .unwrap_or_else(|| "?".into()),

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use crate::error::TenantError;
 use crate::tenant::{Locator, Tenant, redact_url, scrub_secrets};
 
-use super::{Session, quote_ident};
+use super::quote_ident;
 
 /// The file a tenant's backup goes to.
 pub fn backup_path(dir: &Path, rollout: &str, tenant: &Tenant) -> PathBuf {
@@ -67,75 +67,87 @@ fn run(
     Ok(out)
 }
 
-/// Takes the backup of `tenant` into `path` (its folder is created).
-pub async fn take(session: &mut Session, tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
+/// Makes `path`'s folder and returns the temporary file a backup is written
+/// to before it is renamed into place (`finish`): a half-written backup never
+/// has the final name.
+pub(crate) fn prepare(path: &Path) -> Result<PathBuf, TenantError> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)
             .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", parent.display())))?;
     }
     let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
-    match &tenant.locator {
-        Locator::Sqlite { .. } => {
-            let sql = format!(
-                "VACUUM INTO {}",
-                super::quote_literal(crate::tenant::Dialect::Sqlite, &tmp.display().to_string())
-            );
-            session.execute_plain(&sql).await?;
+    Ok(tmp)
+}
+
+/// Renames a complete backup into place.
+pub(crate) fn finish(tmp: &Path, path: &Path) -> Result<(), TenantError> {
+    std::fs::rename(tmp, path)
+        .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", path.display())))
+}
+
+/// Runs a dump tool off the async runtime.
+async fn run_blocking(cmd: Command, tool: &'static str, url: &str) -> Result<(), TenantError> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || run(cmd, tool, Some(&url)))
+        .await
+        .map_err(|e| TenantError::permanent("backup", e.to_string()))?
+        .map(|_| ())
+}
+
+/// `pg_dump` of a schema tenant (`-n SCHEMA`) or a whole database (with
+/// `--clean`, so that loading it replaces what it holds) into `path`.
+pub(crate) async fn pg_dump(
+    url: &str,
+    schema: Option<&str>,
+    path: &Path,
+) -> Result<(), TenantError> {
+    let tmp = prepare(path)?;
+    let (bare, pw) = split_password(url);
+    let mut cmd = Command::new("pg_dump");
+    cmd.arg(format!("--dbname={bare}"))
+        .arg("--no-owner")
+        .arg("-f")
+        .arg(&tmp);
+    match schema {
+        Some(s) => {
+            cmd.arg("-n").arg(quote_ident(s));
         }
-        Locator::Postgres { url, schema } => {
-            let (bare, pw) = split_password(url);
-            let mut cmd = Command::new("pg_dump");
-            cmd.arg(format!("--dbname={bare}"))
-                .arg("--no-owner")
-                .arg("-f")
-                .arg(&tmp);
-            match schema {
-                Some(s) => {
-                    cmd.arg("-n")
-                        .arg(quote_ident(crate::tenant::Dialect::Postgres, s));
-                }
-                None => {
-                    cmd.arg("--clean").arg("--if-exists");
-                }
-            }
-            if let Some(pw) = pw {
-                cmd.env("PGPASSWORD", pw);
-            }
-            let url = url.clone();
-            tokio::task::spawn_blocking(move || run(cmd, "pg_dump", Some(&url)))
-                .await
-                .map_err(|e| TenantError::permanent("backup", e.to_string()))??;
-        }
-        Locator::Mysql { url } => {
-            let u = url::Url::parse(url).map_err(|e| {
-                TenantError::permanent("backup", format!("{}: {e}", redact_url(url)))
-            })?;
-            let (_, pw) = split_password(url);
-            let tool = if which("mariadb-dump") {
-                "mariadb-dump"
-            } else {
-                "mysqldump"
-            };
-            let mut cmd = Command::new(tool);
-            cmd.arg("--single-transaction")
-                .arg("--protocol=tcp")
-                .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
-                .arg(format!("--port={}", u.port().unwrap_or(3306)))
-                .arg(format!("--user={}", u.username()))
-                .arg(format!("--result-file={}", tmp.display()))
-                .arg(u.path().trim_start_matches('/'));
-            if let Some(pw) = pw {
-                cmd.env("MYSQL_PWD", pw);
-            }
-            let url = url.clone();
-            tokio::task::spawn_blocking(move || run(cmd, tool, Some(&url)))
-                .await
-                .map_err(|e| TenantError::permanent("backup", e.to_string()))??;
+        None => {
+            cmd.arg("--clean").arg("--if-exists");
         }
     }
-    std::fs::rename(&tmp, path)
-        .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", path.display())))
+    if let Some(pw) = pw {
+        cmd.env("PGPASSWORD", pw);
+    }
+    run_blocking(cmd, "pg_dump", url).await?;
+    finish(&tmp, path)
+}
+
+/// `mariadb-dump` (or `mysqldump`) of the tenant's database into `path`.
+pub(crate) async fn mysql_dump(url: &str, path: &Path) -> Result<(), TenantError> {
+    let tmp = prepare(path)?;
+    let u = url::Url::parse(url)
+        .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", redact_url(url))))?;
+    let (_, pw) = split_password(url);
+    let tool = if which("mariadb-dump") {
+        "mariadb-dump"
+    } else {
+        "mysqldump"
+    };
+    let mut cmd = Command::new(tool);
+    cmd.arg("--single-transaction")
+        .arg("--protocol=tcp")
+        .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
+        .arg(format!("--port={}", u.port().unwrap_or(3306)))
+        .arg(format!("--user={}", u.username()))
+        .arg(format!("--result-file={}", tmp.display()))
+        .arg(u.path().trim_start_matches('/'));
+    if let Some(pw) = pw {
+        cmd.env("MYSQL_PWD", pw);
+    }
+    run_blocking(cmd, tool, url).await?;
+    finish(&tmp, path)
 }
 
 fn which(tool: &str) -> bool {
@@ -207,10 +219,7 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
             match schema {
                 Some(s) => psql(&[
                     "-c".into(),
-                    format!(
-                        "DROP SCHEMA IF EXISTS {} CASCADE",
-                        quote_ident(crate::tenant::Dialect::Postgres, s)
-                    ),
+                    format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(s)),
                 ])?,
                 // The dump (--clean) drops and recreates what it holds; the
                 // relations created since (by the migrations) go first.

@@ -32,6 +32,31 @@ pub fn classify(err: &sqlx::Error, dialect: Dialect) -> TenantError {
     }
 }
 
+/// A driver error met on a tenant at `url`, classified, with the URL's
+/// password scrubbed from the message.
+pub(crate) fn tenant_error(err: &sqlx::Error, dialect: Dialect, url: Option<&str>) -> TenantError {
+    let mut t = classify(err, dialect);
+    t.message = crate::tenant::scrub_secrets(&t.message, url);
+    t
+}
+
+/// An error of sqlx's `Migrate` trait, as a tenant error (see `tenant_error`).
+pub(crate) fn migrate_error(
+    err: sqlx::migrate::MigrateError,
+    dialect: Dialect,
+    url: Option<&str>,
+) -> TenantError {
+    use sqlx::migrate::MigrateError;
+    match err {
+        MigrateError::ExecuteMigration(e, v) => tenant_error(&e, dialect, url).at_version(v),
+        MigrateError::Execute(e) => tenant_error(&e, dialect, url),
+        other => TenantError::permanent(
+            "migrate",
+            crate::tenant::scrub_secrets(&other.to_string(), url),
+        ),
+    }
+}
+
 /// Folds a multi-line driver message onto one line for CSV cells and logs.
 pub fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")

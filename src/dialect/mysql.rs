@@ -1,150 +1,144 @@
 //! MySQL/MariaDB tenants: one database each, a connection of its own. The
 //! tenant lock is `GET_LOCK('fleetmig:<database>', timeout)`. MySQL commits DDL
-//! implicitly, so sqlx records the history row as dirty before running the
-//! script and marks it clean after; a failure in the middle leaves the tenant
-//! dirty, which is the truth.
+//! implicitly, so a migration runs statement by statement with its history row
+//! written dirty first and made clean at the end (as sqlx does); a failure in
+//! the middle leaves the tenant dirty, which is the truth. `transactional_ddl`
+//! is false: the executor never groups migrations here.
 
+use std::path::Path;
 use std::str::FromStr;
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
-
+use sqlx::migrate::{Migrate, MigrationType};
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection, Executor};
 
-use super::{AppliedStep, Conn, Connector, Session, Step};
-use crate::error::TenantError;
+use super::classify::{migrate_error, tenant_error};
+use super::history::{self, BatchFail, HistoryTable, Params};
+use super::{
+    AppliedStep, BatchOutcome, PreflightLimits, Session, Settings, Step, preflight_summary,
+    too_few_connections,
+};
+use crate::error::{ErrorClass, TenantError};
 use crate::migration::split::split_statements;
+use crate::migration::{Applied, Migration, Script};
 use crate::tenant::{Dialect, DiscoverOptions, redact_url, scrub_secrets};
+
+const TABLE: &str = "`_sqlx_migrations`";
 
 fn connect_options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
     Ok(MySqlConnectOptions::from_str(url)?.disable_statement_logging())
 }
 
-pub(crate) async fn open(c: &Connector, url: &str) -> Result<Session, TenantError> {
-    let conn_err = |e: sqlx::Error| {
-        let mut t = super::classify(&e, Dialect::Mysql);
-        t.message = format!(
-            "cannot connect to {}: {}",
-            redact_url(url),
-            scrub_secrets(&t.message, [url])
-        );
-        t
-    };
-    let opts = connect_options(url).map_err(conn_err)?;
-    let database = opts.get_database().unwrap_or_default().to_string();
-    let conn = tokio::time::timeout(
-        c.settings.connect_timeout,
-        MySqlConnection::connect_with(&opts),
-    )
-    .await
-    .map_err(|_| {
-        TenantError::transient(
-            "connection",
-            format!("connecting to {} timed out", redact_url(url)),
+/// Quotes an identifier with backticks, doubling any inside.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// An open MySQL/MariaDB tenant.
+pub struct MySqlSession {
+    conn: MySqlConnection,
+    url: String,
+    lock_key: String,
+    lock_wait: Duration,
+    locked: bool,
+    history_ready: bool,
+    table: HistoryTable,
+}
+
+impl MySqlSession {
+    pub(crate) async fn open(settings: &Settings, url: &str) -> Result<MySqlSession, TenantError> {
+        let conn_err = |e: sqlx::Error| {
+            let mut t = super::classify(&e, Dialect::Mysql);
+            t.message = format!(
+                "cannot connect to {}: {}",
+                redact_url(url),
+                scrub_secrets(&t.message, [url])
+            );
+            t
+        };
+        let opts = connect_options(url).map_err(conn_err)?;
+        let database = opts.get_database().unwrap_or_default().to_string();
+        let conn = tokio::time::timeout(
+            settings.connect_timeout,
+            MySqlConnection::connect_with(&opts),
         )
-    })?
-    .map_err(conn_err)?;
-    let mut s = Session {
-        conn: Conn::Mysql(conn),
-        dialect: Dialect::Mysql,
-        table: "`_sqlx_migrations`".to_string(),
-        schema: None,
-        locked: false,
-        history_ready: false,
-        fresh: false,
-        url: Some(url.to_string()),
-        lock_wait: c.settings.lock_timeout,
-        exists_hint: None,
-        setup: String::new(),
-        broken: false,
-        pg_history: Default::default(),
-        lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
-    };
-    let secs = c.settings.lock_timeout.as_secs().max(1);
-    let mut setup =
-        format!("SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}");
-    let Conn::Mysql(conn) = &mut s.conn else {
-        unreachable!()
-    };
-    if let Err(e) = conn.execute(sqlx::AssertSqlSafe(setup.clone())).await {
-        let t = s.err(e);
-        s.close().await;
-        return Err(t);
-    }
-    if let Some(st) = c.settings.statement_timeout {
-        // MariaDB's name; MySQL's max_execution_time only covers SELECT.
-        setup = format!("SET SESSION max_statement_time = {}", st.as_secs_f64());
-        let _ = conn.execute(sqlx::AssertSqlSafe(setup)).await;
-    }
-    Ok(s)
-}
-
-fn conn_mut(s: &mut Session) -> &mut MySqlConnection {
-    match &mut s.conn {
-        Conn::Mysql(c) => c,
-        _ => unreachable!("mysql session without a mysql connection"),
-    }
-}
-
-pub(crate) async fn lock(s: &mut Session) -> Result<(), TenantError> {
-    let key = s.lock_key.clone();
-    let timeout = s.lock_wait.as_secs().max(1) as i64;
-    let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
-        .bind(&key)
-        .bind(timeout)
-        .fetch_one(conn_mut(s))
         .await
-        .map_err(|e| s.err(e))?;
-    match got {
-        Some(1) => Ok(()),
-        _ => Err(TenantError::transient(
-            "tenant_locked",
-            "another session holds this tenant's migration lock (GET_LOCK timed out)",
-        )),
+        .map_err(|_| {
+            TenantError::transient(
+                "connection",
+                format!("connecting to {} timed out", redact_url(url)),
+            )
+        })?
+        .map_err(conn_err)?;
+        let mut s = MySqlSession {
+            conn,
+            url: url.to_string(),
+            lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
+            lock_wait: settings.lock_timeout,
+            locked: false,
+            history_ready: false,
+            table: HistoryTable::new(TABLE, Params::Question),
+        };
+        let secs = settings.lock_timeout.as_secs().max(1);
+        let setup =
+            format!("SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}");
+        if let Err(e) = s.conn.execute(sqlx::AssertSqlSafe(setup)).await {
+            let t = s.err(e);
+            Box::new(s).close().await;
+            return Err(t);
+        }
+        if let Some(st) = settings.statement_timeout {
+            // MariaDB's name; MySQL's max_execution_time only covers SELECT.
+            let setup = format!("SET SESSION max_statement_time = {}", st.as_secs_f64());
+            let _ = s.conn.execute(sqlx::AssertSqlSafe(setup)).await;
+        }
+        Ok(s)
     }
-}
 
-pub(crate) async fn history_exists(c: &mut MySqlConnection) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
-    )
-    .fetch_one(c)
-    .await?;
-    Ok(n > 0)
-}
+    fn err(&self, e: sqlx::Error) -> TenantError {
+        tenant_error(&e, Dialect::Mysql, Some(&self.url))
+    }
 
-/// Applies one migration statement by statement. MySQL commits each DDL
-/// statement on its own, so the history row is written as dirty first (as
-/// sqlx does) and made clean at the end; a failure after some statements ran
-/// leaves it dirty and says which statement ran last. A failure of the first
-/// statement leaves nothing behind, so the row is removed and the tenant stays
-/// clean (and a transient failure can be retried).
-pub(crate) async fn apply(s: &mut Session, step: Step<'_>) -> Result<AppliedStep, TenantError> {
-    s.ensure_history().await?;
-    let v = step.migration.version;
-    let statements = split_statements(&step.script.sql);
-    let conn = conn_mut(s);
-    sqlx::query(
-        "INSERT INTO `_sqlx_migrations` (version, description, success, checksum, execution_time) \
-         VALUES (?, ?, FALSE, ?, -1)",
-    )
-    .bind(v)
-    .bind(step.migration.description.as_str())
-    .bind(step.script.checksum.as_slice())
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| s.err(e).at_version(v))?;
-    let t0 = Instant::now();
-    for (i, st) in statements.iter().enumerate() {
-        let conn = conn_mut(s);
-        if let Err(e) = conn.execute(sqlx::AssertSqlSafe(st.sql.clone())).await {
-            let mut t = s.err(e).at_version(v);
+    async fn ensure_history(&mut self) -> Result<(), TenantError> {
+        if self.history_ready {
+            return Ok(());
+        }
+        self.conn
+            .ensure_migrations_table("_sqlx_migrations")
+            .await
+            .map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)))?;
+        self.history_ready = true;
+        Ok(())
+    }
+
+    /// Applies one migration statement by statement. The history row is
+    /// written dirty first and made clean at the end; a failure after some
+    /// statements ran leaves it dirty and says which statement ran last. A
+    /// failure of the first statement leaves nothing behind, so the row is
+    /// removed and the tenant stays clean (and a transient failure can be
+    /// retried).
+    async fn apply_one(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
+        self.ensure_history().await?;
+        let v = step.migration.version;
+        let statements = split_statements(&step.script.sql);
+        let table = self.table.clone();
+        table
+            .insert(&mut self.conn, step, false, -1)
+            .await
+            .map_err(|e| self.err(e).at_version(v))?;
+        let t0 = Instant::now();
+        for (i, st) in statements.iter().enumerate() {
+            let Err(e) = self.conn.execute(sqlx::AssertSqlSafe(st.sql.clone())).await else {
+                continue;
+            };
+            let mut t = self.err(e).at_version(v);
             if i == 0 {
                 let cleaned = sqlx::query(
                     "DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE",
                 )
                 .bind(v)
-                .execute(conn_mut(s))
+                .execute(&mut self.conn)
                 .await;
                 if cleaned.is_err() {
                     t.message.push_str(" (the history row of this migration could not be removed: the tenant is marked dirty)");
@@ -152,7 +146,7 @@ pub(crate) async fn apply(s: &mut Session, step: Step<'_>) -> Result<AppliedStep
                 return Err(t);
             }
             let last = &statements[i - 1];
-            t.class = crate::error::ErrorClass::Permanent;
+            t.class = ErrorClass::Permanent;
             t.message = format!(
                 "{} — statement {} of {} (line {}) failed after statements 1..{} were committed \
                  (MySQL DDL is not transactional), so the tenant is dirty. The last statement that ran \
@@ -164,40 +158,230 @@ pub(crate) async fn apply(s: &mut Session, step: Step<'_>) -> Result<AppliedStep
                 st.line,
                 i,
                 last.line,
-                crate::dialect::one_line(&last.sql)
+                super::one_line(&last.sql)
                     .chars()
                     .take(200)
                     .collect::<String>()
             );
             return Err(t);
         }
-    }
-    let duration = t0.elapsed();
-    if let Some((file, vsql)) = &step.script.verify {
-        let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
-            .fetch_all(conn_mut(s))
+        let duration = t0.elapsed();
+        if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
             .await
-            .map_err(|e| s.err(e).at_version(v))?
-            .iter()
-            .map(super::render_row)
-            .collect();
-        if let Some(why) = super::verdict(&rows) {
-            return Err(super::verify_failed(file, &why, false).at_version(v));
+            .map_err(|e| self.err(e).at_version(v))?
+        {
+            return Err(failed.at_version(v));
+        }
+        sqlx::query(
+            "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
+        )
+        .bind(duration.as_nanos() as i64)
+        .bind(v)
+        .execute(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e).at_version(v))?;
+        Ok(AppliedStep {
+            version: v,
+            duration,
+            already_applied: false,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Session for MySqlSession {
+    fn dialect(&self) -> Dialect {
+        Dialect::Mysql
+    }
+
+    fn transactional_ddl(&self) -> bool {
+        false
+    }
+
+    async fn lock(&mut self) -> Result<(), TenantError> {
+        let timeout = self.lock_wait.as_secs().max(1) as i64;
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(&self.lock_key)
+            .bind(timeout)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        match got {
+            Some(1) => {
+                self.locked = true;
+                Ok(())
+            }
+            _ => Err(TenantError::transient(
+                "tenant_locked",
+                "another session holds this tenant's migration lock (GET_LOCK timed out)",
+            )),
         }
     }
-    sqlx::query(
-        "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
-    )
-    .bind(duration.as_nanos() as i64)
-    .bind(v)
-    .execute(conn_mut(s))
-    .await
-    .map_err(|e| s.err(e).at_version(v))?;
-    Ok(AppliedStep {
-        version: v,
-        duration,
-        already_applied: false,
-    })
+
+    async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
+        )
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.history_ready = true;
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(self.table.select_sql()))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(history::applied(rows))
+    }
+
+    async fn apply(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
+        let mut out = Vec::with_capacity(steps.len());
+        for s in steps {
+            out.push(self.apply_one(*s).await?);
+        }
+        Ok(out)
+    }
+
+    async fn backfill_batch(
+        &mut self,
+        step: Step<'_>,
+        size: u64,
+        started: Instant,
+    ) -> Result<BatchOutcome, TenantError> {
+        self.ensure_history().await?;
+        let table = self.table.clone();
+        history::backfill_batch(
+            &mut self.conn,
+            "BEGIN",
+            table.insert_sql(true),
+            step,
+            size,
+            started,
+        )
+        .await
+        .map_err(|f| match f {
+            BatchFail::Db(e) => self.err(e),
+            BatchFail::Verify(t) => t,
+        })
+    }
+
+    /// The tenant's size and largest tables; a transaction older than the
+    /// limit open on its database defers it (any of them may hold the
+    /// metadata lock the DDL needs), as do too few free connections.
+    async fn preflight(
+        &mut self,
+        _tables: &[String],
+        limits: PreflightLimits,
+    ) -> Result<Option<String>, TenantError> {
+        let sizes: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT CAST(table_name AS CHAR), CAST(COALESCE(data_length, 0) + COALESCE(index_length, 0) AS SIGNED) \
+             FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' \
+             ORDER BY 2 DESC, 1",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        let old: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT CAST(t.trx_mysql_thread_id AS SIGNED), CAST(TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) AS SIGNED) \
+             FROM information_schema.innodb_trx t JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
+             WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID() \
+             AND t.trx_started < NOW() - INTERVAL ? SECOND ORDER BY 2 DESC",
+        )
+        .bind(limits.max_xact_age.as_secs() as i64)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        let free: i64 = sqlx::query_scalar(
+            "SELECT CAST(@@max_connections - (SELECT COUNT(*) FROM information_schema.processlist) AS SIGNED)",
+        )
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        if let Some((thread, age)) = old.first() {
+            return Err(TenantError::transient(
+                "preflight_deferred",
+                format!(
+                    "connection {thread} has had a transaction open on this database for {age}s: \
+                     DDL would wait for its metadata lock and every query behind the DDL; deferred"
+                ),
+            ));
+        }
+        if free < limits.min_free_connections {
+            return Err(too_few_connections(free, limits.min_free_connections));
+        }
+        Ok(Some(preflight_summary(&sizes, free)))
+    }
+
+    async fn fingerprint(&mut self) -> Result<Vec<String>, TenantError> {
+        let mut items: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(CONCAT('column ', table_name, '.', column_name, ' ', column_type, \
+             IF(is_nullable = 'NO', ' not null', ''), COALESCE(CONCAT(' default ', column_default), '')) AS CHAR) \
+             FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' \
+             UNION ALL SELECT CAST(CONCAT('index ', table_name, '.', index_name, IF(non_unique = 0, ' unique', ''), ': ', \
+             GROUP_CONCAT(column_name ORDER BY seq_in_index)) AS CHAR) \
+             FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' \
+             GROUP BY table_name, index_name, non_unique",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        for i in &mut items {
+            *i = super::one_line(i);
+        }
+        items.sort();
+        Ok(items)
+    }
+
+    async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
+        history::check(&mut self.conn, sql).await.map_err(|e| {
+            let mut t = self.err(e);
+            t.kind = format!("gate_sql_{}", t.kind);
+            t
+        })
+    }
+
+    async fn analyze(&mut self, tables: &[String]) -> Vec<String> {
+        let mut done = Vec::new();
+        for t in tables {
+            let sql = sqlx::AssertSqlSafe(format!("ANALYZE TABLE {}", quote_ident(t)));
+            match sqlx::raw_sql(sql).execute(&mut self.conn).await {
+                Ok(_) => done.push(t.clone()),
+                Err(e) => {
+                    tracing::warn!(table = %t, "ANALYZE skipped: {}", super::one_line(&e.to_string()))
+                }
+            }
+        }
+        done
+    }
+
+    async fn skip(&mut self, step: Step<'_>) -> Result<(), TenantError> {
+        self.ensure_history().await?;
+        let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
+        let r = self.conn.skip("_sqlx_migrations", &m).await;
+        r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))
+    }
+
+    async fn revert(&mut self, m: &Migration, down: &Script) -> Result<Duration, TenantError> {
+        let mig = super::sqlx_migration(m, down, MigrationType::ReversibleDown);
+        let r = self.conn.revert("_sqlx_migrations", &mig).await;
+        r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))
+    }
+
+    async fn backup(&mut self, path: &Path) -> Result<(), TenantError> {
+        super::backup::mysql_dump(&self.url, path).await
+    }
+
+    async fn close(mut self: Box<Self>) {
+        if self.locked {
+            let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+                .bind(&self.lock_key)
+                .execute(&mut self.conn)
+                .await;
+        }
+        let _ = self.conn.close().await;
+    }
 }
 
 /// Databases of the server at `url` matching the pattern or returned by the query.
@@ -223,69 +407,4 @@ pub async fn list_databases(url: &str, opts: &DiscoverOptions) -> Result<Vec<Str
     };
     let _ = conn.close().await;
     r.map_err(|e| scrub_secrets(&e.to_string(), [url]))
-}
-
-/// MySQL/MariaDB preflight: the tenant's size and largest tables, a
-/// transaction older than `max_age` open on its database (it may hold the
-/// metadata lock the DDL needs: deferred), and free connections.
-pub(crate) async fn preflight(
-    s: &mut Session,
-    max_age: std::time::Duration,
-    min_free: i64,
-) -> Result<Option<String>, TenantError> {
-    let c = conn_mut(s);
-    let sizes: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT CAST(table_name AS CHAR), CAST(COALESCE(data_length, 0) + COALESCE(index_length, 0) AS SIGNED) \
-         FROM information_schema.tables WHERE table_schema = DATABASE() AND table_type = 'BASE TABLE' \
-         ORDER BY 2 DESC, 1",
-    )
-    .fetch_all(&mut *c)
-    .await
-    .map_err(|e| super::classify(&e, Dialect::Mysql))?;
-    let old: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT CAST(t.trx_mysql_thread_id AS SIGNED), CAST(TIMESTAMPDIFF(SECOND, t.trx_started, NOW()) AS SIGNED) \
-         FROM information_schema.innodb_trx t JOIN information_schema.processlist p ON p.id = t.trx_mysql_thread_id \
-         WHERE p.db = DATABASE() AND t.trx_mysql_thread_id <> CONNECTION_ID() \
-         AND t.trx_started < NOW() - INTERVAL ? SECOND ORDER BY 2 DESC",
-    )
-    .bind(max_age.as_secs() as i64)
-    .fetch_all(&mut *c)
-    .await
-    .map_err(|e| super::classify(&e, Dialect::Mysql))?;
-    let free: i64 = sqlx::query_scalar(
-        "SELECT CAST(@@max_connections - (SELECT COUNT(*) FROM information_schema.processlist) AS SIGNED)",
-    )
-    .fetch_one(&mut *c)
-    .await
-    .map_err(|e| super::classify(&e, Dialect::Mysql))?;
-    if let Some((thread, age)) = old.first() {
-        return Err(TenantError::transient(
-            "preflight_deferred",
-            format!(
-                "connection {thread} has had a transaction open on this database for {age}s: \
-                 DDL would wait for its metadata lock and every query behind the DDL; deferred"
-            ),
-        ));
-    }
-    if free < min_free {
-        return Err(TenantError::transient(
-            "preflight_deferred",
-            format!("the server has {free} free connection(s), fewer than {min_free}; deferred"),
-        ));
-    }
-    let total: i64 = sizes.iter().map(|(_, b)| b).sum();
-    let largest: Vec<String> = sizes
-        .iter()
-        .take(3)
-        .map(|(t, b)| format!("{t} {} kB", b / 1024))
-        .collect();
-    Ok(Some(format!(
-        "size {} kB; largest: {}; {free} free connection(s)",
-        total / 1024,
-        if largest.is_empty() {
-            "none".to_string()
-        } else {
-            largest.join(", ")
-        }
-    )))
 }

@@ -3,202 +3,362 @@
 //! history is re-checked inside that transaction: a second process that read
 //! the same history waits for the lock, then sees the row and skips the
 //! version. The busy timeout is the lock timeout; `SQLITE_BUSY` past it is a
-//! transient error that the executor retries with backoff.
+//! transient error that the executor retries with backoff. A tenant whose
+//! file does not exist reads as empty and is never created by a read.
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use sqlx::migrate::{Migrate, MigrateError, MigrationType};
-use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::migrate::{Migrate, MigrationType};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Executor};
 
-use super::{Access, AppliedStep, Conn, Connector, Fail, Session, Step, sqlx_migration};
+use super::classify::{migrate_error, tenant_error};
+use super::history::{self, BatchFail, HistoryTable, Params};
+use super::{
+    Access, AppliedStep, BatchOutcome, PreflightLimits, Session, Settings, Step, quote_ident,
+    quote_literal,
+};
 use crate::error::TenantError;
+use crate::migration::{Applied, Migration, Script};
 use crate::tenant::Dialect;
 
 const TABLE: &str = "_sqlx_migrations";
 
-pub(crate) async fn open(
-    c: &Connector,
-    path: &Path,
-    access: Access,
-) -> Result<Session, TenantError> {
-    let session = |conn| Session {
-        conn,
-        dialect: Dialect::Sqlite,
-        table: TABLE.to_string(),
-        schema: None,
-        locked: false,
-        history_ready: false,
-        fresh: false,
-        url: None,
-        lock_wait: c.settings.lock_timeout,
-        exists_hint: None,
-        setup: String::new(),
-        broken: false,
-        pg_history: Default::default(),
-        lock_key: String::new(),
-    };
-    if !path.exists() {
-        if access == Access::Read {
-            return Ok(session(Conn::SqliteMissing));
-        }
-        if !c.settings.create_missing {
-            return Err(TenantError::permanent(
-                "cannot_open",
-                format!(
-                    "tenant file {} does not exist (pass --create-missing to create missing SQLite tenants)",
-                    path.display()
-                ),
-            ));
-        }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                TenantError::permanent(
+/// An open SQLite tenant.
+pub struct SqliteSession {
+    /// `None`: the file does not exist (read access only).
+    conn: Option<SqliteConnection>,
+    /// Whether `_sqlx_migrations` is known to exist.
+    history_ready: bool,
+    table: HistoryTable,
+}
+
+fn missing() -> TenantError {
+    TenantError::permanent("cannot_open", "tenant file does not exist")
+}
+
+fn err(e: sqlx::Error) -> TenantError {
+    tenant_error(&e, Dialect::Sqlite, None)
+}
+
+/// Opens `path`; creates it (and its folder) only for writing with
+/// `create_missing`.
+impl SqliteSession {
+    pub(crate) async fn open(
+        settings: &Settings,
+        path: &Path,
+        access: Access,
+    ) -> Result<SqliteSession, TenantError> {
+        let session = |conn| SqliteSession {
+            conn,
+            history_ready: false,
+            table: HistoryTable::new(TABLE, Params::Question),
+        };
+        if !path.exists() {
+            if access == Access::Read {
+                return Ok(session(None));
+            }
+            if !settings.create_missing {
+                return Err(TenantError::permanent(
                     "cannot_open",
-                    format!("cannot create {}: {e}", parent.display()),
-                )
-            })?;
+                    format!(
+                        "tenant file {} does not exist (pass --create-missing to create missing SQLite tenants)",
+                        path.display()
+                    ),
+                ));
+            }
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    TenantError::permanent(
+                        "cannot_open",
+                        format!("cannot create {}: {e}", parent.display()),
+                    )
+                })?;
+            }
+        }
+        // No journal_mode is set: it is persistent and belongs to the application.
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(access == Access::Write)
+            .read_only(access == Access::Read)
+            .busy_timeout(settings.lock_timeout)
+            .disable_statement_logging();
+        match opts.connect().await {
+            Ok(conn) => Ok(session(Some(conn))),
+            Err(e) => {
+                let mut t = err(e);
+                t.message = format!("cannot open {}: {}", path.display(), t.message);
+                Err(t)
+            }
         }
     }
-    // No journal_mode is set: it is persistent and belongs to the application.
-    let opts = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(access == Access::Write)
-        .read_only(access == Access::Read)
-        .busy_timeout(c.settings.lock_timeout)
-        .disable_statement_logging();
-    match opts.connect().await {
-        Ok(conn) => Ok(session(Conn::Sqlite(conn))),
-        Err(e) => {
-            let mut t = super::classify(&e, Dialect::Sqlite);
-            t.message = format!("cannot open {}: {}", path.display(), t.message);
-            Err(t)
+
+    fn conn(&mut self) -> Result<&mut SqliteConnection, TenantError> {
+        self.conn.as_mut().ok_or_else(missing)
+    }
+
+    async fn ensure_history(&mut self) -> Result<(), TenantError> {
+        if self.history_ready {
+            return Ok(());
         }
-    }
-}
-
-pub(crate) async fn history_exists(c: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-    )
-    .fetch_one(c)
-    .await?;
-    Ok(n > 0)
-}
-
-pub(crate) async fn apply(
-    s: &mut Session,
-    steps: &[Step<'_>],
-) -> Result<Vec<AppliedStep>, TenantError> {
-    if let [step] = steps
-        && step.script.no_tx
-    {
-        return apply_no_tx(s, *step).await;
-    }
-    let Conn::Sqlite(conn) = &mut s.conn else {
-        unreachable!("sqlite session without a sqlite connection")
-    };
-    let result: Result<Vec<AppliedStep>, (Fail, Option<i64>)> = async {
-        let mut tx = conn
-            .begin_with("BEGIN IMMEDIATE")
+        self.conn()?
+            .ensure_migrations_table(TABLE)
             .await
-            .map_err(|e| (Fail::Db(e.into()), None))?;
-        if !s.history_ready {
-            // Created inside the first write transaction: one fsync fewer per tenant.
-            tx.ensure_migrations_table(TABLE)
-                .await
-                .map_err(|e| (Fail::Db(e), None))?;
-        }
-        let mut out = Vec::with_capacity(steps.len());
-        for step in steps {
-            let v = step.migration.version;
-            let present: Option<i64> =
-                sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE version = ?1")
-                    .bind(v)
-                    .fetch_optional(&mut *tx)
+            .map_err(|e| migrate_error(e, Dialect::Sqlite, None))?;
+        self.history_ready = true;
+        Ok(())
+    }
+
+    /// Transactional migrations in one `BEGIN IMMEDIATE` transaction, each
+    /// re-checked against the history inside it.
+    async fn apply_group(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
+        let create = !self.history_ready;
+        let table = self.table.clone();
+        let conn = self.conn()?;
+        let result: Result<Vec<AppliedStep>, (TenantError, Option<i64>)> = async {
+            let db = |v: Option<i64>| move |e: sqlx::Error| (err(e), v);
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(db(None))?;
+            if create {
+                // Created inside the first write transaction: one fsync fewer per tenant.
+                tx.ensure_migrations_table(TABLE)
                     .await
-                    .map_err(|e| (Fail::Db(e.into()), Some(v)))?;
-            if present.is_some() {
+                    .map_err(|e| (migrate_error(e, Dialect::Sqlite, None), None))?;
+            }
+            let mut out = Vec::with_capacity(steps.len());
+            for step in steps {
+                let v = step.migration.version;
+                let present: Option<i64> =
+                    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE version = ?1")
+                        .bind(v)
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(db(Some(v)))?;
+                if present.is_some() {
+                    out.push(AppliedStep {
+                        version: v,
+                        duration: Duration::ZERO,
+                        already_applied: true,
+                    });
+                    continue;
+                }
+                // The statements sqlx's `Migrate::apply` runs (script, then the
+                // history row), minus its savepoint and its separate
+                // execution_time UPDATE: we are inside our own transaction,
+                // and the elapsed time is known before the insert.
+                let t0 = Instant::now();
+                (&mut *tx)
+                    .execute(sqlx::AssertSqlSafe(step.script.sql.clone()))
+                    .await
+                    .map_err(db(Some(v)))?;
+                let duration = t0.elapsed();
+                if let Some(failed) = history::verify(&mut *tx, step.script, history::ROLLED_BACK)
+                    .await
+                    .map_err(db(Some(v)))?
+                {
+                    return Err((failed, Some(v)));
+                }
+                table
+                    .insert(&mut *tx, *step, true, duration.as_nanos() as i64)
+                    .await
+                    .map_err(db(Some(v)))?;
                 out.push(AppliedStep {
                     version: v,
-                    duration: Default::default(),
-                    already_applied: true,
+                    duration,
+                    already_applied: false,
                 });
-                continue;
             }
-            // The same statements sqlx's `Migrate::apply` runs (script, then
-            // the history row in sqlx's layout), minus its savepoint and its
-            // separate execution_time UPDATE: we are already inside our own
-            // transaction, and the elapsed time is known before the insert.
-            let t0 = Instant::now();
-            (&mut *tx)
-                .execute(sqlx::AssertSqlSafe(step.script.sql.clone()))
-                .await
-                .map_err(|e| (Fail::Db(MigrateError::ExecuteMigration(e, v)), Some(v)))?;
-            let duration = t0.elapsed();
-            if let Some((file, vsql)) = &step.script.verify {
-                let rows: Vec<Vec<String>> = sqlx::raw_sql(sqlx::AssertSqlSafe(vsql.clone()))
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(|e| (Fail::Db(MigrateError::ExecuteMigration(e, v)), Some(v)))?
-                    .iter()
-                    .map(super::render_row)
-                    .collect();
-                if let Some(why) = super::verdict(&rows) {
-                    return Err((Fail::Verify(super::verify_failed(file, &why, true)), Some(v)));
-                }
-            }
-            sqlx::query(
-                "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
-                 VALUES (?1, ?2, TRUE, ?3, ?4)",
-            )
-            .bind(v)
-            .bind(step.migration.description.as_str())
-            .bind(step.script.checksum.as_slice())
-            .bind(duration.as_nanos() as i64)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| (Fail::Db(e.into()), Some(v)))?;
-            out.push(AppliedStep {
-                version: v,
-                duration,
-                already_applied: false,
-            });
-        }
-        tx.commit().await.map_err(|e| (Fail::Db(e.into()), None))?;
-        Ok(out)
-    }
-    .await;
-    match result {
-        Ok(out) => {
-            s.history_ready = true;
+            tx.commit().await.map_err(db(None))?;
             Ok(out)
         }
-        Err((f, v)) => Err(s.fail(f, v)),
+        .await;
+        match result {
+            Ok(out) => {
+                self.history_ready = true;
+                Ok(out)
+            }
+            Err((t, Some(v))) => Err(t.at_version(v)),
+            Err((t, None)) => Err(t),
+        }
+    }
+
+    /// A `-- no-transaction` migration (e.g. `VACUUM`): run as is. If it fails
+    /// for good, the history gets a dirty row, since part of it may have run.
+    async fn apply_no_tx(&mut self, step: Step<'_>) -> Result<Vec<AppliedStep>, TenantError> {
+        self.ensure_history().await?;
+        let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
+        let table = self.table.clone();
+        let conn = self.conn()?;
+        match conn.apply(TABLE, &m).await {
+            Ok(d) => Ok(vec![AppliedStep {
+                version: m.version,
+                duration: d,
+                already_applied: false,
+            }]),
+            Err(e) => {
+                let t = migrate_error(e, Dialect::Sqlite, None).at_version(m.version);
+                if !t.is_transient() {
+                    let _ = table.insert(&mut *conn, step, false, -1).await;
+                }
+                Err(t)
+            }
+        }
     }
 }
 
-/// A `-- no-transaction` migration (e.g. `VACUUM`): run as is. If it fails for
-/// good, the history gets a dirty row, since part of it may have run.
-async fn apply_no_tx(s: &mut Session, step: Step<'_>) -> Result<Vec<AppliedStep>, TenantError> {
-    s.ensure_history().await?;
-    let Conn::Sqlite(conn) = &mut s.conn else {
-        unreachable!()
-    };
-    let m = sqlx_migration(step.migration, step.script, MigrationType::Simple);
-    match conn.apply(TABLE, &m).await {
-        Ok(d) => Ok(vec![AppliedStep {
-            version: m.version,
-            duration: d,
-            already_applied: false,
-        }]),
-        Err(e) => {
-            let t = s.migrate_err(e).at_version(m.version);
-            if !t.is_transient() {
-                let _ = s.mark_dirty(step).await;
+#[async_trait::async_trait]
+impl Session for SqliteSession {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn transactional_ddl(&self) -> bool {
+        true
+    }
+
+    /// SQLite tenants are serialised by `BEGIN IMMEDIATE` around each
+    /// migration instead of a lock held for the session.
+    async fn lock(&mut self) -> Result<(), TenantError> {
+        Ok(())
+    }
+
+    async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(err)?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.history_ready = true;
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(self.table.select_sql()))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(err)?;
+        Ok(history::applied(rows))
+    }
+
+    async fn apply(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
+        match steps {
+            [step] if step.script.no_tx => self.apply_no_tx(*step).await,
+            _ => self.apply_group(steps).await,
+        }
+    }
+
+    async fn backfill_batch(
+        &mut self,
+        step: Step<'_>,
+        size: u64,
+        started: Instant,
+    ) -> Result<BatchOutcome, TenantError> {
+        self.ensure_history().await?;
+        let table = self.table.clone();
+        let conn = self.conn()?;
+        history::backfill_batch(
+            conn,
+            "BEGIN IMMEDIATE",
+            table.insert_sql(true),
+            step,
+            size,
+            started,
+        )
+        .await
+        .map_err(|f| match f {
+            BatchFail::Db(e) => err(e),
+            BatchFail::Verify(t) => t,
+        })
+    }
+
+    async fn preflight(
+        &mut self,
+        _tables: &[String],
+        _limits: PreflightLimits,
+    ) -> Result<Option<String>, TenantError> {
+        Ok(None)
+    }
+
+    async fn fingerprint(&mut self) -> Result<Vec<String>, TenantError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let mut items: Vec<String> = sqlx::query_scalar(
+            "SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_master \
+             WHERE name NOT LIKE 'sqlite_%' AND tbl_name <> '_sqlx_migrations'",
+        )
+        .fetch_all(conn)
+        .await
+        .map_err(err)?;
+        for i in &mut items {
+            *i = super::one_line(i);
+        }
+        items.sort();
+        Ok(items)
+    }
+
+    async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        history::check(conn, sql).await.map_err(|e| {
+            let mut t = err(e);
+            t.kind = format!("gate_sql_{}", t.kind);
+            t
+        })
+    }
+
+    async fn analyze(&mut self, tables: &[String]) -> Vec<String> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Vec::new();
+        };
+        let mut done = Vec::new();
+        for t in tables {
+            let sql = sqlx::AssertSqlSafe(format!("ANALYZE {}", quote_ident(t)));
+            match sqlx::raw_sql(sql).execute(&mut *conn).await {
+                Ok(_) => done.push(t.clone()),
+                Err(e) => {
+                    tracing::warn!(table = %t, "ANALYZE skipped: {}", super::one_line(&e.to_string()))
+                }
             }
-            Err(t)
+        }
+        done
+    }
+
+    async fn skip(&mut self, step: Step<'_>) -> Result<(), TenantError> {
+        self.ensure_history().await?;
+        let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
+        self.conn()?
+            .skip(TABLE, &m)
+            .await
+            .map_err(|e| migrate_error(e, Dialect::Sqlite, None).at_version(m.version))
+    }
+
+    async fn revert(&mut self, m: &Migration, down: &Script) -> Result<Duration, TenantError> {
+        let mig = super::sqlx_migration(m, down, MigrationType::ReversibleDown);
+        self.conn()?
+            .revert(TABLE, &mig)
+            .await
+            .map_err(|e| migrate_error(e, Dialect::Sqlite, None).at_version(m.version))
+    }
+
+    /// `VACUUM INTO` a file beside the target, renamed into place.
+    async fn backup(&mut self, path: &Path) -> Result<(), TenantError> {
+        let tmp = super::backup::prepare(path)?;
+        let sql = format!("VACUUM INTO {}", quote_literal(&tmp.display().to_string()));
+        self.conn()?
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(err)?;
+        super::backup::finish(&tmp, path)
+    }
+
+    async fn close(self: Box<Self>) {
+        if let Some(c) = self.conn {
+            let _ = c.close().await;
         }
     }
 }

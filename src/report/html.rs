@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::{RunReport, Summary};
-use crate::state::TenantRun;
+use crate::state::{RunStatus, TenantRun};
 
 /// At most this many tenants are drawn in the timeline (failed ones first);
 /// the CSV has them all.
@@ -38,7 +38,7 @@ fn timeline(r: &RunReport) -> String {
         .collect();
     let total_started = rows.len();
     if rows.len() > MAX_BARS {
-        rows.sort_by_key(|t| (t.status != "failed", t.attempts == 1));
+        rows.sort_by_key(|t| (t.status != RunStatus::Failed, t.attempts == 1));
         rows.truncate(MAX_BARS);
     }
     rows.sort_by_key(|t| (t.wave, t.started_at, t.tenant.clone()));
@@ -91,10 +91,10 @@ fn timeline(r: &RunReport) -> String {
             body,
             r#"<rect class="bar" data-tenant="{}" data-status="{}" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{bar_h}" fill="{}"><title>{}: {} — {} attempt(s), {} ms{}</title></rect>"#,
             esc(&t.tenant),
-            esc(&t.status),
-            colour(&t.status),
+            esc(t.status.as_str()),
+            colour(t.status.as_str()),
             esc(&t.tenant),
-            esc(&t.status),
+            esc(t.status.as_str()),
             t.attempts,
             t.duration_ms,
             t.error_message
@@ -199,7 +199,7 @@ pub fn render(r: &RunReport, s: &Summary<'_>) -> String {
             "<tr class=\"wave\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&w.name),
             esc(&w.selector),
-            esc(&w.status),
+            esc(w.status.as_str()),
             w.tenants,
             w.succeeded,
             w.failed,
@@ -256,7 +256,7 @@ td, th {{ border: 1px solid #ddd; padding: 3px 8px; text-align: left; }}
 "##,
         cmd = esc(s.command),
         id = esc(s.rollout_id),
-        status = esc(s.status),
+        status = esc(s.status.as_str()),
         reason = s
             .reason
             .map(|r| format!(" — {}", esc(r)))

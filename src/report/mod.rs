@@ -7,7 +7,6 @@
 //! `metrics` writes the Prometheus text file for the nightly job.
 
 pub mod html;
-pub mod progress;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -17,7 +16,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::state::{RolloutRecord, TenantRun, WaveRecord, tenant_status};
+use crate::options::TxMode;
+use crate::state::{
+    RolloutRecord, RolloutStatus, RunStatus, StateStore, TenantRun, WaveRecord, WaveStatus,
+};
 
 /// The version of the layout of `summary.json`; bumped on any breaking change.
 pub const FORMAT_VERSION: u32 = 2;
@@ -79,7 +81,7 @@ pub struct WaveSummary {
     pub wave: i64,
     pub name: String,
     pub selector: String,
-    pub status: String,
+    pub status: WaveStatus,
     pub tenants: usize,
     pub succeeded: usize,
     pub failed: usize,
@@ -98,13 +100,13 @@ pub struct Summary<'a> {
     pub migrations_dir: &'a str,
     pub migration_set_checksum: &'a str,
     pub target_version: i64,
-    pub status: &'a str,
+    pub status: RolloutStatus,
     pub reason: Option<&'a str>,
     pub created_at: String,
     pub finished_at: Option<String>,
     pub duration_ms: u64,
     pub concurrency: usize,
-    pub tx_mode: &'a str,
+    pub tx_mode: TxMode,
     /// A `phase=contract` migration held back, and why.
     pub held_contract: Option<&'a str>,
     pub totals: Totals,
@@ -182,25 +184,34 @@ fn durations(rows: &[&TenantRun]) -> Vec<Duration> {
 }
 
 impl RunReport {
+    /// Everything the store holds about rollout `id`.
+    pub async fn load(store: &StateStore, id: &str) -> Result<RunReport, Error> {
+        Ok(RunReport {
+            rollout: store.get_rollout(id).await?,
+            waves: store.waves(id).await?,
+            tenants: store.tenant_runs(id).await?,
+        })
+    }
+
     pub fn totals(&self) -> Totals {
         let mut t = Totals {
             tenants: self.tenants.len(),
             ..Default::default()
         };
         for r in &self.tenants {
-            match r.status.as_str() {
-                tenant_status::SUCCEEDED => {
+            match r.status {
+                RunStatus::Succeeded => {
                     t.succeeded += 1;
                     if r.applied.is_empty() {
                         t.up_to_date += 1;
                     }
                 }
-                tenant_status::FAILED => t.failed += 1,
-                tenant_status::RUNNING => t.running += 1,
-                tenant_status::NOT_STARTED => t.not_started += 1,
-                tenant_status::SKIPPED => t.skipped += 1,
-                tenant_status::REVERTED => t.reverted += 1,
-                _ => t.pending += 1,
+                RunStatus::Failed => t.failed += 1,
+                RunStatus::Running => t.running += 1,
+                RunStatus::NotStarted => t.not_started += 1,
+                RunStatus::Skipped => t.skipped += 1,
+                RunStatus::Reverted => t.reverted += 1,
+                RunStatus::Pending => t.pending += 1,
             }
             t.migrations_applied += r.applied.len();
             t.retries += (r.attempts - 1).max(0) as usize;
@@ -212,7 +223,7 @@ impl RunReport {
     pub fn all_ok(&self) -> bool {
         self.tenants
             .iter()
-            .all(|t| t.status == tenant_status::SUCCEEDED)
+            .all(|t| t.status == RunStatus::Succeeded)
     }
 
     pub fn duration_stats(&self) -> DurationStats {
@@ -229,7 +240,7 @@ impl RunReport {
     pub fn failure_clusters(&self) -> Vec<FailureCluster> {
         let mut groups: BTreeMap<(String, String, String), FailureCluster> = BTreeMap::new();
         for t in &self.tenants {
-            let (class, kind, message) = if t.status == tenant_status::FAILED {
+            let (class, kind, message) = if t.status == RunStatus::Failed {
                 (
                     t.error_class.clone().unwrap_or_default(),
                     t.error_kind.clone().unwrap_or_default(),
@@ -272,15 +283,15 @@ impl RunReport {
                     wave: w.wave,
                     name: w.name.clone(),
                     selector: w.selector.clone(),
-                    status: w.status.clone(),
+                    status: w.status,
                     tenants: rows.len(),
                     succeeded: rows
                         .iter()
-                        .filter(|t| t.status == tenant_status::SUCCEEDED)
+                        .filter(|t| t.status == RunStatus::Succeeded)
                         .count(),
                     failed: rows
                         .iter()
-                        .filter(|t| t.status == tenant_status::FAILED)
+                        .filter(|t| t.status == RunStatus::Failed)
                         .count(),
                     p50_ms: quantile(&d, 0.5).as_millis() as u64,
                     p95_ms: quantile(&d, 0.95).as_millis() as u64,
@@ -305,14 +316,14 @@ impl RunReport {
             migrations_dir: &r.migrations_dir,
             migration_set_checksum: &r.set_checksum,
             target_version: r.target,
-            status: &r.status,
+            status: r.status,
             reason: r.reason.as_deref(),
             created_at: ms_time(r.created_at),
             finished_at: r.finished_at.map(ms_time),
             duration_ms: (end - r.created_at).max(0) as u64,
-            concurrency: r.settings.concurrency,
-            tx_mode: &r.settings.tx_mode,
-            held_contract: r.settings.held.as_deref(),
+            concurrency: r.settings.exec.concurrency,
+            tx_mode: r.settings.exec.tx_mode,
+            held_contract: r.settings.policy.held.as_deref(),
             totals: self.totals(),
             tenant_duration: self.duration_stats(),
             waves: self.wave_summaries(),
@@ -369,7 +380,7 @@ impl RunReport {
             let _ = w.write_record([
                 t.tenant.clone(),
                 wave_name(t.wave),
-                t.status.clone(),
+                t.status.to_string(),
                 t.attempts.to_string(),
                 opt(t.from_version),
                 opt(t.to_version),
@@ -412,7 +423,7 @@ impl RunReport {
                 x.wave.to_string(),
                 x.name.clone(),
                 x.selector.clone(),
-                x.status.clone(),
+                x.status.to_string(),
                 x.tenants.to_string(),
                 x.succeeded.to_string(),
                 x.failed.to_string(),
@@ -432,7 +443,7 @@ impl RunReport {
         } else {
             format!(
                 "{} — NOT EVERY TENANT IS AT ITS TARGET",
-                s.status.to_uppercase()
+                s.status.as_str().to_uppercase()
             )
         };
         let _ = writeln!(md, "# fleetmig {} {}: {verdict}\n", s.command, s.rollout_id);

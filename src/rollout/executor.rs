@@ -1,94 +1,25 @@
-//! The executor: takes a list of tenants through their pending migrations with
-//! bounded parallelism. Concurrency is bounded here and only here: a global
-//! limit and a per-server limit (tenants are interleaved by server so that a
-//! fleet spread over shards loads each one evenly). Each tenant runs in its own
-//! task with its own attempts; a failed tenant is data, never an abort.
-//! Cancellation (Ctrl-C/SIGTERM) starts no new tenant and stops in-flight
-//! tenants after the migration they are running.
+//! The executor: takes a list of tenants through their pending migrations,
+//! within the limits of the command's `Fanout` (global and per server, tenants
+//! interleaved across servers). Each tenant runs in its own task with its own
+//! attempts (`RetryPolicy`); a failed tenant is data, never an abort. Every
+//! step is an event on the bus. Cancellation (Ctrl-C/SIGTERM) starts no new
+//! tenant and stops in-flight tenants after the migration they are running.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use super::retry::RetryPolicy;
-use crate::dialect::{Access, Connector, Step, TxMode};
+use super::context::Cancel;
+use crate::dialect::{Access, Connector, Session, Step};
 use crate::error::TenantError;
-use crate::event::{Event, Subscriber, TenantOutcome, TenantStatus};
+use crate::event::{Bus, Event, TenantOutcome, TenantStatus};
+use crate::fanout::{Fanout, interleave};
 use crate::migration::{MigrationSet, plan_tenant};
-use crate::tenant::Tenant;
-
-/// How a run is executed.
-#[derive(Debug, Clone)]
-pub struct ExecOptions {
-    pub concurrency: usize,
-    pub per_server: usize,
-    pub retry: RetryPolicy,
-    /// Stop starting tenants once this many have failed.
-    pub max_failures: Option<usize>,
-    /// Highest version to apply (head when `None`).
-    pub target: Option<i64>,
-    pub tx_mode: TxMode,
-    /// Back each tenant up into this folder before its first migration.
-    pub backup_dir: Option<std::path::PathBuf>,
-    /// ANALYZE the tables a tenant's migrations changed, after them.
-    pub analyze: bool,
-    /// Preflight before a tenant is touched: (longest transaction allowed to
-    /// hold a touched table, fewest free server connections).
-    pub preflight: Option<(Duration, i64)>,
-    /// Contract versions held back: a tenant that needs one stops below it.
-    pub hold_versions: Vec<i64>,
-}
-
-impl Default for ExecOptions {
-    fn default() -> Self {
-        ExecOptions {
-            concurrency: 8,
-            per_server: usize::MAX,
-            retry: RetryPolicy::default(),
-            max_failures: None,
-            target: None,
-            tx_mode: TxMode::Migration,
-            backup_dir: None,
-            analyze: false,
-            preflight: None,
-            hold_versions: Vec::new(),
-        }
-    }
-}
-
-/// A handle to stop a run gracefully.
-#[derive(Clone)]
-pub struct Cancel {
-    tx: Arc<watch::Sender<bool>>,
-}
-
-impl Default for Cancel {
-    fn default() -> Self {
-        Cancel {
-            tx: Arc::new(watch::channel(false).0),
-        }
-    }
-}
-
-impl Cancel {
-    pub fn cancel(&self) {
-        self.tx.send_replace(true);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        *self.tx.borrow()
-    }
-
-    pub async fn cancelled(&self) {
-        let mut rx = self.tx.subscribe();
-        let _ = rx.wait_for(|c| *c).await;
-    }
-}
+use crate::options::{ExecOptions, TxMode};
+use crate::tenant::{Dialect, Tenant};
 
 /// Why the executor stopped dispatching early, if it did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,11 +28,13 @@ pub struct Stops {
     pub max_failures_reached: bool,
 }
 
+/// Runs tenants through their pending migrations.
 pub struct Executor {
     pub connector: Arc<Connector>,
+    pub fanout: Arc<Fanout>,
     pub set: Arc<MigrationSet>,
     pub opts: ExecOptions,
-    subscribers: Arc<Vec<Arc<dyn Subscriber>>>,
+    pub bus: Bus,
     pub cancel: Cancel,
 }
 
@@ -109,18 +42,18 @@ struct Shared {
     connector: Arc<Connector>,
     set: Arc<MigrationSet>,
     opts: ExecOptions,
-    subscribers: Arc<Vec<Arc<dyn Subscriber>>>,
+    bus: Bus,
     cancel: Cancel,
     failures: AtomicUsize,
     run_id: String,
-    tables: dashmap::DashMap<(i64, crate::tenant::Dialect), Vec<String>>,
+    tables: dashmap::DashMap<(i64, Dialect), Vec<String>>,
 }
 
 impl Shared {
     /// The tables `versions` touch for `dialect` (for preflight and
     /// `--analyze`), from the parser. Each script is parsed once per run, not
     /// once per tenant.
-    fn tables(&self, versions: &[i64], dialect: crate::tenant::Dialect) -> Vec<String> {
+    fn tables(&self, versions: &[i64], dialect: Dialect) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for v in versions {
             let per = self
@@ -142,36 +75,18 @@ impl Shared {
     }
 
     fn emit(&self, e: Event) {
-        for s in self.subscribers.iter() {
-            s.on_event(&e);
-        }
+        self.bus.emit(e);
     }
 }
 
 impl Executor {
-    pub fn new(
-        connector: Arc<Connector>,
-        set: Arc<MigrationSet>,
-        opts: ExecOptions,
-        subscribers: Vec<Arc<dyn Subscriber>>,
-        cancel: Cancel,
-    ) -> Self {
-        Executor {
-            connector,
-            set,
-            opts,
-            subscribers: Arc::new(subscribers),
-            cancel,
-        }
-    }
-
     /// Runs every tenant; every tenant gets exactly one `TenantFinished` event.
     pub async fn run(&self, run_id: &str, tenants: Vec<Tenant>) -> Stops {
         let shared = Arc::new(Shared {
             connector: self.connector.clone(),
             set: self.set.clone(),
             opts: self.opts.clone(),
-            subscribers: self.subscribers.clone(),
+            bus: self.bus.clone(),
             cancel: self.cancel.clone(),
             failures: AtomicUsize::new(0),
             run_id: run_id.to_string(),
@@ -181,12 +96,9 @@ impl Executor {
             run_id: run_id.to_string(),
             tenants: tenants.len(),
         });
-        let global = Arc::new(Semaphore::new(self.opts.concurrency.max(1)));
-        let per_server = self.opts.per_server.clamp(1, Semaphore::MAX_PERMITS);
-        let mut servers: HashMap<String, Arc<Semaphore>> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut stops = Stops::default();
-        let mut queue = interleave_by_server(tenants);
+        let mut queue = interleave(tenants, |t| t);
         while let Some(tenant) = queue.pop_front() {
             let stop_reason = if shared.cancel.is_cancelled() {
                 Some("interrupted before this tenant started")
@@ -205,16 +117,8 @@ impl Executor {
                 not_started(&shared, &tenant, reason);
                 continue;
             }
-            let server = servers
-                .entry(tenant.locator.server_key())
-                .or_insert_with(|| Arc::new(Semaphore::new(per_server)))
-                .clone();
             let permits = tokio::select! {
-                p = async {
-                    let s = server.acquire_owned().await.expect("semaphore open");
-                    let g = global.clone().acquire_owned().await.expect("semaphore open");
-                    (s, g)
-                } => Some(p),
+                p = self.fanout.slot(&tenant) => Some(p),
                 _ = shared.cancel.cancelled() => None,
             };
             // A failure may have been recorded while we waited for a slot.
@@ -270,27 +174,6 @@ fn not_started(shared: &Shared, tenant: &Tenant, reason: &str) {
         finished_at: None,
         error: Some(TenantError::permanent("not_started", reason)),
     })));
-}
-
-/// Orders tenants round-robin across servers, keeping each server's own order.
-fn interleave_by_server(tenants: Vec<Tenant>) -> VecDeque<Tenant> {
-    let mut by: BTreeMap<String, VecDeque<Tenant>> = BTreeMap::new();
-    let n = tenants.len();
-    for t in tenants {
-        by.entry(t.locator.server_key()).or_default().push_back(t);
-    }
-    if by.len() == 1 {
-        return by.into_values().next().unwrap_or_default();
-    }
-    let mut out = VecDeque::with_capacity(n);
-    while out.len() < n {
-        for q in by.values_mut() {
-            if let Some(t) = q.pop_front() {
-                out.push_back(t);
-            }
-        }
-    }
-    out
 }
 
 /// What one tenant's attempts have achieved so far.
@@ -373,7 +256,7 @@ async fn attempt_once(
     progress: &mut Progress,
 ) -> Result<(), TenantError> {
     let mut session = shared.connector.open(tenant, Access::Write).await?;
-    let r = apply_pending(shared, tenant, &mut session, progress).await;
+    let r = apply_pending(shared, tenant, session.as_mut(), progress).await;
     session.close().await;
     r
 }
@@ -381,14 +264,14 @@ async fn attempt_once(
 async fn apply_pending(
     shared: &Shared,
     tenant: &Tenant,
-    session: &mut crate::dialect::Session,
+    session: &mut dyn Session,
     progress: &mut Progress,
 ) -> Result<(), TenantError> {
     session.lock().await?;
     let history = session.history().await?;
     let dialect = session.dialect();
     let mut plan = plan_tenant(&history, &shared.set, dialect, shared.opts.target)?;
-    crate::rollout::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
+    super::hold::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
     progress.from_version.get_or_insert(plan.current);
     progress.current = Some(plan.current);
     shared.emit(Event::TenantPlanned {
@@ -396,11 +279,11 @@ async fn apply_pending(
         from_version: plan.current,
         pending: plan.pending.clone(),
     });
-    if let Some((age, free)) = shared.opts.preflight
+    if let Some(limits) = shared.opts.preflight
         && !plan.pending.is_empty()
     {
         let tables = shared.tables(&plan.pending, dialect);
-        if let Some(summary) = session.preflight(&tables, age, free).await? {
+        if let Some(summary) = session.preflight(&tables, limits).await? {
             shared.emit(Event::Preflight {
                 tenant: tenant.id.clone(),
                 summary,
@@ -413,7 +296,7 @@ async fn apply_pending(
         let path = crate::dialect::backup::backup_path(dir, &shared.run_id, tenant);
         // a resumed rollout keeps the backup taken before anything ran
         if !path.exists() {
-            crate::dialect::backup::take(session, tenant, &path).await?;
+            session.backup(&path).await?;
         }
         shared.emit(Event::BackupTaken {
             tenant: tenant.id.clone(),
@@ -431,7 +314,11 @@ async fn apply_pending(
             }
         })
         .collect();
-    for group in groups(&steps, shared.opts.tx_mode, dialect) {
+    let tx_mode = match session.transactional_ddl() {
+        true => shared.opts.tx_mode,
+        false => TxMode::Migration,
+    };
+    for group in groups(&steps, tx_mode) {
         if shared.cancel.is_cancelled() {
             progress.interrupted = true;
             return Ok(());
@@ -480,7 +367,7 @@ async fn apply_pending(
 async fn backfill(
     shared: &Shared,
     tenant: &Tenant,
-    session: &mut crate::dialect::Session,
+    session: &mut dyn Session,
     progress: &mut Progress,
     step: Step<'_>,
     batch: crate::migration::Batch,
@@ -497,7 +384,7 @@ async fn backfill(
             return Ok(());
         }
         let b = session
-            .backfill_batch(step.migration, step.script, batch.size, t0)
+            .backfill_batch(step, batch.size, t0)
             .await
             .map_err(|e| e.at_version(v))?;
         progress.backfill.0 += b.statements;
@@ -507,6 +394,8 @@ async fn backfill(
             version: v,
             batches: progress.backfill.0,
             rows: progress.backfill.1,
+            batch_statements: b.statements,
+            batch_rows: b.changed,
             batch_duration: b.held,
             done: b.done,
         });
@@ -532,14 +421,10 @@ async fn backfill(
 }
 
 /// Splits steps into transaction groups: one per migration, or (tenant mode,
-/// transactional dialects) runs of transactional migrations, each
-/// `-- no-transaction` migration on its own.
-fn groups<'a, 'b>(
-    steps: &'a [Step<'b>],
-    mode: TxMode,
-    dialect: crate::tenant::Dialect,
-) -> Vec<&'a [Step<'b>]> {
-    if mode == TxMode::Migration || dialect == crate::tenant::Dialect::Mysql {
+/// on a tenant whose DDL is transactional) runs of transactional migrations,
+/// each `-- no-transaction` or batched migration on its own.
+fn groups<'a, 'b>(steps: &'a [Step<'b>], mode: TxMode) -> Vec<&'a [Step<'b>]> {
+    if mode == TxMode::Migration {
         return steps.chunks(1).collect();
     }
     let mut out = Vec::new();

@@ -5,26 +5,7 @@
 use std::time::Duration;
 
 use crate::error::TenantError;
-
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (1 = never retry).
-    pub max_attempts: u32,
-    /// Wait before the second attempt; doubles for each further one.
-    pub backoff: Duration,
-    /// No wait is longer than this.
-    pub max_backoff: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-        }
-    }
-}
+use crate::options::RetryPolicy;
 
 impl RetryPolicy {
     /// Whether `error`, met on attempt `attempt` (1-based), is retried.

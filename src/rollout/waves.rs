@@ -201,35 +201,6 @@ pub fn plan_waves(
     Ok(out)
 }
 
-/// Failure gates of a wave.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Gates {
-    pub max_failures: Option<usize>,
-    pub max_failure_rate: Option<f64>,
-}
-
-/// Checks the count gates: `Err(why)` when the wave must halt the rollout.
-pub fn check_failures(g: &Gates, tenants: usize, failed: usize) -> Result<(), String> {
-    if let Some(m) = g.max_failures
-        && failed > m
-    {
-        return Err(format!(
-            "max_failures: {failed} tenant(s) failed, at most {m} allowed"
-        ));
-    }
-    if let Some(r) = g.max_failure_rate
-        && tenants > 0
-        && (failed as f64 / tenants as f64) > r
-    {
-        return Err(format!(
-            "max_failure_rate: {failed}/{tenants} = {:.1}% failed, at most {:.1}% allowed",
-            100.0 * failed as f64 / tenants as f64,
-            100.0 * r
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -320,30 +291,5 @@ mod tests {
         let p = plan_waves(&parse_waves("ids:t005+t007,rest").unwrap(), &t, "s").unwrap();
         assert_eq!(p[0].tenants.len(), 2);
         assert_eq!(p[1].tenants.len(), 8);
-    }
-
-    #[test]
-    fn gates() {
-        let g = Gates {
-            max_failures: Some(1),
-            max_failure_rate: Some(0.1),
-        };
-        assert!(check_failures(&g, 100, 1).is_ok());
-        assert!(
-            check_failures(&g, 100, 2)
-                .unwrap_err()
-                .contains("max_failures")
-        );
-        let g = Gates {
-            max_failures: None,
-            max_failure_rate: Some(0.1),
-        };
-        assert!(check_failures(&g, 20, 2).is_ok());
-        assert!(
-            check_failures(&g, 20, 3)
-                .unwrap_err()
-                .contains("max_failure_rate")
-        );
-        assert!(check_failures(&Gates::default(), 5, 5).is_ok());
     }
 }

@@ -1,13 +1,15 @@
-//! Read-only inspection of every tenant, for `status` and `plan`: connect
-//! without creating anything, read history, plan. Writes nothing to any tenant.
+//! Read-only work on a fleet: where every tenant stands (`inspect`, for
+//! `status`, `plan` and the checks a rollout makes before it starts), and
+//! drift (`drift`, for `verify`). Connects without creating anything, reads,
+//! and writes nothing to any tenant; bounded by the command's `Fanout`.
 
-use std::sync::Arc;
+pub mod drift;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::dialect::{Access, Connector};
 use crate::error::TenantError;
+use crate::fanout::Fanout;
 use crate::migration::{MigrationSet, plan_tenant};
 use crate::tenant::{Dialect, Tenant, TenantId};
 
@@ -54,7 +56,7 @@ pub struct Inspection {
 async fn inspect_one(
     connector: &Connector,
     set: &MigrationSet,
-    tenant: Tenant,
+    tenant: &Tenant,
     target: Option<i64>,
 ) -> Inspection {
     let mut out = Inspection {
@@ -67,7 +69,7 @@ async fn inspect_one(
         pending: Vec::new(),
         error: None,
     };
-    let mut session = match connector.open(&tenant, Access::Read).await {
+    let mut session = match connector.open(tenant, Access::Read).await {
         Ok(s) => s,
         Err(e) => {
             out.error = Some(e);
@@ -112,22 +114,20 @@ async fn inspect_one(
     out
 }
 
-/// Inspects every tenant with at most `concurrency` connections at once;
-/// results in tenant order.
+/// Inspects every tenant within the fan-out's limits; results in tenant order.
 pub async fn inspect(
-    connector: Arc<Connector>,
-    set: Arc<MigrationSet>,
-    tenants: Vec<Tenant>,
+    connector: &Connector,
+    fanout: &Fanout,
+    set: &MigrationSet,
+    tenants: &[Tenant],
     target: Option<i64>,
-    concurrency: usize,
 ) -> Vec<Inspection> {
-    let mut v: Vec<Inspection> = futures_util::stream::iter(tenants)
-        .map(|t| {
-            let (c, s) = (connector.clone(), set.clone());
-            async move { inspect_one(&c, &s, t, target).await }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
+    let mut v: Vec<Inspection> = fanout
+        .run(
+            tenants.iter().collect(),
+            |t| t,
+            |t| inspect_one(connector, set, t, target),
+        )
         .await;
     v.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     v

@@ -7,22 +7,45 @@
 //! history table shows.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::dialect::{Access, Connector};
+use crate::fanout::Fanout;
 use crate::migration::{MigrationSet, plan_tenant};
 use crate::tenant::Tenant;
+
+/// How one tenant compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftState {
+    /// Its schema is the majority's at its version.
+    Ok,
+    /// Its schema differs from the majority's at its version.
+    Drifted,
+    /// Its history disagrees with the files (an edited or unknown migration).
+    Edited,
+    /// It could not be read.
+    Error,
+}
+
+impl DriftState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftState::Ok => "ok",
+            DriftState::Drifted => "drifted",
+            DriftState::Edited => "edited",
+            DriftState::Error => "error",
+        }
+    }
+}
 
 /// What `verify` found about one tenant.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Verdict {
     pub tenant: String,
     pub version: Option<i64>,
-    /// ok, drifted, edited (history disagrees with the files), error
-    pub state: String,
+    pub state: DriftState,
     /// Schema lines the majority at this version has and this tenant lacks.
     pub missing: Vec<String>,
     /// Schema lines this tenant has and the majority does not.
@@ -42,9 +65,9 @@ pub struct Read {
     pub items: Result<Vec<String>, String>,
 }
 
-async fn read_one(c: &Connector, set: &MigrationSet, t: Tenant) -> Read {
+async fn read_one(c: &Connector, set: &MigrationSet, t: &Tenant) -> Read {
     let id = t.id.to_string();
-    let mut s = match c.open(&t, Access::Read).await {
+    let mut s = match c.open(t, Access::Read).await {
         Ok(s) => s,
         Err(e) => {
             return Read {
@@ -122,7 +145,7 @@ pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
                 let mut v = Verdict {
                     tenant: tenant.clone(),
                     version: *version,
-                    state: "ok".into(),
+                    state: DriftState::Ok,
                     missing: Vec::new(),
                     extra: Vec::new(),
                     message: history_error.clone(),
@@ -130,7 +153,7 @@ pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
                 };
                 match items {
                     Err(e) => {
-                        v.state = "error".into();
+                        v.state = DriftState::Error;
                         v.message = Some(e.clone());
                     }
                     Ok(items) => {
@@ -141,10 +164,10 @@ pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
                         v.missing = theirs.difference(&mine).map(|s| s.to_string()).collect();
                         v.extra = mine.difference(&theirs).map(|s| s.to_string()).collect();
                         if !v.missing.is_empty() || !v.extra.is_empty() {
-                            v.state = "drifted".into();
+                            v.state = DriftState::Drifted;
                         }
                         if history_error.is_some() {
-                            v.state = "edited".into();
+                            v.state = DriftState::Edited;
                         }
                     }
                 }
@@ -156,20 +179,19 @@ pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
     out
 }
 
-/// Reads every tenant (at most `concurrency` at once) and compares them.
+/// Reads every tenant (within the fan-out's limits) and compares them.
 pub async fn verify(
-    connector: Arc<Connector>,
-    set: Arc<MigrationSet>,
-    tenants: Vec<Tenant>,
-    concurrency: usize,
+    connector: &Connector,
+    fanout: &Fanout,
+    set: &MigrationSet,
+    tenants: &[Tenant],
 ) -> Vec<Verdict> {
-    let reads: Vec<Read> = futures_util::stream::iter(tenants)
-        .map(|t| {
-            let (c, s) = (connector.clone(), set.clone());
-            async move { read_one(&c, &s, t).await }
-        })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
+    let reads: Vec<Read> = fanout
+        .run(
+            tenants.iter().collect(),
+            |t| t,
+            |t| read_one(connector, set, t),
+        )
         .await;
     compare(reads)
 }
@@ -210,18 +232,19 @@ mod tests {
                 &base,
             ),
         ]);
-        assert_eq!(v[0].state, "ok");
+        assert_eq!(v[0].state, DriftState::Ok);
         assert_eq!(v[0].majority_of, 3);
-        assert_eq!(v[2].state, "drifted");
+        assert_eq!(v[2].state, DriftState::Drifted);
         assert_eq!(v[2].missing, vec![base[1].to_string()]);
         assert_eq!(
             v[2].extra,
             vec!["index hotfix: CREATE INDEX hotfix ON a (x)".to_string()]
         );
         assert_eq!(
-            v[3].state, "ok",
+            v[3].state,
+            DriftState::Ok,
             "alone at its version: nothing to compare with"
         );
-        assert_eq!(v[4].state, "edited");
+        assert_eq!(v[4].state, DriftState::Edited);
     }
 }

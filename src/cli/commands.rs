@@ -1,0 +1,445 @@
+//! One function per command: flags to `Config`, the engine's context, the
+//! library call, the printing, the exit code.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::args::{
+    AbortArgs, BaselineArgs, HistoryArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, ReportArgs,
+    RestoreArgs, ResumeArgs, RetryArgs, RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config,
+    exec_overrides,
+};
+use super::output;
+use super::progress::{Progress, ProgressMode};
+use crate::config::{Config, Overrides};
+use crate::dialect::Connector;
+use crate::error::Error;
+use crate::event::Bus;
+use crate::fanout::Fanout;
+use crate::inspect::drift::DriftState;
+use crate::inspect::{TenantState, inspect};
+use crate::options::{Gates, RolloutRequest};
+use crate::report::RunReport;
+use crate::rollout::{
+    Cancel, Ctx, Finished, RunOptions, apply_holds, only_these, parse_waves, pick_rollout,
+    plan_waves, prepare,
+};
+use crate::state::{RunStatus, StateStore, owner_id};
+
+fn progress_mode(every: Option<u64>) -> ProgressMode {
+    match every {
+        Some(0) => ProgressMode::Off,
+        Some(n) => ProgressMode::Lines(std::time::Duration::from_secs(n)),
+        None => ProgressMode::Auto,
+    }
+}
+
+/// The context of a command that runs tenants: the fleet discovered and the
+/// set loaded, one connector, the progress display subscribed, Ctrl-C and
+/// SIGTERM handled.
+async fn context<'a>(
+    cfg: &Config,
+    store: &'a StateStore,
+    progress: &Progress,
+    metrics_file: Option<PathBuf>,
+    override_gate: bool,
+) -> Result<Ctx<'a>, Error> {
+    let (set, tenants) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let cancel = Cancel::default();
+    spawn_signal_handler(cancel.clone());
+    Ok(Ctx {
+        store,
+        set,
+        tenants,
+        fleet: cfg.fleet.clone(),
+        connector: Arc::new(Connector::new(cfg.settings.clone())),
+        bus: Bus::new(vec![progress.live()]),
+        cancel,
+        opts: RunOptions {
+            lease: cfg.lease,
+            reports: cfg.reports.clone(),
+            metrics_file,
+            override_gate,
+        },
+        owner: owner_id(),
+    })
+}
+
+/// Runs `work` in a fresh context and closes what it opened, whatever the
+/// outcome.
+async fn with_context<T>(
+    cfg: &Config,
+    progress_every: Option<u64>,
+    metrics_file: Option<PathBuf>,
+    override_gate: bool,
+    work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let store = StateStore::open(&cfg.state).await?;
+    let progress = Progress::start(progress_mode(progress_every));
+    let r = match context(cfg, &store, &progress, metrics_file, override_gate).await {
+        Ok(ctx) => {
+            let r = work(&ctx).await;
+            ctx.connector.close().await;
+            r
+        }
+        Err(e) => Err(e),
+    };
+    progress.finish();
+    store.close().await;
+    r
+}
+
+fn finish(f: &Finished) -> i32 {
+    if let Some(h) = &f.report.rollout.settings.policy.held {
+        eprintln!("fleetmig: {h}");
+    }
+    output::print_run(&f.report);
+    println!("{}", f.dir.display());
+    f.exit_code()
+}
+
+pub async fn sync(a: RunArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, exec_overrides(&a.exec))?;
+    let req = RolloutRequest {
+        allow_contract: a.exec.allow_contract,
+        allow_lint_findings: a.exec.allow_lint_findings,
+        ..Default::default()
+    };
+    let f = with_context(
+        &cfg,
+        a.exec.progress_every,
+        a.exec.metrics_file.clone(),
+        false,
+        async |ctx| crate::rollout::start(ctx, &req, &cfg.exec, "sync", &a.tenants).await,
+    )
+    .await?;
+    Ok(finish(&f))
+}
+
+pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
+    let mut o = exec_overrides(&a.run.exec);
+    o.keys.waves = a.waves.clone();
+    o.keys.gate_max_failures = a.gate_max_failures;
+    o.keys.gate_max_failure_rate = a.gate_max_failure_rate;
+    o.keys.gate_sql = a.gate_sql.clone();
+    o.keys.bake = a.bake.clone();
+    o.pause_after = a.pause_after.clone();
+    o.revert_on_halt = a.revert_on_halt;
+    let mut cfg = config(&a.run.common, o)?;
+    // A waved rollout with no gate configured halts on the first failure:
+    // the safe default for a canary.
+    if cfg.rollout.gates == Gates::default() {
+        cfg.rollout.gates.max_failures = Some(0);
+    }
+    cfg.rollout.allow_contract = a.run.exec.allow_contract;
+    cfg.rollout.allow_lint_findings = a.run.exec.allow_lint_findings;
+    let f = with_context(
+        &cfg,
+        a.run.exec.progress_every,
+        a.run.exec.metrics_file.clone(),
+        false,
+        async |ctx| {
+            crate::rollout::start(ctx, &cfg.rollout, &cfg.exec, "rollout", &a.run.tenants).await
+        },
+    )
+    .await?;
+    Ok(finish(&f))
+}
+
+fn unfinished(r: &crate::state::RolloutRecord) -> bool {
+    !r.status.is_finished()
+}
+
+pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let f = with_context(
+        &cfg,
+        a.progress_every,
+        a.metrics_file.clone(),
+        a.override_gate,
+        async |ctx| {
+            let fleet = ctx.fleet.to_string();
+            let id =
+                pick_rollout(ctx.store, &fleet, a.id.as_deref(), unfinished, "unfinished").await?;
+            crate::rollout::resume(ctx, &id).await
+        },
+    )
+    .await?;
+    Ok(finish(&f))
+}
+
+pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let done = with_context(
+        &cfg,
+        a.progress_every,
+        a.metrics_file.clone(),
+        false,
+        async |ctx| {
+            let fleet = ctx.fleet.to_string();
+            let id = pick_rollout(ctx.store, &fleet, a.rollout.as_deref(), |_| true, "").await?;
+            let tenants: Vec<String> = if a.failed {
+                ctx.store
+                    .tenant_runs(&id)
+                    .await?
+                    .into_iter()
+                    .filter(|t| t.status == RunStatus::Failed)
+                    .map(|t| t.tenant)
+                    .collect()
+            } else {
+                a.tenants.clone()
+            };
+            if tenants.is_empty() {
+                return Ok(Err(id));
+            }
+            let f = crate::rollout::retry(ctx, &id, &tenants).await?;
+            Ok(Ok((f, tenants)))
+        },
+    )
+    .await?;
+    let (f, tenants) = match done {
+        Ok(done) => done,
+        Err(id) => {
+            println!("rollout {id} has no failed tenant to retry");
+            return Ok(0);
+        }
+    };
+    output::print_run(&f.report);
+    println!("{}", f.dir.display());
+    let retried_ok = f
+        .report
+        .tenants
+        .iter()
+        .filter(|t| tenants.contains(&t.tenant))
+        .all(|t| t.status == RunStatus::Succeeded);
+    Ok(if retried_ok { 0 } else { 1 })
+}
+
+pub async fn abort(a: AbortArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let store = StateStore::open(&cfg.state).await?;
+    let fleet = cfg.fleet.to_string();
+    let id = pick_rollout(&store, &fleet, a.id.as_deref(), unfinished, "unfinished").await?;
+    let f = crate::rollout::abort(&store, &id, &cfg.reports).await;
+    store.close().await;
+    let f = f?;
+    output::print_run(&f.report);
+    println!("{}", f.dir.display());
+    Ok(0)
+}
+
+pub async fn status(a: StatusArgs) -> Result<i32, Error> {
+    let cfg = config(
+        &a.common,
+        Overrides {
+            target: a.opts.to,
+            ..Default::default()
+        },
+    )?;
+    if let Some(id) = &a.rollout {
+        let store = StateStore::open(&cfg.state).await?;
+        let report = RunReport::load(&store, id).await;
+        store.close().await;
+        let report = report?;
+        output::print_rollout(&report, a.opts.json);
+        return Ok(if report.all_ok() { 0 } else { 1 });
+    }
+    inspect_cmd(&cfg, &a.opts, false, None).await
+}
+
+pub async fn plan(a: PlanArgs) -> Result<i32, Error> {
+    let cfg = config(
+        &a.common,
+        Overrides {
+            target: a.opts.to,
+            ..Default::default()
+        },
+    )?;
+    let waves = a.waves.as_deref().or(cfg.rollout.waves.as_deref());
+    inspect_cmd(&cfg, &a.opts, true, waves).await
+}
+
+/// `status` and `plan`: every tenant read, the contract holds applied.
+async fn inspect_cmd(
+    cfg: &Config,
+    o: &InspectOpts,
+    is_plan: bool,
+    waves: Option<&str>,
+) -> Result<i32, Error> {
+    let (set, all) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&all, &o.tenants, &cfg.fleet)?;
+    let wave_plan = match waves.filter(|_| is_plan) {
+        Some(spec) => Some(plan_waves(&parse_waves(spec)?, &tenants, "plan")?),
+        None => None,
+    };
+    let connector = Connector::new(cfg.settings.clone());
+    let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);
+    let mut rows = inspect(&connector, &fanout, &set, &tenants, cfg.exec.target).await;
+    connector.close().await;
+    // contract migrations held back (judged on the tenants shown)
+    let held = apply_holds(&set, &mut rows, o.allow_contract);
+    if o.json {
+        output::print_json(&set, &rows, is_plan, wave_plan.as_deref(), held.as_deref());
+    } else {
+        if is_plan {
+            output::print_plan(&set, &rows, wave_plan.as_deref());
+        } else {
+            output::print_status(&set, &rows);
+        }
+        if let Some(h) = &held {
+            println!("held: {h}");
+        }
+    }
+    let bad = rows
+        .iter()
+        .any(|r| !matches!(r.state, TenantState::UpToDate | TenantState::Pending));
+    Ok(if bad { 1 } else { 0 })
+}
+
+pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let store = StateStore::open(&cfg.state).await?;
+    let rows = async {
+        let mut rows = Vec::new();
+        for r in store.rollouts(a.limit).await? {
+            let tenants = store.tenant_runs(&r.id).await?;
+            rows.push((r, tenants));
+        }
+        Ok::<_, Error>(rows)
+    }
+    .await;
+    store.close().await;
+    output::print_history(&rows?, a.json);
+    Ok(0)
+}
+
+pub async fn report(a: ReportArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let store = StateStore::open(&cfg.state).await?;
+    let f =
+        crate::rollout::write_report(&store, &a.id, &cfg.reports, a.metrics_file.as_deref()).await;
+    store.close().await;
+    println!("{}", f?.dir.display());
+    Ok(0)
+}
+
+pub fn lint(a: LintArgs) -> Result<i32, Error> {
+    let set = crate::migration::load(&a.migrations)?;
+    let findings = crate::lint::lint_set(&set);
+    if a.format == "json" {
+        println!("{}", crate::lint::render_json(&findings));
+    } else {
+        print!("{}", crate::lint::render_text(&findings));
+    }
+    Ok(if findings.iter().any(|f| f.is_error()) {
+        1
+    } else {
+        0
+    })
+}
+
+pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let all = crate::tenant::discover(&cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&all, std::slice::from_ref(&a.tenant), &cfg.fleet)?;
+    let store = StateStore::open(&cfg.state).await?;
+    let found = store.backup(&a.tenant, a.rollout.as_deref()).await;
+    store.close().await;
+    let (rollout, path) = found?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no backup of tenant {} in the state store {} (take them with --backup DIR)",
+            a.tenant, store.location
+        ))
+    })?;
+    match crate::dialect::backup::restore(&tenants[0], std::path::Path::new(&path)) {
+        Ok(()) => {
+            println!(
+                "{}: restored from {path} (taken by rollout {rollout})",
+                a.tenant
+            );
+            Ok(0)
+        }
+        Err(e) => {
+            println!("{}: restore from {path} failed: {e}", a.tenant);
+            Ok(1)
+        }
+    }
+}
+
+pub async fn verify(a: VerifyArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let (set, all) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&all, &a.tenants, &cfg.fleet)?;
+    let connector = Connector::new(cfg.settings.clone());
+    let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);
+    let verdicts = crate::inspect::drift::verify(&connector, &fanout, &set, &tenants).await;
+    connector.close().await;
+    output::print_verify(&verdicts, a.json);
+    Ok(if verdicts.iter().all(|v| v.state == DriftState::Ok) {
+        0
+    } else {
+        1
+    })
+}
+
+pub async fn baseline(a: BaselineArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let (set, all) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&all, &a.tenants, &cfg.fleet)?;
+    if set.get(a.version).is_none() {
+        return Err(Error::Usage(format!(
+            "--version {}: no such migration in {}",
+            a.version,
+            cfg.migrations.display()
+        )));
+    }
+    let connector = Connector::new(cfg.settings.clone());
+    let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);
+    let results =
+        crate::rollout::baseline::baseline(&connector, &fanout, &set, &tenants, a.version).await;
+    connector.close().await;
+    let mut failed = 0;
+    for (id, r) in results {
+        match r {
+            Ok(n) => println!(
+                "{id}: {n} migration(s) recorded as applied up to {}",
+                a.version
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("{id}: failed: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+pub fn new(a: NewArgs) -> Result<i32, Error> {
+    for p in crate::migration::new_migration(
+        &a.migrations,
+        &a.description,
+        a.reversible,
+        a.no_transaction,
+    )? {
+        println!("{}", p.display());
+    }
+    Ok(0)
+}
+
+/// Ctrl-C or SIGTERM: stop gracefully (a second Ctrl-C kills at once).
+fn spawn_signal_handler(cancel: Cancel) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
+        }
+        eprintln!(
+            "fleetmig: stopping: no new tenants start; tenants in flight stop after their current migration (Ctrl-C again to kill)"
+        );
+        cancel.cancel();
+        let _ = tokio::signal::ctrl_c().await;
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,330 @@
+//! Applying migrations on a PostgreSQL tenant in as few round trips as the
+//! decisions allow: a transaction group as one simple-query batch with its
+//! history rows, a group with verification queries statement by statement, a
+//! `-- no-transaction` migration on the locked session (INVALID leftovers of
+//! an interrupted `CREATE INDEX CONCURRENTLY` dropped first), and a backfill
+//! batch in three round trips. On a fleet, round trips are the cost.
+
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, Executor};
+
+use super::super::history::{self, COLUMNS};
+use super::super::{AppliedStep, BatchOutcome, Step, quote_ident, quote_literal};
+use super::{PgSession, batch};
+use crate::error::TenantError;
+
+/// The history rows of `rows` (each a step and its `execution_time` as SQL,
+/// in nanoseconds) in one statement of literals, returning a
+/// `fleetmig:done:<version>:<nanos>` marker per row. Literals, because a
+/// simple-query batch carries no bind parameters.
+fn insert_rows(table: &str, rows: &[(Step<'_>, String)]) -> String {
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(step, execution_time)| {
+            format!(
+                "({}, {}, TRUE, decode('{}', 'hex'), {execution_time})",
+                step.migration.version,
+                quote_literal(&step.migration.description),
+                crate::migration::hex(&step.script.checksum),
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO {table} {COLUMNS} VALUES {} \
+         RETURNING 'fleetmig:done:' || version || ':' || execution_time;\n",
+        values.join(",\n")
+    )
+}
+
+/// Runs a simple-query batch; the rows its statements changed.
+async fn run(c: &mut sqlx::PgConnection, sql: String) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+        .execute(c)
+        .await?
+        .rows_affected())
+}
+
+impl PgSession {
+    /// A `-- no-transaction` migration (`CREATE INDEX CONCURRENTLY`): the
+    /// INVALID leftovers of an interrupted build dropped first, the script on
+    /// the locked session outside any transaction, then its history row (one
+    /// statement with the measured time; sqlx writes the row, then updates it).
+    pub(super) async fn apply_no_tx(
+        &mut self,
+        step: Step<'_>,
+    ) -> Result<Vec<AppliedStep>, TenantError> {
+        // A fresh tenant has nothing an interrupted build could have left.
+        if !self.fresh {
+            self.drop_invalid_indexes(&step.script.sql).await?;
+        }
+        let v = step.migration.version;
+        let t0 = Instant::now();
+        let ran = self
+            .conn()
+            .execute(sqlx::AssertSqlSafe(step.script.sql.clone()))
+            .await;
+        if let Err(e) = ran {
+            let t = self.err(e).at_version(v);
+            // A transient failure (lost connection, lock timeout) leaves the
+            // history clean: the next attempt drops the INVALID index left
+            // behind and runs again. A permanent one is recorded as dirty.
+            if !t.is_transient() {
+                let table = self.table.clone();
+                let _ = table.insert(self.conn(), step, false, -1).await;
+            }
+            return Err(t);
+        }
+        let took = t0.elapsed();
+        let row = insert_rows(&self.table.name, &[(step, took.as_nanos().to_string())]);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(row))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.err(e).at_version(v))?;
+        Ok(vec![AppliedStep {
+            version: v,
+            duration: took,
+            already_applied: false,
+        }])
+    }
+
+    /// Applies a group of transactional migrations in one transaction sent
+    /// as one simple-query batch: the scripts, each after a marker row that
+    /// pins a failure to its migration, then one INSERT of every history row
+    /// (each migration's time measured by the server, from per-script start
+    /// times kept in transaction-local settings). One round trip per group
+    /// instead of five per migration.
+    pub(super) async fn apply_batch(
+        &mut self,
+        steps: &[Step<'_>],
+    ) -> Result<Vec<AppliedStep>, TenantError> {
+        let start = |i: usize| format!("current_setting('fleetmig.t{i}')::timestamptz");
+        let mut sql = String::from("BEGIN;\n");
+        let mut rows = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let v = step.migration.version;
+            sql.push_str(&format!(
+                "SELECT 'fleetmig:start:{v}', set_config('fleetmig.t{i}', clock_timestamp()::text, true);\n"
+            ));
+            sql.push_str(&step.script.sql);
+            // a script may end in a comment or without a semicolon
+            sql.push_str("\n;\n");
+            let end = if i + 1 < steps.len() {
+                start(i + 1)
+            } else {
+                "clock_timestamp()".to_string()
+            };
+            rows.push((
+                *step,
+                format!(
+                    "(extract(epoch FROM {end} - {}) * 1000000000)::bigint",
+                    start(i)
+                ),
+            ));
+        }
+        // a failure from here on is the history write's, not the last script's
+        sql.push_str("SELECT 'fleetmig:start:history';\n");
+        sql.push_str(&insert_rows(&self.table.name, &rows));
+        sql.push_str("COMMIT;");
+        let (markers, err) = batch(self.conn(), sql).await;
+        if let Some(e) = err {
+            let current = markers
+                .iter()
+                .rev()
+                .find_map(|m| m.strip_prefix("fleetmig:start:"))
+                .and_then(|v| v.parse::<i64>().ok());
+            let mut t = self.err(e);
+            if let Some(v) = current {
+                t = t.at_version(v);
+            }
+            // The batch stopped inside our transaction: end it.
+            self.end_failed_transaction().await;
+            return Err(t);
+        }
+        Ok(markers
+            .iter()
+            .filter_map(|m| m.strip_prefix("fleetmig:done:"))
+            .filter_map(|rest| {
+                let (v, nanos) = rest.split_once(':')?;
+                Some(AppliedStep {
+                    version: v.parse().ok()?,
+                    duration: Duration::from_nanos(nanos.parse::<i64>().ok()?.max(0) as u64),
+                    already_applied: false,
+                })
+            })
+            .collect())
+    }
+
+    /// A group with verification queries: the same transaction, statement by
+    /// statement, so that each verification's rows can be read before the
+    /// history row is written; a failed verification rolls the group back.
+    pub(super) async fn apply_verified(
+        &mut self,
+        steps: &[Step<'_>],
+    ) -> Result<Vec<AppliedStep>, TenantError> {
+        let table = self.table.clone();
+        let url = self.url.clone();
+        let err =
+            |e: sqlx::Error| super::tenant_error(&e, crate::tenant::Dialect::Postgres, Some(&url));
+        let result: Result<Vec<AppliedStep>, (TenantError, Option<i64>)> = async {
+            let mut tx = self.conn().begin().await.map_err(|e| (err(e), None))?;
+            let mut out = Vec::new();
+            for step in steps {
+                let v = step.migration.version;
+                let at = |e| (err(e), Some(v));
+                let t0 = Instant::now();
+                sqlx::raw_sql(sqlx::AssertSqlSafe(step.script.sql.clone()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(at)?;
+                if let Some(failed) = history::verify(&mut *tx, step.script, history::ROLLED_BACK)
+                    .await
+                    .map_err(at)?
+                {
+                    return Err((failed, Some(v)));
+                }
+                let took = t0.elapsed();
+                table
+                    .insert(&mut *tx, *step, true, took.as_nanos() as i64)
+                    .await
+                    .map_err(at)?;
+                out.push(AppliedStep {
+                    version: v,
+                    duration: took,
+                    already_applied: false,
+                });
+            }
+            tx.commit().await.map_err(|e| (err(e), None))?;
+            Ok(out)
+        }
+        .await;
+        result.map_err(|(t, v)| match v {
+            Some(v) => t.at_version(v),
+            None => t,
+        })
+    }
+
+    /// One transaction of a batched backfill (see `Session::backfill_batch`):
+    /// `BEGIN` and the batch together, the confirming run with its savepoint,
+    /// then the end of the transaction with the history row. A short
+    /// transaction is also a short wait for every `CREATE INDEX CONCURRENTLY`
+    /// elsewhere in the database, which waits for the transactions running
+    /// when it starts.
+    pub(super) async fn backfill(
+        &mut self,
+        step: Step<'_>,
+        size: u64,
+        started: Instant,
+    ) -> Result<BatchOutcome, TenantError> {
+        let sql = step.script.sql.replace(":batch_size", &size.to_string());
+        let sql = sql.trim_end().trim_end_matches(';');
+        let table = self.table.name.clone();
+        let t0 = Instant::now();
+        // Ok(Err(_)): the verification failed, the transaction is still open
+        let result: Result<Result<(u64, u64, bool), TenantError>, sqlx::Error> = async {
+            let changed = run(self.conn(), format!("BEGIN;\n{sql};")).await?;
+            let mut statements = 1;
+            let mut done = changed == 0;
+            let mut end = String::new();
+            if !done && changed < size {
+                statements += 1;
+                let again =
+                    run(self.conn(), format!("SAVEPOINT fleetmig_confirm;\n{sql};")).await?;
+                done = again == 0;
+                end.push_str(if done {
+                    "RELEASE SAVEPOINT fleetmig_confirm;\n"
+                } else {
+                    "ROLLBACK TO SAVEPOINT fleetmig_confirm;\n"
+                });
+            }
+            if done && step.script.verify.is_some() {
+                // the verification, before the history row
+                if !end.is_empty() {
+                    run(self.conn(), std::mem::take(&mut end)).await?;
+                }
+                if let Some(failed) =
+                    history::verify(self.conn(), step.script, history::BACKFILL_UNRECORDED).await?
+                {
+                    return Ok(Err(failed));
+                }
+            }
+            if done {
+                end.push_str(&insert_rows(
+                    &table,
+                    &[(step, started.elapsed().as_nanos().to_string())],
+                ));
+            }
+            end.push_str("COMMIT;");
+            run(self.conn(), end).await?;
+            Ok(Ok((changed, statements, done)))
+        }
+        .await;
+        let held = t0.elapsed();
+        let t = match result {
+            Ok(Ok((changed, statements, done))) => {
+                return Ok(BatchOutcome {
+                    changed,
+                    statements,
+                    held,
+                    done,
+                });
+            }
+            Ok(Err(verify_failed)) => verify_failed,
+            Err(e) => self.err(e),
+        };
+        self.end_failed_transaction().await;
+        Err(t)
+    }
+
+    /// Drops the INVALID indexes (left by an interrupted `CREATE INDEX
+    /// CONCURRENTLY`) that the migration builds, so that running it again does
+    /// not fail on "already exists". The names are resolved with the tenant's
+    /// `search_path` through `to_regclass`, index lookups only: the cost does
+    /// not grow with the number of schemas in the database.
+    async fn drop_invalid_indexes(&mut self, sql: &str) -> Result<(), TenantError> {
+        let rows: Vec<(String, String)> = match crate::migration::parse::concurrent_indexes(sql) {
+            Some(names) if names.is_empty() => return Ok(()),
+            Some(names) => sqlx::query_as(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                 JOIN pg_index i ON i.indexrelid = c.oid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.oid = ANY (SELECT to_regclass(name) FROM unnest($1::text[]) AS name) \
+                 AND NOT i.indisvalid",
+            )
+            .bind(&names)
+            .fetch_all(self.conn())
+            .await
+            .map_err(|e| self.err(e))?,
+            // A statement the parser cannot read: every INVALID index of the
+            // schema whose name the script mentions.
+            None => {
+                let lower = sql.to_lowercase();
+                let all: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT n.nspname::text, c.relname::text FROM pg_index i \
+                     JOIN pg_class c ON c.oid = i.indexrelid \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE NOT i.indisvalid AND n.nspname = current_schema()",
+                )
+                .fetch_all(self.conn())
+                .await
+                .map_err(|e| self.err(e))?;
+                all.into_iter()
+                    .filter(|(_, index)| lower.contains(&index.to_lowercase()))
+                    .collect()
+            }
+        };
+        for (schema, index) in rows {
+            tracing::warn!(schema = %schema, index = %index, "dropping INVALID index left by an interrupted build");
+            let drop = format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}.{}",
+                quote_ident(&schema),
+                quote_ident(&index)
+            );
+            self.conn()
+                .execute(sqlx::AssertSqlSafe(drop))
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! `fleetmig baseline`: records the migrations up to a version that a tenant
+//! lacks as applied, without running them (tenants created from a dump that
+//! already has the schema), within the command's fan-out limits.
+
+use crate::dialect::{Access, Connector, Step};
+use crate::error::TenantError;
+use crate::fanout::Fanout;
+use crate::migration::{MigrationSet, plan_tenant};
+use crate::tenant::{Tenant, TenantId};
+
+/// Baselines one tenant: how many migrations were recorded.
+async fn baseline_one(
+    connector: &Connector,
+    set: &MigrationSet,
+    tenant: &Tenant,
+    version: i64,
+) -> Result<usize, TenantError> {
+    let mut s = connector.open(tenant, Access::Write).await?;
+    let r = async {
+        s.lock().await?;
+        let history = s.history().await?;
+        let plan = plan_tenant(&history, set, s.dialect(), Some(version))?;
+        for v in &plan.pending {
+            let migration = set.get(*v).expect("planned versions exist");
+            let script = migration
+                .up
+                .get(s.dialect())
+                .expect("plan checked the variant");
+            s.skip(Step { migration, script }).await?;
+        }
+        Ok(plan.pending.len())
+    }
+    .await;
+    s.close().await;
+    r
+}
+
+/// Baselines every tenant to `version`; results in tenant order.
+pub async fn baseline(
+    connector: &Connector,
+    fanout: &Fanout,
+    set: &MigrationSet,
+    tenants: &[Tenant],
+    version: i64,
+) -> Vec<(TenantId, Result<usize, TenantError>)> {
+    let mut out = fanout
+        .run(
+            tenants.iter().collect(),
+            |t| t,
+            |t| async move { (t.id.clone(), baseline_one(connector, set, t, version).await) },
+        )
+        .await;
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}

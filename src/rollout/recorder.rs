@@ -1,0 +1,270 @@
+//! The state recorder: a subscriber of the event stream that turns events
+//! into state-store rows (a tenant started, its backfill progressed, it
+//! finished; a wave started, its gate was evaluated). Events are queued and a
+//! writer task writes them in order, a batch per transaction; the driver
+//! `flush`es before it reads the store to decide anything, so every decision
+//! sees every event before it. Counts are added in SQL (attempts, applied
+//! versions, durations, backfill batches), so nothing per tenant is kept in
+//! memory across a wave.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::Error;
+use crate::event::{Event, Subscriber, TenantStatus};
+use crate::state::{Finish, RunStatus, StateStore, TenantUpdate, WaveStatus, now_ms};
+
+enum Msg {
+    Tenant(TenantUpdate),
+    WaveStarted(i64),
+    WaveFinished(i64, WaveStatus, String),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Records one rollout's events in the state store.
+pub struct Recorder {
+    rollout: String,
+    tx: mpsc::UnboundedSender<Msg>,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    failure: Arc<Mutex<Option<Error>>>,
+}
+
+impl Recorder {
+    /// Starts the writer task of rollout `rollout`.
+    pub fn start(store: StateStore, rollout: &str) -> Arc<Recorder> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+        let writer = tokio::spawn(write(store, rollout.to_string(), rx, failure.clone()));
+        Arc::new(Recorder {
+            rollout: rollout.to_string(),
+            tx,
+            writer: Mutex::new(Some(writer)),
+            failure,
+        })
+    }
+
+    /// Queues an update that no event carries (a tenant gone from the fleet).
+    pub fn update(&self, u: TenantUpdate) {
+        let _ = self.tx.send(Msg::Tenant(u));
+    }
+
+    /// Waits until everything queued so far is written; the first write
+    /// error, if any.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Msg::Flush(done)).is_ok() {
+            let _ = wait.await;
+        }
+        match self.failure.lock().expect("failure lock").take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Flushes and stops the writer.
+    pub async fn finish(&self) -> Result<(), Error> {
+        let r = self.flush().await;
+        let writer = self.writer.lock().expect("writer lock").take();
+        if let Some(w) = writer {
+            w.abort();
+            let _ = w.await;
+        }
+        r
+    }
+}
+
+impl Subscriber for Recorder {
+    fn on_event(&self, event: &Event) {
+        let msg = match event {
+            Event::TenantStarted { tenant, .. } => Msg::Tenant(TenantUpdate::Started {
+                tenant: tenant.to_string(),
+                at: now_ms(),
+            }),
+            Event::Preflight { tenant, summary } => Msg::Tenant(TenantUpdate::Preflight {
+                tenant: tenant.to_string(),
+                summary: summary.clone(),
+            }),
+            Event::BackupTaken { tenant, path } => Msg::Tenant(TenantUpdate::Backup {
+                tenant: tenant.to_string(),
+                path: path.display().to_string(),
+            }),
+            Event::BackfillBatch {
+                tenant,
+                version,
+                batch_statements,
+                batch_rows,
+                batch_duration,
+                done,
+                ..
+            } => Msg::Tenant(TenantUpdate::Backfill {
+                tenant: tenant.to_string(),
+                version: *version,
+                batches: *batch_statements as i64,
+                rows: *batch_rows as i64,
+                batch_ms: batch_duration.as_millis() as i64,
+                done: *done,
+            }),
+            Event::TenantFinished(o) => {
+                let e = o.error.as_ref();
+                Msg::Tenant(TenantUpdate::Finished(Box::new(Finish {
+                    tenant: o.tenant.to_string(),
+                    status: match o.status {
+                        TenantStatus::Succeeded | TenantStatus::UpToDate => RunStatus::Succeeded,
+                        TenantStatus::Failed => RunStatus::Failed,
+                        TenantStatus::NotStarted => RunStatus::NotStarted,
+                        TenantStatus::Interrupted => RunStatus::Pending,
+                    },
+                    // every attempt was counted by its `Started`
+                    attempts: 0,
+                    from_version: o.from_version,
+                    to_version: o.to_version,
+                    applied: o.applied.clone(),
+                    started_at: o.started_at.map(|t| t.timestamp_millis()),
+                    finished_at: o.finished_at.map(|t| t.timestamp_millis()),
+                    duration_ms: o.duration.as_millis() as i64,
+                    error_class: e.map(|e| e.class.to_string()),
+                    error_kind: e.map(|e| e.kind.clone()),
+                    error_code: e.and_then(|e| e.code.clone()),
+                    error_version: e.and_then(|e| e.version),
+                    error_message: e.map(|e| e.message.clone()),
+                })))
+            }
+            Event::WaveStarted { rollout, wave, .. } if *rollout == self.rollout => {
+                Msg::WaveStarted(*wave)
+            }
+            Event::GateEvaluated {
+                rollout,
+                wave,
+                status,
+                text,
+                ..
+            } if *rollout == self.rollout => Msg::WaveFinished(*wave, *status, text.clone()),
+            _ => return,
+        };
+        let _ = self.tx.send(msg);
+    }
+}
+
+/// The writer task: gathers what arrives within a moment into one
+/// transaction. An attempt's `Started` row that is already `Finished` in
+/// the same batch is not written on its own: the finish adds the attempt.
+async fn write(
+    store: StateStore,
+    rollout: String,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    failure: Arc<Mutex<Option<Error>>>,
+) {
+    let fail = |e: Error| {
+        tracing::error!("cannot record the state of rollout {rollout}: {e}");
+        failure.lock().expect("failure lock").get_or_insert(e);
+    };
+    while let Some(first) = rx.recv().await {
+        if matches!(first, Msg::Tenant(_)) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut queue = vec![first];
+        while queue.len() < 2048
+            && let Ok(more) = rx.try_recv()
+        {
+            queue.push(more);
+        }
+        let mut tenants: Vec<TenantUpdate> = Vec::new();
+        for msg in queue {
+            let wave_step = match msg {
+                Msg::Tenant(u) => {
+                    tenants.push(u);
+                    continue;
+                }
+                other => other,
+            };
+            // tenant rows first, in order, then the wave change or the flush
+            if let Err(e) = store
+                .record(&rollout, &fold(std::mem::take(&mut tenants)))
+                .await
+            {
+                fail(e);
+            }
+            let r = match wave_step {
+                Msg::WaveStarted(w) => store.start_wave(&rollout, w).await,
+                Msg::WaveFinished(w, status, text) => {
+                    store.finish_wave(&rollout, w, status, &text).await
+                }
+                Msg::Flush(done) => {
+                    let _ = done.send(());
+                    Ok(())
+                }
+                Msg::Tenant(_) => unreachable!("handled above"),
+            };
+            if let Err(e) = r {
+                fail(e);
+            }
+        }
+        if let Err(e) = store.record(&rollout, &fold(tenants)).await {
+            fail(e);
+        }
+    }
+}
+
+/// Folds each tenant's `Started` updates into its `Finished` one in the same
+/// batch (one write per tenant instead of two).
+fn fold(batch: Vec<TenantUpdate>) -> Vec<TenantUpdate> {
+    let finished: HashMap<String, usize> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(i, u)| match u {
+            TenantUpdate::Finished(f) => Some((f.tenant.clone(), i)),
+            _ => None,
+        })
+        .collect();
+    let mut folded: HashMap<usize, i64> = HashMap::new();
+    let mut out: Vec<Option<TenantUpdate>> = Vec::with_capacity(batch.len());
+    for (i, u) in batch.into_iter().enumerate() {
+        if let TenantUpdate::Started { tenant, .. } = &u
+            && let Some(&at) = finished.get(tenant)
+            && at > i
+        {
+            *folded.entry(at).or_default() += 1;
+            out.push(None);
+            continue;
+        }
+        out.push(Some(u));
+    }
+    for (at, n) in folded {
+        if let Some(TenantUpdate::Finished(f)) = out[at].as_mut() {
+            f.attempts += n;
+        }
+    }
+    out.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_started_row_folds_into_its_finish() {
+        let started = |t: &str| TenantUpdate::Started {
+            tenant: t.into(),
+            at: 1,
+        };
+        let finished =
+            |t: &str| TenantUpdate::Finished(Box::new(Finish::new(t, RunStatus::Succeeded)));
+        let out = fold(vec![
+            started("a"),
+            started("b"),
+            started("a"),
+            finished("a"),
+            started("c"),
+        ]);
+        assert_eq!(out.len(), 3, "{out:?}");
+        match &out[1] {
+            TenantUpdate::Finished(f) => assert_eq!((f.tenant.as_str(), f.attempts), ("a", 2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(&out[0], TenantUpdate::Started { tenant, .. } if tenant == "b"));
+        assert!(matches!(&out[2], TenantUpdate::Started { tenant, .. } if tenant == "c"));
+    }
+}

@@ -1,0 +1,283 @@
+//! Rollouts, their waves and their claim in the state store: creating one
+//! (refused while another rollout of the fleet runs), taking it over from a
+//! dead holder, the heartbeat, status and wave transitions, and reading them.
+
+use std::time::Duration;
+
+use super::records::{rollout_from, wave_from};
+use super::{
+    RolloutRecord, RolloutStatus, RunStatus, StateStore, WaveRecord, WaveStatus, claim_is_stale,
+    now_ms,
+};
+use crate::error::Error;
+
+impl StateStore {
+    /// Creates a rollout with its waves and tenants (all `pending`), claimed by
+    /// `owner`, unless another rollout of the same fleet is running: then the
+    /// error names it and its operator.
+    pub async fn create_rollout(
+        &self,
+        r: &RolloutRecord,
+        waves: &[(String, String, Vec<String>)],
+        lease: Duration,
+    ) -> Result<(), Error> {
+        let mut tx = if self.postgres {
+            let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+            sqlx::query("SELECT pg_advisory_xact_lock(7215092862)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            tx
+        } else {
+            self.pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(|e| self.err(e))?
+        };
+        let running = sqlx::query(
+            "SELECT * FROM fleetmig_rollouts WHERE fleet = $1 AND status = $2 ORDER BY created_at DESC",
+        )
+        .bind(&r.fleet)
+        .bind(RolloutStatus::Running.as_str())
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        if let Some(row) = running.first() {
+            let other = rollout_from(row).map_err(|e| self.err(e))?;
+            let stale = claim_is_stale(other.claimed_by.as_deref(), other.heartbeat_at, lease);
+            return Err(Error::Busy(if stale {
+                format!(
+                    "rollout {} (operator {}) on this fleet was interrupted and never finished: \
+                     `fleetmig resume {}` to finish it or `fleetmig abort {}` to give it up",
+                    other.id, other.operator, other.id, other.id
+                )
+            } else {
+                format!(
+                    "rollout {} (operator {}) is running on this fleet; wait for it, or `fleetmig abort {}`",
+                    other.id, other.operator, other.id
+                )
+            }));
+        }
+        sqlx::query(
+            "INSERT INTO fleetmig_rollouts (id, created_at, operator, command, fleet, migrations_dir, set_checksum, \
+             target, settings, status, reason, current_wave, claimed_by, heartbeat_at, finished_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 0, $11, $12, NULL)",
+        )
+        .bind(&r.id)
+        .bind(r.created_at)
+        .bind(&r.operator)
+        .bind(&r.command)
+        .bind(&r.fleet)
+        .bind(&r.migrations_dir)
+        .bind(&r.set_checksum)
+        .bind(r.target)
+        .bind(serde_json::to_string(&r.settings).expect("settings serialise"))
+        .bind(r.status.as_str())
+        .bind(r.claimed_by.clone())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        for (i, (name, selector, tenants)) in waves.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO fleetmig_waves (rollout_id, wave, name, selector, status, gate, started_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, NULL, NULL, NULL)",
+            )
+            .bind(&r.id)
+            .bind(i as i64)
+            .bind(name)
+            .bind(selector)
+            .bind(WaveStatus::Pending.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+            for t in tenants {
+                sqlx::query(
+                    "INSERT INTO fleetmig_tenant_runs (rollout_id, tenant, wave, status, attempts, applied, duration_ms) \
+                     VALUES ($1, $2, $3, $4, 0, '', 0)",
+                )
+                .bind(&r.id)
+                .bind(t)
+                .bind(i as i64)
+                .bind(RunStatus::Pending.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Takes over a rollout for `owner` if nobody alive holds it. Returns the
+    /// holder's description when it is held.
+    pub async fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Result<(), String>, Error> {
+        let r = self.get_rollout(id).await?;
+        if r.claimed_by.as_deref() != Some(owner)
+            && !claim_is_stale(r.claimed_by.as_deref(), r.heartbeat_at, lease)
+        {
+            return Ok(Err(format!(
+                "rollout {id} is being run by {} (operator {}), last heartbeat {} ms ago",
+                r.claimed_by.unwrap_or_default(),
+                r.operator,
+                now_ms() - r.heartbeat_at.unwrap_or(0)
+            )));
+        }
+        // compare-and-set on the claim we saw, so two resumers cannot both win
+        let res = sqlx::query(
+            "UPDATE fleetmig_rollouts SET claimed_by = $1, heartbeat_at = $2 \
+             WHERE id = $3 AND COALESCE(claimed_by, '') = $4",
+        )
+        .bind(owner)
+        .bind(now_ms())
+        .bind(id)
+        .bind(r.claimed_by.clone().unwrap_or_default())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if res.rows_affected() == 1 {
+            Ok(Ok(()))
+        } else {
+            Ok(Err(format!(
+                "rollout {id} was claimed by another process just now"
+            )))
+        }
+    }
+
+    pub async fn heartbeat(&self, id: &str, owner: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_rollouts SET heartbeat_at = $1 WHERE id = $2 AND claimed_by = $3",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(owner)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Sets the rollout's status (and reason), releasing the claim unless it
+    /// is still running.
+    pub async fn set_status(
+        &self,
+        id: &str,
+        status: RolloutStatus,
+        reason: Option<&str>,
+    ) -> Result<(), Error> {
+        let release = status != RolloutStatus::Running;
+        sqlx::query(
+            "UPDATE fleetmig_rollouts SET status = $1, reason = $2, \
+             finished_at = CASE WHEN $3 = 1 THEN $4 ELSE finished_at END, \
+             claimed_by = CASE WHEN $5 = 1 THEN NULL ELSE claimed_by END WHERE id = $6",
+        )
+        .bind(status.as_str())
+        .bind(reason.map(str::to_string))
+        .bind(status.is_finished() as i64)
+        .bind(now_ms())
+        .bind(release as i64)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub async fn set_current_wave(&self, id: &str, wave: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE fleetmig_rollouts SET current_wave = $1 WHERE id = $2")
+            .bind(wave)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Marks a wave running (its start time is kept from the first start).
+    pub async fn start_wave(&self, id: &str, wave: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_waves SET status = $1, started_at = COALESCE(started_at, $2) \
+             WHERE rollout_id = $3 AND wave = $4",
+        )
+        .bind(WaveStatus::Running.as_str())
+        .bind(now_ms())
+        .bind(id)
+        .bind(wave)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Ends a wave with its gate's verdict.
+    pub async fn finish_wave(
+        &self,
+        id: &str,
+        wave: i64,
+        status: WaveStatus,
+        gate: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_waves SET status = $1, gate = $2, finished_at = $3 \
+             WHERE rollout_id = $4 AND wave = $5",
+        )
+        .bind(status.as_str())
+        .bind(gate)
+        .bind(now_ms())
+        .bind(id)
+        .bind(wave)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Rollout `id`, or a usage error saying the store has no such rollout.
+    pub async fn get_rollout(&self, id: &str) -> Result<RolloutRecord, Error> {
+        self.rollout(id).await?.ok_or_else(|| {
+            Error::Usage(format!(
+                "no rollout {id} in the state store {}",
+                self.location
+            ))
+        })
+    }
+
+    pub async fn rollout(&self, id: &str) -> Result<Option<RolloutRecord>, Error> {
+        let row = sqlx::query("SELECT * FROM fleetmig_rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        row.map(|r| rollout_from(&r).map_err(|e| self.err(e)))
+            .transpose()
+    }
+
+    /// Rollouts, newest first.
+    pub async fn rollouts(&self, limit: i64) -> Result<Vec<RolloutRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM fleetmig_rollouts ORDER BY created_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| rollout_from(r).map_err(|e| self.err(e)))
+            .collect()
+    }
+
+    pub async fn waves(&self, id: &str) -> Result<Vec<WaveRecord>, Error> {
+        let rows = sqlx::query("SELECT * FROM fleetmig_waves WHERE rollout_id = $1 ORDER BY wave")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| wave_from(r).map_err(|e| self.err(format!("rollout {id}: {e}"))))
+            .collect()
+    }
+}

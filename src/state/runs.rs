@@ -1,0 +1,289 @@
+//! The tenants of a rollout in the state store: their runs (written in
+//! batches, one transaction each), gate errors, backups and backfill
+//! checkpoints.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::records::WaveTally;
+use super::records::{join_applied, tenant_from};
+use super::{Backfill, RunStatus, StateStore, TenantRun, TenantUpdate, now_ms};
+use crate::error::Error;
+
+impl StateStore {
+    pub async fn tenant_runs(&self, id: &str) -> Result<Vec<TenantRun>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM fleetmig_tenant_runs WHERE rollout_id = $1 ORDER BY wave, tenant",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| tenant_from(r).map_err(|e| self.err(format!("rollout {id}: {e}"))))
+            .collect()
+    }
+
+    /// The tenants of wave `wave` whose status is one of `statuses`, by id.
+    pub async fn wave_tenants(
+        &self,
+        id: &str,
+        wave: i64,
+        statuses: &[RunStatus],
+    ) -> Result<Vec<String>, Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT tenant, status FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 ORDER BY tenant",
+        )
+        .bind(id)
+        .bind(wave)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for (tenant, status) in rows {
+            let status: RunStatus = status
+                .parse()
+                .map_err(|e| self.err(format!("rollout {id}, tenant {tenant}: {e}")))?;
+            if statuses.contains(&status) {
+                out.push(tenant);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The runs of wave `wave` with status `status`.
+    pub async fn wave_runs(
+        &self,
+        id: &str,
+        wave: i64,
+        status: RunStatus,
+    ) -> Result<Vec<TenantRun>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 AND status = $3 ORDER BY tenant",
+        )
+        .bind(id)
+        .bind(wave)
+        .bind(status.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| tenant_from(r).map_err(|e| self.err(format!("rollout {id}: {e}"))))
+            .collect()
+    }
+
+    /// Counts the tenants of wave `wave` by status, in the store.
+    pub async fn wave_tally(&self, id: &str, wave: i64) -> Result<WaveTally, Error> {
+        let counts: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 GROUP BY status",
+        )
+        .bind(id)
+        .bind(wave)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut t = WaveTally::default();
+        for (status, n) in counts {
+            let status: RunStatus = status
+                .parse()
+                .map_err(|e| self.err(format!("rollout {id}: {e}")))?;
+            let n = n as usize;
+            t.tenants += n;
+            match status {
+                RunStatus::Succeeded => t.succeeded += n,
+                RunStatus::Failed => t.failed += n,
+                RunStatus::NotStarted => t.not_started += n,
+                _ => {}
+            }
+        }
+        t.failed_examples = sqlx::query_scalar(
+            "SELECT tenant FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 AND status = $3 \
+             ORDER BY tenant LIMIT 10",
+        )
+        .bind(id)
+        .bind(wave)
+        .bind(RunStatus::Failed.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(t)
+    }
+
+    /// Applies a batch of tenant updates in one transaction.
+    pub async fn record(&self, id: &str, updates: &[TenantUpdate]) -> Result<(), Error> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for u in updates {
+            let q = match u {
+                TenantUpdate::Started { tenant, at } => sqlx::query(
+                    "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + 1, \
+                     started_at = COALESCE(started_at, $2) WHERE rollout_id = $3 AND tenant = $4",
+                )
+                .bind(RunStatus::Running.as_str())
+                .bind(*at)
+                .bind(id)
+                .bind(tenant),
+                TenantUpdate::Preflight { tenant, summary } => sqlx::query(
+                    "UPDATE fleetmig_tenant_runs SET preflight = $1 WHERE rollout_id = $2 AND tenant = $3",
+                )
+                .bind(summary)
+                .bind(id)
+                .bind(tenant),
+                TenantUpdate::Backup { tenant, path } => sqlx::query(
+                    "INSERT INTO fleetmig_backups (rollout_id, tenant, path, created_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (rollout_id, tenant) DO NOTHING",
+                )
+                .bind(id)
+                .bind(tenant)
+                .bind(path)
+                .bind(now_ms()),
+                TenantUpdate::Backfill {
+                    tenant,
+                    version,
+                    batches,
+                    rows,
+                    batch_ms,
+                    done,
+                } => sqlx::query(
+                    "INSERT INTO fleetmig_backfills (rollout_id, tenant, version, batches, rows_changed, max_batch_ms, done, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rollout_id, tenant, version) DO UPDATE SET \
+                     batches = fleetmig_backfills.batches + excluded.batches, \
+                     rows_changed = fleetmig_backfills.rows_changed + excluded.rows_changed, \
+                     max_batch_ms = CASE WHEN excluded.max_batch_ms > fleetmig_backfills.max_batch_ms \
+                     THEN excluded.max_batch_ms ELSE fleetmig_backfills.max_batch_ms END, \
+                     done = excluded.done, updated_at = excluded.updated_at",
+                )
+                .bind(id)
+                .bind(tenant)
+                .bind(*version)
+                .bind(*batches)
+                .bind(*rows)
+                .bind(*batch_ms)
+                .bind(*done as i64)
+                .bind(now_ms()),
+                TenantUpdate::Finished(f) => {
+                    let applied = join_applied(&f.applied);
+                    sqlx::query(
+                        "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + $2, \
+                         from_version = COALESCE(from_version, $3), to_version = COALESCE($4, to_version), \
+                         applied = CASE WHEN $5 = '' THEN applied WHEN applied = '' THEN $6 ELSE applied || ';' || $7 END, \
+                         started_at = COALESCE(started_at, $8), finished_at = $9, duration_ms = duration_ms + $10, \
+                         error_class = $11, error_kind = $12, error_code = $13, error_version = $14, \
+                         error_message = $15, gate_error = NULL WHERE rollout_id = $16 AND tenant = $17",
+                    )
+                    .bind(f.status.as_str())
+                    .bind(f.attempts)
+                    .bind(f.from_version)
+                    .bind(f.to_version)
+                    .bind(applied.clone())
+                    .bind(applied.clone())
+                    .bind(applied)
+                    .bind(f.started_at)
+                    .bind(f.finished_at)
+                    .bind(f.duration_ms)
+                    .bind(f.error_class.clone())
+                    .bind(f.error_kind.clone())
+                    .bind(f.error_code.clone())
+                    .bind(f.error_version)
+                    .bind(f.error_message.clone())
+                    .bind(id)
+                    .bind(&f.tenant)
+                }
+            };
+            q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Sets tenants' status (e.g. `skipped` on abort, `reverted`).
+    pub async fn set_tenant_status(
+        &self,
+        id: &str,
+        tenants: &[String],
+        status: RunStatus,
+        note: Option<&str>,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for t in tenants {
+            sqlx::query(
+                "UPDATE fleetmig_tenant_runs SET status = $1, error_message = COALESCE($2, error_message) \
+                 WHERE rollout_id = $3 AND tenant = $4",
+            )
+            .bind(status.as_str())
+            .bind(note.map(str::to_string))
+            .bind(id)
+            .bind(t)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Records gate failures on tenants (tenant → why).
+    pub async fn set_gate_errors(
+        &self,
+        id: &str,
+        errors: &BTreeMap<String, String>,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        for (t, why) in errors {
+            sqlx::query("UPDATE fleetmig_tenant_runs SET gate_error = $1 WHERE rollout_id = $2 AND tenant = $3")
+                .bind(why)
+                .bind(id)
+                .bind(t)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// The newest backup of `tenant` (of rollout `id` when given): (rollout, path).
+    pub async fn backup(
+        &self,
+        tenant: &str,
+        id: Option<&str>,
+    ) -> Result<Option<(String, String)>, Error> {
+        let row = sqlx::query(
+            "SELECT rollout_id, path FROM fleetmig_backups WHERE tenant = $1 AND ($2 = '' OR rollout_id = $3) \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(id.unwrap_or(""))
+        .bind(id.unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        row.map(|r| Ok((r.try_get("rollout_id")?, r.try_get("path")?)))
+            .transpose()
+            .map_err(|e: sqlx::Error| self.err(e))
+    }
+
+    /// Backfill checkpoints of a rollout.
+    pub async fn backfills(&self, id: &str) -> Result<Vec<Backfill>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM fleetmig_backfills WHERE rollout_id = $1 ORDER BY tenant, version",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Backfill {
+                    tenant: r.try_get("tenant")?,
+                    version: r.try_get("version")?,
+                    batches: r.try_get("batches")?,
+                    rows: r.try_get("rows_changed")?,
+                    max_batch_ms: r.try_get("max_batch_ms")?,
+                    done: r.try_get::<i64, _>("done")? != 0,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+}

@@ -1,0 +1,81 @@
+//! The state store's own schema: versioned, each version one step of DDL
+//! that works on SQLite and PostgreSQL alike; `StateStore::open` brings an
+//! older store up to date under a lock (see `migrate`).
+
+/// The version of this store's schema; `open` brings older stores up to it.
+pub const SCHEMA_VERSION: i64 = 4;
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: rollouts, their waves and their tenants
+    "CREATE TABLE IF NOT EXISTS fleetmig_rollouts (
+        id TEXT PRIMARY KEY,
+        created_at BIGINT NOT NULL,
+        operator TEXT NOT NULL,
+        command TEXT NOT NULL,
+        fleet TEXT NOT NULL,
+        migrations_dir TEXT NOT NULL,
+        set_checksum TEXT NOT NULL,
+        target BIGINT NOT NULL,
+        settings TEXT NOT NULL,
+        status TEXT NOT NULL,
+        reason TEXT,
+        current_wave BIGINT NOT NULL,
+        claimed_by TEXT,
+        heartbeat_at BIGINT,
+        finished_at BIGINT
+    );
+    CREATE TABLE IF NOT EXISTS fleetmig_waves (
+        rollout_id TEXT NOT NULL,
+        wave BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        selector TEXT NOT NULL,
+        status TEXT NOT NULL,
+        gate TEXT,
+        started_at BIGINT,
+        finished_at BIGINT,
+        PRIMARY KEY (rollout_id, wave)
+    );
+    CREATE TABLE IF NOT EXISTS fleetmig_tenant_runs (
+        rollout_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        wave BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        attempts BIGINT NOT NULL,
+        from_version BIGINT,
+        to_version BIGINT,
+        applied TEXT NOT NULL,
+        started_at BIGINT,
+        finished_at BIGINT,
+        duration_ms BIGINT NOT NULL,
+        error_class TEXT,
+        error_kind TEXT,
+        error_code TEXT,
+        error_version BIGINT,
+        error_message TEXT,
+        gate_error TEXT,
+        PRIMARY KEY (rollout_id, tenant)
+    );
+    CREATE INDEX IF NOT EXISTS fleetmig_rollouts_fleet ON fleetmig_rollouts (fleet, status)",
+    // 2: checkpoints of batched backfills
+    "CREATE TABLE IF NOT EXISTS fleetmig_backfills (
+        rollout_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        batches BIGINT NOT NULL,
+        rows_changed BIGINT NOT NULL,
+        max_batch_ms BIGINT NOT NULL,
+        done BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (rollout_id, tenant, version)
+    )",
+    // 3: per-tenant backups
+    "CREATE TABLE IF NOT EXISTS fleetmig_backups (
+        rollout_id TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        path TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (rollout_id, tenant)
+    )",
+    // 4: preflight results
+    "ALTER TABLE fleetmig_tenant_runs ADD COLUMN preflight TEXT",
+];

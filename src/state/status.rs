@@ -1,0 +1,131 @@
+//! The statuses the state store keeps, as enums: text only at the storage
+//! edge (`as_str` to write, `FromStr` to read back), so a typo is a compile
+//! error and a damaged row is a clear error, never a silent default.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// An enum stored as text: the variants and their words, with `as_str`,
+/// `Display`, `FromStr` and a `Serialize` that writes the word.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($(#[$vmeta])* $variant,)+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text,)+ }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err(format!(
+                        concat!("unknown ", stringify!($name), " {:?}"),
+                        other
+                    )),
+                }
+            }
+        }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum! {
+    /// Where a rollout stands.
+    pub enum RolloutStatus {
+        Running = "running",
+        /// Stopped on purpose (`--pause-after`, a signal, `fleetmig pause`).
+        Paused = "paused",
+        /// A wave's gate failed.
+        Halted = "halted",
+        Completed = "completed",
+        Aborted = "aborted",
+    }
+}
+
+impl RolloutStatus {
+    /// Nothing more will run in it (`retry` still may).
+    pub fn is_finished(self) -> bool {
+        matches!(self, RolloutStatus::Completed | RolloutStatus::Aborted)
+    }
+}
+
+text_enum! {
+    /// Where one wave of a rollout stands.
+    pub enum WaveStatus {
+        Pending = "pending",
+        Running = "running",
+        /// Its gate passed.
+        Passed = "passed",
+        /// Its gate failed: the rollout halted on it.
+        Failed = "failed",
+        /// Its gate failed and `--override-gate` passed it on purpose.
+        Overridden = "overridden",
+    }
+}
+
+text_enum! {
+    /// Where one tenant of a rollout stands.
+    pub enum RunStatus {
+        Pending = "pending",
+        Running = "running",
+        /// At its target (with or without migrations applied).
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// Not run: the rollout was aborted.
+        Skipped = "skipped",
+        /// Not started: `--max-failures` was reached first.
+        NotStarted = "not_started",
+        /// Taken back down after its wave's gate failed.
+        Reverted = "reverted",
+    }
+}
+
+impl RunStatus {
+    /// Still to run when the rollout goes on.
+    pub fn is_todo(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Pending | RunStatus::Running | RunStatus::NotStarted
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_round_trip_through_text() {
+        for s in RolloutStatus::ALL {
+            assert_eq!(s.as_str().parse::<RolloutStatus>().unwrap(), *s);
+        }
+        for s in WaveStatus::ALL {
+            assert_eq!(s.to_string().parse::<WaveStatus>().unwrap(), *s);
+        }
+        for s in RunStatus::ALL {
+            assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), *s);
+        }
+        assert!("Running".parse::<RolloutStatus>().is_err());
+        assert!("".parse::<RunStatus>().is_err());
+    }
+}
