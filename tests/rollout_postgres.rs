@@ -325,3 +325,75 @@ async fn sigkill_loop_on_a_postgres_fleet_applies_everything_exactly_once() {
     c.close().await.unwrap();
     db.drop_now().await;
 }
+
+/// The gate query of a 200-schema wave runs within the one fan-out: with
+/// `--concurrency 4` (and pools allowed 32 connections by the config file),
+/// fleetmig never has more than 4 + 2 connections open on the server, sampled
+/// from `pg_stat_activity` while the gate queries run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gate_over_a_big_wave_stays_within_the_concurrency() {
+    let db = pg_database("gatefan").await;
+    fleet(&db, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = migration_dir(&[("0001_t.sql", "CREATE TABLE t (id int);")]);
+    std::fs::write(dir.path().join("fleetmig.toml"), "pool_size = 32\n").unwrap();
+    // passes (no rows) after a short sleep on each tenant
+    std::fs::write(
+        dir.path().join("gate.sql"),
+        "SELECT 1 WHERE (SELECT pg_sleep(0.03)::text) IS NULL",
+    )
+    .unwrap();
+    let mut child = fleetmig_process(dir.path())
+        .args([
+            "rollout",
+            "--fleet",
+            &format!("postgres-schemas:{}", db.url),
+            "--migrations",
+            m.path().to_str().unwrap(),
+            "--concurrency",
+            "4",
+            "--gate-sql",
+            "gate.sql",
+            "--progress-every",
+            "0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut watch = db.conn().await;
+    let (mut peak, mut gate_samples) = (0i64, 0);
+    while child.try_wait().unwrap().is_none() {
+        let (open, sleeping): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE query LIKE '%pg_sleep(0.03)%' AND state = 'active') \
+             FROM pg_stat_activity WHERE application_name = 'fleetmig' AND datname = current_database()",
+        )
+        .fetch_one(&mut watch)
+        .await
+        .unwrap();
+        peak = peak.max(open);
+        gate_samples += (sleeping > 0) as usize;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        gate_samples >= 5,
+        "the gate queries were sampled {gate_samples} times"
+    );
+    assert!(peak <= 6, "{peak} fleetmig connections were open at once");
+    let applied: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = '_sqlx_migrations'")
+            .fetch_one(&mut watch)
+            .await
+            .unwrap();
+    assert_eq!(applied, 200);
+    watch.close().await.unwrap();
+    db.drop_now().await;
+}

@@ -285,6 +285,15 @@ pub struct InspectOpts {
     pub tenants: Vec<String>,
 }
 
+impl InspectOpts {
+    pub(super) fn overrides(&self) -> Overrides {
+        Overrides {
+            target: self.to,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]

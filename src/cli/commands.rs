@@ -229,13 +229,7 @@ pub async fn abort(a: AbortArgs) -> Result<i32, Error> {
 }
 
 pub async fn status(a: StatusArgs) -> Result<i32, Error> {
-    let cfg = config(
-        &a.common,
-        Overrides {
-            target: a.opts.to,
-            ..Default::default()
-        },
-    )?;
+    let cfg = config(&a.common, a.opts.overrides())?;
     if let Some(id) = &a.rollout {
         let store = StateStore::open(&cfg.state).await?;
         let report = RunReport::load(&store, id).await;
@@ -248,13 +242,7 @@ pub async fn status(a: StatusArgs) -> Result<i32, Error> {
 }
 
 pub async fn plan(a: PlanArgs) -> Result<i32, Error> {
-    let cfg = config(
-        &a.common,
-        Overrides {
-            target: a.opts.to,
-            ..Default::default()
-        },
-    )?;
+    let cfg = config(&a.common, a.opts.overrides())?;
     let waves = a.waves.as_deref().or(cfg.rollout.waves.as_deref());
     inspect_cmd(&cfg, &a.opts, true, waves).await
 }

@@ -120,7 +120,7 @@ pub fn print_rollout(r: &RunReport, json: bool) {
             t.to_version.map(|v| v.to_string()).unwrap_or_default(),
             t.gate_error
                 .clone()
-                .or(t.error_message.clone())
+                .or(t.error.message.clone())
                 .unwrap_or_default()
         );
     }

@@ -194,6 +194,41 @@ impl Connector {
     }
 }
 
+/// Connects to the server at `url` within `timeout`. Errors say where,
+/// with the password redacted, and are transient when connecting timed out.
+async fn connect<C>(
+    dialect: Dialect,
+    url: &str,
+    timeout: Duration,
+    connecting: impl std::future::Future<Output = Result<C, sqlx::Error>>,
+) -> Result<C, TenantError> {
+    let redacted = crate::tenant::redact_url(url);
+    match tokio::time::timeout(timeout, connecting).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(connect_error(dialect, url, &e)),
+        Err(_) => Err(TenantError::transient(
+            "connection",
+            format!("connecting to {redacted} timed out"),
+        )),
+    }
+}
+
+/// A failure to connect to `url`, classified, the password scrubbed.
+fn connect_error(dialect: Dialect, url: &str, e: &sqlx::Error) -> TenantError {
+    let mut t = classify(e, dialect);
+    t.message = format!(
+        "cannot connect to {}: {}",
+        crate::tenant::redact_url(url),
+        crate::tenant::scrub_secrets(&t.message, [url])
+    );
+    t
+}
+
+/// Logs a table `ANALYZE` could not refresh (best effort: it may be gone).
+fn analyze_skipped(table: &str, e: &sqlx::Error) {
+    tracing::warn!(table = %table, "ANALYZE skipped: {}", one_line(&e.to_string()));
+}
+
 /// Replaces the database (path) of a server URL.
 pub fn with_database(url: &str, database: &str) -> String {
     match url::Url::parse(url) {

@@ -48,29 +48,16 @@ pub struct MySqlSession {
 
 impl MySqlSession {
     pub(crate) async fn open(settings: &Settings, url: &str) -> Result<MySqlSession, TenantError> {
-        let conn_err = |e: sqlx::Error| {
-            let mut t = super::classify(&e, Dialect::Mysql);
-            t.message = format!(
-                "cannot connect to {}: {}",
-                redact_url(url),
-                scrub_secrets(&t.message, [url])
-            );
-            t
-        };
-        let opts = connect_options(url).map_err(conn_err)?;
+        let opts =
+            connect_options(url).map_err(|e| super::connect_error(Dialect::Mysql, url, &e))?;
         let database = opts.get_database().unwrap_or_default().to_string();
-        let conn = tokio::time::timeout(
+        let conn = super::connect(
+            Dialect::Mysql,
+            url,
             settings.connect_timeout,
             MySqlConnection::connect_with(&opts),
         )
-        .await
-        .map_err(|_| {
-            TenantError::transient(
-                "connection",
-                format!("connecting to {} timed out", redact_url(url)),
-            )
-        })?
-        .map_err(conn_err)?;
+        .await?;
         let mut s = MySqlSession {
             conn,
             url: url.to_string(),
@@ -348,9 +335,7 @@ impl Session for MySqlSession {
             let sql = sqlx::AssertSqlSafe(format!("ANALYZE TABLE {}", quote_ident(t)));
             match sqlx::raw_sql(sql).execute(&mut self.conn).await {
                 Ok(_) => done.push(t.clone()),
-                Err(e) => {
-                    tracing::warn!(table = %t, "ANALYZE skipped: {}", super::one_line(&e.to_string()))
-                }
+                Err(e) => super::analyze_skipped(t, &e),
             }
         }
         done

@@ -320,9 +320,7 @@ impl Session for SqliteSession {
             let sql = sqlx::AssertSqlSafe(format!("ANALYZE {}", quote_ident(t)));
             match sqlx::raw_sql(sql).execute(&mut *conn).await {
                 Ok(_) => done.push(t.clone()),
-                Err(e) => {
-                    tracing::warn!(table = %t, "ANALYZE skipped: {}", super::one_line(&e.to_string()))
-                }
+                Err(e) => super::analyze_skipped(t, &e),
             }
         }
         done

@@ -157,15 +157,15 @@ enum Kind {
     Down,
 }
 
-struct ParsedName {
-    version: i64,
+pub(super) struct ParsedName {
+    pub(super) version: i64,
     description: String,
     dialect: Option<Dialect>,
     kind: Kind,
 }
 
 /// Parses a file name; `Ok(None)` for files that are not migrations at all.
-fn parse_name(name: &str) -> Result<Option<ParsedName>, String> {
+pub(super) fn parse_name(name: &str) -> Result<Option<ParsedName>, String> {
     let Some(stem) = name.strip_suffix(".sql") else {
         return Ok(None);
     };
@@ -414,81 +414,6 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Creates a new migration file (or an up/down pair) in `dir` and returns the
-/// paths written. Versions continue the set's numbering when it counts 1, 2,
-/// 3...; otherwise (or for an empty folder) they are a UTC timestamp, as sqlx's.
-pub fn new_migration(
-    dir: &Path,
-    description: &str,
-    reversible: bool,
-    no_tx: bool,
-) -> Result<Vec<PathBuf>, Error> {
-    let slug: String = description
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let slug = slug.trim_matches('_').to_string();
-    if slug.is_empty() {
-        return Err(Error::Usage(format!(
-            "fleetmig new: description {description:?} has no letters or digits"
-        )));
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut max: i64 = 0;
-    let mut width = 4;
-    let mut any = false;
-    for entry in std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Ok(Some(p)) = parse_name(&name) {
-            any = true;
-            if p.version > max {
-                max = p.version;
-                width = name.split('_').next().map(str::len).unwrap_or(4);
-            }
-        }
-    }
-    let version = if any && max < 100_000_000 {
-        format!("{:0width$}", max + 1, width = width)
-    } else {
-        chrono::Utc::now().format("%Y%m%d%H%M%S").to_string()
-    };
-    let header = if no_tx { "-- no-transaction\n" } else { "" };
-    let mut written = Vec::new();
-    let names: Vec<(String, &str)> = if reversible {
-        vec![
-            (
-                format!("{version}_{slug}.up.sql"),
-                "-- Add the up migration here.\n",
-            ),
-            (
-                format!("{version}_{slug}.down.sql"),
-                "-- Undo the up migration here.\n",
-            ),
-        ]
-    } else {
-        vec![(
-            format!("{version}_{slug}.sql"),
-            "-- Add the migration here.\n",
-        )]
-    };
-    for (name, body) in names {
-        let path = dir.join(name);
-        std::fs::write(&path, format!("{header}{body}")).map_err(|e| Error::io(&path, e))?;
-        written.push(path);
-    }
-    Ok(written)
-}
-
 /// A `batch` migration is run again and again, each run in a transaction
 /// that a savepoint can partly undo: it must be one data-changing statement
 /// (UPDATE, DELETE, INSERT, REPLACE, or one of them behind WITH). DDL would
@@ -609,18 +534,5 @@ mod tests {
                 .to_string()
                 .contains("no migrations")
         );
-    }
-
-    #[test]
-    fn new_continues_numbering() {
-        let (d, _) = set(&[("0001_a.sql", "x")]);
-        let w = new_migration(d.path(), "Add users!", true, true).unwrap();
-        assert!(w[0].ends_with("0002_add_users.up.sql"), "{w:?}");
-        assert!(
-            std::fs::read_to_string(&w[1])
-                .unwrap()
-                .starts_with("-- no-transaction")
-        );
-        assert!(load(d.path()).is_ok());
     }
 }

@@ -97,7 +97,8 @@ fn timeline(r: &RunReport) -> String {
             esc(t.status.as_str()),
             t.attempts,
             t.duration_ms,
-            t.error_message
+            t.error
+                .message
                 .as_ref()
                 .map(|m| format!(" — {}", esc(m)))
                 .unwrap_or_default()

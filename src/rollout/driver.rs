@@ -130,9 +130,9 @@ async fn run_tenants(
             Err(_) => {
                 let mut f = Finish::new(id, RunStatus::Failed);
                 f.finished_at = Some(now_ms());
-                f.error_class = Some("permanent".into());
-                f.error_kind = Some("tenant_gone".into());
-                f.error_message = Some(format!(
+                f.error.class = Some("permanent".into());
+                f.error.kind = Some("tenant_gone".into());
+                f.error.message = Some(format!(
                     "tenant {id} is no longer in the fleet {}",
                     ctx.fleet
                 ));
@@ -188,13 +188,7 @@ async fn drive(ctx: &Ctx<'_>, id: &str, override_first_gate: bool) -> Result<Fin
         status,
         reason,
     });
-    write_report(
-        ctx.store,
-        id,
-        &ctx.opts.reports,
-        ctx.opts.metrics_file.as_deref(),
-    )
-    .await
+    ctx.final_report(id).await
 }
 
 async fn drive_waves(
@@ -380,13 +374,7 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
             )
             .await?;
     }
-    write_report(
-        ctx.store,
-        id,
-        &ctx.opts.reports,
-        ctx.opts.metrics_file.as_deref(),
-    )
-    .await
+    ctx.final_report(id).await
 }
 
 /// Aborts rollout `id`: tenants not yet run are marked skipped.
@@ -412,6 +400,15 @@ pub async fn abort(store: &StateStore, id: &str, reports: &Path) -> Result<Finis
         .set_status(id, RolloutStatus::Aborted, Some("aborted by the operator"))
         .await?;
     write_report(store, id, reports, None).await
+}
+
+impl Ctx<'_> {
+    /// The report of rollout `id` at the end of this command, with the
+    /// metrics file when one was asked for.
+    async fn final_report(&self, id: &str) -> Result<Finished, Error> {
+        let metrics = self.opts.metrics_file.as_deref();
+        write_report(self.store, id, &self.opts.reports, metrics).await
+    }
 }
 
 /// Writes the report (and metrics file) of rollout `id` from the store.

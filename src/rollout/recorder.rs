@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::event::{Event, Subscriber, TenantStatus};
-use crate::state::{Finish, RunStatus, StateStore, TenantUpdate, WaveStatus, now_ms};
+use crate::state::{Finish, RunError, RunStatus, StateStore, TenantUpdate, WaveStatus, now_ms};
 
 enum Msg {
     Tenant(TenantUpdate),
@@ -108,7 +108,6 @@ impl Subscriber for Recorder {
                 done: *done,
             }),
             Event::TenantFinished(o) => {
-                let e = o.error.as_ref();
                 Msg::Tenant(TenantUpdate::Finished(Box::new(Finish {
                     tenant: o.tenant.to_string(),
                     status: match o.status {
@@ -125,11 +124,7 @@ impl Subscriber for Recorder {
                     started_at: o.started_at.map(|t| t.timestamp_millis()),
                     finished_at: o.finished_at.map(|t| t.timestamp_millis()),
                     duration_ms: o.duration.as_millis() as i64,
-                    error_class: e.map(|e| e.class.to_string()),
-                    error_kind: e.map(|e| e.kind.clone()),
-                    error_code: e.and_then(|e| e.code.clone()),
-                    error_version: e.and_then(|e| e.version),
-                    error_message: e.map(|e| e.message.clone()),
+                    error: o.error.as_ref().map(RunError::from).unwrap_or_default(),
                 })))
             }
             Event::WaveStarted { rollout, wave, .. } if *rollout == self.rollout => {

@@ -69,7 +69,7 @@ pub async fn revert_wave(
                 match result {
                     Ok(()) => {
                         f.to_version = run.from_version;
-                        f.error_message = Some(format!(
+                        f.error.message = Some(format!(
                             "reverted after wave gate failed (was at {})",
                             run.to_version.unwrap_or(0)
                         ));
@@ -77,9 +77,9 @@ pub async fn revert_wave(
                     Err(e) => {
                         f.status = RunStatus::Failed;
                         f.to_version = run.to_version;
-                        f.error_class = Some(e.class.to_string());
-                        f.error_kind = Some(format!("revert_{}", e.kind));
-                        f.error_message = Some(format!("revert failed: {}", e.message));
+                        f.error.class = Some(e.class.to_string());
+                        f.error.kind = Some(format!("revert_{}", e.kind));
+                        f.error.message = Some(format!("revert failed: {}", e.message));
                     }
                 }
                 TenantUpdate::Finished(Box::new(f))

@@ -18,7 +18,7 @@ mod schema;
 pub mod status;
 
 pub use records::{
-    Backfill, Finish, RolloutRecord, TenantRun, TenantUpdate, WaveRecord, WaveTally,
+    Backfill, Finish, RolloutRecord, RunError, TenantRun, TenantUpdate, WaveRecord, WaveTally,
 };
 pub use schema::SCHEMA_VERSION;
 pub use status::{RolloutStatus, RunStatus, WaveStatus};

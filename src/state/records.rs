@@ -7,6 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::status::{RolloutStatus, RunStatus, WaveStatus};
+use crate::error::TenantError;
 use crate::options::Frozen;
 
 /// One rollout as stored.
@@ -41,6 +42,33 @@ pub struct WaveRecord {
     pub finished_at: Option<i64>,
 }
 
+/// Why a tenant's run failed, as stored (all empty when it did not).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct RunError {
+    #[serde(rename = "error_class")]
+    pub class: Option<String>,
+    #[serde(rename = "error_kind")]
+    pub kind: Option<String>,
+    #[serde(rename = "error_code")]
+    pub code: Option<String>,
+    #[serde(rename = "error_version")]
+    pub version: Option<i64>,
+    #[serde(rename = "error_message")]
+    pub message: Option<String>,
+}
+
+impl From<&TenantError> for RunError {
+    fn from(e: &TenantError) -> RunError {
+        RunError {
+            class: Some(e.class.to_string()),
+            kind: Some(e.kind.clone()),
+            code: e.code.clone(),
+            version: e.version,
+            message: Some(e.message.clone()),
+        }
+    }
+}
+
 /// One tenant of one rollout as stored.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TenantRun {
@@ -54,39 +82,11 @@ pub struct TenantRun {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub duration_ms: i64,
-    pub error_class: Option<String>,
-    pub error_kind: Option<String>,
-    pub error_code: Option<String>,
-    pub error_version: Option<i64>,
-    pub error_message: Option<String>,
+    #[serde(flatten)]
+    pub error: RunError,
     pub gate_error: Option<String>,
     /// What the preflight found, when it ran.
     pub preflight: Option<String>,
-}
-
-impl TenantRun {
-    /// A tenant of a rollout that has not run yet.
-    pub fn pending(tenant: &str, wave: i64) -> TenantRun {
-        TenantRun {
-            tenant: tenant.to_string(),
-            wave,
-            status: RunStatus::Pending,
-            attempts: 0,
-            from_version: None,
-            to_version: None,
-            applied: Vec::new(),
-            started_at: None,
-            finished_at: None,
-            duration_ms: 0,
-            error_class: None,
-            error_kind: None,
-            error_code: None,
-            error_version: None,
-            error_message: None,
-            gate_error: None,
-            preflight: None,
-        }
-    }
 }
 
 /// The checkpoint of one tenant's batched backfill.
@@ -129,11 +129,7 @@ pub struct Finish {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub duration_ms: i64,
-    pub error_class: Option<String>,
-    pub error_kind: Option<String>,
-    pub error_code: Option<String>,
-    pub error_version: Option<i64>,
-    pub error_message: Option<String>,
+    pub error: RunError,
 }
 
 impl Finish {
@@ -149,11 +145,7 @@ impl Finish {
             started_at: None,
             finished_at: None,
             duration_ms: 0,
-            error_class: None,
-            error_kind: None,
-            error_code: None,
-            error_version: None,
-            error_message: None,
+            error: RunError::default(),
         }
     }
 }
@@ -277,11 +269,13 @@ pub(super) fn tenant_from(r: &AnyRow) -> Result<TenantRun, String> {
             started_at: r.try_get("started_at")?,
             finished_at: r.try_get("finished_at")?,
             duration_ms: r.try_get("duration_ms")?,
-            error_class: r.try_get("error_class")?,
-            error_kind: r.try_get("error_kind")?,
-            error_code: r.try_get("error_code")?,
-            error_version: r.try_get("error_version")?,
-            error_message: r.try_get("error_message")?,
+            error: RunError {
+                class: r.try_get("error_class")?,
+                kind: r.try_get("error_kind")?,
+                code: r.try_get("error_code")?,
+                version: r.try_get("error_version")?,
+                message: r.try_get("error_message")?,
+            },
             gate_error: r.try_get("gate_error")?,
             preflight: r.try_get("preflight")?,
         })

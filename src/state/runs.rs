@@ -32,24 +32,19 @@ impl StateStore {
         wave: i64,
         statuses: &[RunStatus],
     ) -> Result<Vec<String>, Error> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "SELECT tenant, status FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 ORDER BY tenant",
-        )
-        .bind(id)
-        .bind(wave)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for (tenant, status) in rows {
-            let status: RunStatus = status
-                .parse()
-                .map_err(|e| self.err(format!("rollout {id}, tenant {tenant}: {e}")))?;
-            if statuses.contains(&status) {
-                out.push(tenant);
-            }
+        let marks: Vec<String> = (0..statuses.len()).map(|i| format!("${}", i + 3)).collect();
+        let sql = format!(
+            "SELECT tenant FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 \
+             AND status IN ({}) ORDER BY tenant",
+            marks.join(", ")
+        );
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(wave);
+        for s in statuses {
+            q = q.bind(s.as_str());
         }
-        Ok(out)
+        q.fetch_all(&self.pool).await.map_err(|e| self.err(e))
     }
 
     /// The runs of wave `wave` with status `status`.
@@ -184,11 +179,11 @@ impl StateStore {
                     .bind(f.started_at)
                     .bind(f.finished_at)
                     .bind(f.duration_ms)
-                    .bind(f.error_class.clone())
-                    .bind(f.error_kind.clone())
-                    .bind(f.error_code.clone())
-                    .bind(f.error_version)
-                    .bind(f.error_message.clone())
+                    .bind(f.error.class.clone())
+                    .bind(f.error.kind.clone())
+                    .bind(f.error.code.clone())
+                    .bind(f.error.version)
+                    .bind(f.error.message.clone())
                     .bind(id)
                     .bind(&f.tenant)
                 }

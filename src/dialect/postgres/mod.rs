@@ -32,7 +32,7 @@ use super::{
 };
 use crate::error::TenantError;
 use crate::migration::{Applied, Migration, Script};
-use crate::tenant::{Dialect, redact_url, scrub_secrets, validate_identifier};
+use crate::tenant::{Dialect, validate_identifier};
 use layout::HistoryLayout;
 
 pub(crate) fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
@@ -114,15 +114,7 @@ impl PgSession {
         url: &str,
         schema: Option<&str>,
     ) -> Result<PgSession, TenantError> {
-        let conn_err = |e: sqlx::Error| {
-            let mut t = super::classify(&e, Dialect::Postgres);
-            t.message = format!(
-                "cannot connect to {}: {}",
-                redact_url(url),
-                scrub_secrets(&t.message, [url])
-            );
-            t
-        };
+        let conn_err = |e: sqlx::Error| super::connect_error(Dialect::Postgres, url, &e);
         let (conn, table) = match schema {
             Some(schema) => {
                 validate_identifier(schema)
@@ -136,18 +128,13 @@ impl PgSession {
             }
             None => {
                 let opts = connect_options(url).map_err(conn_err)?;
-                let conn = tokio::time::timeout(
+                let conn = super::connect(
+                    Dialect::Postgres,
+                    url,
                     settings.connect_timeout,
                     PgConnection::connect_with(&opts),
                 )
-                .await
-                .map_err(|_| {
-                    TenantError::transient(
-                        "connection",
-                        format!("connecting to {} timed out", redact_url(url)),
-                    )
-                })?
-                .map_err(conn_err)?;
+                .await?;
                 (PgConn::Own(conn), "\"_sqlx_migrations\"".to_string())
             }
         };
@@ -406,9 +393,7 @@ impl Session for PgSession {
             let sql = sqlx::AssertSqlSafe(format!("ANALYZE {}", quote_ident(t)));
             match sqlx::raw_sql(sql).execute(self.conn()).await {
                 Ok(_) => done.push(t.clone()),
-                Err(e) => {
-                    tracing::warn!(table = %t, "ANALYZE skipped: {}", super::one_line(&e.to_string()))
-                }
+                Err(e) => super::analyze_skipped(t, &e),
             }
         }
         done
@@ -458,6 +443,11 @@ impl Session for PgSession {
                 if (&mut *c).execute(sqlx::AssertSqlSafe(reset)).await.is_err() {
                     // Never hand a connection in an unknown state to the next tenant.
                     c.close_on_drop();
+                } else {
+                    // Back in the pool before the tenant's fan-out slot is
+                    // released: otherwise the next tenant finds no idle
+                    // connection and the pool opens one more than the slots.
+                    c.return_to_pool().await;
                 }
             }
         }
