@@ -328,7 +328,7 @@ pub fn lint(a: LintArgs) -> Result<i32, Error> {
 
 pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let all = crate::tenant::discover(&cfg.fleet, &cfg.discover).await?;
+    let all = crate::discover::discover(&cfg.fleet, &cfg.discover).await?;
     let tenants = only_these(&all, std::slice::from_ref(&a.tenant), &cfg.fleet)?;
     let store = StateStore::open(&cfg.state).await?;
     let found = store.backup(&a.tenant, a.rollout.as_deref()).await;

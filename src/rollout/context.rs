@@ -15,7 +15,8 @@ use crate::error::Error;
 use crate::event::Bus;
 use crate::migration::{MigrationSet, load};
 use crate::state::{RolloutRecord, StateStore};
-use crate::tenant::{DiscoverOptions, FleetSpec, Tenant, TenantId, discover};
+use crate::discover::discover;
+use crate::tenant::{DiscoverOptions, FleetSpec, Tenant, TenantId};
 
 /// A handle to stop a run gracefully.
 #[derive(Clone)]

@@ -1,12 +1,10 @@
 //! Tenants: what one isolated unit of schema is (`Tenant`: id, locator, tags),
 //! how its id and database identifiers are validated, how a locator is printed
 //! without its credentials, and how a fleet spec (`--fleet KIND:WHERE`) names
-//! the way tenants are discovered (see `discover`).
+//! the way tenants are discovered (the crate's `discover` does it).
 
-mod discover;
 mod registry;
 
-pub use discover::{DiscoverOptions, discover};
 pub use registry::read_registry;
 
 use std::collections::BTreeMap;
@@ -290,6 +288,25 @@ pub fn parse_tags(s: &str) -> Result<BTreeMap<String, String>, String> {
         tags.insert(k.to_string(), v.to_string());
     }
     Ok(tags)
+}
+
+/// How database fleets pick their tenants.
+#[derive(Debug, Clone)]
+pub struct DiscoverOptions {
+    /// A LIKE pattern over schema or database names (default `tenant_%`).
+    pub pattern: String,
+    /// A query returning one text column of schema or database names; wins over
+    /// the pattern when set.
+    pub query: Option<String>,
+}
+
+impl Default for DiscoverOptions {
+    fn default() -> Self {
+        DiscoverOptions {
+            pattern: "tenant_%".to_string(),
+            query: None,
+        }
+    }
 }
 
 /// How the fleet is found: `--fleet KIND:WHERE`.

@@ -1,30 +1,15 @@
-//! Discovery: turns a fleet spec into the list of tenants, sorted by id. Only
-//! the SQL itself lives in `dialect/`; this module decides what a tenant is.
+//! Discovery: turns a fleet spec into the list of tenants, sorted by id: the
+//! `*.db` files of a folder, the rows of a registry, the schemas or databases
+//! of a server. The SQL that lists names lives in `dialect/`; this module
+//! decides what a tenant is.
 
 use std::path::Path;
 
-use super::{FleetSpec, Locator, Tenant, TenantId, read_registry, validate_identifier};
+use crate::tenant::{
+    DiscoverOptions, FleetSpec, Locator, Tenant, TenantId, read_registry, validate_identifier,
+};
 use crate::dialect;
 use crate::error::Error;
-
-/// How database fleets pick their tenants.
-#[derive(Debug, Clone)]
-pub struct DiscoverOptions {
-    /// A LIKE pattern over schema or database names (default `tenant_%`).
-    pub pattern: String,
-    /// A query returning one text column of schema or database names; wins over
-    /// the pattern when set.
-    pub query: Option<String>,
-}
-
-impl Default for DiscoverOptions {
-    fn default() -> Self {
-        DiscoverOptions {
-            pattern: "tenant_%".to_string(),
-            query: None,
-        }
-    }
-}
 
 /// Lists the fleet's tenants, sorted by id.
 pub async fn discover(spec: &FleetSpec, opts: &DiscoverOptions) -> Result<Vec<Tenant>, Error> {
