@@ -11,9 +11,10 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::options::{
-    ExecOptions, Gates, PreflightLimits, RetryPolicy, RolloutRequest, Settings, TxMode,
+    ExecOptions, Gates, MAX_DURATION, PreflightLimits, RetryPolicy, RolloutRequest, Settings,
+    TxMode,
 };
-use crate::tenant::{DiscoverOptions, FleetSpec};
+use crate::tenant::{DEFAULT_PATTERN, DiscoverOptions, FleetSpec};
 
 /// The settings keys, all optional: what `fleetmig.toml` may hold (unknown
 /// keys are errors), and what flags and `FLEETMIG_*` variables give, so the
@@ -36,6 +37,7 @@ pub struct FileConfig {
     pub tx_mode: Option<TxMode>,
     pub pool_size: Option<u32>,
     pub create_missing: Option<bool>,
+    pub allow_empty: Option<bool>,
     pub connect_timeout: Option<String>,
     pub state: Option<String>,
     pub waves: Option<String>,
@@ -70,6 +72,7 @@ impl FileConfig {
             tx_mode: self.tx_mode.or(lower.tx_mode),
             pool_size: self.pool_size.or(lower.pool_size),
             create_missing: self.create_missing.or(lower.create_missing),
+            allow_empty: self.allow_empty.or(lower.allow_empty),
             connect_timeout: self.connect_timeout.or(lower.connect_timeout),
             state: self.state.or(lower.state),
             waves: self.waves.or(lower.waves),
@@ -138,8 +141,15 @@ pub struct Config {
 }
 
 fn duration(value: &str, name: &str) -> Result<Duration, Error> {
-    humantime::parse_duration(value)
-        .map_err(|e| Error::Usage(format!("{name} {value:?}: {e} (write e.g. 500ms, 5s, 2m)")))
+    let d = humantime::parse_duration(value)
+        .map_err(|e| Error::Usage(format!("{name} {value:?}: {e} (write e.g. 500ms, 5s, 2m)")))?;
+    if d > MAX_DURATION {
+        return Err(Error::Usage(format!(
+            "{name} {value:?}: at most {} (about 24.8 days)",
+            humantime::format_duration(MAX_DURATION)
+        )));
+    }
+    Ok(d)
 }
 
 impl Config {
@@ -225,8 +235,10 @@ impl Config {
             migrations: k.migrations.unwrap_or_else(|| "migrations".into()),
             reports: k.reports.unwrap_or_else(|| "reports".into()),
             discover: DiscoverOptions {
-                pattern: k.tenant_pattern.unwrap_or_else(|| "tenant_%".into()),
+                pattern: k.tenant_pattern.unwrap_or_else(|| DEFAULT_PATTERN.into()),
                 query: k.tenant_query,
+                allow_empty: k.allow_empty.unwrap_or(false),
+                connect_timeout,
             },
             exec: ExecOptions {
                 concurrency,

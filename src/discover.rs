@@ -1,83 +1,127 @@
 //! Discovery: turns a fleet spec into the list of tenants, sorted by id: the
 //! `*.db` files of a folder, the rows of a registry, the schemas or databases
 //! of a server. The SQL that lists names lives in `dialect/`; this module
-//! decides what a tenant is.
+//! decides what a tenant is. A name fleetmig will not touch (a hostile schema
+//! name, a stray file) is refused on its own (`Refused`, reported as a failed
+//! tenant that no SQL ever reached), never a failed fleet; an empty fleet is an
+//! error unless it is expected (`--allow-empty`), so a mistyped pattern never
+//! passes for a fleet with nothing to do.
 
 use std::path::Path;
 
-use crate::tenant::{
-    DiscoverOptions, FleetSpec, Locator, Tenant, TenantId, read_registry, validate_identifier,
-};
 use crate::dialect;
 use crate::error::Error;
+use crate::tenant::{
+    DiscoverOptions, FleetSpec, Locator, Tenant, TenantId, read_registry, shown_name,
+    validate_identifier,
+};
 
-/// Lists the fleet's tenants, sorted by id.
-pub async fn discover(spec: &FleetSpec, opts: &DiscoverOptions) -> Result<Vec<Tenant>, Error> {
+/// A name that discovery found and fleetmig will not touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// The name as found, made printable (escaped, at most 128 characters).
+    pub name: String,
+    pub reason: String,
+}
+
+/// What discovery found.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    /// The tenants, sorted by id.
+    pub tenants: Vec<Tenant>,
+    /// The names refused, sorted.
+    pub refused: Vec<Refused>,
+}
+
+/// Lists the fleet's tenants.
+pub async fn discover(spec: &FleetSpec, opts: &DiscoverOptions) -> Result<Fleet, Error> {
     let fail = |message: String| Error::Discovery {
         fleet: spec.to_string(),
         message,
     };
-    let mut tenants = match spec {
+    let mut fleet = match spec {
         FleetSpec::SqliteDir(dir) => sqlite_dir(dir).map_err(fail)?,
-        FleetSpec::Registry(path) => read_registry(path)?,
+        FleetSpec::Registry(path) => Fleet {
+            tenants: read_registry(path)?,
+            refused: Vec::new(),
+        },
         FleetSpec::PostgresSchemas(url) => {
             let names = dialect::postgres::list_schemas(url, opts)
                 .await
                 .map_err(fail)?;
-            named(names, spec, |name| Locator::Postgres {
+            named(names, |name| Locator::Postgres {
                 url: url.clone(),
                 schema: Some(name.to_string()),
-            })?
+            })
         }
         FleetSpec::PostgresDatabases(url) => {
             let names = dialect::postgres::list_databases(url, opts)
                 .await
                 .map_err(fail)?;
-            named(names, spec, |name| Locator::Postgres {
+            named(names, |name| Locator::Postgres {
                 url: dialect::with_database(url, name),
                 schema: None,
-            })?
+            })
         }
         FleetSpec::MysqlDatabases(url) => {
             let names = dialect::mysql::list_databases(url, opts)
                 .await
                 .map_err(fail)?;
-            named(names, spec, |name| Locator::Mysql {
+            named(names, |name| Locator::Mysql {
                 url: dialect::with_database(url, name),
-            })?
+            })
         }
     };
-    tenants.sort_by(|a, b| a.id.cmp(&b.id));
-    Ok(tenants)
+    fleet.tenants.sort_by(|a, b| a.id.cmp(&b.id));
+    if let Some(dup) = fleet.tenants.windows(2).find(|w| w[0].id == w[1].id) {
+        return Err(fail(format!(
+            "tenant {} is listed twice (a --tenant-query must return each name once)",
+            dup[0].id
+        )));
+    }
+    if fleet.tenants.is_empty() && fleet.refused.is_empty() && !opts.allow_empty {
+        let hint = match spec {
+            FleetSpec::SqliteDir(_) => "the folder has no *.db file".to_string(),
+            FleetSpec::Registry(_) => "the registry has no rows".to_string(),
+            _ => match &opts.query {
+                Some(_) => "--tenant-query returned no names".to_string(),
+                None => format!("no name matches --tenant-pattern {:?}", opts.pattern),
+            },
+        };
+        return Err(fail(format!(
+            "no tenants: {hint}. A nightly job must not pass on an empty fleet; \
+             pass --allow-empty if this fleet is meant to be empty"
+        )));
+    }
+    Ok(fleet)
 }
 
-/// Schema/database names become tenants whose id is the name. A hostile name is
-/// refused here, before it could reach any SQL.
-fn named(
-    names: Vec<String>,
-    spec: &FleetSpec,
-    locator: impl Fn(&str) -> Locator,
-) -> Result<Vec<Tenant>, Error> {
-    names
-        .into_iter()
-        .map(|name| {
-            let check = validate_identifier(&name).and_then(|_| TenantId::new(&name));
-            let id = check.map_err(|m| Error::Discovery {
-                fleet: spec.to_string(),
-                message: format!("refusing tenant name: {m}"),
-            })?;
-            Ok(Tenant {
+/// Schema/database names become tenants whose id is the name; a name that
+/// is not a safe identifier is refused here, before it could reach any SQL.
+fn named(mut names: Vec<String>, locator: impl Fn(&str) -> Locator) -> Fleet {
+    names.sort();
+    let mut fleet = Fleet::default();
+    for name in names {
+        match validate_identifier(&name).and_then(|_| TenantId::new(&name)) {
+            Ok(id) => fleet.tenants.push(Tenant {
                 id,
                 locator: locator(&name),
                 tags: Default::default(),
-            })
-        })
-        .collect()
+            }),
+            Err(reason) => fleet.refused.push(Refused {
+                name: shown_name(&name),
+                reason,
+            }),
+        }
+    }
+    fleet
 }
 
-fn sqlite_dir(dir: &Path) -> Result<Vec<Tenant>, String> {
+/// Every `*.db` file of `dir`; a file whose name is not a tenant id is
+/// refused (a hidden file, a space, an over-long name).
+fn sqlite_dir(dir: &Path) -> Result<Fleet, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let mut tenants = Vec::new();
+    let mut fleet = Fleet::default();
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
         let path = entry.path();
@@ -86,14 +130,20 @@ fn sqlite_dir(dir: &Path) -> Result<Vec<Tenant>, String> {
         }
         let stem = path
             .file_stem()
-            .and_then(|s| s.to_str())
-            .ok_or_else(|| format!("{}: file name is not UTF-8", path.display()))?;
-        let id = TenantId::new(stem).map_err(|m| format!("{}: {m}", path.display()))?;
-        tenants.push(Tenant {
-            id,
-            locator: Locator::Sqlite { path },
-            tags: Default::default(),
-        });
+            .map(|s| s.to_string_lossy().to_string())
+            .unwrap_or_default();
+        match TenantId::new(&stem) {
+            Ok(id) => fleet.tenants.push(Tenant {
+                id,
+                locator: Locator::Sqlite { path },
+                tags: Default::default(),
+            }),
+            Err(reason) => fleet.refused.push(Refused {
+                name: shown_name(&stem),
+                reason: format!("{}: {reason}", shown_name(&path.display().to_string())),
+            }),
+        }
     }
-    Ok(tenants)
+    fleet.refused.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(fleet)
 }

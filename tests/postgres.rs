@@ -578,7 +578,8 @@ async fn passwords_never_appear_in_output_or_reports_and_hostile_names_are_refus
         assert!(leaked.is_empty(), "{secret} leaked: {leaked:?}");
     }
 
-    // hostile schema names are refused before any SQL runs on them
+    // a hostile schema name is refused before any SQL runs on it: one failed
+    // tenant (invalid_tenant), and the rest of the fleet is migrated
     db.exec(
         r#"CREATE SCHEMA "tenant_x""; DROP TABLE keep; --"; CREATE TABLE public.keep (x int);"#,
     )
@@ -589,18 +590,32 @@ async fn passwords_never_appear_in_output_or_reports_and_hostile_names_are_refus
         &demo_migrations(),
         &[],
     );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("refusing tenant name"),
-        "{}",
-        stderr(&out)
-    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(!stderr(&out).contains(TEST_PASSWORD));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    let hostile = rows
+        .values()
+        .find(|r| r["tenant"].contains("DROP TABLE keep"))
+        .expect("the hostile name is a row of the report");
+    assert_eq!(hostile["status"], "failed");
+    assert_eq!(hostile["error_kind"], "invalid_tenant");
+    assert_eq!(hostile["attempts"], "0");
+    assert!(
+        hostile["error_message"].contains("contains '\"'"),
+        "{hostile:?}"
+    );
+    assert_eq!(rows["tenant_001"]["status"], "succeeded");
     let mut c = db.conn().await;
     assert_eq!(pg_tables(&mut c, "public").await, vec!["keep"]);
     assert!(
-        pg_history(&mut c, "tenant_001").await.is_empty(),
-        "nothing touched"
+        pg_tables(&mut c, r#"tenant_x"; DROP TABLE keep; --"#)
+            .await
+            .is_empty(),
+        "nothing touched the hostile schema"
+    );
+    assert!(
+        !pg_history(&mut c, "tenant_001").await.is_empty(),
+        "the rest of the fleet is migrated"
     );
     c.close().await.unwrap();
     db.drop_now().await;

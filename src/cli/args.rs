@@ -104,10 +104,13 @@ pub struct Common {
     /// Config file [default: fleetmig.toml when it exists].
     #[arg(long, env = "FLEETMIG_CONFIG")]
     pub config: Option<PathBuf>,
-    /// LIKE pattern over schema/database names [default: tenant_%].
+    /// LIKE pattern over schema/database names: `%` any run, `_` any one
+    /// character, `\_` a literal underscore [default: tenant\_%, the names
+    /// that start with tenant_].
     #[arg(long, env = "FLEETMIG_TENANT_PATTERN")]
     pub tenant_pattern: Option<String>,
-    /// SQL returning one text column of schema/database names.
+    /// SQL returning one text column of schema/database names (run in a
+    /// read-only transaction).
     #[arg(long, env = "FLEETMIG_TENANT_QUERY")]
     pub tenant_query: Option<String>,
     /// Tenants worked on at once [default: 8].
@@ -128,6 +131,10 @@ pub struct Common {
     /// Create missing SQLite tenant files on sync (the demo fleet does).
     #[arg(long, env = "FLEETMIG_CREATE_MISSING")]
     pub create_missing: bool,
+    /// A fleet with no tenant is expected: not an error (exit 3) but a rollout
+    /// of nothing.
+    #[arg(long, env = "FLEETMIG_ALLOW_EMPTY")]
+    pub allow_empty: bool,
     /// A rollout's claim expires after this long without a heartbeat [default: 30s].
     #[arg(long, env = "FLEETMIG_LEASE")]
     pub lease: Option<String>,
@@ -415,6 +422,7 @@ pub(super) fn config(common: &Common, mut o: Overrides) -> Result<Config, Error>
     o.keys.lock_timeout = common.lock_timeout.clone();
     o.keys.statement_timeout = common.statement_timeout.clone();
     o.keys.create_missing = common.create_missing.then_some(true);
+    o.keys.allow_empty = common.allow_empty.then_some(true);
     o.keys.connect_timeout = common.connect_timeout.clone();
     o.keys.lease = common.lease.clone();
     Config::resolve(o, file)

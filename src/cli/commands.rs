@@ -13,6 +13,7 @@ use super::output;
 use super::progress::{Progress, ProgressMode};
 use crate::config::{Config, Overrides};
 use crate::dialect::Connector;
+use crate::discover::Refused;
 use crate::error::Error;
 use crate::event::Bus;
 use crate::fanout::Fanout;
@@ -44,13 +45,14 @@ async fn context<'a>(
     metrics_file: Option<PathBuf>,
     override_gate: bool,
 ) -> Result<Ctx<'a>, Error> {
-    let (set, tenants) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
     let cancel = Cancel::default();
     spawn_signal_handler(cancel.clone());
     Ok(Ctx {
         store,
         set,
-        tenants,
+        tenants: found.tenants,
+        refused: found.refused,
         fleet: cfg.fleet.clone(),
         connector: Arc::new(Connector::new(cfg.settings.clone())),
         bus: Bus::new(vec![progress.live()]),
@@ -87,6 +89,12 @@ async fn with_context<T>(
     progress.finish();
     store.close().await;
     r
+}
+
+/// The refused names matter to a command on the whole fleet, not to one
+/// given `--tenant`s.
+fn refused_unless_only<'r>(refused: &'r [Refused], only: &[String]) -> &'r [Refused] {
+    if only.is_empty() { refused } else { &[] }
 }
 
 fn finish(f: &Finished) -> i32 {
@@ -254,8 +262,12 @@ async fn inspect_cmd(
     is_plan: bool,
     waves: Option<&str>,
 ) -> Result<i32, Error> {
-    let (set, all) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&all, &o.tenants, &cfg.fleet)?;
+    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, &o.tenants, &cfg.fleet)?;
+    let refused = refused_unless_only(&found.refused, &o.tenants);
+    if let Some(t) = cfg.exec.target {
+        set.check_target(t)?;
+    }
     let wave_plan = match waves.filter(|_| is_plan) {
         Some(spec) => Some(plan_waves(&parse_waves(spec)?, &tenants, "plan")?),
         None => None,
@@ -267,20 +279,32 @@ async fn inspect_cmd(
     // contract migrations held back (judged on the tenants shown)
     let held = apply_holds(&set, &mut rows, o.allow_contract);
     if o.json {
-        output::print_json(&set, &rows, is_plan, wave_plan.as_deref(), held.as_deref());
+        output::print_json(
+            &set,
+            &rows,
+            refused,
+            is_plan,
+            wave_plan.as_deref(),
+            held.as_deref(),
+        );
     } else {
         if is_plan {
             output::print_plan(&set, &rows, wave_plan.as_deref());
         } else {
             output::print_status(&set, &rows);
         }
+        output::print_refused(refused);
         if let Some(h) = &held {
             println!("held: {h}");
         }
     }
-    let bad = rows
-        .iter()
-        .any(|r| !matches!(r.state, TenantState::UpToDate | TenantState::Pending));
+    let bad = !refused.is_empty()
+        || rows.iter().any(|r| {
+            !matches!(
+                r.state,
+                TenantState::UpToDate | TenantState::Pending | TenantState::Missing
+            )
+        });
     Ok(if bad { 1 } else { 0 })
 }
 
@@ -328,8 +352,8 @@ pub fn lint(a: LintArgs) -> Result<i32, Error> {
 
 pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let all = crate::discover::discover(&cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&all, std::slice::from_ref(&a.tenant), &cfg.fleet)?;
+    let found = crate::discover::discover(&cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, std::slice::from_ref(&a.tenant), &cfg.fleet)?;
     let store = StateStore::open(&cfg.state).await?;
     let found = store.backup(&a.tenant, a.rollout.as_deref()).await;
     store.close().await;
@@ -356,24 +380,31 @@ pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
 
 pub async fn verify(a: VerifyArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let (set, all) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&all, &a.tenants, &cfg.fleet)?;
+    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, &a.tenants, &cfg.fleet)?;
+    let refused = refused_unless_only(&found.refused, &a.tenants);
     let connector = Connector::new(cfg.settings.clone());
     let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);
     let verdicts = crate::inspect::drift::verify(&connector, &fanout, &set, &tenants).await;
     connector.close().await;
     output::print_verify(&verdicts, a.json);
-    Ok(if verdicts.iter().all(|v| v.state == DriftState::Ok) {
-        0
-    } else {
-        1
-    })
+    if !a.json {
+        output::print_refused(refused);
+    }
+    Ok(
+        if refused.is_empty() && verdicts.iter().all(|v| v.state == DriftState::Ok) {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 pub async fn baseline(a: BaselineArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let (set, all) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&all, &a.tenants, &cfg.fleet)?;
+    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, &a.tenants, &cfg.fleet)?;
+    let refused = refused_unless_only(&found.refused, &a.tenants);
     if set.get(a.version).is_none() {
         return Err(Error::Usage(format!(
             "--version {}: no such migration in {}",
@@ -386,7 +417,8 @@ pub async fn baseline(a: BaselineArgs) -> Result<i32, Error> {
     let results =
         crate::rollout::baseline::baseline(&connector, &fanout, &set, &tenants, a.version).await;
     connector.close().await;
-    let mut failed = 0;
+    output::print_refused(refused);
+    let mut failed = refused.len();
     for (id, r) in results {
         match r {
             Ok(n) => println!(

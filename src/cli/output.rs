@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::discover::Refused;
 use crate::inspect::drift::{DriftState, Verdict};
 use crate::inspect::{Inspection, TenantState};
 use crate::migration::MigrationSet;
@@ -104,12 +105,7 @@ pub fn print_rollout(r: &RunReport, json: bool) {
         "tenant", "wave", "status", "attempts", "from", "to"
     );
     for t in &r.tenants {
-        let wave = r
-            .waves
-            .iter()
-            .find(|w| w.wave == t.wave)
-            .map(|w| w.name.as_str())
-            .unwrap_or("");
+        let wave = r.wave_name(t.wave);
         println!(
             "{:<width$}  {:<12} {:<11} {:>8} {:>5} {:>5}  {}",
             t.tenant,
@@ -262,7 +258,7 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
     let mut pending_total = 0;
     for r in rows {
         match r.state {
-            TenantState::Pending => {
+            TenantState::Pending | TenantState::Missing => {
                 pending_total += r.pending.len();
                 let labels: Vec<String> = r
                     .pending
@@ -271,11 +267,16 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
                     .map(|m| m.label())
                     .collect();
                 println!(
-                    "{}: {} -> {}: apply {}",
+                    "{}: {} -> {}: apply {}{}",
                     r.tenant,
                     r.version.unwrap_or(0),
                     r.pending.last().copied().unwrap_or(0),
-                    labels.join(", ")
+                    labels.join(", "),
+                    if r.state == TenantState::Missing {
+                        " (its file does not exist: sync --create-missing creates it)"
+                    } else {
+                        ""
+                    }
                 );
             }
             TenantState::UpToDate => {
@@ -294,7 +295,12 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
         rows.len(),
         pending_total,
         rows.iter()
-            .filter(|r| !matches!(r.state, TenantState::Pending | TenantState::UpToDate))
+            .filter(|r| {
+                !matches!(
+                    r.state,
+                    TenantState::Pending | TenantState::UpToDate | TenantState::Missing
+                )
+            })
             .count()
     );
 }
@@ -316,11 +322,20 @@ struct JsonOut<'a> {
     waves: Option<Vec<JsonWave<'a>>>,
     held_contract: Option<&'a str>,
     tenants: &'a [Inspection],
+    /// Names discovery would not touch, and why.
+    refused: Vec<JsonRefused<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonRefused<'a> {
+    name: &'a str,
+    reason: &'a str,
 }
 
 pub fn print_json(
     set: &MigrationSet,
     rows: &[Inspection],
+    refused: &[Refused],
     is_plan: bool,
     waves: Option<&[PlannedWave]>,
     held: Option<&str>,
@@ -341,11 +356,25 @@ pub fn print_json(
         }),
         held_contract: held,
         tenants: rows,
+        refused: refused
+            .iter()
+            .map(|r| JsonRefused {
+                name: &r.name,
+                reason: &r.reason,
+            })
+            .collect(),
     };
     println!(
         "{}",
         serde_json::to_string_pretty(&out).expect("serialisable")
     );
+}
+
+/// The names discovery refused: failed, never touched.
+pub fn print_refused(refused: &[Refused]) {
+    for r in refused {
+        println!("refused: {} ({}): never touched", r.name, r.reason);
+    }
 }
 
 pub fn print_verify(v: &[Verdict], json: bool) {

@@ -82,6 +82,12 @@ pub trait Session: Send {
     /// tenant`) can be one transaction. MySQL commits DDL implicitly.
     fn transactional_ddl(&self) -> bool;
 
+    /// Whether the tenant exists at all: a SQLite file that is not there is
+    /// opened for reading as empty, and is `missing` to `status`.
+    fn exists(&self) -> bool {
+        true
+    }
+
     /// Takes the tenant's own lock (never a lock of the whole database).
     /// Waiting is bounded by the lock timeout; a tenant that stays locked
     /// fails with a transient `tenant_locked` error and is retried later.

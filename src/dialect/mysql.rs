@@ -22,7 +22,7 @@ use super::{
 use crate::error::{ErrorClass, TenantError};
 use crate::migration::split::split_statements;
 use crate::migration::{Applied, Migration, Script};
-use crate::tenant::{Dialect, DiscoverOptions, redact_url, scrub_secrets};
+use crate::tenant::{Dialect, DiscoverOptions, scrub_secrets};
 
 const TABLE: &str = "`_sqlx_migrations`";
 
@@ -369,27 +369,45 @@ impl Session for MySqlSession {
     }
 }
 
-/// Databases of the server at `url` matching the pattern or returned by the query.
+/// Databases of the server at `url` matching the pattern, or returned by the
+/// query (run in a read-only transaction, so a query that writes fails
+/// instead of writing).
 pub async fn list_databases(url: &str, opts: &DiscoverOptions) -> Result<Vec<String>, String> {
     let o = connect_options(url).map_err(|e| scrub_secrets(&e.to_string(), [url]))?;
-    let mut conn = MySqlConnection::connect_with(&o).await.map_err(|e| {
-        format!(
-            "cannot connect to {}: {}",
-            redact_url(url),
-            scrub_secrets(&e.to_string(), [url])
-        )
-    })?;
+    let mut conn = super::connect(
+        Dialect::Mysql,
+        url,
+        opts.connect_timeout,
+        MySqlConnection::connect_with(&o),
+    )
+    .await
+    .map_err(|e| e.message)?;
+    let scrub = |e: sqlx::Error| scrub_secrets(&e.to_string(), [url]);
     let r = match &opts.query {
-        Some(q) => sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q.clone()))
-            .fetch_all(&mut conn)
-            .await,
+        Some(q) => {
+            async {
+                let mut tx = conn
+                    .begin_with("START TRANSACTION READ ONLY")
+                    .await
+                    .map_err(scrub)?;
+                let names = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q.clone()))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| format!("--tenant-query failed: {}", scrub(e)));
+                let _ = tx.rollback().await;
+                names
+            }
+            .await
+        }
         None => sqlx::query_scalar::<_, String>(
-            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata WHERE schema_name LIKE ? ORDER BY 1",
+            "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata \
+             WHERE schema_name LIKE ? ESCAPE CHAR(92) ORDER BY 1",
         )
         .bind(&opts.pattern)
         .fetch_all(&mut conn)
-        .await,
+        .await
+        .map_err(scrub),
     };
     let _ = conn.close().await;
-    r.map_err(|e| scrub_secrets(&e.to_string(), [url]))
+    r
 }

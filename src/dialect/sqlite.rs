@@ -216,6 +216,10 @@ impl Session for SqliteSession {
         true
     }
 
+    fn exists(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// SQLite tenants are serialised by `BEGIN IMMEDIATE` around each
     /// migration instead of a lock held for the session.
     async fn lock(&mut self) -> Result<(), TenantError> {

@@ -23,6 +23,9 @@ pub enum TenantState {
     Dirty,
     /// History disagrees with the files: an edited or unknown migration.
     Drifted,
+    /// Its file does not exist (a registry row whose SQLite file is gone, or
+    /// not yet created: `sync --create-missing` creates it).
+    Missing,
     /// Could not be read (unreachable, no permission, no variant...).
     Error,
 }
@@ -34,6 +37,7 @@ impl TenantState {
             TenantState::Pending => "pending",
             TenantState::Dirty => "dirty",
             TenantState::Drifted => "drifted",
+            TenantState::Missing => "missing",
             TenantState::Error => "error",
         }
     }
@@ -76,6 +80,7 @@ async fn inspect_one(
             return out;
         }
     };
+    let exists = session.exists();
     let history = session.history().await;
     session.close().await;
     let history = match history {
@@ -110,6 +115,9 @@ async fn inspect_one(
             };
             out.error = Some(e.into());
         }
+    }
+    if !exists {
+        out.state = TenantState::Missing;
     }
     out
 }

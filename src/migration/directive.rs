@@ -47,6 +47,29 @@ pub struct Directives {
 
 const PREFIX: &str = "-- fleetmig:";
 
+/// A comment line that means to be a directive but is not written as one
+/// (`--fleetmig:`, `-- FLEETMIG:`, `--  fleetmig:`, `-- fleetmig phase=...`):
+/// silently ignored it would, say, let a contract step through unheld.
+/// `-- fleetmig-lint:` lines are lint's, not directives.
+fn near_miss(line: &str) -> bool {
+    let t = line.trim_start();
+    let Some(comment) = t.strip_prefix("--") else {
+        return false;
+    };
+    let words = comment.trim_start();
+    let lower = words.to_ascii_lowercase();
+    if !lower.starts_with("fleetmig") || lower.starts_with("fleetmig-lint") {
+        return false;
+    }
+    let after = &lower["fleetmig".len()..];
+    // `-- fleetmigration notes` is prose, not a directive
+    let is_word_end = after
+        .chars()
+        .next()
+        .is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_' && c != '-');
+    is_word_end && !t.starts_with(PREFIX)
+}
+
 /// Parses every directive line of `sql`; errors name `path` and the line.
 pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
     let mut d = Directives::default();
@@ -55,13 +78,20 @@ pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
     let mut batch = false;
     for (i, line) in sql.lines().enumerate() {
         let line_no = i + 1;
-        let Some(rest) = line.trim_start().strip_prefix(PREFIX) else {
-            continue;
-        };
         let err = |message: String| Error::Migration {
             path: path.to_path_buf(),
             line: Some(line_no),
             message,
+        };
+        if near_miss(line) {
+            return Err(err(format!(
+                "`{}` looks like a fleetmig directive but is not one: write it exactly \
+                 `-- fleetmig: key=value` (two dashes, one space, lower case, a colon)",
+                line.trim().chars().take(80).collect::<String>()
+            )));
+        }
+        let Some(rest) = line.trim_start().strip_prefix(PREFIX) else {
+            continue;
         };
         for token in rest.split_whitespace() {
             let (key, value) = match token.split_once('=') {
@@ -80,11 +110,17 @@ pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
                 })
             }
             let dur = |v: &str| {
-                humantime::parse_duration(v).map_err(|e| {
+                let d = humantime::parse_duration(v).map_err(|e| {
                     err(format!(
                         "fleetmig directive `{key}={v}`: {e} (e.g. 100ms, 5s)"
                     ))
-                })
+                })?;
+                if d > crate::options::MAX_DURATION {
+                    return Err(err(format!(
+                        "fleetmig directive `{key}={v}`: at most about 24.8 days"
+                    )));
+                }
+                Ok(d)
             };
             match key {
                 "phase" => {
@@ -168,5 +204,30 @@ mod tests {
         assert!(parse(Path::new("x"), "-- fleetmig: size=10\n").is_err());
         assert!(parse(Path::new("x"), "-- fleetmig: batch size=0\n").is_err());
         assert!(parse(Path::new("x"), "-- fleetmig: phase=sideways\n").is_err());
+    }
+
+    #[test]
+    fn near_misses_are_errors_naming_the_line() {
+        for bad in [
+            "--fleetmig: phase=contract",
+            "-- FLEETMIG: phase=contract",
+            "--  fleetmig: phase=contract",
+            "-- fleetmig phase=contract",
+            "  -- Fleetmig: batch",
+        ] {
+            let e = parse(Path::new("m/0009_c.sql"), &format!("SELECT 1;\n{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.starts_with("m/0009_c.sql:2: "), "{e}");
+            assert!(e.contains("looks like a fleetmig directive"), "{e}");
+        }
+        for fine in [
+            "-- fleetmig-lint: ignore FM001",
+            "-- fleetmigration notes",
+            "-- this keeps fleetmig happy",
+            "-- fleetmig: phase=expand",
+        ] {
+            assert!(parse(Path::new("x"), fine).is_ok(), "{fine}");
+        }
     }
 }

@@ -142,6 +142,26 @@ impl MigrationSet {
         self.migrations.last().map(|m| m.version).unwrap_or(0)
     }
 
+    /// `--to VERSION` must name a migration of the set: a version above head
+    /// or between two versions would silently stop somewhere else.
+    pub fn check_target(&self, target: i64) -> Result<(), Error> {
+        if self.get(target).is_some() {
+            return Ok(());
+        }
+        let below = self
+            .migrations
+            .iter()
+            .rev()
+            .find(|m| m.version < target)
+            .map(|m| format!("; the nearest below is {}", m.version))
+            .unwrap_or_default();
+        Err(Error::Usage(format!(
+            "--to {target}: {} has no migration with version {target} (head is {}{below})",
+            self.dir.display(),
+            self.head()
+        )))
+    }
+
     pub fn get(&self, version: i64) -> Option<&Migration> {
         self.migrations
             .binary_search_by_key(&version, |m| m.version)

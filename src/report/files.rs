@@ -28,13 +28,7 @@ impl RunReport {
             "preflight",
         ]);
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let wave_name = |i: i64| {
-            self.waves
-                .iter()
-                .find(|w| w.wave == i)
-                .map(|w| w.name.clone())
-                .unwrap_or_default()
-        };
+        let wave_name = |i: i64| self.wave_name(i).to_string();
         for t in &self.tenants {
             let _ = w.write_record([
                 t.tenant.clone(),

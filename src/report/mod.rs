@@ -19,7 +19,8 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::options::TxMode;
 use crate::state::{
-    RolloutRecord, RolloutStatus, RunStatus, StateStore, TenantRun, WaveRecord, WaveStatus,
+    REFUSED_WAVE, RolloutRecord, RolloutStatus, RunStatus, StateStore, TenantRun, WaveRecord,
+    WaveStatus,
 };
 
 /// The version of the layout of `summary.json`; bumped on any breaking change.
@@ -192,6 +193,18 @@ impl RunReport {
             waves: store.waves(id).await?,
             tenants: store.tenant_runs(id).await?,
         })
+    }
+
+    /// The name of wave `i`; tenants that discovery refused are in no wave.
+    pub fn wave_name(&self, i: i64) -> &str {
+        if i == REFUSED_WAVE {
+            return "discovery";
+        }
+        self.waves
+            .iter()
+            .find(|w| w.wave == i)
+            .map(|w| w.name.as_str())
+            .unwrap_or("")
     }
 
     pub fn totals(&self) -> Totals {

@@ -11,11 +11,11 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::dialect::Connector;
+use crate::discover::{Fleet, Refused, discover};
 use crate::error::Error;
 use crate::event::Bus;
 use crate::migration::{MigrationSet, load};
 use crate::state::{RolloutRecord, StateStore};
-use crate::discover::discover;
 use crate::tenant::{DiscoverOptions, FleetSpec, Tenant, TenantId};
 
 /// A handle to stop a run gracefully.
@@ -64,6 +64,8 @@ pub struct Ctx<'a> {
     pub set: Arc<MigrationSet>,
     /// The whole fleet, sorted by id.
     pub tenants: Vec<Tenant>,
+    /// The names discovery refused (reported failed, never touched).
+    pub refused: Vec<Refused>,
     /// The fleet spec, for the record and messages (printed redacted).
     pub fleet: FleetSpec,
     pub connector: Arc<Connector>,
@@ -125,14 +127,14 @@ pub fn only_these(
         .collect())
 }
 
-/// Loads the set and discovers the fleet (all of it, sorted by id). Nothing
-/// is written anywhere before this succeeds.
+/// Loads the set and discovers the fleet. Nothing is written anywhere
+/// before this succeeds.
 pub async fn prepare(
     migrations: &Path,
     fleet: &FleetSpec,
     discover_opts: &DiscoverOptions,
-) -> Result<(Arc<MigrationSet>, Vec<Tenant>), Error> {
+) -> Result<(Arc<MigrationSet>, Fleet), Error> {
     let set = load(migrations)?;
-    let tenants = discover(fleet, discover_opts).await?;
-    Ok((Arc::new(set), tenants))
+    let found = discover(fleet, discover_opts).await?;
+    Ok((Arc::new(set), found))
 }

@@ -54,6 +54,7 @@ pub async fn start(
     target: i64,
     settings: Frozen,
     plan: Vec<PlannedWave>,
+    refused: &[(String, String)],
     id: String,
 ) -> Result<Finished, Error> {
     let record = RolloutRecord {
@@ -80,7 +81,7 @@ pub async fn start(
         .map(|w| (w.name, w.selector, w.tenants))
         .collect();
     ctx.store
-        .create_rollout(&record, &waves, ctx.opts.lease)
+        .create_rollout(&record, &waves, refused, ctx.opts.lease)
         .await?;
     drive(ctx, &id, false).await
 }

@@ -82,6 +82,9 @@ pub async fn start(
     {
         return Err(Error::Usage(format!("--pause-after {name}: no such wave")));
     }
+    if let Some(t) = exec.target {
+        ctx.set.check_target(t)?;
+    }
     let target = exec.target.unwrap_or(ctx.set.head());
     let fanout = Fanout::new(exec.concurrency, exec.per_server);
     let (hold, held) = hold::contract_hold(
@@ -110,7 +113,16 @@ pub async fn start(
             held,
         },
     };
-    driver::start(ctx, command, target, settings, plan, id).await
+    // with --tenant, the run is about those tenants only
+    let refused: Vec<(String, String)> = match only.is_empty() {
+        true => ctx
+            .refused
+            .iter()
+            .map(|r| (r.name.clone(), r.reason.clone()))
+            .collect(),
+        false => Vec::new(),
+    };
+    driver::start(ctx, command, target, settings, plan, &refused, id).await
 }
 
 /// The rollout a command means: `id`, or the newest one of `fleet` that

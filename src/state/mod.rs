@@ -31,6 +31,10 @@ use sqlx::any::AnyPoolOptions;
 use crate::error::Error;
 use crate::tenant::redact_url;
 
+/// The wave of the names discovery refused: they fail without running and
+/// belong to no wave, so no wave's gate counts them.
+pub const REFUSED_WAVE: i64 = -1;
+
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }

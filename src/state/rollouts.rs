@@ -6,19 +6,22 @@ use std::time::Duration;
 
 use super::records::{rollout_from, wave_from};
 use super::{
-    RolloutRecord, RolloutStatus, RunStatus, StateStore, WaveRecord, WaveStatus, claim_is_stale,
-    now_ms,
+    REFUSED_WAVE, RolloutRecord, RolloutStatus, RunStatus, StateStore, WaveRecord, WaveStatus,
+    claim_is_stale, now_ms,
 };
 use crate::error::Error;
 
 impl StateStore {
     /// Creates a rollout with its waves and tenants (all `pending`), claimed by
     /// `owner`, unless another rollout of the same fleet is running: then the
-    /// error names it and its operator.
+    /// error names it and its operator. `refused` are the names discovery
+    /// would not touch, (name, why): recorded failed (`invalid_tenant`) in no
+    /// wave.
     pub async fn create_rollout(
         &self,
         r: &RolloutRecord,
         waves: &[(String, String, Vec<String>)],
+        refused: &[(String, String)],
         lease: Duration,
     ) -> Result<(), Error> {
         let mut tx = if self.postgres {
@@ -104,6 +107,23 @@ impl StateStore {
                 .await
                 .map_err(|e| self.err(e))?;
             }
+        }
+        for (name, why) in refused {
+            sqlx::query(
+                "INSERT INTO fleetmig_tenant_runs (rollout_id, tenant, wave, status, attempts, applied, \
+                 duration_ms, finished_at, error_class, error_kind, error_message) \
+                 VALUES ($1, $2, $3, $4, 0, '', 0, $5, 'permanent', 'invalid_tenant', $6) \
+                 ON CONFLICT (rollout_id, tenant) DO NOTHING",
+            )
+            .bind(&r.id)
+            .bind(name)
+            .bind(REFUSED_WAVE)
+            .bind(RunStatus::Failed.as_str())
+            .bind(now_ms())
+            .bind(format!("refused by discovery, never touched: {why}"))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
         }
         tx.commit().await.map_err(|e| self.err(e))
     }

@@ -16,8 +16,8 @@ use serde::Serialize;
 
 use crate::error::Error;
 
-/// A tenant's id: letters, digits, `_` and `-`, at most 128 characters, so it
-/// is safe in file names, CSV cells, log lines and metric labels.
+/// A tenant's id: letters, digits, `_`, `-` and `$`, at most 128 characters,
+/// so it is safe in file names, CSV cells, log lines and metric labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(transparent)]
 pub struct TenantId(String);
@@ -28,14 +28,18 @@ impl TenantId {
             return Err("tenant id is empty".into());
         }
         if id.len() > 128 {
-            return Err(format!("tenant id {id:?} is longer than 128 characters"));
+            return Err(format!(
+                "tenant id {} is longer than 128 characters",
+                shown_name(id)
+            ));
         }
         if let Some(c) = id
             .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '$')))
         {
             return Err(format!(
-                "tenant id {id:?} contains {c:?}; ids are letters, digits, '_' and '-'"
+                "tenant id {} contains {c:?}; ids are letters, digits, '_', '-' and '$'",
+                shown_name(id)
             ));
         }
         Ok(TenantId(id.to_string()))
@@ -61,21 +65,40 @@ pub fn validate_identifier(name: &str) -> Result<(), String> {
         return Err("identifier is empty".into());
     }
     if name.len() > 63 {
-        return Err(format!("identifier {name:?} is longer than 63 bytes"));
+        return Err(format!(
+            "identifier {} is longer than 63 bytes",
+            shown_name(name)
+        ));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '$' | '-')))
     {
         return Err(format!(
-            "identifier {:?} contains {c:?}; only ASCII letters, digits, '_', '$' and '-' are accepted",
-            name.escape_debug().to_string()
+            "identifier {} contains {c:?}; only ASCII letters, digits, '_', '$' and '-' are accepted",
+            shown_name(name)
         ));
     }
     if name.starts_with(|c: char| c.is_ascii_digit() || c == '-') {
-        return Err(format!("identifier {name:?} starts with a digit or '-'"));
+        return Err(format!(
+            "identifier {} starts with a digit or '-'",
+            shown_name(name)
+        ));
     }
     Ok(())
+}
+
+/// A name as it may be shown in a message or a report: quoted, with control
+/// and non-ASCII characters escaped once, and cut at 128 characters (a
+/// 100 KB name is not echoed in full).
+pub fn shown_name(name: &str) -> String {
+    let escaped: String = name.escape_debug().collect();
+    let cut: String = escaped.chars().take(128).collect();
+    if cut.len() < escaped.len() {
+        format!("\"{cut}…\" ({} bytes)", name.len())
+    } else {
+        format!("\"{cut}\"")
+    }
 }
 
 /// The database family a tenant lives in.
@@ -293,18 +316,29 @@ pub fn parse_tags(s: &str) -> Result<BTreeMap<String, String>, String> {
 /// How database fleets pick their tenants.
 #[derive(Debug, Clone)]
 pub struct DiscoverOptions {
-    /// A LIKE pattern over schema or database names (default `tenant_%`).
+    /// A LIKE pattern over schema or database names: `%` matches any run of
+    /// characters, `_` any one character, and `\_` / `\%` themselves. The
+    /// default, `tenant\_%`, matches the names that start with `tenant_`.
     pub pattern: String,
-    /// A query returning one text column of schema or database names; wins over
-    /// the pattern when set.
+    /// A query returning one text column of schema or database names; wins
+    /// over the pattern when set. It runs in a read-only transaction.
     pub query: Option<String>,
+    /// An empty fleet is expected (otherwise it is an error).
+    pub allow_empty: bool,
+    /// How long connecting to the server that lists the fleet may take.
+    pub connect_timeout: std::time::Duration,
 }
+
+/// The default `--tenant-pattern`: names that start with `tenant_`.
+pub const DEFAULT_PATTERN: &str = "tenant\\_%";
 
 impl Default for DiscoverOptions {
     fn default() -> Self {
         DiscoverOptions {
-            pattern: "tenant_%".to_string(),
+            pattern: DEFAULT_PATTERN.to_string(),
             query: None,
+            allow_empty: false,
+            connect_timeout: std::time::Duration::from_secs(10),
         }
     }
 }
@@ -403,6 +437,7 @@ mod tests {
         assert!(TenantId::new("").is_err());
         assert!(TenantId::new("a b").is_err());
         assert!(TenantId::new("a;drop").is_err());
+        assert!(TenantId::new("tenant_$dollar").is_ok());
         assert!(TenantId::new(&"x".repeat(129)).is_err());
     }
 

@@ -8,7 +8,7 @@ use sqlx::postgres::PgConnection;
 use super::super::{PreflightLimits, preflight_summary, too_few_connections};
 use super::connect_options;
 use crate::error::TenantError;
-use crate::tenant::{DiscoverOptions, redact_url, scrub_secrets};
+use crate::tenant::{DiscoverOptions, scrub_secrets};
 
 /// Why a preflight did not pass: the catalogue could not be read, or the
 /// tenant must wait.
@@ -100,34 +100,37 @@ pub(super) async fn fingerprint(
     Ok(items)
 }
 
-async fn discovery_conn(url: &str) -> Result<PgConnection, String> {
-    let opts = connect_options(url).map_err(|e| scrub_secrets(&e.to_string(), [url]))?;
-    PgConnection::connect_with(&opts).await.map_err(|e| {
-        format!(
-            "cannot connect to {}: {}",
-            redact_url(url),
-            scrub_secrets(&e.to_string(), [url])
-        )
-    })
-}
-
+/// The names the pattern matches, or the tenant query returns (run in a
+/// read-only transaction, so a query that writes fails instead of writing).
 async fn names(url: &str, opts: &DiscoverOptions, by_pattern: &str) -> Result<Vec<String>, String> {
-    let mut conn = discovery_conn(url).await?;
+    let conn_opts = connect_options(url).map_err(|e| scrub_secrets(&e.to_string(), [url]))?;
+    let mut conn = super::super::connect(
+        crate::tenant::Dialect::Postgres,
+        url,
+        opts.connect_timeout,
+        PgConnection::connect_with(&conn_opts),
+    )
+    .await
+    .map_err(|e| e.message)?;
+    let scrub = |e: sqlx::Error| scrub_secrets(&e.to_string(), [url]);
     let r = match &opts.query {
-        Some(q) => sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q.clone()))
-            .fetch_all(&mut conn)
+        Some(q) => {
+            async {
+                let mut tx = conn.begin_with("BEGIN READ ONLY").await.map_err(scrub)?;
+                let names = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(q.clone()))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(|e| format!("--tenant-query failed: {}", scrub(e)));
+                let _ = tx.rollback().await;
+                names
+            }
             .await
-            .map_err(|e| {
-                format!(
-                    "--tenant-query failed: {}",
-                    scrub_secrets(&e.to_string(), [url])
-                )
-            }),
+        }
         None => sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(by_pattern.to_string()))
             .bind(&opts.pattern)
             .fetch_all(&mut conn)
             .await
-            .map_err(|e| scrub_secrets(&e.to_string(), [url])),
+            .map_err(scrub),
     };
     let _ = conn.close().await;
     r
@@ -138,7 +141,8 @@ pub async fn list_schemas(url: &str, opts: &DiscoverOptions) -> Result<Vec<Strin
     names(
         url,
         opts,
-        "SELECT schema_name::text FROM information_schema.schemata WHERE schema_name LIKE $1 ORDER BY 1",
+        "SELECT schema_name::text FROM information_schema.schemata \
+         WHERE schema_name LIKE $1 ESCAPE E'\\\\' ORDER BY 1",
     )
     .await
 }
@@ -148,7 +152,8 @@ pub async fn list_databases(url: &str, opts: &DiscoverOptions) -> Result<Vec<Str
     names(
         url,
         opts,
-        "SELECT datname::text FROM pg_database WHERE datname LIKE $1 AND NOT datistemplate ORDER BY 1",
+        "SELECT datname::text FROM pg_database \
+         WHERE datname LIKE $1 ESCAPE E'\\\\' AND NOT datistemplate ORDER BY 1",
     )
     .await
 }
