@@ -123,12 +123,24 @@ pub struct Overrides {
     pub target: Option<i64>,
 }
 
+/// Which settings were given rather than defaulted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Given {
+    pub migrations: bool,
+    pub reports: bool,
+}
+
 /// Everything a command needs, validated.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub fleet: FleetSpec,
+    /// The fleet, when one was given (commands on a recorded rollout take
+    /// it from the record; see `fleet()`).
+    pub fleet: Option<FleetSpec>,
     pub migrations: PathBuf,
     pub reports: PathBuf,
+    /// Which of the migration and report folders were given (by flag,
+    /// environment or file) rather than defaulted.
+    pub given: Given,
     pub discover: DiscoverOptions,
     pub exec: ExecOptions,
     pub settings: Settings,
@@ -153,17 +165,25 @@ fn duration(value: &str, name: &str) -> Result<Duration, Error> {
 }
 
 impl Config {
-    /// Merges flags/env over the file over the defaults.
-    pub fn resolve(o: Overrides, file: FileConfig) -> Result<Config, Error> {
-        let k = o.keys.over(file);
-        let fleet_text = k.fleet.ok_or_else(|| {
+    /// The fleet; a usage error saying how to give one when none was.
+    pub fn fleet(&self) -> Result<&FleetSpec, Error> {
+        self.fleet.as_ref().ok_or_else(|| {
             Error::Usage(
                 "no fleet given: pass --fleet KIND:WHERE (e.g. --fleet sqlite-dir:tenants/demo), \
                  set FLEETMIG_FLEET, or put `fleet = \"...\"` in fleetmig.toml"
                     .into(),
             )
-        })?;
-        let fleet: FleetSpec = fleet_text.parse()?;
+        })
+    }
+
+    /// Merges flags/env over the file over the defaults.
+    pub fn resolve(o: Overrides, file: FileConfig) -> Result<Config, Error> {
+        let k = o.keys.over(file);
+        let fleet: Option<FleetSpec> = k.fleet.as_deref().map(str::parse).transpose()?;
+        let given = Given {
+            migrations: k.migrations.is_some(),
+            reports: k.reports.is_some(),
+        };
         let concurrency = k.concurrency.unwrap_or(8);
         if concurrency == 0 {
             return Err(Error::Usage("--concurrency must be at least 1".into()));
@@ -232,6 +252,7 @@ impl Config {
         let pool_size = k.pool_size.unwrap_or(per_server.min(concurrency) as u32);
         Ok(Config {
             fleet,
+            given,
             migrations: k.migrations.unwrap_or_else(|| "migrations".into()),
             reports: k.reports.unwrap_or_else(|| "reports".into()),
             discover: DiscoverOptions {
@@ -299,7 +320,7 @@ mod tests {
         let c = Config::resolve(o, file).unwrap();
         assert_eq!(c.exec.concurrency, 16);
         assert_eq!(c.settings.lock_timeout, Duration::from_secs(2));
-        assert_eq!(c.fleet, FleetSpec::SqliteDir("a".into()));
+        assert_eq!(c.fleet, Some(FleetSpec::SqliteDir("a".into())));
         assert_eq!(c.migrations, PathBuf::from("migrations"));
     }
 
@@ -320,7 +341,7 @@ mod tests {
         let e = Config::resolve(o, FileConfig::default()).unwrap_err();
         assert!(e.to_string().contains("--lock-timeout"));
         assert_eq!(e.exit_code(), 2);
-        let e = Config::resolve(Overrides::default(), FileConfig::default()).unwrap_err();
-        assert!(e.to_string().contains("--fleet"));
+        let c = Config::resolve(Overrides::default(), FileConfig::default()).unwrap();
+        assert!(c.fleet().unwrap_err().to_string().contains("--fleet"));
     }
 }

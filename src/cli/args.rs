@@ -45,6 +45,10 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// fleetmig's log level on stderr (error, warn, info, debug, trace)
+    /// [default: warn]; RUST_LOG, when set, takes full control.
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,8 +62,12 @@ pub enum Command {
     Resume(ResumeArgs),
     /// Run some tenants of a rollout again (recorded as further attempts).
     Retry(RetryArgs),
-    /// Give up a rollout: tenants not yet run are marked skipped.
+    /// Give up a rollout: tenants not yet run are marked skipped. A process
+    /// running it stops at its next heartbeat; this waits until it has.
     Abort(AbortArgs),
+    /// Stop a running rollout after the tenants in flight (another process
+    /// running it stops at its next heartbeat); `resume` continues it.
+    Pause(PauseArgs),
     /// Each tenant's version, pending count and health, then a histogram; or,
     /// with --rollout, a rollout's waves and tenants from the state store.
     Status(StatusArgs),
@@ -234,7 +242,8 @@ pub struct RolloutArgs {
 
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
-    /// The rollout [default: the newest unfinished one of this fleet].
+    /// The rollout [default: the newest unfinished one of --fleet, or the
+    /// store's only unfinished one].
     pub id: Option<String>,
     #[command(flatten)]
     pub common: Common,
@@ -269,7 +278,17 @@ pub struct RetryArgs {
 
 #[derive(Debug, Args)]
 pub struct AbortArgs {
-    /// The rollout [default: the newest unfinished one of this fleet].
+    /// The rollout [default: the newest unfinished one of --fleet, or the
+    /// store's only unfinished one].
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The rollout [default: the newest unfinished one of --fleet, or the
+    /// store's only unfinished one].
     pub id: Option<String>,
     #[command(flatten)]
     pub common: Common,

@@ -5,9 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::args::{
-    AbortArgs, BaselineArgs, HistoryArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, ReportArgs,
-    RestoreArgs, ResumeArgs, RetryArgs, RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config,
-    exec_overrides,
+    BaselineArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, RestoreArgs, RolloutArgs, RunArgs,
+    StatusArgs, VerifyArgs, config, exec_overrides,
 };
 use super::output;
 use super::progress::{Progress, ProgressMode};
@@ -20,12 +19,15 @@ use crate::fanout::Fanout;
 use crate::inspect::drift::DriftState;
 use crate::inspect::{TenantState, inspect};
 use crate::options::{Gates, RolloutRequest};
-use crate::report::RunReport;
 use crate::rollout::{
-    Cancel, Ctx, Finished, RunOptions, apply_holds, only_these, parse_waves, pick_rollout,
-    plan_waves, prepare,
+    Ctx, Finished, RunOptions, apply_holds, only_these, parse_waves, plan_waves, prepare,
 };
-use crate::state::{RunStatus, StateStore, owner_id};
+use crate::state::{Open, StateStore, owner_id};
+
+/// The state store of `cfg`, connected within the connect timeout.
+pub(super) async fn open_store(cfg: &Config, mode: Open) -> Result<StateStore, Error> {
+    StateStore::open(&cfg.state, mode, cfg.settings.connect_timeout).await
+}
 
 fn progress_mode(every: Option<u64>) -> ProgressMode {
     match every {
@@ -45,15 +47,15 @@ async fn context<'a>(
     metrics_file: Option<PathBuf>,
     override_gate: bool,
 ) -> Result<Ctx<'a>, Error> {
-    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
-    let cancel = Cancel::default();
-    spawn_signal_handler(cancel.clone());
+    let fleet = cfg.fleet()?;
+    let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
+    let cancel = super::signals::arm();
     Ok(Ctx {
         store,
         set,
         tenants: found.tenants,
         refused: found.refused,
-        fleet: cfg.fleet.clone(),
+        fleet: fleet.clone(),
         connector: Arc::new(Connector::new(cfg.settings.clone())),
         bus: Bus::new(vec![progress.live()]),
         cancel,
@@ -67,18 +69,18 @@ async fn context<'a>(
     })
 }
 
-/// Runs `work` in a fresh context and closes what it opened, whatever the
-/// outcome.
-async fn with_context<T>(
+/// Runs `work` in a fresh context on `store` and closes what it opened,
+/// whatever the outcome.
+pub(super) async fn in_context<T>(
     cfg: &Config,
+    store: &StateStore,
     progress_every: Option<u64>,
     metrics_file: Option<PathBuf>,
     override_gate: bool,
     work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
 ) -> Result<T, Error> {
-    let store = StateStore::open(&cfg.state).await?;
     let progress = Progress::start(progress_mode(progress_every));
-    let r = match context(cfg, &store, &progress, metrics_file, override_gate).await {
+    let r = match context(cfg, store, &progress, metrics_file, override_gate).await {
         Ok(ctx) => {
             let r = work(&ctx).await;
             ctx.connector.close().await;
@@ -87,6 +89,18 @@ async fn with_context<T>(
         Err(e) => Err(e),
     };
     progress.finish();
+    r
+}
+
+/// `in_context` with a store opened (and created where missing) for it.
+async fn with_context<T>(
+    cfg: &Config,
+    progress_every: Option<u64>,
+    metrics_file: Option<PathBuf>,
+    work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let store = open_store(cfg, Open::Create).await?;
+    let r = in_context(cfg, &store, progress_every, metrics_file, false, work).await;
     store.close().await;
     r
 }
@@ -97,12 +111,12 @@ fn refused_unless_only<'r>(refused: &'r [Refused], only: &[String]) -> &'r [Refu
     if only.is_empty() { refused } else { &[] }
 }
 
-fn finish(f: &Finished) -> i32 {
+pub(super) fn finish(f: &Finished) -> i32 {
     if let Some(h) = &f.report.rollout.settings.policy.held {
-        eprintln!("fleetmig: {h}");
+        errln!("fleetmig: {h}");
     }
     output::print_run(&f.report);
-    println!("{}", f.dir.display());
+    outln!("{}", f.dir.display());
     f.exit_code()
 }
 
@@ -117,7 +131,6 @@ pub async fn sync(a: RunArgs) -> Result<i32, Error> {
         &cfg,
         a.exec.progress_every,
         a.exec.metrics_file.clone(),
-        false,
         async |ctx| crate::rollout::start(ctx, &req, &cfg.exec, "sync", &a.tenants).await,
     )
     .await?;
@@ -145,7 +158,6 @@ pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
         &cfg,
         a.run.exec.progress_every,
         a.run.exec.metrics_file.clone(),
-        false,
         async |ctx| {
             crate::rollout::start(ctx, &cfg.rollout, &cfg.exec, "rollout", &a.run.tenants).await
         },
@@ -154,97 +166,10 @@ pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
     Ok(finish(&f))
 }
 
-fn unfinished(r: &crate::state::RolloutRecord) -> bool {
-    !r.status.is_finished()
-}
-
-pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
-    let cfg = config(&a.common, Overrides::default())?;
-    let f = with_context(
-        &cfg,
-        a.progress_every,
-        a.metrics_file.clone(),
-        a.override_gate,
-        async |ctx| {
-            let fleet = ctx.fleet.to_string();
-            let id =
-                pick_rollout(ctx.store, &fleet, a.id.as_deref(), unfinished, "unfinished").await?;
-            crate::rollout::resume(ctx, &id).await
-        },
-    )
-    .await?;
-    Ok(finish(&f))
-}
-
-pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
-    let cfg = config(&a.common, Overrides::default())?;
-    let done = with_context(
-        &cfg,
-        a.progress_every,
-        a.metrics_file.clone(),
-        false,
-        async |ctx| {
-            let fleet = ctx.fleet.to_string();
-            let id = pick_rollout(ctx.store, &fleet, a.rollout.as_deref(), |_| true, "").await?;
-            let tenants: Vec<String> = if a.failed {
-                ctx.store
-                    .tenant_runs(&id)
-                    .await?
-                    .into_iter()
-                    .filter(|t| t.status == RunStatus::Failed)
-                    .map(|t| t.tenant)
-                    .collect()
-            } else {
-                a.tenants.clone()
-            };
-            if tenants.is_empty() {
-                return Ok(Err(id));
-            }
-            let f = crate::rollout::retry(ctx, &id, &tenants).await?;
-            Ok(Ok((f, tenants)))
-        },
-    )
-    .await?;
-    let (f, tenants) = match done {
-        Ok(done) => done,
-        Err(id) => {
-            println!("rollout {id} has no failed tenant to retry");
-            return Ok(0);
-        }
-    };
-    output::print_run(&f.report);
-    println!("{}", f.dir.display());
-    let retried_ok = f
-        .report
-        .tenants
-        .iter()
-        .filter(|t| tenants.contains(&t.tenant))
-        .all(|t| t.status == RunStatus::Succeeded);
-    Ok(if retried_ok { 0 } else { 1 })
-}
-
-pub async fn abort(a: AbortArgs) -> Result<i32, Error> {
-    let cfg = config(&a.common, Overrides::default())?;
-    let store = StateStore::open(&cfg.state).await?;
-    let fleet = cfg.fleet.to_string();
-    let id = pick_rollout(&store, &fleet, a.id.as_deref(), unfinished, "unfinished").await?;
-    let f = crate::rollout::abort(&store, &id, &cfg.reports).await;
-    store.close().await;
-    let f = f?;
-    output::print_run(&f.report);
-    println!("{}", f.dir.display());
-    Ok(0)
-}
-
 pub async fn status(a: StatusArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, a.opts.overrides())?;
     if let Some(id) = &a.rollout {
-        let store = StateStore::open(&cfg.state).await?;
-        let report = RunReport::load(&store, id).await;
-        store.close().await;
-        let report = report?;
-        output::print_rollout(&report, a.opts.json);
-        return Ok(if report.all_ok() { 0 } else { 1 });
+        return super::recorded::status(&cfg, id, a.opts.json).await;
     }
     inspect_cmd(&cfg, &a.opts, false, None).await
 }
@@ -262,8 +187,9 @@ async fn inspect_cmd(
     is_plan: bool,
     waves: Option<&str>,
 ) -> Result<i32, Error> {
-    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&found.tenants, &o.tenants, &cfg.fleet)?;
+    let fleet = cfg.fleet()?;
+    let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, &o.tenants, fleet)?;
     let refused = refused_unless_only(&found.refused, &o.tenants);
     if let Some(t) = cfg.exec.target {
         set.check_target(t)?;
@@ -295,7 +221,7 @@ async fn inspect_cmd(
         }
         output::print_refused(refused);
         if let Some(h) = &held {
-            println!("held: {h}");
+            outln!("held: {h}");
         }
     }
     let bad = !refused.is_empty()
@@ -308,40 +234,13 @@ async fn inspect_cmd(
     Ok(if bad { 1 } else { 0 })
 }
 
-pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
-    let cfg = config(&a.common, Overrides::default())?;
-    let store = StateStore::open(&cfg.state).await?;
-    let rows = async {
-        let mut rows = Vec::new();
-        for r in store.rollouts(a.limit).await? {
-            let tenants = store.tenant_runs(&r.id).await?;
-            rows.push((r, tenants));
-        }
-        Ok::<_, Error>(rows)
-    }
-    .await;
-    store.close().await;
-    output::print_history(&rows?, a.json);
-    Ok(0)
-}
-
-pub async fn report(a: ReportArgs) -> Result<i32, Error> {
-    let cfg = config(&a.common, Overrides::default())?;
-    let store = StateStore::open(&cfg.state).await?;
-    let f =
-        crate::rollout::write_report(&store, &a.id, &cfg.reports, a.metrics_file.as_deref()).await;
-    store.close().await;
-    println!("{}", f?.dir.display());
-    Ok(0)
-}
-
 pub fn lint(a: LintArgs) -> Result<i32, Error> {
     let set = crate::migration::load(&a.migrations)?;
     let findings = crate::lint::lint_set(&set);
     if a.format == "json" {
-        println!("{}", crate::lint::render_json(&findings));
+        outln!("{}", crate::lint::render_json(&findings));
     } else {
-        print!("{}", crate::lint::render_text(&findings));
+        out!("{}", crate::lint::render_text(&findings));
     }
     Ok(if findings.iter().any(|f| f.is_error()) {
         1
@@ -352,9 +251,10 @@ pub fn lint(a: LintArgs) -> Result<i32, Error> {
 
 pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let found = crate::discover::discover(&cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&found.tenants, std::slice::from_ref(&a.tenant), &cfg.fleet)?;
-    let store = StateStore::open(&cfg.state).await?;
+    let fleet = cfg.fleet()?;
+    let found = crate::discover::discover(fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, std::slice::from_ref(&a.tenant), fleet)?;
+    let store = open_store(&cfg, Open::Existing).await?;
     let found = store.backup(&a.tenant, a.rollout.as_deref()).await;
     store.close().await;
     let (rollout, path) = found?.ok_or_else(|| {
@@ -365,14 +265,14 @@ pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
     })?;
     match crate::dialect::backup::restore(&tenants[0], std::path::Path::new(&path)) {
         Ok(()) => {
-            println!(
+            outln!(
                 "{}: restored from {path} (taken by rollout {rollout})",
                 a.tenant
             );
             Ok(0)
         }
         Err(e) => {
-            println!("{}: restore from {path} failed: {e}", a.tenant);
+            outln!("{}: restore from {path} failed: {e}", a.tenant);
             Ok(1)
         }
     }
@@ -380,8 +280,9 @@ pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
 
 pub async fn verify(a: VerifyArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&found.tenants, &a.tenants, &cfg.fleet)?;
+    let fleet = cfg.fleet()?;
+    let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, &a.tenants, fleet)?;
     let refused = refused_unless_only(&found.refused, &a.tenants);
     let connector = Connector::new(cfg.settings.clone());
     let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);
@@ -402,8 +303,9 @@ pub async fn verify(a: VerifyArgs) -> Result<i32, Error> {
 
 pub async fn baseline(a: BaselineArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let (set, found) = prepare(&cfg.migrations, &cfg.fleet, &cfg.discover).await?;
-    let tenants = only_these(&found.tenants, &a.tenants, &cfg.fleet)?;
+    let fleet = cfg.fleet()?;
+    let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
+    let tenants = only_these(&found.tenants, &a.tenants, fleet)?;
     let refused = refused_unless_only(&found.refused, &a.tenants);
     if set.get(a.version).is_none() {
         return Err(Error::Usage(format!(
@@ -421,13 +323,13 @@ pub async fn baseline(a: BaselineArgs) -> Result<i32, Error> {
     let mut failed = refused.len();
     for (id, r) in results {
         match r {
-            Ok(n) => println!(
+            Ok(n) => outln!(
                 "{id}: {n} migration(s) recorded as applied up to {}",
                 a.version
             ),
             Err(e) => {
                 failed += 1;
-                println!("{id}: failed: {e}");
+                outln!("{id}: failed: {e}");
             }
         }
     }
@@ -441,25 +343,7 @@ pub fn new(a: NewArgs) -> Result<i32, Error> {
         a.reversible,
         a.no_transaction,
     )? {
-        println!("{}", p.display());
+        outln!("{}", p.display());
     }
     Ok(0)
-}
-
-/// Ctrl-C or SIGTERM: stop gracefully (a second Ctrl-C kills at once).
-fn spawn_signal_handler(cancel: Cancel) {
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {}
-        }
-        eprintln!(
-            "fleetmig: stopping: no new tenants start; tenants in flight stop after their current migration (Ctrl-C again to kill)"
-        );
-        cancel.cancel();
-        let _ = tokio::signal::ctrl_c().await;
-        std::process::exit(130);
-    });
 }

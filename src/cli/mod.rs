@@ -5,10 +5,15 @@
 //! commands print (`output`, `progress`). Nothing below this module knows
 //! about clap or writes to the terminal.
 
+#[macro_use]
+pub mod out;
 mod args;
 mod commands;
+pub mod logging;
 mod output;
 mod progress;
+mod recorded;
+pub mod signals;
 
 pub use args::{Cli, Command};
 
@@ -19,13 +24,14 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
     match cli.command {
         Command::Sync(a) => commands::sync(a).await,
         Command::Rollout(a) => commands::rollout(a).await,
-        Command::Resume(a) => commands::resume(a).await,
-        Command::Retry(a) => commands::retry(a).await,
-        Command::Abort(a) => commands::abort(a).await,
+        Command::Resume(a) => recorded::resume(a).await,
+        Command::Retry(a) => recorded::retry(a).await,
+        Command::Abort(a) => recorded::abort(a).await,
+        Command::Pause(a) => recorded::pause(a).await,
         Command::Status(a) => commands::status(a).await,
         Command::Plan(a) => commands::plan(a).await,
-        Command::History(a) => commands::history(a).await,
-        Command::Report(a) => commands::report(a).await,
+        Command::History(a) => recorded::history(a).await,
+        Command::Report(a) => recorded::report(a).await,
         Command::Lint(a) => commands::lint(a),
         Command::Restore(a) => commands::restore(a).await,
         Command::Verify(a) => commands::verify(a).await,

@@ -15,7 +15,7 @@ use crate::state::{RolloutStatus, RunStatus};
 
 pub fn print_run(r: &RunReport) {
     let t = r.totals();
-    println!(
+    outln!(
         "fleetmig {} {}: {}{}: {} tenants: {} succeeded ({} up to date), {} failed, {} pending, {} not started, {} skipped, {} reverted; {} migrations applied, {} retries",
         r.rollout.command,
         r.rollout.id,
@@ -37,7 +37,7 @@ pub fn print_run(r: &RunReport) {
         t.retries
     );
     for c in r.failure_clusters() {
-        println!(
+        outln!(
             "  {} {} on {} tenant(s), e.g. {}: {}",
             c.class,
             c.kind,
@@ -48,9 +48,9 @@ pub fn print_run(r: &RunReport) {
     }
     match r.rollout.status {
         RolloutStatus::Paused | RolloutStatus::Halted => {
-            println!("  `fleetmig resume {}` to continue", r.rollout.id)
+            outln!("  `fleetmig resume {}` to continue", r.rollout.id)
         }
-        _ if t.failed > 0 => println!(
+        _ if t.failed > 0 => outln!(
             "  `fleetmig retry --failed --rollout {}` once the cause is fixed",
             r.rollout.id
         ),
@@ -66,7 +66,7 @@ pub fn print_rollout(r: &RunReport, json: bool) {
             summary: crate::report::Summary<'a>,
             tenants: &'a [crate::state::TenantRun],
         }
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&Out {
                 summary: s,
@@ -77,12 +77,17 @@ pub fn print_rollout(r: &RunReport, json: bool) {
         return;
     }
     print_run(r);
-    println!(
+    outln!(
         "\n{:<12} {:<14} {:<10} {:>7} {:>9} {:>6}  gate",
-        "wave", "selector", "status", "tenants", "succeeded", "failed"
+        "wave",
+        "selector",
+        "status",
+        "tenants",
+        "succeeded",
+        "failed"
     );
     for w in r.wave_summaries() {
-        println!(
+        outln!(
             "{:<12} {:<14} {:<10} {:>7} {:>9} {:>6}  {}",
             w.name,
             w.selector,
@@ -100,13 +105,18 @@ pub fn print_rollout(r: &RunReport, json: bool) {
         .max()
         .unwrap_or(6)
         .max(6);
-    println!(
+    outln!(
         "\n{:<width$}  {:<12} {:<11} {:>8} {:>5} {:>5}  error",
-        "tenant", "wave", "status", "attempts", "from", "to"
+        "tenant",
+        "wave",
+        "status",
+        "attempts",
+        "from",
+        "to"
     );
     for t in &r.tenants {
         let wave = r.wave_name(t.wave);
-        println!(
+        outln!(
             "{:<width$}  {:<12} {:<11} {:>8} {:>5} {:>5}  {}",
             t.tenant,
             wave,
@@ -146,13 +156,13 @@ pub fn print_history(
                 failed: t.iter().filter(|x| x.status == RunStatus::Failed).count(),
             })
             .collect();
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&out).expect("serialisable")
         );
         return;
     }
-    println!(
+    outln!(
         "{:<30} {:<8} {:<25} {:<10} {:<10} {:>6} {:>7} {:>9} {:>6}",
         "rollout",
         "command",
@@ -165,7 +175,7 @@ pub fn print_history(
         "failed"
     );
     for (r, t) in rows {
-        println!(
+        outln!(
             "{:<30} {:<8} {:<25} {:<10} {:<10} {:>6} {:>7} {:>9} {:>6}",
             r.id,
             r.command,
@@ -191,12 +201,16 @@ pub fn print_status(set: &MigrationSet, rows: &[Inspection]) {
         .max()
         .unwrap_or(6)
         .max(6);
-    println!(
+    outln!(
         "{:<w$}  {:<8}  {:>8}  {:>7}  {:<10}  note",
-        "tenant", "dialect", "version", "pending", "state"
+        "tenant",
+        "dialect",
+        "version",
+        "pending",
+        "state"
     );
     for r in rows {
-        println!(
+        outln!(
             "{:<w$}  {:<8}  {:>8}  {:>7}  {:<10}  {}",
             r.tenant.as_str(),
             r.dialect.as_str(),
@@ -208,7 +222,7 @@ pub fn print_status(set: &MigrationSet, rows: &[Inspection]) {
             r.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
         );
     }
-    println!("\nversions across the fleet (head {}):", set.head());
+    outln!("\nversions across the fleet (head {}):", set.head());
     let mut hist: BTreeMap<String, usize> = BTreeMap::new();
     for r in rows {
         let key = match r.version {
@@ -220,7 +234,7 @@ pub fn print_status(set: &MigrationSet, rows: &[Inspection]) {
     let max = hist.values().copied().max().unwrap_or(1).max(1);
     for (v, n) in &hist {
         let bar = "#".repeat((n * 40).div_ceil(max));
-        println!("  {v}  {n:>6}  {bar}");
+        outln!("  {v}  {n:>6}  {bar}");
     }
     let mut states: BTreeMap<TenantState, usize> = BTreeMap::new();
     for r in rows {
@@ -230,12 +244,12 @@ pub fn print_status(set: &MigrationSet, rows: &[Inspection]) {
         .iter()
         .map(|(s, n)| format!("{n} {}", s.as_str()))
         .collect();
-    println!("\n{} tenants: {}", rows.len(), parts.join(", "));
+    outln!("\n{} tenants: {}", rows.len(), parts.join(", "));
 }
 
 pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[PlannedWave]>) {
     if let Some(waves) = waves {
-        println!("waves (a rollout draws its own sample with its id as the seed):");
+        outln!("waves (a rollout draws its own sample with its id as the seed):");
         for w in waves {
             let pending: usize = rows
                 .iter()
@@ -243,7 +257,7 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
                 .map(|r| r.pending.len())
                 .sum();
             let shown: Vec<&str> = w.tenants.iter().take(8).map(String::as_str).collect();
-            println!(
+            outln!(
                 "  {} ({}): {} tenant(s), {} migrations to apply: {}{}",
                 w.name,
                 w.selector,
@@ -253,7 +267,7 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
                 if w.tenants.len() > 8 { ", ..." } else { "" }
             );
         }
-        println!();
+        outln!();
     }
     let mut pending_total = 0;
     for r in rows {
@@ -266,7 +280,7 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
                     .filter_map(|v| set.get(*v))
                     .map(|m| m.label())
                     .collect();
-                println!(
+                outln!(
                     "{}: {} -> {}: apply {}{}",
                     r.tenant,
                     r.version.unwrap_or(0),
@@ -280,9 +294,9 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
                 );
             }
             TenantState::UpToDate => {
-                println!("{}: at {}, nothing to do", r.tenant, r.version.unwrap_or(0))
+                outln!("{}: at {}, nothing to do", r.tenant, r.version.unwrap_or(0))
             }
-            _ => println!(
+            _ => outln!(
                 "{}: cannot be planned ({}): {}",
                 r.tenant,
                 r.state.as_str(),
@@ -290,7 +304,7 @@ pub fn print_plan(set: &MigrationSet, rows: &[Inspection], waves: Option<&[Plann
             ),
         }
     }
-    println!(
+    outln!(
         "\nplan: {} tenants, {} migrations to apply, {} tenants cannot be planned; nothing was written",
         rows.len(),
         pending_total,
@@ -364,7 +378,7 @@ pub fn print_json(
             })
             .collect(),
     };
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&out).expect("serialisable")
     );
@@ -373,17 +387,17 @@ pub fn print_json(
 /// The names discovery refused: failed, never touched.
 pub fn print_refused(refused: &[Refused]) {
     for r in refused {
-        println!("refused: {} ({}): never touched", r.name, r.reason);
+        outln!("refused: {} ({}): never touched", r.name, r.reason);
     }
 }
 
 pub fn print_verify(v: &[Verdict], json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
+        outln!("{}", serde_json::to_string_pretty(v).expect("serialisable"));
         return;
     }
     for t in v.iter().filter(|t| t.state != DriftState::Ok) {
-        println!(
+        outln!(
             "{}: {} at version {}{}",
             t.tenant,
             t.state.as_str(),
@@ -396,16 +410,16 @@ pub fn print_verify(v: &[Verdict], json: bool) {
                 .unwrap_or_default()
         );
         if !t.missing.is_empty() || !t.extra.is_empty() {
-            println!(
+            outln!(
                 "  compared with the {} tenant(s) that share the usual schema at this version:",
                 t.majority_of
             );
         }
         for m in &t.missing {
-            println!("  - missing: {m}");
+            outln!("  - missing: {m}");
         }
         for e in &t.extra {
-            println!("  + extra:   {e}");
+            outln!("  + extra:   {e}");
         }
     }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
@@ -413,5 +427,5 @@ pub fn print_verify(v: &[Verdict], json: bool) {
         *counts.entry(t.state.as_str()).or_default() += 1;
     }
     let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    println!("verify: {} tenants: {}", v.len(), parts.join(", "));
+    outln!("verify: {} tenants: {}", v.len(), parts.join(", "));
 }

@@ -187,9 +187,9 @@ impl Progress {
                         tick.tick().await;
                         let at = start.elapsed().as_secs_f64();
                         for note in l.take_notes() {
-                            eprintln!("fleetmig: {at:>6.1}s {note}");
+                            errln!("fleetmig: {at:>6.1}s {note}");
                         }
-                        eprintln!("fleetmig: {at:>6.1}s {}", l.line());
+                        errln!("fleetmig: {at:>6.1}s {}", l.line());
                     }
                 });
                 Progress {

@@ -23,12 +23,26 @@ pub fn classify(err: &sqlx::Error, dialect: Dialect) -> TenantError {
         sqlx::Error::Configuration(_) => (Permanent, "configuration", None),
         _ => (Permanent, "driver", None),
     };
+    // PostgreSQL's own message, without the " at line N" of its C source
+    // that sqlx appends (the migration's file and line are added by the
+    // session when the error points into a script); its DETAIL when given.
+    let message = match (err, dialect) {
+        (sqlx::Error::Database(db), Dialect::Postgres) => {
+            let detail = db
+                .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .and_then(|pg| pg.detail())
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default();
+            format!("error returned from database: {}{detail}", db.message())
+        }
+        _ => err.to_string(),
+    };
     TenantError {
         class,
         kind: kind.to_string(),
         code,
         version: None,
-        message: one_line(&err.to_string()),
+        message: one_line(&message),
     }
 }
 

@@ -362,6 +362,17 @@ impl RunReport {
     }
 }
 
+/// Checks, before any work, that reports can be written under `reports`:
+/// the folder is created if missing and a probe file is written and removed.
+/// A rollout that would migrate the fleet and then fail to say so is refused
+/// up front (exit 3, naming the folder).
+pub fn check_folder(reports: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(reports).map_err(|e| Error::io(reports, e))?;
+    let probe = reports.join(format!(".fleetmig-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| Error::io(reports, e))?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io(reports, e))
+}
+
 /// Writes `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
     let tmp = path.with_extension(format!(

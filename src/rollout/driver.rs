@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::context::Ctx;
+use super::context::{Cancel, Ctx};
 use super::executor::Executor;
 use super::gate::{self, Verdict};
 use super::recorder::Recorder;
@@ -25,7 +25,8 @@ use crate::fanout::Fanout;
 use crate::options::Frozen;
 use crate::report::RunReport;
 use crate::state::{
-    Finish, RolloutRecord, RolloutStatus, RunStatus, StateStore, TenantUpdate, WaveStatus, now_ms,
+    Finish, Request, RolloutRecord, RolloutStatus, RunStatus, StateStore, TenantUpdate, WaveStatus,
+    now_ms,
 };
 use crate::tenant::Tenant;
 
@@ -64,8 +65,8 @@ pub async fn start(
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "unknown".into()),
         command: command.to_string(),
-        fleet: ctx.fleet.to_string(),
-        migrations_dir: ctx.set.dir.display().to_string(),
+        fleet: ctx.fleet.recorded(),
+        migrations_dir: absolute(&ctx.set.dir),
         set_checksum: ctx.set.checksum.clone(),
         target,
         settings,
@@ -75,6 +76,8 @@ pub async fn start(
         claimed_by: Some(ctx.owner.clone()),
         heartbeat_at: None,
         finished_at: None,
+        requested: None,
+        reports_dir: Some(absolute(&ctx.opts.reports)),
     };
     let waves: Vec<(String, String, Vec<String>)> = plan
         .into_iter()
@@ -97,6 +100,7 @@ pub async fn resume(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
         )));
     }
     ctx.check_same_set(&r)?;
+    crate::report::check_folder(&ctx.opts.reports)?;
     if let Err(holder) = ctx.store.claim(id, &ctx.owner, ctx.opts.lease).await? {
         return Err(Error::Busy(holder));
     }
@@ -157,14 +161,29 @@ async fn run_tenants(
     executor.run(&r.id, run).await.interrupted
 }
 
-async fn heartbeat(store: StateStore, id: String, owner: String, lease: Duration) {
+/// Extends this process's claim every quarter lease; an operator's request
+/// (`fleetmig pause`/`abort`, seen here) stops the run gracefully.
+async fn heartbeat(store: StateStore, id: String, owner: String, lease: Duration, cancel: Cancel) {
     let every = (lease / 4).max(Duration::from_millis(500));
     loop {
         tokio::time::sleep(every).await;
-        if let Err(e) = store.heartbeat(&id, &owner).await {
-            tracing::warn!("heartbeat of rollout {id} failed: {e}");
+        match store.heartbeat(&id, &owner).await {
+            Ok(Some(request)) => {
+                tracing::warn!("rollout {id}: the operator asked to {request}; stopping");
+                cancel.cancel();
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("heartbeat of rollout {id} failed: {e}"),
         }
     }
+}
+
+/// `path` made absolute against the working folder, for the record.
+pub(crate) fn absolute(path: &Path) -> String {
+    std::path::absolute(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string()
 }
 
 /// Runs rollout `id` from its current wave to the end, a halt or a pause,
@@ -175,14 +194,32 @@ async fn drive(ctx: &Ctx<'_>, id: &str, override_first_gate: bool) -> Result<Fin
         id.to_string(),
         ctx.owner.clone(),
         ctx.opts.lease,
+        ctx.cancel.clone(),
     ));
     let recorder = Recorder::start(ctx.store.clone(), id);
     let bus = ctx.bus.with(recorder.clone());
     let r = drive_waves(ctx, id, &bus, &recorder, override_first_gate).await;
     let flushed = recorder.finish().await;
     hb.abort();
-    let (status, reason) = r?;
+    let (mut status, mut reason) = r?;
     flushed?;
+    // an operator's request decides how a stopped rollout ends
+    if status != RolloutStatus::Completed
+        && let Some(request) = ctx.store.get_rollout(id).await?.requested
+    {
+        match request {
+            Request::Abort => {
+                skip_todo(ctx.store, id).await?;
+                status = RolloutStatus::Aborted;
+                reason = Some("aborted by the operator (fleetmig abort)".into());
+            }
+            Request::Pause => {
+                status = RolloutStatus::Paused;
+                reason = Some("paused by the operator (fleetmig pause)".into());
+            }
+        }
+    }
+    ctx.store.set_request(id, None).await?;
     ctx.store.set_status(id, status, reason.as_deref()).await?;
     bus.emit(Event::RolloutEnded {
         rollout: id.to_string(),
@@ -341,6 +378,7 @@ async fn drive_waves(
 pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finished, Error> {
     let r = ctx.store.get_rollout(id).await?;
     ctx.check_same_set(&r)?;
+    crate::report::check_folder(&ctx.opts.reports)?;
     if r.status == RolloutStatus::Running
         && let Err(holder) = ctx.store.claim(id, &ctx.owner, ctx.opts.lease).await?
     {
@@ -387,6 +425,16 @@ pub async fn abort(store: &StateStore, id: &str, reports: &Path) -> Result<Finis
             r.status
         )));
     }
+    crate::report::check_folder(reports)?;
+    skip_todo(store, id).await?;
+    store
+        .set_status(id, RolloutStatus::Aborted, Some("aborted by the operator"))
+        .await?;
+    write_report(store, id, reports, None).await
+}
+
+/// Marks the tenants of rollout `id` not yet run as skipped.
+async fn skip_todo(store: &StateStore, id: &str) -> Result<(), Error> {
     let todo: Vec<String> = store
         .tenant_runs(id)
         .await?
@@ -396,11 +444,90 @@ pub async fn abort(store: &StateStore, id: &str, reports: &Path) -> Result<Finis
         .collect();
     store
         .set_tenant_status(id, &todo, RunStatus::Skipped, Some("rollout aborted"))
-        .await?;
-    store
-        .set_status(id, RolloutStatus::Aborted, Some("aborted by the operator"))
-        .await?;
-    write_report(store, id, reports, None).await
+        .await
+}
+
+/// How long `stop` waits for the holder of a rollout to see a request: its
+/// heartbeat comes every quarter lease, and the tenants in flight finish their
+/// current migration first.
+const STOP_WAIT_LEASES: u32 = 4;
+
+/// `fleetmig pause` and `fleetmig abort` of a rollout another process runs:
+/// the request is left in the store, the holder sees it at its next
+/// heartbeat and stops (starting no new tenant), and this waits until it has.
+/// A rollout nobody runs any more is aborted (or found already paused) here.
+pub async fn stop(
+    store: &StateStore,
+    id: &str,
+    request: Request,
+    reports: &Path,
+    lease: Duration,
+    waiting: impl Fn(&str),
+) -> Result<Finished, Error> {
+    let r = store.get_rollout(id).await?;
+    if r.status.is_finished() {
+        return Err(Error::Usage(format!(
+            "rollout {id} is already {}",
+            r.status
+        )));
+    }
+    let held = r.status == RolloutStatus::Running
+        && !crate::state::claim_is_stale(r.claimed_by.as_deref(), r.heartbeat_at, lease);
+    if !held {
+        return match request {
+            Request::Abort => abort(store, id, reports).await,
+            Request::Pause if r.status == RolloutStatus::Running => {
+                store
+                    .set_status(
+                        id,
+                        RolloutStatus::Paused,
+                        Some("paused by the operator (fleetmig pause)"),
+                    )
+                    .await?;
+                write_report(store, id, reports, None).await
+            }
+            Request::Pause => Err(Error::Usage(format!(
+                "rollout {id} is {} already: nothing runs it",
+                r.status
+            ))),
+        };
+    }
+    crate::report::check_folder(reports)?;
+    store.set_request(id, Some(request)).await?;
+    let holder = r.claimed_by.clone().unwrap_or_default();
+    waiting(&holder);
+    let deadline = tokio::time::Instant::now() + lease * STOP_WAIT_LEASES;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let now = store.get_rollout(id).await?;
+        if now.status != RolloutStatus::Running {
+            return write_report(store, id, reports, None).await;
+        }
+        if crate::state::claim_is_stale(now.claimed_by.as_deref(), now.heartbeat_at, lease) {
+            // it died before it could stop: finish the request here
+            store.set_request(id, None).await?;
+            return match request {
+                Request::Abort => abort(store, id, reports).await,
+                Request::Pause => {
+                    store
+                        .set_status(
+                            id,
+                            RolloutStatus::Paused,
+                            Some("paused by the operator (fleetmig pause)"),
+                        )
+                        .await?;
+                    write_report(store, id, reports, None).await
+                }
+            };
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(Error::Busy(format!(
+                "rollout {id}: {holder} was asked to {request} but is still running after {}; \
+                 it will stop when it next sees the request",
+                humantime::format_duration(lease * STOP_WAIT_LEASES)
+            )));
+        }
+    }
 }
 
 impl Ctx<'_> {

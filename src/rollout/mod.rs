@@ -30,7 +30,6 @@ use crate::error::Error;
 use crate::fanout::Fanout;
 use crate::options::{ExecOptions, Frozen, RolloutPolicy, RolloutRequest};
 use crate::report::new_run_id;
-use crate::state::{RolloutRecord, StateStore};
 use crate::tenant::Dialect;
 
 /// Plans and runs a new rollout of the fleet in `ctx` (`sync` is a one-wave
@@ -44,6 +43,7 @@ pub async fn start(
     only: &[String],
 ) -> Result<Finished, Error> {
     let tenants = ctx.only(only)?;
+    crate::report::check_folder(&ctx.opts.reports)?;
     if !req.allow_lint_findings {
         let dialects: Vec<Dialect> = ctx
             .tenants
@@ -123,30 +123,4 @@ pub async fn start(
         false => Vec::new(),
     };
     driver::start(ctx, command, target, settings, plan, &refused, id).await
-}
-
-/// The rollout a command means: `id`, or the newest one of `fleet` that
-/// matches `pick` (e.g. not finished).
-pub async fn pick_rollout(
-    store: &StateStore,
-    fleet: &str,
-    id: Option<&str>,
-    pick: impl Fn(&RolloutRecord) -> bool,
-    what: &str,
-) -> Result<String, Error> {
-    if let Some(id) = id {
-        return Ok(id.to_string());
-    }
-    store
-        .rollouts(1000)
-        .await?
-        .into_iter()
-        .find(|r| r.fleet == fleet && pick(r))
-        .map(|r| r.id)
-        .ok_or_else(|| {
-            Error::Usage(format!(
-                "no {what} rollout of fleet {fleet} in the state store {}",
-                store.location
-            ))
-        })
 }

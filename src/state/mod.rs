@@ -21,7 +21,7 @@ pub use records::{
     Backfill, Finish, RolloutRecord, RunError, TenantRun, TenantUpdate, WaveRecord, WaveTally,
 };
 pub use schema::SCHEMA_VERSION;
-pub use status::{RolloutStatus, RunStatus, WaveStatus};
+pub use status::{Request, RolloutStatus, RunStatus, WaveStatus};
 
 use std::time::Duration;
 
@@ -43,6 +43,59 @@ fn store_err(location: &str, e: impl std::fmt::Display) -> Error {
     Error::State {
         location: location.to_string(),
         message: crate::tenant::scrub_secrets(&e.to_string(), [location]),
+    }
+}
+
+/// Whether opening a store may create it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Open {
+    /// Commands that record rollouts create the store where it is missing.
+    Create,
+    /// Commands that read what was recorded never create one.
+    Existing,
+}
+
+/// Where a store is, from `--state`: a PostgreSQL URL (any case of
+/// `postgres://` or `postgresql://`), a `sqlite:` URL, or a file path.
+/// Anything else that looks like a URL is refused (with its password
+/// redacted), never taken for a file name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Postgres(String),
+    File(std::path::PathBuf),
+}
+
+impl Location {
+    pub fn parse(spec: &str) -> Result<Location, Error> {
+        let bad = |why: &str| {
+            Error::Usage(format!(
+                "--state {}: {why}; give a file path or a postgres:// URL",
+                crate::tenant::redact_loose(spec)
+            ))
+        };
+        let Some((scheme, rest)) = spec.split_once(':') else {
+            return Ok(Location::File(spec.into()));
+        };
+        let scheme_like = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'));
+        if !scheme_like || !rest.starts_with('/') {
+            return Ok(Location::File(spec.into()));
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "postgres" | "postgresql" => match rest.strip_prefix("//") {
+                Some(r) if !r.is_empty() => Ok(Location::Postgres(format!("postgres://{r}"))),
+                _ => Err(bad("a postgres URL starts with postgres://")),
+            },
+            "sqlite" => {
+                let path = rest.strip_prefix("//").unwrap_or(rest);
+                Ok(Location::File(path.into()))
+            }
+            other => Err(bad(&format!(
+                "{other}: is not a state store fleetmig knows"
+            ))),
+        }
     }
 }
 
@@ -94,35 +147,65 @@ pub fn claim_is_stale(owner: Option<&str>, heartbeat_at: Option<i64>, lease: Dur
 }
 
 impl StateStore {
-    /// Opens (creating where needed) the store at `spec`: a file path, or a
-    /// `postgres://` URL.
-    pub async fn open(spec: &str) -> Result<StateStore, Error> {
+    /// Opens the store at `spec` (a file path, or a `postgres://` URL),
+    /// creating it where needed (`Open::Create`) or only if it exists
+    /// (`Open::Existing`, for commands that read what rollouts recorded).
+    /// Connecting is bounded by `connect_timeout`.
+    pub async fn open(
+        spec: &str,
+        mode: Open,
+        connect_timeout: Duration,
+    ) -> Result<StateStore, Error> {
         sqlx::any::install_default_drivers();
-        let postgres = spec.starts_with("postgres://") || spec.starts_with("postgresql://");
-        let (url, location) = if postgres {
-            (spec.to_string(), redact_url(spec))
-        } else {
-            let path = std::path::Path::new(spec.strip_prefix("sqlite://").unwrap_or(spec));
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent).map_err(|e| store_err(spec, e))?;
+        let (url, location, postgres) = match Location::parse(spec)? {
+            Location::Postgres(url) => {
+                let location = redact_url(&url);
+                (url, location, true)
             }
-            (
-                format!("sqlite://{}?mode=rwc", path.display()),
-                path.display().to_string(),
-            )
+            Location::File(path) => {
+                let location = path.display().to_string();
+                if !path.exists() {
+                    if mode == Open::Existing {
+                        return Err(store_err(
+                            &location,
+                            "no state store here: no rollout has been recorded with it yet \
+                             (check --state)",
+                        ));
+                    }
+                    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(parent).map_err(|e| store_err(&location, e))?;
+                    }
+                }
+                (
+                    format!("sqlite://{}?mode=rwc", path.display()),
+                    location,
+                    false,
+                )
+            }
         };
-        let pool = AnyPoolOptions::new()
+        let connecting = AnyPoolOptions::new()
             .max_connections(if postgres { 4 } else { 1 })
-            .acquire_timeout(Duration::from_secs(30))
-            .connect(&url)
-            .await
-            .map_err(|e| store_err(&location, e))?;
+            .acquire_timeout(connect_timeout)
+            .connect(&url);
+        let pool = match tokio::time::timeout(connect_timeout, connecting).await {
+            Ok(pool) => pool.map_err(|e| store_err(&location, e))?,
+            Err(_) => {
+                return Err(store_err(
+                    &location,
+                    format!(
+                        "connecting timed out after {} (--connect-timeout)",
+                        humantime::format_duration(connect_timeout)
+                    ),
+                ));
+            }
+        };
         let store = StateStore {
             pool,
             location,
             postgres,
         };
         if !postgres {
+            store.refuse_foreign().await?;
             // WAL: readers (status, report) never wait for the writer.
             for pragma in [
                 "PRAGMA journal_mode = WAL",
@@ -135,8 +218,41 @@ impl StateStore {
                     .map_err(|e| store_err(&store.location, e))?;
             }
         }
-        store.migrate().await?;
+        match tokio::time::timeout(
+            connect_timeout.max(Duration::from_secs(30)),
+            store.migrate(),
+        )
+        .await
+        {
+            Ok(r) => r?,
+            Err(_) => return Err(store.err("preparing the store's schema timed out")),
+        }
         Ok(store)
+    }
+
+    /// A SQLite file that holds another application's tables is not a state
+    /// store: refused, never extended.
+    async fn refuse_foreign(&self) -> Result<(), Error> {
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let ours = tables.iter().any(|t| t == "fleetmig_meta");
+        let foreign: Vec<&str> = tables
+            .iter()
+            .filter(|t| !t.starts_with("fleetmig_"))
+            .map(String::as_str)
+            .collect();
+        if !ours && !foreign.is_empty() {
+            return Err(self.err(format!(
+                "the file holds tables that are not fleetmig's ({}): refusing to use it as a state store \
+                 (point --state at a file of its own)",
+                foreign.iter().take(5).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(())
     }
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
@@ -234,11 +350,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn state_locations_parse_case_insensitively_and_refuse_lookalikes() {
+        assert_eq!(
+            Location::parse("POSTGRES://u:p@h/db").unwrap(),
+            Location::Postgres("postgres://u:p@h/db".into())
+        );
+        assert_eq!(
+            Location::parse("PostgreSQL://h/db").unwrap(),
+            Location::Postgres("postgres://h/db".into())
+        );
+        assert_eq!(
+            Location::parse(".fleetmig/state.db").unwrap(),
+            Location::File(".fleetmig/state.db".into())
+        );
+        assert_eq!(
+            Location::parse("sqlite://x/s.db").unwrap(),
+            Location::File("x/s.db".into())
+        );
+        for bad in [
+            "postgres:/u:hunter2@h/db",
+            "postgress://u:hunter2@h/db",
+            "mysql://u:hunter2@h/db",
+        ] {
+            let e = Location::parse(bad).unwrap_err().to_string();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("--state"), "{e}");
+        }
+    }
+
     #[tokio::test]
     async fn schema_is_versioned_and_a_newer_store_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s/state.db");
-        let store = StateStore::open(path.to_str().unwrap()).await.unwrap();
+        let spec = path.to_str().unwrap().to_string();
+        let open =
+            |_: &std::path::Path| StateStore::open(&spec, Open::Create, Duration::from_secs(5));
+        let store = open(&path).await.unwrap();
         let v: String =
             sqlx::query_scalar("SELECT value FROM fleetmig_meta WHERE key = 'schema_version'")
                 .fetch_one(&store.pool)
@@ -250,11 +398,7 @@ mod tests {
             .await
             .unwrap();
         store.close().await;
-        let e = StateStore::open(path.to_str().unwrap())
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let e = open(&path).await.err().unwrap().to_string();
         assert!(e.contains("newer than this fleetmig"), "{e}");
     }
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::status::{RolloutStatus, RunStatus, WaveStatus};
+use super::status::{Request, RolloutStatus, RunStatus, WaveStatus};
 use crate::error::TenantError;
 use crate::options::Frozen;
 
@@ -28,6 +28,10 @@ pub struct RolloutRecord {
     pub claimed_by: Option<String>,
     pub heartbeat_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// An operator's pending request to the holder (pause, abort).
+    pub requested: Option<Request>,
+    /// Where its reports are written (absolute).
+    pub reports_dir: Option<String>,
 }
 
 /// One wave as stored.
@@ -220,6 +224,11 @@ pub(super) fn rollout_from(r: &AnyRow) -> Result<RolloutRecord, String> {
     let settings: Frozen =
         serde_json::from_str(&settings).map_err(|e| damaged("settings row", e.to_string()))?;
     let status = status(r, "status").map_err(|e| damaged("status", e))?;
+    let requested: Option<String> = r.try_get("requested").map_err(|e| e.to_string())?;
+    let requested = requested
+        .map(|t| t.parse::<Request>())
+        .transpose()
+        .map_err(|e| damaged("request", e))?;
     let get = || -> Result<RolloutRecord, sqlx::Error> {
         Ok(RolloutRecord {
             id: id.clone(),
@@ -237,6 +246,8 @@ pub(super) fn rollout_from(r: &AnyRow) -> Result<RolloutRecord, String> {
             claimed_by: r.try_get("claimed_by")?,
             heartbeat_at: r.try_get("heartbeat_at")?,
             finished_at: r.try_get("finished_at")?,
+            requested,
+            reports_dir: r.try_get("reports_dir")?,
         })
     };
     get().map_err(|e| damaged("row", e.to_string()))

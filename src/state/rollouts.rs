@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::records::{rollout_from, wave_from};
 use super::{
-    REFUSED_WAVE, RolloutRecord, RolloutStatus, RunStatus, StateStore, WaveRecord, WaveStatus,
-    claim_is_stale, now_ms,
+    REFUSED_WAVE, Request, RolloutRecord, RolloutStatus, RunStatus, StateStore, WaveRecord,
+    WaveStatus, claim_is_stale, now_ms,
 };
 use crate::error::Error;
 
@@ -63,8 +63,8 @@ impl StateStore {
         }
         sqlx::query(
             "INSERT INTO fleetmig_rollouts (id, created_at, operator, command, fleet, migrations_dir, set_checksum, \
-             target, settings, status, reason, current_wave, claimed_by, heartbeat_at, finished_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 0, $11, $12, NULL)",
+             target, settings, status, reason, current_wave, claimed_by, heartbeat_at, finished_at, reports_dir) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, 0, $11, $12, NULL, $13)",
         )
         .bind(&r.id)
         .bind(r.created_at)
@@ -78,6 +78,7 @@ impl StateStore {
         .bind(r.status.as_str())
         .bind(r.claimed_by.clone())
         .bind(now_ms())
+        .bind(r.reports_dir.clone())
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
@@ -168,7 +169,9 @@ impl StateStore {
         }
     }
 
-    pub async fn heartbeat(&self, id: &str, owner: &str) -> Result<(), Error> {
+    /// Extends `owner`'s claim on rollout `id`; returns an operator's
+    /// pending request to it, if any.
+    pub async fn heartbeat(&self, id: &str, owner: &str) -> Result<Option<Request>, Error> {
         sqlx::query(
             "UPDATE fleetmig_rollouts SET heartbeat_at = $1 WHERE id = $2 AND claimed_by = $3",
         )
@@ -178,6 +181,17 @@ impl StateStore {
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
+        Ok(self.get_rollout(id).await?.requested)
+    }
+
+    /// Leaves `request` for the process running rollout `id` (or clears it).
+    pub async fn set_request(&self, id: &str, request: Option<Request>) -> Result<(), Error> {
+        sqlx::query("UPDATE fleetmig_rollouts SET requested = $1 WHERE id = $2")
+            .bind(request.map(|r| r.as_str()))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -78,4 +78,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     )",
     // 4: preflight results
     "ALTER TABLE fleetmig_tenant_runs ADD COLUMN preflight TEXT",
+    // 5: an operator's request to the process running a rollout (pause,
+    // abort), and where its reports go
+    "ALTER TABLE fleetmig_rollouts ADD COLUMN requested TEXT;
+    ALTER TABLE fleetmig_rollouts ADD COLUMN reports_dir TEXT",
 ];

@@ -84,6 +84,17 @@ text_enum! {
 }
 
 text_enum! {
+    /// What an operator asked of the process running a rollout; it sees
+    /// the request at its next heartbeat.
+    pub enum Request {
+        /// Start no new tenant, finish the ones in flight, end `paused`.
+        Pause = "pause",
+        /// Start no new tenant, finish the ones in flight, end `aborted`.
+        Abort = "abort",
+    }
+}
+
+text_enum! {
     /// Where one tenant of a rollout stands.
     pub enum RunStatus {
         Pending = "pending",

@@ -241,6 +241,72 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// Redacts text that may be a malformed URL: everything between the scheme
+/// and the last `@` is hidden, so a password cannot leak even when the text
+/// does not parse (`postgres:/u:pw@h`).
+pub fn redact_loose(text: &str) -> String {
+    match (text.find(':'), text.rfind('@')) {
+        (Some(colon), Some(at)) if at > colon => {
+            format!("{}:***@{}", &text[..colon], &text[at + 1..])
+        }
+        _ => redact_url(text),
+    }
+}
+
+/// Redacts every URL password and `password=`-like parameter in free text
+/// (a log line, a driver's message): `scheme://user:secret@host` keeps the
+/// user, `?sslpassword=secret` keeps the key.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    // userinfo of every `://user:password@`
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '`'))
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":***");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    // `password=...` style parameters
+    let mut result = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(i) = rest.find('=') {
+        let (head, tail) = rest.split_at(i + 1);
+        let key: String = head[..head.len() - 1]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect::<String>()
+            .chars()
+            .rev()
+            .collect::<String>()
+            .to_ascii_lowercase();
+        result.push_str(head);
+        if matches!(key.as_str(), "password" | "pass" | "pwd" | "sslpassword") {
+            let end = tail
+                .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '\'' | '`' | ','))
+                .unwrap_or(tail.len());
+            result.push_str("***");
+            rest = &tail[end..];
+        } else {
+            rest = tail;
+        }
+    }
+    result.push_str(rest);
+    result
+}
+
 /// Removes every occurrence of the secrets of `urls` (passwords) from `text`:
 /// the last line of defence for driver error messages that echo a URL.
 pub fn scrub_secrets<'a>(text: &str, urls: impl IntoIterator<Item = &'a str>) -> String {
@@ -409,6 +475,40 @@ impl FromStr for FleetSpec {
     }
 }
 
+impl FleetSpec {
+    /// The fleet as a rollout records it: folders and files made absolute
+    /// (so that a rollout resumes from anywhere), URLs without their
+    /// password.
+    pub fn recorded(&self) -> String {
+        let abs = |p: &PathBuf| {
+            std::path::absolute(p)
+                .unwrap_or_else(|_| p.clone())
+                .display()
+                .to_string()
+        };
+        match self {
+            FleetSpec::SqliteDir(p) => format!("sqlite-dir:{}", abs(p)),
+            FleetSpec::Registry(p) => format!("registry:{}", abs(p)),
+            other => other.to_string(),
+        }
+    }
+
+    /// Whether a rollout recorded with `recorded` is of this fleet (also as
+    /// earlier versions recorded it, without making paths absolute).
+    pub fn is(&self, recorded: &str) -> bool {
+        self.recorded() == recorded || self.to_string() == recorded
+    }
+
+    /// The fleet of a record, when it can be rebuilt from it: not when its
+    /// URL had a password, which the record does not keep.
+    pub fn from_record(recorded: &str) -> Option<FleetSpec> {
+        if recorded.contains(":***@") || recorded.contains("=***") {
+            return None;
+        }
+        recorded.parse().ok()
+    }
+}
+
 impl fmt::Display for FleetSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -459,6 +559,23 @@ mod tests {
         assert_eq!(redact_url("not a url://u:pw@host"), "not a url://***@host");
         let scrubbed = scrub_secrets("failed for s3cret", ["postgres://bob:s3cret@h/db"]);
         assert_eq!(scrubbed, "failed for ***");
+    }
+
+    #[test]
+    fn free_text_is_redacted() {
+        let t = redact_text(
+            "ignoring parameter sslpassword=hunter2 for postgres://bob:s3cret@db:5432/app?password=x1&a=b done",
+        );
+        for secret in ["hunter2", "s3cret", "x1"] {
+            assert!(!t.contains(secret), "{t}");
+        }
+        assert!(t.contains("postgres://bob:***@db:5432/app"), "{t}");
+        assert!(t.contains("a=b done"), "{t}");
+        assert_eq!(
+            redact_text("no secrets here, key=value"),
+            "no secrets here, key=value"
+        );
+        assert_eq!(redact_loose("postgres:/u:pw@h/db"), "postgres:***@h/db");
     }
 
     #[test]

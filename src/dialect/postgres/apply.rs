@@ -13,6 +13,7 @@ use super::super::history::{self, COLUMNS};
 use super::super::{AppliedStep, BatchOutcome, Step, quote_ident, quote_literal};
 use super::{PgSession, batch};
 use crate::error::TenantError;
+use crate::migration::split::split_statements;
 
 /// The history rows of `rows` (each a step and its `execution_time` as SQL,
 /// in nanoseconds) in one statement of literals, returning a
@@ -35,6 +36,52 @@ fn insert_rows(table: &str, rows: &[(Step<'_>, String)]) -> String {
          RETURNING 'fleetmig:done:' || version || ':' || execution_time;\n",
         values.join(",\n")
     )
+}
+
+/// The character position (1-based) a PostgreSQL error points at in the
+/// text that was sent, when it points into that text.
+fn error_position(e: &sqlx::Error) -> Option<usize> {
+    let db = e.as_database_error()?;
+    match db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+        .position()?
+    {
+        sqlx::postgres::PgErrorPosition::Original(p) => Some(p),
+        sqlx::postgres::PgErrorPosition::Internal { .. } => None,
+    }
+}
+
+/// Where in its file a script's text sent from character `start` (0-based,
+/// in the text sent) fails, when the error points there: the 1-based line of
+/// the script's file.
+fn line_in(script: &str, start: usize, position: usize) -> Option<usize> {
+    let at = position.checked_sub(1)?.checked_sub(start)?;
+    let mut chars = script.char_indices();
+    let byte = match chars.nth(at) {
+        Some((b, _)) => b,
+        None if at == script.chars().count() => script.len(),
+        None => return None,
+    };
+    Some(script[..byte].matches('\n').count() + 1)
+}
+
+/// Pins `t` (the error of `e`) to the file and line of the script it points
+/// into: `scripts` are (where the script's text starts in the sent text, in
+/// characters; its step).
+fn pin(mut t: TenantError, e: &sqlx::Error, scripts: &[(usize, Step<'_>)]) -> TenantError {
+    let Some(position) = error_position(e) else {
+        return t;
+    };
+    for (start, step) in scripts.iter().rev() {
+        if position > *start {
+            if let Some(line) = line_in(&step.script.sql, *start, position) {
+                t.version = Some(step.migration.version);
+                t.message = format!("{} (at {}:{line})", t.message, step.script.path.display());
+            }
+            break;
+        }
+    }
+    t
 }
 
 /// Runs a simple-query batch; the rows its statements changed.
@@ -60,16 +107,42 @@ impl PgSession {
         }
         let v = step.migration.version;
         let t0 = Instant::now();
-        let ran = self
-            .conn()
-            .execute(sqlx::AssertSqlSafe(step.script.sql.clone()))
-            .await;
-        if let Err(e) = ran {
-            let t = self.err(e).at_version(v);
+        // Statement by statement: a script of several statements sent at
+        // once would run as one implicit transaction, where `CREATE INDEX
+        // CONCURRENTLY` cannot run.
+        let statements = split_statements(&step.script.sql);
+        for (i, st) in statements.iter().enumerate() {
+            let Err(e) = self
+                .conn()
+                .execute(sqlx::AssertSqlSafe(st.sql.clone()))
+                .await
+            else {
+                continue;
+            };
+            let mut t = self.err(&e).at_version(v);
+            if let Some(at) = error_position(&e).and_then(|p| line_in(&st.sql, 0, p)) {
+                let line = st.line + at - 1;
+                t.message = format!("{} (at {}:{line})", t.message, step.script.path.display());
+            } else {
+                t.message = format!(
+                    "{} (statement {} of {}, at {}:{})",
+                    t.message,
+                    i + 1,
+                    statements.len(),
+                    step.script.path.display(),
+                    st.line
+                );
+            }
             // A transient failure (lost connection, lock timeout) leaves the
             // history clean: the next attempt drops the INVALID index left
-            // behind and runs again. A permanent one is recorded as dirty.
-            if !t.is_transient() {
+            // behind and runs again. A permanent failure after some
+            // statements ran is recorded as dirty; when the first statement
+            // failed, nothing was applied and the tenant stays clean.
+            if !t.is_transient() && i > 0 {
+                t.message.push_str(&format!(
+                    "; statements 1..{i} were applied outside a transaction, so the tenant is dirty: \
+                     finish or undo the migration by hand, then delete its row from _sqlx_migrations"
+                ));
                 let table = self.table.clone();
                 let _ = table.insert(self.conn(), step, false, -1).await;
             }
@@ -80,7 +153,7 @@ impl PgSession {
         sqlx::raw_sql(sqlx::AssertSqlSafe(row))
             .execute(self.conn())
             .await
-            .map_err(|e| self.err(e).at_version(v))?;
+            .map_err(|e| self.err(&e).at_version(v))?;
         Ok(vec![AppliedStep {
             version: v,
             duration: took,
@@ -101,11 +174,18 @@ impl PgSession {
         let start = |i: usize| format!("current_setting('fleetmig.t{i}')::timestamptz");
         let mut sql = String::from("BEGIN;\n");
         let mut rows = Vec::new();
+        // where each script starts in the text sent, in characters
+        let mut starts = Vec::new();
+        let mut sent_chars = sql.chars().count();
         for (i, step) in steps.iter().enumerate() {
             let v = step.migration.version;
-            sql.push_str(&format!(
+            let marker = format!(
                 "SELECT 'fleetmig:start:{v}', set_config('fleetmig.t{i}', clock_timestamp()::text, true);\n"
-            ));
+            );
+            sent_chars += marker.chars().count();
+            sql.push_str(&marker);
+            starts.push((sent_chars, *step));
+            sent_chars += step.script.sql.chars().count() + 3;
             sql.push_str(&step.script.sql);
             // a script may end in a comment or without a semicolon
             sql.push_str("\n;\n");
@@ -133,10 +213,11 @@ impl PgSession {
                 .rev()
                 .find_map(|m| m.strip_prefix("fleetmig:start:"))
                 .and_then(|v| v.parse::<i64>().ok());
-            let mut t = self.err(e);
+            let mut t = self.err(&e);
             if let Some(v) = current {
                 t = t.at_version(v);
             }
+            let t = pin(t, &e, &starts);
             // The batch stopped inside our transaction: end it.
             self.end_failed_transaction().await;
             return Err(t);
@@ -165,18 +246,18 @@ impl PgSession {
         let table = self.table.clone();
         let url = self.url.clone();
         let err =
-            |e: sqlx::Error| super::tenant_error(&e, crate::tenant::Dialect::Postgres, Some(&url));
+            |e: &sqlx::Error| super::tenant_error(e, crate::tenant::Dialect::Postgres, Some(&url));
         let result: Result<Vec<AppliedStep>, (TenantError, Option<i64>)> = async {
-            let mut tx = self.conn().begin().await.map_err(|e| (err(e), None))?;
+            let mut tx = self.conn().begin().await.map_err(|e| (err(&e), None))?;
             let mut out = Vec::new();
             for step in steps {
                 let v = step.migration.version;
-                let at = |e| (err(e), Some(v));
+                let at = |e: sqlx::Error| (err(&e), Some(v));
                 let t0 = Instant::now();
                 sqlx::raw_sql(sqlx::AssertSqlSafe(step.script.sql.clone()))
                     .execute(&mut *tx)
                     .await
-                    .map_err(at)?;
+                    .map_err(|e| (pin(err(&e), &e, &[(0, *step)]), Some(v)))?;
                 if let Some(failed) = history::verify(&mut *tx, step.script, history::ROLLED_BACK)
                     .await
                     .map_err(at)?
@@ -194,7 +275,7 @@ impl PgSession {
                     already_applied: false,
                 });
             }
-            tx.commit().await.map_err(|e| (err(e), None))?;
+            tx.commit().await.map_err(|e| (err(&e), None))?;
             Ok(out)
         }
         .await;

@@ -162,8 +162,8 @@ impl PgSession {
     }
 
     /// A driver error as a tenant error, with any password scrubbed.
-    fn err(&self, e: sqlx::Error) -> TenantError {
-        tenant_error(&e, Dialect::Postgres, Some(&self.url))
+    fn err(&self, e: impl std::borrow::Borrow<sqlx::Error>) -> TenantError {
+        tenant_error(e.borrow(), Dialect::Postgres, Some(&self.url))
     }
 
     /// Creates the history table if it is missing, in its own transaction.

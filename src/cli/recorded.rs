@@ -1,0 +1,289 @@
+//! Commands on rollouts the state store recorded: `resume`, `retry`,
+//! `abort`, `pause`, `status --rollout`, `report`, `history`. A rollout
+//! remembers its fleet, migration folder and report folder: with only
+//! `--state` (and the id, or the single unfinished rollout of that store)
+//! these work from the record, and a `--fleet` or `--migrations` given that
+//! differs from it is an error naming both.
+
+use std::path::{Path, PathBuf};
+
+use super::args::{AbortArgs, HistoryArgs, PauseArgs, ReportArgs, ResumeArgs, RetryArgs, config};
+use super::commands::{finish, in_context, open_store};
+use super::output;
+use crate::config::{Config, Overrides};
+use crate::error::Error;
+use crate::report::RunReport;
+use crate::rollout::Finished;
+use crate::state::{Location, Open, Request, RolloutRecord, RunStatus, StateStore};
+use crate::tenant::FleetSpec;
+
+fn unfinished(r: &RolloutRecord) -> bool {
+    !r.status.is_finished()
+}
+
+/// The rollout a command means: `id`; else the newest one of `--fleet` that
+/// `pick` accepts; else, with no fleet given, the only such rollout of the
+/// store (several are an error listing them).
+async fn pick(
+    store: &StateStore,
+    fleet: Option<&FleetSpec>,
+    id: Option<&str>,
+    pick: impl Fn(&RolloutRecord) -> bool,
+    what: &str,
+) -> Result<RolloutRecord, Error> {
+    if let Some(id) = id {
+        return store.get_rollout(id).await;
+    }
+    let candidates: Vec<RolloutRecord> = store
+        .rollouts(1000)
+        .await?
+        .into_iter()
+        .filter(|r| pick(r) && fleet.is_none_or(|f| f.is(&r.fleet)))
+        .collect();
+    let whose = fleet.map(|f| format!(" of fleet {f}")).unwrap_or_default();
+    match (candidates.len(), fleet) {
+        (0, _) => Err(Error::Usage(format!(
+            "no {what}rollout{whose} in the state store {}",
+            store.location
+        ))),
+        (1, _) | (_, Some(_)) => Ok(candidates.into_iter().next().expect("one")),
+        (n, None) => Err(Error::Usage(format!(
+            "{n} {what}rollouts in the state store {}: {}; name one, or pass --fleet",
+            store.location,
+            candidates
+                .iter()
+                .take(5)
+                .map(|r| format!("{} (fleet {})", r.id, r.fleet))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// `cfg` as rollout `r` recorded it: its fleet, migration folder and report
+/// folder, unless given; a given one that differs is an error.
+fn adopt(cfg: &mut Config, r: &RolloutRecord) -> Result<(), Error> {
+    match &cfg.fleet {
+        Some(f) if !f.is(&r.fleet) => {
+            return Err(Error::Usage(format!(
+                "--fleet {} is not the fleet of rollout {}, which is {}",
+                f.recorded(),
+                r.id,
+                r.fleet
+            )));
+        }
+        Some(_) => {}
+        None => {
+            cfg.fleet = Some(FleetSpec::from_record(&r.fleet).ok_or_else(|| {
+                Error::Usage(format!(
+                    "rollout {} ran on {}, whose password fleetmig does not keep: pass --fleet",
+                    r.id, r.fleet
+                ))
+            })?);
+        }
+    }
+    let recorded = Path::new(&r.migrations_dir);
+    if cfg.given.migrations {
+        if !same_place(&cfg.migrations, recorded) {
+            return Err(Error::Usage(format!(
+                "--migrations {} is not the migration folder of rollout {}, which is {}",
+                cfg.migrations.display(),
+                r.id,
+                r.migrations_dir
+            )));
+        }
+    } else {
+        cfg.migrations = recorded.to_path_buf();
+    }
+    if !cfg.given.reports
+        && let Some(dir) = &r.reports_dir
+    {
+        cfg.reports = PathBuf::from(dir);
+    }
+    Ok(())
+}
+
+/// Whether two folder names are the same folder.
+fn same_place(a: &Path, b: &Path) -> bool {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    a == b || canon(a) == canon(b)
+}
+
+/// Opens the store, picks the rollout and adopts its record.
+async fn recorded(
+    cfg: &mut Config,
+    id: Option<&str>,
+    accept: impl Fn(&RolloutRecord) -> bool,
+    what: &str,
+) -> Result<(StateStore, RolloutRecord), Error> {
+    let store = open_store(cfg, Open::Existing).await?;
+    let r = match pick(&store, cfg.fleet.as_ref(), id, accept, what).await {
+        Ok(r) => r,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = adopt(cfg, &r) {
+        store.close().await;
+        return Err(e);
+    }
+    Ok((store, r))
+}
+
+pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
+    let mut cfg = config(&a.common, Overrides::default())?;
+    let (store, r) = recorded(&mut cfg, a.id.as_deref(), unfinished, "unfinished ").await?;
+    let f = in_context(
+        &cfg,
+        &store,
+        a.progress_every,
+        a.metrics_file.clone(),
+        a.override_gate,
+        async |ctx| crate::rollout::resume(ctx, &r.id).await,
+    )
+    .await;
+    store.close().await;
+    Ok(finish(&f?))
+}
+
+pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
+    let mut cfg = config(&a.common, Overrides::default())?;
+    let (store, r) = recorded(&mut cfg, a.rollout.as_deref(), |_| true, "").await?;
+    let tenants: Vec<String> = if a.failed {
+        let runs = store.tenant_runs(&r.id).await;
+        match runs {
+            Ok(runs) => runs
+                .into_iter()
+                .filter(|t| t.status == RunStatus::Failed)
+                .map(|t| t.tenant)
+                .collect(),
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        }
+    } else {
+        a.tenants.clone()
+    };
+    if tenants.is_empty() {
+        store.close().await;
+        outln!("rollout {} has no failed tenant to retry", r.id);
+        return Ok(0);
+    }
+    let f = in_context(
+        &cfg,
+        &store,
+        a.progress_every,
+        a.metrics_file.clone(),
+        false,
+        async |ctx| crate::rollout::retry(ctx, &r.id, &tenants).await,
+    )
+    .await;
+    store.close().await;
+    let f = f?;
+    output::print_run(&f.report);
+    outln!("{}", f.dir.display());
+    let retried_ok = f
+        .report
+        .tenants
+        .iter()
+        .filter(|t| tenants.contains(&t.tenant))
+        .all(|t| t.status == RunStatus::Succeeded);
+    Ok(if retried_ok { 0 } else { 1 })
+}
+
+/// `abort` and `pause`: a rollout another process runs is asked to stop, and
+/// this waits until it has; one nobody runs is stopped here.
+async fn stop(cfg: &mut Config, id: Option<&str>, request: Request) -> Result<Finished, Error> {
+    let (store, r) = recorded(cfg, id, unfinished, "unfinished ").await?;
+    let f = crate::rollout::driver::stop(
+        &store,
+        &r.id,
+        request,
+        &cfg.reports,
+        cfg.lease,
+        |holder| {
+            errln!(
+                "fleetmig: rollout {} is being run by {holder}: asked it to {request}; waiting for it to stop",
+                r.id
+            )
+        },
+    )
+    .await;
+    store.close().await;
+    f
+}
+
+pub async fn abort(a: AbortArgs) -> Result<i32, Error> {
+    let mut cfg = config(&a.common, Overrides::default())?;
+    let f = stop(&mut cfg, a.id.as_deref(), Request::Abort).await?;
+    output::print_run(&f.report);
+    outln!("{}", f.dir.display());
+    Ok(0)
+}
+
+pub async fn pause(a: PauseArgs) -> Result<i32, Error> {
+    let mut cfg = config(&a.common, Overrides::default())?;
+    let f = stop(&mut cfg, a.id.as_deref(), Request::Pause).await?;
+    output::print_run(&f.report);
+    outln!("{}", f.dir.display());
+    Ok(0)
+}
+
+/// `status --rollout ID`: the rollout's waves and tenants from the store.
+pub async fn status(cfg: &Config, id: &str, json: bool) -> Result<i32, Error> {
+    let store = open_store(cfg, Open::Existing).await?;
+    let report = RunReport::load(&store, id).await;
+    store.close().await;
+    let report = report?;
+    output::print_rollout(&report, json);
+    Ok(if report.all_ok() { 0 } else { 1 })
+}
+
+pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    if let Location::File(path) = Location::parse(&cfg.state)?
+        && !path.exists()
+    {
+        // nothing recorded yet: say so, and create nothing
+        errln!(
+            "fleetmig: no state store at {}: no rollout has been recorded with it yet",
+            path.display()
+        );
+        output::print_history(&[], a.json);
+        return Ok(0);
+    }
+    let store = open_store(&cfg, Open::Existing).await?;
+    let rows = async {
+        let mut rows = Vec::new();
+        for r in store.rollouts(a.limit).await? {
+            let tenants = store.tenant_runs(&r.id).await?;
+            rows.push((r, tenants));
+        }
+        Ok::<_, Error>(rows)
+    }
+    .await;
+    store.close().await;
+    output::print_history(&rows?, a.json);
+    Ok(0)
+}
+
+/// `report ID`: written again from the store, into the rollout's own report
+/// folder unless `--reports` says otherwise.
+pub async fn report(a: ReportArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let store = open_store(&cfg, Open::Existing).await?;
+    let f = async {
+        let r = store.get_rollout(&a.id).await?;
+        let reports = match (&r.reports_dir, cfg.given.reports) {
+            (Some(dir), false) => PathBuf::from(dir),
+            _ => cfg.reports.clone(),
+        };
+        crate::rollout::write_report(&store, &r.id, &reports, a.metrics_file.as_deref()).await
+    }
+    .await;
+    store.close().await;
+    outln!("{}", f?.dir.display());
+    Ok(0)
+}
