@@ -304,6 +304,27 @@ pub fn redact_text(text: &str) -> String {
         }
     }
     result.push_str(rest);
+    // a log line's fields: `key=sslpassword value=secret`
+    for secret_key in ["key=password", "key=pass", "key=pwd", "key=sslpassword"] {
+        let mut from = 0;
+        while let Some(i) = result[from..].find(secret_key) {
+            let at = from + i + secret_key.len();
+            if result[at..].starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+                from = at;
+                continue;
+            }
+            let Some(v) = result[at..].find("value=") else {
+                break;
+            };
+            let start = at + v + "value=".len();
+            let end = result[start..]
+                .find(|c: char| c.is_whitespace() || matches!(c, '&' | '"' | '\'' | ','))
+                .map(|e| start + e)
+                .unwrap_or(result.len());
+            result.replace_range(start..end, "***");
+            from = start;
+        }
+    }
     result
 }
 
