@@ -106,9 +106,10 @@ impl FileConfig {
                 });
             }
         };
+        // toml's message points at the line with a caret: keep its lines
         toml::from_str(&text).map_err(|e| Error::Config {
             path: path.to_path_buf(),
-            message: e.to_string().trim().replace('\n', " "),
+            message: format!("\n{}", e.to_string().trim_end()),
         })
     }
 }

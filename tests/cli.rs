@@ -401,3 +401,32 @@ fn progress_is_plain_lines_in_a_log_and_a_bar_on_a_terminal() {
         "no bar on the terminal: {tty:?}"
     );
 }
+
+#[test]
+fn completions_and_the_manual_page() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef fleetmig"),
+        ("fish", "complete -c fleetmig"),
+    ] {
+        let out = fleetmig().args(["completions", shell]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = stdout(&out);
+        assert!(text.contains(marker), "{shell}: {text}");
+        assert!(
+            text.contains("rollout") && text.contains("tenant-pattern"),
+            "{shell}"
+        );
+    }
+    let out = fleetmig().arg("man").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let page = stdout(&out);
+    assert!(page.contains(".TH fleetmig"), "{page}");
+    assert!(
+        page.contains("fleetmig\\-resume"),
+        "every command has a section"
+    );
+    assert!(page.contains("\\-\\-allow\\-empty"), "flags are listed");
+    let out = fleetmig().args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -355,3 +355,48 @@ async fn a_large_sqlite_migration_runs_whole_and_fast() {
     assert_eq!((rows, logged), (200_000, 200_000));
     sqlx::Connection::close(c).await.unwrap();
 }
+
+/// A set already in production keeps its old lint findings without blocking
+/// `sync`: the gate judges only what some tenant still has to apply.
+/// `fleetmig lint` judges everything, or from `--since VERSION` on.
+#[tokio::test(flavor = "multi_thread")]
+async fn lint_blocks_only_what_is_still_to_apply() {
+    let dir = sqlite_fleet(2);
+    let first = migration_dir(&[(
+        "0001_t.sql",
+        "CREATE TABLE t (a int);\nUPDATE t SET a = 1;\n",
+    )]);
+    let out = sync(dir.path(), first.path(), &["--allow-lint-findings"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let both = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (a int);\nUPDATE t SET a = 1;\n",
+        ),
+        ("0002_u.sql", "CREATE TABLE u (b int);\n"),
+    ]);
+    let out = sync(dir.path(), both.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        sqlite_history(&tenant_path(dir.path(), "t0000")).await,
+        vec![(1, true), (2, true)]
+    );
+    let lint = |extra: &[&str]| {
+        fleetmig()
+            .args(["lint", "--migrations"])
+            .arg(both.path())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = lint(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("FM007"), "{}", stdout(&out));
+    let out = lint(&["--since", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    // a new tenant still needs 0001: the gate refuses again
+    std::fs::write(dir.path().join("tenants/t9999.db"), b"").unwrap();
+    let out = sync(dir.path(), both.path(), &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("FM007"), "{}", stderr(&out));
+}

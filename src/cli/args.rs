@@ -91,6 +91,11 @@ pub enum Command {
     /// Record migrations up to a version as applied without running them
     /// (tenants created from a dump that already has the schema).
     Baseline(BaselineArgs),
+    /// Print a shell completion script: `fleetmig completions bash >
+    /// /etc/bash_completion.d/fleetmig` (also zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff): `fleetmig man > fleetmig.1`.
+    Man,
 }
 
 /// Options every fleet command takes.
@@ -371,6 +376,11 @@ pub struct LintArgs {
     /// text or json.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub format: String,
+    /// Judge only the migrations from this version on (those not yet in
+    /// production); the gate before `sync`/`rollout` judges only what is
+    /// pending on some tenant.
+    #[arg(long, value_name = "VERSION")]
+    pub since: Option<i64>,
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +417,13 @@ pub struct BaselineArgs {
     /// Only these tenants (repeatable).
     #[arg(long = "tenant", value_name = "ID")]
     pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]

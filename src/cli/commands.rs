@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::args::{
-    BaselineArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, RestoreArgs, RolloutArgs, RunArgs,
-    StatusArgs, VerifyArgs, config, exec_overrides,
+    BaselineArgs, CompletionsArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, RestoreArgs,
+    RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config, exec_overrides,
 };
 use super::output;
 use super::progress::{Progress, ProgressMode};
@@ -236,7 +236,16 @@ async fn inspect_cmd(
 
 pub fn lint(a: LintArgs) -> Result<i32, Error> {
     let set = crate::migration::load(&a.migrations)?;
-    let findings = crate::lint::lint_set(&set);
+    let since = a.since.unwrap_or(i64::MIN);
+    let findings = crate::lint::lint_versions(
+        &set,
+        &[
+            crate::tenant::Dialect::Postgres,
+            crate::tenant::Dialect::Mysql,
+            crate::tenant::Dialect::Sqlite,
+        ],
+        |v| v >= since,
+    );
     if a.format == "json" {
         outln!("{}", crate::lint::render_json(&findings));
     } else {
@@ -334,6 +343,34 @@ pub async fn baseline(a: BaselineArgs) -> Result<i32, Error> {
         }
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+/// `fleetmig completions SHELL`: the completion script on stdout.
+pub fn completions(a: CompletionsArgs) -> Result<i32, Error> {
+    let mut cmd = <super::Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    clap_complete::generate(a.shell, &mut cmd, "fleetmig", &mut script);
+    out!("{}", String::from_utf8_lossy(&script));
+    Ok(0)
+}
+
+/// `fleetmig man`: the manual page (roff) on stdout, every command a section.
+pub fn man() -> Result<i32, Error> {
+    let cmd = <super::Cli as clap::CommandFactory>::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut page)
+        .map_err(|e| Error::io("stdout", e))?;
+    for sub in cmd.get_subcommands() {
+        // clap names are &'static str; a page is printed once per process
+        let name: &'static str = Box::leak(format!("fleetmig-{}", sub.get_name()).into_boxed_str());
+        let sub = sub.clone().name(name);
+        clap_mangen::Man::new(sub)
+            .render(&mut page)
+            .map_err(|e| Error::io("stdout", e))?;
+    }
+    out!("{}", String::from_utf8_lossy(&page));
+    Ok(0)
 }
 
 pub fn new(a: NewArgs) -> Result<i32, Error> {

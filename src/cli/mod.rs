@@ -37,5 +37,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Verify(a) => commands::verify(a).await,
         Command::Baseline(a) => commands::baseline(a).await,
         Command::New(a) => commands::new(a),
+        Command::Completions(a) => commands::completions(a),
+        Command::Man => commands::man(),
     }
 }

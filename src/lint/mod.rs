@@ -171,8 +171,18 @@ pub fn lint_set(set: &MigrationSet) -> Vec<Finding> {
 /// Lints the scripts that serve `fleet_dialects` (a SQLite-only fleet is not
 /// held to PostgreSQL's locking rules).
 pub fn lint_for(set: &MigrationSet, fleet_dialects: &[Dialect]) -> Vec<Finding> {
+    lint_versions(set, fleet_dialects, |_| true)
+}
+
+/// Lints the migrations whose version `judge` accepts (those still pending on
+/// some tenant, or `--since VERSION`), for `fleet_dialects`.
+pub fn lint_versions(
+    set: &MigrationSet,
+    fleet_dialects: &[Dialect],
+    judge: impl Fn(i64) -> bool,
+) -> Vec<Finding> {
     let mut out = Vec::new();
-    for m in &set.migrations {
+    for m in set.migrations.iter().filter(|m| judge(m.version)) {
         for script in m.up.all() {
             let dialects: Vec<Dialect> = dialects_of(m, script)
                 .into_iter()
@@ -201,11 +211,20 @@ pub fn lint_script(script: &Script, dialects: &[Dialect]) -> Vec<Finding> {
     let batch = script.directives.batch.is_some();
     let (line_ignores, file_ignores) = ignores(&script.sql);
     let mut out = Vec::new();
+    // tables this migration creates: no application reads them yet, so an
+    // index, a type change or a constraint on one locks nothing anyone waits on
+    let mut created: std::collections::HashSet<String> = Default::default();
     for st in split_statements(&script.sql) {
         let mut hits: Vec<&'static str> = Vec::new();
         match Parser::parse_sql(parser_dialect.as_ref(), &st.sql) {
             Ok(stmts) => {
                 for s in &stmts {
+                    if let Statement::CreateTable(ct) = s {
+                        created.insert(table_key(&ct.name));
+                    }
+                    if touches_created(s, &created) {
+                        continue;
+                    }
                     check_statement(s, postgres, script.no_tx, contract, batch, &mut hits);
                 }
             }
@@ -244,6 +263,31 @@ pub fn lint_script(script: &Script, dialects: &[Dialect]) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// The last part of a table name, unquoted and lower-cased (quoted names
+/// keep their case).
+fn table_key(name: &sqlparser::ast::ObjectName) -> String {
+    name.0
+        .last()
+        .and_then(|p| p.as_ident())
+        .map(|i| match i.quote_style {
+            Some(_) => i.value.clone(),
+            None => i.value.to_ascii_lowercase(),
+        })
+        .unwrap_or_default()
+}
+
+/// An index on, or an ALTER of, a table created earlier in the same
+/// migration (rules about locking live tables do not apply to it).
+fn touches_created(s: &Statement, created: &std::collections::HashSet<String>) -> bool {
+    match s {
+        Statement::CreateIndex(ci) => {
+            !ci.concurrently && created.contains(&table_key(&ci.table_name))
+        }
+        Statement::AlterTable(at) => created.contains(&table_key(&at.name)),
+        _ => false,
+    }
 }
 
 fn check_statement(
@@ -421,7 +465,7 @@ mod tests {
         let f = lint(&[
             (
                 "0001_idx.sql",
-                "CREATE TABLE t (a int);\nCREATE INDEX t_a ON t (a);\n",
+                "CREATE TABLE u (a int);\nCREATE INDEX t_a ON t (a);\n",
             ),
             (
                 "0002_cic.postgres.sql",
@@ -471,6 +515,24 @@ mod tests {
             !f.iter()
                 .any(|x| x.0 == "0002_cic.sql" || x.0 == "0009_dropidx.sql"),
             "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_table_created_in_the_same_migration_is_not_a_live_table() {
+        let f = lint(&[(
+            "0001_users.sql",
+            "CREATE TABLE users (id bigint, email text);\n\
+             CREATE UNIQUE INDEX users_email ON users (email);\n\
+             ALTER TABLE users ALTER COLUMN id TYPE bigint;\n\
+             ALTER TABLE users ADD COLUMN name text NOT NULL;\n\
+             ALTER TABLE users ADD CONSTRAINT ok CHECK (id > 0);\n\
+             CREATE INDEX live ON accounts (id);\n",
+        )]);
+        assert_eq!(
+            f,
+            vec![("0001_users.sql".to_string(), "FM001", 6)],
+            "only the index on a table that existed before"
         );
     }
 

@@ -32,6 +32,52 @@ use crate::options::{ExecOptions, Frozen, RolloutPolicy, RolloutRequest};
 use crate::report::new_run_id;
 use crate::tenant::Dialect;
 
+/// Refuses a rollout whose set has lint findings in a migration that some
+/// tenant of this run still has to apply (a set already in production keeps
+/// its old findings without blocking every sync). Tenants are read only when
+/// the set has findings at all.
+async fn lint_gate(
+    ctx: &Ctx<'_>,
+    fanout: &Fanout,
+    tenants: &[crate::tenant::Tenant],
+    target: i64,
+) -> Result<(), Error> {
+    let dialects: Vec<Dialect> = ctx
+        .tenants
+        .iter()
+        .map(|t| t.locator.dialect())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !crate::lint::lint_for(&ctx.set, &dialects)
+        .iter()
+        .any(|f| f.is_error())
+    {
+        return Ok(());
+    }
+    let rows =
+        crate::inspect::inspect(&ctx.connector, fanout, &ctx.set, tenants, Some(target)).await;
+    let unread = rows.iter().any(|r| r.version.is_none());
+    let pending: BTreeSet<i64> = rows
+        .iter()
+        .flat_map(|r| r.pending.iter().copied())
+        .collect();
+    let findings: Vec<_> =
+        crate::lint::lint_versions(&ctx.set, &dialects, |v| unread || pending.contains(&v))
+            .into_iter()
+            .filter(|f| f.is_error())
+            .collect();
+    if findings.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Lint(format!(
+        "the migrations this rollout would apply have {} lint finding(s); fix them, add a \
+         `-- fleetmig-lint: ignore FMxxx` comment with the reason, or pass --allow-lint-findings:\n{}",
+        findings.len(),
+        crate::lint::render_text(&findings)
+    )))
+}
+
 /// Plans and runs a new rollout of the fleet in `ctx` (`sync` is a one-wave
 /// rollout): refused before anything is written when the set has lint
 /// findings, the waves leave a tenant out, or a revert would be impossible.
@@ -44,26 +90,6 @@ pub async fn start(
 ) -> Result<Finished, Error> {
     let tenants = ctx.only(only)?;
     crate::report::check_folder(&ctx.opts.reports)?;
-    if !req.allow_lint_findings {
-        let dialects: Vec<Dialect> = ctx
-            .tenants
-            .iter()
-            .map(|t| t.locator.dialect())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let findings: Vec<_> = crate::lint::lint_for(&ctx.set, &dialects)
-            .into_iter()
-            .filter(|f| f.is_error())
-            .collect();
-        if !findings.is_empty() {
-            return Err(Error::Lint(format!(
-                "the migration set has {} lint finding(s); fix them, add a `-- fleetmig-lint: ignore FMxxx` comment with the reason, or pass --allow-lint-findings:\n{}",
-                findings.len(),
-                crate::lint::render_text(&findings)
-            )));
-        }
-    }
     let id = new_run_id();
     let specs = parse_waves(req.waves.as_deref().unwrap_or("all=rest"))?;
     let plan = plan_waves(&specs, &tenants, &id)?;
@@ -87,6 +113,9 @@ pub async fn start(
     }
     let target = exec.target.unwrap_or(ctx.set.head());
     let fanout = Fanout::new(exec.concurrency, exec.per_server);
+    if !req.allow_lint_findings {
+        lint_gate(ctx, &fanout, &tenants, target).await?;
+    }
     let (hold, held) = hold::contract_hold(
         &ctx.connector,
         &fanout,

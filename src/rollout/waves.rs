@@ -61,9 +61,23 @@ pub fn parse_waves(spec: &str) -> Result<Vec<WaveSpec>, Error> {
             return Err(bad(piece, "empty wave"));
         }
         let (name, sel) = match piece.split_once('=') {
-            Some((n, s)) if !n.contains(':') => (n.trim().to_string(), s.trim()),
+            Some((n, s)) if !n.contains(':') => {
+                if n.trim().is_empty() {
+                    return Err(bad(piece, "the wave name before '=' is empty"));
+                }
+                (n.trim().to_string(), s.trim())
+            }
             _ => (String::new(), piece),
         };
+        if out
+            .last()
+            .is_some_and(|w: &WaveSpec| w.selector == Selector::Rest)
+        {
+            return Err(bad(
+                piece,
+                "comes after a wave that takes every remaining tenant (100% or rest), so it would be empty",
+            ));
+        }
         let selector = if let Some(t) = sel.strip_prefix("tag:") {
             let (k, v) = match t.split_once('=') {
                 Some((k, v)) => (k.to_string(), Some(v.to_string())),
@@ -198,6 +212,16 @@ pub fn plan_waves(
             remaining[0].id
         )));
     }
+    // a wave that takes nobody is a mistyped tag or id, or a spec whose
+    // earlier waves took everyone: a gate over nothing proves nothing
+    if !tenants.is_empty()
+        && let Some(empty) = out.iter().find(|w| w.tenants.is_empty())
+    {
+        return Err(Error::Usage(format!(
+            "--waves: wave {} ({}) takes no tenant of the fleet",
+            empty.name, empty.selector
+        )));
+    }
     Ok(out)
 }
 
@@ -253,6 +277,9 @@ mod tests {
             "ids:",
             "banana",
             "a=5%,a=rest",
+            "100%,10%",
+            "rest,canary=tag:canary",
+            "=10%,rest",
         ] {
             assert!(parse_waves(bad).is_err(), "{bad} accepted");
         }
@@ -288,6 +315,12 @@ mod tests {
         let t = fleet(10);
         assert!(plan_waves(&parse_waves("tag:canary,50%").unwrap(), &t, "s").is_err());
         assert!(plan_waves(&parse_waves("ids:nope,rest").unwrap(), &t, "s").is_err());
+        let e = plan_waves(&parse_waves("beta=tag:beta,rest").unwrap(), &t, "s").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("wave beta (tag:beta) takes no tenant"),
+            "{e}"
+        );
         let p = plan_waves(&parse_waves("ids:t005+t007,rest").unwrap(), &t, "s").unwrap();
         assert_eq!(p[0].tenants.len(), 2);
         assert_eq!(p[1].tenants.len(), 8);
