@@ -400,3 +400,54 @@ async fn lint_blocks_only_what_is_still_to_apply() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("FM007"), "{}", stderr(&out));
 }
+
+/// `-- fleetmig: lock_timeout=...` gives one migration its own lock timeout:
+/// with the command's at 30 s, the migration that says 300ms gives up on a
+/// locked table at once (transient `lock_timeout`), in a group and alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_s_own_lock_timeout_wins_over_the_command_s() {
+    let db = pg_database("ownlock").await;
+    db.exec("CREATE SCHEMA tenant_a; CREATE TABLE tenant_a.t (x int);")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let m = migration_dir(&[(
+        "0001_alter.sql",
+        "-- fleetmig: lock_timeout=300ms\nALTER TABLE t ADD COLUMN y int;\n",
+    )]);
+    let mut holder = db.conn().await;
+    sqlx::raw_sql("BEGIN; LOCK TABLE tenant_a.t IN ACCESS SHARE MODE")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    for mode in ["migration", "tenant"] {
+        let t0 = std::time::Instant::now();
+        let out = sync_fleet(
+            dir.path(),
+            &fleet,
+            m.path(),
+            &[
+                "--lock-timeout",
+                "30s",
+                "--max-attempts",
+                "1",
+                "--tx-mode",
+                mode,
+            ],
+        );
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "{mode}: {:?}",
+            t0.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+        let rows = csv_rows(&report_dir(dir.path(), &out));
+        assert_eq!(rows["tenant_a"]["error_kind"], "lock_timeout", "{mode}");
+    }
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::Connection::close(holder).await.unwrap();
+    db.drop_now().await;
+}

@@ -44,6 +44,9 @@ pub struct MySqlSession {
     locked: bool,
     history_ready: bool,
     table: HistoryTable,
+    /// The session's statement time limit in seconds (0: none), to put back
+    /// after a migration that sets its own.
+    statement_secs: f64,
 }
 
 impl MySqlSession {
@@ -66,6 +69,10 @@ impl MySqlSession {
             locked: false,
             history_ready: false,
             table: HistoryTable::new(TABLE, Params::Question),
+            statement_secs: settings
+                .statement_timeout
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
         };
         let secs = settings.lock_timeout.as_secs().max(1);
         let setup =
@@ -99,6 +106,31 @@ impl MySqlSession {
         Ok(())
     }
 
+    /// The statements that give `step` the timeouts its directives set, and
+    /// those that put the session's back (empty when it sets none).
+    fn step_timeouts(&self, step: Step<'_>) -> (String, String) {
+        let d = &step.script.directives;
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        if let Some(t) = d.lock_timeout {
+            let (own, back) = (t.as_secs().max(1), self.lock_wait.as_secs().max(1));
+            before.push(format!(
+                "lock_wait_timeout = {own}, innodb_lock_wait_timeout = {own}"
+            ));
+            after.push(format!(
+                "lock_wait_timeout = {back}, innodb_lock_wait_timeout = {back}"
+            ));
+        }
+        if let Some(t) = d.statement_timeout {
+            before.push(format!("max_statement_time = {}", t.as_secs_f64()));
+            after.push(format!("max_statement_time = {}", self.statement_secs));
+        }
+        let set = |v: Vec<String>| match v.is_empty() {
+            true => String::new(),
+            false => format!("SET SESSION {}", v.join(", ")),
+        };
+        (set(before), set(after))
+    }
+
     /// Applies one migration statement by statement. The history row is
     /// written dirty first and made clean at the end; a failure after some
     /// statements ran leaves it dirty and says which statement ran last. A
@@ -109,12 +141,56 @@ impl MySqlSession {
         self.ensure_history().await?;
         let v = step.migration.version;
         let statements = split_statements(&step.script.sql);
+        let (own, back) = self.step_timeouts(step);
+        if !own.is_empty() {
+            self.conn
+                .execute(sqlx::AssertSqlSafe(own))
+                .await
+                .map_err(|e| self.err(e).at_version(v))?;
+        }
         let table = self.table.clone();
-        table
-            .insert(&mut self.conn, step, false, -1)
-            .await
-            .map_err(|e| self.err(e).at_version(v))?;
+        if let Err(e) = table.insert(&mut self.conn, step, false, -1).await {
+            if !back.is_empty() {
+                let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
+            }
+            return Err(self.err(e).at_version(v));
+        }
         let t0 = Instant::now();
+        let ran = self.run_statements(step, &statements).await;
+        if !back.is_empty() {
+            let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
+        }
+        ran?;
+        let duration = t0.elapsed();
+        if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
+            .await
+            .map_err(|e| self.err(e).at_version(v))?
+        {
+            return Err(failed.at_version(v));
+        }
+        sqlx::query(
+            "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
+        )
+        .bind(duration.as_nanos() as i64)
+        .bind(v)
+        .execute(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e).at_version(v))?;
+        Ok(AppliedStep {
+            version: v,
+            duration,
+            already_applied: false,
+        })
+    }
+
+    /// The statements of one migration, in order; a failure after the first
+    /// leaves the tenant dirty (see `apply_one`).
+    async fn run_statements(
+        &mut self,
+        step: Step<'_>,
+        statements: &[crate::migration::split::Statement],
+    ) -> Result<(), TenantError> {
+        let v = step.migration.version;
         for (i, st) in statements.iter().enumerate() {
             let Err(e) = self.conn.execute(sqlx::AssertSqlSafe(st.sql.clone())).await else {
                 continue;
@@ -152,26 +228,7 @@ impl MySqlSession {
             );
             return Err(t);
         }
-        let duration = t0.elapsed();
-        if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
-            .await
-            .map_err(|e| self.err(e).at_version(v))?
-        {
-            return Err(failed.at_version(v));
-        }
-        sqlx::query(
-            "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
-        )
-        .bind(duration.as_nanos() as i64)
-        .bind(v)
-        .execute(&mut self.conn)
-        .await
-        .map_err(|e| self.err(e).at_version(v))?;
-        Ok(AppliedStep {
-            version: v,
-            duration,
-            already_applied: false,
-        })
+        Ok(())
     }
 }
 

@@ -77,6 +77,9 @@ pub struct SqliteSession {
     /// Whether `_sqlx_migrations` is known to exist.
     history_ready: bool,
     table: HistoryTable,
+    /// The busy timeout (the lock timeout), to put back after a group whose
+    /// migration sets its own (`-- fleetmig: lock_timeout=...`).
+    busy: std::time::Duration,
 }
 
 fn missing() -> TenantError {
@@ -99,6 +102,7 @@ impl SqliteSession {
             conn,
             history_ready: false,
             table: HistoryTable::new(TABLE, Params::Question),
+            busy: settings.lock_timeout,
         };
         if !path.exists() {
             if access == Access::Read {
@@ -137,6 +141,15 @@ impl SqliteSession {
                 Err(t)
             }
         }
+    }
+
+    async fn busy_timeout(&mut self, t: std::time::Duration) -> Result<(), TenantError> {
+        let sql = format!("PRAGMA busy_timeout = {}", t.as_millis());
+        self.conn()?
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map(|_| ())
+            .map_err(err)
     }
 
     fn conn(&mut self) -> Result<&mut SqliteConnection, TenantError> {
@@ -294,11 +307,26 @@ impl Session for SqliteSession {
         Ok(history::applied(rows))
     }
 
+    /// A group waits for SQLite's write lock as long as the longest
+    /// `lock_timeout` directive of its migrations says (the lock is taken
+    /// once, by `BEGIN IMMEDIATE`); SQLite has no statement timeout.
     async fn apply(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
-        match steps {
+        let own = steps
+            .iter()
+            .filter_map(|s| s.script.directives.lock_timeout)
+            .max();
+        if let Some(t) = own {
+            self.busy_timeout(t).await?;
+        }
+        let r = match steps {
             [step] if step.script.no_tx => self.apply_no_tx(*step).await,
             _ => self.apply_group(steps).await,
+        };
+        if own.is_some() {
+            let back = self.busy;
+            let _ = self.busy_timeout(back).await;
         }
+        r
     }
 
     async fn backfill_batch(

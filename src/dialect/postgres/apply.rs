@@ -111,6 +111,41 @@ impl PgSession {
         // once would run as one implicit transaction, where `CREATE INDEX
         // CONCURRENTLY` cannot run.
         let statements = split_statements(&step.script.sql);
+        let (own, back) = self.step_timeouts(step, false);
+        if !own.is_empty() {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(own))
+                .execute(self.conn())
+                .await
+                .map_err(|e| self.err(e).at_version(v))?;
+        }
+        let ran = self.run_no_tx(step, &statements).await;
+        if !back.is_empty() {
+            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(back))
+                .execute(self.conn())
+                .await;
+        }
+        ran?;
+        let took = t0.elapsed();
+        let row = insert_rows(&self.table.name, &[(step, took.as_nanos().to_string())]);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(row))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.err(&e).at_version(v))?;
+        Ok(vec![AppliedStep {
+            version: v,
+            duration: took,
+            already_applied: false,
+        }])
+    }
+
+    /// The statements of a no-transaction migration, one by one (see
+    /// `apply_no_tx`).
+    async fn run_no_tx(
+        &mut self,
+        step: Step<'_>,
+        statements: &[crate::migration::split::Statement],
+    ) -> Result<(), TenantError> {
+        let v = step.migration.version;
         for (i, st) in statements.iter().enumerate() {
             let Err(e) = self
                 .conn()
@@ -148,17 +183,7 @@ impl PgSession {
             }
             return Err(t);
         }
-        let took = t0.elapsed();
-        let row = insert_rows(&self.table.name, &[(step, took.as_nanos().to_string())]);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(row))
-            .execute(self.conn())
-            .await
-            .map_err(|e| self.err(&e).at_version(v))?;
-        Ok(vec![AppliedStep {
-            version: v,
-            duration: took,
-            already_applied: false,
-        }])
+        Ok(())
     }
 
     /// Applies a group of transactional migrations in one transaction sent
@@ -182,13 +207,16 @@ impl PgSession {
             let marker = format!(
                 "SELECT 'fleetmig:start:{v}', set_config('fleetmig.t{i}', clock_timestamp()::text, true);\n"
             );
+            let (own, back) = self.step_timeouts(*step, true);
+            let marker = marker + &own;
             sent_chars += marker.chars().count();
             sql.push_str(&marker);
             starts.push((sent_chars, *step));
-            sent_chars += step.script.sql.chars().count() + 3;
+            sent_chars += step.script.sql.chars().count() + 3 + back.chars().count();
             sql.push_str(&step.script.sql);
             // a script may end in a comment or without a semicolon
             sql.push_str("\n;\n");
+            sql.push_str(&back);
             let end = if i + 1 < steps.len() {
                 start(i + 1)
             } else {
@@ -245,19 +273,34 @@ impl PgSession {
     ) -> Result<Vec<AppliedStep>, TenantError> {
         let table = self.table.clone();
         let url = self.url.clone();
+        let timeouts: Vec<(String, String)> =
+            steps.iter().map(|s| self.step_timeouts(*s, true)).collect();
         let err =
             |e: &sqlx::Error| super::tenant_error(e, crate::tenant::Dialect::Postgres, Some(&url));
         let result: Result<Vec<AppliedStep>, (TenantError, Option<i64>)> = async {
             let mut tx = self.conn().begin().await.map_err(|e| (err(&e), None))?;
             let mut out = Vec::new();
-            for step in steps {
+            for (i, step) in steps.iter().enumerate() {
                 let v = step.migration.version;
                 let at = |e: sqlx::Error| (err(&e), Some(v));
                 let t0 = Instant::now();
+                let (own, back) = timeouts[i].clone();
+                if !own.is_empty() {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(own))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(at)?;
+                }
                 sqlx::raw_sql(sqlx::AssertSqlSafe(step.script.sql.clone()))
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| (pin(err(&e), &e, &[(0, *step)]), Some(v)))?;
+                if !back.is_empty() {
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(back))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(at)?;
+                }
                 if let Some(failed) = history::verify(&mut *tx, step.script, history::ROLLED_BACK)
                     .await
                     .map_err(at)?
@@ -300,10 +343,11 @@ impl PgSession {
         let sql = step.script.sql.replace(":batch_size", &size.to_string());
         let sql = sql.trim_end().trim_end_matches(';');
         let table = self.table.name.clone();
+        let (own, _) = self.step_timeouts(step, true);
         let t0 = Instant::now();
         // Ok(Err(_)): the verification failed, the transaction is still open
         let result: Result<Result<(u64, u64, bool), TenantError>, sqlx::Error> = async {
-            let changed = run(self.conn(), format!("BEGIN;\n{sql};")).await?;
+            let changed = run(self.conn(), format!("BEGIN;\n{own}{sql};")).await?;
             let mut statements = 1;
             let mut done = changed == 0;
             let mut end = String::new();

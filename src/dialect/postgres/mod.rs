@@ -93,6 +93,9 @@ pub struct PgSession {
     lock_key: String,
     /// Session settings still to send (sent with the lock, in one round trip).
     setup: String,
+    /// The session's `lock_timeout` and `statement_timeout`, to put back
+    /// after a migration that sets its own.
+    timeouts: (String, String),
     locked: bool,
     /// Whether `_sqlx_migrations` is known to exist.
     history_ready: bool,
@@ -145,6 +148,13 @@ impl PgSession {
             url: url.to_string(),
             lock_key: schema.unwrap_or("").to_string(),
             setup: setup_sql(settings, schema),
+            timeouts: (
+                pg_duration(settings.lock_timeout),
+                settings
+                    .statement_timeout
+                    .map(pg_duration)
+                    .unwrap_or_else(|| "0".into()),
+            ),
             locked: false,
             history_ready: false,
             fresh: false,
@@ -195,6 +205,31 @@ impl PgSession {
         {
             self.broken = true;
         }
+    }
+
+    /// The statements that give `step` the timeouts its directives set
+    /// (`-- fleetmig: lock_timeout=... statement_timeout=...`), and those that
+    /// put the session's back; both empty when it sets none. `local`: inside
+    /// a transaction (`SET LOCAL`).
+    fn step_timeouts(&self, step: Step<'_>, local: bool) -> (String, String) {
+        let d = &step.script.directives;
+        let set = if local { "SET LOCAL" } else { "SET" };
+        let (mut before, mut after) = (String::new(), String::new());
+        if let Some(t) = d.lock_timeout {
+            before.push_str(&format!("{set} lock_timeout = '{}';\n", pg_duration(t)));
+            after.push_str(&format!("{set} lock_timeout = '{}';\n", self.timeouts.0));
+        }
+        if let Some(t) = d.statement_timeout {
+            before.push_str(&format!(
+                "{set} statement_timeout = '{}';\n",
+                pg_duration(t)
+            ));
+            after.push_str(&format!(
+                "{set} statement_timeout = '{}';\n",
+                self.timeouts.1
+            ));
+        }
+        (before, after)
     }
 
     /// Points a session that did not take the lock (reads, gates) at the
