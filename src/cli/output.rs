@@ -11,7 +11,7 @@ use crate::inspect::{Inspection, TenantState};
 use crate::migration::MigrationSet;
 use crate::report::RunReport;
 use crate::rollout::waves::PlannedWave;
-use crate::state::{RolloutStatus, RunStatus};
+use crate::state::RolloutStatus;
 
 pub fn print_run(r: &RunReport) {
     let t = r.totals();
@@ -58,22 +58,12 @@ pub fn print_run(r: &RunReport) {
     }
 }
 
-pub fn print_rollout(r: &RunReport, json: bool) {
+/// `status --rollout`, before its tenants: the summary (JSON: the opening
+/// of the object whose `tenants` follow, one by one).
+pub fn print_rollout_head(r: &RunReport, json: bool) {
     if json {
-        let s = r.summary();
-        #[derive(Serialize)]
-        struct Out<'a> {
-            summary: crate::report::Summary<'a>,
-            tenants: &'a [crate::state::TenantRun],
-        }
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&Out {
-                summary: s,
-                tenants: &r.tenants
-            })
-            .expect("serialisable")
-        );
+        let s = serde_json::to_string_pretty(&r.summary()).expect("serialisable");
+        outln!("{{\n\"summary\": {s},\n\"tenants\": [");
         return;
     }
     print_run(r);
@@ -98,15 +88,8 @@ pub fn print_rollout(r: &RunReport, json: bool) {
             w.gate.unwrap_or_default()
         );
     }
-    let width = r
-        .tenants
-        .iter()
-        .map(|t| t.tenant.len())
-        .max()
-        .unwrap_or(6)
-        .max(6);
     outln!(
-        "\n{:<width$}  {:<12} {:<11} {:>8} {:>5} {:>5}  error",
+        "\n{:<24}  {:<12} {:<11} {:>8} {:>5} {:>5}  error",
         "tenant",
         "wave",
         "status",
@@ -114,28 +97,39 @@ pub fn print_rollout(r: &RunReport, json: bool) {
         "from",
         "to"
     );
-    for t in &r.tenants {
-        let wave = r.wave_name(t.wave);
-        outln!(
-            "{:<width$}  {:<12} {:<11} {:>8} {:>5} {:>5}  {}",
-            t.tenant,
-            wave,
-            t.status,
-            t.attempts,
-            t.from_version.map(|v| v.to_string()).unwrap_or_default(),
-            t.to_version.map(|v| v.to_string()).unwrap_or_default(),
-            t.gate_error
-                .clone()
-                .or(t.error.message.clone())
-                .unwrap_or_default()
-        );
+}
+
+/// One tenant of `status --rollout` (the `n`th, from 0), as it streams
+/// from the store.
+pub fn print_rollout_tenant(r: &RunReport, t: &crate::state::TenantRun, n: usize, json: bool) {
+    if json {
+        let row = serde_json::to_string(t).expect("serialisable");
+        outln!("{}{row}", if n == 0 { "" } else { "," });
+        return;
+    }
+    outln!(
+        "{:<24}  {:<12} {:<11} {:>8} {:>5} {:>5}  {}",
+        t.tenant,
+        r.wave_name(t.wave),
+        t.status,
+        t.attempts,
+        t.from_version.map(|v| v.to_string()).unwrap_or_default(),
+        t.to_version.map(|v| v.to_string()).unwrap_or_default(),
+        t.gate_error
+            .clone()
+            .or(t.error.message.clone())
+            .unwrap_or_default()
+    );
+}
+
+/// The end of `status --rollout`.
+pub fn print_rollout_tail(json: bool) {
+    if json {
+        outln!("]\n}}");
     }
 }
 
-pub fn print_history(
-    rows: &[(crate::state::RolloutRecord, Vec<crate::state::TenantRun>)],
-    json: bool,
-) {
+pub fn print_history(rows: &[(crate::state::RolloutRecord, (usize, usize, usize))], json: bool) {
     if json {
         #[derive(Serialize)]
         struct Row<'a> {
@@ -148,12 +142,9 @@ pub fn print_history(
             .iter()
             .map(|(r, t)| Row {
                 rollout: r,
-                tenants: t.len(),
-                succeeded: t
-                    .iter()
-                    .filter(|x| x.status == RunStatus::Succeeded)
-                    .count(),
-                failed: t.iter().filter(|x| x.status == RunStatus::Failed).count(),
+                tenants: t.0,
+                succeeded: t.1,
+                failed: t.2,
             })
             .collect();
         outln!(
@@ -185,11 +176,9 @@ pub fn print_history(
             r.operator,
             r.status,
             r.target,
-            t.len(),
-            t.iter()
-                .filter(|x| x.status == RunStatus::Succeeded)
-                .count(),
-            t.iter().filter(|x| x.status == RunStatus::Failed).count()
+            t.0,
+            t.1,
+            t.2
         );
     }
 }

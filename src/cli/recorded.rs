@@ -180,16 +180,20 @@ pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
         async |ctx| crate::rollout::retry(ctx, &r.id, &tenants).await,
     )
     .await;
-    store.close().await;
-    let f = f?;
+    let (f, statuses) = match f {
+        Ok(f) => {
+            let statuses = store.statuses(&r.id, &tenants).await;
+            store.close().await;
+            (f, statuses?)
+        }
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     output::print_run(&f.report);
     outln!("{}", f.dir.display());
-    let retried_ok = f
-        .report
-        .tenants
-        .iter()
-        .filter(|t| tenants.contains(&t.tenant))
-        .all(|t| t.status == RunStatus::Succeeded);
+    let retried_ok = statuses.iter().all(|(_, s)| *s == RunStatus::Succeeded);
     Ok(if retried_ok { 0 } else { 1 })
 }
 
@@ -231,14 +235,27 @@ pub async fn pause(a: PauseArgs) -> Result<i32, Error> {
     Ok(0)
 }
 
-/// `status --rollout ID`: the rollout's waves and tenants from the store.
+/// `status --rollout ID`: the rollout's waves and tenants from the store,
+/// its tenants streamed.
 pub async fn status(cfg: &Config, id: &str, json: bool) -> Result<i32, Error> {
     let store = open_store(cfg, Open::Existing).await?;
-    let report = RunReport::load(&store, id).await;
+    let r = async {
+        let report = RunReport::load(&store, id).await?;
+        output::print_rollout_head(&report, json);
+        let mut n = 0;
+        store
+            .each_run(id, |t| {
+                output::print_rollout_tenant(&report, &t, n, json);
+                n += 1;
+                Ok(())
+            })
+            .await?;
+        output::print_rollout_tail(json);
+        Ok::<_, Error>(report.all_ok())
+    }
+    .await;
     store.close().await;
-    let report = report?;
-    output::print_rollout(&report, json);
-    Ok(if report.all_ok() { 0 } else { 1 })
+    Ok(if r? { 0 } else { 1 })
 }
 
 pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
@@ -258,8 +275,8 @@ pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
     let rows = async {
         let mut rows = Vec::new();
         for r in store.rollouts(a.limit).await? {
-            let tenants = store.tenant_runs(&r.id).await?;
-            rows.push((r, tenants));
+            let counts = store.run_counts(&r.id).await?;
+            rows.push((r, counts));
         }
         Ok::<_, Error>(rows)
     }

@@ -101,8 +101,11 @@ impl HistoryTable {
     }
 }
 
+/// A history row as read: version, description, success, checksum.
+pub(crate) type HistoryRow = (i64, String, bool, Vec<u8>);
+
 /// Turns history rows into `Applied`.
-pub(crate) fn applied(rows: Vec<(i64, String, bool, Vec<u8>)>) -> Vec<Applied> {
+pub(crate) fn applied(rows: Vec<HistoryRow>) -> Vec<Applied> {
     rows.into_iter()
         .map(|(version, description, success, checksum)| Applied {
             version,

@@ -194,6 +194,51 @@ impl Connector {
         })
     }
 
+    /// Reads the histories of `tenants` where that is cheaper than a session
+    /// (SQLite files, read on blocking threads; PostgreSQL schemas of one
+    /// database, many per round trip): `None` for a tenant whose history a
+    /// session must read. Read-only: nothing is locked, created or written,
+    /// so it serves only to find the tenants with nothing to do; anything
+    /// else goes through a session, which reads its history again under the
+    /// tenant's lock.
+    pub async fn peek(&self, tenants: &[Tenant]) -> Vec<Option<Vec<Applied>>> {
+        let mut out: Vec<Option<Vec<Applied>>> = vec![None; tenants.len()];
+        let files: Vec<(usize, std::path::PathBuf)> = tenants
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| match &t.locator {
+                Locator::Sqlite { path } => Some((i, path.clone())),
+                _ => None,
+            })
+            .collect();
+        if !files.is_empty() {
+            // one blocking reader per core
+            let busy = self.settings.lock_timeout.min(Duration::from_millis(200));
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let per = files.len().div_ceil(cores);
+            let readers: Vec<_> = files
+                .chunks(per.max(1))
+                .map(|part| {
+                    let part = part.to_vec();
+                    tokio::task::spawn_blocking(move || {
+                        let paths: Vec<&Path> = part.iter().map(|(_, p)| p.as_path()).collect();
+                        let found = sqlite::peek_histories(&paths, busy);
+                        part.iter().map(|(i, _)| *i).zip(found).collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for reader in readers {
+                for (i, h) in reader.await.unwrap_or_default() {
+                    out[i] = h;
+                }
+            }
+        }
+        for (i, h) in postgres::peek_schemas(&self.pg, &self.settings, tenants).await {
+            out[i] = Some(h);
+        }
+        out
+    }
+
     /// Closes every pool (end of a command).
     pub async fn close(&self) {
         self.pg.close().await;

@@ -266,6 +266,45 @@ impl SqliteSession {
     }
 }
 
+/// Reads the histories of SQLite tenants without a session: each file
+/// opened read-only, its `_sqlx_migrations` read, closed, all on this
+/// (blocking) thread — the nightly check of an up-to-date fleet at about the
+/// speed of reading the files. `None` where a session must decide (the file
+/// is missing, busy or unreadable); nothing is ever created or written.
+pub(crate) fn peek_histories(paths: &[&Path], busy: Duration) -> Vec<Option<Vec<Applied>>> {
+    use rusqlite::{Connection, OpenFlags};
+    paths
+        .iter()
+        .map(|path| {
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ok()?;
+            conn.busy_timeout(busy).ok()?;
+            let exists: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok()?;
+            if exists == 0 {
+                return Some(Vec::new());
+            }
+            let mut st = conn
+                .prepare("SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
+                .ok()?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .ok()?
+                .collect::<Result<Vec<history::HistoryRow>, _>>()
+                .ok()?;
+            Some(history::applied(rows))
+        })
+        .collect()
+}
+
 #[async_trait::async_trait]
 impl Session for SqliteSession {
     fn dialect(&self) -> Dialect {

@@ -2,13 +2,26 @@
 //! tenant), `waves.csv` (one row a wave) and `summary.md`.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 use super::{RunReport, Summary, ms_time};
+use crate::error::Error;
+use crate::state::TenantRun;
 
-impl RunReport {
-    pub(super) fn tenants_csv(&self) -> String {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        let _ = w.write_record([
+/// `tenants.csv`, written a row at a time as the store is read, through a
+/// temporary file renamed into place when complete.
+pub(super) struct TenantsCsv {
+    tmp: PathBuf,
+    path: PathBuf,
+    w: csv::Writer<std::io::BufWriter<std::fs::File>>,
+}
+
+impl TenantsCsv {
+    pub(super) fn create(path: &Path) -> Result<TenantsCsv, Error> {
+        let tmp = path.with_extension("csv.tmp");
+        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
+        w.write_record([
             "tenant",
             "wave",
             "status",
@@ -26,13 +39,21 @@ impl RunReport {
             "error_message",
             "gate_error",
             "preflight",
-        ]);
+        ])
+        .map_err(|e| Error::io(&tmp, e.into()))?;
+        Ok(TenantsCsv {
+            tmp,
+            path: path.to_path_buf(),
+            w,
+        })
+    }
+
+    pub(super) fn row(&mut self, t: &TenantRun, wave: &str) -> Result<(), Error> {
         let opt = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_default();
-        let wave_name = |i: i64| self.wave_name(i).to_string();
-        for t in &self.tenants {
-            let _ = w.write_record([
+        self.w
+            .write_record([
                 t.tenant.clone(),
-                wave_name(t.wave),
+                wave.to_string(),
                 t.status.to_string(),
                 t.attempts.to_string(),
                 opt(t.from_version),
@@ -52,11 +73,24 @@ impl RunReport {
                 t.error.message.clone().unwrap_or_default(),
                 t.gate_error.clone().unwrap_or_default(),
                 t.preflight.clone().unwrap_or_default(),
-            ]);
-        }
-        String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
+            ])
+            .map_err(|e| Error::io(&self.tmp, e.into()))
     }
 
+    pub(super) fn finish(self) -> Result<(), Error> {
+        let TenantsCsv { tmp, path, w } = self;
+        let file = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?;
+        file.into_inner()
+            .map_err(|e| Error::io(&tmp, e.into_error()))?
+            .sync_all()
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    }
+}
+
+impl RunReport {
     pub(super) fn waves_csv(&self, s: &Summary<'_>) -> String {
         let mut w = csv::Writer::from_writer(Vec::new());
         let _ = w.write_record([

@@ -1,16 +1,14 @@
 //! `report.html`: one self-contained page (no network, no script, inline SVG)
 //! that an operator can open from a laptop or a CI artifact: the waves as a
 //! timeline (each tenant a bar from start to end, coloured by outcome, retries
-//! marked), a histogram of tenant durations, and the failure clusters.
+//! marked; above 2,000 tenants, tenants finished per time bucket by outcome,
+//! wave starts marked), a histogram of tenant durations, and the failure
+//! clusters. Its size does not grow with the fleet past the bars' limit.
 
 use std::fmt::Write as _;
 
+use super::gather::{Bar, Buckets, Timeline};
 use super::{RunReport, Summary};
-use crate::state::{RunStatus, TenantRun};
-
-/// At most this many tenants are drawn in the timeline (failed ones first);
-/// the CSV has them all.
-const MAX_BARS: usize = 2000;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
@@ -31,27 +29,20 @@ fn colour(status: &str) -> &'static str {
 }
 
 fn timeline(r: &RunReport) -> String {
-    let mut rows: Vec<&TenantRun> = r
-        .tenants
-        .iter()
-        .filter(|t| t.started_at.is_some())
-        .collect();
-    let total_started = rows.len();
-    if rows.len() > MAX_BARS {
-        rows.sort_by_key(|t| (t.status != RunStatus::Failed, t.attempts == 1));
-        rows.truncate(MAX_BARS);
+    match &r.gathered.timeline {
+        Timeline::Bars(bars) => tenant_bars(r, bars),
+        Timeline::Buckets(b) => completions(r, b),
     }
-    rows.sort_by_key(|t| (t.wave, t.started_at, t.tenant.clone()));
+}
+
+/// A small rollout: a bar per tenant from start to end, by wave, coloured by
+/// outcome, retries marked.
+fn tenant_bars(r: &RunReport, rows: &[Bar]) -> String {
     if rows.is_empty() {
         return "<p>No tenant has started yet.</p>".into();
     }
-    let t0 = rows.iter().filter_map(|t| t.started_at).min().unwrap_or(0);
-    let t1 = rows
-        .iter()
-        .map(|t| t.finished_at.or(t.started_at).unwrap_or(t0))
-        .max()
-        .unwrap_or(t0)
-        .max(t0 + 1);
+    let t0 = rows.iter().map(|t| t.start).min().unwrap_or(0);
+    let t1 = rows.iter().map(|t| t.end).max().unwrap_or(t0).max(t0 + 1);
     let (left, width) = (140.0, 820.0);
     let bar_h: f64 = if rows.len() > 400 {
         2.0
@@ -64,29 +55,21 @@ fn timeline(r: &RunReport) -> String {
     let mut y = 20.0;
     let mut body = String::new();
     let mut last_wave = None;
-    for t in &rows {
+    for t in rows {
         if last_wave != Some(t.wave) {
-            let name = r
-                .waves
-                .iter()
-                .find(|w| w.wave == t.wave)
-                .map(|w| w.name.clone())
-                .unwrap_or_default();
             y += 6.0;
             let _ = write!(
                 body,
                 r##"<line class="wave-sep" x1="0" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#ccc"/><text class="wave-label" x="4" y="{:.1}" font-size="11">{}</text>"##,
                 left + width,
                 y + 11.0,
-                esc(&name)
+                esc(r.wave_name(t.wave))
             );
             y += 4.0;
             last_wave = Some(t.wave);
         }
-        let s = t.started_at.unwrap_or(t0);
-        let e = t.finished_at.unwrap_or(s).max(s);
-        let x = left + width * (s - t0) as f64 / (t1 - t0) as f64;
-        let w = (width * (e - s) as f64 / (t1 - t0) as f64).max(1.0);
+        let x = left + width * (t.start - t0) as f64 / (t1 - t0) as f64;
+        let w = (width * (t.end - t.start) as f64 / (t1 - t0) as f64).max(1.0);
         let _ = write!(
             body,
             r#"<rect class="bar" data-tenant="{}" data-status="{}" x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{bar_h}" fill="{}"><title>{}: {} — {} attempt(s), {} ms{}</title></rect>"#,
@@ -97,8 +80,7 @@ fn timeline(r: &RunReport) -> String {
             esc(t.status.as_str()),
             t.attempts,
             t.duration_ms,
-            t.error
-                .message
+            t.message
                 .as_ref()
                 .map(|m| format!(" — {}", esc(m)))
                 .unwrap_or_default()
@@ -116,48 +98,99 @@ fn timeline(r: &RunReport) -> String {
         }
         y += bar_h + gap;
     }
-    let secs = (t1 - t0) as f64 / 1000.0;
-    let mut axis = String::new();
-    for i in 0..=4 {
-        let x = left + width * i as f64 / 4.0;
-        let _ = write!(
-            axis,
-            r##"<line x1="{x:.1}" x2="{x:.1}" y1="14" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="11" font-size="10" text-anchor="middle">{:.2}s</text>"##,
-            y,
-            secs * i as f64 / 4.0
-        );
-    }
-    let note = if total_started > rows.len() {
-        format!(
-            "<p>Showing {} of {} tenants (failed and retried first); tenants.csv has all.</p>",
-            rows.len(),
-            total_started
-        )
-    } else {
-        String::new()
-    };
+    let axis = time_axis(left, width, y, (t1 - t0) as f64 / 1000.0);
     format!(
-        r#"{note}<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{}" height="{:.0}" role="img" aria-label="tenant timeline">{axis}{body}</svg>"#,
+        r#"<svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{}" height="{:.0}" role="img" aria-label="tenant timeline">{axis}{body}</svg>"#,
         left + width + 20.0,
         y + 10.0
     )
 }
 
-fn histogram(r: &RunReport) -> String {
-    let d: Vec<i64> = r
-        .tenants
+/// Vertical guides every quarter of the run, labelled in seconds.
+fn time_axis(left: f64, width: f64, bottom: f64, secs: f64) -> String {
+    let mut axis = String::new();
+    for i in 0..=4 {
+        let x = left + width * i as f64 / 4.0;
+        let _ = write!(
+            axis,
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="14" y2="{bottom:.1}" stroke="#eee"/><text x="{x:.1}" y="11" font-size="10" text-anchor="middle">{:.2}s</text>"##,
+            secs * i as f64 / 4.0
+        );
+    }
+    axis
+}
+
+/// A large rollout: tenants finished per time bucket, stacked by outcome,
+/// with each wave's start marked; the full table is `tenants.csv`.
+fn completions(r: &RunReport, b: &Buckets) -> String {
+    let (left, width, height) = (60.0, 900.0, 220.0);
+    let top = b
+        .counts
         .iter()
-        .filter(|t| t.started_at.is_some())
-        .map(|t| t.duration_ms)
-        .collect();
+        .map(|c| c.iter().sum::<usize>())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let bw = width / b.counts.len() as f64;
+    let mut body = String::new();
+    let colours = ["#2e9d4f", "#d1352b", "#9aa0a6"];
+    let names = ["succeeded", "failed", "other"];
+    let span = (b.t1 - b.t0) as f64;
+    for (i, c) in b.counts.iter().enumerate() {
+        let mut y = 20.0 + height;
+        for k in 0..3 {
+            if c[k] == 0 {
+                continue;
+            }
+            let h = height * c[k] as f64 / top;
+            y -= h;
+            let from = span * i as f64 / b.counts.len() as f64 / 1000.0;
+            let _ = write!(
+                body,
+                r#"<rect class="bucket" data-status="{}" x="{:.1}" y="{y:.1}" width="{:.1}" height="{h:.1}" fill="{}"><title>{} tenant(s) {} between {from:.1}s and {:.1}s</title></rect>"#,
+                names[k],
+                left + i as f64 * bw,
+                (bw - 0.5).max(0.5),
+                colours[k],
+                c[k],
+                names[k],
+                from + span / b.counts.len() as f64 / 1000.0
+            );
+        }
+    }
+    for w in &r.waves {
+        if let Some(at) = w.started_at.filter(|at| *at >= b.t0 && *at <= b.t1) {
+            let x = left + width * (at - b.t0) as f64 / span;
+            let _ = write!(
+                body,
+                r##"<line class="wave-start" x1="{x:.1}" x2="{x:.1}" y1="14" y2="{:.1}" stroke="#555" stroke-dasharray="3,2"/><text class="wave-label" x="{:.1}" y="{:.1}" font-size="10">{}</text>"##,
+                20.0 + height,
+                x + 2.0,
+                30.0,
+                esc(&w.name)
+            );
+        }
+    }
+    let axis = time_axis(left, width, 20.0 + height, span / 1000.0);
+    format!(
+        r#"<p>{} tenants: tenants finished per {:.1} s, by outcome (the full table is tenants.csv; the tallest bar is {top} tenants).</p><svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="{}" height="{:.0}" role="img" aria-label="tenants finished over time">{axis}{body}</svg>"#,
+        r.gathered.totals.tenants,
+        span / b.counts.len() as f64 / 1000.0,
+        left + width + 20.0,
+        height + 40.0
+    )
+}
+
+fn histogram(r: &RunReport) -> String {
+    let d = &r.gathered.durations;
     if d.is_empty() {
         return String::new();
     }
-    let max = *d.iter().max().unwrap_or(&1);
+    let max = *d.last().unwrap_or(&1) as i64;
     let bins = 20usize;
     let step = ((max as f64 + 1.0) / bins as f64).max(1.0);
     let mut counts = vec![0usize; bins];
-    for v in &d {
+    for v in d {
         counts[((*v as f64 / step) as usize).min(bins - 1)] += 1;
     }
     let top = *counts.iter().max().unwrap_or(&1) as f64;

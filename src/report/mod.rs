@@ -7,21 +7,20 @@
 //! `metrics` writes the Prometheus text file for the nightly job.
 
 mod files;
+pub mod gather;
 pub mod html;
 mod metrics;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::error::Error;
 use crate::options::TxMode;
 use crate::state::{
-    REFUSED_WAVE, RolloutRecord, RolloutStatus, RunStatus, StateStore, TenantRun, WaveRecord,
-    WaveStatus,
+    REFUSED_WAVE, RolloutRecord, RolloutStatus, StateStore, WaveRecord, WaveStatus,
 };
+use gather::{Gather, Gathered, quantile_ms};
 
 /// The version of the layout of `summary.json`; bumped on any breaking change.
 pub const FORMAT_VERSION: u32 = 2;
@@ -36,15 +35,16 @@ pub fn new_run_id() -> String {
     )
 }
 
-/// Everything the state store knows about one rollout.
+/// What the state store knows about one rollout: its record, its waves, and
+/// the aggregates of its tenants (one streamed pass; see `gather`).
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub rollout: RolloutRecord,
     pub waves: Vec<WaveRecord>,
-    pub tenants: Vec<TenantRun>,
+    pub gathered: Gathered,
 }
 
-#[derive(Debug, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Serialize, Default, Clone, PartialEq, Eq)]
 pub struct Totals {
     pub tenants: usize,
     pub succeeded: usize,
@@ -118,15 +118,6 @@ pub struct Summary<'a> {
     pub peak_rss_kb: Option<u64>,
 }
 
-/// The `q` quantile (0..=1) of sorted durations, nearest-rank.
-pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-    sorted[rank - 1]
-}
-
 /// This process's peak resident set size (Linux `VmHWM`), in KiB.
 pub fn peak_rss_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -175,140 +166,115 @@ fn ms_time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn durations(rows: &[&TenantRun]) -> Vec<Duration> {
-    let mut d: Vec<Duration> = rows
-        .iter()
-        .filter(|t| t.started_at.is_some())
-        .map(|t| Duration::from_millis(t.duration_ms.max(0) as u64))
-        .collect();
-    d.sort();
-    d
-}
-
 impl RunReport {
-    /// Everything the store holds about rollout `id`.
-    pub async fn load(store: &StateStore, id: &str) -> Result<RunReport, Error> {
+    /// The report of rollout `id`, gathered from the store in one pass
+    /// (`csv`: also written row by row into that file as the pass goes).
+    async fn gather(
+        store: &StateStore,
+        id: &str,
+        mut csv: Option<&mut files::TenantsCsv>,
+    ) -> Result<RunReport, Error> {
+        let rollout = store.get_rollout(id).await?;
+        let waves = store.waves(id).await?;
+        let (started, t0, t1) = store.run_bounds(id).await?;
+        let mut g = Gather::new(started, t0, t1);
+        store
+            .each_run(id, |run| {
+                g.add(&run);
+                if let Some(csv) = csv.as_deref_mut() {
+                    csv.row(&run, wave_name(&waves, run.wave))?;
+                }
+                Ok(())
+            })
+            .await?;
         Ok(RunReport {
-            rollout: store.get_rollout(id).await?,
-            waves: store.waves(id).await?,
-            tenants: store.tenant_runs(id).await?,
+            rollout,
+            waves,
+            gathered: g.finish(),
         })
+    }
+
+    /// Everything the store holds about rollout `id`, without writing files.
+    pub async fn load(store: &StateStore, id: &str) -> Result<RunReport, Error> {
+        Self::gather(store, id, None).await
+    }
+
+    /// Writes every report file of rollout `id` into `reports/<id>/`, each
+    /// through a temporary file and a rename, so a reader never sees half a
+    /// report; `tenants.csv` is streamed from the store as it is read.
+    pub async fn write(
+        store: &StateStore,
+        id: &str,
+        reports: &Path,
+    ) -> Result<(RunReport, PathBuf), Error> {
+        let dir = reports.join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let mut csv = files::TenantsCsv::create(&dir.join("tenants.csv"))?;
+        let report = Self::gather(store, id, Some(&mut csv)).await?;
+        csv.finish()?;
+        let summary = report.summary();
+        write_atomic(&dir.join("waves.csv"), &report.waves_csv(&summary))?;
+        let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
+        write_atomic(&dir.join("summary.json"), &(json + "\n"))?;
+        write_atomic(&dir.join("summary.md"), &report.markdown(&summary))?;
+        write_atomic(&dir.join("report.html"), &html::render(&report, &summary))?;
+        Ok((report, dir))
     }
 
     /// The name of wave `i`; tenants that discovery refused are in no wave.
     pub fn wave_name(&self, i: i64) -> &str {
-        if i == REFUSED_WAVE {
-            return "discovery";
-        }
-        self.waves
-            .iter()
-            .find(|w| w.wave == i)
-            .map(|w| w.name.as_str())
-            .unwrap_or("")
+        wave_name(&self.waves, i)
     }
 
     pub fn totals(&self) -> Totals {
-        let mut t = Totals {
-            tenants: self.tenants.len(),
-            ..Default::default()
-        };
-        for r in &self.tenants {
-            match r.status {
-                RunStatus::Succeeded => {
-                    t.succeeded += 1;
-                    if r.applied.is_empty() {
-                        t.up_to_date += 1;
-                    }
-                }
-                RunStatus::Failed => t.failed += 1,
-                RunStatus::Running => t.running += 1,
-                RunStatus::NotStarted => t.not_started += 1,
-                RunStatus::Skipped => t.skipped += 1,
-                RunStatus::Reverted => t.reverted += 1,
-                RunStatus::Pending => t.pending += 1,
-            }
-            t.migrations_applied += r.applied.len();
-            t.retries += (r.attempts - 1).max(0) as usize;
-        }
-        t
+        self.gathered.totals.clone()
     }
 
     /// Whether every tenant ended at the target (exit code 0).
     pub fn all_ok(&self) -> bool {
-        self.tenants
-            .iter()
-            .all(|t| t.status == RunStatus::Succeeded)
+        self.gathered.totals.succeeded == self.gathered.totals.tenants
+    }
+
+    /// Whether no tenant's gate query failed.
+    pub fn gates_clean(&self) -> bool {
+        self.gathered.gate_errors == 0
     }
 
     pub fn duration_stats(&self) -> DurationStats {
-        let d = durations(&self.tenants.iter().collect::<Vec<_>>());
+        let d = &self.gathered.durations;
         DurationStats {
-            p50_ms: quantile(&d, 0.5).as_millis() as u64,
-            p95_ms: quantile(&d, 0.95).as_millis() as u64,
-            max_ms: d.last().copied().unwrap_or_default().as_millis() as u64,
+            p50_ms: quantile_ms(d, 0.5),
+            p95_ms: quantile_ms(d, 0.95),
+            max_ms: d.last().copied().unwrap_or(0) as u64,
         }
     }
 
     /// Failed tenants clustered by class, kind and normalised message,
     /// largest cluster first. Gate failures cluster under kind `gate_sql`.
     pub fn failure_clusters(&self) -> Vec<FailureCluster> {
-        let mut groups: BTreeMap<(String, String, String), FailureCluster> = BTreeMap::new();
-        for t in &self.tenants {
-            let (class, kind, message) = if t.status == RunStatus::Failed {
-                (
-                    t.error.class.clone().unwrap_or_default(),
-                    t.error.kind.clone().unwrap_or_default(),
-                    t.error.message.clone().unwrap_or_default(),
-                )
-            } else if let Some(g) = &t.gate_error {
-                ("gate".to_string(), "gate_sql".to_string(), g.clone())
-            } else {
-                continue;
-            };
-            let norm = normalise_message(&message);
-            let c = groups
-                .entry((class.clone(), kind.clone(), norm.clone()))
-                .or_insert_with(|| FailureCluster {
-                    class,
-                    kind,
-                    message: norm,
-                    count: 0,
-                    example_tenants: Vec::new(),
-                    example_message: message.clone(),
-                });
-            c.count += 1;
-            if c.example_tenants.len() < 5 {
-                c.example_tenants.push(t.tenant.clone());
-            }
-        }
-        let mut v: Vec<_> = groups.into_values().collect();
-        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.kind.cmp(&b.kind)));
-        v
+        self.gathered.clusters.clone()
     }
 
     pub fn wave_summaries(&self) -> Vec<WaveSummary> {
         self.waves
             .iter()
             .map(|w| {
-                let rows: Vec<&TenantRun> =
-                    self.tenants.iter().filter(|t| t.wave == w.wave).collect();
-                let d = durations(&rows);
+                let c = self
+                    .gathered
+                    .waves
+                    .get(&w.wave)
+                    .cloned()
+                    .unwrap_or_default();
                 WaveSummary {
                     wave: w.wave,
                     name: w.name.clone(),
                     selector: w.selector.clone(),
                     status: w.status,
-                    tenants: rows.len(),
-                    succeeded: rows
-                        .iter()
-                        .filter(|t| t.status == RunStatus::Succeeded)
-                        .count(),
-                    failed: rows
-                        .iter()
-                        .filter(|t| t.status == RunStatus::Failed)
-                        .count(),
-                    p50_ms: quantile(&d, 0.5).as_millis() as u64,
-                    p95_ms: quantile(&d, 0.95).as_millis() as u64,
+                    tenants: c.tenants,
+                    succeeded: c.succeeded,
+                    failed: c.failed,
+                    p50_ms: quantile_ms(&c.durations, 0.5),
+                    p95_ms: quantile_ms(&c.durations, 0.95),
                     gate: w.gate.clone(),
                 }
             })
@@ -319,7 +285,7 @@ impl RunReport {
         let r = &self.rollout;
         let end = r
             .finished_at
-            .or_else(|| self.tenants.iter().filter_map(|t| t.finished_at).max())
+            .or(self.gathered.last_finished)
             .unwrap_or(r.created_at);
         Summary {
             format_version: FORMAT_VERSION,
@@ -345,21 +311,19 @@ impl RunReport {
             peak_rss_kb: peak_rss_kb(),
         }
     }
+}
 
-    /// Writes every report file into `reports/<rollout-id>/`, each through a
-    /// temporary file and a rename, so a reader never sees half a report.
-    pub fn write(&self, reports: &Path) -> Result<PathBuf, Error> {
-        let dir = reports.join(&self.rollout.id);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let summary = self.summary();
-        write_atomic(&dir.join("tenants.csv"), &self.tenants_csv())?;
-        write_atomic(&dir.join("waves.csv"), &self.waves_csv(&summary))?;
-        let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
-        write_atomic(&dir.join("summary.json"), &(json + "\n"))?;
-        write_atomic(&dir.join("summary.md"), &self.markdown(&summary))?;
-        write_atomic(&dir.join("report.html"), &html::render(self, &summary))?;
-        Ok(dir)
+/// The name of wave `i` among `waves`; tenants that discovery refused are in
+/// no wave.
+fn wave_name(waves: &[WaveRecord], i: i64) -> &str {
+    if i == REFUSED_WAVE {
+        return "discovery";
     }
+    waves
+        .iter()
+        .find(|w| w.wave == i)
+        .map(|w| w.name.as_str())
+        .unwrap_or("")
 }
 
 /// Checks, before any work, that reports can be written under `reports`:
@@ -389,17 +353,17 @@ mod tests {
 
     #[test]
     fn quantiles_are_nearest_rank() {
-        let d: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(quantile(&d, 0.5), Duration::from_millis(50));
-        assert_eq!(quantile(&d, 0.95), Duration::from_millis(95));
-        assert_eq!(quantile(&d[..1], 0.95), Duration::from_millis(1));
-        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
+        let d: Vec<u32> = (1..=100).collect();
+        assert_eq!(quantile_ms(&d, 0.5), 50);
+        assert_eq!(quantile_ms(&d, 0.95), 95);
+        assert_eq!(quantile_ms(&d[..1], 0.95), 1);
+        assert_eq!(quantile_ms(&[], 0.5), 0);
     }
 
     #[test]
     fn run_ids_sort_by_time() {
         let a = new_run_id();
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(std::time::Duration::from_millis(5));
         let b = new_run_id();
         assert!(a < b, "{a} !< {b}");
     }

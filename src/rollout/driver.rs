@@ -39,7 +39,7 @@ pub struct Finished {
 impl Finished {
     pub fn exit_code(&self) -> i32 {
         let completed = self.report.rollout.status == RolloutStatus::Completed;
-        let gates_clean = self.report.tenants.iter().all(|t| t.gate_error.is_none());
+        let gates_clean = self.report.gates_clean();
         if self.report.all_ok() && completed && gates_clean {
             0
         } else {
@@ -546,8 +546,7 @@ pub async fn write_report(
     reports: &Path,
     metrics: Option<&Path>,
 ) -> Result<Finished, Error> {
-    let report = RunReport::load(store, id).await?;
-    let dir = report.write(reports)?;
+    let (report, dir) = RunReport::write(store, id, reports).await?;
     if let Some(m) = metrics {
         crate::report::write_atomic(m, &report.metrics())?;
     }

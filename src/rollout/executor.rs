@@ -5,6 +5,7 @@
 //! step is an event on the bus. Cancellation (Ctrl-C/SIGTERM) starts no new
 //! tenant and stops in-flight tenants after the migration they are running.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -98,8 +99,29 @@ impl Executor {
         });
         let mut tasks = JoinSet::new();
         let mut stops = Stops::default();
-        let mut queue = interleave(tenants, |t| t);
-        while let Some(tenant) = queue.pop_front() {
+        let mut ahead = interleave(tenants, |t| t);
+        let mut queue: VecDeque<Tenant> = VecDeque::new();
+        loop {
+            if queue.is_empty() {
+                if ahead.is_empty() {
+                    break;
+                }
+                // Peek ahead at a chunk: the tenants whose history says
+                // there is nothing to do finish here, without a session
+                // (the nightly check of an up-to-date fleet).
+                let chunk: Vec<Tenant> = ahead.drain(..ahead.len().min(PEEK_CHUNK)).collect();
+                let peeked = match shared.cancel.is_cancelled() {
+                    true => vec![None; chunk.len()],
+                    false => self.connector.peek(&chunk).await,
+                };
+                for (tenant, history) in chunk.into_iter().zip(peeked) {
+                    if !history.is_some_and(|h| up_to_date(&shared, &tenant, &h)) {
+                        queue.push_back(tenant);
+                    }
+                }
+                continue;
+            }
+            let tenant = queue.pop_front().expect("not empty");
             let stop_reason = if shared.cancel.is_cancelled() {
                 Some("interrupted before this tenant started")
             } else if self
@@ -159,6 +181,52 @@ impl Executor {
         shared.emit(Event::RunFinished);
         stops
     }
+}
+
+/// Tenants read ahead at a time (see `Connector::peek`).
+const PEEK_CHUNK: usize = 256;
+
+/// A tenant whose peeked history plans nothing to apply is up to date: it
+/// gets its events (started, planned, finished) without a session. Anything
+/// else (something pending, a history that does not plan) goes through a
+/// session, which reads the history again under the tenant's lock.
+fn up_to_date(shared: &Shared, tenant: &Tenant, history: &[crate::migration::Applied]) -> bool {
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let Ok(mut plan) = plan_tenant(
+        history,
+        &shared.set,
+        tenant.locator.dialect(),
+        shared.opts.target,
+    ) else {
+        return false;
+    };
+    super::hold::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
+    if !plan.pending.is_empty() {
+        return false;
+    }
+    shared.emit(Event::TenantStarted {
+        tenant: tenant.id.clone(),
+        attempt: 1,
+    });
+    shared.emit(Event::TenantPlanned {
+        tenant: tenant.id.clone(),
+        from_version: plan.current,
+        pending: Vec::new(),
+    });
+    shared.emit(Event::TenantFinished(Box::new(TenantOutcome {
+        tenant: tenant.id.clone(),
+        status: TenantStatus::UpToDate,
+        attempts: 1,
+        from_version: Some(plan.current),
+        to_version: Some(plan.current),
+        applied: Vec::new(),
+        duration: started.elapsed(),
+        started_at: Some(started_at),
+        finished_at: Some(Utc::now()),
+        error: None,
+    })));
+    true
 }
 
 fn not_started(shared: &Shared, tenant: &Tenant, reason: &str) {

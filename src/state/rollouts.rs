@@ -11,6 +11,10 @@ use super::{
 };
 use crate::error::Error;
 
+/// Rows per multi-row INSERT (SQLite and PostgreSQL both take this many
+/// bind parameters in one statement).
+const INSERT_ROWS: usize = 500;
+
 impl StateStore {
     /// Creates a rollout with its waves and tenants (all `pending`), claimed by
     /// `owner`, unless another rollout of the same fleet is running: then the
@@ -95,18 +99,24 @@ impl StateStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-            for t in tenants {
-                sqlx::query(
+            // many rows per statement: 100,000 tenants are 200 statements
+            for chunk in tenants.chunks(INSERT_ROWS) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|k| format!("($1, ${}, $2, $3, 0, '', 0)", k + 4))
+                    .collect();
+                let sql = format!(
                     "INSERT INTO fleetmig_tenant_runs (rollout_id, tenant, wave, status, attempts, applied, duration_ms) \
-                     VALUES ($1, $2, $3, $4, 0, '', 0)",
-                )
-                .bind(&r.id)
-                .bind(t)
-                .bind(i as i64)
-                .bind(RunStatus::Pending.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+                     VALUES {}",
+                    values.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(&r.id)
+                    .bind(i as i64)
+                    .bind(RunStatus::Pending.as_str());
+                for t in chunk {
+                    q = q.bind(t);
+                }
+                q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
             }
         }
         for (name, why) in refused {

@@ -25,6 +25,84 @@ impl StateStore {
             .collect()
     }
 
+    /// Calls `f` with every tenant run of rollout `id`, by wave and tenant,
+    /// streamed from the store: a report of 100,000 tenants never holds
+    /// their rows.
+    pub async fn each_run(
+        &self,
+        id: &str,
+        mut f: impl FnMut(TenantRun) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        use futures_util::TryStreamExt;
+        let mut rows = sqlx::query(
+            "SELECT * FROM fleetmig_tenant_runs WHERE rollout_id = $1 ORDER BY wave, tenant",
+        )
+        .bind(id)
+        .fetch(&self.pool);
+        while let Some(row) = rows.try_next().await.map_err(|e| self.err(e))? {
+            f(tenant_from(&row).map_err(|e| self.err(format!("rollout {id}: {e}")))?)?;
+        }
+        Ok(())
+    }
+
+    /// How many tenants of rollout `id` started, the first start and the
+    /// last end (for the shape of a report's timeline).
+    pub async fn run_bounds(&self, id: &str) -> Result<(usize, i64, i64), Error> {
+        let (n, t0, t1): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
+            "SELECT count(started_at), min(started_at), max(COALESCE(finished_at, started_at)) \
+             FROM fleetmig_tenant_runs WHERE rollout_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok((n as usize, t0.unwrap_or(0), t1.unwrap_or(0)))
+    }
+
+    /// Tenants, succeeded and failed of rollout `id`, counted by the store.
+    pub async fn run_counts(&self, id: &str) -> Result<(usize, usize, usize), Error> {
+        let (n, ok, failed): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*), \
+             COALESCE(sum(CASE WHEN status = $2 THEN 1 ELSE 0 END), 0), \
+             COALESCE(sum(CASE WHEN status = $3 THEN 1 ELSE 0 END), 0) \
+             FROM fleetmig_tenant_runs WHERE rollout_id = $1",
+        )
+        .bind(id)
+        .bind(RunStatus::Succeeded.as_str())
+        .bind(RunStatus::Failed.as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok((n as usize, ok as usize, failed as usize))
+    }
+
+    /// The status of each of `tenants` in rollout `id` (those it has).
+    pub async fn statuses(
+        &self,
+        id: &str,
+        tenants: &[String],
+    ) -> Result<Vec<(String, RunStatus)>, Error> {
+        let mut out = Vec::new();
+        for chunk in tenants.chunks(500) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT tenant, status FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND tenant IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).bind(id);
+            for t in chunk {
+                q = q.bind(t);
+            }
+            for (tenant, status) in q.fetch_all(&self.pool).await.map_err(|e| self.err(e))? {
+                let status = status
+                    .parse()
+                    .map_err(|e| self.err(format!("rollout {id}, tenant {tenant}: {e}")))?;
+                out.push((tenant, status));
+            }
+        }
+        Ok(out)
+    }
+
     /// The tenants of wave `wave` whose status is one of `statuses`, by id.
     pub async fn wave_tenants(
         &self,
