@@ -49,6 +49,7 @@ async fn context<'a>(
 ) -> Result<Ctx<'a>, Error> {
     let fleet = cfg.fleet()?;
     let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
+    tracing::debug!(tenants = found.tenants.len(), "discovered");
     let cancel = super::signals::arm();
     Ok(Ctx {
         store,

@@ -266,6 +266,22 @@ impl SqliteSession {
     }
 }
 
+/// Turns off SQLite's memory statistics for this process, before the library
+/// is first used: they put a global mutex around every allocation, which the
+/// threads reading tenant files at once (see `peek_histories`) would contend
+/// for. fleetmig never reads them. Call once, first thing.
+pub fn tune_library() {
+    // SAFETY: sqlite3_config is called before any connection exists (first
+    // thing in main); if the library were already initialized it would
+    // return SQLITE_MISUSE and change nothing.
+    unsafe {
+        libsqlite3_sys::sqlite3_config(
+            libsqlite3_sys::SQLITE_CONFIG_MEMSTATUS,
+            0 as std::ffi::c_int,
+        );
+    }
+}
+
 /// Reads the histories of SQLite tenants without a session: each file
 /// opened read-only, its `_sqlx_migrations` read, closed, all on this
 /// (blocking) thread — the nightly check of an up-to-date fleet at about the
@@ -282,19 +298,14 @@ pub(crate) fn peek_histories(paths: &[&Path], busy: Duration) -> Vec<Option<Vec<
             )
             .ok()?;
             conn.busy_timeout(busy).ok()?;
-            let exists: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok()?;
-            if exists == 0 {
-                return Some(Vec::new());
-            }
-            let mut st = conn
-                .prepare("SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version")
-                .ok()?;
+            let mut st = match conn.prepare(
+                "SELECT version, description, success, checksum FROM _sqlx_migrations ORDER BY version",
+            ) {
+                Ok(st) => st,
+                // one statement, not two: a tenant without the table has no history
+                Err(e) if e.to_string().contains("no such table") => return Some(Vec::new()),
+                Err(_) => return None,
+            };
             let rows = st
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .ok()?

@@ -86,6 +86,7 @@ pub async fn start(
     ctx.store
         .create_rollout(&record, &waves, refused, ctx.opts.lease)
         .await?;
+    tracing::debug!(rollout = %id, "recorded");
     drive(ctx, &id, false).await
 }
 
@@ -221,6 +222,7 @@ async fn drive(ctx: &Ctx<'_>, id: &str, override_first_gate: bool) -> Result<Fin
     }
     ctx.store.set_request(id, None).await?;
     ctx.store.set_status(id, status, reason.as_deref()).await?;
+    tracing::debug!(rollout = %id, %status, "ended; writing the report");
     bus.emit(Event::RolloutEnded {
         rollout: id.to_string(),
         status,
@@ -262,6 +264,7 @@ async fn drive_waves(
         });
         let interrupted = run_tenants(ctx, &r, bus, recorder, &fanout, &todo).await;
         recorder.flush().await?;
+        tracing::debug!(rollout = %id, wave = %wave.name, "wave ran and recorded");
         if interrupted {
             return Ok((
                 RolloutStatus::Paused,

@@ -151,5 +151,6 @@ pub async fn start(
             .collect(),
         false => Vec::new(),
     };
+    tracing::debug!(rollout = %id, tenants = tenants.len(), "planned");
     driver::start(ctx, command, target, settings, plan, &refused, id).await
 }

@@ -11,9 +11,10 @@ use super::{
 };
 use crate::error::Error;
 
-/// Rows per multi-row INSERT (SQLite and PostgreSQL both take this many
-/// bind parameters in one statement).
-const INSERT_ROWS: usize = 500;
+/// Rows per multi-row INSERT: sqlx binds a SQLite parameter by looking its
+/// name up among all of them (quadratic in the parameters of a statement),
+/// so a few hundred is the sweet spot.
+const INSERT_ROWS: usize = 200;
 
 impl StateStore {
     /// Creates a rollout with its waves and tenants (all `pending`), claimed by

@@ -8,8 +8,13 @@ use sqlx::Row;
 
 use super::records::WaveTally;
 use super::records::{join_applied, tenant_from};
-use super::{Backfill, RunStatus, StateStore, TenantRun, TenantUpdate, now_ms};
+use super::{Backfill, Finish, RunError, RunStatus, StateStore, TenantRun, TenantUpdate, now_ms};
 use crate::error::Error;
+
+/// Clean finishes per statement (nine parameters each): sqlx binds a
+/// SQLite parameter by looking its name up among all of them, so a statement
+/// of thousands of parameters costs quadratic time; 64 rows is past the gain.
+const FINISH_ROWS: usize = 64;
 
 impl StateStore {
     pub async fn tenant_runs(&self, id: &str) -> Result<Vec<TenantRun>, Error> {
@@ -189,7 +194,24 @@ impl StateStore {
             return Ok(());
         }
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        // clean finishes (no error) are written many per statement; any
+        // other update of a tenant among them first writes them out
+        let mut clean: Vec<&Finish> = Vec::new();
         for u in updates {
+            if let TenantUpdate::Finished(f) = u
+                && f.error == RunError::default()
+            {
+                clean.push(f);
+                if clean.len() == FINISH_ROWS {
+                    self.finish_many(&mut tx, id, &std::mem::take(&mut clean))
+                        .await?;
+                }
+                continue;
+            }
+            if clean.iter().any(|f| f.tenant == u.tenant()) {
+                self.finish_many(&mut tx, id, &std::mem::take(&mut clean))
+                    .await?;
+            }
             let q = match u {
                 TenantUpdate::Started { tenant, at } => sqlx::query(
                     "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + 1, \
@@ -268,7 +290,69 @@ impl StateStore {
             };
             q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
         }
+        self.finish_many(&mut tx, id, &clean).await?;
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Writes clean finishes (no error) of rollout `id`, one statement for
+    /// all of them: an up-to-date fleet of 100,000 tenants is 200
+    /// statements, not 100,000. Same effect as `record`'s one-row update.
+    async fn finish_many(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        id: &str,
+        rows: &[&Finish],
+    ) -> Result<(), Error> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let values: Vec<String> = (0..rows.len())
+            .map(|i| {
+                let b = 2 + i * 9;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b,
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                )
+            })
+            .collect();
+        let sql = format!(
+            "WITH v (tenant, status, attempts, from_v, to_v, applied, started, finished, ms) AS (VALUES {}) \
+             UPDATE fleetmig_tenant_runs SET status = v.status, \
+             attempts = fleetmig_tenant_runs.attempts + v.attempts, \
+             from_version = COALESCE(fleetmig_tenant_runs.from_version, v.from_v), \
+             to_version = COALESCE(v.to_v, fleetmig_tenant_runs.to_version), \
+             applied = CASE WHEN v.applied = '' THEN fleetmig_tenant_runs.applied \
+             WHEN fleetmig_tenant_runs.applied = '' THEN v.applied \
+             ELSE fleetmig_tenant_runs.applied || ';' || v.applied END, \
+             started_at = COALESCE(fleetmig_tenant_runs.started_at, v.started), finished_at = v.finished, \
+             duration_ms = fleetmig_tenant_runs.duration_ms + v.ms, error_class = NULL, error_kind = NULL, \
+             error_code = NULL, error_version = NULL, error_message = NULL, gate_error = NULL \
+             FROM v WHERE fleetmig_tenant_runs.rollout_id = $1 AND fleetmig_tenant_runs.tenant = v.tenant",
+            values.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+        for f in rows {
+            q = q
+                .bind(f.tenant.as_str())
+                .bind(f.status.as_str())
+                .bind(f.attempts)
+                .bind(f.from_version)
+                .bind(f.to_version)
+                .bind(join_applied(&f.applied))
+                .bind(f.started_at)
+                .bind(f.finished_at)
+                .bind(f.duration_ms);
+        }
+        q.execute(&mut **tx).await.map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Sets tenants' status (e.g. `skipped` on abort, `reverted`).
