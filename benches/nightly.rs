@@ -1,0 +1,287 @@
+//! Benchmark: the nightly check — every tenant already at head — against the
+//! floor of reading each tenant's history and nothing else, in the same run;
+//! and the memory of `sync`, `resume` and `report` on big fleets.
+//!
+//! SQLite: N tenant files at head (one migrated file copied N times). The
+//! floor is a plain loop in 2 processes (Python's sqlite3) that opens each
+//! file and reads its `_sqlx_migrations` rows. fleetmig is the release
+//! binary's `sync`, timed from start to exit (discovery, state store,
+//! recording every tenant, reports included), with its peak RSS from
+//! `/usr/bin/time -f %M`. Then, on the same fleet: a rollout paused after a
+//! first wave of one tenant and its `resume` (the rest), and `report ID`,
+//! each with its time and peak RSS.
+//!
+//! PostgreSQL: M tenant schemas at head; the floor is `psql` in 8 sessions
+//! reading each schema's history (one SELECT per schema); fleetmig is `sync`
+//! with `--concurrency 8`. URLs use sslmode=disable.
+//!
+//! Rounds interleave floor and fleetmig; ratios are the median of per-round
+//! ratios, with their range.
+//!
+//! cargo bench --bench nightly -- [--sqlite 30000,100000] [--pg 1000] [--rounds 3]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sqlx::Connection;
+
+fn arg(name: &str, default: &str) -> String {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn migrations() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+}
+
+const FLOOR_PY: &str = r#"
+import sqlite3, sys, os
+from multiprocessing import Pool
+def read(paths):
+    n = 0
+    for p in paths:
+        c = sqlite3.connect(p)
+        n += len(c.execute("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version").fetchall())
+        c.close()
+    return n
+if __name__ == "__main__":
+    d = sys.argv[1]
+    files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".db"))
+    with Pool(2) as p:
+        print(sum(p.map(read, [files[0::2], files[1::2]])))
+"#;
+
+/// Runs `cmd` under `/usr/bin/time`: (wall time, peak RSS in MB, stdout).
+fn timed(mut cmd: Command) -> (Duration, f64, String) {
+    let start = Instant::now();
+    let out = cmd.output().unwrap();
+    let wall = start.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success() || out.status.code() == Some(1),
+        "{}{err}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let rss_kb: f64 = err
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("peak-rss-kb "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    (
+        wall,
+        rss_kb / 1024.0,
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+fn fleetmig(dir: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("/usr/bin/time");
+    c.current_dir(dir)
+        .args(["-f", "peak-rss-kb %M", env!("CARGO_BIN_EXE_fleetmig")])
+        .args(args)
+        .arg("--migrations")
+        .arg(migrations());
+    if args[0] != "report" {
+        c.args(["--progress-every", "0"]);
+    }
+    c
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn range(v: &[f64]) -> String {
+    let lo = v.iter().cloned().fold(f64::MAX, f64::min);
+    let hi = v.iter().cloned().fold(f64::MIN, f64::max);
+    format!("{lo:.2}–{hi:.2}")
+}
+
+/// A fleet of `n` SQLite tenants at head, in `root/t`.
+fn sqlite_fleet(root: &Path, n: usize) {
+    let seed = root.join("seed");
+    std::fs::create_dir_all(seed.join("t")).unwrap();
+    std::fs::write(seed.join("t/t0.db"), b"").unwrap();
+    let (_, _, out) = timed(fleetmig(&seed, &["sync", "--fleet", "sqlite-dir:t"]));
+    assert!(out.contains("completed"), "{out}");
+    let fleet = root.join("t");
+    std::fs::create_dir_all(&fleet).unwrap();
+    for i in 0..n {
+        std::fs::copy(seed.join("t/t0.db"), fleet.join(format!("t{i:06}.db"))).unwrap();
+    }
+}
+
+fn sqlite(n: usize, rounds: usize) {
+    let root = tempfile::tempdir().unwrap();
+    sqlite_fleet(root.path(), n);
+    let py = root.path().join("floor.py");
+    std::fs::write(&py, FLOOR_PY).unwrap();
+    let (mut ratios, mut floor_t, mut sync_t, mut rss) = (vec![], vec![], vec![], 0.0f64);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let out = Command::new("python3")
+            .arg(&py)
+            .arg(root.path().join("t"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let floor = start.elapsed();
+        let (wall, mb, out) = timed(fleetmig(root.path(), &["sync", "--fleet", "sqlite-dir:t"]));
+        assert!(out.contains(&format!("({n} up to date)")), "{out}");
+        ratios.push(floor.as_secs_f64() / wall.as_secs_f64());
+        floor_t.push(n as f64 / floor.as_secs_f64());
+        sync_t.push(n as f64 / wall.as_secs_f64());
+        rss = rss.max(mb);
+    }
+    // resume: a rollout paused after one tenant, then the rest
+    let (_, _, out) = timed(fleetmig(
+        root.path(),
+        &[
+            "rollout",
+            "--fleet",
+            "sqlite-dir:t",
+            "--waves",
+            "first=1,rest",
+            "--pause-after",
+            "first",
+        ],
+    ));
+    let id = out
+        .lines()
+        .last()
+        .and_then(|l| l.rsplit('/').next())
+        .unwrap()
+        .to_string();
+    let (resume_wall, resume_mb, out) = timed(fleetmig(root.path(), &["resume", &id]));
+    assert!(out.contains("completed"), "{out}");
+    let (report_wall, report_mb, _) = timed(fleetmig(root.path(), &["report", &id]));
+    println!(
+        "| SQLite | {n} | {:.0} | {:.0} | {:.2} | {} | {rss:.1} MB | {resume_mb:.1} MB ({:.1} s) | {report_mb:.1} MB ({:.2} s) |",
+        median(floor_t),
+        median(sync_t),
+        median(ratios.clone()),
+        range(&ratios),
+        resume_wall.as_secs_f64(),
+        report_wall.as_secs_f64()
+    );
+}
+
+async fn postgres(m: usize, rounds: usize) {
+    let base = std::env::var("FLEETMIG_TEST_PG_URL").unwrap_or_else(|_| {
+        "postgres://fleetmig:fleetmig-test-secret@127.0.0.1:5432/fleetmig_test?sslmode=disable"
+            .into()
+    });
+    let name = format!("fm_nightly_{:08x}", rand::random::<u32>());
+    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let mut u = url::Url::parse(&base).unwrap();
+    u.set_path(&format!("/{name}"));
+    let url = u.to_string();
+    let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+    let ddl: String = (0..m)
+        .map(|i| format!("CREATE SCHEMA tenant_{i:05};"))
+        .collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(ddl))
+        .execute(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{url}");
+    let (_, _, out) = timed(fleetmig(
+        root.path(),
+        &["sync", "--fleet", &fleet, "--concurrency", "8"],
+    ));
+    assert!(out.contains("completed"), "{out}");
+    // the floor: 8 psql sessions, each reading its share of the histories
+    let sessions: Vec<PathBuf> = (0..8)
+        .map(|s| {
+            let sql: String = (s..m)
+                .step_by(8)
+                .map(|i| {
+                    format!(
+                        "SELECT version, success, checksum FROM tenant_{i:05}._sqlx_migrations ORDER BY version;\n"
+                    )
+                })
+                .collect();
+            let p = root.path().join(format!("s{s}.sql"));
+            std::fs::write(&p, sql).unwrap();
+            p
+        })
+        .collect();
+    let (mut ratios, mut floor_t, mut sync_t, mut rss) = (vec![], vec![], vec![], 0.0f64);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let children: Vec<_> = sessions
+            .iter()
+            .map(|f| {
+                Command::new("psql")
+                    .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-o", "/dev/null", "-f"])
+                    .arg(f)
+                    .arg(&url)
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for ch in children {
+            assert!(ch.wait_with_output().unwrap().status.success());
+        }
+        let floor = start.elapsed();
+        let (wall, mb, out) = timed(fleetmig(
+            root.path(),
+            &["sync", "--fleet", &fleet, "--concurrency", "8"],
+        ));
+        assert!(out.contains(&format!("({m} up to date)")), "{out}");
+        ratios.push(floor.as_secs_f64() / wall.as_secs_f64());
+        floor_t.push(m as f64 / floor.as_secs_f64());
+        sync_t.push(m as f64 / wall.as_secs_f64());
+        rss = rss.max(mb);
+    }
+    println!(
+        "| PostgreSQL schemas | {m} | {:.0} | {:.0} | {:.2} | {} | {rss:.1} MB | | |",
+        median(floor_t),
+        median(sync_t),
+        median(ratios.clone()),
+        range(&ratios)
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds: usize = arg("--rounds", "3").parse().unwrap();
+    println!(
+        "Nightly check (every tenant at head), {rounds} rounds interleaved with the floor, 2 cores"
+    );
+    println!(
+        "| fleet | tenants | floor tenants/s | fleetmig tenants/s | ratio (median) | range | sync peak RSS | resume peak RSS | report peak RSS |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for n in arg("--sqlite", "30000,100000")
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        sqlite(n.parse().unwrap(), rounds);
+    }
+    for m in arg("--pg", "1000").split(',').filter(|s| !s.is_empty()) {
+        postgres(m.parse().unwrap(), rounds).await;
+    }
+}
