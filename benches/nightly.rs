@@ -277,11 +277,14 @@ async fn main() {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for n in arg("--sqlite", "30000,100000")
         .split(',')
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && *s != "0")
     {
         sqlite(n.parse().unwrap(), rounds);
     }
-    for m in arg("--pg", "1000").split(',').filter(|s| !s.is_empty()) {
+    for m in arg("--pg", "1000")
+        .split(',')
+        .filter(|s| !s.is_empty() && *s != "0")
+    {
         postgres(m.parse().unwrap(), rounds).await;
     }
 }

@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -82,4 +82,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // abort), and where its reports go
     "ALTER TABLE fleetmig_rollouts ADD COLUMN requested TEXT;
     ALTER TABLE fleetmig_rollouts ADD COLUMN reports_dir TEXT",
+    // 6: several workers on one rollout (PostgreSQL store): tenants claimed
+    // under a lease, the worker that ran each, the workers themselves, the
+    // one evaluation of each wave's gate, and when a baked wave opens
+    "ALTER TABLE fleetmig_tenant_runs ADD COLUMN claimed_by TEXT;
+    ALTER TABLE fleetmig_tenant_runs ADD COLUMN lease_until BIGINT;
+    ALTER TABLE fleetmig_tenant_runs ADD COLUMN worker TEXT;
+    CREATE INDEX IF NOT EXISTS fleetmig_tenant_runs_wave ON fleetmig_tenant_runs (rollout_id, wave, status);
+    ALTER TABLE fleetmig_waves ADD COLUMN gated_by TEXT;
+    ALTER TABLE fleetmig_waves ADD COLUMN gated_at BIGINT;
+    ALTER TABLE fleetmig_waves ADD COLUMN opens_at BIGINT;
+    CREATE TABLE IF NOT EXISTS fleetmig_workers (
+        rollout_id TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        host TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        heartbeat_at BIGINT NOT NULL,
+        stopped_at BIGINT,
+        claimed BIGINT NOT NULL,
+        done BIGINT NOT NULL,
+        PRIMARY KEY (rollout_id, worker)
+    );
+    CREATE TABLE IF NOT EXISTS fleetmig_gates (
+        rollout_id TEXT NOT NULL,
+        wave BIGINT NOT NULL,
+        worker TEXT NOT NULL,
+        status TEXT NOT NULL,
+        evaluated_at BIGINT NOT NULL,
+        PRIMARY KEY (rollout_id, wave)
+    )",
 ];

@@ -74,6 +74,8 @@ text_enum! {
     pub enum WaveStatus {
         Pending = "pending",
         Running = "running",
+        /// Its tenants are done and one worker is evaluating its gate.
+        Gating = "gating",
         /// Its gate passed.
         Passed = "passed",
         /// Its gate failed: the rollout halted on it.

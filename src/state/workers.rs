@@ -1,0 +1,400 @@
+//! Several workers on one rollout, through the PostgreSQL state store: each
+//! registers itself and heartbeats; tenants of the current wave are claimed
+//! in small batches with `SELECT ... FOR UPDATE SKIP LOCKED`, each claim
+//! carrying the worker's id and a lease its heartbeat extends; a claim whose
+//! lease ran out is anyone's. A wave's gate is taken by one worker with a
+//! conditional update and recorded once (`fleetmig_gates`' key).
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{Request, RolloutStatus, RunStatus, StateStore, WaveStatus, now_ms};
+use crate::error::Error;
+
+/// One worker of a rollout, as `status --rollout` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkerRecord {
+    pub worker: String,
+    pub host: String,
+    pub started_at: i64,
+    pub heartbeat_at: i64,
+    pub stopped_at: Option<i64>,
+    /// Tenants it holds a claim on now.
+    pub claimed: i64,
+    /// Tenants it ran to an end.
+    pub done: i64,
+}
+
+/// What a heartbeat learns about the rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub status: RolloutStatus,
+    pub requested: Option<Request>,
+}
+
+/// The statuses of a tenant still to run (or to run again).
+const TODO: [RunStatus; 3] = [RunStatus::Pending, RunStatus::Running, RunStatus::NotStarted];
+
+impl StateStore {
+    /// Whether several processes can work on one rollout through this store
+    /// (PostgreSQL: row locks and `SKIP LOCKED`); a SQLite file cannot.
+    pub fn is_shared(&self) -> bool {
+        self.postgres
+    }
+
+    /// Registers `worker` (host `host`) on rollout `id`, or marks it live again.
+    pub async fn join(&self, id: &str, worker: &str, host: &str) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO fleetmig_workers (rollout_id, worker, host, started_at, heartbeat_at, stopped_at, claimed, done) \
+             VALUES ($1, $2, $3, $4, $4, NULL, 0, 0) \
+             ON CONFLICT (rollout_id, worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(host)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// `worker` is alive: its heartbeat, the leases of its claims and of the
+    /// gate it evaluates are extended to `lease_ms` from now, and it learns
+    /// how the rollout stands.
+    pub async fn beat(&self, id: &str, worker: &str, lease_ms: i64) -> Result<Seen, Error> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let claimed: i64 = sqlx::query_scalar(
+            "WITH c AS (UPDATE fleetmig_tenant_runs SET lease_until = $1 \
+             WHERE rollout_id = $2 AND claimed_by = $3 AND status IN ($4, $5, $6) RETURNING 1) \
+             SELECT count(*) FROM c",
+        )
+        .bind(now + lease_ms)
+        .bind(id)
+        .bind(worker)
+        .bind(TODO[0].as_str())
+        .bind(TODO[1].as_str())
+        .bind(TODO[2].as_str())
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "UPDATE fleetmig_workers SET heartbeat_at = $1, claimed = $2 WHERE rollout_id = $3 AND worker = $4",
+        )
+        .bind(now)
+        .bind(claimed)
+        .bind(id)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "UPDATE fleetmig_waves SET gated_at = $1 WHERE rollout_id = $2 AND gated_by = $3 AND status = $4",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(worker)
+        .bind(WaveStatus::Gating.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let row = sqlx::query("SELECT status, requested FROM fleetmig_rollouts WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let status: String = row.try_get("status").map_err(|e| self.err(e))?;
+        let requested: Option<String> = row.try_get("requested").map_err(|e| self.err(e))?;
+        Ok(Seen {
+            status: status
+                .parse()
+                .map_err(|e| self.err(format!("rollout {id}: {e}")))?,
+            requested: requested
+                .map(|r| r.parse())
+                .transpose()
+                .map_err(|e| self.err(format!("rollout {id}: {e}")))?,
+        })
+    }
+
+    /// Claims up to `n` tenants of wave `wave` for `worker` under a lease of
+    /// `lease_ms`: tenants still to run that nobody holds, or whose holder's
+    /// lease ran out. Rows another worker is claiming right now are skipped,
+    /// not waited for.
+    pub async fn claim(
+        &self,
+        id: &str,
+        wave: i64,
+        worker: &str,
+        lease_ms: i64,
+        n: usize,
+    ) -> Result<Vec<String>, Error> {
+        let now = now_ms();
+        let claimed: Vec<String> = sqlx::query_scalar(
+            "UPDATE fleetmig_tenant_runs SET claimed_by = $1, lease_until = $2 \
+             WHERE rollout_id = $3 AND tenant IN ( \
+               SELECT tenant FROM fleetmig_tenant_runs \
+               WHERE rollout_id = $3 AND wave = $4 AND status IN ($5, $6, $7) \
+               AND (claimed_by IS NULL OR lease_until IS NULL OR lease_until < $8) \
+               ORDER BY tenant LIMIT $9 FOR UPDATE SKIP LOCKED) \
+             RETURNING tenant",
+        )
+        .bind(worker)
+        .bind(now + lease_ms)
+        .bind(id)
+        .bind(wave)
+        .bind(TODO[0].as_str())
+        .bind(TODO[1].as_str())
+        .bind(TODO[2].as_str())
+        .bind(now)
+        .bind(n as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if !claimed.is_empty() {
+            sqlx::query(
+                "UPDATE fleetmig_workers SET claimed = claimed + $1 WHERE rollout_id = $2 AND worker = $3",
+            )
+            .bind(claimed.len() as i64)
+            .bind(id)
+            .bind(worker)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        }
+        Ok(claimed)
+    }
+
+    /// Counts `n` tenants `worker` ran to an end.
+    pub async fn count_done(&self, id: &str, worker: &str, n: usize) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_workers SET done = done + $1 WHERE rollout_id = $2 AND worker = $3",
+        )
+        .bind(n as i64)
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Gives up `worker`'s claims on tenants it did not finish (they are
+    /// anyone's at once) and marks it stopped.
+    pub async fn leave(&self, id: &str, worker: &str) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_tenant_runs SET lease_until = 0 \
+             WHERE rollout_id = $1 AND claimed_by = $2 AND status IN ($3, $4, $5)",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(TODO[0].as_str())
+        .bind(TODO[1].as_str())
+        .bind(TODO[2].as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "UPDATE fleetmig_workers SET stopped_at = $1, claimed = 0 WHERE rollout_id = $2 AND worker = $3",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Tenants of wave `wave` still to run, and how many of them a live
+    /// claim holds.
+    pub async fn wave_left(&self, id: &str, wave: i64) -> Result<(usize, usize), Error> {
+        let (left, held): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), COALESCE(sum(CASE WHEN claimed_by IS NOT NULL AND lease_until >= $1 THEN 1 ELSE 0 END), 0) \
+             FROM fleetmig_tenant_runs WHERE rollout_id = $2 AND wave = $3 AND status IN ($4, $5, $6)",
+        )
+        .bind(now_ms())
+        .bind(id)
+        .bind(wave)
+        .bind(TODO[0].as_str())
+        .bind(TODO[1].as_str())
+        .bind(TODO[2].as_str())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok((left as usize, held as usize))
+    }
+
+    /// Opens wave `wave` (pending → running) once it may open (`opens_at`,
+    /// after the bake of the wave before); true for the one worker that
+    /// opened it.
+    pub async fn open_wave(&self, id: &str, wave: i64) -> Result<bool, Error> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE fleetmig_waves SET status = $1, started_at = COALESCE(started_at, $2) \
+             WHERE rollout_id = $3 AND wave = $4 AND status = $5 AND COALESCE(opens_at, 0) <= $2",
+        )
+        .bind(WaveStatus::Running.as_str())
+        .bind(now)
+        .bind(id)
+        .bind(wave)
+        .bind(WaveStatus::Pending.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Takes the gate of wave `wave` for `worker`: true when this worker is
+    /// the one to evaluate it (the wave was running with nothing left, or a
+    /// gater stopped heartbeating for longer than `lease_ms`).
+    pub async fn take_gate(
+        &self,
+        id: &str,
+        wave: i64,
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<bool, Error> {
+        let now = now_ms();
+        let r = sqlx::query(
+            "UPDATE fleetmig_waves SET status = $1, gated_by = $2, gated_at = $3 \
+             WHERE rollout_id = $4 AND wave = $5 \
+             AND (status = $6 OR (status = $1 AND gated_at < $7))",
+        )
+        .bind(WaveStatus::Gating.as_str())
+        .bind(worker)
+        .bind(now)
+        .bind(id)
+        .bind(wave)
+        .bind(WaveStatus::Running.as_str())
+        .bind(now - lease_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Records the one evaluation of wave `wave`'s gate by `worker`, with
+    /// the wave's end; a second evaluation would break the key and fail.
+    pub async fn gate_evaluated(
+        &self,
+        id: &str,
+        wave: i64,
+        worker: &str,
+        status: WaveStatus,
+        text: &str,
+    ) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        sqlx::query(
+            "INSERT INTO fleetmig_gates (rollout_id, wave, worker, status, evaluated_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(wave)
+        .bind(worker)
+        .bind(status.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "UPDATE fleetmig_waves SET status = $1, gate = $2, finished_at = $3 WHERE rollout_id = $4 AND wave = $5",
+        )
+        .bind(status.as_str())
+        .bind(text)
+        .bind(now_ms())
+        .bind(id)
+        .bind(wave)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// The next wave opens no earlier than `at` (the bake).
+    pub async fn open_at(&self, id: &str, wave: i64, at: i64) -> Result<(), Error> {
+        sqlx::query("UPDATE fleetmig_waves SET opens_at = $1 WHERE rollout_id = $2 AND wave = $3")
+            .bind(at)
+            .bind(id)
+            .bind(wave)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// How many times the gate of each wave of rollout `id` was evaluated.
+    pub async fn gate_count(&self, id: &str) -> Result<i64, Error> {
+        sqlx::query_scalar("SELECT count(*) FROM fleetmig_gates WHERE rollout_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))
+    }
+
+    /// The workers of rollout `id`, by start.
+    pub async fn workers(&self, id: &str) -> Result<Vec<WorkerRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT worker, host, started_at, heartbeat_at, stopped_at, claimed, done \
+             FROM fleetmig_workers WHERE rollout_id = $1 ORDER BY started_at, worker",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkerRecord {
+                    worker: r.try_get("worker")?,
+                    host: r.try_get("host")?,
+                    started_at: r.try_get("started_at")?,
+                    heartbeat_at: r.try_get("heartbeat_at")?,
+                    stopped_at: r.try_get("stopped_at")?,
+                    claimed: r.try_get("claimed")?,
+                    done: r.try_get("done")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Live workers of rollout `id` other than `worker` (a heartbeat within
+    /// `lease_ms`, not stopped).
+    pub async fn others_alive(&self, id: &str, worker: &str, lease_ms: i64) -> Result<usize, Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM fleetmig_workers WHERE rollout_id = $1 AND worker <> $2 \
+             AND stopped_at IS NULL AND heartbeat_at >= $3",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(now_ms() - lease_ms)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(n as usize)
+    }
+
+    /// Ends rollout `id` with `status` unless it already ended: true for the
+    /// one process that ended it.
+    pub async fn end(
+        &self,
+        id: &str,
+        status: RolloutStatus,
+        reason: Option<&str>,
+    ) -> Result<bool, Error> {
+        let r = sqlx::query(
+            "UPDATE fleetmig_rollouts SET status = $1, reason = $2, requested = NULL, claimed_by = NULL, \
+             finished_at = CASE WHEN $3 = 1 THEN $4 ELSE finished_at END WHERE id = $5 AND status = $6",
+        )
+        .bind(status.as_str())
+        .bind(reason.map(str::to_string))
+        .bind(status.is_finished() as i64)
+        .bind(now_ms())
+        .bind(id)
+        .bind(RolloutStatus::Running.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(r.rows_affected() == 1)
+    }
+}
