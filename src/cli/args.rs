@@ -68,6 +68,9 @@ pub enum Command {
     /// Stop a running rollout after the tenants in flight (another process
     /// running it stops at its next heartbeat); `resume` continues it.
     Pause(PauseArgs),
+    /// Work on the active rollout of a shared (PostgreSQL) state store from
+    /// this machine, beside the other workers; or wait for one.
+    Worker(WorkerArgs),
     /// Each tenant's version, pending count and health, then a histogram; or,
     /// with --rollout, a rollout's waves and tenants from the state store.
     Status(StatusArgs),
@@ -288,6 +291,25 @@ pub struct AbortArgs {
     pub id: Option<String>,
     #[command(flatten)]
     pub common: Common,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Work on this rollout and exit when it ends (0 when it completed);
+    /// a paused rollout is waited for.
+    #[arg(long)]
+    pub rollout: Option<String>,
+    /// Without --rollout: exit once the first rollout joined stops, instead
+    /// of waiting for the next one.
+    #[arg(long)]
+    pub once: bool,
+    /// Plain progress lines every N seconds instead of a bar (0: none).
+    #[arg(long, value_name = "SECONDS")]
+    pub progress_every: Option<u64>,
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -61,6 +61,8 @@ async fn context<'a>(
         bus: Bus::new(vec![progress.live()]),
         cancel,
         opts: RunOptions {
+            concurrency: cfg.exec.concurrency,
+            per_server: cfg.exec.per_server,
             lease: cfg.lease,
             reports: cfg.reports.clone(),
             metrics_file,

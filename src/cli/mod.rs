@@ -28,6 +28,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Retry(a) => recorded::retry(a).await,
         Command::Abort(a) => recorded::abort(a).await,
         Command::Pause(a) => recorded::pause(a).await,
+        Command::Worker(a) => recorded::worker(a).await,
         Command::Status(a) => commands::status(a).await,
         Command::Plan(a) => commands::plan(a).await,
         Command::History(a) => recorded::history(a).await,

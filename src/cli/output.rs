@@ -11,7 +11,7 @@ use crate::inspect::{Inspection, TenantState};
 use crate::migration::MigrationSet;
 use crate::report::RunReport;
 use crate::rollout::waves::PlannedWave;
-use crate::state::RolloutStatus;
+use crate::state::{RolloutStatus, WorkerRecord};
 
 pub fn print_run(r: &RunReport) {
     let t = r.totals();
@@ -60,13 +60,40 @@ pub fn print_run(r: &RunReport) {
 
 /// `status --rollout`, before its tenants: the summary (JSON: the opening
 /// of the object whose `tenants` follow, one by one).
-pub fn print_rollout_head(r: &RunReport, json: bool) {
+pub fn print_rollout_head(r: &RunReport, workers: &[WorkerRecord], json: bool) {
     if json {
         let s = serde_json::to_string_pretty(&r.summary()).expect("serialisable");
-        outln!("{{\n\"summary\": {s},\n\"tenants\": [");
+        let w = serde_json::to_string_pretty(workers).expect("serialisable");
+        outln!("{{\n\"summary\": {s},\n\"workers\": {w},\n\"tenants\": [");
         return;
     }
     print_run(r);
+    if !workers.is_empty() {
+        let now = crate::state::now_ms();
+        outln!(
+            "\n{:<36} {:<16} {:>14} {:>8} {:>6}  state",
+            "worker",
+            "host",
+            "last heartbeat",
+            "claimed",
+            "done"
+        );
+        for w in workers {
+            outln!(
+                "{:<36} {:<16} {:>12.1}s {:>8} {:>6}  {}",
+                w.worker,
+                w.host,
+                (now - w.heartbeat_at) as f64 / 1000.0,
+                w.claimed,
+                w.done,
+                if w.stopped_at.is_some() {
+                    "stopped"
+                } else {
+                    "working"
+                }
+            );
+        }
+    }
     outln!(
         "\n{:<12} {:<14} {:<10} {:>7} {:>9} {:>6}  gate",
         "wave",

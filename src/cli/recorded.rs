@@ -7,14 +7,16 @@
 
 use std::path::{Path, PathBuf};
 
-use super::args::{AbortArgs, HistoryArgs, PauseArgs, ReportArgs, ResumeArgs, RetryArgs, config};
+use super::args::{
+    AbortArgs, HistoryArgs, PauseArgs, ReportArgs, ResumeArgs, RetryArgs, WorkerArgs, config,
+};
 use super::commands::{finish, in_context, open_store};
 use super::output;
 use crate::config::{Config, Overrides};
 use crate::error::Error;
 use crate::report::RunReport;
 use crate::rollout::Finished;
-use crate::state::{Location, Open, Request, RolloutRecord, RunStatus, StateStore};
+use crate::state::{Location, Open, Request, RolloutRecord, RolloutStatus, RunStatus, StateStore};
 use crate::tenant::FleetSpec;
 
 fn unfinished(r: &RolloutRecord) -> bool {
@@ -219,6 +221,82 @@ async fn stop(cfg: &mut Config, id: Option<&str>, request: Request) -> Result<Fi
     f
 }
 
+/// `fleetmig worker`: joins the active rollout of a shared store (or the one
+/// `--rollout` names), works on it beside the other workers until it stops,
+/// then waits for the next (or exits: `--rollout`, `--once`).
+pub async fn worker(a: WorkerArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, Overrides::default())?;
+    let store = open_store(&cfg, Open::Existing).await?;
+    if !store.is_shared() {
+        let location = store.location.clone();
+        store.close().await;
+        return Err(Error::Usage(format!(
+            "fleetmig worker needs a state store several processes share: --state postgres://... \
+             ({location} is a SQLite file, which one process at a time runs; use sync, rollout or resume)"
+        )));
+    }
+    let r = work_until_done(&cfg, &store, &a).await;
+    store.close().await;
+    r
+}
+
+async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Result<i32, Error> {
+    let mut announced = false;
+    loop {
+        let found = match &a.rollout {
+            Some(id) => Some(store.get_rollout(id).await?),
+            None => store
+                .rollouts(100)
+                .await?
+                .into_iter()
+                .find(|r| r.status == RolloutStatus::Running),
+        };
+        let Some(r) = found else {
+            if !announced {
+                errln!(
+                    "fleetmig: no rollout runs in {}; waiting for one",
+                    store.location
+                );
+                announced = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            continue;
+        };
+        match r.status {
+            RolloutStatus::Completed => return Ok(0),
+            RolloutStatus::Aborted | RolloutStatus::Halted if a.rollout.is_some() => return Ok(1),
+            RolloutStatus::Running => {}
+            _ => {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+        }
+        let mut cfg = cfg.clone();
+        adopt(&mut cfg, &r)?;
+        let f = in_context(
+            &cfg,
+            store,
+            a.progress_every,
+            a.metrics_file.clone(),
+            false,
+            async |ctx| crate::rollout::worker::work(ctx, &r.id, false).await,
+        )
+        .await?;
+        output::print_run(&f.report);
+        outln!("{}", f.dir.display());
+        announced = false;
+        let done = store.get_rollout(&r.id).await?.status;
+        if a.rollout.is_some() || a.once {
+            match done {
+                RolloutStatus::Completed => return Ok(0),
+                RolloutStatus::Aborted | RolloutStatus::Halted => return Ok(1),
+                _ if a.once => return Ok(1),
+                _ => {}
+            }
+        }
+    }
+}
+
 pub async fn abort(a: AbortArgs) -> Result<i32, Error> {
     let mut cfg = config(&a.common, Overrides::default())?;
     let f = stop(&mut cfg, a.id.as_deref(), Request::Abort).await?;
@@ -241,7 +319,11 @@ pub async fn status(cfg: &Config, id: &str, json: bool) -> Result<i32, Error> {
     let store = open_store(cfg, Open::Existing).await?;
     let r = async {
         let report = RunReport::load(&store, id).await?;
-        output::print_rollout_head(&report, json);
+        let workers = match store.is_shared() {
+            true => store.workers(id).await?,
+            false => Vec::new(),
+        };
+        output::print_rollout_head(&report, &workers, json);
         let mut n = 0;
         store
             .each_run(id, |t| {

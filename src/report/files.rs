@@ -18,7 +18,7 @@ pub(super) struct TenantsCsv {
 
 impl TenantsCsv {
     pub(super) fn create(path: &Path) -> Result<TenantsCsv, Error> {
-        let tmp = path.with_extension("csv.tmp");
+        let tmp = super::tmp_beside(path);
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
         w.write_record([

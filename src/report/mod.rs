@@ -337,12 +337,21 @@ pub fn check_folder(reports: &Path) -> Result<(), Error> {
     std::fs::remove_file(&probe).map_err(|e| Error::io(reports, e))
 }
 
+/// A temporary file beside `path`, its own to this process and call: the
+/// workers of one rollout may write its report into one folder at once.
+pub(crate) fn tmp_beside(path: &Path) -> std::path::PathBuf {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    path.with_extension(format!(
+        "{}.{}-{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ))
+}
+
 /// Writes `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
-    ));
+    let tmp = tmp_beside(path);
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }

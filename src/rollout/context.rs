@@ -22,23 +22,94 @@ use crate::tenant::{DiscoverOptions, FleetSpec, Tenant, TenantId};
 #[derive(Clone)]
 pub struct Cancel {
     tx: Arc<watch::Sender<bool>>,
+    /// A worker's claims are only good while its heartbeat keeps their
+    /// lease: past it, the run counts as stopped (see `Lease`), for good
+    /// (the lease's epoch when this handle was made).
+    lease: Option<(Arc<Lease>, u64)>,
 }
 
 impl Default for Cancel {
     fn default() -> Self {
         Cancel {
             tx: Arc::new(watch::channel(false).0),
+            lease: None,
         }
     }
 }
 
+/// When a worker last renewed its claims, and how long they last: a worker
+/// stopped (SIGSTOP, a stalled machine) past its lease has lost them, and
+/// must start nothing more the moment it runs again, before its next
+/// heartbeat could say so. A renewal after a lapse starts a new epoch: the
+/// batches claimed before it stay cancelled (others may have taken their
+/// tenants meanwhile), the worker claims afresh.
+pub struct Lease {
+    renewed_ms: std::sync::atomic::AtomicI64,
+    epoch: std::sync::atomic::AtomicU64,
+    lease_ms: i64,
+}
+
+impl Lease {
+    pub fn new(lease: Duration) -> Arc<Lease> {
+        Arc::new(Lease {
+            renewed_ms: std::sync::atomic::AtomicI64::new(crate::state::now_ms()),
+            epoch: Default::default(),
+            lease_ms: lease.as_millis() as i64,
+        })
+    }
+
+    /// The claims were renewed at `at` (ms, taken before the renewal was sent).
+    pub fn renewed(&self, at: i64) {
+        if !self.holds() {
+            self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.renewed_ms
+            .fetch_max(at, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the claims still hold (with a margin of a tenth of the lease).
+    pub fn holds(&self) -> bool {
+        let age =
+            crate::state::now_ms() - self.renewed_ms.load(std::sync::atomic::Ordering::SeqCst);
+        age < self.lease_ms - self.lease_ms / 10
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 impl Cancel {
+    /// A handle cancelled with this one, or by itself, or when `lease`
+    /// lapses.
+    pub fn child(&self, lease: Option<Arc<Lease>>) -> Cancel {
+        let child = Cancel {
+            tx: Arc::new(watch::channel(false).0),
+            lease: lease.map(|l| {
+                let epoch = l.epoch();
+                (l, epoch)
+            }),
+        };
+        let (parent, c) = (self.clone(), child.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = parent.cancelled() => c.cancel(),
+                _ = c.cancelled() => {}
+            }
+        });
+        child
+    }
+
     pub fn cancel(&self) {
         self.tx.send_replace(true);
     }
 
     pub fn is_cancelled(&self) -> bool {
         *self.tx.borrow()
+            || self
+                .lease
+                .as_ref()
+                .is_some_and(|(l, epoch)| !l.holds() || l.epoch() != *epoch)
     }
 
     pub async fn cancelled(&self) {
@@ -50,6 +121,11 @@ impl Cancel {
 /// Options of one invocation (not frozen with the rollout).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
+    /// This process's limits when it works on a rollout several workers
+    /// share (each worker uses its own); a rollout one process runs keeps
+    /// the limits it was planned with.
+    pub concurrency: usize,
+    pub per_server: usize,
     /// A claim without a heartbeat for this long is dead.
     pub lease: Duration,
     pub reports: PathBuf,

@@ -8,27 +8,20 @@
 //! `running` by a crash is simply run again, and re-reads its history before
 //! applying anything.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::context::{Cancel, Ctx};
-use super::executor::Executor;
-use super::gate::{self, Verdict};
+use super::judge;
 use super::recorder::Recorder;
-use super::revert::revert_wave;
 use super::waves::PlannedWave;
 use crate::error::Error;
 use crate::event::{Bus, Event};
 use crate::fanout::Fanout;
 use crate::options::Frozen;
 use crate::report::RunReport;
-use crate::state::{
-    Finish, Request, RolloutRecord, RolloutStatus, RunStatus, StateStore, TenantUpdate, WaveStatus,
-    now_ms,
-};
-use crate::tenant::Tenant;
+use crate::state::{Request, RolloutRecord, RolloutStatus, RunStatus, StateStore, now_ms};
 
 /// What a command leaves: the rollout as stored at the end, and its report.
 pub struct Finished {
@@ -87,6 +80,9 @@ pub async fn start(
         .create_rollout(&record, &waves, refused, ctx.opts.lease)
         .await?;
     tracing::debug!(rollout = %id, "recorded");
+    if ctx.store.is_shared() {
+        return super::worker::work(ctx, &id, false).await;
+    }
     drive(ctx, &id, false).await
 }
 
@@ -102,10 +98,22 @@ pub async fn resume(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
     }
     ctx.check_same_set(&r)?;
     crate::report::check_folder(&ctx.opts.reports)?;
+    let halted = r.status == RolloutStatus::Halted;
+    if ctx.store.is_shared() {
+        // join the workers running it, or run it again
+        if halted {
+            ctx.store.reopen_gate(id, r.current_wave).await?;
+        }
+        if r.status != RolloutStatus::Running {
+            ctx.store
+                .set_status(id, RolloutStatus::Running, None)
+                .await?;
+        }
+        return super::worker::work(ctx, id, halted && ctx.opts.override_gate).await;
+    }
     if let Err(holder) = ctx.store.claim(id, &ctx.owner, ctx.opts.lease).await? {
         return Err(Error::Busy(holder));
     }
-    let halted = r.status == RolloutStatus::Halted;
     if halted && !ctx.opts.override_gate {
         tracing::info!("resuming halted rollout {id}: its gate is evaluated again");
     }
@@ -113,53 +121,6 @@ pub async fn resume(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
         .set_status(id, RolloutStatus::Running, None)
         .await?;
     drive(ctx, id, halted && ctx.opts.override_gate).await
-}
-
-/// Runs the tenants `ids` of rollout `r` through the executor, each event
-/// recorded by `recorder`; whether a signal interrupted them. A tenant no
-/// longer in the fleet fails as `tenant_gone`.
-async fn run_tenants(
-    ctx: &Ctx<'_>,
-    r: &RolloutRecord,
-    bus: &Bus,
-    recorder: &Recorder,
-    fanout: &Arc<Fanout>,
-    ids: &[String],
-) -> bool {
-    let mut run: Vec<Tenant> = Vec::with_capacity(ids.len());
-    for id in ids {
-        match ctx
-            .tenants
-            .binary_search_by(|t| t.id.as_str().cmp(id.as_str()))
-        {
-            Ok(i) => run.push(ctx.tenants[i].clone()),
-            Err(_) => {
-                let mut f = Finish::new(id, RunStatus::Failed);
-                f.finished_at = Some(now_ms());
-                f.error.class = Some("permanent".into());
-                f.error.kind = Some("tenant_gone".into());
-                f.error.message = Some(format!(
-                    "tenant {id} is no longer in the fleet {}",
-                    ctx.fleet
-                ));
-                recorder.update(TenantUpdate::Finished(Box::new(f)));
-            }
-        }
-    }
-    if run.is_empty() {
-        return false;
-    }
-    let mut exec = r.settings.exec.clone();
-    exec.target = Some(r.target);
-    let executor = Executor {
-        connector: ctx.connector.clone(),
-        fanout: fanout.clone(),
-        set: ctx.set.clone(),
-        opts: exec,
-        bus: bus.clone(),
-        cancel: ctx.cancel.clone(),
-    };
-    executor.run(&r.id, run).await.interrupted
 }
 
 /// Extends this process's claim every quarter lease; an operator's request
@@ -197,7 +158,7 @@ async fn drive(ctx: &Ctx<'_>, id: &str, override_first_gate: bool) -> Result<Fin
         ctx.opts.lease,
         ctx.cancel.clone(),
     ));
-    let recorder = Recorder::start(ctx.store.clone(), id);
+    let recorder = Recorder::start(ctx.store.clone(), id, None);
     let bus = ctx.bus.with(recorder.clone());
     let r = drive_waves(ctx, id, &bus, &recorder, override_first_gate).await;
     let flushed = recorder.finish().await;
@@ -235,7 +196,7 @@ async fn drive_waves(
     ctx: &Ctx<'_>,
     id: &str,
     bus: &Bus,
-    recorder: &Recorder,
+    recorder: &Arc<Recorder>,
     mut override_gate: bool,
 ) -> Result<(RolloutStatus, Option<String>), Error> {
     let r = ctx.store.get_rollout(id).await?;
@@ -262,7 +223,19 @@ async fn drive_waves(
             name: wave.name.clone(),
             tenants: todo.len(),
         });
-        let interrupted = run_tenants(ctx, &r, bus, recorder, &fanout, &todo).await;
+        let earlier = ctx.store.interrupted(id, wave.wave).await?;
+        let interrupted = judge::run_tenants(
+            ctx,
+            &r,
+            bus,
+            recorder,
+            &fanout,
+            &todo,
+            earlier,
+            &ctx.cancel,
+            Default::default(),
+        )
+        .await;
         recorder.flush().await?;
         tracing::debug!(rollout = %id, wave = %wave.name, "wave ran and recorded");
         if interrupted {
@@ -272,73 +245,16 @@ async fn drive_waves(
             ));
         }
         // The gate.
-        let tally = ctx.store.wave_tally(id, wave.wave).await?;
-        let mut sql_errors = BTreeMap::new();
-        if let Some(sql) = &policy.gate_sql
-            && tally.not_started == 0
-        {
-            let ok = ctx
-                .store
-                .wave_tenants(id, wave.wave, &[RunStatus::Succeeded])
-                .await?;
-            let tenants: Vec<&Tenant> = ctx
-                .tenants
-                .iter()
-                .filter(|t| {
-                    ok.binary_search_by(|o| o.as_str().cmp(t.id.as_str()))
-                        .is_ok()
-                })
-                .collect();
-            sql_errors = gate::check_sql(&ctx.connector, &fanout, sql, tenants).await;
-            ctx.store.set_gate_errors(id, &sql_errors).await?;
-        }
-        let verdict = gate::evaluate(&tally, &policy.gates, exec.max_failures, &sql_errors);
-        let gate_said = |status: WaveStatus, text: String| {
-            bus.emit(Event::GateEvaluated {
-                rollout: id.to_string(),
-                wave: wave.wave,
-                name: wave.name.clone(),
-                status,
-                text,
-            })
-        };
-        let halt = match verdict {
-            Verdict::NotStarted(text) => Some(text),
-            Verdict::Failed(why) if !override_gate => Some(why),
-            Verdict::Failed(why) => {
-                gate_said(
-                    WaveStatus::Overridden,
-                    format!("overridden by --override-gate: {why}"),
-                );
-                None
-            }
-            Verdict::Passed => {
-                gate_said(WaveStatus::Passed, "passed".into());
-                None
-            }
-        };
-        if let Some(text) = halt {
-            gate_said(WaveStatus::Failed, text.clone());
+        let d = judge::decide(ctx, &r, wave, &fanout, override_gate).await?;
+        bus.emit(Event::GateEvaluated {
+            rollout: id.to_string(),
+            wave: wave.wave,
+            name: wave.name.clone(),
+            status: d.status,
+            text: d.text.clone(),
+        });
+        if let Some(reason) = d.halt {
             recorder.flush().await?;
-            if policy.revert_on_halt && tally.not_started == 0 {
-                let runs = ctx
-                    .store
-                    .wave_runs(id, wave.wave, RunStatus::Succeeded)
-                    .await?;
-                let updates =
-                    revert_wave(&ctx.connector, &fanout, &ctx.set, &ctx.tenants, runs).await;
-                let reverted = updates
-                    .iter()
-                    .filter(|u| matches!(u, TenantUpdate::Finished(f) if f.status == RunStatus::Reverted))
-                    .count();
-                ctx.store.record(id, &updates).await?;
-                tracing::info!("reverted {reverted} tenant(s) of rollout {id}");
-            }
-            let reason = if tally.not_started > 0 {
-                format!("wave {}: {text}", wave.name)
-            } else {
-                format!("wave {} gate failed: {text}", wave.name)
-            };
             return Ok((RolloutStatus::Halted, Some(reason)));
         }
         override_gate = false;
@@ -395,13 +311,24 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
             )));
         }
     }
-    let recorder = Recorder::start(ctx.store.clone(), id);
+    let recorder = Recorder::start(ctx.store.clone(), id, None);
     let bus = ctx.bus.with(recorder.clone());
     let fanout = Arc::new(Fanout::new(
         r.settings.exec.concurrency,
         r.settings.exec.per_server,
     ));
-    let interrupted = run_tenants(ctx, &r, &bus, &recorder, &fanout, tenants).await;
+    let interrupted = judge::run_tenants(
+        ctx,
+        &r,
+        &bus,
+        &recorder,
+        &fanout,
+        tenants,
+        Default::default(),
+        &ctx.cancel,
+        Default::default(),
+    )
+    .await;
     recorder.finish().await?;
     if r.status == RolloutStatus::Running {
         ctx.store
@@ -437,7 +364,7 @@ pub async fn abort(store: &StateStore, id: &str, reports: &Path) -> Result<Finis
 }
 
 /// Marks the tenants of rollout `id` not yet run as skipped.
-async fn skip_todo(store: &StateStore, id: &str) -> Result<(), Error> {
+pub(super) async fn skip_todo(store: &StateStore, id: &str) -> Result<(), Error> {
     let todo: Vec<String> = store
         .tenant_runs(id)
         .await?

@@ -5,7 +5,7 @@
 //! step is an event on the bus. Cancellation (Ctrl-C/SIGTERM) starts no new
 //! tenant and stops in-flight tenants after the migration they are running.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use crate::event::{Bus, Event, TenantOutcome, TenantStatus};
 use crate::fanout::{Fanout, interleave};
 use crate::migration::{MigrationSet, plan_tenant};
 use crate::options::{ExecOptions, TxMode};
+use crate::state::Earlier;
 use crate::tenant::{Dialect, Tenant};
 
 /// Why the executor stopped dispatching early, if it did.
@@ -27,6 +28,17 @@ use crate::tenant::{Dialect, Tenant};
 pub struct Stops {
     pub interrupted: bool,
     pub max_failures_reached: bool,
+}
+
+/// Where an attempt writes, before it applies anything, the version its
+/// tenant starts from: a write-ahead record, so that the attempt after a
+/// process killed between applying and recording knows what this rollout
+/// applied (`Earlier`).
+#[async_trait::async_trait]
+pub trait Journal: Send + Sync {
+    /// False: the tenant is no longer this process's to migrate (another
+    /// worker took it over); the attempt stops before applying anything.
+    async fn planned(&self, tenant: &str, from: i64) -> Result<bool, crate::error::Error>;
 }
 
 /// Runs tenants through their pending migrations.
@@ -37,6 +49,13 @@ pub struct Executor {
     pub opts: ExecOptions,
     pub bus: Bus,
     pub cancel: Cancel,
+    /// Tenants failed so far (for `--max-failures`): of this run, or of all
+    /// the batches a worker runs.
+    pub failures: Arc<AtomicUsize>,
+    /// Tenants whose last attempt never recorded its end (see `Earlier`).
+    pub earlier: HashMap<String, Earlier>,
+    /// Written before a tenant's first migration is applied, when set.
+    pub journal: Option<Arc<dyn Journal>>,
 }
 
 struct Shared {
@@ -45,9 +64,11 @@ struct Shared {
     opts: ExecOptions,
     bus: Bus,
     cancel: Cancel,
-    failures: AtomicUsize,
+    failures: Arc<AtomicUsize>,
     run_id: String,
     tables: dashmap::DashMap<(i64, Dialect), Vec<String>>,
+    earlier: HashMap<String, Earlier>,
+    journal: Option<Arc<dyn Journal>>,
 }
 
 impl Shared {
@@ -89,9 +110,11 @@ impl Executor {
             opts: self.opts.clone(),
             bus: self.bus.clone(),
             cancel: self.cancel.clone(),
-            failures: AtomicUsize::new(0),
+            failures: self.failures.clone(),
             run_id: run_id.to_string(),
             tables: Default::default(),
+            earlier: self.earlier.clone(),
+            journal: self.journal.clone(),
         });
         shared.emit(Event::RunStarted {
             run_id: run_id.to_string(),
@@ -115,7 +138,10 @@ impl Executor {
                     false => self.connector.peek(&chunk).await,
                 };
                 for (tenant, history) in chunk.into_iter().zip(peeked) {
-                    if !history.is_some_and(|h| up_to_date(&shared, &tenant, &h)) {
+                    // an interrupted attempt's tenant takes a session: what
+                    // it applied is credited there
+                    let earlier = shared.earlier.contains_key(tenant.id.as_str());
+                    if earlier || !history.is_some_and(|h| up_to_date(&shared, &tenant, &h)) {
                         queue.push_back(tenant);
                     }
                 }
@@ -251,6 +277,8 @@ struct Progress {
     current: Option<i64>,
     applied: Vec<i64>,
     interrupted: bool,
+    /// Its start was written to the `Journal`.
+    journaled: bool,
     /// Batches and rows of a backfill, across attempts.
     backfill: (u64, u64),
 }
@@ -340,6 +368,20 @@ async fn apply_pending(
     let dialect = session.dialect();
     let mut plan = plan_tenant(&history, &shared.set, dialect, shared.opts.target)?;
     super::hold::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
+    if progress.from_version.is_none()
+        && let Some(e) = shared.earlier.get(tenant.id.as_str())
+    {
+        // an attempt of this rollout started from `e.from` and never
+        // recorded its end: what it applied is this rollout's too
+        progress.from_version = Some(e.from);
+        progress.applied.extend(
+            history
+                .iter()
+                .filter(|h| h.success && h.version > e.from && h.version <= plan.current)
+                .filter(|h| shared.set.get(h.version).is_some())
+                .map(|h| h.version),
+        );
+    }
     progress.from_version.get_or_insert(plan.current);
     progress.current = Some(plan.current);
     shared.emit(Event::TenantPlanned {
@@ -347,6 +389,20 @@ async fn apply_pending(
         from_version: plan.current,
         pending: plan.pending.clone(),
     });
+    if let Some(journal) = &shared.journal
+        && !plan.pending.is_empty()
+        && !progress.journaled
+    {
+        let ours = journal
+            .planned(tenant.id.as_str(), plan.current)
+            .await
+            .map_err(|e| TenantError::transient("state_store", e.to_string()))?;
+        if !ours {
+            progress.interrupted = true;
+            return Ok(());
+        }
+        progress.journaled = true;
+    }
     if let Some(limits) = shared.opts.preflight
         && !plan.pending.is_empty()
     {

@@ -13,10 +13,12 @@ pub mod driver;
 pub mod executor;
 pub mod gate;
 pub mod hold;
+mod judge;
 pub mod recorder;
 pub mod retry;
 pub mod revert;
 pub mod waves;
+pub mod worker;
 
 pub use context::{Cancel, Ctx, RunOptions, only_these, prepare};
 pub use driver::{Finished, abort, resume, retry, write_report};

@@ -27,23 +27,41 @@ enum Msg {
 /// Records one rollout's events in the state store.
 pub struct Recorder {
     rollout: String,
+    /// Several workers on the rollout: this process's id (the rows record
+    /// it, and finishes count only under its claim), and wave changes are
+    /// the worker loop's to write, not the recorder's.
+    worker: Option<String>,
+    store: StateStore,
     tx: mpsc::UnboundedSender<Msg>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     failure: Arc<Mutex<Option<Error>>>,
 }
 
 impl Recorder {
-    /// Starts the writer task of rollout `rollout`.
-    pub fn start(store: StateStore, rollout: &str) -> Arc<Recorder> {
+    /// Starts the writer task of rollout `rollout` (`worker`: see the field).
+    pub fn start(store: StateStore, rollout: &str, worker: Option<String>) -> Arc<Recorder> {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
-        let writer = tokio::spawn(write(store, rollout.to_string(), rx, failure.clone()));
+        let writer = tokio::spawn(write(
+            store.clone(),
+            rollout.to_string(),
+            worker.clone(),
+            rx,
+            failure.clone(),
+        ));
         Arc::new(Recorder {
             rollout: rollout.to_string(),
+            worker,
+            store,
             tx,
             writer: Mutex::new(Some(writer)),
             failure,
         })
+    }
+
+    /// Whether it records one worker of a shared rollout.
+    pub fn is_worker(&self) -> bool {
+        self.worker.is_some()
     }
 
     /// Queues an update that no event carries (a tenant gone from the fleet).
@@ -76,6 +94,18 @@ impl Recorder {
     }
 }
 
+/// A worker's recorder writes a tenant's start at once, before its first
+/// migration (a worker killed after applying leaves the one that takes the
+/// tenant over what to credit); a single process's goes with the batch.
+#[async_trait::async_trait]
+impl super::executor::Journal for Recorder {
+    async fn planned(&self, tenant: &str, from: i64) -> Result<bool, Error> {
+        self.store
+            .journal(&self.rollout, tenant, from, self.worker.as_deref())
+            .await
+    }
+}
+
 impl Subscriber for Recorder {
     fn on_event(&self, event: &Event) {
         let msg = match event {
@@ -83,6 +113,16 @@ impl Subscriber for Recorder {
                 tenant: tenant.to_string(),
                 at: now_ms(),
             }),
+            Event::TenantPlanned {
+                tenant,
+                from_version,
+                pending,
+            } if !pending.is_empty() && self.worker.is_none() => {
+                Msg::Tenant(TenantUpdate::Planned {
+                    tenant: tenant.to_string(),
+                    from: *from_version,
+                })
+            }
             Event::Preflight { tenant, summary } => Msg::Tenant(TenantUpdate::Preflight {
                 tenant: tenant.to_string(),
                 summary: summary.clone(),
@@ -127,7 +167,9 @@ impl Subscriber for Recorder {
                     error: o.error.as_ref().map(RunError::from).unwrap_or_default(),
                 })))
             }
-            Event::WaveStarted { rollout, wave, .. } if *rollout == self.rollout => {
+            Event::WaveStarted { rollout, wave, .. }
+                if *rollout == self.rollout && self.worker.is_none() =>
+            {
                 Msg::WaveStarted(*wave)
             }
             Event::GateEvaluated {
@@ -136,7 +178,9 @@ impl Subscriber for Recorder {
                 status,
                 text,
                 ..
-            } if *rollout == self.rollout => Msg::WaveFinished(*wave, *status, text.clone()),
+            } if *rollout == self.rollout && self.worker.is_none() => {
+                Msg::WaveFinished(*wave, *status, text.clone())
+            }
             _ => return,
         };
         let _ = self.tx.send(msg);
@@ -149,6 +193,7 @@ impl Subscriber for Recorder {
 async fn write(
     store: StateStore,
     rollout: String,
+    worker: Option<String>,
     mut rx: mpsc::UnboundedReceiver<Msg>,
     failure: Arc<Mutex<Option<Error>>>,
 ) {
@@ -177,7 +222,11 @@ async fn write(
             };
             // tenant rows first, in order, then the wave change or the flush
             if let Err(e) = store
-                .record(&rollout, &fold(std::mem::take(&mut tenants)))
+                .record(
+                    &rollout,
+                    &fold(std::mem::take(&mut tenants)),
+                    worker.as_deref(),
+                )
                 .await
             {
                 fail(e);
@@ -197,14 +246,18 @@ async fn write(
                 fail(e);
             }
         }
-        if let Err(e) = store.record(&rollout, &fold(tenants)).await {
+        if let Err(e) = store
+            .record(&rollout, &fold(tenants), worker.as_deref())
+            .await
+        {
             fail(e);
         }
     }
 }
 
 /// Folds each tenant's `Started` updates into its `Finished` one in the same
-/// batch (one write per tenant instead of two).
+/// batch (one write per tenant instead of two); its `Planned` ones go (the
+/// finish records where it started).
 fn fold(batch: Vec<TenantUpdate>) -> Vec<TenantUpdate> {
     let finished: HashMap<String, usize> = batch
         .iter()
@@ -222,6 +275,12 @@ fn fold(batch: Vec<TenantUpdate>) -> Vec<TenantUpdate> {
             && at > i
         {
             *folded.entry(at).or_default() += 1;
+            out.push(None);
+            continue;
+        }
+        if let TenantUpdate::Planned { tenant, .. } = &u
+            && finished.get(tenant).is_some_and(|&at| at > i)
+        {
             out.push(None);
             continue;
         }

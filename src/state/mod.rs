@@ -16,12 +16,15 @@ mod rollouts;
 mod runs;
 mod schema;
 pub mod status;
+mod workers;
 
 pub use records::{
-    Backfill, Finish, RolloutRecord, RunError, TenantRun, TenantUpdate, WaveRecord, WaveTally,
+    Backfill, Earlier, Finish, RolloutRecord, RunError, TenantRun, TenantUpdate, WaveRecord,
+    WaveTally,
 };
 pub use schema::SCHEMA_VERSION;
 pub use status::{Request, RolloutStatus, RunStatus, WaveStatus};
+pub use workers::{Seen, WorkerRecord};
 
 use std::time::Duration;
 

@@ -162,6 +162,13 @@ pub enum TenantUpdate {
         tenant: String,
         at: i64,
     },
+    /// An attempt planned migrations from version `from`: the first such
+    /// version is kept, so a tenant whose worker dies after applying and
+    /// before recording can be credited by the next (`Earlier`).
+    Planned {
+        tenant: String,
+        from: i64,
+    },
     /// One batch of a backfill: its statements and rows are added to the
     /// checkpoint.
     Backfill {
@@ -187,12 +194,23 @@ impl TenantUpdate {
     pub fn tenant(&self) -> &str {
         match self {
             TenantUpdate::Started { tenant, .. }
+            | TenantUpdate::Planned { tenant, .. }
             | TenantUpdate::Backfill { tenant, .. }
             | TenantUpdate::Backup { tenant, .. }
             | TenantUpdate::Preflight { tenant, .. } => tenant,
             TenantUpdate::Finished(f) => &f.tenant,
         }
     }
+}
+
+/// A tenant whose last attempt wrote where it started and never recorded
+/// its end (its process was killed, or its worker lost its claim): the
+/// version it started from. Its next attempt credits this rollout with the
+/// versions applied since (a finish records what it applied and clears
+/// this, so nothing is credited twice).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Earlier {
+    pub from: i64,
 }
 
 pub(super) fn parse_applied(s: &str) -> Vec<i64> {

@@ -16,6 +16,13 @@ use crate::error::Error;
 /// of thousands of parameters costs quadratic time; 64 rows is past the gain.
 const FINISH_ROWS: usize = 64;
 
+/// Where an attempt starts from ($1), written before it applies anything to
+/// tenant $3 of rollout $2, under the claim of worker $4 when several work.
+/// A finish clears it.
+const JOURNAL: &str = "UPDATE fleetmig_tenant_runs SET journal_from = COALESCE(journal_from, $1), \
+     from_version = COALESCE(from_version, $1) WHERE rollout_id = $2 AND tenant = $3 \
+     AND ($4 IS NULL OR claimed_by = $4)";
+
 impl StateStore {
     pub async fn tenant_runs(&self, id: &str) -> Result<Vec<TenantRun>, Error> {
         let rows = sqlx::query(
@@ -130,6 +137,32 @@ impl StateStore {
         q.fetch_all(&self.pool).await.map_err(|e| self.err(e))
     }
 
+    /// The tenants of wave `wave` whose last attempt wrote where it started
+    /// and never recorded its end (see `Earlier`); in a shared rollout this
+    /// includes the tenants other workers are running now.
+    pub async fn interrupted(
+        &self,
+        id: &str,
+        wave: i64,
+    ) -> Result<std::collections::HashMap<String, super::Earlier>, Error> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant, journal_from FROM fleetmig_tenant_runs \
+             WHERE rollout_id = $1 AND wave = $2 AND status IN ($3, $4, $5) AND journal_from IS NOT NULL",
+        )
+        .bind(id)
+        .bind(wave)
+        .bind(RunStatus::Pending.as_str())
+        .bind(RunStatus::Running.as_str())
+        .bind(RunStatus::NotStarted.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, from)| (t, super::Earlier { from }))
+            .collect())
+    }
+
     /// The runs of wave `wave` with status `status`.
     pub async fn wave_runs(
         &self,
@@ -188,8 +221,40 @@ impl StateStore {
         Ok(t)
     }
 
-    /// Applies a batch of tenant updates in one transaction.
-    pub async fn record(&self, id: &str, updates: &[TenantUpdate]) -> Result<(), Error> {
+    /// Writes, before `worker` applies anything to `tenant`, the version it
+    /// starts from (see `Earlier`): true while `worker` still holds the
+    /// tenant's claim, false when another took it (then it must not apply).
+    /// The claim check and the write are one statement, so a worker taking
+    /// the tenant over either sees this record or made this write fail.
+    pub async fn journal(
+        &self,
+        id: &str,
+        tenant: &str,
+        from: i64,
+        worker: Option<&str>,
+    ) -> Result<bool, Error> {
+        let r = sqlx::query(JOURNAL)
+            .bind(from)
+            .bind(id)
+            .bind(tenant)
+            .bind(worker)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Applies a batch of tenant updates in one transaction. With `worker`
+    /// (several workers on a rollout), a start records the worker and a
+    /// finish is written only while the worker still holds the tenant's
+    /// claim: a worker whose lease ran out and that wakes up later cannot
+    /// overwrite what the worker that took over recorded.
+    pub async fn record(
+        &self,
+        id: &str,
+        updates: &[TenantUpdate],
+        worker: Option<&str>,
+    ) -> Result<(), Error> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -203,24 +268,31 @@ impl StateStore {
             {
                 clean.push(f);
                 if clean.len() == FINISH_ROWS {
-                    self.finish_many(&mut tx, id, &std::mem::take(&mut clean))
+                    self.finish_many(&mut tx, id, &std::mem::take(&mut clean), worker)
                         .await?;
                 }
                 continue;
             }
             if clean.iter().any(|f| f.tenant == u.tenant()) {
-                self.finish_many(&mut tx, id, &std::mem::take(&mut clean))
+                self.finish_many(&mut tx, id, &std::mem::take(&mut clean), worker)
                     .await?;
             }
             let q = match u {
                 TenantUpdate::Started { tenant, at } => sqlx::query(
                     "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + 1, \
-                     started_at = COALESCE(started_at, $2) WHERE rollout_id = $3 AND tenant = $4",
+                     started_at = COALESCE(started_at, $2), worker = COALESCE($5, worker) \
+                     WHERE rollout_id = $3 AND tenant = $4",
                 )
                 .bind(RunStatus::Running.as_str())
                 .bind(*at)
                 .bind(id)
-                .bind(tenant),
+                .bind(tenant)
+                .bind(worker),
+                TenantUpdate::Planned { tenant, from } => sqlx::query(JOURNAL)
+                    .bind(*from)
+                    .bind(id)
+                    .bind(tenant)
+                    .bind(worker),
                 TenantUpdate::Preflight { tenant, summary } => sqlx::query(
                     "UPDATE fleetmig_tenant_runs SET preflight = $1 WHERE rollout_id = $2 AND tenant = $3",
                 )
@@ -267,7 +339,9 @@ impl StateStore {
                          applied = CASE WHEN $5 = '' THEN applied WHEN applied = '' THEN $6 ELSE applied || ';' || $7 END, \
                          started_at = COALESCE(started_at, $8), finished_at = $9, duration_ms = duration_ms + $10, \
                          error_class = $11, error_kind = $12, error_code = $13, error_version = $14, \
-                         error_message = $15, gate_error = NULL WHERE rollout_id = $16 AND tenant = $17",
+                         error_message = $15, gate_error = NULL, worker = COALESCE($18, worker), journal_from = NULL \
+                         WHERE rollout_id = $16 AND tenant = $17 \
+                         AND ($18 IS NULL OR claimed_by IS NULL OR claimed_by = $18)",
                     )
                     .bind(f.status.as_str())
                     .bind(f.attempts)
@@ -286,11 +360,12 @@ impl StateStore {
                     .bind(f.error.message.clone())
                     .bind(id)
                     .bind(&f.tenant)
+                    .bind(worker)
                 }
             };
             q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
         }
-        self.finish_many(&mut tx, id, &clean).await?;
+        self.finish_many(&mut tx, id, &clean, worker).await?;
         tx.commit().await.map_err(|e| self.err(e))
     }
 
@@ -302,13 +377,14 @@ impl StateStore {
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         id: &str,
         rows: &[&Finish],
+        worker: Option<&str>,
     ) -> Result<(), Error> {
         if rows.is_empty() {
             return Ok(());
         }
         let values: Vec<String> = (0..rows.len())
             .map(|i| {
-                let b = 2 + i * 9;
+                let b = 3 + i * 9;
                 format!(
                     "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
                     b,
@@ -334,11 +410,13 @@ impl StateStore {
              ELSE fleetmig_tenant_runs.applied || ';' || v.applied END, \
              started_at = COALESCE(fleetmig_tenant_runs.started_at, v.started), finished_at = v.finished, \
              duration_ms = fleetmig_tenant_runs.duration_ms + v.ms, error_class = NULL, error_kind = NULL, \
-             error_code = NULL, error_version = NULL, error_message = NULL, gate_error = NULL \
-             FROM v WHERE fleetmig_tenant_runs.rollout_id = $1 AND fleetmig_tenant_runs.tenant = v.tenant",
+             error_code = NULL, error_version = NULL, error_message = NULL, gate_error = NULL, \
+             worker = COALESCE($2, fleetmig_tenant_runs.worker), journal_from = NULL \
+             FROM v WHERE fleetmig_tenant_runs.rollout_id = $1 AND fleetmig_tenant_runs.tenant = v.tenant \
+             AND ($2 IS NULL OR fleetmig_tenant_runs.claimed_by IS NULL OR fleetmig_tenant_runs.claimed_by = $2)",
             values.join(", ")
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(worker);
         for f in rows {
             q = q
                 .bind(f.tenant.as_str())

@@ -83,11 +83,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE fleetmig_rollouts ADD COLUMN requested TEXT;
     ALTER TABLE fleetmig_rollouts ADD COLUMN reports_dir TEXT",
     // 6: several workers on one rollout (PostgreSQL store): tenants claimed
-    // under a lease, the worker that ran each, the workers themselves, the
+    // by a worker (the claim holds while it heartbeats), the worker that ran each,
+    // the version an unfinished attempt started from (written before it applies), the workers themselves, the
     // one evaluation of each wave's gate, and when a baked wave opens
     "ALTER TABLE fleetmig_tenant_runs ADD COLUMN claimed_by TEXT;
-    ALTER TABLE fleetmig_tenant_runs ADD COLUMN lease_until BIGINT;
     ALTER TABLE fleetmig_tenant_runs ADD COLUMN worker TEXT;
+    ALTER TABLE fleetmig_tenant_runs ADD COLUMN journal_from BIGINT;
     CREATE INDEX IF NOT EXISTS fleetmig_tenant_runs_wave ON fleetmig_tenant_runs (rollout_id, wave, status);
     ALTER TABLE fleetmig_waves ADD COLUMN gated_by TEXT;
     ALTER TABLE fleetmig_waves ADD COLUMN gated_at BIGINT;
@@ -99,7 +100,6 @@ pub(super) const MIGRATIONS: &[&str] = &[
         started_at BIGINT NOT NULL,
         heartbeat_at BIGINT NOT NULL,
         stopped_at BIGINT,
-        claimed BIGINT NOT NULL,
         done BIGINT NOT NULL,
         PRIMARY KEY (rollout_id, worker)
     );

@@ -1,8 +1,12 @@
 //! Several workers on one rollout, through the PostgreSQL state store: each
-//! registers itself and heartbeats; tenants of the current wave are claimed
-//! in small batches with `SELECT ... FOR UPDATE SKIP LOCKED`, each claim
-//! carrying the worker's id and a lease its heartbeat extends; a claim whose
-//! lease ran out is anyone's. A wave's gate is taken by one worker with a
+//! registers itself and heartbeats (one row: its own); tenants of the
+//! current wave are claimed in small batches with `SELECT ... FOR UPDATE
+//! SKIP LOCKED`, each claim naming the worker. A claim holds while its
+//! worker heartbeats within the lease: the claim of a worker that stopped,
+//! or whose heartbeat is older than the lease, is anyone's. (A lease per
+//! tenant row, extended by each heartbeat, made the heartbeat lock the rows
+//! the worker's recorder was finishing: a deadlock PostgreSQL broke by
+//! failing the heartbeat.) A wave's gate is taken by one worker with a
 //! conditional update and recorded once (`fleetmig_gates`' key).
 
 use serde::Serialize;
@@ -19,10 +23,20 @@ pub struct WorkerRecord {
     pub started_at: i64,
     pub heartbeat_at: i64,
     pub stopped_at: Option<i64>,
-    /// Tenants it holds a claim on now.
+    /// Tenants it holds a claim on now (valid while it heartbeats).
     pub claimed: i64,
     /// Tenants it ran to an end.
     pub done: i64,
+}
+
+/// The claim of a `fleetmig_tenant_runs` row is free: nobody holds it, or
+/// its worker stopped or last heartbeat before bind `$since`.
+fn free(since: usize) -> String {
+    format!(
+        "(fleetmig_tenant_runs.claimed_by IS NULL OR NOT EXISTS (SELECT 1 FROM fleetmig_workers w \
+         WHERE w.rollout_id = fleetmig_tenant_runs.rollout_id AND w.worker = fleetmig_tenant_runs.claimed_by \
+         AND w.stopped_at IS NULL AND w.heartbeat_at >= ${since}))"
+    )
 }
 
 /// What a heartbeat learns about the rollout.
@@ -33,7 +47,11 @@ pub struct Seen {
 }
 
 /// The statuses of a tenant still to run (or to run again).
-const TODO: [RunStatus; 3] = [RunStatus::Pending, RunStatus::Running, RunStatus::NotStarted];
+const TODO: [RunStatus; 3] = [
+    RunStatus::Pending,
+    RunStatus::Running,
+    RunStatus::NotStarted,
+];
 
 impl StateStore {
     /// Whether several processes can work on one rollout through this store
@@ -45,8 +63,8 @@ impl StateStore {
     /// Registers `worker` (host `host`) on rollout `id`, or marks it live again.
     pub async fn join(&self, id: &str, worker: &str, host: &str) -> Result<(), Error> {
         sqlx::query(
-            "INSERT INTO fleetmig_workers (rollout_id, worker, host, started_at, heartbeat_at, stopped_at, claimed, done) \
-             VALUES ($1, $2, $3, $4, $4, NULL, 0, 0) \
+            "INSERT INTO fleetmig_workers (rollout_id, worker, host, started_at, heartbeat_at, stopped_at, done) \
+             VALUES ($1, $2, $3, $4, $4, NULL, 0) \
              ON CONFLICT (rollout_id, worker) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL",
         )
         .bind(id)
@@ -59,52 +77,30 @@ impl StateStore {
         Ok(())
     }
 
-    /// `worker` is alive: its heartbeat, the leases of its claims and of the
-    /// gate it evaluates are extended to `lease_ms` from now, and it learns
-    /// how the rollout stands.
-    pub async fn beat(&self, id: &str, worker: &str, lease_ms: i64) -> Result<Seen, Error> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let claimed: i64 = sqlx::query_scalar(
-            "WITH c AS (UPDATE fleetmig_tenant_runs SET lease_until = $1 \
-             WHERE rollout_id = $2 AND claimed_by = $3 AND status IN ($4, $5, $6) RETURNING 1) \
-             SELECT count(*) FROM c",
+    /// `worker` is alive: its heartbeat (which keeps its claims) and the
+    /// lease of the gate it evaluates are renewed, and it learns how the
+    /// rollout stands. A worker the others took for gone (stopped past its
+    /// lease) is live again, with whatever claims nobody took meanwhile.
+    /// One statement: no row but its own, the rollout's and its gate's.
+    pub async fn beat(&self, id: &str, worker: &str) -> Result<Seen, Error> {
+        let row = sqlx::query(
+            "WITH w AS (UPDATE fleetmig_workers SET heartbeat_at = $1, stopped_at = NULL \
+               WHERE rollout_id = $2 AND worker = $3 RETURNING 1), \
+             g AS (UPDATE fleetmig_waves SET gated_at = $1 \
+               WHERE rollout_id = $2 AND gated_by = $3 AND status = $4 RETURNING 1), \
+             r AS (UPDATE fleetmig_rollouts SET heartbeat_at = $1, claimed_by = $3 \
+               WHERE id = $2 AND status = $5 RETURNING 1) \
+             SELECT status, requested, (SELECT count(*) FROM w) + (SELECT count(*) FROM g) + (SELECT count(*) FROM r) AS n \
+             FROM fleetmig_rollouts WHERE id = $2",
         )
-        .bind(now + lease_ms)
-        .bind(id)
-        .bind(worker)
-        .bind(TODO[0].as_str())
-        .bind(TODO[1].as_str())
-        .bind(TODO[2].as_str())
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        sqlx::query(
-            "UPDATE fleetmig_workers SET heartbeat_at = $1, claimed = $2 WHERE rollout_id = $3 AND worker = $4",
-        )
-        .bind(now)
-        .bind(claimed)
-        .bind(id)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        sqlx::query(
-            "UPDATE fleetmig_waves SET gated_at = $1 WHERE rollout_id = $2 AND gated_by = $3 AND status = $4",
-        )
-        .bind(now)
+        .bind(now_ms())
         .bind(id)
         .bind(worker)
         .bind(WaveStatus::Gating.as_str())
-        .execute(&mut *tx)
+        .bind(RolloutStatus::Running.as_str())
+        .fetch_one(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        let row = sqlx::query("SELECT status, requested FROM fleetmig_rollouts WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
         let status: String = row.try_get("status").map_err(|e| self.err(e))?;
         let requested: Option<String> = row.try_get("requested").map_err(|e| self.err(e))?;
         Ok(Seen {
@@ -118,11 +114,11 @@ impl StateStore {
         })
     }
 
-    /// Claims up to `n` tenants of wave `wave` for `worker` under a lease of
-    /// `lease_ms`: tenants still to run that nobody holds, or whose holder's
-    /// lease ran out. Rows another worker is claiming right now are skipped,
-    /// not waited for.
-    pub async fn claim(
+    /// Claims up to `n` tenants of wave `wave` for `worker` (their names,
+    /// sorted): tenants still to run whose claim is free (`free`, under a
+    /// lease of `lease_ms`). Rows another worker is claiming right now are
+    /// skipped, not waited for.
+    pub async fn claim_tenants(
         &self,
         id: &str,
         wave: i64,
@@ -130,44 +126,47 @@ impl StateStore {
         lease_ms: i64,
         n: usize,
     ) -> Result<Vec<String>, Error> {
-        let now = now_ms();
-        let claimed: Vec<String> = sqlx::query_scalar(
-            "UPDATE fleetmig_tenant_runs SET claimed_by = $1, lease_until = $2 \
-             WHERE rollout_id = $3 AND tenant IN ( \
+        let sql = format!(
+            "UPDATE fleetmig_tenant_runs SET claimed_by = $1 \
+             WHERE rollout_id = $2 AND tenant IN ( \
                SELECT tenant FROM fleetmig_tenant_runs \
-               WHERE rollout_id = $3 AND wave = $4 AND status IN ($5, $6, $7) \
-               AND (claimed_by IS NULL OR lease_until IS NULL OR lease_until < $8) \
-               ORDER BY tenant LIMIT $9 FOR UPDATE SKIP LOCKED) \
+               WHERE rollout_id = $2 AND wave = $3 AND status IN ($4, $5, $6) AND {} \
+               ORDER BY tenant LIMIT $8 FOR UPDATE SKIP LOCKED) \
              RETURNING tenant",
-        )
-        .bind(worker)
-        .bind(now + lease_ms)
-        .bind(id)
-        .bind(wave)
-        .bind(TODO[0].as_str())
-        .bind(TODO[1].as_str())
-        .bind(TODO[2].as_str())
-        .bind(now)
-        .bind(n as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        if !claimed.is_empty() {
-            sqlx::query(
-                "UPDATE fleetmig_workers SET claimed = claimed + $1 WHERE rollout_id = $2 AND worker = $3",
-            )
-            .bind(claimed.len() as i64)
-            .bind(id)
+            free(7)
+        );
+        let mut claimed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(worker)
-            .execute(&self.pool)
+            .bind(id)
+            .bind(wave)
+            .bind(TODO[0].as_str())
+            .bind(TODO[1].as_str())
+            .bind(TODO[2].as_str())
+            .bind(now_ms() - lease_ms)
+            .bind(n as i64)
+            .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
-        }
+        claimed.sort_unstable();
         Ok(claimed)
     }
 
-    /// Counts `n` tenants `worker` ran to an end.
-    pub async fn count_done(&self, id: &str, worker: &str, n: usize) -> Result<(), Error> {
+    /// A batch of `worker` ended (its rows recorded): counts the `n` tenants
+    /// it ran, and gives up its claims on those still to run (interrupted,
+    /// not started), so that anyone, itself included, claims them afresh.
+    pub async fn batch_done(&self, id: &str, worker: &str, n: usize) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_tenant_runs SET claimed_by = NULL \
+             WHERE rollout_id = $1 AND claimed_by = $2 AND status IN ($3, $4, $5)",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(TODO[0].as_str())
+        .bind(TODO[1].as_str())
+        .bind(TODO[2].as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
         sqlx::query(
             "UPDATE fleetmig_workers SET done = done + $1 WHERE rollout_id = $2 AND worker = $3",
         )
@@ -180,23 +179,11 @@ impl StateStore {
         Ok(())
     }
 
-    /// Gives up `worker`'s claims on tenants it did not finish (they are
-    /// anyone's at once) and marks it stopped.
+    /// Marks `worker` stopped: its claims on tenants it did not finish are
+    /// anyone's at once.
     pub async fn leave(&self, id: &str, worker: &str) -> Result<(), Error> {
         sqlx::query(
-            "UPDATE fleetmig_tenant_runs SET lease_until = 0 \
-             WHERE rollout_id = $1 AND claimed_by = $2 AND status IN ($3, $4, $5)",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(TODO[0].as_str())
-        .bind(TODO[1].as_str())
-        .bind(TODO[2].as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        sqlx::query(
-            "UPDATE fleetmig_workers SET stopped_at = $1, claimed = 0 WHERE rollout_id = $2 AND worker = $3",
+            "UPDATE fleetmig_workers SET stopped_at = $1 WHERE rollout_id = $2 AND worker = $3",
         )
         .bind(now_ms())
         .bind(id)
@@ -207,14 +194,11 @@ impl StateStore {
         Ok(())
     }
 
-    /// Tenants of wave `wave` still to run, and how many of them a live
-    /// claim holds.
-    pub async fn wave_left(&self, id: &str, wave: i64) -> Result<(usize, usize), Error> {
-        let (left, held): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), COALESCE(sum(CASE WHEN claimed_by IS NOT NULL AND lease_until >= $1 THEN 1 ELSE 0 END), 0) \
-             FROM fleetmig_tenant_runs WHERE rollout_id = $2 AND wave = $3 AND status IN ($4, $5, $6)",
+    /// Tenants of wave `wave` still to run (claimed or not).
+    pub async fn wave_left(&self, id: &str, wave: i64) -> Result<usize, Error> {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 AND status IN ($3, $4, $5)",
         )
-        .bind(now_ms())
         .bind(id)
         .bind(wave)
         .bind(TODO[0].as_str())
@@ -223,7 +207,7 @@ impl StateStore {
         .fetch_one(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        Ok((left as usize, held as usize))
+        Ok(left as usize)
     }
 
     /// Opens wave `wave` (pending → running) once it may open (`opens_at`,
@@ -311,6 +295,64 @@ impl StateStore {
         tx.commit().await.map_err(|e| self.err(e))
     }
 
+    /// Moves rollout `id` past wave `wave`, unless it already moved.
+    pub async fn advance(&self, id: &str, wave: i64) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_rollouts SET current_wave = $1 WHERE id = $2 AND current_wave = $3",
+        )
+        .bind(wave + 1)
+        .bind(id)
+        .bind(wave)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// `--max-failures` was reached: the tenants of wave `wave` whose claim
+    /// is free are not started (the gate halts the rollout on them).
+    pub async fn not_start_rest(&self, id: &str, wave: i64, lease_ms: i64) -> Result<(), Error> {
+        let sql = format!(
+            "UPDATE fleetmig_tenant_runs SET status = $1, error_class = 'permanent', error_kind = 'not_started', \
+             error_message = '--max-failures was reached before this tenant started' \
+             WHERE rollout_id = $2 AND wave = $3 AND status = $4 AND {}",
+            free(5)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(RunStatus::NotStarted.as_str())
+            .bind(id)
+            .bind(wave)
+            .bind(RunStatus::Pending.as_str())
+            .bind(now_ms() - lease_ms)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A halted wave's gate is evaluated again when its rollout resumes:
+    /// its record of the evaluation goes, and the wave runs again.
+    pub async fn reopen_gate(&self, id: &str, wave: i64) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        sqlx::query("DELETE FROM fleetmig_gates WHERE rollout_id = $1 AND wave = $2")
+            .bind(id)
+            .bind(wave)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        sqlx::query(
+            "UPDATE fleetmig_waves SET status = $1, gated_by = NULL WHERE rollout_id = $2 AND wave = $3 AND status = $4",
+        )
+        .bind(WaveStatus::Running.as_str())
+        .bind(id)
+        .bind(wave)
+        .bind(WaveStatus::Failed.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
     /// The next wave opens no earlier than `at` (the bake).
     pub async fn open_at(&self, id: &str, wave: i64, at: i64) -> Result<(), Error> {
         sqlx::query("UPDATE fleetmig_waves SET opens_at = $1 WHERE rollout_id = $2 AND wave = $3")
@@ -335,10 +377,15 @@ impl StateStore {
     /// The workers of rollout `id`, by start.
     pub async fn workers(&self, id: &str) -> Result<Vec<WorkerRecord>, Error> {
         let rows = sqlx::query(
-            "SELECT worker, host, started_at, heartbeat_at, stopped_at, claimed, done \
-             FROM fleetmig_workers WHERE rollout_id = $1 ORDER BY started_at, worker",
+            "SELECT worker, host, started_at, heartbeat_at, stopped_at, done, \
+             (SELECT count(*) FROM fleetmig_tenant_runs r WHERE r.rollout_id = w.rollout_id \
+              AND r.claimed_by = w.worker AND r.status IN ($2, $3, $4)) AS claimed \
+             FROM fleetmig_workers w WHERE rollout_id = $1 ORDER BY started_at, worker",
         )
         .bind(id)
+        .bind(TODO[0].as_str())
+        .bind(TODO[1].as_str())
+        .bind(TODO[2].as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -358,9 +405,36 @@ impl StateStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Frees the claims of workers of rollout `id` that are gone: a
+    /// heartbeat older than `lease`, or a process of this host that no
+    /// longer exists (so a worker that resumes after a crash on the same
+    /// machine need not wait out the dead one's lease). Returns how many.
+    pub async fn reap(&self, id: &str, lease: std::time::Duration) -> Result<usize, Error> {
+        let mut n = 0;
+        for w in self.workers(id).await? {
+            if w.stopped_at.is_none()
+                && super::claim_is_stale(Some(&w.worker), Some(w.heartbeat_at), lease)
+            {
+                tracing::info!(
+                    "worker {} of rollout {id} is gone (heartbeat {} ms ago): its claims are free",
+                    w.worker,
+                    now_ms() - w.heartbeat_at
+                );
+                self.leave(id, &w.worker).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Live workers of rollout `id` other than `worker` (a heartbeat within
     /// `lease_ms`, not stopped).
-    pub async fn others_alive(&self, id: &str, worker: &str, lease_ms: i64) -> Result<usize, Error> {
+    pub async fn others_alive(
+        &self,
+        id: &str,
+        worker: &str,
+        lease_ms: i64,
+    ) -> Result<usize, Error> {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM fleetmig_workers WHERE rollout_id = $1 AND worker <> $2 \
              AND stopped_at IS NULL AND heartbeat_at >= $3",

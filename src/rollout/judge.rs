@@ -1,0 +1,154 @@
+//! What the single-process driver and the workers of a shared rollout do
+//! alike: run a batch of a rollout's tenants through the executor (a tenant
+//! gone from the fleet fails as `tenant_gone`), and decide a wave's gate
+//! (count gates, the gate query, `--override-gate`, the revert of a halted
+//! wave).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use super::context::{Cancel, Ctx};
+use super::executor::Executor;
+use super::gate::{self, Verdict};
+use super::recorder::Recorder;
+use super::revert::revert_wave;
+use crate::error::Error;
+use crate::event::Bus;
+use crate::fanout::Fanout;
+use crate::state::{
+    Earlier, Finish, RolloutRecord, RunStatus, TenantUpdate, WaveRecord, WaveStatus, now_ms,
+};
+use crate::tenant::Tenant;
+
+/// Runs the tenants `ids` of rollout `r` through the executor, each event
+/// recorded by `recorder`; whether the run was interrupted (a signal, a
+/// request, a lost lease: `cancel`). `failures` counts toward
+/// `--max-failures` across calls.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_tenants(
+    ctx: &Ctx<'_>,
+    r: &RolloutRecord,
+    bus: &Bus,
+    recorder: &Arc<Recorder>,
+    fanout: &Arc<Fanout>,
+    ids: &[String],
+    earlier: HashMap<String, Earlier>,
+    cancel: &Cancel,
+    failures: Arc<AtomicUsize>,
+) -> bool {
+    let mut run: Vec<Tenant> = Vec::with_capacity(ids.len());
+    for id in ids {
+        match ctx
+            .tenants
+            .binary_search_by(|t| t.id.as_str().cmp(id.as_str()))
+        {
+            Ok(i) => run.push(ctx.tenants[i].clone()),
+            Err(_) => {
+                let mut f = Finish::new(id, RunStatus::Failed);
+                f.finished_at = Some(now_ms());
+                f.error.class = Some("permanent".into());
+                f.error.kind = Some("tenant_gone".into());
+                f.error.message = Some(format!(
+                    "tenant {id} is no longer in the fleet {}",
+                    ctx.fleet
+                ));
+                recorder.update(TenantUpdate::Finished(Box::new(f)));
+            }
+        }
+    }
+    if run.is_empty() {
+        return false;
+    }
+    let mut exec = r.settings.exec.clone();
+    exec.target = Some(r.target);
+    let executor = Executor {
+        connector: ctx.connector.clone(),
+        fanout: fanout.clone(),
+        set: ctx.set.clone(),
+        opts: exec,
+        bus: bus.clone(),
+        cancel: cancel.clone(),
+        failures,
+        earlier,
+        journal: recorder
+            .is_worker()
+            .then(|| recorder.clone() as Arc<dyn super::executor::Journal>),
+    };
+    executor.run(&r.id, run).await.interrupted
+}
+
+/// A wave's gate, decided: the wave's new status and what it says, and the
+/// rollout's halt reason when it halts.
+pub(super) struct Decision {
+    pub status: WaveStatus,
+    pub text: String,
+    pub halt: Option<String>,
+}
+
+/// Decides the gate of `wave` (every tenant of it has run): the count gates
+/// and the gate query over its succeeded tenants (their failures recorded),
+/// `override_gate` passing a failed gate on purpose, and on a halt the
+/// revert of the wave's succeeded tenants when the rollout asks for it.
+pub(super) async fn decide(
+    ctx: &Ctx<'_>,
+    r: &RolloutRecord,
+    wave: &WaveRecord,
+    fanout: &Fanout,
+    override_gate: bool,
+) -> Result<Decision, Error> {
+    let (id, exec, policy) = (&r.id, &r.settings.exec, &r.settings.policy);
+    let tally = ctx.store.wave_tally(id, wave.wave).await?;
+    let mut sql_errors = BTreeMap::new();
+    if let Some(sql) = &policy.gate_sql
+        && tally.not_started == 0
+    {
+        let ok = ctx
+            .store
+            .wave_tenants(id, wave.wave, &[RunStatus::Succeeded])
+            .await?;
+        let tenants: Vec<&Tenant> = ctx
+            .tenants
+            .iter()
+            .filter(|t| {
+                ok.binary_search_by(|o| o.as_str().cmp(t.id.as_str()))
+                    .is_ok()
+            })
+            .collect();
+        sql_errors = gate::check_sql(&ctx.connector, fanout, sql, tenants).await;
+        ctx.store.set_gate_errors(id, &sql_errors).await?;
+    }
+    let (status, text, halt) =
+        match gate::evaluate(&tally, &policy.gates, exec.max_failures, &sql_errors) {
+            Verdict::Passed => (WaveStatus::Passed, "passed".to_string(), None),
+            Verdict::Failed(why) if override_gate => (
+                WaveStatus::Overridden,
+                format!("overridden by --override-gate: {why}"),
+                None,
+            ),
+            Verdict::Failed(why) => (
+                WaveStatus::Failed,
+                why.clone(),
+                Some(format!("wave {} gate failed: {why}", wave.name)),
+            ),
+            Verdict::NotStarted(text) => (
+                WaveStatus::Failed,
+                text.clone(),
+                Some(format!("wave {}: {text}", wave.name)),
+            ),
+        };
+    if halt.is_some() && policy.revert_on_halt && tally.not_started == 0 {
+        let runs = ctx
+            .store
+            .wave_runs(id, wave.wave, RunStatus::Succeeded)
+            .await?;
+        let updates = revert_wave(&ctx.connector, fanout, &ctx.set, &ctx.tenants, runs).await;
+        let reverted = updates
+            .iter()
+            .filter(|u| matches!(u, TenantUpdate::Finished(f) if f.status == RunStatus::Reverted))
+            .count();
+        ctx.store.record(id, &updates, None).await?;
+        tracing::info!("reverted {reverted} tenant(s) of rollout {id}");
+    }
+    Ok(Decision { status, text, halt })
+}
