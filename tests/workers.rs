@@ -56,46 +56,60 @@ async fn count(c: &mut sqlx::PgConnection, sql: &str) -> i64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn three_workers_share_a_rollout_through_a_kill_and_a_stall() {
-    let db = pg_database("workers").await;
-    let schemas: String = (0..300)
-        .map(|i| format!("CREATE SCHEMA tenant_{i:03};"))
-        .collect();
-    db.exec(&format!(
-        "{schemas} CREATE TABLE public.ran (tenant text NOT NULL, version int NOT NULL)"
-    ))
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    // each migration leaves a row in public.ran when (and only when) it commits
-    let m = migration_dir(&[
-        (
-            "0001_t.sql",
-            "CREATE TABLE t (x int);\nINSERT INTO t SELECT generate_series(1, 100);\n\
-             INSERT INTO public.ran SELECT current_schema(), 1;\nSELECT pg_sleep(0.05);\n",
-        ),
-        (
-            "0002_u.sql",
-            "ALTER TABLE t ADD COLUMN y int;\nINSERT INTO public.ran SELECT current_schema(), 2;\nSELECT pg_sleep(0.05);\n",
-        ),
-    ]);
-    std::fs::write(
-        dir.path().join("gate.sql"),
-        "SELECT count(*) FROM t HAVING count(*) <> 100",
-    )
-    .unwrap();
-    let fleet = format!("postgres-schemas:{}", db.url);
-    let state = db.url.clone();
-    let common = |extra: &[&str]| -> Vec<String> {
+/// A database of `n` schema tenants, a `public.ran` table where each
+/// migration leaves a row when (and only when) it commits, and the common
+/// flags of the processes that share its rollouts.
+struct Setup {
+    db: PgDb,
+    dir: tempfile::TempDir,
+    m: tempfile::TempDir,
+    fleet: String,
+}
+
+impl Setup {
+    async fn new(prefix: &str, n: usize, sleep: f64) -> Setup {
+        let db = pg_database(prefix).await;
+        let schemas: String = (0..n)
+            .map(|i| format!("CREATE SCHEMA tenant_{i:03};"))
+            .collect();
+        db.exec(&format!(
+            "{schemas} CREATE TABLE public.ran (tenant text NOT NULL, version int NOT NULL)"
+        ))
+        .await;
+        let m = migration_dir(&[
+            (
+                "0001_t.sql",
+                &format!(
+                    "CREATE TABLE t (x int);\nINSERT INTO t SELECT generate_series(1, 100);\n\
+                     INSERT INTO public.ran SELECT current_schema(), 1;\nSELECT pg_sleep({sleep});\n"
+                ),
+            ),
+            (
+                "0002_u.sql",
+                &format!(
+                    "ALTER TABLE t ADD COLUMN y int;\nINSERT INTO public.ran SELECT current_schema(), 2;\n\
+                     SELECT pg_sleep({sleep});\n"
+                ),
+            ),
+        ]);
+        let fleet = format!("postgres-schemas:{}", db.url);
+        Setup {
+            db,
+            dir: tempfile::tempdir().unwrap(),
+            m,
+            fleet,
+        }
+    }
+
+    /// `extra`, then the flags every process of these tests shares.
+    fn args(&self, extra: &[&str]) -> Vec<String> {
         let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         v.extend(
             [
                 "--state",
-                &state,
+                &self.db.url,
                 "--lease",
                 "2s",
-                "--concurrency",
-                "4",
                 "--progress-every",
                 "0",
                 "--log-level",
@@ -105,51 +119,109 @@ async fn three_workers_share_a_rollout_through_a_kill_and_a_stall() {
             .map(|s| s.to_string()),
         );
         v
-    };
-    let a_args = common(&[
+    }
+
+    fn start(&self, extra: &[&str]) -> Child {
+        let args = self.args(extra);
+        start(
+            self.dir.path(),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    }
+
+    /// A command that runs nothing (pause, abort, status): the state only.
+    fn run(&self, extra: &[&str]) -> std::process::Output {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend(["--state", &self.db.url]);
+        run_in(self.dir.path(), &args)
+    }
+
+    /// A worker joining rollout `id` (the fleet's URL has a password, which
+    /// the record does not keep: it comes again).
+    fn worker(&self, id: &str, extra: &[&str]) -> Child {
+        let mut a = vec!["worker", "--rollout", id, "--fleet", &self.fleet];
+        a.extend_from_slice(extra);
+        self.start(&a)
+    }
+
+    /// The id of the one rollout, once it is recorded.
+    async fn rollout_id(&self, c: &mut sqlx::PgConnection) -> String {
+        let t0 = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let found: Option<String> =
+                sqlx::query_scalar("SELECT id FROM fleetmig_rollouts LIMIT 1")
+                    .fetch_optional(&mut *c)
+                    .await
+                    .unwrap_or(None);
+            if let Some(id) = found {
+                return id;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "no rollout started");
+        }
+    }
+
+    /// Waits until `n` migrations committed.
+    async fn wait_ran(&self, c: &mut sqlx::PgConnection, n: i64) {
+        let t0 = Instant::now();
+        while count(c, "SELECT count(*) FROM public.ran").await < n {
+            assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// No migration committed twice on any tenant.
+async fn ran_once(c: &mut sqlx::PgConnection) {
+    assert_eq!(
+        count(
+            c,
+            "SELECT count(*) FROM (SELECT tenant, version FROM public.ran GROUP BY 1, 2 HAVING count(*) > 1) d"
+        )
+        .await,
+        0,
+        "a migration ran twice"
+    );
+}
+
+fn said(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_workers_share_a_rollout_through_a_kill_and_a_stall() {
+    let s = Setup::new("workers", 300, 0.05).await;
+    std::fs::write(
+        s.dir.path().join("gate.sql"),
+        "SELECT count(*) FROM t HAVING count(*) <> 100",
+    )
+    .unwrap();
+    let a = s.start(&[
         "rollout",
         "--fleet",
-        &fleet,
+        &s.fleet,
         "--migrations",
-        m.path().to_str().unwrap(),
+        s.m.path().to_str().unwrap(),
         "--waves",
         "first=30%,rest",
         "--gate-max-failures",
         "0",
         "--gate-sql",
         "gate.sql",
+        "--concurrency",
+        "4",
     ]);
-    let a = start(
-        dir.path(),
-        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-
-    // the rollout's id, once it is recorded
-    let mut c = db.conn().await;
-    let t0 = Instant::now();
-    let id: String = loop {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        let found: Option<String> = sqlx::query_scalar("SELECT id FROM fleetmig_rollouts LIMIT 1")
-            .fetch_optional(&mut c)
-            .await
-            .unwrap_or(None);
-        if let Some(id) = found {
-            break id;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(30), "no rollout started");
-    };
-    // the fleet's URL has a password, which the record does not keep
-    let w_args = common(&["worker", "--rollout", &id, "--fleet", &fleet]);
-    let w_args: Vec<&str> = w_args.iter().map(String::as_str).collect();
-    let b = start(dir.path(), &w_args);
-    let stalled = start(dir.path(), &w_args);
+    let mut c = s.db.conn().await;
+    let id = s.rollout_id(&mut c).await;
+    let b = s.worker(&id, &["--concurrency", "4"]);
+    let stalled = s.worker(&id, &["--concurrency", "4"]);
 
     // kill b mid-wave, once tenants are being done
-    let t0 = Instant::now();
-    while count(&mut c, "SELECT count(*) FROM public.ran").await < 60 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.wait_ran(&mut c, 60).await;
     signal(&b, SIGKILL);
     let _ = b.wait_with_output();
     // stall the third past its lease, then let it go on
@@ -160,34 +232,19 @@ async fn three_workers_share_a_rollout_through_a_kill_and_a_stall() {
 
     let deadline = Instant::now() + Duration::from_secs(120);
     let (a, a_late) = wait_until(a, deadline);
-    let (s, s_late) = wait_until(stalled, deadline);
-    let said = |o: &std::process::Output| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    };
+    let (st, st_late) = wait_until(stalled, deadline);
     assert!(
-        !a_late && !s_late,
+        !a_late && !st_late,
         "a worker hung:\nrollout: {}\nstalled worker: {}",
         said(&a),
-        said(&s)
+        said(&st)
     );
     assert_eq!(a.status.code(), Some(0), "rollout: {}", said(&a));
-    assert_eq!(s.status.code(), Some(0), "stalled worker: {}", said(&s));
+    assert_eq!(st.status.code(), Some(0), "stalled worker: {}", said(&st));
 
     // each migration ran and is recorded exactly once on every tenant
     assert_eq!(count(&mut c, "SELECT count(*) FROM public.ran").await, 600);
-    assert_eq!(
-        count(
-            &mut c,
-            "SELECT count(*) FROM (SELECT tenant, version FROM public.ran GROUP BY 1, 2 HAVING count(*) > 1) d"
-        )
-        .await,
-        0,
-        "a migration ran twice"
-    );
+    ran_once(&mut c).await;
     for i in [0, 77, 150, 299] {
         assert_eq!(
             pg_history(&mut c, &format!("tenant_{i:03}")).await,
@@ -210,7 +267,7 @@ async fn three_workers_share_a_rollout_through_a_kill_and_a_stall() {
         "the work was shared"
     );
     // the report counts every tenant once
-    let report = report_dir(dir.path(), &a);
+    let report = report_dir(s.dir.path(), &a);
     let rows = csv_rows(&report);
     assert_eq!(rows.len(), 300);
     assert!(rows.values().all(|r| r["status"] == "succeeded"));
@@ -228,7 +285,7 @@ async fn three_workers_share_a_rollout_through_a_kill_and_a_stall() {
     assert_eq!(uncredited, vec![], "{}", said(&a));
     assert_eq!(summary["totals"]["migrations_applied"], 600);
 
-    let out = run_in(dir.path(), &["status", "--rollout", &id, "--state", &state]);
+    let out = s.run(&["status", "--rollout", &id]);
     let text = stdout(&out);
     let listed = text
         .lines()
@@ -236,7 +293,170 @@ async fn three_workers_share_a_rollout_through_a_kill_and_a_stall() {
         .count();
     assert!(listed >= 3, "three workers listed: {text}");
     c.close_conn().await;
-    db.drop_now().await;
+    s.db.drop_now().await;
+}
+
+/// Each tenant's history is what its run row says was applied, and a
+/// prefix of the migrations (an abort stops a tenant between them).
+async fn histories_match_rows(c: &mut sqlx::PgConnection, n: usize) {
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT tenant, applied FROM fleetmig_tenant_runs ORDER BY tenant")
+            .fetch_all(&mut *c)
+            .await
+            .unwrap();
+    assert_eq!(rows.len(), n);
+    for (tenant, applied) in rows {
+        let history: Vec<String> = pg_history(c, &tenant)
+            .await
+            .into_iter()
+            .map(|(v, ok)| {
+                assert!(ok, "{tenant}: {v} failed");
+                v.to_string()
+            })
+            .collect();
+        assert_eq!(history.join(";"), applied, "{tenant}");
+    }
+}
+
+/// `fleetmig pause` and `fleetmig abort` reach every worker of a rollout
+/// within a heartbeat: each stops after the migrations it is running, the
+/// last one out records the rollout paused (aborted), and a resume with two
+/// workers picks it up where it stopped.
+#[tokio::test(flavor = "multi_thread")]
+async fn pause_and_abort_reach_every_worker() {
+    let s = Setup::new("wpause", 200, 0.1).await;
+    let a = s.start(&[
+        "rollout",
+        "--fleet",
+        &s.fleet,
+        "--migrations",
+        s.m.path().to_str().unwrap(),
+        "--concurrency",
+        "2",
+    ]);
+    let mut c = s.db.conn().await;
+    let id = s.rollout_id(&mut c).await;
+    let b = s.worker(&id, &["--concurrency", "2", "--once"]);
+    s.wait_ran(&mut c, 30).await;
+    let asked = Instant::now();
+    let out = s.run(&["pause", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (a, a_late) = wait_until(a, deadline);
+    let (b, b_late) = wait_until(b, deadline);
+    assert!(!a_late && !b_late, "{}\n{}", said(&a), said(&b));
+    // a heartbeat (half a second) and the migrations in flight (0.2 s)
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert_eq!(
+        b.status.code(),
+        Some(1),
+        "--once on a paused rollout: {}",
+        said(&b)
+    );
+    let status: (String, i64) =
+        sqlx::query_as("SELECT status, (SELECT count(*) FROM fleetmig_tenant_runs WHERE status = 'running') FROM fleetmig_rollouts")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(status, ("paused".to_string(), 0), "{}", said(&a));
+    let done = count(&mut c, "SELECT count(*) FROM public.ran").await;
+    assert!(done < 400, "paused before the end: {done}");
+    assert!(
+        count(
+            &mut c,
+            "SELECT count(DISTINCT worker) FROM fleetmig_tenant_runs"
+        )
+        .await
+            == 2,
+        "both worked"
+    );
+    ran_once(&mut c).await;
+    histories_match_rows(&mut c, 200).await;
+
+    // resume with two workers, then abort
+    let a = s.start(&["resume", &id, "--fleet", &s.fleet, "--concurrency", "2"]);
+    let b = s.worker(&id, &["--concurrency", "2"]);
+    s.wait_ran(&mut c, done + 30).await;
+    let out = s.run(&["abort", &id]);
+    assert_eq!(out.status.code(), Some(0), "{}", said(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (a, a_late) = wait_until(a, deadline);
+    let (b, b_late) = wait_until(b, deadline);
+    assert!(!a_late && !b_late, "{}\n{}", said(&a), said(&b));
+    assert_eq!(
+        b.status.code(),
+        Some(1),
+        "--rollout on an aborted rollout: {}",
+        said(&b)
+    );
+    let (status, skipped, todo): (String, i64, i64) = sqlx::query_as(
+        "SELECT status, (SELECT count(*) FROM fleetmig_tenant_runs WHERE status = 'skipped'), \
+         (SELECT count(*) FROM fleetmig_tenant_runs WHERE status IN ('pending', 'running', 'not_started')) \
+         FROM fleetmig_rollouts",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), todo), ("aborted", 0), "{}", said(&a));
+    assert!(skipped > 0, "tenants left were skipped");
+    ran_once(&mut c).await;
+    histories_match_rows(&mut c, 200).await;
+    c.close_conn().await;
+    s.db.drop_now().await;
+}
+
+/// A gate that fails halts the rollout, and the halt reaches every worker:
+/// the next wave starts nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_halt_reaches_every_worker() {
+    let s = Setup::new("whalt", 80, 0.02).await;
+    // every tenant of the first wave fails the gate
+    std::fs::write(s.dir.path().join("gate.sql"), "SELECT count(*) FROM t").unwrap();
+    let a = s.start(&[
+        "rollout",
+        "--fleet",
+        &s.fleet,
+        "--migrations",
+        s.m.path().to_str().unwrap(),
+        "--waves",
+        "canary=50%,rest",
+        "--gate-sql",
+        "gate.sql",
+        "--concurrency",
+        "2",
+    ]);
+    let mut c = s.db.conn().await;
+    let id = s.rollout_id(&mut c).await;
+    let b = s.worker(&id, &["--concurrency", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (a, a_late) = wait_until(a, deadline);
+    let (b, b_late) = wait_until(b, deadline);
+    assert!(!a_late && !b_late, "{}\n{}", said(&a), said(&b));
+    assert_eq!(b.status.code(), Some(1), "{}", said(&b));
+    assert_ne!(a.status.code(), Some(0), "{}", said(&a));
+    let status: String = sqlx::query_scalar("SELECT status FROM fleetmig_rollouts")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(status, "halted");
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM fleetmig_gates").await,
+        1
+    );
+    // the first wave ran, the second did not start anywhere
+    assert_eq!(count(&mut c, "SELECT count(*) FROM public.ran").await, 80);
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM fleetmig_tenant_runs WHERE wave = 1 AND status = 'pending' AND started_at IS NULL").await,
+        40
+    );
+    ran_once(&mut c).await;
+    histories_match_rows(&mut c, 80).await;
+    c.close_conn().await;
+    s.db.drop_now().await;
 }
 
 /// The SQLite state store, which one process at a time runs, refuses

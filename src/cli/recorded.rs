@@ -64,7 +64,7 @@ async fn pick(
 
 /// `cfg` as rollout `r` recorded it: its fleet, migration folder and report
 /// folder, unless given; a given one that differs is an error.
-fn adopt(cfg: &mut Config, r: &RolloutRecord) -> Result<(), Error> {
+fn adopt(cfg: &mut Config, r: &RolloutRecord, needs_fleet: bool) -> Result<(), Error> {
     match &cfg.fleet {
         Some(f) if !f.is(&r.fleet) => {
             return Err(Error::Usage(format!(
@@ -75,6 +75,10 @@ fn adopt(cfg: &mut Config, r: &RolloutRecord) -> Result<(), Error> {
             )));
         }
         Some(_) => {}
+        // pause and abort touch the state store only
+        None if !needs_fleet => {
+            cfg.fleet = FleetSpec::from_record(&r.fleet);
+        }
         None => {
             cfg.fleet = Some(FleetSpec::from_record(&r.fleet).ok_or_else(|| {
                 Error::Usage(format!(
@@ -117,6 +121,7 @@ async fn recorded(
     id: Option<&str>,
     accept: impl Fn(&RolloutRecord) -> bool,
     what: &str,
+    needs_fleet: bool,
 ) -> Result<(StateStore, RolloutRecord), Error> {
     let store = open_store(cfg, Open::Existing).await?;
     let r = match pick(&store, cfg.fleet.as_ref(), id, accept, what).await {
@@ -126,7 +131,7 @@ async fn recorded(
             return Err(e);
         }
     };
-    if let Err(e) = adopt(cfg, &r) {
+    if let Err(e) = adopt(cfg, &r, needs_fleet) {
         store.close().await;
         return Err(e);
     }
@@ -135,7 +140,7 @@ async fn recorded(
 
 pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
     let mut cfg = config(&a.common, Overrides::default())?;
-    let (store, r) = recorded(&mut cfg, a.id.as_deref(), unfinished, "unfinished ").await?;
+    let (store, r) = recorded(&mut cfg, a.id.as_deref(), unfinished, "unfinished ", true).await?;
     let f = in_context(
         &cfg,
         &store,
@@ -151,7 +156,7 @@ pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
 
 pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
     let mut cfg = config(&a.common, Overrides::default())?;
-    let (store, r) = recorded(&mut cfg, a.rollout.as_deref(), |_| true, "").await?;
+    let (store, r) = recorded(&mut cfg, a.rollout.as_deref(), |_| true, "", true).await?;
     let tenants: Vec<String> = if a.failed {
         let runs = store.tenant_runs(&r.id).await;
         match runs {
@@ -202,7 +207,7 @@ pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
 /// `abort` and `pause`: a rollout another process runs is asked to stop, and
 /// this waits until it has; one nobody runs is stopped here.
 async fn stop(cfg: &mut Config, id: Option<&str>, request: Request) -> Result<Finished, Error> {
-    let (store, r) = recorded(cfg, id, unfinished, "unfinished ").await?;
+    let (store, r) = recorded(cfg, id, unfinished, "unfinished ", false).await?;
     let f = crate::rollout::driver::stop(
         &store,
         &r.id,
@@ -272,7 +277,7 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
             }
         }
         let mut cfg = cfg.clone();
-        adopt(&mut cfg, &r)?;
+        adopt(&mut cfg, &r, true)?;
         let f = in_context(
             &cfg,
             store,
