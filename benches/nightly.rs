@@ -20,122 +20,21 @@
 //!
 //! cargo bench --bench nightly -- [--sqlite 30000,100000] [--pg 1000] [--rounds 3]
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use common::*;
 use sqlx::Connection;
-
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
-}
-
-fn migrations() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
-}
-
-const FLOOR_PY: &str = r#"
-import sqlite3, sys, os
-from multiprocessing import Pool
-def read(paths):
-    n = 0
-    for p in paths:
-        c = sqlite3.connect(p)
-        n += len(c.execute("SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version").fetchall())
-        c.close()
-    return n
-if __name__ == "__main__":
-    d = sys.argv[1]
-    files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.endswith(".db"))
-    with Pool(2) as p:
-        print(sum(p.map(read, [files[0::2], files[1::2]])))
-"#;
-
-/// Runs `cmd` under `/usr/bin/time`: (wall time, peak RSS in MB, stdout).
-fn timed(mut cmd: Command) -> (Duration, f64, String) {
-    let start = Instant::now();
-    let out = cmd.output().unwrap();
-    let wall = start.elapsed();
-    let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(
-        out.status.success() || out.status.code() == Some(1),
-        "{}{err}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let rss_kb: f64 = err
-        .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("peak-rss-kb "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
-    (
-        wall,
-        rss_kb / 1024.0,
-        String::from_utf8_lossy(&out.stdout).to_string(),
-    )
-}
-
-fn fleetmig(dir: &Path, args: &[&str]) -> Command {
-    let mut c = Command::new("/usr/bin/time");
-    c.current_dir(dir)
-        .args(["-f", "peak-rss-kb %M", env!("CARGO_BIN_EXE_fleetmig")])
-        .args(args)
-        .arg("--migrations")
-        .arg(migrations());
-    if args[0] != "report" {
-        c.args(["--progress-every", "0"]);
-    }
-    c
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
-}
-
-fn range(v: &[f64]) -> String {
-    let lo = v.iter().cloned().fold(f64::MAX, f64::min);
-    let hi = v.iter().cloned().fold(f64::MIN, f64::max);
-    format!("{lo:.2}–{hi:.2}")
-}
-
-/// A fleet of `n` SQLite tenants at head, in `root/t`.
-fn sqlite_fleet(root: &Path, n: usize) {
-    let seed = root.join("seed");
-    std::fs::create_dir_all(seed.join("t")).unwrap();
-    std::fs::write(seed.join("t/t0.db"), b"").unwrap();
-    let (_, _, out) = timed(fleetmig(&seed, &["sync", "--fleet", "sqlite-dir:t"]));
-    assert!(out.contains("completed"), "{out}");
-    let fleet = root.join("t");
-    std::fs::create_dir_all(&fleet).unwrap();
-    for i in 0..n {
-        std::fs::copy(seed.join("t/t0.db"), fleet.join(format!("t{i:06}.db"))).unwrap();
-    }
-}
 
 fn sqlite(n: usize, rounds: usize) {
     let root = tempfile::tempdir().unwrap();
     sqlite_fleet(root.path(), n);
-    let py = root.path().join("floor.py");
-    std::fs::write(&py, FLOOR_PY).unwrap();
     let (mut ratios, mut floor_t, mut sync_t, mut rss) = (vec![], vec![], vec![], 0.0f64);
     for _ in 0..rounds {
-        let start = Instant::now();
-        let out = Command::new("python3")
-            .arg(&py)
-            .arg(root.path().join("t"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let floor = start.elapsed();
+        let floor = sqlite_floor(root.path(), &root.path().join("t"));
         let (wall, mb, out) = timed(fleetmig(root.path(), &["sync", "--fleet", "sqlite-dir:t"]));
         assert!(out.contains(&format!("({n} up to date)")), "{out}");
         ratios.push(floor.as_secs_f64() / wall.as_secs_f64());
@@ -177,19 +76,7 @@ fn sqlite(n: usize, rounds: usize) {
 }
 
 async fn postgres(m: usize, rounds: usize) {
-    let base = std::env::var("FLEETMIG_TEST_PG_URL").unwrap_or_else(|_| {
-        "postgres://fleetmig:fleetmig-test-secret@127.0.0.1:5432/fleetmig_test?sslmode=disable"
-            .into()
-    });
-    let name = format!("fm_nightly_{:08x}", rand::random::<u32>());
-    let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let mut u = url::Url::parse(&base).unwrap();
-    u.set_path(&format!("/{name}"));
-    let url = u.to_string();
+    let (name, url) = pg_create("fm_nightly").await;
     let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
     let ddl: String = (0..m)
         .map(|i| format!("CREATE SCHEMA tenant_{i:05};"))
@@ -257,12 +144,7 @@ async fn postgres(m: usize, rounds: usize) {
         median(ratios.clone()),
         range(&ratios)
     );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await
-    .unwrap();
+    pg_drop(&name).await;
 }
 
 #[tokio::main]

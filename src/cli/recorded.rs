@@ -226,6 +226,9 @@ async fn stop(cfg: &mut Config, id: Option<&str>, request: Request) -> Result<Fi
     f
 }
 
+/// How often an idle worker looks for a rollout to join (one small query).
+const WORKER_POLL_MS: u64 = 500;
+
 /// `fleetmig worker`: joins the active rollout of a shared store (or the one
 /// `--rollout` names), works on it beside the other workers until it stops,
 /// then waits for the next (or exits: `--rollout`, `--once`).
@@ -264,7 +267,7 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
                 );
                 announced = true;
             }
-            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(WORKER_POLL_MS)).await;
             continue;
         };
         match r.status {
@@ -272,7 +275,7 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
             RolloutStatus::Aborted | RolloutStatus::Halted if a.rollout.is_some() => return Ok(1),
             RolloutStatus::Running => {}
             _ => {
-                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(WORKER_POLL_MS)).await;
                 continue;
             }
         }

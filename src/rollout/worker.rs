@@ -27,8 +27,14 @@ use crate::state::{Request, RolloutRecord, RolloutStatus, StateStore, WaveStatus
 /// claim (others finish the wave, or a bake runs).
 const POLL: Duration = Duration::from_millis(250);
 
-/// Tenants claimed per batch, per unit of the worker's concurrency.
+/// Tenants claimed in a first batch, per unit of the worker's concurrency.
 const CLAIM_PER_SLOT: usize = 2;
+
+/// The most tenants one batch claims. A batch that took under an eighth of
+/// the lease doubles the next (an up-to-date fleet goes a thousand tenants
+/// per claim, not eight), one that took over half of it halves the next (a
+/// worker that dies holds few slow tenants).
+const CLAIM_MAX: usize = 1024;
 
 /// This machine's name, for the workers table.
 fn host() -> String {
@@ -149,7 +155,8 @@ async fn work_waves(
 ) -> Result<(), Error> {
     let store = ctx.store;
     let lease_ms = ctx.opts.lease.as_millis() as i64;
-    let batch = (ctx.opts.concurrency * CLAIM_PER_SLOT).max(1);
+    let first = (ctx.opts.concurrency * CLAIM_PER_SLOT).max(1);
+    let mut batch = first;
     loop {
         if stop.is_cancelled() {
             return Ok(());
@@ -199,6 +206,7 @@ async fn work_waves(
                     let mut earlier = store.interrupted(id, wave.wave).await?;
                     earlier.retain(|t, _| claimed.binary_search(t).is_ok());
                     let cancel = stop.child(Some(lease.clone()));
+                    let took = std::time::Instant::now();
                     judge::run_tenants(
                         ctx,
                         &r,
@@ -214,6 +222,12 @@ async fn work_waves(
                     recorder.flush().await?;
                     store.batch_done(id, me, claimed.len()).await?;
                     cancel.cancel();
+                    let took = took.elapsed().as_millis() as i64;
+                    if took < lease_ms / 8 {
+                        batch = (batch * 2).min(CLAIM_MAX);
+                    } else if took > lease_ms / 2 {
+                        batch = (batch / 2).max(first);
+                    }
                     continue;
                 }
                 if !budget_left {

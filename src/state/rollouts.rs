@@ -16,6 +16,10 @@ use crate::error::Error;
 /// so a few hundred is the sweet spot.
 const INSERT_ROWS: usize = 200;
 
+/// A rollout of more tenants than this refreshes the PostgreSQL planner's
+/// statistics of the tenant rows once they are in.
+const ANALYZE_AFTER: usize = 1000;
+
 impl StateStore {
     /// Creates a rollout with its waves and tenants (all `pending`), claimed by
     /// `owner`, unless another rollout of the same fleet is running: then the
@@ -137,7 +141,18 @@ impl StateStore {
             .await
             .map_err(|e| self.err(e))?;
         }
-        tx.commit().await.map_err(|e| self.err(e))
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let tenants_added: usize = waves.iter().map(|w| w.2.len()).sum();
+        if self.postgres && tenants_added > ANALYZE_AFTER {
+            // the planner's statistics of a table that just grew by many
+            // rows are stale until autovacuum comes by: the one-row-per-key
+            // updates of the rollout would be planned as scans of it
+            sqlx::query("ANALYZE fleetmig_tenant_runs")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// Takes over a rollout for `owner` if nobody alive holds it. Returns the
