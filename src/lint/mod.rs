@@ -83,6 +83,18 @@ pub const RULES: &[Rule] = &[
         instead: "leave fleetmig's --lock-timeout in force (default 5s), or set a per-migration `-- fleetmig: lock_timeout=10s`",
     },
     Rule {
+        id: "FM009",
+        name: "partition-key-not-in-unique",
+        breaks: "a primary key or unique constraint of a partitioned table must include every partition key column: PostgreSQL refuses the CREATE TABLE, on every tenant",
+        instead: "add the partition key to the key, e.g. PRIMARY KEY (id, created_at); uniqueness of id alone cannot be enforced across partitions",
+    },
+    Rule {
+        id: "FM010",
+        name: "attach-partition-without-check",
+        breaks: "ATTACH PARTITION scans the whole table to prove its rows fit the bound, holding a lock that blocks writes to it (and SHARE UPDATE EXCLUSIVE on the parent) for the scan",
+        instead: "first ADD CONSTRAINT ... CHECK (the bound) NOT VALID and VALIDATE CONSTRAINT it (no write lock), in this migration or an earlier one (then ignore FM010 here with the reason); the attach then skips the scan",
+    },
+    Rule {
         id: "FM000",
         name: "unparsable",
         breaks: "the statement could not be parsed, so it was not checked",
@@ -214,6 +226,9 @@ pub fn lint_script(script: &Script, dialects: &[Dialect]) -> Vec<Finding> {
     // tables this migration creates: no application reads them yet, so an
     // index, a type change or a constraint on one locks nothing anyone waits on
     let mut created: std::collections::HashSet<String> = Default::default();
+    // tables given a CHECK constraint earlier in this migration (an attach
+    // of one as a partition can skip the scan)
+    let mut checked: std::collections::HashSet<String> = Default::default();
     for st in split_statements(&script.sql) {
         let mut hits: Vec<&'static str> = Vec::new();
         match Parser::parse_sql(parser_dialect.as_ref(), &st.sql) {
@@ -222,6 +237,7 @@ pub fn lint_script(script: &Script, dialects: &[Dialect]) -> Vec<Finding> {
                     if let Statement::CreateTable(ct) = s {
                         created.insert(table_key(&ct.name));
                     }
+                    partitions(s, postgres, &mut checked, &mut hits);
                     if touches_created(s, &created) {
                         continue;
                     }
@@ -288,6 +304,84 @@ fn touches_created(s: &Statement, created: &std::collections::HashSet<String>) -
         Statement::AlterTable(at) => created.contains(&table_key(&at.name)),
         _ => false,
     }
+}
+
+/// The partitioning rules (PostgreSQL): FM009 on a partitioned table's keys,
+/// FM010 on an attach of a table with no CHECK added before it.
+fn partitions(
+    s: &Statement,
+    postgres: bool,
+    checked: &mut std::collections::HashSet<String>,
+    hits: &mut Vec<&'static str>,
+) {
+    if !postgres {
+        return;
+    }
+    match s {
+        Statement::CreateTable(ct) => {
+            let Some(by) = &ct.partition_by else { return };
+            let key = idents(by.as_ref());
+            let mut uniques: Vec<Vec<String>> = Vec::new();
+            for c in &ct.columns {
+                if c.options.iter().any(|o| {
+                    matches!(
+                        o.option,
+                        ColumnOption::PrimaryKey(_) | ColumnOption::Unique(_)
+                    )
+                }) {
+                    uniques.push(vec![c.name.value.to_ascii_lowercase()]);
+                }
+            }
+            for tc in &ct.constraints {
+                let cols = match tc {
+                    TableConstraint::PrimaryKey(pk) => &pk.columns,
+                    TableConstraint::Unique(u) => &u.columns,
+                    _ => continue,
+                };
+                uniques.push(cols.iter().flat_map(|c| idents(&c.column.expr)).collect());
+            }
+            if uniques.iter().any(|u| key.iter().any(|k| !u.contains(k))) {
+                hits.push("FM009");
+            }
+        }
+        Statement::AlterTable(at) => {
+            for op in &at.operations {
+                match op {
+                    AlterTableOperation::AddConstraint {
+                        constraint: TableConstraint::Check(_),
+                        ..
+                    } => {
+                        checked.insert(table_key(&at.name));
+                    }
+                    AlterTableOperation::AttachPartitionOf { partition, .. }
+                        if !checked.contains(&table_key(partition)) =>
+                    {
+                        hits.push("FM010");
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The column names an expression reads, lower-cased.
+fn idents(e: &sqlparser::ast::Expr) -> Vec<String> {
+    let mut out = Vec::new();
+    let _ = sqlparser::ast::visit_expressions(e, |e| {
+        match e {
+            sqlparser::ast::Expr::Identifier(i) => out.push(i.value.to_ascii_lowercase()),
+            sqlparser::ast::Expr::CompoundIdentifier(p) => {
+                if let Some(i) = p.last() {
+                    out.push(i.value.to_ascii_lowercase());
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    out
 }
 
 fn check_statement(
@@ -565,6 +659,57 @@ mod tests {
                 "-- fleetmig-lint: ignore-file all\nUPDATE t SET b = 2;\nDROP TABLE old;\n",
             ),
         ]);
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    #[test]
+    fn partitioning_hazards_are_named() {
+        let f = lint(&[
+            (
+                // the seed's conversion: a primary key without the partition key
+                "0001_events.postgres.sql",
+                "CREATE TABLE events (\n  id BIGINT PRIMARY KEY,\n  created_at TIMESTAMP NOT NULL\n) PARTITION BY RANGE (created_at);\n\
+                 CREATE TABLE tags (\n  id bigint,\n  at date,\n  UNIQUE (id)\n) PARTITION BY LIST (at);\n",
+            ),
+            (
+                // an attach of a table with rows and no CHECK first
+                "0002_attach.postgres.sql",
+                "ALTER TABLE events ATTACH PARTITION events_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');\n",
+            ),
+        ]);
+        assert_eq!(
+            f,
+            vec![
+                ("0001_events.postgres.sql".to_string(), "FM009", 1),
+                ("0001_events.postgres.sql".to_string(), "FM009", 5),
+                ("0002_attach.postgres.sql".to_string(), "FM010", 1),
+            ]
+        );
+        // the safe forms: the key includes the partition key; a CHECK that
+        // implies the bound is added (and validated) before the attach
+        let f = lint(&[
+            (
+                "0001_events.postgres.sql",
+                "CREATE TABLE events (id bigint, created_at timestamptz NOT NULL, PRIMARY KEY (id, created_at)) PARTITION BY RANGE (created_at);\n\
+                 CREATE TABLE events_y2026m01 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');\n",
+            ),
+            (
+                "0002_attach.postgres.sql",
+                "ALTER TABLE events_2025 ADD CONSTRAINT in_2025 CHECK (created_at >= '2025-01-01' AND created_at < '2026-01-01') NOT VALID;\n\
+                 ALTER TABLE events_2025 VALIDATE CONSTRAINT in_2025;\n\
+                 ALTER TABLE events ATTACH PARTITION events_2025 FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');\n",
+            ),
+        ]);
+        assert!(f.is_empty(), "{f:?}");
+    }
+
+    /// The worked example in examples/partitioning passes its own lint.
+    #[test]
+    fn the_partitioning_example_lints_clean() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/partitioning");
+        let set = load(&dir).unwrap();
+        assert_eq!(set.migrations.len(), 6);
+        let f = lint_set(&set);
         assert!(f.is_empty(), "{f:?}");
     }
 }
