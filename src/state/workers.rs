@@ -365,15 +365,6 @@ impl StateStore {
         Ok(())
     }
 
-    /// How many times the gate of each wave of rollout `id` was evaluated.
-    pub async fn gate_count(&self, id: &str) -> Result<i64, Error> {
-        sqlx::query_scalar("SELECT count(*) FROM fleetmig_gates WHERE rollout_id = $1")
-            .bind(id)
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| self.err(e))
-    }
-
     /// The workers of rollout `id`, by start.
     pub async fn workers(&self, id: &str) -> Result<Vec<WorkerRecord>, Error> {
         let rows = sqlx::query(
