@@ -63,6 +63,21 @@ pub async fn discover(spec: &FleetSpec, opts: &DiscoverOptions) -> Result<Fleet,
                 schema: None,
             })
         }
+        FleetSpec::PostgresRows(url) => rows(
+            Locator::Postgres {
+                url: url.clone(),
+                schema: None,
+            },
+            opts,
+        )
+        .await
+        .map_err(fail)?,
+        FleetSpec::MysqlRows(url) => rows(Locator::Mysql { url: url.clone() }, opts)
+            .await
+            .map_err(fail)?,
+        FleetSpec::SqliteRows(path) => rows(Locator::Sqlite { path: path.clone() }, opts)
+            .await
+            .map_err(fail)?,
         FleetSpec::MysqlDatabases(url) => {
             let names = dialect::mysql::list_databases(url, opts)
                 .await
@@ -93,6 +108,37 @@ pub async fn discover(spec: &FleetSpec, opts: &DiscoverOptions) -> Result<Fleet,
              pass --allow-empty if this fleet is meant to be empty"
         )));
     }
+    Ok(fleet)
+}
+
+/// The row tenants of database `db`, listed by `--tenant-query` (id, and
+/// tags in the registry's `a=b;c` form); an id that is not a safe name is
+/// refused like any other.
+async fn rows(db: Locator, opts: &DiscoverOptions) -> Result<Fleet, String> {
+    let query = opts.query.as_deref().ok_or_else(|| {
+        "a fleet of row tenants needs --tenant-query, e.g. 'SELECT id::text, tags FROM organizations' \
+         (the tenant's id, and optional tags like tier=pro;canary)"
+            .to_string()
+    })?;
+    let found = dialect::rows::list(&db, query, opts.connect_timeout).await?;
+    let mut fleet = Fleet::default();
+    for (id, tags) in found {
+        match TenantId::new(&id).and_then(|tid| Ok((tid, crate::tenant::parse_tags(&tags)?))) {
+            Ok((tid, tags)) => fleet.tenants.push(Tenant {
+                id: tid,
+                locator: Locator::Row {
+                    db: Box::new(db.clone()),
+                    tenant_id: id,
+                },
+                tags,
+            }),
+            Err(reason) => fleet.refused.push(Refused {
+                name: shown_name(&id),
+                reason,
+            }),
+        }
+    }
+    fleet.refused.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(fleet)
 }
 

@@ -191,6 +191,12 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
         ));
     }
     match &tenant.locator {
+        Locator::Row { .. } => {
+            return Err(TenantError::permanent(
+                "restore",
+                "a row tenant's rows share their tables with other tenants: restore the database",
+            ));
+        }
         Locator::Sqlite { path: db } => {
             for suffix in ["-journal", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));

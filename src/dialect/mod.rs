@@ -21,6 +21,7 @@ mod classify;
 mod history;
 pub mod mysql;
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 
 pub use classify::{classify, one_line};
@@ -162,16 +163,17 @@ pub trait Session: Send {
 
 /// Opens tenant sessions; owns the connection pools shared between tenants of
 /// one database (schema-per-tenant). One per command.
+#[derive(Clone)]
 pub struct Connector {
     pub settings: Settings,
-    pg: postgres::Pools,
+    pg: std::sync::Arc<postgres::Pools>,
 }
 
 impl Connector {
     pub fn new(settings: Settings) -> Self {
         Connector {
             settings,
-            pg: postgres::Pools::default(),
+            pg: Default::default(),
         }
     }
 
@@ -190,6 +192,9 @@ impl Connector {
             ),
             Locator::Mysql { url } => {
                 Box::new(mysql::MySqlSession::open(&self.settings, url).await?)
+            }
+            Locator::Row { db, tenant_id } => {
+                Box::new(rows::RowSession::open(self, db, tenant_id, access).await?)
             }
         })
     }

@@ -18,6 +18,17 @@ pub enum Phase {
     Contract,
 }
 
+/// Where a migration runs on a fleet of row tenants (tenants that are rows
+/// of shared tables): once per database (the default: schema changes), or
+/// once per tenant with `:tenant_id` bound (`scope=tenant`: data changes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    #[default]
+    Database,
+    Tenant,
+}
+
 /// A batched backfill: run the statement until it changes no rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Batch {
@@ -39,6 +50,7 @@ mod humantime_serde_ms {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Directives {
     pub phase: Phase,
+    pub scope: Scope,
     pub batch: Option<Batch>,
     pub verify: Option<String>,
     pub lock_timeout: Option<Duration>,
@@ -130,6 +142,13 @@ pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
                         v => return Err(err(format!("phase={v}: expected expand or contract"))),
                     }
                 }
+                "scope" => {
+                    d.scope = match need(value, key, &err)? {
+                        "database" => Scope::Database,
+                        "tenant" => Scope::Tenant,
+                        v => return Err(err(format!("scope={v}: expected database or tenant"))),
+                    }
+                }
                 "batch" => {
                     if value.is_some() {
                         return Err(err(
@@ -151,8 +170,8 @@ pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
                 "statement_timeout" => d.statement_timeout = Some(dur(need(value, key, &err)?)?),
                 other => {
                     return Err(err(format!(
-                        "unknown fleetmig directive `{other}`; known: phase, batch, size, pause, \
-                         verify, lock_timeout, statement_timeout"
+                        "unknown fleetmig directive `{other}`; known: phase, scope, batch, size, \
+                         pause, verify, lock_timeout, statement_timeout"
                     )));
                 }
             }

@@ -11,7 +11,7 @@ pub mod plan;
 mod source;
 pub mod split;
 
-pub use directive::{Batch, Directives, Phase};
+pub use directive::{Batch, Directives, Phase, Scope};
 pub use new::new_migration;
 pub use plan::{Applied, PlanError, TenantPlan, plan_tenant};
 pub use source::{Migration, MigrationSet, Script, Variants, hex, load};

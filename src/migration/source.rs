@@ -283,6 +283,13 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
             if directives.batch.is_some() {
                 batch_statement(&path, &sql)?;
             }
+            if directives.scope == directive::Scope::Tenant && !sql.contains(":tenant_id") {
+                return Err(Error::migration(
+                    &path,
+                    "a `scope=tenant` migration runs once per tenant and must say which rows are \
+                     the tenant's with :tenant_id, e.g. UPDATE invoices SET ... WHERE org_id = :tenant_id",
+                ));
+            }
             let m = sqlx::migrate::Migration::new(
                 parsed.version,
                 Cow::Owned(parsed.description.clone()),

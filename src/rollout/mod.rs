@@ -34,6 +34,31 @@ use crate::options::{ExecOptions, Frozen, RolloutPolicy, RolloutRequest};
 use crate::report::new_run_id;
 use crate::tenant::Dialect;
 
+/// A `scope=tenant` migration up to `target` needs a fleet of row tenants
+/// (it says which rows with `:tenant_id`); on any other fleet it is refused
+/// before anything runs, naming the file.
+fn scopes_fit(ctx: &Ctx<'_>, target: i64) -> Result<(), Error> {
+    let rows = |t: &crate::tenant::Tenant| matches!(t.locator, crate::tenant::Locator::Row { .. });
+    if ctx.tenants.iter().all(rows) {
+        return Ok(());
+    }
+    for m in ctx.set.migrations.iter().filter(|m| m.version <= target) {
+        for d in [Dialect::Postgres, Dialect::Mysql, Dialect::Sqlite] {
+            if let Some(s) = m.up.get(d)
+                && s.directives.scope == crate::migration::Scope::Tenant
+            {
+                return Err(Error::migration(
+                    &s.path,
+                    "`scope=tenant` runs once per row tenant, with :tenant_id bound; this fleet's \
+                     tenants are databases, schemas or files (use postgres-rows:, mysql-rows: or \
+                     sqlite-rows: with --tenant-query)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a rollout whose set has lint findings in a migration that some
 /// tenant of this run still has to apply (a set already in production keeps
 /// its old findings without blocking every sync). Tenants are read only when
@@ -114,6 +139,7 @@ pub async fn start(
         ctx.set.check_target(t)?;
     }
     let target = exec.target.unwrap_or(ctx.set.head());
+    scopes_fit(ctx, target)?;
     let fanout = Fanout::new(exec.concurrency, exec.per_server);
     if !req.allow_lint_findings {
         lint_gate(ctx, &fanout, &tenants, target).await?;

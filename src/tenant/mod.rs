@@ -147,6 +147,9 @@ pub enum Locator {
     Postgres { url: String, schema: Option<String> },
     /// A MySQL/MariaDB database; the URL names it.
     Mysql { url: String },
+    /// A row tenant: the rows of `tenant_id` in tables that the tenants of
+    /// database `db` share (see `dialect::rows`).
+    Row { db: Box<Locator>, tenant_id: String },
 }
 
 impl Locator {
@@ -155,6 +158,7 @@ impl Locator {
             Locator::Sqlite { .. } => Dialect::Sqlite,
             Locator::Postgres { .. } => Dialect::Postgres,
             Locator::Mysql { .. } => Dialect::Mysql,
+            Locator::Row { db, .. } => db.dialect(),
         }
     }
 
@@ -173,6 +177,7 @@ impl Locator {
                 ),
                 Err(_) => redact_url(url),
             },
+            Locator::Row { db, .. } => db.server_key(),
         }
     }
 
@@ -185,6 +190,7 @@ impl Locator {
                 None => redact_url(url),
             },
             Locator::Mysql { url } => redact_url(url),
+            Locator::Row { db, tenant_id } => format!("{} tenant_id {tenant_id}", db.redacted()),
         }
     }
 }
@@ -443,6 +449,11 @@ pub enum FleetSpec {
     PostgresDatabases(String),
     /// Databases of one MySQL/MariaDB server.
     MysqlDatabases(String),
+    /// Row tenants of one database, listed by `--tenant-query` (`id[, tags]`):
+    /// a PostgreSQL or MySQL/MariaDB database, or a SQLite file.
+    PostgresRows(String),
+    MysqlRows(String),
+    SqliteRows(PathBuf),
 }
 
 impl FromStr for FleetSpec {
@@ -452,7 +463,8 @@ impl FromStr for FleetSpec {
         let (kind, rest) = s.split_once(':').ok_or_else(|| {
             Error::Usage(format!(
                 "--fleet {}: expected KIND:WHERE, e.g. sqlite-dir:PATH, registry:FILE.csv, \
-                 postgres-schemas:URL, postgres-databases:URL, mysql-databases:URL",
+                 postgres-schemas:URL, postgres-databases:URL, mysql-databases:URL, \
+                 postgres-rows:URL, mysql-rows:URL, sqlite-rows:FILE",
                 redact_url(s)
             ))
         })?;
@@ -464,32 +476,37 @@ impl FromStr for FleetSpec {
         Ok(match kind {
             "sqlite-dir" => FleetSpec::SqliteDir(PathBuf::from(rest)),
             "registry" => FleetSpec::Registry(PathBuf::from(rest)),
-            "postgres-schemas" | "postgres-databases" => {
+            "sqlite-rows" => FleetSpec::SqliteRows(PathBuf::from(rest)),
+            "postgres-schemas" | "postgres-databases" | "postgres-rows" => {
                 if Dialect::from_url(rest) != Some(Dialect::Postgres) {
                     return Err(Error::Usage(format!(
                         "--fleet {kind}: {} is not a postgres:// URL",
                         redact_url(rest)
                     )));
                 }
-                if kind == "postgres-schemas" {
-                    FleetSpec::PostgresSchemas(rest.to_string())
-                } else {
-                    FleetSpec::PostgresDatabases(rest.to_string())
+                match kind {
+                    "postgres-schemas" => FleetSpec::PostgresSchemas(rest.to_string()),
+                    "postgres-rows" => FleetSpec::PostgresRows(rest.to_string()),
+                    _ => FleetSpec::PostgresDatabases(rest.to_string()),
                 }
             }
-            "mysql-databases" => {
+            "mysql-databases" | "mysql-rows" => {
                 if Dialect::from_url(rest) != Some(Dialect::Mysql) {
                     return Err(Error::Usage(format!(
                         "--fleet {kind}: {} is not a mysql:// URL",
                         redact_url(rest)
                     )));
                 }
-                FleetSpec::MysqlDatabases(rest.to_string())
+                match kind {
+                    "mysql-rows" => FleetSpec::MysqlRows(rest.to_string()),
+                    _ => FleetSpec::MysqlDatabases(rest.to_string()),
+                }
             }
             other => {
                 return Err(Error::Usage(format!(
                     "--fleet: unknown fleet kind {other:?}; expected sqlite-dir, registry, \
-                     postgres-schemas, postgres-databases or mysql-databases"
+                     postgres-schemas, postgres-databases, mysql-databases, postgres-rows, \
+                     mysql-rows or sqlite-rows"
                 )));
             }
         })
@@ -510,6 +527,7 @@ impl FleetSpec {
         match self {
             FleetSpec::SqliteDir(p) => format!("sqlite-dir:{}", abs(p)),
             FleetSpec::Registry(p) => format!("registry:{}", abs(p)),
+            FleetSpec::SqliteRows(p) => format!("sqlite-rows:{}", abs(p)),
             other => other.to_string(),
         }
     }
@@ -538,6 +556,9 @@ impl fmt::Display for FleetSpec {
             FleetSpec::PostgresSchemas(u) => write!(f, "postgres-schemas:{}", redact_url(u)),
             FleetSpec::PostgresDatabases(u) => write!(f, "postgres-databases:{}", redact_url(u)),
             FleetSpec::MysqlDatabases(u) => write!(f, "mysql-databases:{}", redact_url(u)),
+            FleetSpec::PostgresRows(u) => write!(f, "postgres-rows:{}", redact_url(u)),
+            FleetSpec::MysqlRows(u) => write!(f, "mysql-rows:{}", redact_url(u)),
+            FleetSpec::SqliteRows(p) => write!(f, "sqlite-rows:{}", p.display()),
         }
     }
 }

@@ -1,0 +1,752 @@
+//! Row tenants: tenants that are the rows of one `tenant_id` in tables many
+//! tenants share. A migration runs once per database (the default: schema
+//! changes), recorded in `_sqlx_migrations` as for any database tenant, or
+//! once per tenant (`-- fleetmig: scope=tenant`: data changes), with the
+//! tenant's id bound as a real query parameter wherever the SQL writes
+//! `:tenant_id`, recorded per tenant in fleetmig's own table beside it,
+//! `_fleetmig_tenant_migrations`.
+//!
+//! A `RowSession` works on one tenant through its own connection (sqlx's
+//! `Any`, so one implementation serves PostgreSQL, MySQL/MariaDB and SQLite):
+//! a lock per tenant (an advisory lock, `GET_LOCK`; SQLite's write lock
+//! serializes on its own), the tenant's history (the database's rows and
+//! its own), and its tenant-scoped migrations, each in one transaction that
+//! checks again, under the lock, that it is not already recorded. A
+//! database-wide migration is applied through a session on the database
+//! itself, under the database's lock and after a fresh read of its history:
+//! the first tenant to need it applies it, the others find it there. The
+//! plan runs versions in order, so a tenant-scoped migration never runs
+//! before the database-wide migrations it follows.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use sqlx::{AnyConnection, Connection, Row};
+
+use super::history::{ROLLED_BACK, render_row, verdict, verify_failed};
+use super::{Access, AppliedStep, BatchOutcome, Connector, Session, Step, classify};
+use crate::error::TenantError;
+use crate::migration::split::split_statements;
+use crate::migration::{Applied, Migration, Scope, Script};
+use crate::options::{PreflightLimits, Settings};
+use crate::tenant::{Dialect, Locator, Tenant, TenantId};
+
+/// fleetmig's table of tenant-scoped history, in the shared database.
+pub const TABLE: &str = "_fleetmig_tenant_migrations";
+
+/// The placeholder a tenant-scoped migration writes for its tenant's id.
+const TENANT_ID: &str = ":tenant_id";
+
+/// One row tenant, open.
+pub struct RowSession {
+    connector: Connector,
+    /// The shared database, as a tenant of its own (database-wide steps).
+    db: Tenant,
+    tenant_id: String,
+    dialect: Dialect,
+    conn: AnyConnection,
+    access: Access,
+}
+
+/// `sqlx::Any`'s URL of the database at `db`.
+fn any_url(db: &Locator, access: Access) -> Result<String, TenantError> {
+    match db {
+        Locator::Postgres { url, schema: None } | Locator::Mysql { url } => Ok(url.clone()),
+        Locator::Sqlite { path } => Ok(format!(
+            "sqlite://{}?mode={}",
+            path.display(),
+            if access == Access::Write { "rw" } else { "ro" }
+        )),
+        other => Err(TenantError::permanent(
+            "configuration",
+            format!("row tenants live in a database, not in {other}"),
+        )),
+    }
+}
+
+/// `sql` with each `:tenant_id` (outside strings and comments) turned into
+/// a bind parameter of `dialect`, and how many times the id is bound. The
+/// rest of the text is kept byte for byte.
+pub fn bind_tenant(sql: &str, dialect: Dialect) -> (String, usize) {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let d = sqlparser::dialect::GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&d, sql).tokenize_with_location() else {
+        return (sql.to_string(), 0);
+    };
+    // byte offset of each line's start, to turn (line, column) into offsets
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *starts.get(line.checked_sub(1)? as usize)?;
+        let rest = &sql[start..];
+        let skip = column.checked_sub(1)? as usize;
+        Some(start + rest.char_indices().nth(skip).map_or(rest.len(), |(b, _)| b))
+    };
+    let mut out = String::with_capacity(sql.len());
+    let (mut copied, mut n) = (0, 0);
+    for (i, t) in tokens.iter().enumerate() {
+        // `:tenant_id` is a colon and a bare word to the tokenizer (`::` is
+        // one token of its own, so a cast never matches)
+        let named = matches!(t.token, Token::Colon)
+            && matches!(tokens.get(i + 1).map(|t| &t.token), Some(Token::Word(w))
+                if w.quote_style.is_none() && w.value == TENANT_ID[1..]);
+        let Some(at) = named
+            .then(|| offset(t.span.start.line, t.span.start.column))
+            .flatten()
+            .filter(|at| sql[*at..].starts_with(TENANT_ID))
+        else {
+            continue;
+        };
+        out.push_str(&sql[copied..at]);
+        out.push_str(match dialect {
+            Dialect::Postgres => "$1",
+            _ => "?",
+        });
+        copied = at + TENANT_ID.len();
+        n += 1;
+    }
+    out.push_str(&sql[copied..]);
+    let n = match dialect {
+        Dialect::Postgres => n.min(1),
+        _ => n,
+    };
+    (out, n)
+}
+
+/// A query of `sql` with the tenant's id bound where it says `:tenant_id`.
+fn bound<'q>(
+    sql: &'q str,
+    times: usize,
+    tenant: &'q str,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for _ in 0..times {
+        q = q.bind(tenant);
+    }
+    q
+}
+
+impl RowSession {
+    pub async fn open(
+        connector: &Connector,
+        db: &Locator,
+        tenant_id: &str,
+        access: Access,
+    ) -> Result<RowSession, TenantError> {
+        let dialect = db.dialect();
+        let settings = &connector.settings;
+        let url = any_url(db, access)?;
+        sqlx::any::install_default_drivers();
+        let mut conn = super::connect(
+            dialect,
+            &url,
+            settings.connect_timeout,
+            AnyConnection::connect(&url),
+        )
+        .await?;
+        for set in session_settings(dialect, settings) {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                .execute(&mut conn)
+                .await
+                .map_err(|e| classify(&e, dialect))?;
+        }
+        if access == Access::Write
+            && let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create_table(dialect)))
+                .execute(&mut conn)
+                .await
+        {
+            // several tenants' sessions create it at once: PostgreSQL's
+            // IF NOT EXISTS can lose that race (a duplicate type name), and
+            // then the table is there
+            let there = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(exists_sql(dialect)))
+                .bind(TABLE)
+                .fetch_one(&mut conn)
+                .await
+                .unwrap_or(0);
+            if there == 0 {
+                return Err(classify(&e, dialect));
+            }
+        }
+        let name = match db {
+            Locator::Sqlite { path } => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().to_string())
+                .unwrap_or_else(|| "db".into()),
+            _ => "db".into(),
+        };
+        Ok(RowSession {
+            connector: connector.clone(),
+            db: Tenant {
+                id: TenantId::new(&name).unwrap_or_else(|_| TenantId::new("db").expect("valid")),
+                locator: db.clone(),
+                tags: Default::default(),
+            },
+            tenant_id: tenant_id.to_string(),
+            dialect,
+            conn,
+            access,
+        })
+    }
+
+    fn err(&self, e: sqlx::Error) -> TenantError {
+        classify(&e, self.dialect)
+    }
+
+    fn p(&self, n: usize) -> String {
+        match self.dialect {
+            Dialect::Postgres => format!("${n}"),
+            _ => "?".into(),
+        }
+    }
+
+    /// The history rows of a table, as text-typed portable SQL.
+    async fn read(&mut self, sql: &str, tenant: bool) -> Result<Vec<Applied>, TenantError> {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        if tenant {
+            q = q.bind(self.tenant_id.as_str());
+        }
+        let rows = q
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| TenantError::permanent("history", format!("reading the history: {e}")))?;
+        rows.iter()
+            .map(|r| {
+                Ok(Applied {
+                    version: r.try_get(0)?,
+                    description: r.try_get(1)?,
+                    success: r.try_get::<String, _>(2)? == "ok",
+                    checksum: r.try_get(3)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+
+    async fn table_exists(&mut self, name: &str) -> Result<bool, TenantError> {
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(exists_sql(self.dialect)))
+            .bind(name)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Applies a database-wide step through a session on the database
+    /// itself, under its lock, unless its history already has it.
+    async fn apply_database(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
+        let mut s = self.connector.open(&self.db, Access::Write).await?;
+        let r = async {
+            s.lock().await?;
+            let history = s.history().await?;
+            if history
+                .iter()
+                .any(|h| h.version == step.migration.version && h.success)
+            {
+                return Ok(AppliedStep {
+                    version: step.migration.version,
+                    duration: Duration::ZERO,
+                    already_applied: true,
+                });
+            }
+            Ok(s.apply(&[step]).await?.remove(0))
+        }
+        .await;
+        s.close().await;
+        r
+    }
+
+    /// Opens the transaction of one tenant-scoped change (SQLite takes its
+    /// write lock up front).
+    async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, TenantError> {
+        let begin = match self.dialect {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            _ => "BEGIN",
+        };
+        let dialect = self.dialect;
+        self.conn
+            .begin_with(sqlx::AssertSqlSafe(begin))
+            .await
+            .map_err(|e| classify(&e, dialect))
+    }
+
+    fn recorded_sql(&self) -> String {
+        format!(
+            "SELECT count(*) FROM {TABLE} WHERE tenant_id = {} AND version = {}",
+            self.p(1),
+            self.p(2)
+        )
+    }
+
+    fn insert_sql(&self) -> String {
+        format!(
+            "INSERT INTO {TABLE} (tenant_id, version, description, success, checksum, execution_time, installed_at) \
+             VALUES ({}, {}, {}, 1, {}, {}, {})",
+            self.p(1),
+            self.p(2),
+            self.p(3),
+            self.p(4),
+            self.p(5),
+            self.p(6)
+        )
+    }
+
+    /// Applies one tenant-scoped step in one transaction: checked again
+    /// that it is not recorded, each statement with the id bound, its
+    /// verification (also bound), its history row.
+    async fn apply_tenant(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
+        let t0 = Instant::now();
+        let (dialect, tenant) = (self.dialect, self.tenant_id.clone());
+        let (recorded, insert) = (self.recorded_sql(), self.insert_sql());
+        let m = step.migration;
+        let mut tx = self.begin().await?;
+        let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(recorded))
+            .bind(tenant.as_str())
+            .bind(m.version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| classify(&e, dialect))?;
+        if seen > 0 {
+            return Ok(AppliedStep {
+                version: m.version,
+                duration: Duration::ZERO,
+                already_applied: true,
+            });
+        }
+        for st in split_statements(&step.script.sql) {
+            let (sql, n) = bind_tenant(&st.sql, dialect);
+            bound(&sql, n, &tenant)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| at_line(classify(&e, dialect), &step.script.path, st.line))?;
+        }
+        if let Some(failed) = verify(&mut tx, step.script, &tenant, dialect, ROLLED_BACK).await? {
+            return Err(failed);
+        }
+        sqlx::query(sqlx::AssertSqlSafe(insert))
+            .bind(tenant.as_str())
+            .bind(m.version)
+            .bind(m.description.as_str())
+            .bind(step.script.checksum.as_slice())
+            .bind(t0.elapsed().as_nanos() as i64)
+            .bind(crate::state::now_ms())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| classify(&e, dialect))?;
+        tx.commit().await.map_err(|e| classify(&e, dialect))?;
+        Ok(AppliedStep {
+            version: m.version,
+            duration: t0.elapsed(),
+            already_applied: false,
+        })
+    }
+}
+
+/// Runs `script`'s verification (if any) in `tx` with the id bound.
+async fn verify(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    script: &Script,
+    tenant: &str,
+    dialect: Dialect,
+    outcome: &str,
+) -> Result<Option<TenantError>, TenantError> {
+    let Some((file, sql)) = &script.verify else {
+        return Ok(None);
+    };
+    let (sql, n) = bind_tenant(sql.trim().trim_end_matches(';'), dialect);
+    let rows = bound(&sql, n, tenant)
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| classify(&e, dialect))?;
+    let rows: Vec<Vec<String>> = rows.iter().map(render_row).collect();
+    Ok(verdict(&rows).map(|why| verify_failed(file, &why, outcome)))
+}
+
+/// `e` pointing at `file`:`line` of the migration.
+fn at_line(mut e: TenantError, file: &Path, line: usize) -> TenantError {
+    e.message = format!("{}:{line}: {}", file.display(), e.message);
+    e
+}
+
+/// How many tables named by the one bind parameter the database has.
+fn exists_sql(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgres => {
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_name = $1"
+        }
+        Dialect::Mysql => {
+            "SELECT count(*) FROM information_schema.tables \
+             WHERE table_schema = DATABASE() AND table_name = ?"
+        }
+        Dialect::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+    }
+}
+
+/// The session settings of a row tenant's connection.
+fn session_settings(dialect: Dialect, s: &Settings) -> Vec<String> {
+    let ms = s.lock_timeout.as_millis();
+    match dialect {
+        Dialect::Postgres => {
+            let mut v = vec![format!("SET lock_timeout = {ms}")];
+            if let Some(t) = s.statement_timeout {
+                v.push(format!("SET statement_timeout = {}", t.as_millis()));
+            }
+            v
+        }
+        Dialect::Mysql => {
+            let secs = s.lock_timeout.as_secs().max(1);
+            vec![format!(
+                "SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}"
+            )]
+        }
+        Dialect::Sqlite => vec![format!("PRAGMA busy_timeout = {ms}")],
+    }
+}
+
+/// fleetmig's tenant-scoped history table.
+fn create_table(dialect: Dialect) -> String {
+    let (id, blob) = match dialect {
+        Dialect::Postgres => ("TEXT", "BYTEA"),
+        Dialect::Mysql => ("VARCHAR(255)", "BLOB"),
+        Dialect::Sqlite => ("TEXT", "BLOB"),
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS {TABLE} (\
+         tenant_id {id} NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL, \
+         success BIGINT NOT NULL, checksum {blob} NOT NULL, execution_time BIGINT NOT NULL, \
+         installed_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, version))"
+    )
+}
+
+fn unsupported(what: &str) -> TenantError {
+    TenantError::permanent(
+        "unsupported",
+        format!("{what} is the database's, not one row tenant's: run it on the database"),
+    )
+}
+
+#[async_trait::async_trait]
+impl Session for RowSession {
+    fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Each step is its own unit: a database-wide one goes through the
+    /// database's session, a tenant-scoped one through this connection.
+    fn transactional_ddl(&self) -> bool {
+        false
+    }
+
+    async fn lock(&mut self) -> Result<(), TenantError> {
+        let dialect = self.dialect;
+        let tenant = self.tenant_id.clone();
+        match dialect {
+            Dialect::Postgres => {
+                sqlx::query(
+                    "SELECT pg_advisory_lock(hashtext('fleetmig-row:' || current_database()), hashtext($1))::text",
+                )
+                .bind(tenant.as_str())
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| locked(classify(&e, dialect), &tenant))?;
+            }
+            Dialect::Mysql => {
+                let secs = self.connector.settings.lock_timeout.as_secs().max(1) as i64;
+                let got: Option<String> = sqlx::query_scalar(
+                    "SELECT CAST(GET_LOCK(MD5(CONCAT('fleetmig-row:', DATABASE(), ':', ?)), ?) AS CHAR)",
+                )
+                .bind(tenant.as_str())
+                .bind(secs)
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| classify(&e, dialect))?;
+                if got.as_deref() != Some("1") {
+                    return Err(locked(
+                        TenantError::transient("tenant_locked", "GET_LOCK timed out"),
+                        &tenant,
+                    ));
+                }
+            }
+            // each change takes SQLite's write lock and checks its history
+            // again inside it
+            Dialect::Sqlite => {}
+        }
+        Ok(())
+    }
+
+    async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
+        let mut out = Vec::new();
+        if self.table_exists("_sqlx_migrations").await? {
+            out = self
+                .read(
+                    "SELECT version, description, CASE WHEN success THEN 'ok' ELSE 'dirty' END, checksum \
+                     FROM _sqlx_migrations ORDER BY version",
+                    false,
+                )
+                .await?;
+        }
+        if self.table_exists(TABLE).await? {
+            let sql = format!(
+                "SELECT version, description, CASE WHEN success = 1 THEN 'ok' ELSE 'dirty' END, checksum \
+                 FROM {TABLE} WHERE tenant_id = {} ORDER BY version",
+                self.p(1)
+            );
+            out.extend(self.read(&sql, true).await?);
+        }
+        out.sort_by_key(|a| a.version);
+        Ok(out)
+    }
+
+    async fn apply(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
+        if self.access != Access::Write {
+            return Err(unsupported("applying a migration without write access"));
+        }
+        let mut out = Vec::with_capacity(steps.len());
+        for step in steps {
+            out.push(match step.script.directives.scope {
+                Scope::Tenant => self.apply_tenant(*step).await?,
+                Scope::Database => self.apply_database(*step).await?,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn backfill_batch(
+        &mut self,
+        step: Step<'_>,
+        size: u64,
+        started: Instant,
+    ) -> Result<BatchOutcome, TenantError> {
+        if step.script.directives.scope == Scope::Database {
+            let mut s = self.connector.open(&self.db, Access::Write).await?;
+            let r = async {
+                s.lock().await?;
+                s.backfill_batch(step, size, started).await
+            }
+            .await;
+            s.close().await;
+            return r;
+        }
+        let (dialect, tenant) = (self.dialect, self.tenant_id.clone());
+        let (recorded, insert) = (self.recorded_sql(), self.insert_sql());
+        let m = step.migration;
+        let (sql, n) = bind_tenant(
+            &step.script.sql.replace(":batch_size", &size.to_string()),
+            dialect,
+        );
+        let t0 = Instant::now();
+        let mut tx = self.begin().await?;
+        let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(recorded))
+            .bind(tenant.as_str())
+            .bind(m.version)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| classify(&e, dialect))?;
+        if seen > 0 {
+            return Ok(BatchOutcome {
+                changed: 0,
+                statements: 0,
+                held: t0.elapsed(),
+                done: true,
+            });
+        }
+        let db = |e: sqlx::Error| classify(&e, dialect);
+        let changed = bound(&sql, n, &tenant)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?
+            .rows_affected();
+        let mut statements = 1;
+        let mut done = changed == 0;
+        if !done && changed < size {
+            // the confirming run, under a savepoint (see Session::backfill_batch)
+            statements += 1;
+            let mut confirm = tx.begin().await.map_err(db)?;
+            let again = bound(&sql, n, &tenant)
+                .execute(&mut *confirm)
+                .await
+                .map_err(db)?
+                .rows_affected();
+            if again == 0 {
+                confirm.commit().await.map_err(db)?;
+                done = true;
+            } else {
+                confirm.rollback().await.map_err(db)?;
+            }
+        }
+        if done {
+            if let Some(failed) = verify(
+                &mut tx,
+                step.script,
+                &tenant,
+                dialect,
+                super::history::BACKFILL_UNRECORDED,
+            )
+            .await?
+            {
+                return Err(failed);
+            }
+            sqlx::query(sqlx::AssertSqlSafe(insert))
+                .bind(tenant.as_str())
+                .bind(m.version)
+                .bind(m.description.as_str())
+                .bind(step.script.checksum.as_slice())
+                .bind(started.elapsed().as_nanos() as i64)
+                .bind(crate::state::now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(BatchOutcome {
+            changed,
+            statements,
+            held: t0.elapsed(),
+            done,
+        })
+    }
+
+    async fn preflight(
+        &mut self,
+        _tables: &[String],
+        _limits: PreflightLimits,
+    ) -> Result<Option<String>, TenantError> {
+        Ok(None)
+    }
+
+    async fn fingerprint(&mut self) -> Result<Vec<String>, TenantError> {
+        Err(unsupported("a schema fingerprint"))
+    }
+
+    async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
+        let (sql, n) = bind_tenant(sql.trim().trim_end_matches(';'), self.dialect);
+        let rows = bound(&sql, n, &self.tenant_id)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| classify(&e, self.dialect))?;
+        let rows: Vec<Vec<String>> = rows.iter().map(render_row).collect();
+        Ok(verdict(&rows))
+    }
+
+    async fn analyze(&mut self, _tables: &[String]) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn skip(&mut self, step: Step<'_>) -> Result<(), TenantError> {
+        if step.script.directives.scope == Scope::Database {
+            return Err(unsupported("baseline of a database-wide migration"));
+        }
+        // sqlx's skip row: applied, with an execution time of -1
+        sqlx::query(sqlx::AssertSqlSafe(self.insert_sql()))
+            .bind(self.tenant_id.as_str())
+            .bind(step.migration.version)
+            .bind(step.migration.description.as_str())
+            .bind(step.script.checksum.as_slice())
+            .bind(-1i64)
+            .bind(crate::state::now_ms())
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| classify(&e, self.dialect))?;
+        Ok(())
+    }
+
+    async fn revert(&mut self, _m: &Migration, _down: &Script) -> Result<Duration, TenantError> {
+        Err(unsupported("reverting a migration"))
+    }
+
+    async fn backup(&mut self, _path: &Path) -> Result<(), TenantError> {
+        Err(unsupported("a backup"))
+    }
+
+    async fn close(self: Box<Self>) {
+        let _ = self.conn.close().await;
+    }
+}
+
+/// A lock that was not granted in time: transient, retried later.
+fn locked(mut e: TenantError, tenant: &str) -> TenantError {
+    e.class = crate::error::ErrorClass::Transient;
+    e.kind = "tenant_locked".into();
+    e.message = format!(
+        "row tenant {tenant} is locked by another process: {}",
+        e.message
+    );
+    e
+}
+
+/// Lists a database's row tenants with `query` (`id[, tags]`), read-only.
+pub async fn list(
+    db: &Locator,
+    query: &str,
+    settings_timeout: Duration,
+) -> Result<Vec<(String, String)>, String> {
+    let dialect = db.dialect();
+    let url = any_url(db, Access::Read).map_err(|e| e.message)?;
+    sqlx::any::install_default_drivers();
+    let mut conn = super::connect(
+        dialect,
+        &url,
+        settings_timeout,
+        AnyConnection::connect(&url),
+    )
+    .await
+    .map_err(|e| e.message)?;
+    let begin = match dialect {
+        Dialect::Postgres => "BEGIN READ ONLY",
+        Dialect::Mysql => "START TRANSACTION READ ONLY",
+        Dialect::Sqlite => "BEGIN",
+    };
+    let redacted = db.redacted();
+    let fail = |e: sqlx::Error| {
+        format!(
+            "--tenant-query on {redacted}: {}",
+            classify(&e, dialect).message
+        )
+    };
+    let mut tx = conn
+        .begin_with(sqlx::AssertSqlSafe(begin))
+        .await
+        .map_err(fail)?;
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_string()))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(fail)?;
+    let _ = tx.rollback().await;
+    let _ = conn.close().await;
+    rows.iter()
+        .map(|r| {
+            let cells = render_row(r);
+            match cells.as_slice() {
+                [id] => Ok((id.clone(), String::new())),
+                [id, tags] => Ok((id.clone(), if tags == "NULL" { String::new() } else { tags.clone() })),
+                _ => Err(format!(
+                    "--tenant-query must return one column (the tenant's id) or two (id, tags); it returned {}",
+                    cells.len()
+                )),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tenant_id_is_bound_never_pasted() {
+        let sql = "UPDATE t SET a = ':tenant_id' WHERE org = :tenant_id -- :tenant_id\n AND b = :tenant_id";
+        let (pg, n) = bind_tenant(sql, Dialect::Postgres);
+        assert_eq!(n, 1);
+        assert_eq!(
+            pg,
+            "UPDATE t SET a = ':tenant_id' WHERE org = $1 -- :tenant_id\n AND b = $1"
+        );
+        let (my, n) = bind_tenant(sql, Dialect::Mysql);
+        assert_eq!(n, 2);
+        assert_eq!(
+            my,
+            "UPDATE t SET a = ':tenant_id' WHERE org = ? -- :tenant_id\n AND b = ?"
+        );
+    }
+}
