@@ -167,6 +167,7 @@ pub trait Session: Send {
 pub struct Connector {
     pub settings: Settings,
     pg: std::sync::Arc<postgres::Pools>,
+    rows: std::sync::Arc<rows::Pools>,
 }
 
 impl Connector {
@@ -174,6 +175,7 @@ impl Connector {
         Connector {
             settings,
             pg: Default::default(),
+            rows: Default::default(),
         }
     }
 
@@ -247,6 +249,7 @@ impl Connector {
     /// Closes every pool (end of a command).
     pub async fn close(&self) {
         self.pg.close().await;
+        self.rows.close().await;
     }
 }
 

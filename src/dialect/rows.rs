@@ -21,7 +21,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sqlx::{AnyConnection, Connection, Row};
+use dashmap::{DashMap, DashSet};
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
 
 use super::history::{ROLLED_BACK, render_row, verdict, verify_failed};
 use super::{Access, AppliedStep, BatchOutcome, Connector, Session, Step, classify};
@@ -37,6 +39,56 @@ pub const TABLE: &str = "_fleetmig_tenant_migrations";
 /// The placeholder a tenant-scoped migration writes for its tenant's id.
 const TENANT_ID: &str = ":tenant_id";
 
+/// The connection pools of row tenants, one per shared database (its URL
+/// and access), with fleetmig's session settings on every connection; the
+/// databases whose tenant-scoped history table is known to exist.
+#[derive(Default)]
+pub(crate) struct Pools {
+    pools: DashMap<String, AnyPool>,
+    tabled: DashSet<String>,
+}
+
+impl Pools {
+    fn get(&self, url: &str, dialect: Dialect, settings: &Settings) -> AnyPool {
+        if let Some(p) = self.pools.get(url) {
+            return p.clone();
+        }
+        sqlx::any::install_default_drivers();
+        let sets = session_settings(dialect, settings);
+        let pool = sqlx::any::AnyPoolOptions::new()
+            .max_connections(settings.pool_size.max(1))
+            .acquire_timeout(settings.connect_timeout)
+            .idle_timeout(Duration::from_secs(60))
+            .test_before_acquire(false)
+            .after_connect(move |conn, _| {
+                let sets = sets.clone();
+                Box::pin(async move {
+                    for set in sets {
+                        sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_lazy(url);
+        match pool {
+            Ok(pool) => self.pools.entry(url.to_string()).or_insert(pool).clone(),
+            // an URL the driver refuses: a pool that fails on first use says so
+            Err(_) => sqlx::any::AnyPoolOptions::new()
+                .connect_lazy("sqlite::memory:")
+                .expect("an in-memory SQLite URL parses"),
+        }
+    }
+
+    pub(crate) async fn close(&self) {
+        let pools: Vec<_> = self.pools.iter().map(|p| p.value().clone()).collect();
+        for p in pools {
+            p.close().await;
+        }
+    }
+}
+
 /// One row tenant, open.
 pub struct RowSession {
     connector: Connector,
@@ -44,8 +96,9 @@ pub struct RowSession {
     db: Tenant,
     tenant_id: String,
     dialect: Dialect,
-    conn: AnyConnection,
+    conn: PoolConnection<Any>,
     access: Access,
+    locked: bool,
 }
 
 /// `sqlx::Any`'s URL of the database at `db`.
@@ -137,23 +190,13 @@ impl RowSession {
         let dialect = db.dialect();
         let settings = &connector.settings;
         let url = any_url(db, access)?;
-        sqlx::any::install_default_drivers();
-        let mut conn = super::connect(
-            dialect,
-            &url,
-            settings.connect_timeout,
-            AnyConnection::connect(&url),
-        )
-        .await?;
-        for set in session_settings(dialect, settings) {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(set))
-                .execute(&mut conn)
-                .await
-                .map_err(|e| classify(&e, dialect))?;
-        }
+        let pool = connector.rows.get(&url, dialect, settings);
+        let mut conn =
+            super::connect(dialect, &url, settings.connect_timeout, pool.acquire()).await?;
         if access == Access::Write
+            && !connector.rows.tabled.contains(&url)
             && let Err(e) = sqlx::raw_sql(sqlx::AssertSqlSafe(create_table(dialect)))
-                .execute(&mut conn)
+                .execute(&mut *conn)
                 .await
         {
             // several tenants' sessions create it at once: PostgreSQL's
@@ -161,12 +204,15 @@ impl RowSession {
             // then the table is there
             let there = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(exists_sql(dialect)))
                 .bind(TABLE)
-                .fetch_one(&mut conn)
+                .fetch_one(&mut *conn)
                 .await
                 .unwrap_or(0);
             if there == 0 {
                 return Err(classify(&e, dialect));
             }
+        }
+        if access == Access::Write {
+            connector.rows.tabled.insert(url);
         }
         let name = match db {
             Locator::Sqlite { path } => path
@@ -186,6 +232,7 @@ impl RowSession {
             dialect,
             conn,
             access,
+            locked: false,
         })
     }
 
@@ -207,7 +254,7 @@ impl RowSession {
             q = q.bind(self.tenant_id.as_str());
         }
         let rows = q
-            .fetch_all(&mut self.conn)
+            .fetch_all(&mut *self.conn)
             .await
             .map_err(|e| TenantError::permanent("history", format!("reading the history: {e}")))?;
         rows.iter()
@@ -226,7 +273,7 @@ impl RowSession {
     async fn table_exists(&mut self, name: &str) -> Result<bool, TenantError> {
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(exists_sql(self.dialect)))
             .bind(name)
-            .fetch_one(&mut self.conn)
+            .fetch_one(&mut *self.conn)
             .await
             .map_err(|e| self.err(e))?;
         Ok(n > 0)
@@ -447,7 +494,7 @@ impl Session for RowSession {
                     "SELECT pg_advisory_lock(hashtext('fleetmig-row:' || current_database()), hashtext($1))::text",
                 )
                 .bind(tenant.as_str())
-                .fetch_one(&mut self.conn)
+                .fetch_one(&mut *self.conn)
                 .await
                 .map_err(|e| locked(classify(&e, dialect), &tenant))?;
             }
@@ -458,7 +505,7 @@ impl Session for RowSession {
                 )
                 .bind(tenant.as_str())
                 .bind(secs)
-                .fetch_one(&mut self.conn)
+                .fetch_one(&mut *self.conn)
                 .await
                 .map_err(|e| classify(&e, dialect))?;
                 if got.as_deref() != Some("1") {
@@ -472,6 +519,7 @@ impl Session for RowSession {
             // again inside it
             Dialect::Sqlite => {}
         }
+        self.locked = true;
         Ok(())
     }
 
@@ -622,7 +670,7 @@ impl Session for RowSession {
     async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
         let (sql, n) = bind_tenant(sql.trim().trim_end_matches(';'), self.dialect);
         let rows = bound(&sql, n, &self.tenant_id)
-            .fetch_all(&mut self.conn)
+            .fetch_all(&mut *self.conn)
             .await
             .map_err(|e| classify(&e, self.dialect))?;
         let rows: Vec<Vec<String>> = rows.iter().map(render_row).collect();
@@ -645,7 +693,7 @@ impl Session for RowSession {
             .bind(step.script.checksum.as_slice())
             .bind(-1i64)
             .bind(crate::state::now_ms())
-            .execute(&mut self.conn)
+            .execute(&mut *self.conn)
             .await
             .map_err(|e| classify(&e, self.dialect))?;
         Ok(())
@@ -659,8 +707,28 @@ impl Session for RowSession {
         Err(unsupported("a backup"))
     }
 
+    /// Releases the tenant's lock and gives the connection back to the
+    /// pool; a connection whose lock cannot be released is closed instead.
     async fn close(self: Box<Self>) {
-        let _ = self.conn.close().await;
+        let RowSession {
+            mut conn,
+            locked,
+            dialect,
+            ..
+        } = *self;
+        let release = match dialect {
+            Dialect::Postgres => Some("SELECT pg_advisory_unlock_all()::text"),
+            Dialect::Mysql => Some("SELECT CAST(RELEASE_ALL_LOCKS() AS CHAR)"),
+            Dialect::Sqlite => None,
+        };
+        if let Some(sql) = release.filter(|_| locked)
+            && sqlx::query(sqlx::AssertSqlSafe(sql))
+                .fetch_optional(&mut *conn)
+                .await
+                .is_err()
+        {
+            let _ = conn.detach().close().await;
+        }
     }
 }
 
