@@ -370,16 +370,15 @@ impl RowSession {
         if let Some(failed) = verify(&mut tx, step.script, &tenant, dialect, ROLLED_BACK).await? {
             return Err(failed);
         }
-        sqlx::query(sqlx::AssertSqlSafe(insert))
-            .bind(tenant.as_str())
-            .bind(m.version)
-            .bind(m.description.as_str())
-            .bind(step.script.checksum.as_slice())
-            .bind(t0.elapsed().as_nanos() as i64)
-            .bind(crate::state::now_ms())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| classify(&e, dialect))?;
+        record(
+            &mut *tx,
+            &insert,
+            &tenant,
+            step,
+            t0.elapsed().as_nanos() as i64,
+        )
+        .await
+        .map_err(|e| classify(&e, dialect))?;
         tx.commit().await.map_err(|e| classify(&e, dialect))?;
         Ok(AppliedStep {
             version: m.version,
@@ -387,6 +386,29 @@ impl RowSession {
             already_applied: false,
         })
     }
+}
+
+/// Writes `tenant`'s history row of `step` (`insert` is `insert_sql`).
+async fn record<'e, E>(
+    exec: E,
+    insert: &str,
+    tenant: &str,
+    step: Step<'_>,
+    execution_time: i64,
+) -> Result<(), sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = Any>,
+{
+    sqlx::query(sqlx::AssertSqlSafe(insert))
+        .bind(tenant)
+        .bind(step.migration.version)
+        .bind(step.migration.description.as_str())
+        .bind(step.script.checksum.as_slice())
+        .bind(execution_time)
+        .bind(crate::state::now_ms())
+        .execute(exec)
+        .await
+        .map(|_| ())
 }
 
 /// Runs `script`'s verification (if any) in `tx` with the id bound.
@@ -635,16 +657,15 @@ impl Session for RowSession {
             {
                 return Err(failed);
             }
-            sqlx::query(sqlx::AssertSqlSafe(insert))
-                .bind(tenant.as_str())
-                .bind(m.version)
-                .bind(m.description.as_str())
-                .bind(step.script.checksum.as_slice())
-                .bind(started.elapsed().as_nanos() as i64)
-                .bind(crate::state::now_ms())
-                .execute(&mut *tx)
-                .await
-                .map_err(db)?;
+            record(
+                &mut *tx,
+                &insert,
+                &tenant,
+                step,
+                started.elapsed().as_nanos() as i64,
+            )
+            .await
+            .map_err(db)?;
         }
         tx.commit().await.map_err(db)?;
         Ok(BatchOutcome {
@@ -686,17 +707,10 @@ impl Session for RowSession {
             return Err(unsupported("baseline of a database-wide migration"));
         }
         // sqlx's skip row: applied, with an execution time of -1
-        sqlx::query(sqlx::AssertSqlSafe(self.insert_sql()))
-            .bind(self.tenant_id.as_str())
-            .bind(step.migration.version)
-            .bind(step.migration.description.as_str())
-            .bind(step.script.checksum.as_slice())
-            .bind(-1i64)
-            .bind(crate::state::now_ms())
-            .execute(&mut *self.conn)
+        let insert = self.insert_sql();
+        record(&mut *self.conn, &insert, &self.tenant_id, step, -1)
             .await
-            .map_err(|e| classify(&e, self.dialect))?;
-        Ok(())
+            .map_err(|e| classify(&e, self.dialect))
     }
 
     async fn revert(&mut self, _m: &Migration, _down: &Script) -> Result<Duration, TenantError> {

@@ -246,13 +246,7 @@ async fn drive_waves(
         }
         // The gate.
         let d = judge::decide(ctx, &r, wave, &fanout, override_gate).await?;
-        bus.emit(Event::GateEvaluated {
-            rollout: id.to_string(),
-            wave: wave.wave,
-            name: wave.name.clone(),
-            status: d.status,
-            text: d.text.clone(),
-        });
+        d.emit(bus, id, wave);
         if let Some(reason) = d.halt {
             recorder.flush().await?;
             return Ok((RolloutStatus::Halted, Some(reason)));

@@ -86,6 +86,19 @@ pub(super) struct Decision {
     pub halt: Option<String>,
 }
 
+impl Decision {
+    /// Tells the bus the gate of `wave` of rollout `id` was evaluated.
+    pub fn emit(&self, bus: &Bus, id: &str, wave: &WaveRecord) {
+        bus.emit(crate::event::Event::GateEvaluated {
+            rollout: id.to_string(),
+            wave: wave.wave,
+            name: wave.name.clone(),
+            status: self.status,
+            text: self.text.clone(),
+        });
+    }
+}
+
 /// Decides the gate of `wave` (every tenant of it has run): the count gates
 /// and the gate query over its succeeded tenants (their failures recorded),
 /// `override_gate` passing a failed gate on purpose, and on a halt the

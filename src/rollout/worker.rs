@@ -288,13 +288,7 @@ async fn gate(
     store
         .gate_evaluated(id, wave.wave, me, d.status, &d.text)
         .await?;
-    bus.emit(Event::GateEvaluated {
-        rollout: id.to_string(),
-        wave: wave.wave,
-        name: wave.name.clone(),
-        status: d.status,
-        text: d.text.clone(),
-    });
+    d.emit(bus, id, wave);
     let waves = store.waves(id).await?;
     let (end, reason) = if let Some(reason) = d.halt {
         (Some(RolloutStatus::Halted), Some(reason))
