@@ -401,7 +401,21 @@ async fn pause_and_abort_reach_every_worker() {
     .fetch_one(&mut c)
     .await
     .unwrap();
-    assert_eq!((status.as_str(), todo), ("aborted", 0), "{}", said(&a));
+    // the rows left to run, if any, and who touched them last
+    let left: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT tenant, status, worker FROM fleetmig_tenant_runs \
+         WHERE status IN ('pending', 'running', 'not_started')",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), todo),
+        ("aborted", 0),
+        "{left:?}\n{}\n{}",
+        said(&a),
+        said(&b)
+    );
     assert!(skipped > 0, "tenants left were skipped");
     ran_once(&mut c).await;
     histories_match_rows(&mut c, 200).await;

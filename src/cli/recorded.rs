@@ -273,7 +273,8 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
         match r.status {
             RolloutStatus::Completed => return Ok(0),
             RolloutStatus::Aborted | RolloutStatus::Halted if a.rollout.is_some() => return Ok(1),
-            RolloutStatus::Running => {}
+            // a pause or abort being carried out: wait for its outcome
+            RolloutStatus::Running if r.requested.is_none() => {}
             _ => {
                 tokio::time::sleep(std::time::Duration::from_millis(WORKER_POLL_MS)).await;
                 continue;

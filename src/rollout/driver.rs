@@ -371,6 +371,22 @@ pub(super) async fn skip_todo(store: &StateStore, id: &str) -> Result<(), Error>
         .await
 }
 
+/// Whether a live process runs rollout `r`: its holder, or on a shared
+/// store any of its workers (a request is carried out once the last leaves).
+async fn held(store: &StateStore, r: &RolloutRecord, lease: Duration) -> Result<bool, Error> {
+    if r.status != RolloutStatus::Running {
+        return Ok(false);
+    }
+    if store.is_shared() {
+        return Ok(store.alive(&r.id, None, lease).await? > 0);
+    }
+    Ok(!crate::state::claim_is_stale(
+        r.claimed_by.as_deref(),
+        r.heartbeat_at,
+        lease,
+    ))
+}
+
 /// How long `stop` waits for the holder of a rollout to see a request: its
 /// heartbeat comes every quarter lease, and the tenants in flight finish their
 /// current migration first.
@@ -395,9 +411,7 @@ pub async fn stop(
             r.status
         )));
     }
-    let held = r.status == RolloutStatus::Running
-        && !crate::state::claim_is_stale(r.claimed_by.as_deref(), r.heartbeat_at, lease);
-    if !held {
+    if !held(store, &r, lease).await? {
         return match request {
             Request::Abort => abort(store, id, reports).await,
             Request::Pause if r.status == RolloutStatus::Running => {
@@ -427,7 +441,7 @@ pub async fn stop(
         if now.status != RolloutStatus::Running {
             return write_report(store, id, reports, None).await;
         }
-        if crate::state::claim_is_stale(now.claimed_by.as_deref(), now.heartbeat_at, lease) {
+        if !held(store, &now, lease).await? {
             // it died before it could stop: finish the request here
             store.set_request(id, None).await?;
             return match request {

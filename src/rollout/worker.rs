@@ -113,7 +113,9 @@ pub async fn work(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<Finish
     flushed?;
     // the last worker out ends a rollout an operator or a signal stopped
     let now = store.get_rollout(id).await?;
-    if now.status == RolloutStatus::Running && store.others_alive(id, &me, lease_ms).await? == 0 {
+    if now.status == RolloutStatus::Running
+        && store.alive(id, Some(&me), ctx.opts.lease).await? == 0
+    {
         let (status, reason) = match now.requested {
             Some(Request::Abort) => {
                 super::driver::skip_todo(store, id).await?;
@@ -162,7 +164,9 @@ async fn work_waves(
             return Ok(());
         }
         let r = store.get_rollout(id).await?;
-        if r.status != RolloutStatus::Running {
+        // an operator's pause or abort waits for every worker to leave:
+        // none starts anything once it is asked (not only at its next beat)
+        if r.status != RolloutStatus::Running || r.requested.is_some() {
             return Ok(());
         }
         let waves = store.waves(id).await?;

@@ -281,7 +281,7 @@ impl StateStore {
                 TenantUpdate::Started { tenant, at } => sqlx::query(
                     "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + 1, \
                      started_at = COALESCE(started_at, $2), worker = COALESCE($5, worker) \
-                     WHERE rollout_id = $3 AND tenant = $4",
+                     WHERE rollout_id = $3 AND tenant = $4 AND ($5 IS NULL OR claimed_by = $5)",
                 )
                 .bind(RunStatus::Running.as_str())
                 .bind(*at)
@@ -433,7 +433,8 @@ impl StateStore {
         Ok(())
     }
 
-    /// Sets tenants' status (e.g. `skipped` on abort, `reverted`).
+    /// Sets tenants' status (e.g. `skipped` on abort, `reverted`); their claims go:
+    /// a worker still running one records nothing more on it.
     pub async fn set_tenant_status(
         &self,
         id: &str,
@@ -444,8 +445,8 @@ impl StateStore {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
         for t in tenants {
             sqlx::query(
-                "UPDATE fleetmig_tenant_runs SET status = $1, error_message = COALESCE($2, error_message) \
-                 WHERE rollout_id = $3 AND tenant = $4",
+                "UPDATE fleetmig_tenant_runs SET status = $1, error_message = COALESCE($2, error_message), \
+                 claimed_by = NULL WHERE rollout_id = $3 AND tenant = $4",
             )
             .bind(status.as_str())
             .bind(note.map(str::to_string))

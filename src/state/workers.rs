@@ -418,25 +418,22 @@ impl StateStore {
         Ok(n)
     }
 
-    /// Live workers of rollout `id` other than `worker` (a heartbeat within
-    /// `lease_ms`, not stopped).
-    pub async fn others_alive(
+    /// Live workers of rollout `id` other than `except`: not stopped, and
+    /// their claim not stale (a heartbeat within `lease`, and on this host a
+    /// process that still exists).
+    pub async fn alive(
         &self,
         id: &str,
-        worker: &str,
-        lease_ms: i64,
+        except: Option<&str>,
+        lease: std::time::Duration,
     ) -> Result<usize, Error> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM fleetmig_workers WHERE rollout_id = $1 AND worker <> $2 \
-             AND stopped_at IS NULL AND heartbeat_at >= $3",
-        )
-        .bind(id)
-        .bind(worker)
-        .bind(now_ms() - lease_ms)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(n as usize)
+        Ok(self
+            .workers(id)
+            .await?
+            .iter()
+            .filter(|w| Some(w.worker.as_str()) != except && w.stopped_at.is_none())
+            .filter(|w| !super::claim_is_stale(Some(&w.worker), Some(w.heartbeat_at), lease))
+            .count())
     }
 
     /// Ends rollout `id` with `status` unless it already ended: true for the
