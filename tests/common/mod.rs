@@ -44,8 +44,14 @@ pub fn fleetmig() -> assert_cmd::Command {
             c.env_remove(k);
         }
     }
+    // A run that hangs is killed and fails its test with what it printed,
+    // rather than holding the suite until the harness gives up on it.
+    c.timeout(std::time::Duration::from_secs(RUN_LIMIT_SECS));
     c
 }
+
+/// The longest any one fleetmig command of the tests may take.
+pub const RUN_LIMIT_SECS: u64 = 240;
 
 /// Runs `fleetmig sync` on the sqlite-dir fleet in `dir` with `extra` args.
 pub fn sync(dir: &Path, migrations: &Path, extra: &[&str]) -> Output {
@@ -250,11 +256,15 @@ pub fn mysql_base_url() -> String {
 }
 
 pub async fn mysql_connect(url: &str) -> sqlx::MySqlConnection {
-    sqlx::MySqlConnection::connect(url)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("MariaDB is not reachable ({e}); start it with scripts/test-services.sh")
-        })
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        sqlx::MySqlConnection::connect(url),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("MariaDB did not answer within 60 s"))
+    .unwrap_or_else(|e| {
+        panic!("MariaDB is not reachable ({e}); start it with scripts/test-services.sh")
+    })
 }
 
 pub async fn mysql_exec(url: &str, sql: &str) {
