@@ -58,7 +58,12 @@ impl Pools {
         let pool = sqlx::any::AnyPoolOptions::new()
             .max_connections(settings.pool_size.max(1))
             .acquire_timeout(settings.connect_timeout)
-            .idle_timeout(Duration::from_secs(60))
+            // No maintenance task (no idle timeout, no lifetime): sqlx 0.9's
+            // can read a transiently wrapped idle count and spin for ever on
+            // a runtime thread (a hung `sync` seen in CI). Connections live
+            // as long as the command; the pool is bounded by its size.
+            .idle_timeout(None)
+            .max_lifetime(None)
             .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 let sets = sets.clone();
@@ -76,6 +81,8 @@ impl Pools {
             Ok(pool) => self.pools.entry(url.to_string()).or_insert(pool).clone(),
             // an URL the driver refuses: a pool that fails on first use says so
             Err(_) => sqlx::any::AnyPoolOptions::new()
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_lazy("sqlite::memory:")
                 .expect("an in-memory SQLite URL parses"),
         }

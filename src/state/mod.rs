@@ -189,6 +189,9 @@ impl StateStore {
         let connecting = AnyPoolOptions::new()
             .max_connections(if postgres { 4 } else { 1 })
             .acquire_timeout(connect_timeout)
+            // no maintenance task: see `dialect::postgres::Pools`
+            .idle_timeout(None)
+            .max_lifetime(None)
             .connect(&url);
         let pool = match tokio::time::timeout(connect_timeout, connecting).await {
             Ok(pool) => pool.map_err(|e| store_err(&location, e))?,

@@ -59,7 +59,12 @@ impl Pools {
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(settings.pool_size.max(1))
             .acquire_timeout(settings.connect_timeout)
-            .idle_timeout(Duration::from_secs(60))
+            // No maintenance task (no idle timeout, no lifetime): sqlx 0.9's
+            // can read a transiently wrapped idle count and spin for ever on
+            // a runtime thread (a hung `sync` seen in CI). Connections live
+            // as long as the command; the pool is bounded by its size.
+            .idle_timeout(None)
+            .max_lifetime(None)
             // No ping before each tenant: a dead connection fails its attempt
             // with a transient error and the retry gets a fresh one.
             .test_before_acquire(false)
