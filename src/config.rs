@@ -153,7 +153,7 @@ pub struct Config {
     pub lease: Duration,
 }
 
-fn duration(value: &str, name: &str) -> Result<Duration, Error> {
+pub fn duration(value: &str, name: &str) -> Result<Duration, Error> {
     let d = humantime::parse_duration(value)
         .map_err(|e| Error::Usage(format!("{name} {value:?}: {e} (write e.g. 500ms, 5s, 2m)")))?;
     if d > MAX_DURATION {

@@ -128,6 +128,14 @@ pub enum Event {
     /// current migration.
     Interrupted,
     RunFinished,
+    /// A move copied rows: `rows` of `table` so far, `tables_done` of
+    /// `tables` finished (`table` empty when all are).
+    MoveProgress {
+        table: String,
+        tables_done: usize,
+        tables: usize,
+        rows: u64,
+    },
     /// A wave of a rollout starts running `tenants` (those still to run).
     WaveStarted {
         rollout: String,

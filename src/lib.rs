@@ -23,6 +23,7 @@ pub mod inspect;
 pub mod lint;
 pub mod migration;
 pub mod options;
+pub mod relocate;
 pub mod report;
 pub mod rollout;
 pub mod state;

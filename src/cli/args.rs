@@ -94,6 +94,10 @@ pub enum Command {
     /// Record migrations up to a version as applied without running them
     /// (tenants created from a dump that already has the schema).
     Baseline(BaselineArgs),
+    /// Move one tenant to another server or database system: the target is
+    /// created and migrated to the source's version, rows are copied from a
+    /// snapshot and verified by checksums, a registry row is switched.
+    Move(MoveArgs),
     /// Print a shell completion script: `fleetmig completions bash >
     /// /etc/bash_completion.d/fleetmig` (also zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
@@ -439,6 +443,34 @@ pub struct BaselineArgs {
     /// Only these tenants (repeatable).
     #[arg(long = "tenant", value_name = "ID")]
     pub tenants: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MoveArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The tenant to move.
+    #[arg(long, value_name = "ID")]
+    pub tenant: String,
+    /// Where to: sqlite:PATH, postgres://…/DB, mysql://…/DB (with --schema
+    /// for a PostgreSQL schema tenant). Created when missing; must be empty.
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// The PostgreSQL schema of the new location.
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<String>,
+    /// Drop the source after the copy is verified.
+    #[arg(long)]
+    pub drop_source: bool,
+    /// Rows per page read and per batch written.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub batch_rows: usize,
+    /// Pause after each batch, to spare a busy source (e.g. 50ms).
+    #[arg(long, value_name = "DURATION")]
+    pub pause: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod out;
 mod args;
 mod commands;
 pub mod logging;
+mod moving;
 mod output;
 mod progress;
 mod recorded;
@@ -37,6 +38,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Restore(a) => commands::restore(a).await,
         Command::Verify(a) => commands::verify(a).await,
         Command::Baseline(a) => commands::baseline(a).await,
+        Command::Move(a) => moving::run(a).await,
         Command::New(a) => commands::new(a),
         Command::Completions(a) => commands::completions(a),
         Command::Man => commands::man(),

@@ -18,6 +18,7 @@
 
 pub mod backup;
 mod classify;
+pub mod copy;
 mod history;
 pub mod mysql;
 pub mod postgres;

@@ -10,6 +10,7 @@ mod files;
 pub mod gather;
 pub mod html;
 mod metrics;
+pub mod moves;
 
 use std::path::{Path, PathBuf};
 

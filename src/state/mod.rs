@@ -11,6 +11,7 @@
 //! The tenant's own history stays the truth about what is applied: this store
 //! records what fleetmig did and decided (plans, waves, gates, attempts).
 
+mod moves;
 mod records;
 mod rollouts;
 mod runs;
@@ -18,6 +19,7 @@ mod schema;
 pub mod status;
 mod workers;
 
+pub use moves::MoveRecord;
 pub use records::{
     Backfill, Earlier, Finish, RolloutRecord, RunError, TenantRun, TenantUpdate, WaveRecord,
     WaveTally,

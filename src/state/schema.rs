@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -110,5 +110,20 @@ pub(super) const MIGRATIONS: &[&str] = &[
         status TEXT NOT NULL,
         evaluated_at BIGINT NOT NULL,
         PRIMARY KEY (rollout_id, wave)
+    )",
+    // 7: tenants moved to another server or database system (locations
+    // without credentials)
+    "CREATE TABLE IF NOT EXISTS fleetmig_moves (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        source TEXT NOT NULL,
+        target TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        started_at BIGINT NOT NULL,
+        finished_at BIGINT,
+        rows_copied BIGINT NOT NULL,
+        tables TEXT,
+        error TEXT
     )",
 ];

@@ -4,6 +4,7 @@
 //! the way tenants are discovered (the crate's `discover` does it).
 
 mod registry;
+pub(crate) use registry::locator_from;
 
 pub use registry::read_registry;
 

@@ -66,7 +66,11 @@ pub fn read_registry(path: &Path) -> Result<Vec<Tenant>, Error> {
     Ok(tenants)
 }
 
-fn locator_from(url: &str, schema: Option<String>, base: &Path) -> Result<Locator, String> {
+pub(crate) fn locator_from(
+    url: &str,
+    schema: Option<String>,
+    base: &Path,
+) -> Result<Locator, String> {
     match Dialect::from_url(url) {
         Some(Dialect::Sqlite) => {
             if schema.is_some() {

@@ -1,0 +1,217 @@
+//! Copying a tenant's rows from one database to another (`fleetmig move`):
+//! what each database does for it, one type per database (`postgres`,
+//! `mysql`, `sqlite`) behind one trait, `CopyEnd`: list the tenant's tables
+//! with their columns mapped to the kinds fleetmig can carry (`value`), hold
+//! a consistent snapshot while reading, read a table a keyset page at a time,
+//! empty tables, insert a batch, and set sequences past the copied keys.
+//! Values are always bound, never pasted; identifiers are quoted.
+
+mod mysql;
+mod postgres;
+mod sqlite;
+pub mod value;
+
+use crate::error::TenantError;
+use crate::options::Settings;
+use crate::tenant::Locator;
+pub use value::{Checksum, Kind, Value};
+
+/// A column of a tenant table.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Column {
+    pub name: String,
+    /// The type as the database spells it (`numeric(10,2)`, `varchar(40)`).
+    pub type_name: String,
+    /// What fleetmig carries it as; `None`: a type it cannot carry.
+    pub kind: Option<Kind>,
+    /// Filled by a sequence or identity (set past the copied keys).
+    pub serial: bool,
+}
+
+/// A tenant table: its columns (generated ones left out), its key (the
+/// primary key's columns, in key order, as indexes into `columns`), and the
+/// tables its foreign keys reference.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Table {
+    pub name: String,
+    pub columns: Vec<Column>,
+    pub key: Vec<usize>,
+    pub refs: Vec<String>,
+}
+
+impl Table {
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// One side of a move: the source read in a snapshot, or the target written.
+#[async_trait::async_trait]
+pub trait CopyEnd: Send {
+    /// The tenant's tables, sorted by name, without the histories (sqlx's
+    /// and fleetmig's own).
+    async fn tables(&mut self) -> Result<Vec<Table>, TenantError>;
+
+    /// Rows in the history table (0 when there is none).
+    async fn history_rows(&mut self) -> Result<u64, TenantError>;
+
+    /// Starts a read-only transaction that sees one consistent snapshot.
+    async fn snapshot(&mut self) -> Result<(), TenantError>;
+
+    /// Ends the snapshot.
+    async fn release(&mut self) -> Result<(), TenantError>;
+
+    /// Up to `limit` rows of `t` after key `after`, in key order.
+    async fn page(
+        &mut self,
+        t: &Table,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>, TenantError>;
+
+    /// Deletes every row of `tables`, in this order (children first).
+    async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError>;
+
+    /// Inserts `rows` (values in `t`'s column order, of `t`'s kinds).
+    async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError>;
+
+    /// Sets the sequences of `t`'s serial columns past their largest value.
+    async fn fix_sequences(&mut self, t: &Table) -> Result<(), TenantError>;
+
+    async fn close(self: Box<Self>);
+}
+
+/// Opens the copy side of `locator`. `create`: create the schema, the
+/// database or the file when it does not exist (a move's target).
+pub async fn open(
+    settings: &Settings,
+    locator: &Locator,
+    create: bool,
+) -> Result<Box<dyn CopyEnd>, TenantError> {
+    Ok(match locator {
+        Locator::Sqlite { path } => {
+            Box::new(sqlite::SqliteEnd::open(settings, path, create).await?)
+        }
+        Locator::Postgres { url, schema } => {
+            Box::new(postgres::PgEnd::open(settings, url, schema.as_deref(), create).await?)
+        }
+        Locator::Mysql { url } => Box::new(mysql::MySqlEnd::open(settings, url, create).await?),
+        Locator::Row { .. } => {
+            return Err(TenantError::permanent(
+                "unsupported",
+                "a row tenant cannot be moved: it shares its tables with other tenants".to_string(),
+            ));
+        }
+    })
+}
+
+/// Removes the tenant at `locator` (the source of a verified move, with
+/// `--drop-source`): the file, the schema or the database.
+pub async fn drop_tenant(settings: &Settings, locator: &Locator) -> Result<(), TenantError> {
+    match locator {
+        Locator::Sqlite { path } => sqlite::drop_file(path),
+        Locator::Postgres { url, schema } => postgres::drop(settings, url, schema.as_deref()).await,
+        Locator::Mysql { url } => mysql::drop(settings, url).await,
+        Locator::Row { .. } => Err(TenantError::permanent(
+            "unsupported",
+            "a row tenant cannot be dropped".to_string(),
+        )),
+    }
+}
+
+/// The tables fleetmig keeps to itself (histories), never copied.
+fn is_history(name: &str) -> bool {
+    name == "_sqlx_migrations" || name.starts_with("_fleetmig_")
+}
+
+/// How one database spells the SQL a copy needs.
+struct Sql {
+    quote: fn(&str) -> String,
+    /// The `n`th (0-based) parameter of a statement, for column `c`.
+    param: fn(usize, &Column) -> String,
+    /// The expression that reads column `c`.
+    read: fn(&Column) -> String,
+    /// The most parameters one statement may bind.
+    max_params: usize,
+    /// Said between an INSERT's columns and its VALUES.
+    overriding: &'static str,
+}
+
+impl Sql {
+    fn page(&self, qualified: &str, t: &Table, after: bool, limit: usize) -> String {
+        let cols: Vec<String> = t.columns.iter().map(|c| (self.read)(c)).collect();
+        let keys: Vec<String> = t
+            .key
+            .iter()
+            .map(|&i| (self.quote)(&t.columns[i].name))
+            .collect();
+        let mut sql = format!("SELECT {} FROM {qualified}", cols.join(", "));
+        if after {
+            let params: Vec<String> = t
+                .key
+                .iter()
+                .enumerate()
+                .map(|(n, &i)| (self.param)(n, &t.columns[i]))
+                .collect();
+            sql += &format!(" WHERE ({}) > ({})", keys.join(", "), params.join(", "));
+        }
+        sql += &format!(" ORDER BY {} LIMIT {limit}", keys.join(", "));
+        sql
+    }
+
+    fn insert(&self, qualified: &str, t: &Table, rows: usize) -> String {
+        let cols: Vec<String> = t.columns.iter().map(|c| (self.quote)(&c.name)).collect();
+        let n = t.columns.len();
+        let tuples: Vec<String> = (0..rows)
+            .map(|r| {
+                let ps: Vec<String> = t
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (self.param)(r * n + i, c))
+                    .collect();
+                format!("({})", ps.join(", "))
+            })
+            .collect();
+        format!(
+            "INSERT INTO {qualified} ({}){} VALUES {}",
+            cols.join(", "),
+            self.overriding,
+            tuples.join(", ")
+        )
+    }
+
+    /// How many rows one INSERT of `t` may carry.
+    fn rows_per_insert(&self, t: &Table) -> usize {
+        (self.max_params / t.columns.len().max(1)).clamp(1, 1000)
+    }
+}
+
+/// Binds a `Value` to a query of database `$db` (every backend binds the
+/// same Rust types).
+macro_rules! bind_value {
+    ($q:expr, $v:expr) => {{
+        use $crate::dialect::copy::Value as V;
+        let q = $q;
+        match $v {
+            V::Null => q.bind(None::<String>),
+            V::Int(i) => q.bind(*i),
+            V::Float(f) => q.bind(*f),
+            V::Decimal(s) | V::Text(s) | V::Uuid(s) => q.bind(s.clone()),
+            V::Bool(b) => q.bind(*b),
+            V::Date(d) => q.bind(*d),
+            V::Timestamp(t) => q.bind(*t),
+            V::TimestampTz(t) => q.bind(*t),
+            V::Json(j) => q.bind(j.to_string()),
+            V::Bytes(b) => q.bind(b.clone()),
+        }
+    }};
+}
+pub(crate) use bind_value;
+
+/// A failure of a copy statement, classified and scrubbed.
+fn failed(dialect: crate::tenant::Dialect, what: &str, e: sqlx::Error) -> TenantError {
+    let mut t = super::classify(&e, dialect);
+    t.message = format!("{what}: {}", t.message);
+    t
+}

@@ -1,0 +1,349 @@
+//! The MySQL/MariaDB side of a move: a database tenant. Reads in a
+//! `REPEATABLE READ` transaction started `WITH CONSISTENT SNAPSHOT`; writes
+//! with foreign-key checks off for the session (rows land table by table).
+
+use std::str::FromStr;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
+
+use super::{Column, CopyEnd, Kind, Sql, Table, Value, bind_value, failed, is_history};
+use crate::dialect::connect;
+use crate::dialect::mysql::quote_ident;
+use crate::error::TenantError;
+use crate::options::Settings;
+use crate::tenant::Dialect;
+
+pub struct MySqlEnd {
+    conn: MySqlConnection,
+    database: String,
+}
+
+/// The kind of a column from `DATA_TYPE` and `COLUMN_TYPE`.
+fn kind(data_type: &str, column_type: &str) -> Option<Kind> {
+    let unsigned = column_type.contains("unsigned");
+    Some(match data_type {
+        "tinyint" if column_type.starts_with("tinyint(1)") => Kind::Bool,
+        "bigint" if unsigned => Kind::Decimal,
+        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => Kind::Int,
+        "float" | "double" => Kind::Float,
+        "decimal" => Kind::Decimal,
+        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" => {
+            Kind::Text
+        }
+        "date" => Kind::Date,
+        "datetime" => Kind::Timestamp,
+        "timestamp" => Kind::TimestampTz,
+        "json" => Kind::Json,
+        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Bytes,
+        "uuid" => Kind::Uuid,
+        _ => return None,
+    })
+}
+
+const SQL: Sql = Sql {
+    quote: quote_ident,
+    param: |_, _| "?".to_string(),
+    read: |c| {
+        let q = quote_ident(&c.name);
+        match c.kind {
+            Some(Kind::Int | Kind::Bool) => format!("CAST({q} AS SIGNED)"),
+            Some(Kind::Float) => format!("CAST({q} AS DOUBLE)"),
+            Some(Kind::Decimal | Kind::Json | Kind::Uuid) => format!("CAST({q} AS CHAR)"),
+            Some(Kind::Text)
+                if c.type_name.starts_with("enum") || c.type_name.starts_with("set") =>
+            {
+                format!("CAST({q} AS CHAR)")
+            }
+            _ => q,
+        }
+    },
+    max_params: 60_000,
+    overriding: "",
+};
+
+fn decode(row: &MySqlRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
+    Ok(match kind {
+        Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
+        Kind::Bool => row
+            .try_get::<Option<i64>, _>(i)?
+            .map(|b| Value::Bool(b != 0)),
+        Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
+        Kind::Decimal => row.try_get::<Option<String>, _>(i)?.map(Value::Decimal),
+        Kind::Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
+        Kind::Uuid => row.try_get::<Option<String>, _>(i)?.map(Value::Uuid),
+        Kind::Json => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
+        Kind::Date => row
+            .try_get::<Option<chrono::NaiveDate>, _>(i)?
+            .map(Value::Date),
+        Kind::Timestamp => row
+            .try_get::<Option<chrono::NaiveDateTime>, _>(i)?
+            .map(Value::Timestamp),
+        Kind::TimestampTz => row
+            .try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?
+            .map(Value::TimestampTz),
+        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Bytes),
+    }
+    .unwrap_or(Value::Null))
+}
+
+fn options(url: &str) -> Result<MySqlConnectOptions, TenantError> {
+    MySqlConnectOptions::from_str(url)
+        .map(|o| o.disable_statement_logging())
+        .map_err(|e| crate::dialect::connect_error(Dialect::Mysql, url, &e))
+}
+
+impl MySqlEnd {
+    pub async fn open(
+        settings: &Settings,
+        url: &str,
+        create: bool,
+    ) -> Result<MySqlEnd, TenantError> {
+        let opts = options(url)?;
+        let database = opts.get_database().unwrap_or_default().to_string();
+        if database.is_empty() {
+            return Err(TenantError::permanent(
+                "invalid_tenant",
+                format!("{} names no database", crate::tenant::redact_url(url)),
+            ));
+        }
+        if create {
+            let mut c = server(settings, url, &opts).await?;
+            let sql = format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(&database));
+            let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
+            let _ = c.close().await;
+            r.map_err(|e| failed(Dialect::Mysql, "creating the database", e))?;
+        }
+        let mut conn = connect(
+            Dialect::Mysql,
+            url,
+            settings.connect_timeout,
+            MySqlConnection::connect_with(&opts),
+        )
+        .await?;
+        conn.execute("SET SESSION foreign_key_checks = 0")
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "session settings", e))?;
+        Ok(MySqlEnd { conn, database })
+    }
+}
+
+/// A connection to the server of `url`, in no database.
+async fn server(
+    settings: &Settings,
+    url: &str,
+    opts: &MySqlConnectOptions,
+) -> Result<MySqlConnection, TenantError> {
+    let mut o = opts.clone();
+    o = o.database("information_schema");
+    connect(
+        Dialect::Mysql,
+        url,
+        settings.connect_timeout,
+        MySqlConnection::connect_with(&o),
+    )
+    .await
+}
+
+/// Drops the database tenant at `url`.
+pub async fn drop(settings: &Settings, url: &str) -> Result<(), TenantError> {
+    let opts = options(url)?;
+    let database = opts.get_database().unwrap_or_default().to_string();
+    let mut c = server(settings, url, &opts).await?;
+    let sql = format!("DROP DATABASE {}", quote_ident(&database));
+    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
+    let _ = c.close().await;
+    r.map(|_| ())
+        .map_err(|e| failed(Dialect::Mysql, "dropping the source", e))
+}
+
+#[async_trait::async_trait]
+impl CopyEnd for MySqlEnd {
+    async fn tables(&mut self) -> Result<Vec<Table>, TenantError> {
+        let rows = sqlx::query(
+            "SELECT CAST(c.TABLE_NAME AS CHAR) AS t, CAST(c.COLUMN_NAME AS CHAR) AS c, \
+             CAST(c.DATA_TYPE AS CHAR) AS dt, CAST(c.COLUMN_TYPE AS CHAR) AS ct, \
+             CAST(c.EXTRA AS CHAR) AS extra, \
+             CAST(COALESCE(k.ORDINAL_POSITION, 0) AS SIGNED) AS keypos \
+             FROM information_schema.COLUMNS c \
+             JOIN information_schema.TABLES tb ON tb.TABLE_SCHEMA = c.TABLE_SCHEMA AND tb.TABLE_NAME = c.TABLE_NAME AND tb.TABLE_TYPE = 'BASE TABLE' \
+             LEFT JOIN information_schema.KEY_COLUMN_USAGE k ON k.TABLE_SCHEMA = c.TABLE_SCHEMA \
+               AND k.TABLE_NAME = c.TABLE_NAME AND k.COLUMN_NAME = c.COLUMN_NAME AND k.CONSTRAINT_NAME = 'PRIMARY' \
+             WHERE c.TABLE_SCHEMA = ? ORDER BY c.TABLE_NAME, c.ORDINAL_POSITION",
+        )
+        .bind(&self.database)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Mysql, "reading the catalog", e))?;
+        let mut tables: Vec<Table> = Vec::new();
+        let mut keys: Vec<Vec<(i64, usize)>> = Vec::new();
+        for r in &rows {
+            let t: String = r.try_get("t").unwrap_or_default();
+            let extra: String = r.try_get("extra").unwrap_or_default();
+            if is_history(&t) || extra.to_ascii_lowercase().contains("generated") {
+                continue;
+            }
+            if tables.last().is_none_or(|l| l.name != t) {
+                tables.push(Table {
+                    name: t,
+                    columns: Vec::new(),
+                    key: Vec::new(),
+                    refs: Vec::new(),
+                });
+                keys.push(Vec::new());
+            }
+            let table = tables.last_mut().expect("pushed");
+            let pos: i64 = r.try_get("keypos").unwrap_or(0);
+            if pos > 0 {
+                keys.last_mut()
+                    .expect("pushed")
+                    .push((pos, table.columns.len()));
+            }
+            let dt: String = r.try_get("dt").unwrap_or_default();
+            let ct: String = r.try_get("ct").unwrap_or_default();
+            table.columns.push(Column {
+                name: r.try_get("c").unwrap_or_default(),
+                kind: kind(&dt.to_ascii_lowercase(), &ct.to_ascii_lowercase()),
+                type_name: ct,
+                serial: extra.to_ascii_lowercase().contains("auto_increment"),
+            });
+        }
+        for (t, mut k) in tables.iter_mut().zip(keys) {
+            k.sort();
+            t.key = k.into_iter().map(|(_, i)| i).collect();
+        }
+        let refs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(TABLE_NAME AS CHAR), CAST(REFERENCED_TABLE_NAME AS CHAR) \
+             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?",
+        )
+        .bind(&self.database)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Mysql, "reading foreign keys", e))?;
+        for (from, to) in refs {
+            if let Some(t) = tables.iter_mut().find(|t| t.name == from) {
+                t.refs.push(to);
+            }
+        }
+        Ok(tables)
+    }
+
+    async fn history_rows(&mut self) -> Result<u64, TenantError> {
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = '_sqlx_migrations'",
+        )
+        .bind(&self.database)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Mysql, "reading the catalog", e))?;
+        if exists == 0 {
+            return Ok(0);
+        }
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM `_sqlx_migrations`")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "reading the history", e))?;
+        Ok(n as u64)
+    }
+
+    async fn snapshot(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "starting the snapshot", e))?;
+        self.conn
+            .execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "starting the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("ROLLBACK")
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "ending the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn page(
+        &mut self,
+        t: &Table,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>, TenantError> {
+        let sql = SQL.page(&quote_ident(&t.name), t, after.is_some(), limit);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for v in after.unwrap_or_default() {
+            q = bind_value!(q, v);
+        }
+        let rows = q
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Mysql, &format!("reading {}", t.name), e))?;
+        rows.iter()
+            .map(|r| {
+                t.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| decode(r, i, c.kind.expect("carried")))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| failed(Dialect::Mysql, &format!("reading {}", t.name), e))
+            })
+            .collect()
+    }
+
+    async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
+        for t in tables {
+            let sql = format!("DELETE FROM {}", quote_ident(&t.name));
+            self.conn
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .map_err(|e| failed(Dialect::Mysql, "emptying the target's tables", e))?;
+        }
+        Ok(())
+    }
+
+    async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError> {
+        for chunk in rows.chunks(SQL.rows_per_insert(t)) {
+            let sql = SQL.insert(&quote_ident(&t.name), t, chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for v in chunk.iter().flatten() {
+                q = bind_value!(q, v);
+            }
+            q.execute(&mut self.conn)
+                .await
+                .map_err(|e| failed(Dialect::Mysql, &format!("writing {}", t.name), e))?;
+        }
+        Ok(())
+    }
+
+    async fn fix_sequences(&mut self, t: &Table) -> Result<(), TenantError> {
+        // InnoDB takes AUTO_INCREMENT past the largest key by itself on
+        // insert; this makes it explicit for a table left empty since.
+        if let Some(c) = t.columns.iter().find(|c| c.serial) {
+            let sql = format!(
+                "SELECT CAST(COALESCE(MAX({}), 0) + 1 AS SIGNED) FROM {}",
+                quote_ident(&c.name),
+                quote_ident(&t.name)
+            );
+            let next: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| failed(Dialect::Mysql, &format!("reading {}", t.name), e))?;
+            let sql = format!(
+                "ALTER TABLE {} AUTO_INCREMENT = {next}",
+                quote_ident(&t.name)
+            );
+            self.conn
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .map_err(|e| failed(Dialect::Mysql, &format!("setting {}'s counter", t.name), e))?;
+        }
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {
+        let _ = self.conn.close().await;
+    }
+}

@@ -1,0 +1,378 @@
+//! The PostgreSQL side of a move: a schema tenant, or a database tenant
+//! (its tables in `public`). Reads in a `REPEATABLE READ READ ONLY`
+//! transaction; writes bind every value under a cast to the column's type.
+
+use sqlx::{Connection, Executor, PgConnection, Row};
+
+use super::{Column, CopyEnd, Kind, Sql, Table, Value, bind_value, failed, is_history};
+use crate::dialect::{connect, quote_ident, quote_literal};
+use crate::error::TenantError;
+use crate::options::Settings;
+use crate::tenant::Dialect;
+
+pub struct PgEnd {
+    conn: PgConnection,
+    schema: String,
+}
+
+fn kind(typname: &str) -> Option<Kind> {
+    Some(match typname {
+        "int2" | "int4" | "int8" => Kind::Int,
+        "float4" | "float8" => Kind::Float,
+        "numeric" => Kind::Decimal,
+        "text" | "varchar" | "bpchar" | "name" | "citext" => Kind::Text,
+        "bool" => Kind::Bool,
+        "date" => Kind::Date,
+        "timestamp" => Kind::Timestamp,
+        "timestamptz" => Kind::TimestampTz,
+        "json" | "jsonb" => Kind::Json,
+        "bytea" => Kind::Bytes,
+        "uuid" => Kind::Uuid,
+        _ => return None,
+    })
+}
+
+const SQL: Sql = Sql {
+    quote: quote_ident,
+    param: |n, c| format!("CAST(${} AS {})", n + 1, c.type_name),
+    read: |c| {
+        let q = quote_ident(&c.name);
+        match c.kind {
+            Some(Kind::Int) => format!("{q}::int8"),
+            Some(Kind::Float) => format!("{q}::float8"),
+            Some(Kind::Decimal | Kind::Text | Kind::Json | Kind::Uuid) => format!("{q}::text"),
+            _ => q,
+        }
+    },
+    max_params: 32_000,
+    // explicit values for identity columns too
+    overriding: " OVERRIDING SYSTEM VALUE",
+};
+
+fn decode(row: &sqlx::postgres::PgRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
+    Ok(match kind {
+        Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
+        Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
+        Kind::Decimal => row.try_get::<Option<String>, _>(i)?.map(Value::Decimal),
+        Kind::Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
+        Kind::Uuid => row.try_get::<Option<String>, _>(i)?.map(Value::Uuid),
+        Kind::Json => match row.try_get::<Option<String>, _>(i)? {
+            Some(s) => Some(Value::Json(
+                serde_json::from_str(&s).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            )),
+            None => None,
+        },
+        Kind::Bool => row.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
+        Kind::Date => row
+            .try_get::<Option<chrono::NaiveDate>, _>(i)?
+            .map(Value::Date),
+        Kind::Timestamp => row
+            .try_get::<Option<chrono::NaiveDateTime>, _>(i)?
+            .map(Value::Timestamp),
+        Kind::TimestampTz => row
+            .try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?
+            .map(Value::TimestampTz),
+        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Bytes),
+    }
+    .unwrap_or(Value::Null))
+}
+
+impl PgEnd {
+    pub async fn open(
+        settings: &Settings,
+        url: &str,
+        schema: Option<&str>,
+        create: bool,
+    ) -> Result<PgEnd, TenantError> {
+        let opts = crate::dialect::postgres::connect_options(url)
+            .map_err(|e| crate::dialect::connect_error(Dialect::Postgres, url, &e))?;
+        let conn = match connect(
+            Dialect::Postgres,
+            url,
+            settings.connect_timeout,
+            PgConnection::connect_with(&opts),
+        )
+        .await
+        {
+            Ok(c) => c,
+            Err(e) if create && schema.is_none() && e.code.as_deref() == Some("3D000") => {
+                create_database(settings, url, &opts).await?;
+                connect(
+                    Dialect::Postgres,
+                    url,
+                    settings.connect_timeout,
+                    PgConnection::connect_with(&opts),
+                )
+                .await?
+            }
+            Err(e) => return Err(e),
+        };
+        let mut end = PgEnd {
+            conn,
+            schema: String::new(),
+        };
+        end.schema = match schema {
+            Some(s) => s.to_string(),
+            None => sqlx::query_scalar("SELECT current_schema()::text")
+                .fetch_one(&mut end.conn)
+                .await
+                .map_err(|e| failed(Dialect::Postgres, "current_schema", e))?,
+        };
+        if create {
+            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&end.schema));
+            end.conn
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .map_err(|e| failed(Dialect::Postgres, "creating the schema", e))?;
+        }
+        Ok(end)
+    }
+
+    fn qualified(&self, table: &str) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(table))
+    }
+}
+
+/// Creates the database `url` names, through the server's `postgres`
+/// database.
+async fn create_database(
+    settings: &Settings,
+    url: &str,
+    opts: &sqlx::postgres::PgConnectOptions,
+) -> Result<(), TenantError> {
+    let name = opts.get_database().unwrap_or_default().to_string();
+    let admin = opts.clone().database("postgres");
+    let mut c = connect(
+        Dialect::Postgres,
+        url,
+        settings.connect_timeout,
+        PgConnection::connect_with(&admin),
+    )
+    .await?;
+    let sql = format!("CREATE DATABASE {}", quote_ident(&name));
+    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
+    let _ = c.close().await;
+    r.map(|_| ())
+        .map_err(|e| failed(Dialect::Postgres, &format!("creating database {name}"), e))
+}
+
+/// Drops a schema tenant (`DROP SCHEMA … CASCADE`) or a database tenant.
+pub async fn drop(settings: &Settings, url: &str, schema: Option<&str>) -> Result<(), TenantError> {
+    let opts = crate::dialect::postgres::connect_options(url)
+        .map_err(|e| crate::dialect::connect_error(Dialect::Postgres, url, &e))?;
+    let (target, sql) = match schema {
+        Some(s) => (
+            opts.clone(),
+            format!("DROP SCHEMA {} CASCADE", quote_ident(s)),
+        ),
+        None => {
+            let name = opts.get_database().unwrap_or_default().to_string();
+            (
+                opts.clone().database("postgres"),
+                format!("DROP DATABASE {}", quote_ident(&name)),
+            )
+        }
+    };
+    let mut c = connect(
+        Dialect::Postgres,
+        url,
+        settings.connect_timeout,
+        PgConnection::connect_with(&target),
+    )
+    .await?;
+    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
+    let _ = c.close().await;
+    r.map(|_| ())
+        .map_err(|e| failed(Dialect::Postgres, "dropping the source", e))
+}
+
+#[async_trait::async_trait]
+impl CopyEnd for PgEnd {
+    async fn tables(&mut self) -> Result<Vec<Table>, TenantError> {
+        let rows = sqlx::query(
+            "SELECT c.relname::text AS t, a.attname::text AS c, format_type(a.atttypid, a.atttypmod) AS ty, \
+             ty.typname::text AS typname, \
+             (a.attidentity <> '' OR pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname) IS NOT NULL) AS serial, \
+             COALESCE(array_position(i.indkey::int2[], a.attnum), 0) AS keypos \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+             JOIN pg_type ty ON ty.oid = a.atttypid \
+             LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition \
+             ORDER BY c.relname, a.attnum",
+        )
+        .bind(&self.schema)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Postgres, "reading the catalog", e))?;
+        let mut tables: Vec<Table> = Vec::new();
+        let mut keys: Vec<Vec<(i32, usize)>> = Vec::new();
+        for r in &rows {
+            let t: String = r.get("t");
+            if is_history(&t) {
+                continue;
+            }
+            if tables.last().is_none_or(|l| l.name != t) {
+                tables.push(Table {
+                    name: t,
+                    columns: Vec::new(),
+                    key: Vec::new(),
+                    refs: Vec::new(),
+                });
+                keys.push(Vec::new());
+            }
+            let table = tables.last_mut().expect("pushed");
+            let typname: String = r.get("typname");
+            let pos: i32 = r.get("keypos");
+            if pos > 0 {
+                keys.last_mut()
+                    .expect("pushed")
+                    .push((pos, table.columns.len()));
+            }
+            table.columns.push(Column {
+                name: r.get("c"),
+                type_name: r.get("ty"),
+                kind: kind(&typname),
+                serial: r.get("serial"),
+            });
+        }
+        for (t, mut k) in tables.iter_mut().zip(keys) {
+            k.sort();
+            t.key = k.into_iter().map(|(_, i)| i).collect();
+        }
+        let refs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.relname::text, r.relname::text FROM pg_constraint k \
+             JOIN pg_class c ON c.oid = k.conrelid JOIN pg_class r ON r.oid = k.confrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace WHERE k.contype = 'f' AND n.nspname = $1",
+        )
+        .bind(&self.schema)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Postgres, "reading foreign keys", e))?;
+        for (from, to) in refs {
+            if let Some(t) = tables.iter_mut().find(|t| t.name == from) {
+                t.refs.push(to);
+            }
+        }
+        Ok(tables)
+    }
+
+    async fn history_rows(&mut self) -> Result<u64, TenantError> {
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = '_sqlx_migrations')",
+        )
+        .bind(&self.schema)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Postgres, "reading the catalog", e))?;
+        if !exists {
+            return Ok(0);
+        }
+        let sql = format!(
+            "SELECT count(*) FROM {}",
+            self.qualified("_sqlx_migrations")
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "reading the history", e))?;
+        Ok(n as u64)
+    }
+
+    async fn snapshot(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "starting the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("ROLLBACK")
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "ending the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn page(
+        &mut self,
+        t: &Table,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>, TenantError> {
+        let sql = SQL.page(&self.qualified(&t.name), t, after.is_some(), limit);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for v in after.unwrap_or_default() {
+            q = bind_value!(q, v);
+        }
+        let rows = q
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, &format!("reading {}", t.name), e))?;
+        rows.iter()
+            .map(|r| {
+                t.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| decode(r, i, c.kind.expect("carried")))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| failed(Dialect::Postgres, &format!("reading {}", t.name), e))
+            })
+            .collect()
+    }
+
+    async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = tables.iter().map(|t| self.qualified(&t.name)).collect();
+        let sql = format!("TRUNCATE {}", names.join(", "));
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "emptying the target's tables", e))?;
+        Ok(())
+    }
+
+    async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError> {
+        for chunk in rows.chunks(SQL.rows_per_insert(t)) {
+            let sql = SQL.insert(&self.qualified(&t.name), t, chunk.len());
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for v in chunk.iter().flatten() {
+                q = bind_value!(q, v);
+            }
+            q.execute(&mut self.conn)
+                .await
+                .map_err(|e| failed(Dialect::Postgres, &format!("writing {}", t.name), e))?;
+        }
+        Ok(())
+    }
+
+    async fn fix_sequences(&mut self, t: &Table) -> Result<(), TenantError> {
+        for c in t.columns.iter().filter(|c| c.serial) {
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence({}, {}), COALESCE((SELECT max({}) FROM {}), 0) + 1, false)",
+                quote_literal(&self.qualified(&t.name)),
+                quote_literal(&c.name),
+                quote_ident(&c.name),
+                self.qualified(&t.name)
+            );
+            self.conn
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .map_err(|e| {
+                    failed(
+                        Dialect::Postgres,
+                        &format!("setting {}'s sequence", t.name),
+                        e,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {
+        let _ = self.conn.close().await;
+    }
+}

@@ -1,0 +1,286 @@
+//! The SQLite side of a move: one file. Column kinds follow SQLite's own
+//! affinity rules on the declared type (with `BOOL`, `DATE`, `TIMESTAMP`,
+//! `JSON` and `UUID` recognised); cells are read by their storage class and
+//! coerced to the kind of the column they land in. A read transaction is the
+//! snapshot (WAL: a snapshot; rollback journal: writers wait for it).
+
+use std::path::Path;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
+use sqlx::{ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
+
+use super::{Column, CopyEnd, Kind, Sql, Table, Value, bind_value, failed, is_history};
+use crate::dialect::quote_ident;
+use crate::error::TenantError;
+use crate::options::Settings;
+use crate::tenant::Dialect;
+
+pub struct SqliteEnd {
+    conn: SqliteConnection,
+}
+
+fn kind(declared: &str) -> Kind {
+    let d = declared.to_ascii_uppercase();
+    let has = |s: &str| d.contains(s);
+    if has("BOOL") {
+        Kind::Bool
+    } else if has("UUID") {
+        Kind::Uuid
+    } else if has("JSON") {
+        Kind::Json
+    } else if has("TIMESTAMPTZ") || has("WITH TIME ZONE") {
+        Kind::TimestampTz
+    } else if has("DATETIME") || has("TIMESTAMP") {
+        Kind::Timestamp
+    } else if has("DATE") {
+        Kind::Date
+    } else if has("INT") {
+        Kind::Int
+    } else if has("CHAR") || has("CLOB") || has("TEXT") || d.trim().is_empty() {
+        Kind::Text
+    } else if has("BLOB") {
+        Kind::Bytes
+    } else if has("REAL") || has("FLOA") || has("DOUB") {
+        Kind::Float
+    } else {
+        Kind::Decimal
+    }
+}
+
+const SQL: Sql = Sql {
+    quote: quote_ident,
+    param: |_, _| "?".to_string(),
+    read: |c| quote_ident(&c.name),
+    max_params: 30_000,
+    overriding: "",
+};
+
+/// A cell by its storage class.
+fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let class = raw.type_info().name().to_string();
+    Ok(match class.as_str() {
+        "INTEGER" => Value::Int(row.try_get(i)?),
+        "REAL" => Value::Float(row.try_get(i)?),
+        "BLOB" => Value::Bytes(row.try_get(i)?),
+        _ => Value::Text(row.try_get(i)?),
+    })
+}
+
+/// A value as a SQLite column of its kind stores it.
+fn stored(v: &Value) -> Value {
+    match v {
+        Value::Bool(b) => Value::Int(*b as i64),
+        Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) | Value::Json(_) => {
+            Value::Text(v.canonical())
+        }
+        other => other.clone(),
+    }
+}
+
+impl SqliteEnd {
+    pub async fn open(
+        settings: &Settings,
+        path: &Path,
+        create: bool,
+    ) -> Result<SqliteEnd, TenantError> {
+        if !path.exists() && !create {
+            return Err(TenantError::permanent(
+                "cannot_open",
+                format!("tenant file {} does not exist", path.display()),
+            ));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                TenantError::permanent(
+                    "cannot_open",
+                    format!("cannot create {}: {e}", parent.display()),
+                )
+            })?;
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(create)
+            .foreign_keys(false)
+            .busy_timeout(settings.lock_timeout)
+            .disable_statement_logging();
+        let conn = SqliteConnection::connect_with(&opts).await.map_err(|e| {
+            failed(
+                Dialect::Sqlite,
+                &format!("cannot open {}", path.display()),
+                e,
+            )
+        })?;
+        Ok(SqliteEnd { conn })
+    }
+}
+
+/// Removes a SQLite tenant's file (and its WAL files).
+pub fn drop_file(path: &Path) -> Result<(), TenantError> {
+    std::fs::remove_file(path).map_err(|e| {
+        TenantError::permanent("io", format!("cannot remove {}: {e}", path.display()))
+    })?;
+    for ext in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(ext);
+        let _ = std::fs::remove_file(p);
+    }
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl CopyEnd for SqliteEnd {
+    async fn tables(&mut self) -> Result<Vec<Table>, TenantError> {
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
+        let mut tables = Vec::new();
+        for name in names.into_iter().filter(|n| !is_history(n)) {
+            let cols: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                "SELECT name, type, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid",
+            )
+            .bind(&name)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
+            let mut key: Vec<(i64, usize)> = Vec::new();
+            let mut columns = Vec::new();
+            for (col, declared, pk, hidden) in cols {
+                if hidden != 0 {
+                    continue; // generated
+                }
+                if pk > 0 {
+                    key.push((pk, columns.len()));
+                }
+                columns.push(Column {
+                    name: col,
+                    kind: Some(kind(&declared)),
+                    type_name: declared,
+                    // INTEGER PRIMARY KEY and AUTOINCREMENT follow the
+                    // largest rowid by themselves
+                    serial: false,
+                });
+            }
+            key.sort();
+            let refs: Vec<String> =
+                sqlx::query_scalar("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?)")
+                    .bind(&name)
+                    .fetch_all(&mut self.conn)
+                    .await
+                    .map_err(|e| failed(Dialect::Sqlite, "reading foreign keys", e))?;
+            tables.push(Table {
+                name,
+                columns,
+                key: key.into_iter().map(|(_, i)| i).collect(),
+                refs,
+            });
+        }
+        Ok(tables)
+    }
+
+    async fn history_rows(&mut self) -> Result<u64, TenantError> {
+        let exists: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+        )
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
+        if exists == 0 {
+            return Ok(0);
+        }
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, "reading the history", e))?;
+        Ok(n as u64)
+    }
+
+    async fn snapshot(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("BEGIN")
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, "starting the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("ROLLBACK")
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, "ending the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn page(
+        &mut self,
+        t: &Table,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>, TenantError> {
+        let sql = SQL.page(&quote_ident(&t.name), t, after.is_some(), limit);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for v in after.unwrap_or_default() {
+            let v = stored(v);
+            q = bind_value!(q, &v);
+        }
+        let rows = q
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, &format!("reading {}", t.name), e))?;
+        rows.iter()
+            .map(|r| {
+                (0..t.columns.len())
+                    .map(|i| decode(r, i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| failed(Dialect::Sqlite, &format!("reading {}", t.name), e))
+            })
+            .collect()
+    }
+
+    async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
+        for t in tables {
+            let sql = format!("DELETE FROM {}", quote_ident(&t.name));
+            self.conn
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .map_err(|e| failed(Dialect::Sqlite, "emptying the target's tables", e))?;
+        }
+        Ok(())
+    }
+
+    async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError> {
+        let mut tx = self
+            .conn
+            .begin()
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, &format!("writing {}", t.name), e))?;
+        for chunk in rows.chunks(SQL.rows_per_insert(t)) {
+            let sql = SQL.insert(&quote_ident(&t.name), t, chunk.len());
+            let values: Vec<Value> = chunk.iter().flatten().map(stored).collect();
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+            for v in &values {
+                q = bind_value!(q, v);
+            }
+            q.execute(&mut *tx)
+                .await
+                .map_err(|e| failed(Dialect::Sqlite, &format!("writing {}", t.name), e))?;
+        }
+        tx.commit()
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, &format!("writing {}", t.name), e))
+    }
+
+    async fn fix_sequences(&mut self, _t: &Table) -> Result<(), TenantError> {
+        Ok(())
+    }
+
+    async fn close(self: Box<Self>) {
+        let _ = self.conn.close().await;
+    }
+}

@@ -1,0 +1,119 @@
+//! Switching a registry fleet's row to a moved tenant's new location: the
+//! file is rewritten whole into a temporary file beside it and renamed over
+//! it (readers see the old file or the new one, never half of one), after the
+//! old one was copied to `<file>.<move id>.bak`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::tenant::TenantId;
+
+/// Points `tenant`'s row of registry `path` at `url` (and `schema`); returns
+/// where the old file was kept.
+pub fn relocate(
+    path: &Path,
+    tenant: &TenantId,
+    url: &str,
+    schema: Option<&str>,
+    move_id: &str,
+) -> Result<PathBuf, Error> {
+    let bad = |line: u64, message: String| Error::Registry {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .comment(Some(b'#'))
+        .from_reader(text.as_slice());
+    let headers = reader.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let headers: Vec<String> = headers.iter().map(|h| h.trim().to_string()).collect();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let (Some(id_col), Some(url_col)) = (col("id"), col("url")) else {
+        return Err(bad(1, "the header has no `id` or `url` column".into()));
+    };
+    let schema_col = col("schema");
+    if schema.is_some() && schema_col.is_none() {
+        return Err(bad(
+            1,
+            "the header has no `schema` column for the new location's schema".into(),
+        ));
+    }
+    // only the tenant's record is rewritten: every other byte (comments,
+    // quoting, spacing) stays as the operator wrote it
+    let mut record = csv::StringRecord::new();
+    let mut span = None;
+    loop {
+        let more = reader
+            .read_record(&mut record)
+            .map_err(|e| bad(e.position().map_or(0, |p| p.line()), e.to_string()))?;
+        if !more {
+            break;
+        }
+        if record.get(id_col).map(str::trim) == Some(tenant.as_str()) {
+            let start = record.position().map_or(0, |p| p.byte()) as usize;
+            let end = reader.position().byte() as usize;
+            span = Some((start, end, record.clone()));
+            break;
+        }
+    }
+    let Some((start, end, found)) = span else {
+        return Err(bad(0, format!("no row for tenant {tenant}")));
+    };
+    let mut fields: Vec<String> = found.iter().map(str::to_string).collect();
+    fields[url_col] = url.to_string();
+    if let Some(s) = schema_col {
+        while fields.len() <= s {
+            fields.push(String::new());
+        }
+        fields[s] = schema.unwrap_or_default().to_string();
+    }
+    let mut row = csv::WriterBuilder::new().from_writer(Vec::new());
+    row.write_record(&fields)
+        .map_err(|e| bad(0, e.to_string()))?;
+    let row = row
+        .into_inner()
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    let mut bytes = text[..start].to_vec();
+    bytes.extend_from_slice(&row);
+    bytes.extend_from_slice(&text[end.min(text.len())..]);
+    let backup = PathBuf::from(format!("{}.{move_id}.bak", path.display()));
+    std::fs::copy(path, &backup).map_err(|e| Error::io(&backup, e))?;
+    let tmp = PathBuf::from(format!("{}.{move_id}.tmp", path.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(backup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_moved_row_changes_and_the_old_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.csv");
+        std::fs::write(
+            &path,
+            "# the fleet\nid,url,schema,tags\nacme,sqlite:acme.db,,tier=pro\n# beta next\nbeta,sqlite:beta.db,,\n",
+        )
+        .unwrap();
+        let id = TenantId::new("acme").unwrap();
+        let backup = relocate(&path, &id, "postgres://db/app", Some("tenant_acme"), "m1").unwrap();
+        let now = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            now,
+            "# the fleet\nid,url,schema,tags\nacme,postgres://db/app,tenant_acme,tier=pro\n# beta next\nbeta,sqlite:beta.db,,\n"
+        );
+        assert!(
+            std::fs::read_to_string(backup)
+                .unwrap()
+                .contains("acme,sqlite:acme.db")
+        );
+        let none = TenantId::new("gone").unwrap();
+        assert!(relocate(&path, &none, "x", None, "m2").is_err());
+    }
+}

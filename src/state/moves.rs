@@ -1,0 +1,122 @@
+//! Moves of a tenant to another location (`fleetmig move`): one row each,
+//! written when the copy starts and when it ends, so that an interrupted
+//! move is known (its half-filled target may be emptied and filled again)
+//! and `fleetmig move` can list what moved where. Locations are kept
+//! without credentials.
+
+use sqlx::Row;
+
+use super::{StateStore, now_ms};
+use crate::error::Error;
+
+/// One move as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MoveRecord {
+    pub id: String,
+    pub tenant: String,
+    pub source: String,
+    pub target: String,
+    pub version: i64,
+    /// `copying`, `done` or `failed`.
+    pub status: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub rows_copied: i64,
+    pub error: Option<String>,
+}
+
+impl StateStore {
+    /// Records move `id` of `tenant` as copying.
+    pub async fn move_started(
+        &self,
+        id: &str,
+        tenant: &str,
+        source: &str,
+        target: &str,
+        version: i64,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO fleetmig_moves (id, tenant, source, target, version, status, started_at, rows_copied) \
+             VALUES ($1, $2, $3, $4, $5, 'copying', $6, 0)",
+        )
+        .bind(id)
+        .bind(tenant)
+        .bind(source)
+        .bind(target)
+        .bind(version)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records how move `id` ended (`done` or `failed`).
+    pub async fn move_finished(
+        &self,
+        id: &str,
+        status: &str,
+        rows: u64,
+        tables: &str,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_moves SET status = $1, finished_at = $2, rows_copied = $3, tables = $4, error = $5 \
+             WHERE id = $6",
+        )
+        .bind(status)
+        .bind(now_ms())
+        .bind(rows as i64)
+        .bind(tables)
+        .bind(error)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Moves of `tenant` to `target` that did not end well (interrupted or
+    /// failed): the target holds a copy fleetmig started, not someone
+    /// else's data.
+    pub async fn unfinished_moves(&self, tenant: &str, target: &str) -> Result<usize, Error> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM fleetmig_moves WHERE tenant = $1 AND target = $2 AND status <> 'done'",
+        )
+        .bind(tenant)
+        .bind(target)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(n as usize)
+    }
+
+    /// The moves recorded, newest first.
+    pub async fn moves(&self, limit: usize) -> Result<Vec<MoveRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT id, tenant, source, target, version, status, started_at, finished_at, rows_copied, error \
+             FROM fleetmig_moves ORDER BY started_at DESC, id DESC LIMIT $1",
+        )
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|r| {
+                Ok(MoveRecord {
+                    id: r.try_get("id")?,
+                    tenant: r.try_get("tenant")?,
+                    source: r.try_get("source")?,
+                    target: r.try_get("target")?,
+                    version: r.try_get("version")?,
+                    status: r.try_get("status")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    rows_copied: r.try_get("rows_copied")?,
+                    error: r.try_get("error")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(|e| self.err(e))
+    }
+}
