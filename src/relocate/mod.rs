@@ -350,14 +350,17 @@ async fn migrate_target(
     executor.run("move", vec![target]).await;
     let got = outcome.0.lock().expect("outcome").take();
     match got {
-        Some((TenantStatus::Succeeded, _)) => Ok(()),
+        Some((TenantStatus::Succeeded | TenantStatus::UpToDate, _)) => Ok(()),
         Some((_, Some(e))) => Err(TenantError {
             message: format!("bringing the target to version {version}: {}", e.message),
             ..e
         }),
-        _ => Err(TenantError::permanent(
+        other => Err(TenantError::permanent(
             "interrupted",
-            format!("bringing the target to version {version} did not finish"),
+            format!(
+                "bringing the target to version {version} did not finish ({:?})",
+                other.map(|o| o.0)
+            ),
         )),
     }
 }

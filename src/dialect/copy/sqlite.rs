@@ -74,9 +74,10 @@ fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
 fn stored(v: &Value) -> Value {
     match v {
         Value::Bool(b) => Value::Int(*b as i64),
-        Value::Date(_) | Value::Timestamp(_) | Value::TimestampTz(_) | Value::Json(_) => {
-            Value::Text(v.canonical())
-        }
+        // as sqlx writes them, which SQLite's date functions read too
+        Value::TimestampTz(t) => Value::Text(t.format("%F %T%.f%:z").to_string()),
+        Value::Timestamp(t) => Value::Text(t.format("%F %T%.f").to_string()),
+        Value::Date(_) | Value::Json(_) => Value::Text(v.canonical()),
         other => other.clone(),
     }
 }
