@@ -41,7 +41,7 @@ fn customer(i: i64) -> Customer {
         + chrono::Duration::seconds(i * 3601);
     Customer {
         id: i,
-        name: format!("customer {i} ünïcödé 'q' \"d\""),
+        name: format!("customer {i} ünïcödé 'q' \"d\" back\\slash\ttab\nline"),
         balance: format!("{}.{:02}", i * 7 - 500, i % 100),
         ratio: (i % 5 != 0).then(|| i as f64 / 3.0),
         active: i % 2 == 0,
@@ -260,6 +260,11 @@ async fn a_mariadb_database_moves_to_a_new_postgresql_database_with_every_type()
     );
     let mut m = mysql_connect(&src_url).await;
     fill!(m, 300);
+    // the source's own row 1, not the one the target's migration seeds
+    sqlx::query("UPDATE customers SET name = 'house account (renamed)' WHERE id = 1")
+        .execute(&mut m)
+        .await
+        .unwrap();
     m.close().await.unwrap();
 
     let (dst, dst_url) = new_pg_name("a");
@@ -280,7 +285,8 @@ async fn a_mariadb_database_moves_to_a_new_postgresql_database_with_every_type()
 
     // every value, as written to MariaDB, now in PostgreSQL
     let got = pg_customers(&dst_url, "public").await;
-    let want = expected(300);
+    let mut want = expected(300);
+    want[0].name = "house account (renamed)".into();
     assert_eq!(got.len(), want.len());
     for (g, w) in got.iter().zip(&want) {
         assert_eq!(g, w);
@@ -672,6 +678,17 @@ async fn a_tenant_moves_to_mariadb_and_back_to_sqlite_unchanged() {
             .unwrap();
     assert_eq!(n, 150);
     assert_eq!(seen, expected(150).iter().filter_map(|c| c.seen_at).max());
+    // AUTO_INCREMENT continues after the copied keys
+    let id = sqlx::query("INSERT INTO customers (name, balance, active) VALUES ('new', 1, true)")
+        .execute(&mut m)
+        .await
+        .unwrap()
+        .last_insert_id();
+    assert_eq!(id, 151);
+    sqlx::query("DELETE FROM customers WHERE id = 151")
+        .execute(&mut m)
+        .await
+        .unwrap();
     m.close().await.unwrap();
 
     let out = mv(dir.path(), &["--to", "sqlite:back/t1.db"]);

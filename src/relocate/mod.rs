@@ -137,10 +137,16 @@ pub async fn relocate(
         .move_started(&id, &report.tenant, &report.source, &report.target, version)
         .await?;
     let copied = async {
+        let t0 = Instant::now();
         migrate_target(connector, set, bus, tenant, &to, version).await?;
+        tracing::info!(
+            ms = t0.elapsed().as_millis() as u64,
+            "move: target migrated"
+        );
         // the target's tables as its migrations made them
         let mut target_tables = target.tables().await?;
         let plan = pair(&tables, &mut target_tables)?;
+        let t0 = Instant::now();
         copy_all(
             &mut *source,
             &mut *target,
@@ -151,7 +157,15 @@ pub async fn relocate(
             &mut report,
         )
         .await?;
-        verify(&mut *source, &mut *target, &plan, &report).await
+        tracing::info!(
+            rows = report.rows,
+            ms = t0.elapsed().as_millis() as u64,
+            "move: copied"
+        );
+        let t0 = Instant::now();
+        let verified = verify(&mut *source, &mut *target, &plan, &report).await;
+        tracing::info!(ms = t0.elapsed().as_millis() as u64, "move: verified");
+        verified
     }
     .await;
     source.close().await;
@@ -468,10 +482,19 @@ async fn copy_all(
         let t0 = Instant::now();
         let mut sum = Checksum::default();
         let mut after: Option<Vec<Value>> = None;
+        // the next page is read while the last one is written
+        let mut written: Option<Vec<Vec<Value>>> = None;
         loop {
-            let rows = source
-                .page(&p.source, after.as_deref(), opts.batch_rows)
-                .await?;
+            let write = async {
+                match written.take() {
+                    Some(b) => target.insert(&p.target, &b).await.map(|_| b.len()),
+                    None => Ok(0),
+                }
+            };
+            let read = source.page(&p.source, after.as_deref(), opts.batch_rows);
+            let (rows, wrote) = tokio::join!(read, write);
+            report.rows += wrote? as u64;
+            let rows = rows?;
             let Some(last) = rows.last() else { break };
             after = Some(p.source.key.iter().map(|&i| last[i].clone()).collect());
             let full = rows.len() == opts.batch_rows;
@@ -481,8 +504,6 @@ async fn copy_all(
                 sum.add(&row);
                 batch.push(row);
             }
-            target.insert(&p.target, &batch).await?;
-            report.rows += batch.len() as u64;
             bus.emit(Event::MoveProgress {
                 table: p.source.name.clone(),
                 tables_done: n,
@@ -490,8 +511,11 @@ async fn copy_all(
                 rows: sum.rows,
             });
             if !full {
+                target.insert(&p.target, &batch).await?;
+                report.rows += batch.len() as u64;
                 break;
             }
+            written = Some(batch);
             if cancel.is_cancelled() {
                 return Err(TenantError::permanent(
                     "interrupted",
@@ -559,8 +583,14 @@ async fn verify(
         .map(|t| (t.table.as_str(), t))
         .collect();
     let batch = 5000;
+    let mut changed = Vec::new();
     for p in plan {
-        let got = checksum(target, &p.target, p, batch).await?;
+        // the target and the source as it is now, read side by side
+        let (got, now) = tokio::join!(
+            checksum(&mut *target, &p.target, p, batch),
+            checksum(&mut *source, &p.source, p, batch)
+        );
+        let (got, now) = (got?, now?);
         let want = copied[p.source.name.as_str()];
         if got.text() != want.checksum {
             return Err(TenantError::permanent(
@@ -573,11 +603,6 @@ async fn verify(
                 ),
             ));
         }
-    }
-    let mut changed = Vec::new();
-    for p in plan {
-        let now = checksum(source, &p.source, p, batch).await?;
-        let want = copied[p.source.name.as_str()];
         if now.text() != want.checksum {
             changed.push(format!(
                 "{} ({} rows when copied, {} now{})",

@@ -77,6 +77,51 @@ fn decode(row: &sqlx::postgres::PgRow, i: usize, kind: Kind) -> Result<Value, sq
     .unwrap_or(Value::Null))
 }
 
+/// `v` in COPY's text format.
+fn copy_text(v: &Value, out: &mut String) {
+    use std::fmt::Write;
+    let escaped = |s: &str, out: &mut String| {
+        for ch in s.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    };
+    match v {
+        Value::Null => out.push_str("\\N"),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) if f.is_nan() => out.push_str("NaN"),
+        Value::Float(f) if f.is_infinite() => {
+            out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+        }
+        Value::Float(f) => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+        Value::Bytes(b) => {
+            out.push_str("\\\\x");
+            out.push_str(&crate::migration::hex(b));
+        }
+        Value::Date(d) => {
+            let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+        }
+        Value::Timestamp(t) => {
+            let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+        }
+        Value::TimestampTz(t) => {
+            let _ = write!(out, "{}+00", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+        }
+        Value::Json(j) => escaped(&j.to_string(), out),
+        Value::Decimal(s) | Value::Text(s) | Value::Uuid(s) => escaped(s, out),
+    }
+}
+
 impl PgEnd {
     pub async fn open(
         settings: &Settings,
@@ -335,17 +380,33 @@ impl CopyEnd for PgEnd {
         Ok(())
     }
 
+    /// One `COPY … FROM STDIN` per batch (text format): several times
+    /// faster than multi-row INSERTs, and COPY keeps an identity column's
+    /// given values.
     async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError> {
-        for chunk in rows.chunks(SQL.rows_per_insert(t)) {
-            let sql = SQL.insert(&self.qualified(&t.name), t, chunk.len());
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-            for v in chunk.iter().flatten() {
-                q = bind_value!(q, v);
+        let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.qualified(&t.name),
+            cols.join(", ")
+        );
+        let mut data = String::new();
+        for row in rows {
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    data.push('\t');
+                }
+                copy_text(v, &mut data);
             }
-            q.execute(&mut self.conn)
-                .await
-                .map_err(|e| failed(Dialect::Postgres, &format!("writing {}", t.name), e))?;
+            data.push('\n');
         }
+        let what = |e| failed(Dialect::Postgres, &format!("writing {}", t.name), e);
+        let mut copy = self.conn.copy_in_raw(&sql).await.map_err(what)?;
+        if let Err(e) = copy.send(data.into_bytes()).await {
+            let _ = copy.abort("fleetmig: the copy failed").await;
+            return Err(what(e));
+        }
+        copy.finish().await.map_err(what)?;
         Ok(())
     }
 

@@ -73,7 +73,7 @@ impl Value {
             },
             (Kind::Decimal, V::Decimal(d)) => V::Decimal(d),
             (Kind::Decimal, V::Int(i)) => V::Decimal(i.to_string()),
-            (Kind::Decimal, V::Float(f)) => V::Decimal(f.to_string()),
+            (Kind::Decimal, V::Float(f)) => V::Decimal(float_decimal(f)),
             (Kind::Decimal, V::Text(t)) => match t.trim().parse::<f64>() {
                 Ok(_) => V::Decimal(t.trim().to_string()),
                 Err(_) => return fail(&V::Text(t)),
@@ -143,6 +143,18 @@ impl Value {
             Value::Uuid(u) => u.clone(),
         }
     }
+}
+
+/// A float as the decimal it stands for: 15 significant digits, as SQLite
+/// prints a REAL (a NUMERIC column SQLite keeps as `12.340000000000002` is
+/// the `12.34` that was written).
+fn float_decimal(f: f64) -> String {
+    if f == 0.0 || !f.is_finite() {
+        return decimal(&f.to_string());
+    }
+    let magnitude = f.abs().log10().floor() as i32;
+    let places = (14 - magnitude).clamp(0, 30) as usize;
+    decimal(&format!("{f:.places$}"))
 }
 
 /// `-012.500` → `-12.5`; `0.0` → `0`.
@@ -252,6 +264,9 @@ mod tests {
         assert_eq!(decimal("12.50"), "12.5");
         assert_eq!(decimal("-0.00"), "0");
         assert_eq!(decimal("007"), "7");
+        assert_eq!(float_decimal(12.340000000000002), "12.34");
+        assert_eq!(float_decimal(-0.1 - 0.2), "-0.3");
+        assert_eq!(float_decimal(1e20), "100000000000000000000");
         let a = Value::Text(r#"{"b": 1, "a": [true]}"#.into()).coerce(Kind::Json);
         let b = Value::Json(serde_json::json!({"a": [true], "b": 1}));
         assert_eq!(a.unwrap().canonical(), b.canonical());
