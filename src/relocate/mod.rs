@@ -526,7 +526,7 @@ async fn copy_all(
                 tokio::time::sleep(opts.pause).await;
             }
         }
-        target.fix_sequences(&p.target).await?;
+        target.finish_table(&p.target).await?;
         report.tables.push(TableMoved {
             table: p.source.name.clone(),
             rows: sum.rows,

@@ -72,11 +72,14 @@ pub trait CopyEnd: Send {
     /// Deletes every row of `tables`, in this order (children first).
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError>;
 
-    /// Inserts `rows` (values in `t`'s column order, of `t`'s kinds).
+    /// Inserts `rows` (values in `t`'s column order, of `t`'s kinds); an
+    /// end may hold them back to write them in bigger statements, until
+    /// `finish_table`.
     async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError>;
 
-    /// Sets the sequences of `t`'s serial columns past their largest value.
-    async fn fix_sequences(&mut self, t: &Table) -> Result<(), TenantError>;
+    /// Ends the copy of `t`: writes what `insert` held back, sets the
+    /// sequences of its serial columns past their largest value.
+    async fn finish_table(&mut self, t: &Table) -> Result<(), TenantError>;
 
     async fn close(self: Box<Self>);
 }

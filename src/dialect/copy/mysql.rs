@@ -318,7 +318,7 @@ impl CopyEnd for MySqlEnd {
         Ok(())
     }
 
-    async fn fix_sequences(&mut self, t: &Table) -> Result<(), TenantError> {
+    async fn finish_table(&mut self, t: &Table) -> Result<(), TenantError> {
         // InnoDB takes AUTO_INCREMENT past the largest key by itself on
         // insert; this makes it explicit for a table left empty since.
         if let Some(c) = t.columns.iter().find(|c| c.serial) {

@@ -13,7 +13,14 @@ use crate::tenant::Dialect;
 pub struct PgEnd {
     conn: PgConnection,
     schema: String,
+    /// Rows held back for one COPY (its statement, its text), written when
+    /// they pass `COPY_BYTES` or the table ends: a COPY per page costs a
+    /// round trip each (and sqlx's sockets do not set TCP_NODELAY).
+    pending: Option<(String, String)>,
 }
+
+/// How much COPY text is held back before it is sent.
+const COPY_BYTES: usize = 8 << 20;
 
 fn kind(typname: &str) -> Option<Kind> {
     Some(match typname {
@@ -109,13 +116,14 @@ fn copy_text(v: &Value, out: &mut String) {
             out.push_str(&crate::migration::hex(b));
         }
         Value::Date(d) => {
-            let _ = write!(out, "{}", d.format("%Y-%m-%d"));
+            let _ = super::value::write_date(d, out);
         }
         Value::Timestamp(t) => {
-            let _ = write!(out, "{}", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+            let _ = super::value::write_timestamp(t, out);
         }
         Value::TimestampTz(t) => {
-            let _ = write!(out, "{}+00", t.format("%Y-%m-%d %H:%M:%S%.6f"));
+            let _ = super::value::write_timestamp(&t.naive_utc(), out);
+            out.push_str("+00");
         }
         Value::Json(j) => escaped(&j.to_string(), out),
         Value::Decimal(s) | Value::Text(s) | Value::Uuid(s) => escaped(s, out),
@@ -155,6 +163,7 @@ impl PgEnd {
         let mut end = PgEnd {
             conn,
             schema: String::new(),
+            pending: None,
         };
         end.schema = match schema {
             Some(s) => s.to_string(),
@@ -171,6 +180,21 @@ impl PgEnd {
                 .map_err(|e| failed(Dialect::Postgres, "creating the schema", e))?;
         }
         Ok(end)
+    }
+
+    /// Sends the rows held back, in one COPY.
+    async fn flush(&mut self, table: &str) -> Result<(), TenantError> {
+        let Some((sql, data)) = self.pending.take() else {
+            return Ok(());
+        };
+        let what = |e| failed(Dialect::Postgres, &format!("writing {table}"), e);
+        let mut copy = self.conn.copy_in_raw(&sql).await.map_err(what)?;
+        if let Err(e) = copy.send(data.into_bytes()).await {
+            let _ = copy.abort("fleetmig: the copy failed").await;
+            return Err(what(e));
+        }
+        copy.finish().await.map_err(what)?;
+        Ok(())
     }
 
     fn qualified(&self, table: &str) -> String {
@@ -380,9 +404,9 @@ impl CopyEnd for PgEnd {
         Ok(())
     }
 
-    /// One `COPY … FROM STDIN` per batch (text format): several times
-    /// faster than multi-row INSERTs, and COPY keeps an identity column's
-    /// given values.
+    /// Rows go out by `COPY … FROM STDIN` (text format), several pages to a
+    /// statement: several times faster than multi-row INSERTs, and COPY
+    /// keeps an identity column's given values.
     async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError> {
         let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
@@ -390,27 +414,34 @@ impl CopyEnd for PgEnd {
             self.qualified(&t.name),
             cols.join(", ")
         );
-        let mut data = String::new();
+        if self.pending.as_ref().is_some_and(|(s, _)| *s != sql) {
+            self.flush(&t.name).await?;
+        }
+        let data = &mut self.pending.get_or_insert_with(|| (sql, String::new())).1;
         for row in rows {
             for (i, v) in row.iter().enumerate() {
                 if i > 0 {
                     data.push('\t');
                 }
-                copy_text(v, &mut data);
+                copy_text(v, data);
             }
             data.push('\n');
         }
-        let what = |e| failed(Dialect::Postgres, &format!("writing {}", t.name), e);
-        let mut copy = self.conn.copy_in_raw(&sql).await.map_err(what)?;
-        if let Err(e) = copy.send(data.into_bytes()).await {
-            let _ = copy.abort("fleetmig: the copy failed").await;
-            return Err(what(e));
+        if data.len() >= COPY_BYTES {
+            self.flush(&t.name).await?;
         }
-        copy.finish().await.map_err(what)?;
         Ok(())
     }
 
-    async fn fix_sequences(&mut self, t: &Table) -> Result<(), TenantError> {
+    async fn finish_table(&mut self, t: &Table) -> Result<(), TenantError> {
+        self.flush(&t.name).await?;
+        // fresh statistics for the bulk-loaded table: the foreign-key checks
+        // of the tables copied after it (and the application) plan with them
+        let sql = format!("ANALYZE {}", self.qualified(&t.name));
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Postgres, &format!("analyzing {}", t.name), e))?;
         for c in t.columns.iter().filter(|c| c.serial) {
             let sql = format!(
                 "SELECT setval(pg_get_serial_sequence({}, {}), COALESCE((SELECT max({}) FROM {}), 0) + 1, false)",

@@ -277,7 +277,7 @@ impl CopyEnd for SqliteEnd {
             .map_err(|e| failed(Dialect::Sqlite, &format!("writing {}", t.name), e))
     }
 
-    async fn fix_sequences(&mut self, _t: &Table) -> Result<(), TenantError> {
+    async fn finish_table(&mut self, _t: &Table) -> Result<(), TenantError> {
         Ok(())
     }
 

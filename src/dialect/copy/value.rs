@@ -128,21 +128,54 @@ impl Value {
 
     /// The text both sides of a move agree on for equal values.
     pub fn canonical(&self) -> String {
-        match self {
-            Value::Null => "\u{0}null".into(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => format!("{f:?}"),
-            Value::Decimal(d) => decimal(d),
-            Value::Text(t) => t.clone(),
-            Value::Bool(b) => b.to_string(),
-            Value::Date(d) => d.format("%Y-%m-%d").to_string(),
-            Value::Timestamp(t) => t.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
-            Value::TimestampTz(t) => t.format("%Y-%m-%d %H:%M:%S%.6fZ").to_string(),
-            Value::Json(j) => j.to_string(),
-            Value::Bytes(b) => crate::migration::hex(b),
-            Value::Uuid(u) => u.clone(),
-        }
+        let mut s = String::new();
+        self.write_canonical(&mut s);
+        s
     }
+
+    /// `canonical`, appended to `out` (no allocation of its own for most
+    /// kinds: a checksum runs it on every cell).
+    pub fn write_canonical(&self, out: &mut String) {
+        use std::fmt::Write;
+        let _ = match self {
+            Value::Null => write!(out, "\u{0}null"),
+            Value::Int(i) => write!(out, "{i}"),
+            Value::Float(f) => write!(out, "{f:?}"),
+            Value::Decimal(d) => write!(out, "{}", decimal(d)),
+            Value::Text(t) | Value::Uuid(t) => write!(out, "{t}"),
+            Value::Bool(b) => write!(out, "{b}"),
+            Value::Date(d) => write_date(d, out),
+            Value::Timestamp(t) => write_timestamp(t, out),
+            Value::TimestampTz(t) => {
+                write_timestamp(&t.naive_utc(), out).and_then(|_| write!(out, "Z"))
+            }
+            Value::Json(j) => write!(out, "{j}"),
+            Value::Bytes(b) => write!(out, "{}", crate::migration::hex(b)),
+        };
+    }
+}
+
+/// `2026-03-01` without chrono's format-string parser (a move writes
+/// millions of these).
+pub fn write_date(d: &NaiveDate, out: &mut String) -> std::fmt::Result {
+    use chrono::Datelike;
+    use std::fmt::Write;
+    write!(out, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
+/// `2026-03-01 10:20:30.500000`.
+pub fn write_timestamp(t: &NaiveDateTime, out: &mut String) -> std::fmt::Result {
+    use chrono::Timelike;
+    use std::fmt::Write;
+    write_date(&t.date(), out)?;
+    write!(
+        out,
+        " {:02}:{:02}:{:02}.{:06}",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond().min(999_999_999) / 1000
+    )
 }
 
 /// A float as the decimal it stands for: 15 significant digits, as SQLite
@@ -239,8 +272,11 @@ pub struct Checksum {
 impl Checksum {
     pub fn add(&mut self, row: &[Value]) {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut text = String::with_capacity(256);
         for v in row {
-            for b in v.canonical().bytes().chain([0x1f]) {
+            text.clear();
+            v.write_canonical(&mut text);
+            for b in text.bytes().chain([0x1f]) {
                 h ^= b as u64;
                 h = h.wrapping_mul(0x0100_0000_01b3);
             }
