@@ -126,19 +126,9 @@ type CustomerRow = (
     String,
 );
 
-/// The customers of a PostgreSQL tenant (`schema`), in id order.
-async fn pg_customers(url: &str, schema: &str) -> Vec<Customer> {
-    let mut c = pg_connect(url).await;
-    let rows: Vec<CustomerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, name, balance::text, ratio, active, born, seen_at, paid_at, profile::text, avatar, external_id::text \
-         FROM \"{schema}\".customers ORDER BY id"
-    )))
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    c.close().await.unwrap();
-    rows.into_iter()
-        .map(|r| Customer {
+impl From<CustomerRow> for Customer {
+    fn from(r: CustomerRow) -> Customer {
+        Customer {
             id: r.0,
             name: r.1,
             balance: r.2,
@@ -150,8 +140,22 @@ async fn pg_customers(url: &str, schema: &str) -> Vec<Customer> {
             profile: serde_json::from_str(&r.8).unwrap(),
             avatar: r.9,
             external_id: r.10,
-        })
-        .collect()
+        }
+    }
+}
+
+/// The customers of a PostgreSQL tenant (`schema`), in id order.
+async fn pg_customers(url: &str, schema: &str) -> Vec<Customer> {
+    let mut c = pg_connect(url).await;
+    let rows: Vec<CustomerRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, name, balance::text, ratio, active, born, seen_at, paid_at, profile::text, avatar, external_id::text \
+         FROM \"{schema}\".customers ORDER BY id"
+    )))
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    rows.into_iter().map(Customer::from).collect()
 }
 
 /// A count on the server at `url`; 0 while the database does not exist.
@@ -630,21 +634,7 @@ async fn sqlite_customers(path: &Path) -> Vec<Customer> {
     .await
     .unwrap();
     c.close().await.unwrap();
-    rows.into_iter()
-        .map(|r| Customer {
-            id: r.0,
-            name: r.1,
-            balance: r.2,
-            ratio: r.3,
-            active: r.4,
-            born: r.5,
-            seen_at: r.6,
-            paid_at: r.7,
-            profile: serde_json::from_str(&r.8).unwrap(),
-            avatar: r.9,
-            external_id: r.10,
-        })
-        .collect()
+    rows.into_iter().map(Customer::from).collect()
 }
 
 /// The writers of the other two systems: SQLite → MariaDB → SQLite, every

@@ -122,6 +122,75 @@ pub async fn drop_tenant(settings: &Settings, locator: &Locator) -> Result<(), T
     }
 }
 
+/// Tables put together from catalog rows that come table by table, columns
+/// in order: the same for every database.
+#[derive(Default)]
+struct Catalog {
+    tables: Vec<Table>,
+    /// (position in the primary key, index among the columns)
+    keys: Vec<Vec<(i64, usize)>>,
+}
+
+impl Catalog {
+    /// Column `c` of `table`, at `key_position` in its primary key (0: not
+    /// in it). History tables are left out.
+    fn column(&mut self, table: String, c: Column, key_position: i64) {
+        if is_history(&table) {
+            return;
+        }
+        if self.tables.last().is_none_or(|l| l.name != table) {
+            self.tables.push(Table {
+                name: table,
+                columns: Vec::new(),
+                key: Vec::new(),
+                refs: Vec::new(),
+            });
+            self.keys.push(Vec::new());
+        }
+        let t = self.tables.last_mut().expect("pushed");
+        if key_position > 0 {
+            self.keys
+                .last_mut()
+                .expect("pushed")
+                .push((key_position, t.columns.len()));
+        }
+        t.columns.push(c);
+    }
+
+    /// The tables, with the foreign keys `(from, to)` among them.
+    fn finish(mut self, refs: Vec<(String, String)>) -> Vec<Table> {
+        for (t, mut k) in self.tables.iter_mut().zip(self.keys) {
+            k.sort();
+            t.key = k.into_iter().map(|(_, i)| i).collect();
+        }
+        for (from, to) in refs {
+            if let Some(t) = self.tables.iter_mut().find(|t| t.name == from) {
+                t.refs.push(to);
+            }
+        }
+        self.tables
+    }
+}
+
+/// A page of rows decoded cell by cell (`decode(row, index, kind)`).
+fn decode_page<R>(
+    dialect: crate::tenant::Dialect,
+    t: &Table,
+    rows: &[R],
+    decode: impl Fn(&R, usize, Kind) -> Result<Value, sqlx::Error>,
+) -> Result<Vec<Vec<Value>>, TenantError> {
+    rows.iter()
+        .map(|r| {
+            t.columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| decode(r, i, c.kind.unwrap_or(Kind::Text)))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| failed(dialect, &format!("reading {}", t.name), e))
+        })
+        .collect()
+}
+
 /// The tables fleetmig keeps to itself (histories), never copied.
 fn is_history(name: &str) -> bool {
     name == "_sqlx_migrations" || name.starts_with("_fleetmig_")

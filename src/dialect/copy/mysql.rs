@@ -7,7 +7,7 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
-use super::{Column, CopyEnd, Kind, Sql, Table, Value, bind_value, failed, is_history};
+use super::{Catalog, Column, CopyEnd, Kind, Sql, Table, Value, bind_value, decode_page, failed};
 use crate::dialect::connect;
 use crate::dialect::mysql::quote_ident;
 use crate::error::TenantError;
@@ -175,42 +175,23 @@ impl CopyEnd for MySqlEnd {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Mysql, "reading the catalog", e))?;
-        let mut tables: Vec<Table> = Vec::new();
-        let mut keys: Vec<Vec<(i64, usize)>> = Vec::new();
+        let mut catalog = Catalog::default();
         for r in &rows {
-            let t: String = r.try_get("t").unwrap_or_default();
             let extra: String = r.try_get("extra").unwrap_or_default();
-            if is_history(&t) || extra.to_ascii_lowercase().contains("generated") {
+            let extra = extra.to_ascii_lowercase();
+            if extra.contains("generated") {
                 continue;
-            }
-            if tables.last().is_none_or(|l| l.name != t) {
-                tables.push(Table {
-                    name: t,
-                    columns: Vec::new(),
-                    key: Vec::new(),
-                    refs: Vec::new(),
-                });
-                keys.push(Vec::new());
-            }
-            let table = tables.last_mut().expect("pushed");
-            let pos: i64 = r.try_get("keypos").unwrap_or(0);
-            if pos > 0 {
-                keys.last_mut()
-                    .expect("pushed")
-                    .push((pos, table.columns.len()));
             }
             let dt: String = r.try_get("dt").unwrap_or_default();
             let ct: String = r.try_get("ct").unwrap_or_default();
-            table.columns.push(Column {
+            let column = Column {
                 name: r.try_get("c").unwrap_or_default(),
                 kind: kind(&dt.to_ascii_lowercase(), &ct.to_ascii_lowercase()),
                 type_name: ct,
-                serial: extra.to_ascii_lowercase().contains("auto_increment"),
-            });
-        }
-        for (t, mut k) in tables.iter_mut().zip(keys) {
-            k.sort();
-            t.key = k.into_iter().map(|(_, i)| i).collect();
+                serial: extra.contains("auto_increment"),
+            };
+            let table: String = r.try_get("t").unwrap_or_default();
+            catalog.column(table, column, r.try_get("keypos").unwrap_or(0));
         }
         let refs: Vec<(String, String)> = sqlx::query_as(
             "SELECT CAST(TABLE_NAME AS CHAR), CAST(REFERENCED_TABLE_NAME AS CHAR) \
@@ -220,12 +201,7 @@ impl CopyEnd for MySqlEnd {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Mysql, "reading foreign keys", e))?;
-        for (from, to) in refs {
-            if let Some(t) = tables.iter_mut().find(|t| t.name == from) {
-                t.refs.push(to);
-            }
-        }
-        Ok(tables)
+        Ok(catalog.finish(refs))
     }
 
     async fn history_rows(&mut self) -> Result<u64, TenantError> {
@@ -281,16 +257,7 @@ impl CopyEnd for MySqlEnd {
             .fetch_all(&mut self.conn)
             .await
             .map_err(|e| failed(Dialect::Mysql, &format!("reading {}", t.name), e))?;
-        rows.iter()
-            .map(|r| {
-                t.columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| decode(r, i, c.kind.expect("carried")))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| failed(Dialect::Mysql, &format!("reading {}", t.name), e))
-            })
-            .collect()
+        decode_page(Dialect::Mysql, t, &rows, decode)
     }
 
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {

@@ -4,7 +4,7 @@
 
 use sqlx::{Connection, Executor, PgConnection, Row};
 
-use super::{Column, CopyEnd, Kind, Sql, Table, Value, bind_value, failed, is_history};
+use super::{Catalog, Column, CopyEnd, Kind, Sql, Table, Value, bind_value, decode_page, failed};
 use crate::dialect::{connect, quote_ident, quote_literal};
 use crate::error::TenantError;
 use crate::options::Settings;
@@ -274,40 +274,17 @@ impl CopyEnd for PgEnd {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Postgres, "reading the catalog", e))?;
-        let mut tables: Vec<Table> = Vec::new();
-        let mut keys: Vec<Vec<(i32, usize)>> = Vec::new();
+        let mut catalog = Catalog::default();
         for r in &rows {
-            let t: String = r.get("t");
-            if is_history(&t) {
-                continue;
-            }
-            if tables.last().is_none_or(|l| l.name != t) {
-                tables.push(Table {
-                    name: t,
-                    columns: Vec::new(),
-                    key: Vec::new(),
-                    refs: Vec::new(),
-                });
-                keys.push(Vec::new());
-            }
-            let table = tables.last_mut().expect("pushed");
             let typname: String = r.get("typname");
             let pos: i32 = r.get("keypos");
-            if pos > 0 {
-                keys.last_mut()
-                    .expect("pushed")
-                    .push((pos, table.columns.len()));
-            }
-            table.columns.push(Column {
+            let column = Column {
                 name: r.get("c"),
                 type_name: r.get("ty"),
                 kind: kind(&typname),
                 serial: r.get("serial"),
-            });
-        }
-        for (t, mut k) in tables.iter_mut().zip(keys) {
-            k.sort();
-            t.key = k.into_iter().map(|(_, i)| i).collect();
+            };
+            catalog.column(r.get("t"), column, pos as i64);
         }
         let refs: Vec<(String, String)> = sqlx::query_as(
             "SELECT c.relname::text, r.relname::text FROM pg_constraint k \
@@ -318,12 +295,7 @@ impl CopyEnd for PgEnd {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Postgres, "reading foreign keys", e))?;
-        for (from, to) in refs {
-            if let Some(t) = tables.iter_mut().find(|t| t.name == from) {
-                t.refs.push(to);
-            }
-        }
-        Ok(tables)
+        Ok(catalog.finish(refs))
     }
 
     async fn history_rows(&mut self) -> Result<u64, TenantError> {
@@ -379,16 +351,7 @@ impl CopyEnd for PgEnd {
             .fetch_all(&mut self.conn)
             .await
             .map_err(|e| failed(Dialect::Postgres, &format!("reading {}", t.name), e))?;
-        rows.iter()
-            .map(|r| {
-                t.columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| decode(r, i, c.kind.expect("carried")))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| failed(Dialect::Postgres, &format!("reading {}", t.name), e))
-            })
-            .collect()
+        decode_page(Dialect::Postgres, t, &rows, decode)
     }
 
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {

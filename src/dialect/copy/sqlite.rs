@@ -9,7 +9,7 @@ use std::path::Path;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 
-use super::{Column, CopyEnd, Kind, Sql, Table, Value, bind_value, failed, is_history};
+use super::{Catalog, Column, CopyEnd, Kind, Sql, Table, Value, bind_value, decode_page, failed};
 use crate::dialect::quote_ident;
 use crate::error::TenantError;
 use crate::options::Settings;
@@ -135,54 +135,37 @@ pub fn drop_file(path: &Path) -> Result<(), TenantError> {
 #[async_trait::async_trait]
 impl CopyEnd for SqliteEnd {
     async fn tables(&mut self) -> Result<Vec<Table>, TenantError> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        // one query for every column and one for every foreign key
+        let cols: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+            "SELECT m.name, c.name, c.type, c.pk, c.hidden FROM sqlite_master m, pragma_table_xinfo(m.name) c \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY m.name, c.cid",
         )
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
-        let mut tables = Vec::new();
-        for name in names.into_iter().filter(|n| !is_history(n)) {
-            let cols: Vec<(String, String, i64, i64)> = sqlx::query_as(
-                "SELECT name, type, pk, hidden FROM pragma_table_xinfo(?) ORDER BY cid",
-            )
-            .bind(&name)
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
-            let mut key: Vec<(i64, usize)> = Vec::new();
-            let mut columns = Vec::new();
-            for (col, declared, pk, hidden) in cols {
-                if hidden != 0 {
-                    continue; // generated
-                }
-                if pk > 0 {
-                    key.push((pk, columns.len()));
-                }
-                columns.push(Column {
-                    name: col,
-                    kind: Some(kind(&declared)),
-                    type_name: declared,
-                    // INTEGER PRIMARY KEY and AUTOINCREMENT follow the
-                    // largest rowid by themselves
-                    serial: false,
-                });
+        let mut catalog = Catalog::default();
+        for (table, name, declared, pk, hidden) in cols {
+            if hidden != 0 {
+                continue; // generated
             }
-            key.sort();
-            let refs: Vec<String> =
-                sqlx::query_scalar("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?)")
-                    .bind(&name)
-                    .fetch_all(&mut self.conn)
-                    .await
-                    .map_err(|e| failed(Dialect::Sqlite, "reading foreign keys", e))?;
-            tables.push(Table {
+            let column = Column {
                 name,
-                columns,
-                key: key.into_iter().map(|(_, i)| i).collect(),
-                refs,
-            });
+                kind: Some(kind(&declared)),
+                type_name: declared,
+                // INTEGER PRIMARY KEY and AUTOINCREMENT follow the largest
+                // rowid by themselves
+                serial: false,
+            };
+            catalog.column(table, column, pk);
         }
-        Ok(tables)
+        let refs: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT m.name, f.\"table\" FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
+             WHERE m.type = 'table'",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Sqlite, "reading foreign keys", e))?;
+        Ok(catalog.finish(refs))
     }
 
     async fn history_rows(&mut self) -> Result<u64, TenantError> {
@@ -234,14 +217,7 @@ impl CopyEnd for SqliteEnd {
             .fetch_all(&mut self.conn)
             .await
             .map_err(|e| failed(Dialect::Sqlite, &format!("reading {}", t.name), e))?;
-        rows.iter()
-            .map(|r| {
-                (0..t.columns.len())
-                    .map(|i| decode(r, i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| failed(Dialect::Sqlite, &format!("reading {}", t.name), e))
-            })
-            .collect()
+        decode_page(Dialect::Sqlite, t, &rows, |r, i, _| decode(r, i))
     }
 
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
