@@ -21,80 +21,21 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dashmap::{DashMap, DashSet};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, AnyConnection, AnyPool, Connection, Row};
+use sqlx::{Any, Connection, Row};
 
 use super::history::{ROLLED_BACK, render_row, verdict, verify_failed};
 use super::{Access, AppliedStep, BatchOutcome, Connector, Session, Step, classify};
 use crate::error::TenantError;
 use crate::migration::split::split_statements;
 use crate::migration::{Applied, Migration, Scope, Script};
-use crate::options::{PreflightLimits, Settings};
+use crate::options::PreflightLimits;
 use crate::tenant::{Dialect, Locator, Tenant, TenantId};
 
-/// fleetmig's table of tenant-scoped history, in the shared database.
-pub const TABLE: &str = "_fleetmig_tenant_migrations";
-
-/// The placeholder a tenant-scoped migration writes for its tenant's id.
-const TENANT_ID: &str = ":tenant_id";
-
-/// The connection pools of row tenants, one per shared database (its URL
-/// and access), with fleetmig's session settings on every connection; the
-/// databases whose tenant-scoped history table is known to exist.
-#[derive(Default)]
-pub(crate) struct Pools {
-    pools: DashMap<String, AnyPool>,
-    tabled: DashSet<String>,
-}
-
-impl Pools {
-    fn get(&self, url: &str, dialect: Dialect, settings: &Settings) -> AnyPool {
-        if let Some(p) = self.pools.get(url) {
-            return p.clone();
-        }
-        sqlx::any::install_default_drivers();
-        let sets = session_settings(dialect, settings);
-        let pool = sqlx::any::AnyPoolOptions::new()
-            .max_connections(settings.pool_size.max(1))
-            .acquire_timeout(settings.connect_timeout)
-            // No maintenance task (no idle timeout, no lifetime): sqlx 0.9's
-            // can read a transiently wrapped idle count and spin for ever on
-            // a runtime thread (a hung `sync` seen in CI). Connections live
-            // as long as the command; the pool is bounded by its size.
-            .idle_timeout(None)
-            .max_lifetime(None)
-            .test_before_acquire(false)
-            .after_connect(move |conn, _| {
-                let sets = sets.clone();
-                Box::pin(async move {
-                    for set in sets {
-                        sqlx::raw_sql(sqlx::AssertSqlSafe(set))
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_lazy(url);
-        match pool {
-            Ok(pool) => self.pools.entry(url.to_string()).or_insert(pool).clone(),
-            // an URL the driver refuses: a pool that fails on first use says so
-            Err(_) => sqlx::any::AnyPoolOptions::new()
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_lazy("sqlite::memory:")
-                .expect("an in-memory SQLite URL parses"),
-        }
-    }
-
-    pub(crate) async fn close(&self) {
-        let pools: Vec<_> = self.pools.iter().map(|p| p.value().clone()).collect();
-        for p in pools {
-            p.close().await;
-        }
-    }
-}
+mod sql;
+pub(crate) use sql::Pools;
+use sql::*;
+pub use sql::{TABLE, bind_tenant, list};
 
 /// One row tenant, open.
 pub struct RowSession {
@@ -106,85 +47,6 @@ pub struct RowSession {
     conn: PoolConnection<Any>,
     access: Access,
     locked: bool,
-}
-
-/// `sqlx::Any`'s URL of the database at `db`.
-fn any_url(db: &Locator, access: Access) -> Result<String, TenantError> {
-    match db {
-        Locator::Postgres { url, schema: None } | Locator::Mysql { url } => Ok(url.clone()),
-        Locator::Sqlite { path } => Ok(format!(
-            "sqlite://{}?mode={}",
-            path.display(),
-            if access == Access::Write { "rw" } else { "ro" }
-        )),
-        other => Err(TenantError::permanent(
-            "configuration",
-            format!("row tenants live in a database, not in {other}"),
-        )),
-    }
-}
-
-/// `sql` with each `:tenant_id` (outside strings and comments) turned into
-/// a bind parameter of `dialect`, and how many times the id is bound. The
-/// rest of the text is kept byte for byte.
-pub fn bind_tenant(sql: &str, dialect: Dialect) -> (String, usize) {
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    let d = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&d, sql).tokenize_with_location() else {
-        return (sql.to_string(), 0);
-    };
-    // byte offset of each line's start, to turn (line, column) into offsets
-    let starts: Vec<usize> = std::iter::once(0)
-        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
-        .collect();
-    let offset = |line: u64, column: u64| -> Option<usize> {
-        let start = *starts.get(line.checked_sub(1)? as usize)?;
-        let rest = &sql[start..];
-        let skip = column.checked_sub(1)? as usize;
-        Some(start + rest.char_indices().nth(skip).map_or(rest.len(), |(b, _)| b))
-    };
-    let mut out = String::with_capacity(sql.len());
-    let (mut copied, mut n) = (0, 0);
-    for (i, t) in tokens.iter().enumerate() {
-        // `:tenant_id` is a colon and a bare word to the tokenizer (`::` is
-        // one token of its own, so a cast never matches)
-        let named = matches!(t.token, Token::Colon)
-            && matches!(tokens.get(i + 1).map(|t| &t.token), Some(Token::Word(w))
-                if w.quote_style.is_none() && w.value == TENANT_ID[1..]);
-        let Some(at) = named
-            .then(|| offset(t.span.start.line, t.span.start.column))
-            .flatten()
-            .filter(|at| sql[*at..].starts_with(TENANT_ID))
-        else {
-            continue;
-        };
-        out.push_str(&sql[copied..at]);
-        out.push_str(match dialect {
-            Dialect::Postgres => "$1",
-            _ => "?",
-        });
-        copied = at + TENANT_ID.len();
-        n += 1;
-    }
-    out.push_str(&sql[copied..]);
-    let n = match dialect {
-        Dialect::Postgres => n.min(1),
-        _ => n,
-    };
-    (out, n)
-}
-
-/// A query of `sql` with the tenant's id bound where it says `:tenant_id`.
-fn bound<'q>(
-    sql: &'q str,
-    times: usize,
-    tenant: &'q str,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for _ in 0..times {
-        q = q.bind(tenant);
-    }
-    q
 }
 
 impl RowSession {
@@ -438,70 +300,6 @@ async fn verify(
     Ok(verdict(&rows).map(|why| verify_failed(file, &why, outcome)))
 }
 
-/// `e` pointing at `file`:`line` of the migration.
-fn at_line(mut e: TenantError, file: &Path, line: usize) -> TenantError {
-    e.message = format!("{}:{line}: {}", file.display(), e.message);
-    e
-}
-
-/// How many tables named by the one bind parameter the database has.
-fn exists_sql(dialect: Dialect) -> &'static str {
-    match dialect {
-        Dialect::Postgres => {
-            "SELECT count(*) FROM information_schema.tables \
-             WHERE table_schema = current_schema() AND table_name = $1"
-        }
-        Dialect::Mysql => {
-            "SELECT count(*) FROM information_schema.tables \
-             WHERE table_schema = DATABASE() AND table_name = ?"
-        }
-        Dialect::Sqlite => "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
-    }
-}
-
-/// The session settings of a row tenant's connection.
-fn session_settings(dialect: Dialect, s: &Settings) -> Vec<String> {
-    let ms = s.lock_timeout.as_millis();
-    match dialect {
-        Dialect::Postgres => {
-            let mut v = vec![format!("SET lock_timeout = {ms}")];
-            if let Some(t) = s.statement_timeout {
-                v.push(format!("SET statement_timeout = {}", t.as_millis()));
-            }
-            v
-        }
-        Dialect::Mysql => {
-            let secs = s.lock_timeout.as_secs().max(1);
-            vec![format!(
-                "SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}"
-            )]
-        }
-        Dialect::Sqlite => vec![format!("PRAGMA busy_timeout = {ms}")],
-    }
-}
-
-/// fleetmig's tenant-scoped history table.
-fn create_table(dialect: Dialect) -> String {
-    let (id, blob) = match dialect {
-        Dialect::Postgres => ("TEXT", "BYTEA"),
-        Dialect::Mysql => ("VARCHAR(255)", "BLOB"),
-        Dialect::Sqlite => ("TEXT", "BLOB"),
-    };
-    format!(
-        "CREATE TABLE IF NOT EXISTS {TABLE} (\
-         tenant_id {id} NOT NULL, version BIGINT NOT NULL, description TEXT NOT NULL, \
-         success BIGINT NOT NULL, checksum {blob} NOT NULL, execution_time BIGINT NOT NULL, \
-         installed_at BIGINT NOT NULL, PRIMARY KEY (tenant_id, version))"
-    )
-}
-
-fn unsupported(what: &str) -> TenantError {
-    TenantError::permanent(
-        "unsupported",
-        format!("{what} is the database's, not one row tenant's: run it on the database"),
-    )
-}
-
 #[async_trait::async_trait]
 impl Session for RowSession {
     fn dialect(&self) -> Dialect {
@@ -750,92 +548,5 @@ impl Session for RowSession {
         {
             let _ = conn.detach().close().await;
         }
-    }
-}
-
-/// A lock that was not granted in time: transient, retried later.
-fn locked(mut e: TenantError, tenant: &str) -> TenantError {
-    e.class = crate::error::ErrorClass::Transient;
-    e.kind = "tenant_locked".into();
-    e.message = format!(
-        "row tenant {tenant} is locked by another process: {}",
-        e.message
-    );
-    e
-}
-
-/// Lists a database's row tenants with `query` (`id[, tags]`), read-only.
-pub async fn list(
-    db: &Locator,
-    query: &str,
-    settings_timeout: Duration,
-) -> Result<Vec<(String, String)>, String> {
-    let dialect = db.dialect();
-    let url = any_url(db, Access::Read).map_err(|e| e.message)?;
-    sqlx::any::install_default_drivers();
-    let mut conn = super::connect(
-        dialect,
-        &url,
-        settings_timeout,
-        AnyConnection::connect(&url),
-    )
-    .await
-    .map_err(|e| e.message)?;
-    let begin = match dialect {
-        Dialect::Postgres => "BEGIN READ ONLY",
-        Dialect::Mysql => "START TRANSACTION READ ONLY",
-        Dialect::Sqlite => "BEGIN",
-    };
-    let redacted = db.redacted();
-    let fail = |e: sqlx::Error| {
-        format!(
-            "--tenant-query on {redacted}: {}",
-            classify(&e, dialect).message
-        )
-    };
-    let mut tx = conn
-        .begin_with(sqlx::AssertSqlSafe(begin))
-        .await
-        .map_err(fail)?;
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(query.to_string()))
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(fail)?;
-    let _ = tx.rollback().await;
-    let _ = conn.close().await;
-    rows.iter()
-        .map(|r| {
-            let cells = render_row(r);
-            match cells.as_slice() {
-                [id] => Ok((id.clone(), String::new())),
-                [id, tags] => Ok((id.clone(), if tags == "NULL" { String::new() } else { tags.clone() })),
-                _ => Err(format!(
-                    "--tenant-query must return one column (the tenant's id) or two (id, tags); it returned {}",
-                    cells.len()
-                )),
-            }
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tenant_id_is_bound_never_pasted() {
-        let sql = "UPDATE t SET a = ':tenant_id' WHERE org = :tenant_id -- :tenant_id\n AND b = :tenant_id";
-        let (pg, n) = bind_tenant(sql, Dialect::Postgres);
-        assert_eq!(n, 1);
-        assert_eq!(
-            pg,
-            "UPDATE t SET a = ':tenant_id' WHERE org = $1 -- :tenant_id\n AND b = $1"
-        );
-        let (my, n) = bind_tenant(sql, Dialect::Mysql);
-        assert_eq!(n, 2);
-        assert_eq!(
-            my,
-            "UPDATE t SET a = ':tenant_id' WHERE org = ? -- :tenant_id\n AND b = ?"
-        );
     }
 }
