@@ -95,6 +95,12 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     let r = r?;
     let dir = crate::report::moves::write_move(&cfg.reports, &r)?;
     print(&r, a.json);
+    if r.status == "done" && r.registry_backup.is_none() && !a.json {
+        outln!(
+            "the fleet {fleet} finds its tenants by discovery: point it at the new location \
+             (fleetmig changes only a registry's row)"
+        );
+    }
     outln!("{}", dir.display());
     Ok(if r.status == "done" { 0 } else { 1 })
 }
