@@ -110,8 +110,8 @@ pub async fn relocate(
     // the source's lock, for the whole move
     let mut lock = connector.open(tenant, Access::Write).await.map_err(te)?;
     lock.lock().await.map_err(te)?;
-    let r = prepare(connector, set, store, tenant, &to, opts).await;
-    let (mut source, mut target, tables, version, restarted) = match r {
+    let r = prepare(connector, set, tenant, &to).await;
+    let (mut source, mut target, tables, version) = match r {
         Ok(p) => p,
         Err(e) => {
             lock.close().await;
@@ -131,13 +131,34 @@ pub async fn relocate(
         tables: Vec::new(),
         rows: 0,
         duration_ms: 0,
-        restarted,
+        restarted: false,
         registry_backup: None,
         source_dropped: false,
     };
-    store
-        .move_started(&id, &report.tenant, &report.source, &report.target, version)
-        .await?;
+    // the claim on the target (one copying move per target), then, under
+    // it, whether the target is empty or this tenant's to refill
+    let claimed = async {
+        store
+            .move_started(&id, &report.tenant, &report.source, &report.target, version)
+            .await?;
+        match target_is_ours(&mut *target, store, tenant, &to).await {
+            Ok(restarted) => Ok(restarted),
+            Err(e) => {
+                store.move_refused(&id).await?;
+                Err(e)
+            }
+        }
+    }
+    .await;
+    match claimed {
+        Ok(restarted) => report.restarted = restarted,
+        Err(e) => {
+            source.close().await;
+            target.close().await;
+            lock.close().await;
+            return Err(e);
+        }
+    }
     let copied = async {
         let t0 = Instant::now();
         migrate_target(connector, set, bus, tenant, &to, version).await?;
@@ -183,47 +204,60 @@ pub async fn relocate(
             .await?;
         return Ok(report);
     }
+    // verified: switch the registry row, record the move, then drop the
+    // source if asked, still under its lock
     if let Some(path) = &opts.registry {
-        let backup = registry::relocate(
+        match registry::relocate(
             path,
             &tenant.id,
             &opts.to_text,
             opts.to_schema.as_deref(),
             &id,
-        )?;
-        report.registry_backup = Some(backup.display().to_string());
-    }
-    lock.close().await;
-    if opts.drop_source {
-        copy::drop_tenant(&connector.settings, &tenant.locator)
-            .await
-            .map_err(|e| {
-                usage(format!(
-                    "the copy is verified, but the source was not dropped: {}",
-                    e.message
-                ))
-            })?;
-        report.source_dropped = true;
+        ) {
+            Ok(backup) => report.registry_backup = Some(backup.display().to_string()),
+            Err(e) => {
+                lock.close().await;
+                let why = format!("the copy is verified, but the registry was not switched: {e}");
+                report.status = "failed".into();
+                report.error = Some(why.clone());
+                report.duration_ms = started.elapsed().as_millis() as u64;
+                let tables = serde_json::to_string(&report.tables).unwrap_or_default();
+                store
+                    .move_finished(&id, "failed", report.rows, &tables, Some(&why))
+                    .await?;
+                return Ok(report);
+            }
+        }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     let tables = serde_json::to_string(&report.tables).unwrap_or_default();
     store
         .move_finished(&id, "done", report.rows, &tables, None)
         .await?;
+    if opts.drop_source {
+        match copy::drop_tenant(&connector.settings, &tenant.locator).await {
+            Ok(()) => report.source_dropped = true,
+            Err(e) => {
+                report.error = Some(format!(
+                    "the move is done, but the source was not dropped: {}",
+                    e.message
+                ))
+            }
+        }
+    }
+    lock.close().await;
     Ok(report)
 }
 
-type Prepared = (Box<dyn CopyEnd>, Box<dyn CopyEnd>, Vec<Table>, i64, bool);
+type Prepared = (Box<dyn CopyEnd>, Box<dyn CopyEnd>, Vec<Table>, i64);
 
-/// Steps 1 and 2: the source's version and tables (refused when they
-/// cannot be carried), and the target, created, empty or ours to refill.
+/// Step 1 and the start of 2: the source's version and tables (refused when
+/// they cannot be carried), and the target, created where missing.
 async fn prepare(
     connector: &Connector,
     set: &MigrationSet,
-    store: &StateStore,
     tenant: &Tenant,
     to: &Locator,
-    _opts: &MoveOptions,
 ) -> Result<Prepared, Error> {
     let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
     let te = |e: TenantError| usage(e.message);
@@ -238,6 +272,18 @@ async fn prepare(
         )));
     }
     let version = history.iter().map(|h| h.version).max().unwrap_or(0);
+    // the target gets every migration up to `version`: so must the source have
+    if let Some(m) = set
+        .migrations
+        .iter()
+        .filter(|m| m.version < version)
+        .find(|m| !history.iter().any(|h| h.version == m.version))
+    {
+        return Err(usage(format!(
+            "it skipped version {} below its version {version}: the target would not be the same",
+            m.version
+        )));
+    }
     if let Some(h) = history.iter().find(|h| set.get(h.version).is_none()) {
         return Err(usage(format!(
             "it applied version {} that the migration set does not have",
@@ -273,47 +319,45 @@ async fn prepare(
         source.close().await;
         return Err(usage(format!("nothing was moved: {}", problems.join("; "))));
     }
-    let mut target = match copy::open(&connector.settings, to, true).await {
+    let target = match copy::open(&connector.settings, to, true).await {
         Ok(t) => t,
         Err(e) => {
             source.close().await;
             return Err(te(e));
         }
     };
-    let checked = async {
-        let held = target.tables().await?;
-        let history = target.history_rows().await?;
-        Ok::<_, TenantError>((held, history))
+    Ok((source, target, tables, version))
+}
+
+/// Step 2, under the claim: the target holds nothing, or what an
+/// unfinished move of this tenant left there (true: it is refilled).
+async fn target_is_ours(
+    target: &mut dyn CopyEnd,
+    store: &StateStore,
+    tenant: &Tenant,
+    to: &Locator,
+) -> Result<bool, Error> {
+    let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
+    let held = target.tables().await.map_err(|e| usage(e.message))?;
+    let history = target.history_rows().await.map_err(|e| usage(e.message))?;
+    if held.is_empty() && history == 0 {
+        return Ok(false);
     }
-    .await;
-    let (held, history) = match checked {
-        Ok(x) => x,
-        Err(e) => {
-            source.close().await;
-            target.close().await;
-            return Err(te(e));
-        }
-    };
-    let mut restarted = false;
-    if !held.is_empty() || history > 0 {
-        let ours = store
-            .unfinished_moves(tenant.id.as_str(), &to.redacted())
-            .await?;
-        if ours == 0 {
-            source.close().await;
-            target.close().await;
-            let names: Vec<&str> = held.iter().map(|t| t.name.as_str()).take(5).collect();
-            return Err(usage(format!(
-                "the target {} is not empty ({} tables: {}; {history} history rows); \
-                 fleetmig moves into a new or empty place only",
-                to.redacted(),
-                held.len(),
-                names.join(", ")
-            )));
-        }
-        restarted = true;
+    if store
+        .unfinished_moves(tenant.id.as_str(), &to.redacted())
+        .await?
+        > 0
+    {
+        return Ok(true);
     }
-    Ok((source, target, tables, version, restarted))
+    let names: Vec<&str> = held.iter().map(|t| t.name.as_str()).take(5).collect();
+    Err(usage(format!(
+        "the target {} is not empty ({} tables: {}; {history} history rows); \
+         fleetmig moves into a new or empty place only",
+        to.redacted(),
+        held.len(),
+        names.join(", ")
+    )))
 }
 
 /// Step 3: the target brought to `version` by the executor, with the same

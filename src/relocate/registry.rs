@@ -23,6 +23,16 @@ pub fn relocate(
         line,
         message,
     };
+    // one switch at a time: a lock file beside the registry (the registry
+    // itself is replaced by a rename, so a lock on it would not hold)
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    lock.lock().map_err(|e| Error::io(&lock_path, e))?;
     let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let mut reader = csv::ReaderBuilder::new()
         .comment(Some(b'#'))
@@ -82,6 +92,11 @@ pub fn relocate(
     std::fs::copy(path, &backup).map_err(|e| Error::io(&backup, e))?;
     let tmp = PathBuf::from(format!("{}.{move_id}.tmp", path.display()));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    // it holds credentials: no wider permissions than the file it replaces
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .permissions();
+    f.set_permissions(mode).map_err(|e| Error::io(&tmp, e))?;
     f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
@@ -115,5 +130,11 @@ mod tests {
         );
         let none = TenantId::new("gone").unwrap();
         assert!(relocate(&path, &none, "x", None, "m2").is_err());
+        // a registry only its owner reads stays so
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        relocate(&path, &id, "postgres://db2/app", None, "m3").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

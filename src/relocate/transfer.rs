@@ -80,6 +80,24 @@ fn order(mut pairs: Vec<Pair>) -> Vec<Pair> {
     out
 }
 
+/// The key of `row` in `t`, to page after it; a NULL in a key (SQLite
+/// allows one outside INTEGER PRIMARY KEY) cannot be paged past.
+fn key_of(row: &[Value], t: &Table) -> Result<Vec<Value>, TenantError> {
+    t.key
+        .iter()
+        .map(|&i| match &row[i] {
+            Value::Null => Err(TenantError::permanent(
+                "null_key",
+                format!(
+                    "table {} has a NULL in its primary key column {}: fleetmig copies by key",
+                    t.name, t.columns[i].name
+                ),
+            )),
+            v => Ok(v.clone()),
+        })
+        .collect()
+}
+
 /// Coerces a source row into the target's kinds.
 fn coerce(row: Vec<Value>, p: &Pair) -> Result<Vec<Value>, TenantError> {
     row.into_iter()
@@ -129,7 +147,7 @@ pub(super) async fn copy_all(
             report.rows += wrote? as u64;
             let rows = rows?;
             let Some(last) = rows.last() else { break };
-            after = Some(p.source.key.iter().map(|&i| last[i].clone()).collect());
+            after = Some(key_of(last, &p.source)?);
             let full = rows.len() == opts.batch_rows;
             let mut batch = Vec::with_capacity(rows.len());
             for row in rows {
@@ -158,6 +176,17 @@ pub(super) async fn copy_all(
             if !opts.pause.is_zero() {
                 tokio::time::sleep(opts.pause).await;
             }
+        }
+        // paging by key read every row the snapshot holds
+        let held = source.count(&p.source).await?;
+        if held != sum.rows {
+            return Err(TenantError::permanent(
+                "copy_incomplete",
+                format!(
+                    "table {}: paging by its key read {} of its {held} rows; nothing was switched",
+                    p.source.name, sum.rows
+                ),
+            ));
         }
         target.finish_table(&p.target).await?;
         report.tables.push(TableMoved {
@@ -190,7 +219,7 @@ async fn checksum(
     loop {
         let rows = end.page(read, after.as_deref(), batch).await?;
         let Some(last) = rows.last() else { break };
-        after = Some(read.key.iter().map(|&i| last[i].clone()).collect());
+        after = Some(key_of(last, read)?);
         let full = rows.len() == batch;
         for row in rows {
             sum.add(&coerce(row, p)?);
@@ -225,6 +254,16 @@ pub(super) async fn verify(
         );
         let (got, now) = (got?, now?);
         let want = copied[p.source.name.as_str()];
+        let rows = target.count(&p.target).await?;
+        if rows != want.rows {
+            return Err(TenantError::permanent(
+                "verification_failed",
+                format!(
+                    "table {}: the target has {rows} rows, the source's snapshot {}",
+                    p.source.name, want.rows
+                ),
+            ));
+        }
         if got.text() != want.checksum {
             return Err(TenantError::permanent(
                 "verification_failed",

@@ -26,7 +26,10 @@ pub struct MoveRecord {
 }
 
 impl StateStore {
-    /// Records move `id` of `tenant` as copying.
+    /// Records move `id` of `tenant` as copying: the claim on `target`.
+    /// A copying move of this tenant to it that is still recorded was
+    /// interrupted (the caller holds the tenant's lock): it becomes failed.
+    /// Another tenant's copying move into `target` refuses this one.
     pub async fn move_started(
         &self,
         id: &str,
@@ -35,6 +38,28 @@ impl StateStore {
         target: &str,
         version: i64,
     ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE fleetmig_moves SET status = 'failed', error = 'interrupted' \
+             WHERE tenant = $1 AND target = $2 AND status = 'copying'",
+        )
+        .bind(tenant)
+        .bind(target)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let busy: Option<String> = sqlx::query_scalar(
+            "SELECT tenant FROM fleetmig_moves WHERE target = $1 AND status = 'copying'",
+        )
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if let Some(other) = busy {
+            return Err(Error::Busy(format!(
+                "a move of tenant {other} into {target} is copying (or was interrupted): \
+                 finish or clear it first"
+            )));
+        }
         sqlx::query(
             "INSERT INTO fleetmig_moves (id, tenant, source, target, version, status, started_at, rows_copied) \
              VALUES ($1, $2, $3, $4, $5, 'copying', $6, 0)",
@@ -47,7 +72,20 @@ impl StateStore {
         .bind(now_ms())
         .execute(&self.pool)
         .await
-        .map_err(|e| self.err(e))?;
+        .map_err(|e| {
+            // the unique index: another process claimed the target meanwhile
+            Error::Busy(format!("another move is filling {target}: {}", self.err(e)))
+        })?;
+        Ok(())
+    }
+
+    /// Forgets move `id`, refused before it touched anything.
+    pub async fn move_refused(&self, id: &str) -> Result<(), Error> {
+        sqlx::query("DELETE FROM fleetmig_moves WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -77,11 +115,13 @@ impl StateStore {
     }
 
     /// Moves of `tenant` to `target` that did not end well (interrupted or
-    /// failed): the target holds a copy fleetmig started, not someone
-    /// else's data.
+    /// failed) and that no finished move into `target` followed: the target
+    /// holds a copy fleetmig started for this tenant, not someone else's data.
     pub async fn unfinished_moves(&self, tenant: &str, target: &str) -> Result<usize, Error> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM fleetmig_moves WHERE tenant = $1 AND target = $2 AND status <> 'done'",
+            "SELECT count(*) FROM fleetmig_moves m WHERE m.tenant = $1 AND m.target = $2 \
+             AND m.status IN ('copying', 'failed') AND NOT EXISTS (SELECT 1 FROM fleetmig_moves d \
+             WHERE d.target = m.target AND d.status = 'done' AND d.started_at > m.started_at)",
         )
         .bind(tenant)
         .bind(target)

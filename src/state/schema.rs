@@ -112,7 +112,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (rollout_id, wave)
     )",
     // 7: tenants moved to another server or database system (locations
-    // without credentials)
+    // without credentials); one copying move per target at a time
     "CREATE TABLE IF NOT EXISTS fleetmig_moves (
         id TEXT PRIMARY KEY,
         tenant TEXT NOT NULL,
@@ -125,5 +125,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         rows_copied BIGINT NOT NULL,
         tables TEXT,
         error TEXT
-    )",
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS fleetmig_moves_copying ON fleetmig_moves (target)
+        WHERE status = 'copying'",
 ];

@@ -69,6 +69,10 @@ pub trait CopyEnd: Send {
         limit: usize,
     ) -> Result<Vec<Vec<Value>>, TenantError>;
 
+    /// Rows of `t` (`count(*)`, in the snapshot when one is held): the
+    /// check that paging by key read every row.
+    async fn count(&mut self, t: &Table) -> Result<u64, TenantError>;
+
     /// Deletes every row of `tables`, in this order (children first).
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError>;
 
@@ -211,7 +215,14 @@ struct Sql {
 
 impl Sql {
     fn page(&self, qualified: &str, t: &Table, after: bool, limit: usize) -> String {
-        let cols: Vec<String> = t.columns.iter().map(|c| (self.read)(c)).collect();
+        // aliased, so that ORDER BY names the table's columns, never an
+        // output column of the same name cast to text (numbers sort as text)
+        let cols: Vec<String> = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} AS {}", (self.read)(c), (self.quote)(&format!("c{i}"))))
+            .collect();
         let keys: Vec<String> = t
             .key
             .iter()

@@ -43,7 +43,11 @@ fn kind(data_type: &str, column_type: &str) -> Option<Kind> {
 
 const SQL: Sql = Sql {
     quote: quote_ident,
-    param: |_, _| "?".to_string(),
+    // a decimal bound as text would be compared as a double
+    param: |_, c| match c.kind {
+        Some(Kind::Decimal) => "CAST(? AS DECIMAL(65, 30))".to_string(),
+        _ => "?".to_string(),
+    },
     read: |c| {
         let q = quote_ident(&c.name);
         match c.kind {
@@ -65,9 +69,9 @@ const SQL: Sql = Sql {
 fn decode(row: &MySqlRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
     Ok(match kind {
         Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
-        Kind::Bool => row
-            .try_get::<Option<i64>, _>(i)?
-            .map(|b| Value::Bool(b != 0)),
+        // as stored: a TINYINT(1) holding 2 is refused by the coercion to a
+        // boolean, not carried as true
+        Kind::Bool => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
         Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
         Kind::Decimal => row.try_get::<Option<String>, _>(i)?.map(Value::Decimal),
         Kind::Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
@@ -258,6 +262,18 @@ impl CopyEnd for MySqlEnd {
             .await
             .map_err(|e| failed(Dialect::Mysql, &format!("reading {}", t.name), e))?;
         decode_page(Dialect::Mysql, t, &rows, decode)
+    }
+
+    async fn count(&mut self, t: &Table) -> Result<u64, TenantError> {
+        let sql = format!(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM {}",
+            quote_ident(&t.name)
+        );
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Mysql, &format!("counting {}", t.name), e))?;
+        Ok(n as u64)
     }
 
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {

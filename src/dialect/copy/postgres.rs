@@ -262,7 +262,7 @@ impl CopyEnd for PgEnd {
             "SELECT c.relname::text AS t, a.attname::text AS c, format_type(a.atttypid, a.atttypmod) AS ty, \
              ty.typname::text AS typname, \
              (a.attidentity <> '' OR pg_get_serial_sequence(quote_ident(n.nspname) || '.' || quote_ident(c.relname), a.attname) IS NOT NULL) AS serial, \
-             COALESCE(array_position(i.indkey::int2[], a.attnum), 0) AS keypos \
+             COALESCE(array_position(string_to_array(i.indkey::text, ' ')::int2[], a.attnum), 0) AS keypos \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
              JOIN pg_type ty ON ty.oid = a.atttypid \
@@ -352,6 +352,15 @@ impl CopyEnd for PgEnd {
             .await
             .map_err(|e| failed(Dialect::Postgres, &format!("reading {}", t.name), e))?;
         decode_page(Dialect::Postgres, t, &rows, decode)
+    }
+
+    async fn count(&mut self, t: &Table) -> Result<u64, TenantError> {
+        let sql = format!("SELECT count(*) FROM {}", self.qualified(&t.name));
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, &format!("counting {}", t.name), e))?;
+        Ok(n as u64)
     }
 
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {

@@ -220,6 +220,15 @@ impl CopyEnd for SqliteEnd {
         decode_page(Dialect::Sqlite, t, &rows, |r, i, _| decode(r, i))
     }
 
+    async fn count(&mut self, t: &Table) -> Result<u64, TenantError> {
+        let sql = format!("SELECT count(*) FROM {}", quote_ident(&t.name));
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, &format!("counting {}", t.name), e))?;
+        Ok(n as u64)
+    }
+
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
         for t in tables {
             let sql = format!("DELETE FROM {}", quote_ident(&t.name));

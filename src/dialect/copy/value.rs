@@ -75,6 +75,8 @@ impl Value {
             (Kind::Decimal, V::Int(i)) => V::Decimal(i.to_string()),
             (Kind::Decimal, V::Float(f)) => V::Decimal(float_decimal(f)),
             (Kind::Decimal, V::Text(t)) => match t.trim().parse::<f64>() {
+                // `1.5e10` is a float's spelling, not a decimal's
+                Ok(f) if t.contains(['e', 'E']) => V::Decimal(float_decimal(f)),
                 Ok(_) => V::Decimal(t.trim().to_string()),
                 Err(_) => return fail(&V::Text(t)),
             },
@@ -303,6 +305,15 @@ mod tests {
         assert_eq!(float_decimal(12.340000000000002), "12.34");
         assert_eq!(float_decimal(-0.1 - 0.2), "-0.3");
         assert_eq!(float_decimal(1e20), "100000000000000000000");
+        let e = Value::Text("1.5e10".into()).coerce(Kind::Decimal).unwrap();
+        assert_eq!(e.canonical(), "15000000000");
+        assert_ne!(
+            Value::Text("1.5e1".into())
+                .coerce(Kind::Decimal)
+                .unwrap()
+                .canonical(),
+            e.canonical()
+        );
         let a = Value::Text(r#"{"b": 1, "a": [true]}"#.into()).coerce(Kind::Json);
         let b = Value::Json(serde_json::json!({"a": [true], "b": 1}));
         assert_eq!(a.unwrap().canonical(), b.canonical());
