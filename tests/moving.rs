@@ -179,6 +179,33 @@ fn registry(dir: &Path, url: &str) {
     .unwrap();
 }
 
+/// The registry fleet in `dir` with t1 at `url`, synced to the set's head.
+fn synced(dir: &Path, url: &str) {
+    registry(dir, url);
+    let out = sync_fleet(
+        dir,
+        "registry:fleet.csv",
+        &set(),
+        &["--state", "state.db", "--create-missing"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+/// A registry fleet in `dir` whose tenant t1 is a SQLite file at the
+/// set's head holding customers 1..=n and their orders.
+async fn sqlite_source(dir: &Path, n: i64) {
+    synced(dir, "sqlite:t1.db");
+    let mut s = sqlite(&dir.join("t1.db")).await;
+    fill!(s, n);
+    s.close().await.unwrap();
+}
+
 fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut v = vec![
         "move",
@@ -248,20 +275,7 @@ async fn pg_drop_database(name: &str) {
 async fn a_mariadb_database_moves_to_a_new_postgresql_database_with_every_type() {
     let dir = tempfile::tempdir().unwrap();
     let (src, src_url) = mysql_database("a").await;
-    registry(dir.path(), &src_url);
-    let out = sync_fleet(
-        dir.path(),
-        "registry:fleet.csv",
-        &set(),
-        &["--state", "state.db", "--create-missing"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    synced(dir.path(), &src_url);
     let mut m = mysql_connect(&src_url).await;
     fill!(m, 300);
     // the source's own row 1, not the one the target's migration seeds
@@ -378,20 +392,7 @@ async fn a_mariadb_database_moves_to_a_new_postgresql_database_with_every_type()
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sqlite_file_moves_to_a_postgresql_schema_and_the_source_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    registry(dir.path(), "sqlite:t1.db");
-    let out = sync_fleet(
-        dir.path(),
-        "registry:fleet.csv",
-        &set(),
-        &["--state", "state.db", "--create-missing"],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    synced(dir.path(), "sqlite:t1.db");
     let mut s = sqlite(&dir.path().join("t1.db")).await;
     fill!(s, 120);
     s.close().await.unwrap();
@@ -432,17 +433,7 @@ async fn a_sqlite_file_moves_to_a_postgresql_schema_and_the_source_is_dropped() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_move_killed_mid_copy_starts_over_cleanly_when_run_again() {
     let dir = tempfile::tempdir().unwrap();
-    registry(dir.path(), "sqlite:t1.db");
-    let out = sync_fleet(
-        dir.path(),
-        "registry:fleet.csv",
-        &set(),
-        &["--state", "state.db", "--create-missing"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut s = sqlite(&dir.path().join("t1.db")).await;
-    fill!(s, 4000);
-    s.close().await.unwrap();
+    sqlite_source(dir.path(), 4000).await;
     let before = std::fs::read_to_string(dir.path().join("fleet.csv")).unwrap();
 
     let db = pg_database("mvk").await;
@@ -606,14 +597,7 @@ async fn a_type_that_cannot_be_carried_is_refused_before_anything_moves() {
 async fn a_source_written_to_during_the_copy_fails_the_move() {
     let dir = tempfile::tempdir().unwrap();
     let (src, src_url) = mysql_database("w").await;
-    registry(dir.path(), &src_url);
-    let out = sync_fleet(
-        dir.path(),
-        "registry:fleet.csv",
-        &set(),
-        &["--state", "state.db", "--create-missing"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    synced(dir.path(), &src_url);
     let mut m = mysql_connect(&src_url).await;
     fill!(m, 1500);
     let before = std::fs::read_to_string(dir.path().join("fleet.csv")).unwrap();
@@ -684,17 +668,7 @@ async fn sqlite_customers(path: &Path) -> Vec<Customer> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_moves_to_mariadb_and_back_to_sqlite_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    registry(dir.path(), "sqlite:t1.db");
-    let out = sync_fleet(
-        dir.path(),
-        "registry:fleet.csv",
-        &set(),
-        &["--state", "state.db", "--create-missing"],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut s = sqlite(&dir.path().join("t1.db")).await;
-    fill!(s, 150);
-    s.close().await.unwrap();
+    sqlite_source(dir.path(), 150).await;
     let name = format!("fmmvb{:06x}", rand::random::<u32>() & 0xffffff);
     let url = with_db(&mysql_base_url(), &name);
     let out = mv(dir.path(), &["--to", &url]);
@@ -746,6 +720,31 @@ async fn a_tenant_moves_to_mariadb_and_back_to_sqlite_unchanged() {
     mysql_drop(&name).await;
 }
 
+/// `sync` of the registry fleet in `dir` with the set at `set`: it succeeds.
+fn sync_one(dir: &Path, set: &str) {
+    let out = run_in(
+        dir,
+        &[
+            "sync",
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            set,
+            "--state",
+            "state.db",
+            "--progress-every",
+            "0",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
 /// Keys that are not one integer page without skipping a row: a NUMERIC key
 /// (PostgreSQL would sort it as text if the read cast were what ORDER BY
 /// named) and a composite text key, in pages of 7.
@@ -765,27 +764,7 @@ async fn numeric_and_composite_keys_page_without_skipping_a_row() {
     )
     .unwrap();
     let s = set.path().to_str().unwrap();
-    let out = run_in(
-        dir.path(),
-        &[
-            "sync",
-            "--fleet",
-            "registry:fleet.csv",
-            "--migrations",
-            s,
-            "--state",
-            "state.db",
-            "--progress-every",
-            "0",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    sync_one(dir.path(), s);
     db.exec(
         "INSERT INTO tenant_t1.items SELECT i + 0.25, 'item ' || i FROM generate_series(1, 1000) i; \
          INSERT INTO tenant_t1.pairs SELECT chr(65 + i % 3) || chr(97 + i % 26), i, 'v' || i FROM generate_series(1, 300) i",
@@ -848,27 +827,7 @@ async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
     )
     .unwrap();
     let s = set.path().to_str().unwrap();
-    let out = run_in(
-        dir.path(),
-        &[
-            "sync",
-            "--fleet",
-            "registry:fleet.csv",
-            "--migrations",
-            s,
-            "--state",
-            "state.db",
-            "--progress-every",
-            "0",
-        ],
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    sync_one(dir.path(), s);
     let mut m = mysql_connect(&src_url).await;
     for i in 0..51i64 {
         sqlx::query(
