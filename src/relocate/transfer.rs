@@ -188,7 +188,8 @@ pub(super) async fn copy_all(
                 ),
             ));
         }
-        target.finish_table(&p.target).await?;
+        let next = source.next_id(&p.source).await?;
+        target.finish_table(&p.target, next).await?;
         report.tables.push(TableMoved {
             table: p.source.name.clone(),
             rows: sum.rows,

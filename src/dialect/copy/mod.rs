@@ -81,9 +81,14 @@ pub trait CopyEnd: Send {
     /// `finish_table`.
     async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError>;
 
-    /// Ends the copy of `t`: writes what `insert` held back, sets the
-    /// sequences of its serial columns past their largest value.
-    async fn finish_table(&mut self, t: &Table) -> Result<(), TenantError>;
+    /// The next value `t`'s counter (sequence, identity, AUTO_INCREMENT,
+    /// AUTOINCREMENT) would give, when it has one: a move carries it, so
+    /// that the ids of rows deleted before the move are not given again.
+    async fn next_id(&mut self, t: &Table) -> Result<Option<i64>, TenantError>;
+
+    /// Ends the copy of `t`: writes what `insert` held back, sets its
+    /// counter past its largest key and at least to `next` (the source's).
+    async fn finish_table(&mut self, t: &Table, next: Option<i64>) -> Result<(), TenantError>;
 
     async fn close(self: Box<Self>);
 }

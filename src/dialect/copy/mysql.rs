@@ -301,13 +301,30 @@ impl CopyEnd for MySqlEnd {
         Ok(())
     }
 
-    async fn finish_table(&mut self, t: &Table) -> Result<(), TenantError> {
-        // InnoDB takes AUTO_INCREMENT past the largest key by itself on
-        // insert; this makes it explicit for a table left empty since.
+    async fn next_id(&mut self, t: &Table) -> Result<Option<i64>, TenantError> {
+        if !t.columns.iter().any(|c| c.serial) {
+            return Ok(None);
+        }
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(AUTO_INCREMENT AS SIGNED) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        )
+        .bind(&self.database)
+        .bind(&t.name)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Mysql, &format!("reading {}'s counter", t.name), e))?
+        .flatten();
+        Ok(next)
+    }
+
+    async fn finish_table(&mut self, t: &Table, next: Option<i64>) -> Result<(), TenantError> {
+        // past the largest key, and at least where the source's counter was
         if let Some(c) = t.columns.iter().find(|c| c.serial) {
             let sql = format!(
-                "SELECT CAST(COALESCE(MAX({}), 0) + 1 AS SIGNED) FROM {}",
+                "SELECT CAST(GREATEST(COALESCE(MAX({}), 0) + 1, {}) AS SIGNED) FROM {}",
                 quote_ident(&c.name),
+                next.unwrap_or(1),
                 quote_ident(&t.name)
             );
             let next: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))

@@ -405,7 +405,29 @@ impl CopyEnd for PgEnd {
         Ok(())
     }
 
-    async fn finish_table(&mut self, t: &Table) -> Result<(), TenantError> {
+    async fn next_id(&mut self, t: &Table) -> Result<Option<i64>, TenantError> {
+        let Some(c) = t.columns.iter().find(|c| c.serial) else {
+            return Ok(None);
+        };
+        // pg_sequence_last_value is NULL for a sequence never used
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence($1, $2)::regclass) + 1",
+        )
+        .bind(self.qualified(&t.name))
+        .bind(&c.name)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| {
+            failed(
+                Dialect::Postgres,
+                &format!("reading {}'s sequence", t.name),
+                e,
+            )
+        })?;
+        Ok(next)
+    }
+
+    async fn finish_table(&mut self, t: &Table, next: Option<i64>) -> Result<(), TenantError> {
         self.flush(&t.name).await?;
         // fresh statistics for the bulk-loaded table: the foreign-key checks
         // of the tables copied after it (and the application) plan with them
@@ -416,11 +438,12 @@ impl CopyEnd for PgEnd {
             .map_err(|e| failed(Dialect::Postgres, &format!("analyzing {}", t.name), e))?;
         for c in t.columns.iter().filter(|c| c.serial) {
             let sql = format!(
-                "SELECT setval(pg_get_serial_sequence({}, {}), COALESCE((SELECT max({}) FROM {}), 0) + 1, false)",
+                "SELECT setval(pg_get_serial_sequence({}, {}), GREATEST(COALESCE((SELECT max({}) FROM {}), 0) + 1, {}), false)",
                 quote_literal(&self.qualified(&t.name)),
                 quote_literal(&c.name),
                 quote_ident(&c.name),
-                self.qualified(&t.name)
+                self.qualified(&t.name),
+                next.unwrap_or(1)
             );
             self.conn
                 .execute(sqlx::AssertSqlSafe(sql))

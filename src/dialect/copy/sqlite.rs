@@ -262,7 +262,56 @@ impl CopyEnd for SqliteEnd {
             .map_err(|e| failed(Dialect::Sqlite, &format!("writing {}", t.name), e))
     }
 
-    async fn finish_table(&mut self, _t: &Table) -> Result<(), TenantError> {
+    async fn next_id(&mut self, t: &Table) -> Result<Option<i64>, TenantError> {
+        // only an AUTOINCREMENT table keeps a counter; a plain rowid table
+        // gives the largest rowid + 1, as it always does
+        let has: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'",
+        )
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
+        if has == 0 {
+            return Ok(None);
+        }
+        let seq: Option<i64> =
+            sqlx::query_scalar("SELECT seq + 1 FROM sqlite_sequence WHERE name = ?")
+                .bind(&t.name)
+                .fetch_optional(&mut self.conn)
+                .await
+                .map_err(|e| {
+                    failed(Dialect::Sqlite, &format!("reading {}'s counter", t.name), e)
+                })?;
+        Ok(seq)
+    }
+
+    async fn finish_table(&mut self, t: &Table, next: Option<i64>) -> Result<(), TenantError> {
+        // INTEGER PRIMARY KEY and AUTOINCREMENT follow the largest rowid by
+        // themselves; an AUTOINCREMENT table also keeps the source's counter
+        let Some(next) = next else { return Ok(()) };
+        let has: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = 'sqlite_sequence'")
+                .fetch_one(&mut self.conn)
+                .await
+                .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
+        if has == 0 {
+            return Ok(());
+        }
+        let what = |e| failed(Dialect::Sqlite, &format!("setting {}'s counter", t.name), e);
+        let n = sqlx::query("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?")
+            .bind(next - 1)
+            .bind(&t.name)
+            .execute(&mut self.conn)
+            .await
+            .map_err(what)?;
+        if n.rows_affected() == 0 {
+            sqlx::query("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)")
+                .bind(&t.name)
+                .bind(next - 1)
+                .execute(&mut self.conn)
+                .await
+                .map_err(what)?;
+        }
         Ok(())
     }
 
