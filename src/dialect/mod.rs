@@ -204,7 +204,8 @@ impl Connector {
 
     /// Reads the histories of `tenants` where that is cheaper than a session
     /// (SQLite files, read on blocking threads; PostgreSQL schemas of one
-    /// database, many per round trip): `None` for a tenant whose history a
+    /// database, many per round trip; row tenants of one shared database, a
+    /// chunk per query): `None` for a tenant whose history a
     /// session must read. Read-only: nothing is locked, created or written,
     /// so it serves only to find the tenants with nothing to do; anything
     /// else goes through a session, which reads its history again under the
@@ -242,6 +243,9 @@ impl Connector {
             }
         }
         for (i, h) in postgres::peek_schemas(&self.pg, &self.settings, tenants).await {
+            out[i] = Some(h);
+        }
+        for (i, h) in rows::peek(&self.rows, &self.settings, tenants).await {
             out[i] = Some(h);
         }
         out

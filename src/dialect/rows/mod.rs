@@ -32,7 +32,9 @@ use crate::migration::{Applied, Migration, Scope, Script};
 use crate::options::PreflightLimits;
 use crate::tenant::{Dialect, Locator, Tenant, TenantId};
 
+mod peek;
 mod sql;
+pub(crate) use peek::peek;
 pub(crate) use sql::Pools;
 use sql::*;
 pub use sql::{TABLE, bind_tenant, list};
