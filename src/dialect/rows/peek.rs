@@ -15,6 +15,9 @@ use crate::migration::Applied;
 use crate::options::Settings;
 use crate::tenant::{Dialect, Locator, Tenant};
 
+/// A row tenant to read: its index among the tenants, its id.
+type Wanted<'a> = (usize, &'a str);
+
 /// (index in `tenants`, history) of the row tenants among `tenants` whose
 /// histories could be read; the others are left out.
 pub(crate) async fn peek(
@@ -23,7 +26,7 @@ pub(crate) async fn peek(
     tenants: &[Tenant],
 ) -> Vec<(usize, Vec<Applied>)> {
     // the row tenants, by their database
-    let mut by_db: HashMap<String, (Locator, Vec<(usize, &str)>)> = HashMap::new();
+    let mut by_db: HashMap<String, (Locator, Vec<Wanted>)> = HashMap::new();
     for (i, t) in tenants.iter().enumerate() {
         if let Locator::Row { db, tenant_id } = &t.locator {
             by_db
@@ -47,7 +50,7 @@ async fn read(
     pools: &Pools,
     settings: &Settings,
     db: &Locator,
-    ids: &[(usize, &str)],
+    ids: &[Wanted<'_>],
 ) -> Result<Vec<(usize, Vec<Applied>)>, sqlx::Error> {
     let dialect = db.dialect();
     let url = any_url(db, Access::Write).map_err(|e| sqlx::Error::Protocol(e.message))?;
