@@ -704,7 +704,7 @@ async fn a_tenant_moves_to_mariadb_and_back_to_sqlite_unchanged() {
         .unwrap();
     m.close().await.unwrap();
 
-    let out = mv(dir.path(), &["--to", "sqlite:back/t1.db"]);
+    let out = mv(dir.path(), &["--to", "sqlite:back/t1.db", "--drop-source"]);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -712,6 +712,17 @@ async fn a_tenant_moves_to_mariadb_and_back_to_sqlite_unchanged() {
         stdout(&out),
         stderr(&out)
     );
+    // the MariaDB database is gone
+    let mut admin = mysql_connect(&mysql_base_url()).await;
+    let left: Vec<String> = sqlx::query_scalar(
+        "SELECT CAST(SCHEMA_NAME AS CHAR) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = ?",
+    )
+    .bind(&name)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(left.is_empty(), "--drop-source left {left:?}");
+    admin.close().await.unwrap();
     let back = dir.path().join("back/t1.db");
     assert_eq!(sqlite_customers(&back).await, expected(150));
     assert_eq!(sqlite_history(&back).await, vec![(1, true), (2, true)]);
