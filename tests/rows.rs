@@ -370,3 +370,90 @@ async fn row_tenants_in_a_sqlite_file() {
         stdout(&out)
     );
 }
+
+/// On MariaDB a database-wide migration is recorded before it runs (its DDL
+/// is no transaction): a tenant that reads the history while another
+/// applies it sees an unfinished row. It waits for the database's lock and
+/// reads again, instead of failing as dirty. Staged here: the row made
+/// unfinished by hand and the database's lock held while a sync starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_wide_migration_in_flight_is_waited_for_not_taken_for_dirty() {
+    let name = format!("fm_rowsw_{:08x}", rand::random::<u32>());
+    let base = mysql_base_url();
+    mysql_exec(&base, &format!("CREATE DATABASE `{name}`")).await;
+    let url = with_db(&base, &name);
+    mysql_exec(&url, &setup_sql("VARCHAR(64)")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = migrations();
+    let fleet = format!("mysql-rows:{url}");
+    let args = |to: &'static str| {
+        vec![
+            "sync".to_string(),
+            "--fleet".into(),
+            fleet.clone(),
+            "--tenant-query".into(),
+            "SELECT id FROM organizations WHERE id <> 'org0007'".into(),
+            "--migrations".into(),
+            m.path().display().to_string(),
+            "--progress-every".into(),
+            "0".into(),
+            "--to".into(),
+            to.into(),
+        ]
+    };
+    let a1 = args("1");
+    let out = run(
+        dir.path(),
+        &a1.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        everything_printed(dir.path(), &out)
+    );
+    // migration 1 "being applied": its row unfinished, the database's lock
+    // held by its "applier"
+    let mut applier = mysql_connect(&url).await;
+    sqlx::query("UPDATE _sqlx_migrations SET success = 0 WHERE version = 1")
+        .execute(&mut applier)
+        .await
+        .unwrap();
+    let got: i64 = sqlx::query_scalar("SELECT GET_LOCK(?, 10)")
+        .bind(format!("fleetmig:{name}"))
+        .fetch_one(&mut applier)
+        .await
+        .unwrap();
+    assert_eq!(got, 1);
+    let a2 = args("2");
+    let sync = fleetmig_process(dir.path()).args(&a2).spawn().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // the "applier" finishes
+    sqlx::query("UPDATE _sqlx_migrations SET success = 1 WHERE version = 1")
+        .execute(&mut applier)
+        .await
+        .unwrap();
+    sqlx::query("SELECT RELEASE_LOCK(?)")
+        .bind(format!("fleetmig:{name}"))
+        .execute(&mut applier)
+        .await
+        .unwrap();
+    applier.close().await.unwrap();
+    let out = sync.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        scalar(
+            &url,
+            "SELECT count(DISTINCT tenant_id) FROM _fleetmig_tenant_migrations WHERE version = 2"
+        )
+        .await,
+        TENANTS as i64 - 1
+    );
+    mysql_exec(&base, &format!("DROP DATABASE `{name}`")).await;
+}

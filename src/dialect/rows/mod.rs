@@ -152,6 +152,20 @@ impl RowSession {
 
     /// Applies a database-wide step through a session on the database
     /// itself, under its lock, unless its history already has it.
+    /// The database's own history read under the database's lock: what a
+    /// migration being applied left when it finished (dirty only if it
+    /// failed).
+    async fn settled_database_history(&mut self) -> Result<Vec<Applied>, TenantError> {
+        let mut s = self.connector.open(&self.db, Access::Write).await?;
+        let r = async {
+            s.lock().await?;
+            s.history().await
+        }
+        .await;
+        s.close().await;
+        r
+    }
+
     async fn apply_database(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
         let mut s = self.connector.open(&self.db, Access::Write).await?;
         let r = async {
@@ -362,6 +376,13 @@ impl Session for RowSession {
                     false,
                 )
                 .await?;
+        }
+        if out.iter().any(|h| !h.success) {
+            // a database-wide migration that is being applied right now
+            // (MySQL records it before it runs, its DDL being no
+            // transaction): its applier holds the database's lock, so read
+            // the database's history again under that lock
+            out = self.settled_database_history().await?;
         }
         if self.table_exists(TABLE).await? {
             let sql = format!(
