@@ -141,7 +141,7 @@ pub async fn relocate(
         store
             .move_started(&id, &report.tenant, &report.source, &report.target, version)
             .await?;
-        match target_is_ours(&mut *target, store, tenant, &to).await {
+        match target_is_ours(connector, &mut *target, store, tenant, &to).await {
             Ok(restarted) => Ok(restarted),
             Err(e) => {
                 store.move_refused(&id).await?;
@@ -332,6 +332,7 @@ async fn prepare(
 /// Step 2, under the claim: the target holds nothing, or what an
 /// unfinished move of this tenant left there (true: it is refilled).
 async fn target_is_ours(
+    connector: &Connector,
     target: &mut dyn CopyEnd,
     store: &StateStore,
     tenant: &Tenant,
@@ -339,7 +340,19 @@ async fn target_is_ours(
 ) -> Result<bool, Error> {
     let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
     let held = target.tables().await.map_err(|e| usage(e.message))?;
-    let history = target.history_rows().await.map_err(|e| usage(e.message))?;
+    // its history, read as any tenant's is
+    let there = Tenant {
+        id: tenant.id.clone(),
+        locator: to.clone(),
+        tags: Default::default(),
+    };
+    let mut session = connector
+        .open(&there, Access::Read)
+        .await
+        .map_err(|e| usage(e.message))?;
+    let history = session.history().await.map(|h| h.len());
+    session.close().await;
+    let history = history.map_err(|e| usage(e.message))?;
     if held.is_empty() && history == 0 {
         return Ok(false);
     }

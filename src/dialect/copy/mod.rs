@@ -52,9 +52,6 @@ pub trait CopyEnd: Send {
     /// and fleetmig's own).
     async fn tables(&mut self) -> Result<Vec<Table>, TenantError>;
 
-    /// Rows in the history table (0 when there is none).
-    async fn history_rows(&mut self) -> Result<u64, TenantError>;
-
     /// Starts a read-only transaction that sees one consistent snapshot.
     async fn snapshot(&mut self) -> Result<(), TenantError>;
 

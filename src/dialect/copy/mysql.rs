@@ -208,24 +208,6 @@ impl CopyEnd for MySqlEnd {
         Ok(catalog.finish(refs))
     }
 
-    async fn history_rows(&mut self) -> Result<u64, TenantError> {
-        let exists: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = '_sqlx_migrations'",
-        )
-        .bind(&self.database)
-        .fetch_one(&mut self.conn)
-        .await
-        .map_err(|e| failed(Dialect::Mysql, "reading the catalog", e))?;
-        if exists == 0 {
-            return Ok(0);
-        }
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM `_sqlx_migrations`")
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Mysql, "reading the history", e))?;
-        Ok(n as u64)
-    }
-
     async fn snapshot(&mut self) -> Result<(), TenantError> {
         self.conn
             .execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

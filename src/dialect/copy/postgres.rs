@@ -298,28 +298,6 @@ impl CopyEnd for PgEnd {
         Ok(catalog.finish(refs))
     }
 
-    async fn history_rows(&mut self) -> Result<u64, TenantError> {
-        let exists: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = '_sqlx_migrations')",
-        )
-        .bind(&self.schema)
-        .fetch_one(&mut self.conn)
-        .await
-        .map_err(|e| failed(Dialect::Postgres, "reading the catalog", e))?;
-        if !exists {
-            return Ok(0);
-        }
-        let sql = format!(
-            "SELECT count(*) FROM {}",
-            self.qualified("_sqlx_migrations")
-        );
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Postgres, "reading the history", e))?;
-        Ok(n as u64)
-    }
-
     async fn snapshot(&mut self) -> Result<(), TenantError> {
         self.conn
             .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -168,23 +168,6 @@ impl CopyEnd for SqliteEnd {
         Ok(catalog.finish(refs))
     }
 
-    async fn history_rows(&mut self) -> Result<u64, TenantError> {
-        let exists: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
-        )
-        .fetch_one(&mut self.conn)
-        .await
-        .map_err(|e| failed(Dialect::Sqlite, "reading the catalog", e))?;
-        if exists == 0 {
-            return Ok(0);
-        }
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Sqlite, "reading the history", e))?;
-        Ok(n as u64)
-    }
-
     async fn snapshot(&mut self) -> Result<(), TenantError> {
         self.conn
             .execute("BEGIN")

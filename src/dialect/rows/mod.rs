@@ -22,7 +22,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, Connection, Row};
+use sqlx::{Any, Connection};
 
 use super::history::{ROLLED_BACK, render_row, verdict, verify_failed};
 use super::{Access, AppliedStep, BatchOutcome, Connector, Session, Step, classify};
@@ -129,14 +129,7 @@ impl RowSession {
             .await
             .map_err(|e| TenantError::permanent("history", format!("reading the history: {e}")))?;
         rows.iter()
-            .map(|r| {
-                Ok(Applied {
-                    version: r.try_get(0)?,
-                    description: r.try_get(1)?,
-                    success: r.try_get::<String, _>(2)? == "ok",
-                    checksum: r.try_get(3)?,
-                })
-            })
+            .map(applied)
             .collect::<Result<_, sqlx::Error>>()
             .map_err(|e| self.err(e))
     }
@@ -369,13 +362,7 @@ impl Session for RowSession {
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
         let mut out = Vec::new();
         if self.table_exists("_sqlx_migrations").await? {
-            out = self
-                .read(
-                    "SELECT version, description, CASE WHEN success THEN 'ok' ELSE 'dirty' END, checksum \
-                     FROM _sqlx_migrations ORDER BY version",
-                    false,
-                )
-                .await?;
+            out = self.read(DATABASE_HISTORY, false).await?;
         }
         if out.iter().any(|h| !h.success) {
             // a database-wide migration that is being applied right now
@@ -385,11 +372,7 @@ impl Session for RowSession {
             out = self.settled_database_history().await?;
         }
         if self.table_exists(TABLE).await? {
-            let sql = format!(
-                "SELECT version, description, CASE WHEN success = 1 THEN 'ok' ELSE 'dirty' END, checksum \
-                 FROM {TABLE} WHERE tenant_id = {} ORDER BY version",
-                self.p(1)
-            );
+            let sql = tenant_history(&format!("tenant_id = {}", self.p(1)));
             out.extend(self.read(&sql, true).await?);
         }
         out.sort_by_key(|a| a.version);

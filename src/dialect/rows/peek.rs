@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::sql::{Pools, TABLE, any_url, exists_sql};
+use super::sql::{DATABASE_HISTORY, Pools, TABLE, any_url, applied, exists_sql, tenant_history};
 use crate::dialect::Access;
 use crate::migration::Applied;
 use crate::options::Settings;
@@ -61,22 +61,9 @@ async fn read(
     let exists = |name: &'static str| {
         sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(exists_sql(dialect))).bind(name)
     };
-    let applied = |r: &sqlx::any::AnyRow| -> Result<Applied, sqlx::Error> {
-        Ok(Applied {
-            version: r.try_get(0)?,
-            description: r.try_get(1)?,
-            success: r.try_get::<String, _>(2)? == "ok",
-            checksum: r.try_get(3)?,
-        })
-    };
     let mut shared = Vec::new();
     if exists("_sqlx_migrations").fetch_one(&mut *conn).await? > 0 {
-        let rows = sqlx::query(
-            "SELECT version, description, CASE WHEN success THEN 'ok' ELSE 'dirty' END, checksum \
-             FROM _sqlx_migrations ORDER BY version",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
+        let rows = sqlx::query(DATABASE_HISTORY).fetch_all(&mut *conn).await?;
         shared = rows.iter().map(applied).collect::<Result<Vec<_>, _>>()?;
     }
     let mut own: HashMap<String, Vec<Applied>> = HashMap::new();
@@ -87,11 +74,7 @@ async fn read(
                 _ => "?".to_string(),
             })
             .collect();
-        let sql = format!(
-            "SELECT version, description, CASE WHEN success = 1 THEN 'ok' ELSE 'dirty' END, checksum, tenant_id \
-             FROM {TABLE} WHERE tenant_id IN ({}) ORDER BY version",
-            params.join(", ")
-        );
+        let sql = tenant_history(&format!("tenant_id IN ({})", params.join(", ")));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (_, id) in ids {
             q = q.bind(*id);

@@ -20,6 +20,30 @@ use crate::tenant::{Dialect, Locator};
 pub const TABLE: &str = "_fleetmig_tenant_migrations";
 
 /// The placeholder a tenant-scoped migration writes for its tenant's id.
+/// The database's own history, as portable rows (version, description,
+/// `ok`/`dirty`, checksum): read by a session and by the read-ahead alike.
+pub(super) const DATABASE_HISTORY: &str = "SELECT version, description, \
+     CASE WHEN success THEN 'ok' ELSE 'dirty' END, checksum FROM _sqlx_migrations ORDER BY version";
+
+/// Tenants' history rows where `filter` holds, with the tenant id fifth.
+pub(super) fn tenant_history(filter: &str) -> String {
+    format!(
+        "SELECT version, description, CASE WHEN success = 1 THEN 'ok' ELSE 'dirty' END, checksum, tenant_id \
+         FROM {TABLE} WHERE {filter} ORDER BY version"
+    )
+}
+
+/// One row of `DATABASE_HISTORY` or `tenant_history`.
+pub(super) fn applied(r: &sqlx::any::AnyRow) -> Result<crate::migration::Applied, sqlx::Error> {
+    use sqlx::Row;
+    Ok(crate::migration::Applied {
+        version: r.try_get(0)?,
+        description: r.try_get(1)?,
+        success: r.try_get::<String, _>(2)? == "ok",
+        checksum: r.try_get(3)?,
+    })
+}
+
 pub(super) const TENANT_ID: &str = ":tenant_id";
 
 /// The connection pools of row tenants, one per shared database (its URL
