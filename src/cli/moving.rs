@@ -12,7 +12,7 @@ use crate::config::Overrides;
 use crate::dialect::Connector;
 use crate::error::Error;
 use crate::event::{Bus, Event, Subscriber};
-use crate::relocate::{MoveOptions, MoveReport, relocate};
+use crate::relocate::{MoveOptions, MoveReport, MoveStatus, Mover};
 use crate::state::Open;
 use crate::tenant::{FleetSpec, Locator, locator_from, redact_url};
 
@@ -87,22 +87,36 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
         to_schema: a.schema.clone(),
     };
     let cancel = super::signals::arm();
-    let r = relocate(&connector, &set, &store, &bus, tenant, to, &opts, &cancel).await;
+    let mover = Mover {
+        connector: &connector,
+        set: &set,
+        store: &store,
+        bus: &bus,
+        fleet: &found.tenants,
+        opts: &opts,
+        cancel: &cancel,
+    };
+    let r = mover.run(tenant, to).await;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
     connector.close().await;
-    let r = r?;
-    let dir = crate::report::moves::write_move(&cfg.reports, &r)?;
+    let mut r = r?;
+    let dir = crate::report::moves::write_move(&cfg.reports, &mut r)?;
     print(&r, a.json);
-    if r.status == "done" && r.registry_backup.is_none() && !a.json {
-        outln!(
-            "the fleet {fleet} finds its tenants by discovery: point it at the new location \
-             (fleetmig changes only a registry's row)"
-        );
+    if !a.json {
+        if r.status == MoveStatus::Done && r.registry_backup.is_none() {
+            outln!(
+                "the fleet {fleet} finds its tenants by discovery: point it at the new location \
+                 (fleetmig changes only a registry's row)"
+            );
+        }
+        outln!("{}", dir.display());
     }
-    outln!("{}", dir.display());
-    Ok(if r.status == "done" { 0 } else { 1 })
+    // a move that is done but whose source could not be dropped as asked
+    // did not do all it was told
+    let whole = r.status == MoveStatus::Done && (r.source_dropped || !a.drop_source);
+    Ok(if whole { 0 } else { 1 })
 }
 
 fn print(r: &MoveReport, json: bool) {
@@ -116,7 +130,7 @@ fn print(r: &MoveReport, json: bool) {
         r.tenant,
         r.source,
         r.target,
-        r.status,
+        r.status.as_str(),
         r.version,
         r.rows,
         r.tables.len(),

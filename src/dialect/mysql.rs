@@ -362,10 +362,10 @@ impl Session for MySqlSession {
         let mut items: Vec<String> = sqlx::query_scalar(
             "SELECT CAST(CONCAT('column ', table_name, '.', column_name, ' ', column_type, \
              IF(is_nullable = 'NO', ' not null', ''), COALESCE(CONCAT(' default ', column_default), '')) AS CHAR) \
-             FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' \
+             FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' AND table_name NOT LIKE '\\_fleetmig\\_%' \
              UNION ALL SELECT CAST(CONCAT('index ', table_name, '.', index_name, IF(non_unique = 0, ' unique', ''), ': ', \
              GROUP_CONCAT(column_name ORDER BY seq_in_index)) AS CHAR) \
-             FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' \
+             FROM information_schema.statistics WHERE table_schema = DATABASE() AND table_name <> '_sqlx_migrations' AND table_name NOT LIKE '\\_fleetmig\\_%' \
              GROUP BY table_name, index_name, non_unique",
         )
         .fetch_all(&mut self.conn)

@@ -417,7 +417,8 @@ impl Session for SqliteSession {
         };
         let mut items: Vec<String> = sqlx::query_scalar(
             "SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_master \
-             WHERE name NOT LIKE 'sqlite_%' AND tbl_name <> '_sqlx_migrations'",
+             WHERE name NOT LIKE 'sqlite_%' AND tbl_name <> '_sqlx_migrations' \
+             AND tbl_name NOT LIKE '\\_fleetmig\\_%' ESCAPE '\\'",
         )
         .fetch_all(conn)
         .await

@@ -3,42 +3,49 @@
 //! 1. The source's history says its version; every column of every table
 //!    must be of a type fleetmig can carry, and every table must have a
 //!    primary key (the copy pages by key): otherwise nothing is touched.
-//! 2. The target is created where missing (SQLite file, schema, database) and
-//!    must hold nothing, unless it is the half-filled target of an earlier
-//!    move of this tenant that did not finish (the state store says so).
+//! 2. The target must be the move's own (`target`): not the source, not any
+//!    tenant's location, its tables fillable (read from a scratch target
+//!    migrated with the set before the real one exists); then, under the
+//!    state store's claim (one copying move per target), it is created, or
+//!    proven empty, or proven the half-filled target of this tenant's
+//!    unfinished move, and marked with the move's id.
 //! 3. The target is brought to the source's version with the same migration
 //!    set (its dialect variants: that is what makes MySQL → PostgreSQL
 //!    possible), by the same executor as any rollout; then its tables are
 //!    emptied (rows a migration seeded are the source's to give).
 //! 4. Rows are copied table by table (parents before children), a keyset
 //!    page at a time, from one consistent snapshot of the source, each value
-//!    coerced to the kind of the column it lands in.
+//!    converted to what the column it lands in holds.
 //! 5. Verified: per table, row count and an order-independent checksum of
 //!    the target's rows against the snapshot's; then the source is read again
 //!    outside the snapshot, and a table that changed during the copy fails
 //!    the move with what changed.
-//! 6. Recorded in the state store; a registry fleet's row is rewritten to the
-//!    new location (`registry::relocate`), the old file kept; the source is
-//!    dropped only with `--drop-source`.
+//! 6. A registry fleet's row is rewritten to the new location
+//!    (`registry::relocate`), the old file kept; the mark is removed and the
+//!    move recorded done; the source is dropped only with `--drop-source`.
 //!
-//! Steps 4 and 5 are `transfer`'s; the registry switch is `registry`'s.
-//! The source tenant's own lock is held throughout, so no migration and no
-//! second move of it runs meanwhile.
+//! A move that fails removes a target it created; a target it found is left
+//!    marked, so that running the move again continues it. Steps 4 and 5 are
+//! `transfer`'s; the registry switch is `registry`'s. The source tenant's own
+//! lock is held throughout, so no migration and no second move of it runs
+//! meanwhile.
 
 pub mod registry;
+mod target;
 mod transfer;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::dialect::copy::{self, CopyEnd, Table};
-use crate::dialect::{Access, Connector};
+use crate::dialect::copy::{self, CopyEnd, Created, Mark, Table};
+use crate::dialect::{Access, Connector, Session};
 use crate::error::{Error, TenantError};
-use crate::event::{Bus, Event, Subscriber, TenantStatus};
-use crate::migration::MigrationSet;
+use crate::event::Bus;
+use crate::migration::{Applied, MigrationSet};
 use crate::rollout::context::Cancel;
 use crate::state::StateStore;
 use crate::tenant::{Locator, Tenant};
+use target::Claimed;
 use transfer::{copy_all, pair, verify};
 
 /// How a move runs.
@@ -66,6 +73,23 @@ pub struct TableMoved {
     pub ms: u64,
 }
 
+/// How a move ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveStatus {
+    Done,
+    Failed,
+}
+
+impl MoveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveStatus::Done => "done",
+            MoveStatus::Failed => "failed",
+        }
+    }
+}
+
 /// What a move did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct MoveReport {
@@ -75,196 +99,329 @@ pub struct MoveReport {
     pub source: String,
     pub target: String,
     pub version: i64,
-    /// `done` or `failed`.
-    pub status: String,
+    pub status: MoveStatus,
     pub error: Option<String>,
     pub tables: Vec<TableMoved>,
     pub rows: u64,
     pub duration_ms: u64,
-    /// The target was emptied and filled again after an interrupted move.
-    pub restarted: bool,
+    /// What the move created (`nothing`: the target existed, empty or
+    /// marked by this tenant's unfinished move).
+    pub created: Created,
+    /// The id of this tenant's unfinished move whose half-filled target
+    /// this one emptied and filled again.
+    pub restarted_from: Option<String>,
+    /// A target this move created and then removed again, because it failed.
+    pub target_removed: bool,
     pub registry_backup: Option<String>,
     pub source_dropped: bool,
+    /// Where the report was written (set by the command).
+    pub report_dir: Option<String>,
 }
 
-/// Moves `tenant` to `to`. Refusals before anything is touched are
-/// `Error::Usage`; a move that fails after it started is reported (status
-/// `failed`) and recorded, and the source stays as it was.
-#[allow(clippy::too_many_arguments)]
-pub async fn relocate(
-    connector: &Connector,
-    set: &Arc<MigrationSet>,
-    store: &StateStore,
-    bus: &Bus,
-    tenant: &Tenant,
-    to: Locator,
-    opts: &MoveOptions,
-    cancel: &Cancel,
-) -> Result<MoveReport, Error> {
-    let started = Instant::now();
-    let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
-    let te = |e: TenantError| usage(e.message);
-    if to.redacted() == tenant.locator.redacted() {
-        return Err(usage(format!("{} is where it already is", to.redacted())));
-    }
-    // the source's lock, for the whole move
-    let mut lock = connector.open(tenant, Access::Write).await.map_err(te)?;
-    lock.lock().await.map_err(te)?;
-    let r = prepare(connector, set, tenant, &to).await;
-    let (mut source, mut target, tables, version) = match r {
-        Ok(p) => p,
-        Err(e) => {
+/// What a move works with.
+pub struct Mover<'a> {
+    pub connector: &'a Connector,
+    pub set: &'a Arc<MigrationSet>,
+    pub store: &'a StateStore,
+    pub bus: &'a Bus,
+    /// Every tenant of the fleet: none of their places is a target.
+    pub fleet: &'a [Tenant],
+    pub opts: &'a MoveOptions,
+    pub cancel: &'a Cancel,
+}
+
+impl Mover<'_> {
+    /// Moves `tenant` to `to`. Refusals before anything is touched are
+    /// errors (`Usage`, exit 2; `Busy`, exit 4); a move that fails after it
+    /// started is reported (status `failed`) and recorded, and the source
+    /// stays as it was.
+    pub async fn run(&self, tenant: &Tenant, to: Locator) -> Result<MoveReport, Error> {
+        let te = |e: TenantError| Error::Usage(format!("move {}: {}", tenant.id, e.message));
+        // the source's lock, for the whole move
+        let mut lock = self
+            .connector
+            .open(tenant, Access::Write)
+            .await
+            .map_err(te)?;
+        if let Err(e) = lock.lock().await {
             lock.close().await;
-            return Err(e);
+            return Err(te(e));
         }
-    };
-    let id = crate::report::new_run_id();
-    let mut report = MoveReport {
-        format_version: 1,
-        id: id.clone(),
-        tenant: tenant.id.to_string(),
-        source: tenant.locator.redacted(),
-        target: to.redacted(),
-        version,
-        status: "done".into(),
-        error: None,
-        tables: Vec::new(),
-        rows: 0,
-        duration_ms: 0,
-        restarted: false,
-        registry_backup: None,
-        source_dropped: false,
-    };
-    // the claim on the target (one copying move per target), then, under
-    // it, whether the target is empty or this tenant's to refill
-    let claimed = async {
-        store
-            .move_started(&id, &report.tenant, &report.source, &report.target, version)
-            .await?;
-        match target_is_ours(connector, &mut *target, store, tenant, &to).await {
-            Ok(restarted) => Ok(restarted),
-            Err(e) => {
-                store.move_refused(&id).await?;
-                Err(e)
+        let r = self.locked(tenant, to, &mut *lock).await;
+        lock.close().await;
+        let mut report = r?;
+        if report.status == MoveStatus::Done && self.opts.drop_source {
+            // a database is dropped from outside it: the lock's session is gone
+            match copy::drop_tenant(&self.connector.settings, &tenant.locator).await {
+                Ok(()) => report.source_dropped = true,
+                Err(e) => {
+                    report.error = Some(format!(
+                        "the move is done, but the source was not dropped: {}",
+                        e.message
+                    ))
+                }
             }
         }
+        Ok(report)
     }
-    .await;
-    match claimed {
-        Ok(restarted) => report.restarted = restarted,
-        Err(e) => {
-            source.close().await;
-            target.close().await;
-            lock.close().await;
-            return Err(e);
+
+    async fn locked(
+        &self,
+        tenant: &Tenant,
+        to: Locator,
+        lock: &mut dyn Session,
+    ) -> Result<MoveReport, Error> {
+        let started = Instant::now();
+        let (source_place, target_place) =
+            target::places(self.connector, self.fleet, tenant, &to).await?;
+        let (history, version) = source_version(self.set, tenant, lock).await?;
+        let mut source = copy::open(&self.connector.settings, &tenant.locator)
+            .await
+            .map_err(|e| Error::Usage(format!("move {}: {}", tenant.id, e.message)))?;
+        let tables = match carried(tenant, &mut *source).await {
+            Ok(t) => t,
+            Err(e) => {
+                source.close().await;
+                return Err(e);
+            }
+        };
+        let id = crate::report::new_run_id();
+        let mut report = MoveReport {
+            format_version: 2,
+            id: id.clone(),
+            tenant: tenant.id.to_string(),
+            source: tenant.locator.redacted(),
+            target: to.redacted(),
+            version,
+            status: MoveStatus::Done,
+            error: None,
+            tables: Vec::new(),
+            rows: 0,
+            duration_ms: 0,
+            created: Created::Nothing,
+            restarted_from: None,
+            target_removed: false,
+            registry_backup: None,
+            source_dropped: false,
+            report_dir: None,
+        };
+        let prepared = async {
+            let scratch = target::scratch(
+                self.connector,
+                self.set,
+                tenant,
+                &to,
+                &target_place,
+                version,
+                &id,
+            )
+            .await?;
+            pair(&tables, &scratch.tables).map_err(|e| {
+                Error::Usage(format!(
+                    "move {}: nothing was touched: {}",
+                    tenant.id, e.message
+                ))
+            })?;
+            Ok::<_, Error>(scratch)
         }
+        .await;
+        let scratch = match prepared {
+            Ok(s) => s,
+            Err(e) => {
+                source.close().await;
+                return Err(e);
+            }
+        };
+        // the claim on the target (one copying move per target), then,
+        // under it, the target made or proven the move's own
+        let mark = Mark {
+            move_id: id.clone(),
+            tenant: tenant.id.to_string(),
+            source: source_place.key.clone(),
+        };
+        let claimed = async {
+            self.store
+                .move_started(
+                    &id,
+                    &report.tenant,
+                    &report.source,
+                    &report.target,
+                    &target_place.key,
+                    version,
+                )
+                .await?;
+            let c = target::claim(
+                self.connector,
+                self.store,
+                tenant,
+                &to,
+                &scratch,
+                &history,
+                &mark,
+            )
+            .await;
+            if c.is_err() {
+                self.store.move_refused(&id).await?;
+            }
+            c
+        };
+        match claimed.await {
+            Ok(Claimed::Created(c)) => report.created = c,
+            Ok(Claimed::Empty) => {}
+            Ok(Claimed::Restarted(from)) => report.restarted_from = Some(from),
+            Err(e) => {
+                source.close().await;
+                return Err(e);
+            }
+        }
+        let filled = self
+            .fill(tenant, &to, version, &tables, &mut *source, &mut report)
+            .await;
+        source.close().await;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        match filled {
+            Ok(()) => self.finish(tenant, &to, &mut report).await?,
+            Err(e) => self.failed(&to, &mut report, e.message).await?,
+        }
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
     }
-    let copied = async {
+
+    /// Steps 3 to 5: the target migrated, filled and verified.
+    async fn fill(
+        &self,
+        tenant: &Tenant,
+        to: &Locator,
+        version: i64,
+        tables: &[Table],
+        source: &mut dyn CopyEnd,
+        report: &mut MoveReport,
+    ) -> Result<(), TenantError> {
         let t0 = Instant::now();
-        migrate_target(connector, set, bus, tenant, &to, version).await?;
+        target::migrate(self.connector, self.set, tenant, to, version, self.bus).await?;
         tracing::info!(
             ms = t0.elapsed().as_millis() as u64,
             "move: target migrated"
         );
-        // the target's tables as its migrations made them
-        let mut target_tables = target.tables().await?;
-        let plan = pair(&tables, &mut target_tables)?;
-        let t0 = Instant::now();
-        copy_all(
-            &mut *source,
-            &mut *target,
-            &plan,
-            bus,
-            opts,
-            cancel,
-            &mut report,
-        )
-        .await?;
-        tracing::info!(
-            rows = report.rows,
-            ms = t0.elapsed().as_millis() as u64,
-            "move: copied"
-        );
-        let t0 = Instant::now();
-        let verified = verify(&mut *source, &mut *target, &plan, &report).await;
-        tracing::info!(ms = t0.elapsed().as_millis() as u64, "move: verified");
-        verified
-    }
-    .await;
-    source.close().await;
-    target.close().await;
-    if let Err(e) = copied {
-        lock.close().await;
-        report.status = "failed".into();
-        report.error = Some(e.message.clone());
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        let tables = serde_json::to_string(&report.tables).unwrap_or_default();
-        store
-            .move_finished(&id, "failed", report.rows, &tables, Some(&e.message))
+        let mut target = copy::open(&self.connector.settings, to).await?;
+        let r = async {
+            // the target's tables as its migrations made them
+            let target_tables = target.tables().await?;
+            let plan = pair(tables, &target_tables)?;
+            let t0 = Instant::now();
+            copy_all(
+                source,
+                &mut *target,
+                &plan,
+                self.bus,
+                self.opts,
+                self.cancel,
+                report,
+            )
             .await?;
-        return Ok(report);
+            tracing::info!(
+                rows = report.rows,
+                ms = t0.elapsed().as_millis() as u64,
+                "move: copied"
+            );
+            let t0 = Instant::now();
+            let verified = verify(source, &mut *target, &plan, report).await;
+            tracing::info!(ms = t0.elapsed().as_millis() as u64, "move: verified");
+            verified
+        }
+        .await;
+        target.close().await;
+        r
     }
-    // verified: switch the registry row, record the move, then drop the
-    // source if asked, still under its lock
-    if let Some(path) = &opts.registry {
-        match registry::relocate(
-            path,
-            &tenant.id,
-            &opts.to_text,
-            opts.to_schema.as_deref(),
-            &id,
-        ) {
-            Ok(backup) => report.registry_backup = Some(backup.display().to_string()),
-            Err(e) => {
-                lock.close().await;
-                let why = format!("the copy is verified, but the registry was not switched: {e}");
-                report.status = "failed".into();
-                report.error = Some(why.clone());
-                report.duration_ms = started.elapsed().as_millis() as u64;
-                let tables = serde_json::to_string(&report.tables).unwrap_or_default();
-                store
-                    .move_finished(&id, "failed", report.rows, &tables, Some(&why))
-                    .await?;
-                return Ok(report);
+
+    /// Step 6: the registry switched, the mark removed, the move recorded.
+    async fn finish(
+        &self,
+        tenant: &Tenant,
+        to: &Locator,
+        report: &mut MoveReport,
+    ) -> Result<(), Error> {
+        if let Some(path) = &self.opts.registry {
+            match registry::relocate(
+                path,
+                &tenant.id,
+                &self.opts.to_text,
+                self.opts.to_schema.as_deref(),
+                &report.id,
+            ) {
+                Ok(backup) => report.registry_backup = Some(backup.display().to_string()),
+                Err(e) => {
+                    let why =
+                        format!("the copy is verified, but the registry was not switched: {e}");
+                    return self.failed(to, report, why).await;
+                }
             }
         }
+        let unmarked = async {
+            let mut end = copy::open(&self.connector.settings, to).await?;
+            let r = end.unmark().await;
+            end.close().await;
+            r
+        }
+        .await;
+        if let Err(e) = unmarked {
+            // the copy is done and switched: the mark left behind only
+            // keeps a later move out of it
+            report.error = Some(format!(
+                "the move's mark was not removed from the target: {}",
+                e.message
+            ));
+        }
+        let tables = serde_json::to_string(&report.tables).unwrap_or_default();
+        self.store
+            .move_finished(
+                &report.id,
+                "done",
+                report.rows,
+                &tables,
+                report.error.as_deref(),
+            )
+            .await
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    let tables = serde_json::to_string(&report.tables).unwrap_or_default();
-    store
-        .move_finished(&id, "done", report.rows, &tables, None)
-        .await?;
-    if opts.drop_source {
-        match copy::drop_tenant(&connector.settings, &tenant.locator).await {
-            Ok(()) => report.source_dropped = true,
-            Err(e) => {
-                report.error = Some(format!(
-                    "the move is done, but the source was not dropped: {}",
-                    e.message
-                ))
+
+    /// A move that failed after it started: a target it created is removed,
+    /// one it found stays marked (running the move again continues it).
+    async fn failed(
+        &self,
+        to: &Locator,
+        report: &mut MoveReport,
+        why: String,
+    ) -> Result<(), Error> {
+        report.status = MoveStatus::Failed;
+        let mut why = why;
+        if report.created != Created::Nothing {
+            match copy::remove(&self.connector.settings, to, report.created).await {
+                Ok(()) => report.target_removed = true,
+                Err(e) => {
+                    why = format!(
+                        "{why}; the target it created was not removed: {}",
+                        e.message
+                    )
+                }
             }
         }
+        report.error = Some(why.clone());
+        let tables = serde_json::to_string(&report.tables).unwrap_or_default();
+        self.store
+            .move_finished(&report.id, "failed", report.rows, &tables, Some(&why))
+            .await
     }
-    lock.close().await;
-    Ok(report)
 }
 
-type Prepared = (Box<dyn CopyEnd>, Box<dyn CopyEnd>, Vec<Table>, i64);
-
-/// Step 1 and the start of 2: the source's version and tables (refused when
-/// they cannot be carried), and the target, created where missing.
-async fn prepare(
-    connector: &Connector,
+/// The source's history and version: refused when dirty, when it skipped a
+/// version of the set below its own, or applied one the set lacks.
+async fn source_version(
     set: &MigrationSet,
     tenant: &Tenant,
-    to: &Locator,
-) -> Result<Prepared, Error> {
+    session: &mut dyn Session,
+) -> Result<(Vec<Applied>, i64), Error> {
     let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
-    let te = |e: TenantError| usage(e.message);
-    let mut s = connector.open(tenant, Access::Read).await.map_err(te)?;
-    let history = s.history().await.map_err(te);
-    s.close().await;
-    let history = history?;
+    let history = session.history().await.map_err(|e| usage(e.message))?;
     if let Some(h) = history.iter().find(|h| !h.success) {
         return Err(usage(format!(
             "its history has version {} not applied cleanly (dirty): fix the source first",
@@ -290,16 +447,14 @@ async fn prepare(
             h.version
         )));
     }
-    let mut source = copy::open(&connector.settings, &tenant.locator, false)
-        .await
-        .map_err(te)?;
-    let tables = match source.tables().await {
-        Ok(t) => t,
-        Err(e) => {
-            source.close().await;
-            return Err(te(e));
-        }
-    };
+    Ok((history, version))
+}
+
+/// The source's tables, refused when a column's type cannot be carried or
+/// a table has no primary key.
+async fn carried(tenant: &Tenant, source: &mut dyn CopyEnd) -> Result<Vec<Table>, Error> {
+    let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
+    let tables = source.tables().await.map_err(|e| usage(e.message))?;
     let mut problems = Vec::new();
     for t in &tables {
         for c in t.columns.iter().filter(|c| c.kind.is_none()) {
@@ -316,124 +471,7 @@ async fn prepare(
         }
     }
     if !problems.is_empty() {
-        source.close().await;
         return Err(usage(format!("nothing was moved: {}", problems.join("; "))));
     }
-    let target = match copy::open(&connector.settings, to, true).await {
-        Ok(t) => t,
-        Err(e) => {
-            source.close().await;
-            return Err(te(e));
-        }
-    };
-    Ok((source, target, tables, version))
-}
-
-/// Step 2, under the claim: the target holds nothing, or what an
-/// unfinished move of this tenant left there (true: it is refilled).
-async fn target_is_ours(
-    connector: &Connector,
-    target: &mut dyn CopyEnd,
-    store: &StateStore,
-    tenant: &Tenant,
-    to: &Locator,
-) -> Result<bool, Error> {
-    let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
-    let held = target.tables().await.map_err(|e| usage(e.message))?;
-    // its history, read as any tenant's is
-    let there = Tenant {
-        id: tenant.id.clone(),
-        locator: to.clone(),
-        tags: Default::default(),
-    };
-    let mut session = connector
-        .open(&there, Access::Read)
-        .await
-        .map_err(|e| usage(e.message))?;
-    let history = session.history().await.map(|h| h.len());
-    session.close().await;
-    let history = history.map_err(|e| usage(e.message))?;
-    if held.is_empty() && history == 0 {
-        return Ok(false);
-    }
-    if store
-        .unfinished_moves(tenant.id.as_str(), &to.redacted())
-        .await?
-        > 0
-    {
-        return Ok(true);
-    }
-    let names: Vec<&str> = held.iter().map(|t| t.name.as_str()).take(5).collect();
-    Err(usage(format!(
-        "the target {} is not empty ({} tables: {}; {history} history rows); \
-         fleetmig moves into a new or empty place only",
-        to.redacted(),
-        held.len(),
-        names.join(", ")
-    )))
-}
-
-/// Step 3: the target brought to `version` by the executor, with the same
-/// set; the outcome comes back as the tenant's finish event.
-async fn migrate_target(
-    connector: &Connector,
-    set: &Arc<MigrationSet>,
-    bus: &Bus,
-    tenant: &Tenant,
-    to: &Locator,
-    version: i64,
-) -> Result<(), TenantError> {
-    #[derive(Default)]
-    struct Outcome(Mutex<Option<(TenantStatus, Option<TenantError>)>>);
-    impl Subscriber for Outcome {
-        fn on_event(&self, e: &Event) {
-            if let Event::TenantFinished(o) = e {
-                *self.0.lock().expect("outcome") = Some((o.status, o.error.clone()));
-            }
-        }
-    }
-    if version == 0 {
-        return Ok(());
-    }
-    let outcome = Arc::new(Outcome::default());
-    let target = Tenant {
-        id: tenant.id.clone(),
-        locator: to.clone(),
-        tags: tenant.tags.clone(),
-    };
-    let mut settings = connector.settings.clone();
-    settings.create_missing = true;
-    let opts = crate::options::ExecOptions {
-        concurrency: 1,
-        per_server: 1,
-        target: Some(version),
-        ..Default::default()
-    };
-    let executor = crate::rollout::executor::Executor {
-        connector: Arc::new(Connector::new(settings)),
-        fanout: Arc::new(crate::fanout::Fanout::new(1, 1)),
-        set: set.clone(),
-        opts,
-        bus: bus.with(outcome.clone()),
-        cancel: Default::default(),
-        failures: Default::default(),
-        earlier: Default::default(),
-        journal: None,
-    };
-    executor.run("move", vec![target]).await;
-    let got = outcome.0.lock().expect("outcome").take();
-    match got {
-        Some((TenantStatus::Succeeded | TenantStatus::UpToDate, _)) => Ok(()),
-        Some((_, Some(e))) => Err(TenantError {
-            message: format!("bringing the target to version {version}: {}", e.message),
-            ..e
-        }),
-        other => Err(TenantError::permanent(
-            "interrupted",
-            format!(
-                "bringing the target to version {version} did not finish ({:?})",
-                other.map(|o| o.0)
-            ),
-        )),
-    }
+    Ok(tables)
 }

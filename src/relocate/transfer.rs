@@ -21,7 +21,7 @@ pub(super) struct Pair {
 
 /// Pairs every source table with the target's; a table or a column the
 /// target lacks is an error (the set's variants disagree). Parents first.
-pub(super) fn pair(sources: &[Table], targets: &mut [Table]) -> Result<Vec<Pair>, TenantError> {
+pub(super) fn pair(sources: &[Table], targets: &[Table]) -> Result<Vec<Pair>, TenantError> {
     let mut pairs = Vec::new();
     for s in sources {
         let Some(t) = targets.iter().find(|t| t.name == s.name) else {

@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use crate::error::Error;
 use crate::relocate::MoveReport;
 
-/// Writes the report of move `r` under `reports`; returns its folder.
-pub fn write_move(reports: &Path, r: &MoveReport) -> Result<PathBuf, Error> {
+/// Writes the report of move `r` under `reports` (and says where in it);
+/// returns its folder.
+pub fn write_move(reports: &Path, r: &mut MoveReport) -> Result<PathBuf, Error> {
     let dir = reports.join(&r.id);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    r.report_dir = Some(dir.display().to_string());
     let json = serde_json::to_string_pretty(r).expect("a move report serialises");
     super::write_atomic(&dir.join("move.json"), &json)?;
     let mut md = format!(
@@ -18,17 +20,24 @@ pub fn write_move(reports: &Path, r: &MoveReport) -> Result<PathBuf, Error> {
         r.tenant,
         r.source,
         r.target,
-        r.status,
+        r.status.as_str(),
         r.version,
         r.rows,
         r.tables.len(),
         r.duration_ms as f64 / 1000.0,
-        if r.restarted {
-            " (an interrupted move's target was emptied and filled again)"
-        } else {
-            ""
+        match (&r.restarted_from, r.created) {
+            (Some(from), _) => format!(
+                " (the target, marked by this tenant's unfinished move {from}, was emptied and filled again)"
+            ),
+            (None, crate::dialect::copy::Created::Nothing) => {
+                " (into an existing, empty target)".to_string()
+            }
+            (None, c) => format!(" (the target {} was created by this move)", created_word(c)),
         }
     );
+    if r.target_removed {
+        md += "\nthe target this move created was removed again\n";
+    }
     if let Some(e) = &r.error {
         md += &format!("\n**error:** {e}\n");
     }
@@ -47,4 +56,14 @@ pub fn write_move(reports: &Path, r: &MoveReport) -> Result<PathBuf, Error> {
     }
     super::write_atomic(&dir.join("summary.md"), &md)?;
     Ok(dir)
+}
+
+fn created_word(c: crate::dialect::copy::Created) -> &'static str {
+    use crate::dialect::copy::Created;
+    match c {
+        Created::Nothing => "",
+        Created::File => "file",
+        Created::Schema => "schema",
+        Created::Database => "database",
+    }
 }

@@ -1,8 +1,9 @@
 //! Moves of a tenant to another location (`fleetmig move`): one row each,
 //! written when the copy starts and when it ends, so that an interrupted
-//! move is known (its half-filled target may be emptied and filled again)
-//! and `fleetmig move` can list what moved where. Locations are kept
-//! without credentials.
+//! move is known (a target marked by it may be emptied and filled again by
+//! this tenant's next move) and `fleetmig move` can list what moved where.
+//! Locations are kept without credentials; a target is claimed by its
+//! place's key (`copy::Place::key`).
 
 use sqlx::Row;
 
@@ -26,31 +27,32 @@ pub struct MoveRecord {
 }
 
 impl StateStore {
-    /// Records move `id` of `tenant` as copying: the claim on `target`.
-    /// A copying move of this tenant to it that is still recorded was
-    /// interrupted (the caller holds the tenant's lock): it becomes failed.
-    /// Another tenant's copying move into `target` refuses this one.
+    /// Records move `id` of `tenant` as copying: the claim on the target
+    /// at `key`. A copying move of this tenant to it that is still recorded
+    /// was interrupted (the caller holds the tenant's lock): it becomes
+    /// failed. Another tenant's copying move into it refuses this one.
     pub async fn move_started(
         &self,
         id: &str,
         tenant: &str,
         source: &str,
         target: &str,
+        key: &str,
         version: i64,
     ) -> Result<(), Error> {
         sqlx::query(
             "UPDATE fleetmig_moves SET status = 'failed', error = 'interrupted' \
-             WHERE tenant = $1 AND target = $2 AND status = 'copying'",
+             WHERE tenant = $1 AND target_key = $2 AND status = 'copying'",
         )
         .bind(tenant)
-        .bind(target)
+        .bind(key)
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
         let busy: Option<String> = sqlx::query_scalar(
-            "SELECT tenant FROM fleetmig_moves WHERE target = $1 AND status = 'copying'",
+            "SELECT tenant FROM fleetmig_moves WHERE target_key = $1 AND status = 'copying'",
         )
-        .bind(target)
+        .bind(key)
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -61,13 +63,14 @@ impl StateStore {
             )));
         }
         sqlx::query(
-            "INSERT INTO fleetmig_moves (id, tenant, source, target, version, status, started_at, rows_copied) \
-             VALUES ($1, $2, $3, $4, $5, 'copying', $6, 0)",
+            "INSERT INTO fleetmig_moves (id, tenant, source, target, target_key, version, status, started_at, rows_copied) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'copying', $7, 0)",
         )
         .bind(id)
         .bind(tenant)
         .bind(source)
         .bind(target)
+        .bind(key)
         .bind(version)
         .bind(now_ms())
         .execute(&self.pool)
@@ -77,6 +80,15 @@ impl StateStore {
             Error::Busy(format!("another move is filling {target}: {}", self.err(e)))
         })?;
         Ok(())
+    }
+
+    /// The status of move `id`, if this store knows it.
+    pub async fn move_status(&self, id: &str) -> Result<Option<String>, Error> {
+        sqlx::query_scalar("SELECT status FROM fleetmig_moves WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// Forgets move `id`, refused before it touched anything.
@@ -112,23 +124,6 @@ impl StateStore {
         .await
         .map_err(|e| self.err(e))?;
         Ok(())
-    }
-
-    /// Moves of `tenant` to `target` that did not end well (interrupted or
-    /// failed) and that no finished move into `target` followed: the target
-    /// holds a copy fleetmig started for this tenant, not someone else's data.
-    pub async fn unfinished_moves(&self, tenant: &str, target: &str) -> Result<usize, Error> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM fleetmig_moves m WHERE m.tenant = $1 AND m.target = $2 \
-             AND m.status IN ('copying', 'failed') AND NOT EXISTS (SELECT 1 FROM fleetmig_moves d \
-             WHERE d.target = m.target AND d.status = 'done' AND d.started_at > m.started_at)",
-        )
-        .bind(tenant)
-        .bind(target)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(n as usize)
     }
 
     /// The moves recorded, newest first.

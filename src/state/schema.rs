@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -127,5 +127,11 @@ pub(super) const MIGRATIONS: &[&str] = &[
         error TEXT
     );
     CREATE UNIQUE INDEX IF NOT EXISTS fleetmig_moves_copying ON fleetmig_moves (target)
+        WHERE status = 'copying'",
+    // 8: a move's target claimed by its place (one place spelled two ways
+    // is one place), not by how the URL was written
+    "ALTER TABLE fleetmig_moves ADD COLUMN target_key TEXT;
+    DROP INDEX IF EXISTS fleetmig_moves_copying;
+    CREATE UNIQUE INDEX IF NOT EXISTS fleetmig_moves_claim ON fleetmig_moves (target_key)
         WHERE status = 'copying'",
 ];

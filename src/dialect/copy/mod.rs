@@ -7,6 +7,7 @@
 //! Values are always bound, never pasted; identifiers are quoted.
 
 mod mysql;
+pub mod place;
 mod postgres;
 mod sqlite;
 pub mod value;
@@ -14,7 +15,45 @@ pub mod value;
 use crate::error::TenantError;
 use crate::options::Settings;
 use crate::tenant::Locator;
+pub use place::{Place, place};
 pub use value::{Checksum, Kind, Value};
+
+/// The table in which a move marks the target it fills (its id, the
+/// tenant, the source's place), from before the first row until the move
+/// is done. Like the histories, it is fleetmig's own: never copied, never
+/// part of a schema's fingerprint.
+pub const MARK_TABLE: &str = "_fleetmig_move";
+
+/// A move's mark on its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mark {
+    pub move_id: String,
+    pub tenant: String,
+    /// The source's `Place::key`.
+    pub source: String,
+}
+
+/// What a place holds besides fleetmig's own tables.
+#[derive(Debug, Clone, Default)]
+pub struct Contents {
+    /// Every object (`table orders`, `view totals`, `function f`, …),
+    /// sorted; names relative to the tenant (a database tenant's other
+    /// schemas qualified).
+    pub objects: Vec<String>,
+    /// The tables that hold at least one row.
+    pub filled: Vec<String>,
+}
+
+/// What `create` made: what a move that fails removes again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Created {
+    /// It was there already.
+    Nothing,
+    File,
+    Schema,
+    Database,
+}
 
 /// A column of a tenant table.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -87,39 +126,80 @@ pub trait CopyEnd: Send {
     /// counter past its largest key and at least to `next` (the source's).
     async fn finish_table(&mut self, t: &Table, next: Option<i64>) -> Result<(), TenantError>;
 
+    /// The mark of a move on this place, if there is one.
+    async fn mark(&mut self) -> Result<Option<Mark>, TenantError>;
+
+    /// Marks this place as move `m`'s (replacing an earlier mark).
+    async fn set_mark(&mut self, m: &Mark) -> Result<(), TenantError>;
+
+    /// Removes the mark (the move is done).
+    async fn unmark(&mut self) -> Result<(), TenantError>;
+
+    /// What the place holds besides fleetmig's own tables.
+    async fn contents(&mut self) -> Result<Contents, TenantError>;
+
     async fn close(self: Box<Self>);
 }
 
-/// Opens the copy side of `locator`. `create`: create the schema, the
-/// database or the file when it does not exist (a move's target).
-pub async fn open(
+/// Creates the place `locator` names when it does not exist: a file, a
+/// schema, a database (with a schema target's database). Never `IF NOT
+/// EXISTS`: what it says it created did not exist before.
+pub async fn create(settings: &Settings, locator: &Locator) -> Result<Created, TenantError> {
+    match locator {
+        Locator::Sqlite { path } => sqlite::create_file(path),
+        Locator::Postgres { url, schema } => {
+            postgres::create(settings, url, schema.as_deref()).await
+        }
+        Locator::Mysql { url } => mysql::create(settings, url).await,
+        Locator::Row { .. } => Err(row_refused()),
+    }
+}
+
+/// Removes what `create` made at `locator` (a move that failed, a scratch
+/// target).
+pub async fn remove(
     settings: &Settings,
     locator: &Locator,
-    create: bool,
-) -> Result<Box<dyn CopyEnd>, TenantError> {
+    created: Created,
+) -> Result<(), TenantError> {
+    match (created, locator) {
+        (Created::Nothing, _) => Ok(()),
+        (Created::Schema, Locator::Postgres { url, schema }) => {
+            postgres::drop(settings, url, schema.as_deref(), true).await
+        }
+        (_, Locator::Postgres { url, .. }) => postgres::drop(settings, url, None, true).await,
+        _ => drop_tenant(settings, locator).await,
+    }
+}
+
+fn row_refused() -> TenantError {
+    TenantError::permanent(
+        "unsupported",
+        "a row tenant cannot be moved: it shares its tables with other tenants".to_string(),
+    )
+}
+
+/// Opens the copy side of `locator`, which exists.
+pub async fn open(settings: &Settings, locator: &Locator) -> Result<Box<dyn CopyEnd>, TenantError> {
     Ok(match locator {
-        Locator::Sqlite { path } => {
-            Box::new(sqlite::SqliteEnd::open(settings, path, create).await?)
-        }
+        Locator::Sqlite { path } => Box::new(sqlite::SqliteEnd::open(settings, path).await?),
         Locator::Postgres { url, schema } => {
-            Box::new(postgres::PgEnd::open(settings, url, schema.as_deref(), create).await?)
+            Box::new(postgres::PgEnd::open(settings, url, schema.as_deref()).await?)
         }
-        Locator::Mysql { url } => Box::new(mysql::MySqlEnd::open(settings, url, create).await?),
-        Locator::Row { .. } => {
-            return Err(TenantError::permanent(
-                "unsupported",
-                "a row tenant cannot be moved: it shares its tables with other tenants".to_string(),
-            ));
-        }
+        Locator::Mysql { url } => Box::new(mysql::MySqlEnd::open(settings, url).await?),
+        Locator::Row { .. } => return Err(row_refused()),
     })
 }
 
 /// Removes the tenant at `locator` (the source of a verified move, with
-/// `--drop-source`): the file, the schema or the database.
+/// `--drop-source`): the file, the schema or the database. The caller holds
+/// no session on it.
 pub async fn drop_tenant(settings: &Settings, locator: &Locator) -> Result<(), TenantError> {
     match locator {
         Locator::Sqlite { path } => sqlite::drop_file(path),
-        Locator::Postgres { url, schema } => postgres::drop(settings, url, schema.as_deref()).await,
+        Locator::Postgres { url, schema } => {
+            postgres::drop(settings, url, schema.as_deref(), false).await
+        }
         Locator::Mysql { url } => mysql::drop(settings, url).await,
         Locator::Row { .. } => Err(TenantError::permanent(
             "unsupported",
@@ -295,7 +375,7 @@ macro_rules! bind_value {
 pub(crate) use bind_value;
 
 /// A failure of a copy statement, classified and scrubbed.
-fn failed(dialect: crate::tenant::Dialect, what: &str, e: sqlx::Error) -> TenantError {
+pub(crate) fn failed(dialect: crate::tenant::Dialect, what: &str, e: sqlx::Error) -> TenantError {
     let mut t = super::classify(&e, dialect);
     t.message = format!("{what}: {}", t.message);
     t

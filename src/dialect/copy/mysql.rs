@@ -7,7 +7,10 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
-use super::{Catalog, Column, CopyEnd, Kind, Sql, Table, Value, bind_value, decode_page, failed};
+use super::{
+    Catalog, Column, Contents, CopyEnd, Created, Kind, MARK_TABLE, Mark, Sql, Table, Value,
+    bind_value, decode_page, failed,
+};
 use crate::dialect::connect;
 use crate::dialect::mysql::quote_ident;
 use crate::error::TenantError;
@@ -98,26 +101,9 @@ fn options(url: &str) -> Result<MySqlConnectOptions, TenantError> {
 }
 
 impl MySqlEnd {
-    pub async fn open(
-        settings: &Settings,
-        url: &str,
-        create: bool,
-    ) -> Result<MySqlEnd, TenantError> {
+    pub async fn open(settings: &Settings, url: &str) -> Result<MySqlEnd, TenantError> {
         let opts = options(url)?;
-        let database = opts.get_database().unwrap_or_default().to_string();
-        if database.is_empty() {
-            return Err(TenantError::permanent(
-                "invalid_tenant",
-                format!("{} names no database", crate::tenant::redact_url(url)),
-            ));
-        }
-        if create {
-            let mut c = server(settings, url, &opts).await?;
-            let sql = format!("CREATE DATABASE IF NOT EXISTS {}", quote_ident(&database));
-            let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
-            let _ = c.close().await;
-            r.map_err(|e| failed(Dialect::Mysql, "creating the database", e))?;
-        }
+        let database = database_of(url, &opts)?;
         let mut conn = connect(
             Dialect::Mysql,
             url,
@@ -129,6 +115,38 @@ impl MySqlEnd {
             .await
             .map_err(|e| failed(Dialect::Mysql, "session settings", e))?;
         Ok(MySqlEnd { conn, database })
+    }
+}
+
+fn database_of(url: &str, opts: &MySqlConnectOptions) -> Result<String, TenantError> {
+    match opts.get_database() {
+        Some(d) if !d.is_empty() => Ok(d.to_string()),
+        _ => Err(TenantError::permanent(
+            "invalid_tenant",
+            format!("{} names no database", crate::tenant::redact_url(url)),
+        )),
+    }
+}
+
+/// Creates the database `url` names where missing; says whether it did.
+pub async fn create(settings: &Settings, url: &str) -> Result<Created, TenantError> {
+    let opts = options(url)?;
+    let database = database_of(url, &opts)?;
+    let mut c = server(settings, url, &opts).await?;
+    let sql = format!("CREATE DATABASE {}", quote_ident(&database));
+    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
+    let _ = c.close().await;
+    match r {
+        Ok(_) => Ok(Created::Database),
+        Err(e) => {
+            let e = failed(Dialect::Mysql, &format!("creating database {database}"), e);
+            // 1007: it exists
+            if e.code.as_deref() == Some("1007") {
+                Ok(Created::Nothing)
+            } else {
+                Err(e)
+            }
+        }
     }
 }
 
@@ -323,6 +341,113 @@ impl CopyEnd for MySqlEnd {
                 .map_err(|e| failed(Dialect::Mysql, &format!("setting {}'s counter", t.name), e))?;
         }
         Ok(())
+    }
+
+    async fn mark(&mut self) -> Result<Option<Mark>, TenantError> {
+        let what = |e| failed(Dialect::Mysql, "reading the move's mark", e);
+        let there: i64 = sqlx::query_scalar(
+            "SELECT CAST(COUNT(*) AS SIGNED) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+        )
+        .bind(&self.database)
+        .bind(MARK_TABLE)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(what)?;
+        if there == 0 {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT CAST(move_id AS CHAR), CAST(tenant AS CHAR), CAST(source AS CHAR) FROM {}",
+            quote_ident(MARK_TABLE)
+        );
+        let row: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(what)?;
+        Ok(row.map(|(move_id, tenant, source)| Mark {
+            move_id,
+            tenant,
+            source,
+        }))
+    }
+
+    async fn set_mark(&mut self, m: &Mark) -> Result<(), TenantError> {
+        let t = quote_ident(MARK_TABLE);
+        let what = |e| failed(Dialect::Mysql, "marking the target", e);
+        for sql in [
+            format!(
+                "CREATE TABLE IF NOT EXISTS {t} (move_id VARCHAR(64) NOT NULL, tenant VARCHAR(255) NOT NULL, \
+                 source TEXT NOT NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            ),
+            format!("DELETE FROM {t}"),
+        ] {
+            self.conn
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .map_err(what)?;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {t} VALUES (?, ?, ?)"
+        )))
+        .bind(&m.move_id)
+        .bind(&m.tenant)
+        .bind(&m.source)
+        .execute(&mut self.conn)
+        .await
+        .map_err(what)?;
+        Ok(())
+    }
+
+    async fn unmark(&mut self) -> Result<(), TenantError> {
+        let sql = format!("DROP TABLE IF EXISTS {}", quote_ident(MARK_TABLE));
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "removing the move's mark", e))?;
+        Ok(())
+    }
+
+    async fn contents(&mut self) -> Result<Contents, TenantError> {
+        let what = |e| failed(Dialect::Mysql, "reading what the target holds", e);
+        let objects: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT CAST(IF(TABLE_TYPE = 'VIEW', 'view', 'table') AS CHAR), CAST(TABLE_NAME AS CHAR), \
+               CAST(TABLE_TYPE = 'BASE TABLE' AS SIGNED) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME <> '_sqlx_migrations' AND TABLE_NAME NOT LIKE '\\_fleetmig\\_%' \
+             UNION ALL SELECT CAST(LOWER(ROUTINE_TYPE) AS CHAR), CAST(ROUTINE_NAME AS CHAR), 0 \
+             FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = ? \
+             UNION ALL SELECT 'trigger', CAST(TRIGGER_NAME AS CHAR), 0 FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA = ? \
+             UNION ALL SELECT 'event', CAST(EVENT_NAME AS CHAR), 0 FROM information_schema.EVENTS \
+             WHERE EVENT_SCHEMA = ?",
+        )
+        .bind(&self.database)
+        .bind(&self.database)
+        .bind(&self.database)
+        .bind(&self.database)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(what)?;
+        let mut contents = Contents::default();
+        for (kind, name, table) in objects {
+            if table != 0 {
+                let sql = format!(
+                    "SELECT CAST(EXISTS (SELECT 1 FROM {}) AS SIGNED)",
+                    quote_ident(&name)
+                );
+                let rows: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&mut self.conn)
+                    .await
+                    .map_err(what)?;
+                if rows != 0 {
+                    contents.filled.push(name.clone());
+                }
+            }
+            contents.objects.push(format!("{kind} {name}"));
+        }
+        contents.objects.sort();
+        contents.filled.sort();
+        Ok(contents)
     }
 
     async fn close(self: Box<Self>) {

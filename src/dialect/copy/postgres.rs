@@ -4,7 +4,10 @@
 
 use sqlx::{Connection, Executor, PgConnection, Row};
 
-use super::{Catalog, Column, CopyEnd, Kind, Sql, Table, Value, bind_value, decode_page, failed};
+use super::{
+    Catalog, Column, Contents, CopyEnd, Created, Kind, MARK_TABLE, Mark, Sql, Table, Value,
+    bind_value, decode_page, failed,
+};
 use crate::dialect::{connect, quote_ident, quote_literal};
 use crate::error::TenantError;
 use crate::options::Settings;
@@ -135,31 +138,16 @@ impl PgEnd {
         settings: &Settings,
         url: &str,
         schema: Option<&str>,
-        create: bool,
     ) -> Result<PgEnd, TenantError> {
         let opts = crate::dialect::postgres::connect_options(url)
             .map_err(|e| crate::dialect::connect_error(Dialect::Postgres, url, &e))?;
-        let conn = match connect(
+        let conn = connect(
             Dialect::Postgres,
             url,
             settings.connect_timeout,
             PgConnection::connect_with(&opts),
         )
-        .await
-        {
-            Ok(c) => c,
-            Err(e) if create && schema.is_none() && e.code.as_deref() == Some("3D000") => {
-                create_database(settings, url, &opts).await?;
-                connect(
-                    Dialect::Postgres,
-                    url,
-                    settings.connect_timeout,
-                    PgConnection::connect_with(&opts),
-                )
-                .await?
-            }
-            Err(e) => return Err(e),
-        };
+        .await?;
         let mut end = PgEnd {
             conn,
             schema: String::new(),
@@ -167,18 +155,17 @@ impl PgEnd {
         };
         end.schema = match schema {
             Some(s) => s.to_string(),
-            None => sqlx::query_scalar("SELECT current_schema()::text")
+            None => sqlx::query_scalar::<_, Option<String>>("SELECT current_schema()::text")
                 .fetch_one(&mut end.conn)
                 .await
-                .map_err(|e| failed(Dialect::Postgres, "current_schema", e))?,
+                .map_err(|e| failed(Dialect::Postgres, "current_schema", e))?
+                .ok_or_else(|| {
+                    TenantError::permanent(
+                        "invalid_tenant",
+                        "the database has no schema on its search_path (current_schema() is NULL)",
+                    )
+                })?,
         };
-        if create {
-            let sql = format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(&end.schema));
-            end.conn
-                .execute(sqlx::AssertSqlSafe(sql))
-                .await
-                .map_err(|e| failed(Dialect::Postgres, "creating the schema", e))?;
-        }
         Ok(end)
     }
 
@@ -202,57 +189,117 @@ impl PgEnd {
     }
 }
 
-/// Creates the database `url` names, through the server's `postgres`
-/// database.
-async fn create_database(
+/// Creates the database `url` names (and `schema` in it) where missing;
+/// says what it created.
+pub async fn create(
+    settings: &Settings,
+    url: &str,
+    schema: Option<&str>,
+) -> Result<Created, TenantError> {
+    let opts = crate::dialect::postgres::connect_options(url)
+        .map_err(|e| crate::dialect::connect_error(Dialect::Postgres, url, &e))?;
+    let open = || {
+        connect(
+            Dialect::Postgres,
+            url,
+            settings.connect_timeout,
+            PgConnection::connect_with(&opts),
+        )
+    };
+    let mut created = Created::Nothing;
+    let mut conn = match open().await {
+        Ok(c) => c,
+        Err(e) if e.code.as_deref() == Some("3D000") => {
+            let name = opts
+                .get_database()
+                .unwrap_or_else(|| opts.get_username())
+                .to_string();
+            let sql = format!("CREATE DATABASE {}", quote_ident(&name));
+            match admin(settings, url, &opts, &sql).await {
+                Ok(()) => created = Created::Database,
+                // created by another meanwhile: it is not ours
+                Err(e) if e.code.as_deref() == Some("42P04") => {}
+                Err(e) => return Err(e),
+            }
+            open().await?
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(s) = schema {
+        let sql = format!("CREATE SCHEMA {}", quote_ident(s));
+        match conn.execute(sqlx::AssertSqlSafe(sql)).await {
+            Ok(_) if created == Created::Nothing => created = Created::Schema,
+            Ok(_) => {}
+            Err(e) => {
+                let e = failed(Dialect::Postgres, &format!("creating schema {s}"), e);
+                if e.code.as_deref() != Some("42P06") {
+                    let _ = conn.close().await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    let _ = conn.close().await;
+    Ok(created)
+}
+
+/// Runs `sql` through the server's `postgres` database.
+async fn admin(
     settings: &Settings,
     url: &str,
     opts: &sqlx::postgres::PgConnectOptions,
+    sql: &str,
 ) -> Result<(), TenantError> {
-    let name = opts.get_database().unwrap_or_default().to_string();
-    let admin = opts.clone().database("postgres");
     let mut c = connect(
         Dialect::Postgres,
         url,
         settings.connect_timeout,
-        PgConnection::connect_with(&admin),
+        PgConnection::connect_with(&opts.clone().database("postgres")),
     )
     .await?;
-    let sql = format!("CREATE DATABASE {}", quote_ident(&name));
-    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
+    let r = c.execute(sqlx::AssertSqlSafe(sql.to_string())).await;
     let _ = c.close().await;
-    r.map(|_| ())
-        .map_err(|e| failed(Dialect::Postgres, &format!("creating database {name}"), e))
+    r.map(|_| ()).map_err(|e| failed(Dialect::Postgres, sql, e))
 }
 
-/// Drops a schema tenant (`DROP SCHEMA … CASCADE`) or a database tenant.
-pub async fn drop(settings: &Settings, url: &str, schema: Option<&str>) -> Result<(), TenantError> {
+/// Drops a schema tenant (`DROP SCHEMA … CASCADE`) or a database tenant;
+/// `force`: a database fleetmig created, whoever is connected to it.
+pub async fn drop(
+    settings: &Settings,
+    url: &str,
+    schema: Option<&str>,
+    force: bool,
+) -> Result<(), TenantError> {
     let opts = crate::dialect::postgres::connect_options(url)
         .map_err(|e| crate::dialect::connect_error(Dialect::Postgres, url, &e))?;
-    let (target, sql) = match schema {
-        Some(s) => (
-            opts.clone(),
-            format!("DROP SCHEMA {} CASCADE", quote_ident(s)),
-        ),
-        None => {
-            let name = opts.get_database().unwrap_or_default().to_string();
-            (
-                opts.clone().database("postgres"),
-                format!("DROP DATABASE {}", quote_ident(&name)),
+    match schema {
+        Some(s) => {
+            let mut c = connect(
+                Dialect::Postgres,
+                url,
+                settings.connect_timeout,
+                PgConnection::connect_with(&opts),
             )
+            .await?;
+            let sql = format!("DROP SCHEMA {} CASCADE", quote_ident(s));
+            let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
+            let _ = c.close().await;
+            r.map(|_| ())
+                .map_err(|e| failed(Dialect::Postgres, &format!("dropping schema {s}"), e))
         }
-    };
-    let mut c = connect(
-        Dialect::Postgres,
-        url,
-        settings.connect_timeout,
-        PgConnection::connect_with(&target),
-    )
-    .await?;
-    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
-    let _ = c.close().await;
-    r.map(|_| ())
-        .map_err(|e| failed(Dialect::Postgres, "dropping the source", e))
+        None => {
+            let name = opts
+                .get_database()
+                .unwrap_or_else(|| opts.get_username())
+                .to_string();
+            let sql = format!(
+                "DROP DATABASE {}{}",
+                quote_ident(&name),
+                if force { " WITH (FORCE)" } else { "" }
+            );
+            admin(settings, url, &opts, &sql).await
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -435,6 +482,110 @@ impl CopyEnd for PgEnd {
                 })?;
         }
         Ok(())
+    }
+
+    async fn mark(&mut self) -> Result<Option<Mark>, TenantError> {
+        let what = |e| failed(Dialect::Postgres, "reading the move's mark", e);
+        let there: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2)",
+        )
+        .bind(&self.schema)
+        .bind(MARK_TABLE)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(what)?;
+        if !there {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT move_id, tenant, source FROM {}",
+            self.qualified(MARK_TABLE)
+        );
+        let row: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(what)?;
+        Ok(row.map(|(move_id, tenant, source)| Mark {
+            move_id,
+            tenant,
+            source,
+        }))
+    }
+
+    async fn set_mark(&mut self, m: &Mark) -> Result<(), TenantError> {
+        let t = self.qualified(MARK_TABLE);
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (move_id text NOT NULL, tenant text NOT NULL, source text NOT NULL); \
+             DELETE FROM {t}"
+        );
+        let what = |e| failed(Dialect::Postgres, "marking the target", e);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut self.conn)
+            .await
+            .map_err(what)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {t} VALUES ($1, $2, $3)"
+        )))
+        .bind(&m.move_id)
+        .bind(&m.tenant)
+        .bind(&m.source)
+        .execute(&mut self.conn)
+        .await
+        .map_err(what)?;
+        Ok(())
+    }
+
+    async fn unmark(&mut self) -> Result<(), TenantError> {
+        let sql = format!("DROP TABLE IF EXISTS {}", self.qualified(MARK_TABLE));
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "removing the move's mark", e))?;
+        Ok(())
+    }
+
+    async fn contents(&mut self) -> Result<Contents, TenantError> {
+        let what = |e| failed(Dialect::Postgres, "reading what the target holds", e);
+        // relations, functions and stand-alone types of the schema, but
+        // fleetmig's own tables and what extensions brought
+        let objects: Vec<(String, String, bool)> = sqlx::query_as(
+            "SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' \
+               WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' WHEN 'f' THEN 'foreign table' \
+               WHEN 'i' THEN 'index' ELSE 'relation' END, c.relname::text, c.relkind IN ('r', 'p') \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'i') \
+               AND c.relname <> '_sqlx_migrations' AND c.relname NOT LIKE '\\_fleetmig\\_%' \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype = 'e') \
+               AND NOT EXISTS (SELECT 1 FROM pg_index x JOIN pg_class t ON t.oid = x.indrelid \
+                 WHERE x.indexrelid = c.oid AND (t.relname = '_sqlx_migrations' OR t.relname LIKE '\\_fleetmig\\_%')) \
+             UNION ALL SELECT 'function', p.proname::text, false FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = $1 AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e') \
+             UNION ALL SELECT 'type', t.typname::text, false FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace \
+             WHERE n.nspname = $1 AND t.typtype IN ('e', 'd', 'r', 'm') \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t.oid AND d.deptype = 'e')",
+        )
+        .bind(&self.schema)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(what)?;
+        let mut contents = Contents::default();
+        for (kind, name, table) in objects {
+            if table {
+                let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", self.qualified(&name));
+                let rows: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&mut self.conn)
+                    .await
+                    .map_err(what)?;
+                if rows {
+                    contents.filled.push(name.clone());
+                }
+            }
+            contents.objects.push(format!("{kind} {name}"));
+        }
+        contents.objects.sort();
+        contents.filled.sort();
+        Ok(contents)
     }
 
     async fn close(self: Box<Self>) {

@@ -9,7 +9,10 @@ use std::path::Path;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 
-use super::{Catalog, Column, CopyEnd, Kind, Sql, Table, Value, bind_value, decode_page, failed};
+use super::{
+    Catalog, Column, Contents, CopyEnd, Created, Kind, MARK_TABLE, Mark, Sql, Table, Value,
+    bind_value, decode_page, failed,
+};
 use crate::dialect::quote_ident;
 use crate::error::TenantError;
 use crate::options::Settings;
@@ -83,28 +86,15 @@ fn stored(v: &Value) -> Value {
 }
 
 impl SqliteEnd {
-    pub async fn open(
-        settings: &Settings,
-        path: &Path,
-        create: bool,
-    ) -> Result<SqliteEnd, TenantError> {
-        if !path.exists() && !create {
+    pub async fn open(settings: &Settings, path: &Path) -> Result<SqliteEnd, TenantError> {
+        if !path.exists() {
             return Err(TenantError::permanent(
                 "cannot_open",
                 format!("tenant file {} does not exist", path.display()),
             ));
         }
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                TenantError::permanent(
-                    "cannot_open",
-                    format!("cannot create {}: {e}", parent.display()),
-                )
-            })?;
-        }
         let opts = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(create)
             .foreign_keys(false)
             .busy_timeout(settings.lock_timeout)
             .disable_statement_logging();
@@ -119,12 +109,34 @@ impl SqliteEnd {
     }
 }
 
+/// Creates the file at `path` (and its folder) unless it exists.
+pub fn create_file(path: &Path) -> Result<Created, TenantError> {
+    let io = |what: &Path, e: std::io::Error| {
+        TenantError::permanent(
+            "cannot_open",
+            format!("cannot create {}: {e}", what.display()),
+        )
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(_) => Ok(Created::File),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(Created::Nothing),
+        Err(e) => Err(io(path, e)),
+    }
+}
+
 /// Removes a SQLite tenant's file (and its WAL files).
 pub fn drop_file(path: &Path) -> Result<(), TenantError> {
     std::fs::remove_file(path).map_err(|e| {
         TenantError::permanent("io", format!("cannot remove {}: {e}", path.display()))
     })?;
-    for ext in ["-wal", "-shm"] {
+    for ext in ["-wal", "-shm", "-journal"] {
         let mut p = path.as_os_str().to_owned();
         p.push(ext);
         let _ = std::fs::remove_file(p);
@@ -296,6 +308,91 @@ impl CopyEnd for SqliteEnd {
                 .map_err(what)?;
         }
         Ok(())
+    }
+
+    async fn mark(&mut self) -> Result<Option<Mark>, TenantError> {
+        let what = |e| failed(Dialect::Sqlite, "reading the move's mark", e);
+        let there: i64 = sqlx::query_scalar("SELECT count(*) FROM sqlite_master WHERE name = ?")
+            .bind(MARK_TABLE)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(what)?;
+        if there == 0 {
+            return Ok(None);
+        }
+        let sql = format!(
+            "SELECT move_id, tenant, source FROM {}",
+            quote_ident(MARK_TABLE)
+        );
+        let row: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(what)?;
+        Ok(row.map(|(move_id, tenant, source)| Mark {
+            move_id,
+            tenant,
+            source,
+        }))
+    }
+
+    async fn set_mark(&mut self, m: &Mark) -> Result<(), TenantError> {
+        let t = quote_ident(MARK_TABLE);
+        let what = |e| failed(Dialect::Sqlite, "marking the target", e);
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (move_id TEXT NOT NULL, tenant TEXT NOT NULL, source TEXT NOT NULL); \
+             DELETE FROM {t}"
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut self.conn)
+            .await
+            .map_err(what)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {t} VALUES (?, ?, ?)"
+        )))
+        .bind(&m.move_id)
+        .bind(&m.tenant)
+        .bind(&m.source)
+        .execute(&mut self.conn)
+        .await
+        .map_err(what)?;
+        Ok(())
+    }
+
+    async fn unmark(&mut self) -> Result<(), TenantError> {
+        let sql = format!("DROP TABLE IF EXISTS {}", quote_ident(MARK_TABLE));
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, "removing the move's mark", e))?;
+        Ok(())
+    }
+
+    async fn contents(&mut self) -> Result<Contents, TenantError> {
+        let what = |e| failed(Dialect::Sqlite, "reading what the target holds", e);
+        let objects: Vec<(String, String)> = sqlx::query_as(
+            "SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             AND tbl_name <> '_sqlx_migrations' AND tbl_name NOT LIKE '\\_fleetmig\\_%' ESCAPE '\\'",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(what)?;
+        let mut contents = Contents::default();
+        for (kind, name) in objects {
+            if kind == "table" {
+                let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(&name));
+                let rows: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .fetch_one(&mut self.conn)
+                    .await
+                    .map_err(what)?;
+                if rows {
+                    contents.filled.push(name.clone());
+                }
+            }
+            contents.objects.push(format!("{kind} {name}"));
+        }
+        contents.objects.sort();
+        contents.filled.sort();
+        Ok(contents)
     }
 
     async fn close(self: Box<Self>) {

@@ -84,14 +84,14 @@ pub(super) async fn fingerprint(
     let q = "SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type \
          || CASE WHEN is_nullable = 'NO' THEN ' not null' ELSE '' END \
          || COALESCE(' default ' || column_default, '') \
-         FROM information_schema.columns WHERE table_schema = $1 AND table_name <> '_sqlx_migrations' \
+         FROM information_schema.columns WHERE table_schema = $1 AND table_name <> '_sqlx_migrations' AND table_name NOT LIKE '\\_fleetmig\\_%' \
          UNION ALL SELECT 'index ' || indexname || ': ' || replace(indexdef, quote_ident($1) || '.', '') \
-         FROM pg_indexes WHERE schemaname = $1 AND tablename <> '_sqlx_migrations' \
+         FROM pg_indexes WHERE schemaname = $1 AND tablename <> '_sqlx_migrations' AND tablename NOT LIKE '\\_fleetmig\\_%' \
          UNION ALL SELECT 'constraint ' || c.relname || '.' || con.conname || ': ' \
          || replace(pg_get_constraintdef(con.oid), quote_ident($1) || '.', '') \
          FROM pg_constraint con JOIN pg_class c ON c.oid = con.conrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE n.nspname = $1 AND c.relname <> '_sqlx_migrations'";
+         WHERE n.nspname = $1 AND c.relname <> '_sqlx_migrations' AND c.relname NOT LIKE '\\_fleetmig\\_%'";
     let mut items: Vec<String> = sqlx::query_scalar(q).bind(schema).fetch_all(c).await?;
     for i in &mut items {
         *i = super::super::one_line(i);
