@@ -826,9 +826,9 @@ async fn numeric_and_composite_keys_page_without_skipping_a_row() {
 }
 
 /// MariaDB: DECIMAL keys past 2^53 (a double cannot tell them apart) page
-/// one by one; a TINYINT(1) holding 2 is refused, not carried as true; its
-/// data fixed, the move is run again (the file the failed move created was
-/// removed again).
+/// one by one; a TINYINT(1) holding 2 is refused by a PostgreSQL boolean,
+/// not carried as true; its data fixed, the move is run again (the schema
+/// the failed move created was removed again).
 #[tokio::test(flavor = "multi_thread")]
 async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
     let dir = tempfile::tempdir().unwrap();
@@ -855,6 +855,7 @@ async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
         .await
         .unwrap();
     }
+    let db = pg_database("mvbig").await;
     let mv = |dir: &Path| {
         run_in(
             dir,
@@ -865,7 +866,9 @@ async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
                 "--tenant",
                 "t1",
                 "--to",
-                "sqlite:t1.db",
+                &db.url,
+                "--schema",
+                "big_t1",
                 "--batch-rows",
                 "3",
                 "--migrations",
@@ -884,13 +887,20 @@ async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
         stderr(&out)
     );
     assert!(
-        stdout(&out).contains("big.flag: cannot carry 2"),
+        stdout(&out).contains("big.flag at k=\"9007199254741032\": cannot carry 2 into boolean"),
         "{}",
         stdout(&out)
     );
-    // the file the failed move created is gone again: nothing blocks a re-run
+    // the schema the failed move created is gone again: nothing blocks a re-run
     assert_eq!(report(dir.path(), &out)["target_removed"], true);
-    assert!(!dir.path().join("t1.db").exists());
+    assert_eq!(
+        pg_count(
+            &db.url,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'big_t1'"
+        )
+        .await,
+        0
+    );
     sqlx::query("UPDATE big SET flag = 1 WHERE flag = 2")
         .execute(&mut m)
         .await
@@ -904,16 +914,19 @@ async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
         stdout(&out),
         stderr(&out)
     );
-    assert_eq!(report(dir.path(), &out)["created"], "file");
-    let mut c = sqlite(&dir.path().join("t1.db")).await;
-    let keys: Vec<i64> = sqlx::query_scalar("SELECT k FROM big ORDER BY k")
+    assert_eq!(report(dir.path(), &out)["created"], "schema");
+    let mut c = pg_connect(&db.url).await;
+    let keys: Vec<String> = sqlx::query_scalar("SELECT k::text FROM big_t1.big ORDER BY k")
         .fetch_all(&mut c)
         .await
         .unwrap();
     assert_eq!(
         keys,
-        (0..51).map(|i| 9007199254740992 + i).collect::<Vec<_>>()
+        (0..51)
+            .map(|i| (9007199254740992i64 + i).to_string())
+            .collect::<Vec<_>>()
     );
     c.close().await.unwrap();
     mysql_drop(&src).await;
+    db.drop_now().await;
 }

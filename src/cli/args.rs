@@ -468,7 +468,12 @@ pub struct MoveArgs {
     /// Pause after each batch, to spare a busy source (e.g. 50ms).
     #[arg(long, value_name = "DURATION")]
     pub pause: Option<String>,
-    /// Print the report as JSON.
+    /// What a MySQL zero date (`0000-00-00`) becomes where the target
+    /// cannot hold it: `refuse` (the move fails, naming table, column and
+    /// key) or `null`.
+    #[arg(long, value_name = "WHAT", default_value = "refuse", value_parser = ["refuse", "null"])]
+    pub zero_dates: String,
+    /// Print the report as JSON (and nothing else).
     #[arg(long)]
     pub json: bool,
 }

@@ -85,6 +85,9 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
         },
         to_text,
         to_schema: a.schema.clone(),
+        rules: crate::dialect::copy::Rules {
+            zero_dates_null: a.zero_dates == "null",
+        },
     };
     let cancel = super::signals::arm();
     let mover = Mover {

@@ -62,6 +62,8 @@ pub struct MoveOptions {
     /// The new location as the registry row should say it (`--to`).
     pub to_text: String,
     pub to_schema: Option<String>,
+    /// How values the target cannot hold are treated (`--zero-dates`).
+    pub rules: copy::Rules,
 }
 
 /// One table moved.
@@ -325,7 +327,7 @@ impl Mover<'_> {
                 "move: copied"
             );
             let t0 = Instant::now();
-            let verified = verify(source, &mut *target, &plan, report).await;
+            let verified = verify(source, &mut *target, &plan, &self.opts.rules, report).await;
             tracing::info!(ms = t0.elapsed().as_millis() as u64, "move: verified");
             verified
         }

@@ -1,63 +1,88 @@
 //! Steps 4 and 5 of a move: the source's tables paired with the target's
-//! (parents first), the rows copied from one snapshot with every value
-//! coerced to the kind of the column it lands in, then the target and the
-//! source checked against the snapshot's checksums.
+//! (parents first), the rows copied from one snapshot, every value
+//! converted to what the column it lands in holds (`copy::convert`), then
+//! the target and the source checked against the snapshot: the target's
+//! rows as the target holds them, read back, against the source's rows as
+//! converted, each side in its own reading. A mismatch is looked for row
+//! by row, and named by table, key and column.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use super::{MoveOptions, MoveReport, TableMoved};
-use crate::dialect::copy::{Checksum, CopyEnd, Table, Value};
+use crate::dialect::copy::{Checksum, CopyEnd, Rules, Table, Value, convert};
 use crate::error::TenantError;
 use crate::event::{Bus, Event};
 use crate::rollout::context::Cancel;
 
 /// A source table and the target table it fills: the target's columns in
-/// the source's order (the target's kinds and types), its key.
+/// the source's order (the target's kinds and specs), its key.
 pub(super) struct Pair {
     source: Table,
     target: Table,
 }
 
 /// Pairs every source table with the target's; a table or a column the
-/// target lacks is an error (the set's variants disagree). Parents first.
+/// target lacks, or a column it cannot fill, is an error (the set's
+/// variants disagree). Parents first.
 pub(super) fn pair(sources: &[Table], targets: &[Table]) -> Result<Vec<Pair>, TenantError> {
     let mut pairs = Vec::new();
+    let mismatch = |m: String| TenantError::permanent("schema_mismatch", m);
     for s in sources {
-        let Some(t) = targets.iter().find(|t| t.name == s.name) else {
-            return Err(TenantError::permanent(
-                "schema_mismatch",
-                format!("the target has no table {} after its migrations", s.name),
-            ));
+        let Some(t) = targets.iter().find(|t| t.is(&s.schema, &s.name)) else {
+            return Err(mismatch(match &s.schema {
+                Some(schema) if !targets.iter().any(|t| t.schema.as_ref() == Some(schema)) => {
+                    format!(
+                        "the tenant's schema {schema} (table {}) has no place in the target: only a \
+                     PostgreSQL database holds several schemas, and its migrations must create it",
+                        s.label()
+                    )
+                }
+                _ => format!("the target has no table {} after its migrations", s.label()),
+            }));
         };
         let mut columns = Vec::new();
         for c in &s.columns {
             let Some(tc) = t.column(&c.name) else {
-                return Err(TenantError::permanent(
-                    "schema_mismatch",
-                    format!("the target's table {} has no column {}", s.name, c.name),
-                ));
+                return Err(mismatch(format!(
+                    "the target's table {} has no column {}",
+                    s.label(),
+                    c.name
+                )));
             };
             if tc.kind.is_none() {
                 return Err(TenantError::permanent(
                     "unsupported_type",
                     format!(
                         "the target's column {}.{} has type {}, which fleetmig cannot fill",
-                        s.name, c.name, tc.type_name
+                        s.label(),
+                        c.name,
+                        tc.type_name
+                    ),
+                ));
+            }
+            if tc.kind == Some(crate::dialect::copy::Kind::Json)
+                && tc.spec.json == crate::dialect::copy::value::JsonStore::Lossy
+            {
+                return Err(TenantError::permanent(
+                    "unsupported_type",
+                    format!(
+                        "the target's column {}.{} is MySQL JSON, which keeps numbers as doubles: \
+                         fleetmig does not fill it (it carries values exactly)",
+                        s.label(),
+                        c.name
                     ),
                 ));
             }
             columns.push(tc.clone());
         }
-        // the target's key, as indexes among the source's columns
-        let key: Vec<usize> = s.key.clone();
         pairs.push(Pair {
             source: s.clone(),
             target: Table {
-                name: t.name.clone(),
                 columns,
-                key,
-                refs: t.refs.clone(),
+                // the source's key, as indexes among the source's columns
+                key: s.key.clone(),
+                ..t.clone()
             },
         });
     }
@@ -69,10 +94,10 @@ fn order(mut pairs: Vec<Pair>) -> Vec<Pair> {
     let mut out: Vec<Pair> = Vec::new();
     while !pairs.is_empty() {
         let ready = pairs.iter().position(|p| {
-            p.target.refs.iter().all(|r| {
-                r == &p.target.name
-                    || out.iter().any(|o| &o.target.name == r)
-                    || !pairs.iter().any(|q| &q.target.name == r)
+            p.target.refs.iter().all(|(rs, r)| {
+                p.target.is(rs, r)
+                    || out.iter().any(|o| o.target.is(rs, r))
+                    || !pairs.iter().any(|q| q.target.is(rs, r))
             })
         });
         out.push(pairs.remove(ready.unwrap_or(0)));
@@ -90,7 +115,8 @@ fn key_of(row: &[Value], t: &Table) -> Result<Vec<Value>, TenantError> {
                 "null_key",
                 format!(
                     "table {} has a NULL in its primary key column {}: fleetmig copies by key",
-                    t.name, t.columns[i].name
+                    t.label(),
+                    t.columns[i].name
                 ),
             )),
             v => Ok(v.clone()),
@@ -98,15 +124,25 @@ fn key_of(row: &[Value], t: &Table) -> Result<Vec<Value>, TenantError> {
         .collect()
 }
 
-/// Coerces a source row into the target's kinds.
-fn coerce(row: Vec<Value>, p: &Pair) -> Result<Vec<Value>, TenantError> {
+/// The key as a person reads it: `id=42` or `a='x', b=3`.
+fn key_text(row: &[Value], t: &Table) -> String {
+    t.key
+        .iter()
+        .map(|&i| format!("{}={}", t.columns[i].name, row[i].shown()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A source row converted into what the target's columns hold.
+fn converted(row: Vec<Value>, p: &Pair, rules: &Rules) -> Result<Vec<Value>, TenantError> {
+    let key = key_text(&row, &p.source);
     row.into_iter()
         .zip(&p.target.columns)
         .map(|(v, c)| {
-            v.coerce(c.kind.expect("paired")).map_err(|m| {
+            convert(v, c, rules).map_err(|m| {
                 TenantError::permanent(
                     "unsupported_value",
-                    format!("{}.{}: {m}", p.source.name, c.name),
+                    format!("{}.{} at {key}: {m}", p.source.label(), c.name),
                 )
             })
         })
@@ -115,7 +151,6 @@ fn coerce(row: Vec<Value>, p: &Pair) -> Result<Vec<Value>, TenantError> {
 
 /// Step 4: empty the target's tables (children first), copy every table
 /// from one snapshot, set the sequences.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn copy_all(
     source: &mut dyn CopyEnd,
     target: &mut dyn CopyEnd,
@@ -151,12 +186,12 @@ pub(super) async fn copy_all(
             let full = rows.len() == opts.batch_rows;
             let mut batch = Vec::with_capacity(rows.len());
             for row in rows {
-                let row = coerce(row, p)?;
+                let row = converted(row, p, &opts.rules)?;
                 sum.add(&row);
                 batch.push(row);
             }
             bus.emit(Event::MoveProgress {
-                table: p.source.name.clone(),
+                table: p.source.label(),
                 tables_done: n,
                 tables: total,
                 rows: sum.rows,
@@ -170,7 +205,7 @@ pub(super) async fn copy_all(
             if cancel.is_cancelled() {
                 return Err(TenantError::permanent(
                     "interrupted",
-                    "interrupted during the copy (run the move again: it starts over)",
+                    "interrupted during the copy (run the move again: it continues into its marked target)",
                 ));
             }
             if !opts.pause.is_zero() {
@@ -184,14 +219,15 @@ pub(super) async fn copy_all(
                 "copy_incomplete",
                 format!(
                     "table {}: paging by its key read {} of its {held} rows; nothing was switched",
-                    p.source.name, sum.rows
+                    p.source.label(),
+                    sum.rows
                 ),
             ));
         }
         let next = source.next_id(&p.source).await?;
         target.finish_table(&p.target, next).await?;
         report.tables.push(TableMoved {
-            table: p.source.name.clone(),
+            table: p.source.label(),
             rows: sum.rows,
             checksum: sum.text(),
             ms: t0.elapsed().as_millis() as u64,
@@ -207,71 +243,71 @@ pub(super) async fn copy_all(
     Ok(())
 }
 
-/// Reads every row of `t` from `end` (in its own key order) and sums it in
-/// the target's kinds.
-async fn checksum(
+/// Every row of `t` from `end`, in its own key order, each passed to `each`
+/// (converted for the target when `p` is given).
+async fn each_row(
     end: &mut dyn CopyEnd,
-    read: &Table,
-    p: &Pair,
-    batch: usize,
-) -> Result<Checksum, TenantError> {
-    let mut sum = Checksum::default();
+    t: &Table,
+    p: Option<(&Pair, &Rules)>,
+    mut each: impl FnMut(Vec<Value>),
+) -> Result<(), TenantError> {
+    let batch = 5000;
     let mut after: Option<Vec<Value>> = None;
     loop {
-        let rows = end.page(read, after.as_deref(), batch).await?;
+        let rows = end.page(t, after.as_deref(), batch).await?;
         let Some(last) = rows.last() else { break };
-        after = Some(key_of(last, read)?);
+        after = Some(key_of(last, t)?);
         let full = rows.len() == batch;
         for row in rows {
-            sum.add(&coerce(row, p)?);
+            each(match p {
+                Some((p, rules)) => converted(row, p, rules)?,
+                None => row,
+            });
         }
         if !full {
             break;
         }
     }
-    Ok(sum)
+    Ok(())
 }
 
-/// Step 5: the target against the snapshot, then the source now against
-/// the snapshot.
+/// Step 5: the target as it holds the rows against the snapshot, then the
+/// source now, converted, against the snapshot.
 pub(super) async fn verify(
     source: &mut dyn CopyEnd,
     target: &mut dyn CopyEnd,
     plan: &[Pair],
+    rules: &Rules,
     report: &MoveReport,
 ) -> Result<(), TenantError> {
-    let copied: BTreeMap<&str, &TableMoved> = report
-        .tables
-        .iter()
-        .map(|t| (t.table.as_str(), t))
-        .collect();
-    let batch = 5000;
+    let copied: BTreeMap<String, &TableMoved> =
+        report.tables.iter().map(|t| (t.table.clone(), t)).collect();
     let mut changed = Vec::new();
     for p in plan {
+        let (mut got, mut now) = (Checksum::default(), Checksum::default());
         // the target and the source as it is now, read side by side
-        let (got, now) = tokio::join!(
-            checksum(&mut *target, &p.target, p, batch),
-            checksum(&mut *source, &p.source, p, batch)
+        let (a, b) = tokio::join!(
+            each_row(&mut *target, &p.target, None, |r| got.add(&r)),
+            each_row(&mut *source, &p.source, Some((p, rules)), |r| now.add(&r))
         );
-        let (got, now) = (got?, now?);
-        let want = copied[p.source.name.as_str()];
+        a?;
+        b?;
+        let want = copied[&p.source.label()];
         let rows = target.count(&p.target).await?;
-        if rows != want.rows {
+        if rows != want.rows || got.text() != want.checksum {
+            let at = if now.text() == want.checksum {
+                first_difference(source, target, p, rules).await?
+            } else {
+                "(the source changed too)".to_string()
+            };
             return Err(TenantError::permanent(
                 "verification_failed",
                 format!(
-                    "table {}: the target has {rows} rows, the source's snapshot {}",
-                    p.source.name, want.rows
-                ),
-            ));
-        }
-        if got.text() != want.checksum {
-            return Err(TenantError::permanent(
-                "verification_failed",
-                format!(
-                    "table {}: the target holds {} (rows:checksum), the source's snapshot {}",
-                    p.source.name,
+                    "table {}: the target holds {} rows (checksum {}), the source's snapshot {} ({}); {at}",
+                    p.source.label(),
+                    rows,
                     got.text(),
+                    want.rows,
                     want.checksum
                 ),
             ));
@@ -279,7 +315,7 @@ pub(super) async fn verify(
         if now.text() != want.checksum {
             changed.push(format!(
                 "{} ({} rows when copied, {} now{})",
-                p.source.name,
+                p.source.label(),
                 want.rows,
                 now.rows,
                 if now.rows == want.rows {
@@ -301,4 +337,48 @@ pub(super) async fn verify(
         ));
     }
     Ok(())
+}
+
+/// The first row (in the source's key order) where the target differs from
+/// the source, as `at key id=42, column name: the target holds …`.
+async fn first_difference(
+    source: &mut dyn CopyEnd,
+    target: &mut dyn CopyEnd,
+    p: &Pair,
+    rules: &Rules,
+) -> Result<String, TenantError> {
+    // the target's rows by key: each column's canonical text
+    let mut held: HashMap<String, Vec<String>> = HashMap::new();
+    each_row(&mut *target, &p.target, None, |r| {
+        held.insert(
+            key_text(&r, &p.target),
+            r.iter().map(Value::canonical).collect(),
+        );
+    })
+    .await?;
+    let mut found: Option<String> = None;
+    each_row(&mut *source, &p.source, Some((p, rules)), |r| {
+        if found.is_some() {
+            return;
+        }
+        let key = key_text(&r, &p.target);
+        match held.remove(&key) {
+            None => found = Some(format!("the target has no row at key {key}")),
+            Some(cols) => {
+                if let Some((i, v)) = r.iter().enumerate().find(|(i, v)| v.canonical() != cols[*i]) {
+                    found = Some(format!(
+                        "first difference at key {key}, column {}: the source gives {}, the target holds {}",
+                        p.target.columns[i].name,
+                        v.shown(),
+                        cols[i].chars().skip(1).take(40).collect::<String>()
+                    ));
+                }
+            }
+        }
+    })
+    .await?;
+    Ok(found.unwrap_or_else(|| match held.keys().next() {
+        Some(k) => format!("the target has a row at key {k} that the source has not"),
+        None => "no row differs now".to_string(),
+    }))
 }

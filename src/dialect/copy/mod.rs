@@ -6,17 +6,22 @@
 //! empty tables, insert a batch, and set sequences past the copied keys.
 //! Values are always bound, never pasted; identifiers are quoted.
 
+pub mod convert;
+pub mod jsonb;
 mod mysql;
 pub mod place;
 mod postgres;
 mod sqlite;
 pub mod value;
+pub mod when;
 
 use crate::error::TenantError;
 use crate::options::Settings;
 use crate::tenant::Locator;
+pub use convert::{Rules, convert};
 pub use place::{Place, place};
-pub use value::{Checksum, Kind, Value};
+pub use value::{Checksum, Kind, Spec, Value};
+pub use when::When;
 
 /// The table in which a move marks the target it fills (its id, the
 /// tenant, the source's place), from before the first row until the move
@@ -65,22 +70,39 @@ pub struct Column {
     pub kind: Option<Kind>,
     /// Filled by a sequence or identity (set past the copied keys).
     pub serial: bool,
+    /// What the column can hold.
+    pub spec: Spec,
 }
 
-/// A tenant table: its columns (generated ones left out), its key (the
-/// primary key's columns, in key order, as indexes into `columns`), and the
-/// tables its foreign keys reference.
+/// A tenant table: its schema (`None`: the tenant's own; a PostgreSQL
+/// database tenant's other schemas by name), its columns (generated ones
+/// left out), its key (the primary key's columns, in key order, as indexes
+/// into `columns`), and the tables its foreign keys reference.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Table {
+    pub schema: Option<String>,
     pub name: String,
     pub columns: Vec<Column>,
     pub key: Vec<usize>,
-    pub refs: Vec<String>,
+    pub refs: Vec<(Option<String>, String)>,
 }
 
 impl Table {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// `name`, or `schema.name` outside the tenant's own schema.
+    pub fn label(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{s}.{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// Whether this is the table `(schema, name)`.
+    pub fn is(&self, schema: &Option<String>, name: &str) -> bool {
+        self.schema == *schema && self.name == name
     }
 }
 
@@ -218,14 +240,15 @@ struct Catalog {
 }
 
 impl Catalog {
-    /// Column `c` of `table`, at `key_position` in its primary key (0: not
-    /// in it). History tables are left out.
-    fn column(&mut self, table: String, c: Column, key_position: i64) {
+    /// Column `c` of `table` (in `schema`), at `key_position` in its
+    /// primary key (0: not in it). History tables are left out.
+    fn column(&mut self, schema: Option<String>, table: String, c: Column, key_position: i64) {
         if is_history(&table) {
             return;
         }
-        if self.tables.last().is_none_or(|l| l.name != table) {
+        if self.tables.last().is_none_or(|l| !l.is(&schema, &table)) {
             self.tables.push(Table {
+                schema,
                 name: table,
                 columns: Vec::new(),
                 key: Vec::new(),
@@ -244,19 +267,22 @@ impl Catalog {
     }
 
     /// The tables, with the foreign keys `(from, to)` among them.
-    fn finish(mut self, refs: Vec<(String, String)>) -> Vec<Table> {
+    fn finish(mut self, refs: Vec<TableRef>) -> Vec<Table> {
         for (t, mut k) in self.tables.iter_mut().zip(self.keys) {
             k.sort();
             t.key = k.into_iter().map(|(_, i)| i).collect();
         }
-        for (from, to) in refs {
-            if let Some(t) = self.tables.iter_mut().find(|t| t.name == from) {
+        for ((fs, from), to) in refs {
+            if let Some(t) = self.tables.iter_mut().find(|t| t.is(&fs, &from)) {
                 t.refs.push(to);
             }
         }
         self.tables
     }
 }
+
+/// A foreign key's two tables, each `(schema, name)`.
+type TableRef = ((Option<String>, String), (Option<String>, String));
 
 /// A page of rows decoded cell by cell (`decode(row, index, kind)`).
 fn decode_page<R>(
@@ -293,9 +319,25 @@ struct Sql {
     max_params: usize,
     /// Said between an INSERT's columns and its VALUES.
     overriding: &'static str,
+    /// Page past a composite key with `a > ? OR (a = ? AND b > ?)` rather
+    /// than a row comparison (which MySQL answers with a full scan).
+    expand_keys: bool,
 }
 
 impl Sql {
+    /// The parameters `page` binds after key `after`: once each, or as the
+    /// expanded predicate uses them.
+    fn page_params<'v>(&self, after: &'v [Value]) -> Vec<&'v Value> {
+        if !self.expand_keys || after.len() < 2 {
+            return after.iter().collect();
+        }
+        let mut out = Vec::new();
+        for n in 0..after.len() {
+            out.extend(&after[..=n]);
+        }
+        out
+    }
+
     fn page(&self, qualified: &str, t: &Table, after: bool, limit: usize) -> String {
         // aliased, so that ORDER BY names the table's columns, never an
         // output column of the same name cast to text (numbers sort as text)
@@ -311,7 +353,25 @@ impl Sql {
             .map(|&i| (self.quote)(&t.columns[i].name))
             .collect();
         let mut sql = format!("SELECT {} FROM {qualified}", cols.join(", "));
-        if after {
+        if after && self.expand_keys && t.key.len() > 1 {
+            // (a > ?) OR (a = ? AND b > ?) OR …, each parameter in order
+            let mut n = 0;
+            let mut ors = Vec::new();
+            for last in 0..t.key.len() {
+                let mut ands = Vec::new();
+                for (pos, &i) in t.key[..=last].iter().enumerate() {
+                    let op = if pos == last { ">" } else { "=" };
+                    ands.push(format!(
+                        "{} {op} {}",
+                        keys[pos],
+                        (self.param)(n, &t.columns[i])
+                    ));
+                    n += 1;
+                }
+                ors.push(format!("({})", ands.join(" AND ")));
+            }
+            sql += &format!(" WHERE {}", ors.join(" OR "));
+        } else if after {
             let params: Vec<String> = t
                 .key
                 .iter()
@@ -352,27 +412,44 @@ impl Sql {
     }
 }
 
-/// Binds a `Value` to a query of database `$db` (every backend binds the
-/// same Rust types).
+/// Binds a `Value` to a query (every backend binds the same Rust types);
+/// dates and timestamps as text in PostgreSQL's spelling (`$pg`: ` BC`,
+/// `+00`) or MySQL's.
 macro_rules! bind_value {
-    ($q:expr, $v:expr) => {{
+    ($q:expr, $v:expr, $pg:expr) => {{
         use $crate::dialect::copy::Value as V;
         let q = $q;
         match $v {
             V::Null => q.bind(None::<String>),
             V::Int(i) => q.bind(*i),
             V::Float(f) => q.bind(*f),
-            V::Decimal(s) | V::Text(s) | V::Uuid(s) => q.bind(s.clone()),
+            V::Decimal(s) | V::Text(s) | V::Uuid(s) | V::Json(s) => q.bind(s.clone()),
             V::Bool(b) => q.bind(*b),
-            V::Date(d) => q.bind(*d),
-            V::Timestamp(t) => q.bind(*t),
-            V::TimestampTz(t) => q.bind(*t),
-            V::Json(j) => q.bind(j.to_string()),
+            w @ (V::Date(_) | V::Timestamp(_) | V::TimestampTz(_)) => {
+                q.bind($crate::dialect::copy::when_param(w, $pg))
+            }
             V::Bytes(b) => q.bind(b.clone()),
         }
     }};
 }
 pub(crate) use bind_value;
+
+/// A date or timestamp as a parameter's text.
+pub(crate) fn when_param(v: &Value, pg: bool) -> String {
+    let (w, time, zone) = match v {
+        Value::Date(w) => (w, false, false),
+        Value::Timestamp(w) => (w, true, false),
+        Value::TimestampTz(w) => (w, true, true),
+        _ => return String::new(),
+    };
+    let mut s = String::new();
+    if pg {
+        w.write_pg(&mut s, time, zone);
+    } else {
+        w.write(&mut s, time, false);
+    }
+    s
+}
 
 /// A failure of a copy statement, classified and scrubbed.
 pub(crate) fn failed(dialect: crate::tenant::Dialect, what: &str, e: sqlx::Error) -> TenantError {

@@ -7,6 +7,8 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
+use super::value::{JsonStore, Spec, typmod};
+use super::when::When;
 use super::{
     Catalog, Column, Contents, CopyEnd, Created, Kind, MARK_TABLE, Mark, Sql, Table, Value,
     bind_value, decode_page, failed,
@@ -20,35 +22,85 @@ use crate::tenant::Dialect;
 pub struct MySqlEnd {
     conn: MySqlConnection,
     database: String,
+    /// MariaDB keeps JSON as text; MySQL re-encodes it.
+    mariadb: bool,
 }
 
-/// The kind of a column from `DATA_TYPE` and `COLUMN_TYPE`.
-fn kind(data_type: &str, column_type: &str) -> Option<Kind> {
+/// The kind of a column from `DATA_TYPE` and `COLUMN_TYPE`, and what it
+/// holds (`mariadb`: the server keeps JSON as text).
+fn column_kind(data_type: &str, column_type: &str, mariadb: bool) -> (Option<Kind>, Spec) {
     let unsigned = column_type.contains("unsigned");
-    Some(match data_type {
+    let mut spec = Spec::of(Dialect::Mysql);
+    let range = |bits: u32| -> (i128, i128) {
+        if unsigned {
+            (0, (1i128 << bits) - 1)
+        } else {
+            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
+        }
+    };
+    let kind = match data_type {
         "tinyint" if column_type.starts_with("tinyint(1)") => Kind::Bool,
-        "bigint" if unsigned => Kind::Decimal,
-        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => Kind::Int,
-        "float" | "double" => Kind::Float,
-        "decimal" => Kind::Decimal,
+        "bigint" if unsigned => {
+            spec.precision = Some(20);
+            spec.scale = Some(0);
+            Kind::Decimal
+        }
+        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => {
+            spec.int_range = range(match data_type {
+                "tinyint" => 8,
+                "smallint" => 16,
+                "mediumint" => 24,
+                "int" => 32,
+                _ => 64,
+            });
+            Kind::Int
+        }
+        "float" => {
+            spec.single = true;
+            Kind::Float
+        }
+        "double" => Kind::Float,
+        "decimal" => {
+            spec = spec.with_numeric_typmod(column_type);
+            Kind::Decimal
+        }
         "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" => {
             Kind::Text
         }
         "date" => Kind::Date,
-        "datetime" => Kind::Timestamp,
-        "timestamp" => Kind::TimestampTz,
-        "json" => Kind::Json,
+        "datetime" | "timestamp" => {
+            spec.fsp = typmod(column_type).map_or(0, |(p, _)| p);
+            if data_type == "timestamp" {
+                spec.epoch_range = true;
+                Kind::TimestampTz
+            } else {
+                Kind::Timestamp
+            }
+        }
+        "json" => {
+            if !mariadb {
+                spec.json = JsonStore::Lossy;
+            }
+            Kind::Json
+        }
         "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Bytes,
         "uuid" => Kind::Uuid,
-        _ => return None,
-    })
+        _ => return (None, spec),
+    };
+    (Some(kind), spec)
 }
 
 const SQL: Sql = Sql {
     quote: quote_ident,
-    // a decimal bound as text would be compared as a double
+    // a decimal bound as text is compared as a decimal of the column's own
+    // type (not as a double, and not through a wider DECIMAL that cannot
+    // hold its digits)
     param: |_, c| match c.kind {
-        Some(Kind::Decimal) => "CAST(? AS DECIMAL(65, 30))".to_string(),
+        Some(Kind::Decimal) if c.spec.scale.is_some() => format!(
+            "CAST(? AS DECIMAL({}, {}))",
+            c.spec.precision.unwrap_or(65),
+            c.spec.scale.unwrap_or(0)
+        ),
         _ => "?".to_string(),
     },
     read: |c| {
@@ -56,7 +108,15 @@ const SQL: Sql = Sql {
         match c.kind {
             Some(Kind::Int | Kind::Bool) => format!("CAST({q} AS SIGNED)"),
             Some(Kind::Float) => format!("CAST({q} AS DOUBLE)"),
-            Some(Kind::Decimal | Kind::Json | Kind::Uuid) => format!("CAST({q} AS CHAR)"),
+            // dates as text: zero dates and all
+            Some(
+                Kind::Decimal
+                | Kind::Json
+                | Kind::Uuid
+                | Kind::Date
+                | Kind::Timestamp
+                | Kind::TimestampTz,
+            ) => format!("CAST({q} AS CHAR)"),
             Some(Kind::Text)
                 if c.type_name.starts_with("enum") || c.type_name.starts_with("set") =>
             {
@@ -67,28 +127,30 @@ const SQL: Sql = Sql {
     },
     max_params: 60_000,
     overriding: "",
+    expand_keys: true,
 };
 
 fn decode(row: &MySqlRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
+    let text = |i| row.try_get::<Option<String>, _>(i);
+    let when = |t: String| {
+        When::parse(&t).ok_or_else(|| sqlx::Error::Decode(format!("not a date: {t}").into()))
+    };
     Ok(match kind {
         Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
-        // as stored: a TINYINT(1) holding 2 is refused by the coercion to a
-        // boolean, not carried as true
-        Kind::Bool => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
+        // as stored: a TINYINT(1) holding 2 is the integer 2, which a
+        // boolean column refuses
+        Kind::Bool => row.try_get::<Option<i64>, _>(i)?.map(|v| match v {
+            0 | 1 => Value::Bool(v == 1),
+            v => Value::Int(v),
+        }),
         Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
-        Kind::Decimal => row.try_get::<Option<String>, _>(i)?.map(Value::Decimal),
-        Kind::Text => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
-        Kind::Uuid => row.try_get::<Option<String>, _>(i)?.map(Value::Uuid),
-        Kind::Json => row.try_get::<Option<String>, _>(i)?.map(Value::Text),
-        Kind::Date => row
-            .try_get::<Option<chrono::NaiveDate>, _>(i)?
-            .map(Value::Date),
-        Kind::Timestamp => row
-            .try_get::<Option<chrono::NaiveDateTime>, _>(i)?
-            .map(Value::Timestamp),
-        Kind::TimestampTz => row
-            .try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?
-            .map(Value::TimestampTz),
+        Kind::Decimal => text(i)?.map(Value::Decimal),
+        Kind::Text => text(i)?.map(Value::Text),
+        Kind::Uuid => text(i)?.map(Value::Uuid),
+        Kind::Json => text(i)?.map(Value::Json),
+        Kind::Date => text(i)?.map(when).transpose()?.map(Value::Date),
+        Kind::Timestamp => text(i)?.map(when).transpose()?.map(Value::Timestamp),
+        Kind::TimestampTz => text(i)?.map(when).transpose()?.map(Value::TimestampTz),
         Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Bytes),
     }
     .unwrap_or(Value::Null))
@@ -111,10 +173,25 @@ impl MySqlEnd {
             MySqlConnection::connect_with(&opts),
         )
         .await?;
-        conn.execute("SET SESSION foreign_key_checks = 0")
+        let what = |e| failed(Dialect::Mysql, "session settings", e);
+        // UTC for TIMESTAMP columns; strict, so that the server refuses
+        // rather than cuts; zero dates allowed (they are carried as they
+        // are); an explicit 0 in an AUTO_INCREMENT column kept as 0
+        conn.execute(
+            "SET SESSION foreign_key_checks = 0, time_zone = '+00:00', \
+             sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'",
+        )
+        .await
+        .map_err(what)?;
+        let version: String = sqlx::query_scalar("SELECT CAST(VERSION() AS CHAR)")
+            .fetch_one(&mut conn)
             .await
-            .map_err(|e| failed(Dialect::Mysql, "session settings", e))?;
-        Ok(MySqlEnd { conn, database })
+            .map_err(what)?;
+        Ok(MySqlEnd {
+            conn,
+            database,
+            mariadb: version.to_ascii_lowercase().contains("mariadb"),
+        })
     }
 }
 
@@ -206,14 +283,20 @@ impl CopyEnd for MySqlEnd {
             }
             let dt: String = r.try_get("dt").unwrap_or_default();
             let ct: String = r.try_get("ct").unwrap_or_default();
+            let (kind, spec) = column_kind(
+                &dt.to_ascii_lowercase(),
+                &ct.to_ascii_lowercase(),
+                self.mariadb,
+            );
             let column = Column {
                 name: r.try_get("c").unwrap_or_default(),
-                kind: kind(&dt.to_ascii_lowercase(), &ct.to_ascii_lowercase()),
+                kind,
                 type_name: ct,
                 serial: extra.contains("auto_increment"),
+                spec,
             };
             let table: String = r.try_get("t").unwrap_or_default();
-            catalog.column(table, column, r.try_get("keypos").unwrap_or(0));
+            catalog.column(None, table, column, r.try_get("keypos").unwrap_or(0));
         }
         let refs: Vec<(String, String)> = sqlx::query_as(
             "SELECT CAST(TABLE_NAME AS CHAR), CAST(REFERENCED_TABLE_NAME AS CHAR) \
@@ -223,6 +306,10 @@ impl CopyEnd for MySqlEnd {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Mysql, "reading foreign keys", e))?;
+        let refs = refs
+            .into_iter()
+            .map(|(t, r)| ((None, t), (None, r)))
+            .collect();
         Ok(catalog.finish(refs))
     }
 
@@ -254,8 +341,8 @@ impl CopyEnd for MySqlEnd {
     ) -> Result<Vec<Vec<Value>>, TenantError> {
         let sql = SQL.page(&quote_ident(&t.name), t, after.is_some(), limit);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for v in after.unwrap_or_default() {
-            q = bind_value!(q, v);
+        for v in SQL.page_params(after.unwrap_or_default()) {
+            q = bind_value!(q, v, false);
         }
         let rows = q
             .fetch_all(&mut self.conn)
@@ -292,7 +379,7 @@ impl CopyEnd for MySqlEnd {
             let sql = SQL.insert(&quote_ident(&t.name), t, chunk.len());
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
             for v in chunk.iter().flatten() {
-                q = bind_value!(q, v);
+                q = bind_value!(q, v, false);
             }
             q.execute(&mut self.conn)
                 .await

@@ -9,6 +9,7 @@ use std::path::Path;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteRow};
 use sqlx::{ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 
+use super::value::{Affinity, Spec};
 use super::{
     Catalog, Column, Contents, CopyEnd, Created, Kind, MARK_TABLE, Mark, Sql, Table, Value,
     bind_value, decode_page, failed,
@@ -22,6 +23,8 @@ pub struct SqliteEnd {
     conn: SqliteConnection,
 }
 
+/// What fleetmig reads a column declared `declared` as, for the other
+/// systems (its cells are carried by storage class between SQLite files).
 fn kind(declared: &str) -> Kind {
     let d = declared.to_ascii_uppercase();
     let has = |s: &str| d.contains(s);
@@ -50,12 +53,23 @@ fn kind(declared: &str) -> Kind {
     }
 }
 
+fn spec(declared: &str) -> Spec {
+    let mut spec = Spec::of(Dialect::Sqlite).with_numeric_typmod(declared);
+    // SQLite keeps every digit it is given: a declared NUMERIC(12,2) is a
+    // hint, not a limit
+    spec.scale = None;
+    spec.precision = None;
+    spec.affinity = Some(Affinity::of(declared));
+    spec
+}
+
 const SQL: Sql = Sql {
     quote: quote_ident,
     param: |_, _| "?".to_string(),
     read: |c| quote_ident(&c.name),
     max_params: 30_000,
     overriding: "",
+    expand_keys: false,
 };
 
 /// A cell by its storage class.
@@ -71,18 +85,6 @@ fn decode(row: &SqliteRow, i: usize) -> Result<Value, sqlx::Error> {
         "BLOB" => Value::Bytes(row.try_get(i)?),
         _ => Value::Text(row.try_get(i)?),
     })
-}
-
-/// A value as a SQLite column of its kind stores it.
-fn stored(v: &Value) -> Value {
-    match v {
-        Value::Bool(b) => Value::Int(*b as i64),
-        // as sqlx writes them, which SQLite's date functions read too
-        Value::TimestampTz(t) => Value::Text(t.format("%F %T%.f%:z").to_string()),
-        Value::Timestamp(t) => Value::Text(t.format("%F %T%.f").to_string()),
-        Value::Date(_) | Value::Json(_) => Value::Text(v.canonical()),
-        other => other.clone(),
-    }
 }
 
 impl SqliteEnd {
@@ -163,12 +165,13 @@ impl CopyEnd for SqliteEnd {
             let column = Column {
                 name,
                 kind: Some(kind(&declared)),
+                spec: spec(&declared),
                 type_name: declared,
                 // INTEGER PRIMARY KEY and AUTOINCREMENT follow the largest
                 // rowid by themselves
                 serial: false,
             };
-            catalog.column(table, column, pk);
+            catalog.column(None, table, column, pk);
         }
         let refs: Vec<(String, String)> = sqlx::query_as(
             "SELECT DISTINCT m.name, f.\"table\" FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
@@ -177,6 +180,10 @@ impl CopyEnd for SqliteEnd {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Sqlite, "reading foreign keys", e))?;
+        let refs = refs
+            .into_iter()
+            .map(|(t, r)| ((None, t), (None, r)))
+            .collect();
         Ok(catalog.finish(refs))
     }
 
@@ -205,8 +212,7 @@ impl CopyEnd for SqliteEnd {
         let sql = SQL.page(&quote_ident(&t.name), t, after.is_some(), limit);
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
         for v in after.unwrap_or_default() {
-            let v = stored(v);
-            q = bind_value!(q, &v);
+            q = bind_value!(q, v, false);
         }
         let rows = q
             .fetch_all(&mut self.conn)
@@ -243,10 +249,9 @@ impl CopyEnd for SqliteEnd {
             .map_err(|e| failed(Dialect::Sqlite, &format!("writing {}", t.name), e))?;
         for chunk in rows.chunks(SQL.rows_per_insert(t)) {
             let sql = SQL.insert(&quote_ident(&t.name), t, chunk.len());
-            let values: Vec<Value> = chunk.iter().flatten().map(stored).collect();
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-            for v in &values {
-                q = bind_value!(q, v);
+            for v in chunk.iter().flatten() {
+                q = bind_value!(q, v, false);
             }
             q.execute(&mut *tx)
                 .await

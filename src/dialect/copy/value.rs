@@ -1,11 +1,16 @@
 //! The values a move carries between databases: one `Kind` per column type
-//! fleetmig can carry, one `Value` per cell, the coercion of a value read
-//! on one system into the kind of the column it lands in on another, and the
-//! canonical text of a value that both sides' checksums are computed from
-//! (so that `12.50` from PostgreSQL and `12.5` from SQLite, or one JSON
-//! document with its keys in two orders, compare equal).
+//! fleetmig can carry, a `Spec` of what one column can hold (its system,
+//! scale, fractional seconds, ranges), one `Value` per cell, and the
+//! canonical text of a value that checksums are computed from.
+//!
+//! Values are read exactly: decimals, JSON, UUIDs, dates and timestamps as
+//! the database prints them (never through a float or a date library's
+//! range), floats as the doubles they are, SQLite cells by their storage
+//! class. `convert` turns a value into what the target column will hold;
+//! verification compares that with what the target holds when read back.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use super::when::When;
+use crate::tenant::Dialect;
 
 /// What fleetmig can carry, by the column type it maps from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -24,243 +29,333 @@ pub enum Kind {
     Uuid,
 }
 
+/// How a JSON column keeps a document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonStore {
+    /// The text as given (PostgreSQL `json`, MariaDB, SQLite).
+    Exact,
+    /// PostgreSQL's `jsonb`: normalised (`jsonb::normalize`).
+    Jsonb,
+    /// MySQL's binary JSON, which keeps numbers as doubles: not filled.
+    Lossy,
+}
+
+/// SQLite's type affinity of a declared column type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Affinity {
+    Integer,
+    Text,
+    Blob,
+    Real,
+    Numeric,
+}
+
+impl Affinity {
+    /// SQLite's rules (section 3.1 of its datatype page), in order.
+    pub fn of(declared: &str) -> Affinity {
+        let d = declared.to_ascii_uppercase();
+        if d.contains("INT") {
+            Affinity::Integer
+        } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
+            Affinity::Text
+        } else if d.contains("BLOB") || d.trim().is_empty() {
+            Affinity::Blob
+        } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
+            Affinity::Real
+        } else {
+            Affinity::Numeric
+        }
+    }
+}
+
+/// What one column can hold, beyond its kind.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Spec {
+    pub system: Dialect,
+    /// Digits after the point a DECIMAL/NUMERIC(p, s) keeps.
+    pub scale: Option<u32>,
+    /// Digits in all, of a DECIMAL/NUMERIC(p, s).
+    pub precision: Option<u32>,
+    /// A 4-byte float (`real`, MySQL `FLOAT`).
+    pub single: bool,
+    /// Digits of a second a timestamp keeps.
+    pub fsp: u32,
+    pub json: JsonStore,
+    /// The smallest and largest integer.
+    pub int_range: (i128, i128),
+    /// The first and last year a date or timestamp may have.
+    pub years: (i64, i64),
+    /// `infinity` and `-infinity` (PostgreSQL dates and timestamps).
+    pub infinity: bool,
+    /// MySQL's zero dates (`0000-00-00`).
+    pub zero_dates: bool,
+    /// MySQL's `TIMESTAMP`: 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC.
+    pub epoch_range: bool,
+    /// A SQLite column's affinity.
+    pub affinity: Option<Affinity>,
+}
+
+impl Spec {
+    /// What any column of `system` holds, before its declared type narrows it.
+    pub fn of(system: Dialect) -> Spec {
+        Spec {
+            system,
+            scale: None,
+            precision: None,
+            single: false,
+            fsp: match system {
+                Dialect::Sqlite => 9,
+                _ => 6,
+            },
+            json: JsonStore::Exact,
+            int_range: (i64::MIN as i128, i64::MAX as i128),
+            years: match system {
+                // PostgreSQL dates: 4713 BC to 5874897 AD
+                Dialect::Postgres => (-4712, 5_874_897),
+                // what SQLite's date functions and MySQL's DATETIME read
+                Dialect::Sqlite => (0, 9999),
+                Dialect::Mysql => (0, 9999),
+            },
+            infinity: system == Dialect::Postgres,
+            zero_dates: system == Dialect::Mysql,
+            epoch_range: false,
+            affinity: None,
+        }
+    }
+
+    /// `(p, s)` from a type spelled `numeric(12,2)` or `decimal(40,0) unsigned`.
+    pub fn with_numeric_typmod(mut self, type_name: &str) -> Spec {
+        if let Some((p, s)) = typmod(type_name) {
+            self.precision = Some(p);
+            self.scale = Some(s.unwrap_or(0));
+        }
+        self
+    }
+}
+
+/// The numbers in a type's parentheses: `varchar(40)` → (40, None),
+/// `numeric(12, 2)` → (12, Some(2)).
+pub fn typmod(type_name: &str) -> Option<(u32, Option<u32>)> {
+    let inner = type_name.split_once('(')?.1.split_once(')')?.0;
+    let mut parts = inner.split(',').map(|p| p.trim().parse::<u32>());
+    let first = parts.next()?.ok()?;
+    let second = match parts.next() {
+        Some(p) => Some(p.ok()?),
+        None => None,
+    };
+    Some((first, second))
+}
+
 /// One cell.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
     Int(i64),
     Float(f64),
-    /// A decimal number as text (`-12.50`).
+    /// A decimal number as its database prints it (`-12.50`; PostgreSQL's
+    /// `NaN`, `Infinity`, `-Infinity`).
     Decimal(String),
     Text(String),
     Bool(bool),
-    Date(NaiveDate),
-    Timestamp(NaiveDateTime),
-    TimestampTz(DateTime<Utc>),
-    Json(serde_json::Value),
+    Date(When),
+    Timestamp(When),
+    /// In UTC.
+    TimestampTz(When),
+    /// The document's text as the column holds it.
+    Json(String),
     Bytes(Vec<u8>),
     /// Lower-case, hyphenated.
     Uuid(String),
 }
 
 impl Value {
-    /// This value as a `kind` column holds it, or why it cannot be.
-    pub fn coerce(self, kind: Kind) -> Result<Value, String> {
-        use Value as V;
-        let shown = |v: &Value| {
-            let mut s = v.canonical();
-            if s.len() > 40 {
-                s = format!("{}…", s.chars().take(40).collect::<String>());
-            }
-            s
-        };
-        let fail = |v: &Value| Err(format!("cannot carry {} into a {kind:?} column", shown(v)));
-        Ok(match (kind, self) {
-            (_, V::Null) => V::Null,
-            (Kind::Int, V::Int(i)) => V::Int(i),
-            (Kind::Int, V::Bool(b)) => V::Int(b as i64),
-            (Kind::Int, v @ (V::Text(_) | V::Decimal(_) | V::Float(_))) => {
-                match v.canonical().parse::<i64>() {
-                    Ok(i) => V::Int(i),
-                    Err(_) => return fail(&v),
-                }
-            }
-            (Kind::Float, V::Float(f)) => V::Float(f),
-            (Kind::Float, V::Int(i)) => V::Float(i as f64),
-            (Kind::Float, v @ (V::Decimal(_) | V::Text(_))) => match v.canonical().parse() {
-                Ok(f) => V::Float(f),
-                Err(_) => return fail(&v),
-            },
-            (Kind::Decimal, V::Decimal(d)) => V::Decimal(d),
-            (Kind::Decimal, V::Int(i)) => V::Decimal(i.to_string()),
-            (Kind::Decimal, V::Float(f)) => V::Decimal(float_decimal(f)),
-            (Kind::Decimal, V::Text(t)) => match t.trim().parse::<f64>() {
-                // `1.5e10` is a float's spelling, not a decimal's
-                Ok(f) if t.contains(['e', 'E']) => V::Decimal(float_decimal(f)),
-                Ok(_) => V::Decimal(t.trim().to_string()),
-                Err(_) => return fail(&V::Text(t)),
-            },
-            (Kind::Text, V::Bytes(b)) => match String::from_utf8(b) {
-                Ok(s) => V::Text(s),
-                Err(e) => return fail(&V::Bytes(e.into_bytes())),
-            },
-            (Kind::Text, v) => V::Text(v.canonical()),
-            (Kind::Bool, V::Bool(b)) => V::Bool(b),
-            (Kind::Bool, V::Int(i @ (0 | 1))) => V::Bool(i == 1),
-            (Kind::Bool, V::Text(t)) => match t.trim().to_ascii_lowercase().as_str() {
-                "1" | "t" | "true" | "y" | "yes" | "on" => V::Bool(true),
-                "0" | "f" | "false" | "n" | "no" | "off" => V::Bool(false),
-                _ => return fail(&V::Text(t)),
-            },
-            (Kind::Date, V::Date(d)) => V::Date(d),
-            (Kind::Date, V::Text(t)) => match NaiveDate::parse_from_str(t.trim(), "%Y-%m-%d") {
-                Ok(d) => V::Date(d),
-                Err(_) => return fail(&V::Text(t)),
-            },
-            (Kind::Timestamp, V::Timestamp(t)) => V::Timestamp(t),
-            (Kind::Timestamp, V::TimestampTz(t)) => V::Timestamp(t.naive_utc()),
-            (Kind::Timestamp, V::Text(t)) => match parse_time(&t) {
-                Some(at) => V::Timestamp(at.naive_utc()),
-                None => return fail(&V::Text(t)),
-            },
-            (Kind::TimestampTz, V::TimestampTz(t)) => V::TimestampTz(t),
-            (Kind::TimestampTz, V::Timestamp(t)) => V::TimestampTz(t.and_utc()),
-            (Kind::TimestampTz, V::Text(t)) => match parse_time(&t) {
-                Some(at) => V::TimestampTz(at),
-                None => return fail(&V::Text(t)),
-            },
-            (Kind::Json, V::Json(j)) => V::Json(j),
-            (Kind::Json, V::Text(t)) => match serde_json::from_str(&t) {
-                Ok(j) => V::Json(j),
-                Err(_) => return fail(&V::Text(t)),
-            },
-            (Kind::Bytes, V::Bytes(b)) => V::Bytes(b),
-            (Kind::Bytes, V::Text(t)) => V::Bytes(t.into_bytes()),
-            (Kind::Uuid, V::Uuid(u)) => V::Uuid(u),
-            (Kind::Uuid, V::Text(t)) => match uuid_text(t.trim()) {
-                Some(u) => V::Uuid(u),
-                None => return fail(&V::Text(t)),
-            },
-            (Kind::Uuid, V::Bytes(b)) if b.len() == 16 => {
-                V::Uuid(uuid_text(&crate::migration::hex(&b)).expect("16 bytes"))
-            }
-            (_, v) => return fail(&v),
-        })
-    }
-
-    /// The text both sides of a move agree on for equal values.
+    /// The text checksums compare: the value's kind, then its exact text
+    /// (a float's shortest round-trip digits, a decimal as printed).
     pub fn canonical(&self) -> String {
         let mut s = String::new();
         self.write_canonical(&mut s);
         s
     }
 
-    /// `canonical`, appended to `out` (no allocation of its own for most
-    /// kinds: a checksum runs it on every cell).
+    /// `canonical`, appended to `out`.
     pub fn write_canonical(&self, out: &mut String) {
         use std::fmt::Write;
         let _ = match self {
             Value::Null => write!(out, "\u{0}null"),
-            Value::Int(i) => write!(out, "{i}"),
-            Value::Float(f) => write!(out, "{f:?}"),
-            Value::Decimal(d) => write!(out, "{}", decimal(d)),
-            Value::Text(t) | Value::Uuid(t) => write!(out, "{t}"),
-            Value::Bool(b) => write!(out, "{b}"),
-            Value::Date(d) => write_date(d, out),
-            Value::Timestamp(t) => write_timestamp(t, out),
-            Value::TimestampTz(t) => {
-                write_timestamp(&t.naive_utc(), out).and_then(|_| write!(out, "Z"))
+            Value::Int(i) => write!(out, "i{i}"),
+            Value::Float(f) => write!(out, "f{f:?}"),
+            Value::Decimal(d) => write!(out, "n{d}"),
+            Value::Text(t) => write!(out, "t{t}"),
+            Value::Uuid(t) => write!(out, "u{t}"),
+            Value::Bool(b) => write!(out, "b{b}"),
+            Value::Date(d) => {
+                out.push('d');
+                d.write(out, false, false);
+                Ok(())
             }
-            Value::Json(j) => write!(out, "{j}"),
-            Value::Bytes(b) => write!(out, "{}", crate::migration::hex(b)),
+            Value::Timestamp(t) => {
+                out.push('s');
+                t.write(out, true, false);
+                Ok(())
+            }
+            Value::TimestampTz(t) => {
+                out.push('z');
+                t.write(out, true, false);
+                Ok(())
+            }
+            Value::Json(j) => write!(out, "j{j}"),
+            Value::Bytes(b) => write!(out, "x{}", crate::migration::hex(b)),
         };
     }
-}
 
-/// `2026-03-01` without chrono's format-string parser (a move writes
-/// millions of these).
-pub fn write_date(d: &NaiveDate, out: &mut String) -> std::fmt::Result {
-    use chrono::Datelike;
-    use std::fmt::Write;
-    write!(out, "{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
-}
-
-/// `2026-03-01 10:20:30.500000`.
-pub fn write_timestamp(t: &NaiveDateTime, out: &mut String) -> std::fmt::Result {
-    use chrono::Timelike;
-    use std::fmt::Write;
-    write_date(&t.date(), out)?;
-    write!(
-        out,
-        " {:02}:{:02}:{:02}.{:06}",
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.nanosecond().min(999_999_999) / 1000
-    )
-}
-
-/// A float as the decimal it stands for: 15 significant digits, as SQLite
-/// prints a REAL (a NUMERIC column SQLite keeps as `12.340000000000002` is
-/// the `12.34` that was written).
-fn float_decimal(f: f64) -> String {
-    if f == 0.0 || !f.is_finite() {
-        return decimal(&f.to_string());
-    }
-    let magnitude = f.abs().log10().floor() as i32;
-    let places = (14 - magnitude).clamp(0, 30) as usize;
-    decimal(&format!("{f:.places$}"))
-}
-
-/// `-012.500` → `-12.5`; `0.0` → `0`.
-fn decimal(d: &str) -> String {
-    let d = d.trim().trim_start_matches('+');
-    let (neg, d) = match d.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, d),
-    };
-    let (int, frac) = d.split_once('.').unwrap_or((d, ""));
-    let int = int.trim_start_matches('0');
-    let frac = frac.trim_end_matches('0');
-    let int = if int.is_empty() { "0" } else { int };
-    let body = if frac.is_empty() {
-        int.to_string()
-    } else {
-        format!("{int}.{frac}")
-    };
-    if neg && body != "0" {
-        format!("-{body}")
-    } else {
-        body
+    /// The value as a person reads it in a message (cut at 40 characters).
+    pub fn shown(&self) -> String {
+        let mut s = match self {
+            Value::Null => "NULL".to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => format!("{f:?}"),
+            Value::Decimal(t) | Value::Text(t) | Value::Uuid(t) | Value::Json(t) => {
+                format!("{t:?}")
+            }
+            Value::Bool(b) => b.to_string(),
+            Value::Date(w) => {
+                let mut s = String::new();
+                // a zero date as MySQL spells it; else BC as PostgreSQL does
+                w.write(&mut s, false, !w.is_zero());
+                s
+            }
+            Value::Timestamp(w) | Value::TimestampTz(w) => {
+                let mut s = String::new();
+                w.write(&mut s, true, !w.is_zero());
+                s
+            }
+            Value::Bytes(b) => format!("x'{}'", crate::migration::hex(b)),
+        };
+        if s.chars().count() > 40 {
+            s = format!("{}…", s.chars().take(40).collect::<String>());
+        }
+        s
     }
 }
 
-/// A timestamp as SQLite, MySQL or an ISO writer spells it; one without an
-/// offset is UTC.
-fn parse_time(t: &str) -> Option<DateTime<Utc>> {
-    let t = t.trim();
-    if let Ok(at) = DateTime::parse_from_rfc3339(t) {
-        return Some(at.with_timezone(&Utc));
+/// A decimal number taken apart: sign, digits before and after the point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal {
+    pub neg: bool,
+    /// No leading zeros ("" for zero).
+    pub int: String,
+    /// As given (trailing zeros kept: they are the number's scale).
+    pub frac: String,
+}
+
+impl Decimal {
+    /// `-12.50`, `+.5`, `1.5e10`, `7`: `None` when not a finite decimal.
+    pub fn parse(text: &str) -> Option<Decimal> {
+        let t = text.trim();
+        let (neg, t) = match t.as_bytes().first() {
+            Some(b'-') => (true, &t[1..]),
+            Some(b'+') => (false, &t[1..]),
+            _ => (false, t),
+        };
+        let (mantissa, exp) = match t.find(['e', 'E']) {
+            Some(i) => (&t[..i], t[i + 1..].parse::<i64>().ok()?),
+            None => (t, 0),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int.is_empty() && frac.is_empty()
+            || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+            || exp.abs() > 100_000
+        {
+            return None;
+        }
+        let text =
+            super::jsonb::numeric_text(neg, if int.is_empty() { "0" } else { int }, frac, exp)?;
+        let neg = text.starts_with('-');
+        let body = text.trim_start_matches('-');
+        let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+        Some(Decimal {
+            neg,
+            int: int.trim_start_matches('0').to_string(),
+            frac: frac.to_string(),
+        })
     }
-    for f in ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M:%S%.f%:z"] {
-        if let Ok(at) = DateTime::parse_from_str(t, f) {
-            return Some(at.with_timezone(&Utc));
+
+    /// The same number with `scale` digits after the point, or `None`
+    /// when a nonzero digit would be cut.
+    pub fn with_scale(&self, scale: usize) -> Option<Decimal> {
+        let mut frac = self.frac.clone();
+        if frac.len() > scale {
+            if frac[scale..].bytes().any(|b| b != b'0') {
+                return None;
+            }
+            frac.truncate(scale);
+        }
+        while frac.len() < scale {
+            frac.push('0');
+        }
+        Some(Decimal {
+            frac,
+            ..self.clone()
+        })
+    }
+
+    pub fn is_zero(&self) -> bool {
+        self.int.is_empty() && self.frac.bytes().all(|b| b == b'0')
+    }
+
+    /// Its value alone: trailing zeros of the fraction dropped.
+    pub fn normalized(&self) -> Decimal {
+        Decimal {
+            neg: self.neg && !self.is_zero(),
+            int: self.int.clone(),
+            frac: self.frac.trim_end_matches('0').to_string(),
         }
     }
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(at) = NaiveDateTime::parse_from_str(t, f) {
-            return Some(at.and_utc());
+
+    /// Plain notation, as PostgreSQL and MySQL print a decimal.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        if self.neg && !self.is_zero() {
+            s.push('-');
         }
+        s.push_str(if self.int.is_empty() { "0" } else { &self.int });
+        if !self.frac.is_empty() {
+            s.push('.');
+            s.push_str(&self.frac);
+        }
+        s
     }
-    NaiveDate::parse_from_str(t, "%Y-%m-%d")
-        .ok()
-        .map(|d| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+
+    /// The integer, when it is one that fits.
+    pub fn as_i64(&self) -> Option<i64> {
+        if self.frac.bytes().any(|b| b != b'0') {
+            return None;
+        }
+        let int = if self.int.is_empty() { "0" } else { &self.int };
+        let v: i128 = int.parse().ok()?;
+        i64::try_from(if self.neg { -v } else { v }).ok()
+    }
 }
 
-/// A UUID in its canonical form, from 32 hex digits with or without
-/// hyphens or braces.
-fn uuid_text(t: &str) -> Option<String> {
-    let hex: String = t
-        .trim_matches(|c| c == '{' || c == '}')
-        .chars()
-        .filter(|c| *c != '-')
-        .collect::<String>()
-        .to_ascii_lowercase();
-    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-        return None;
+/// The shortest text that reads back as `f` (Rust's and every JSON
+/// writer's round-trip digits), in plain notation.
+pub fn float_text(f: f64) -> String {
+    let s = format!("{f:?}");
+    match Decimal::parse(&s) {
+        Some(d) => d.normalized().text(),
+        None => s,
     }
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..]
-    ))
+}
+
+/// `f` as SQLite prints a REAL: 15 significant digits.
+pub fn float_text15(f: f64) -> String {
+    let s = format!("{f:.14e}");
+    match Decimal::parse(&s) {
+        Some(d) => d.normalized().text(),
+        None => s,
+    }
 }
 
 /// An order-independent checksum of a table's rows: the wrapping sum of a
@@ -273,18 +368,8 @@ pub struct Checksum {
 
 impl Checksum {
     pub fn add(&mut self, row: &[Value]) {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut text = String::with_capacity(256);
-        for v in row {
-            text.clear();
-            v.write_canonical(&mut text);
-            for b in text.bytes().chain([0x1f]) {
-                h ^= b as u64;
-                h = h.wrapping_mul(0x0100_0000_01b3);
-            }
-        }
         self.rows += 1;
-        self.sum = self.sum.wrapping_add(h);
+        self.sum = self.sum.wrapping_add(row_hash(row));
     }
 
     /// `rows:sum` in hex, as reports show it.
@@ -293,52 +378,78 @@ impl Checksum {
     }
 }
 
+/// The hash of one row's canonical text.
+pub fn row_hash(row: &[Value]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut text = String::with_capacity(256);
+    for v in row {
+        text.clear();
+        v.write_canonical(&mut text);
+        for b in text.bytes().chain([0x1f]) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn decimals_and_json_compare_by_value() {
-        assert_eq!(decimal("12.50"), "12.5");
-        assert_eq!(decimal("-0.00"), "0");
-        assert_eq!(decimal("007"), "7");
-        assert_eq!(float_decimal(12.340000000000002), "12.34");
-        assert_eq!(float_decimal(-0.1 - 0.2), "-0.3");
-        assert_eq!(float_decimal(1e20), "100000000000000000000");
-        let e = Value::Text("1.5e10".into()).coerce(Kind::Decimal).unwrap();
-        assert_eq!(e.canonical(), "15000000000");
-        assert_ne!(
-            Value::Text("1.5e1".into())
-                .coerce(Kind::Decimal)
+    fn decimals_are_taken_apart_exactly() {
+        let d = Decimal::parse("-012.500").unwrap();
+        assert_eq!(d.text(), "-12.500");
+        assert_eq!(d.normalized().text(), "-12.5");
+        assert_eq!(d.with_scale(2).unwrap().text(), "-12.50");
+        assert_eq!(d.with_scale(1).unwrap().text(), "-12.5");
+        assert!(Decimal::parse("12.345").unwrap().with_scale(2).is_none());
+        assert_eq!(Decimal::parse("1.5e10").unwrap().text(), "15000000000");
+        assert_eq!(Decimal::parse(".5").unwrap().text(), "0.5");
+        assert_eq!(Decimal::parse("-0.00").unwrap().text(), "0.00");
+        assert_eq!(
+            Decimal::parse("12345678901234567890123456789")
                 .unwrap()
-                .canonical(),
-            e.canonical()
+                .text(),
+            "12345678901234567890123456789"
         );
-        let a = Value::Text(r#"{"b": 1, "a": [true]}"#.into()).coerce(Kind::Json);
-        let b = Value::Json(serde_json::json!({"a": [true], "b": 1}));
-        assert_eq!(a.unwrap().canonical(), b.canonical());
+        assert_eq!(
+            Decimal::parse("9223372036854775807").unwrap().as_i64(),
+            Some(i64::MAX)
+        );
+        assert_eq!(
+            Decimal::parse("9223372036854775808").unwrap().as_i64(),
+            None
+        );
+        for bad in ["", "-", "1.2.3", "abc", "1e", "NaN", "0x10"] {
+            assert!(Decimal::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]
-    fn values_coerce_across_systems() {
-        assert_eq!(Value::Int(1).coerce(Kind::Bool), Ok(Value::Bool(true)));
-        assert!(Value::Int(2).coerce(Kind::Bool).is_err());
-        let t = Value::Text("2026-03-01 10:20:30.5".into()).coerce(Kind::TimestampTz);
-        assert_eq!(
-            t.unwrap().canonical(),
-            "2026-03-01 10:20:30.500000Z".to_string()
-        );
-        let u = Value::Text("{A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11}".into()).coerce(Kind::Uuid);
-        assert_eq!(
-            u.unwrap(),
-            Value::Uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())
-        );
-        assert!(Value::Text("not json".into()).coerce(Kind::Json).is_err());
-        assert_eq!(Value::Null.coerce(Kind::Uuid), Ok(Value::Null));
+    fn floats_print_their_exact_shortest_digits() {
+        assert_eq!(float_text(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(float_text15(0.1 + 0.2), "0.3");
+        assert_eq!(float_text(1e20), "100000000000000000000");
+        assert_eq!(float_text(-2.5e-7), "-0.00000025");
+        assert_eq!(float_text15(12.340000000000002), "12.34");
+        assert_eq!(float_text(12.5), "12.5");
     }
 
     #[test]
-    fn checksums_ignore_row_order_but_not_content() {
+    fn sqlite_affinity_follows_its_rules() {
+        assert_eq!(Affinity::of("BIGINT"), Affinity::Integer);
+        assert_eq!(Affinity::of("VARCHAR(40)"), Affinity::Text);
+        assert_eq!(Affinity::of(""), Affinity::Blob);
+        assert_eq!(Affinity::of("DOUBLE PRECISION"), Affinity::Real);
+        assert_eq!(Affinity::of("NUMERIC(12,2)"), Affinity::Numeric);
+        assert_eq!(Affinity::of("DATE"), Affinity::Numeric);
+        assert_eq!(Affinity::of("FLOATING POINT"), Affinity::Integer);
+    }
+
+    #[test]
+    fn checksums_ignore_row_order_but_not_content_or_kind() {
         let rows = [
             vec![Value::Int(1), Value::Text("a".into())],
             vec![Value::Int(2), Value::Text("b".into())],
@@ -356,5 +467,9 @@ mod tests {
         z.add(&[Value::Int(2), Value::Text("c".into())]);
         assert_eq!(x, y);
         assert_ne!(x, z);
+        assert_ne!(
+            Value::Int(1).canonical(),
+            Value::Text("1".into()).canonical()
+        );
     }
 }

@@ -1,0 +1,590 @@
+//! What a value becomes in the column it lands in: exactly itself where the
+//! column can hold it, a documented conversion only where the column's type
+//! cannot hold more, and otherwise a refusal that says why. The conversions
+//! (README, "What a move carries"):
+//!
+//! - a binary float into a decimal column of scale s: its shortest exact
+//!   digits if they fit s places, else the 15 significant digits SQLite
+//!   itself prints for it if those fit, else refused;
+//! - a float into a 4-byte float column: the nearest 4-byte float;
+//! - fractional seconds beyond the column's precision: cut (not rounded);
+//! - a timestamp with a zone into one without: its UTC wall time; one
+//!   without into one with: read as UTC;
+//! - UUID text: lower case, hyphenated (what a `uuid` column holds);
+//! - into PostgreSQL's `jsonb`: the server's normalisation (`jsonb.rs`);
+//! - into a SQLite column: the storage class SQLite's affinity gives it
+//!   (a decimal into a NUMERIC column is an INTEGER or a REAL when one holds
+//!   it exactly, else refused).
+//!
+//! MySQL's zero dates are carried into MySQL; elsewhere they are refused
+//! unless `--zero-dates null` says to write NULL.
+
+use super::Column;
+use super::jsonb;
+use super::value::{Affinity, Decimal, JsonStore, Kind, Spec, Value, float_text, float_text15};
+use super::when::When;
+use crate::tenant::Dialect;
+
+/// Choices the operator made.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
+    /// `--zero-dates null`: a MySQL zero date becomes NULL where the target
+    /// cannot hold it.
+    pub zero_dates_null: bool,
+}
+
+/// `v` as column `to` will hold it, or why it cannot.
+pub fn convert(v: Value, to: &Column, rules: &Rules) -> Result<Value, String> {
+    if v == Value::Null {
+        return Ok(Value::Null);
+    }
+    let kind = to.kind.unwrap_or(Kind::Text);
+    let spec = &to.spec;
+    let why = |v: &Value, reason: &str| {
+        format!(
+            "cannot carry {} into {} ({}): {reason}",
+            v.shown(),
+            to.type_name,
+            spec.system.as_str()
+        )
+    };
+    let r = if spec.system == Dialect::Sqlite {
+        sqlite(v.clone(), kind, spec, rules)
+    } else {
+        typed(v.clone(), kind, spec, rules)
+    };
+    r.map_err(|reason| why(&v, &reason))
+}
+
+/// Into a PostgreSQL or MySQL column of `kind`.
+fn typed(v: Value, kind: Kind, spec: &Spec, rules: &Rules) -> Result<Value, String> {
+    match kind {
+        Kind::Int => int(v, spec).map(Value::Int),
+        Kind::Float => float(v, spec).map(Value::Float),
+        Kind::Decimal => decimal(v, spec),
+        Kind::Text => text(v, spec).map(Value::Text),
+        Kind::Bool => boolean(v).map(Value::Bool),
+        Kind::Date => when(v, spec, rules, false).map(|w| w.map_or(Value::Null, Value::Date)),
+        Kind::Timestamp => {
+            when(v, spec, rules, true).map(|w| w.map_or(Value::Null, Value::Timestamp))
+        }
+        Kind::TimestampTz => {
+            when(v, spec, rules, true).map(|w| w.map_or(Value::Null, Value::TimestampTz))
+        }
+        Kind::Json => json(v, spec).map(Value::Json),
+        Kind::Bytes => bytes(v).map(Value::Bytes),
+        Kind::Uuid => uuid(v).map(Value::Uuid),
+    }
+}
+
+fn int(v: Value, spec: &Spec) -> Result<i64, String> {
+    let i = match v {
+        Value::Int(i) => i,
+        Value::Bool(b) => b as i64,
+        Value::Decimal(t) | Value::Text(t) => Decimal::parse(&t)
+            .and_then(|d| d.as_i64())
+            .ok_or("not an integer")?,
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.2e18 => f as i64,
+        _ => return Err("not an integer".into()),
+    };
+    let (lo, hi) = spec.int_range;
+    if (i as i128) < lo || (i as i128) > hi {
+        return Err(format!("out of the column's range {lo}..{hi}"));
+    }
+    Ok(i)
+}
+
+fn float(v: Value, spec: &Spec) -> Result<f64, String> {
+    let f = match v {
+        Value::Float(f) => f,
+        Value::Int(i) if i.unsigned_abs() <= 1 << 53 => i as f64,
+        Value::Int(_) => return Err("a double cannot hold this integer exactly".into()),
+        Value::Bool(b) => b as i64 as f64,
+        Value::Decimal(t) | Value::Text(t) => special_float(&t)
+            .or_else(|| Decimal::parse(&t).and_then(|d| d.text().parse().ok()))
+            .ok_or("not a number")?,
+        _ => return Err("not a number".into()),
+    };
+    if !f.is_finite() && spec.system != Dialect::Postgres {
+        return Err("this system's floats hold no NaN or infinity".into());
+    }
+    if spec.single {
+        let s = f as f32;
+        if f.is_finite() && !s.is_finite() {
+            return Err("out of a 4-byte float's range".into());
+        }
+        return Ok(s as f64);
+    }
+    Ok(f)
+}
+
+fn special_float(t: &str) -> Option<f64> {
+    match t.trim() {
+        "NaN" => Some(f64::NAN),
+        "Infinity" | "inf" => Some(f64::INFINITY),
+        "-Infinity" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
+}
+
+fn decimal(v: Value, spec: &Spec) -> Result<Value, String> {
+    let fit = |d: Decimal| fit_decimal(d, spec);
+    match v {
+        Value::Decimal(t) | Value::Text(t) => {
+            if let Some(s) = special_decimal(&t, spec)? {
+                return Ok(Value::Decimal(s));
+            }
+            let d = Decimal::parse(&t).ok_or("not a decimal number")?;
+            fit(d).ok_or_else(|| scale_reason(spec))
+        }
+        Value::Int(i) => fit(Decimal::parse(&i.to_string()).expect("an integer"))
+            .ok_or_else(|| scale_reason(spec)),
+        Value::Bool(b) => Ok(Value::Decimal((b as i64).to_string())),
+        Value::Float(f) if !f.is_finite() => {
+            let t = if f.is_nan() {
+                "NaN"
+            } else if f > 0.0 {
+                "Infinity"
+            } else {
+                "-Infinity"
+            };
+            special_decimal(t, spec)?
+                .map(Value::Decimal)
+                .ok_or_else(|| "not a finite number".into())
+        }
+        Value::Float(f) => fit(Decimal::parse(&float_text(f)).expect("digits"))
+            .or_else(|| fit(Decimal::parse(&float_text15(f)).expect("digits")))
+            .ok_or_else(|| scale_reason(spec)),
+        _ => Err("not a decimal number".into()),
+    }
+}
+
+/// PostgreSQL's `NaN` and infinities, which only its numeric holds
+/// (infinities only without a typmod).
+fn special_decimal(t: &str, spec: &Spec) -> Result<Option<String>, String> {
+    let s = match t.trim() {
+        "NaN" => "NaN",
+        "Infinity" => "Infinity",
+        "-Infinity" => "-Infinity",
+        _ => return Ok(None),
+    };
+    if spec.system != Dialect::Postgres || (s != "NaN" && spec.scale.is_some()) {
+        return Err("the column cannot hold it".into());
+    }
+    Ok(Some(s.to_string()))
+}
+
+/// `d` in a column of the spec's precision and scale, as it prints there.
+fn fit_decimal(d: Decimal, spec: &Spec) -> Option<Value> {
+    let d = match spec.scale {
+        Some(s) => d.with_scale(s as usize)?,
+        None => d,
+    };
+    if let (Some(p), Some(s)) = (spec.precision, spec.scale)
+        && d.int.len() > p.saturating_sub(s) as usize
+    {
+        return None;
+    }
+    Some(Value::Decimal(d.text()))
+}
+
+fn scale_reason(spec: &Spec) -> String {
+    match (spec.precision, spec.scale) {
+        (Some(p), Some(s)) => format!("it does not fit ({p}, {s}) without losing digits"),
+        _ => "not a decimal number".into(),
+    }
+}
+
+fn text(v: Value, spec: &Spec) -> Result<String, String> {
+    let t = match v {
+        Value::Text(t) | Value::Decimal(t) | Value::Uuid(t) | Value::Json(t) => t,
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) if f.is_finite() => float_text(f),
+        Value::Bool(b) => b.to_string(),
+        Value::Date(w) => when_text(&w, false),
+        Value::Timestamp(w) => when_text(&w, true),
+        Value::TimestampTz(w) => when_text(&w, true) + "+00:00",
+        Value::Bytes(b) => String::from_utf8(b).map_err(|_| "bytes that are not UTF-8 text")?,
+        _ => return Err("no text for it".into()),
+    };
+    if spec.system == Dialect::Postgres && t.contains('\0') {
+        return Err("PostgreSQL text cannot hold a NUL character".into());
+    }
+    Ok(t)
+}
+
+fn when_text(w: &When, time: bool) -> String {
+    let mut s = String::new();
+    w.write(&mut s, time, true);
+    s
+}
+
+fn boolean(v: Value) -> Result<bool, String> {
+    match v {
+        Value::Bool(b) => Ok(b),
+        Value::Int(i @ (0 | 1)) => Ok(i == 1),
+        Value::Decimal(t) | Value::Text(t) => match t.trim().to_ascii_lowercase().as_str() {
+            "1" | "t" | "true" | "y" | "yes" | "on" => Ok(true),
+            "0" | "f" | "false" | "n" | "no" | "off" => Ok(false),
+            _ => Err("not a boolean".into()),
+        },
+        _ => Err("not a boolean".into()),
+    }
+}
+
+/// A date (`time` false) or a timestamp; `None`: a zero date written NULL.
+fn when(v: Value, spec: &Spec, rules: &Rules, time: bool) -> Result<Option<When>, String> {
+    let w = match v {
+        Value::Date(w) | Value::Timestamp(w) | Value::TimestampTz(w) => w,
+        Value::Text(t) => When::parse(&t).ok_or("not a date or timestamp")?,
+        _ => return Err("not a date or timestamp".into()),
+    };
+    let w = if time {
+        w.truncated(spec.fsp)
+    } else {
+        w.date_part()
+            .ok_or("it has a time of day, which a date column drops")?
+    };
+    if w.is_zero() {
+        if spec.zero_dates {
+            return Ok(Some(w));
+        }
+        if rules.zero_dates_null {
+            return Ok(None);
+        }
+        return Err("a MySQL zero date, which this column cannot hold (--zero-dates null writes NULL instead)".into());
+    }
+    if w.is_infinite() {
+        return if spec.infinity {
+            Ok(Some(w))
+        } else {
+            Err("the column holds no infinity".into())
+        };
+    }
+    let year = w.year().expect("a day");
+    if year < spec.years.0 || year > spec.years.1 {
+        return Err(format!(
+            "the column holds years {} to {} only",
+            spec.years.0, spec.years.1
+        ));
+    }
+    if spec.epoch_range {
+        let first = When::parse("1970-01-01 00:00:01").expect("a date");
+        let last = When::parse("2038-01-19 03:14:07.999999").expect("a date");
+        if w < first || w > last {
+            return Err(
+                "a MySQL TIMESTAMP holds 1970-01-01 00:00:01 to 2038-01-19 03:14:07 UTC only"
+                    .into(),
+            );
+        }
+    }
+    Ok(Some(w))
+}
+
+fn json(v: Value, spec: &Spec) -> Result<String, String> {
+    let t = match v {
+        Value::Json(t) | Value::Text(t) | Value::Decimal(t) => t,
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) if f.is_finite() => float_text(f),
+        Value::Bool(b) => b.to_string(),
+        _ => return Err("not a JSON document".into()),
+    };
+    match spec.json {
+        JsonStore::Exact => jsonb::validate(&t).map(|_| t),
+        JsonStore::Jsonb => jsonb::normalize(&t),
+        JsonStore::Lossy => {
+            Err("MySQL's JSON type keeps numbers as doubles: not carried exactly".into())
+        }
+    }
+}
+
+fn bytes(v: Value) -> Result<Vec<u8>, String> {
+    match v {
+        Value::Bytes(b) => Ok(b),
+        Value::Text(t) | Value::Json(t) => Ok(t.into_bytes()),
+        Value::Uuid(u) => uuid_bytes(&u).ok_or_else(|| "not a UUID".into()),
+        _ => Err("not bytes".into()),
+    }
+}
+
+fn uuid(v: Value) -> Result<String, String> {
+    match v {
+        Value::Uuid(u) => Ok(u),
+        Value::Text(t) => uuid_text(t.trim()).ok_or_else(|| "not a UUID".into()),
+        Value::Bytes(b) if b.len() == 16 => {
+            Ok(uuid_text(&crate::migration::hex(&b)).expect("16 bytes"))
+        }
+        _ => Err("not a UUID".into()),
+    }
+}
+
+/// A UUID in its canonical form, from 32 hex digits with or without
+/// hyphens or braces.
+pub fn uuid_text(t: &str) -> Option<String> {
+    let hex: String = t
+        .trim_matches(|c| c == '{' || c == '}')
+        .chars()
+        .filter(|c| *c != '-')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if hex.len() != 32 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    ))
+}
+
+fn uuid_bytes(u: &str) -> Option<Vec<u8>> {
+    let hex = uuid_text(u)?.replace('-', "");
+    (0..16)
+        .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).ok())
+        .collect()
+}
+
+/// Into a SQLite column: a storage class (NULL, INTEGER, REAL, TEXT, BLOB)
+/// after the column's affinity. Storage classes from SQLite pass as they
+/// are (SQLite holds whatever it was given); typed values from the other
+/// systems are spelled as SQLite keeps them.
+fn sqlite(v: Value, kind: Kind, spec: &Spec, rules: &Rules) -> Result<Value, String> {
+    let stored = match v {
+        Value::Int(_) | Value::Float(_) | Value::Text(_) | Value::Bytes(_) => v,
+        Value::Bool(b) => Value::Int(b as i64),
+        Value::Decimal(t) if special_float(&t).is_some() => {
+            return Err("SQLite holds no NaN or infinite decimal".into());
+        }
+        Value::Decimal(t) | Value::Json(t) | Value::Uuid(t) => Value::Text(t),
+        Value::Date(w) => match when(Value::Date(w), spec, rules, false)? {
+            Some(w) => Value::Text(when_text(&w, false)),
+            None => Value::Null,
+        },
+        Value::Timestamp(w) | Value::TimestampTz(w) => {
+            let zoned = matches!(v, Value::TimestampTz(_)) || kind == Kind::TimestampTz;
+            match when(Value::Timestamp(w), spec, rules, true)? {
+                Some(w) => Value::Text(sqlite_timestamp(&w, zoned)),
+                None => Value::Null,
+            }
+        }
+        Value::Null => Value::Null,
+    };
+    match spec.affinity {
+        Some(a) => affinity(stored, a),
+        None => Ok(stored),
+    }
+}
+
+/// As sqlx writes a timestamp into SQLite (`%F %T%.f`, `%:z` with a zone):
+/// the fraction in 3, 6 or 9 digits as needed.
+fn sqlite_timestamp(w: &When, zoned: bool) -> String {
+    let mut s = String::new();
+    w.truncated(0).write(&mut s, true, false);
+    let frac = w.nanos() % 1_000_000_000;
+    if frac > 0 {
+        let digits = if frac.is_multiple_of(1_000_000) {
+            3
+        } else if frac.is_multiple_of(1000) {
+            6
+        } else {
+            9
+        };
+        s.push('.');
+        s.push_str(&w.fraction(digits));
+    }
+    if zoned {
+        s.push_str("+00:00");
+    }
+    s
+}
+
+/// What SQLite stores for `v` in a column of affinity `a`; refused where
+/// SQLite would keep a number less exactly than it was given.
+pub fn affinity(v: Value, a: Affinity) -> Result<Value, String> {
+    match (a, v) {
+        (Affinity::Blob, v) => Ok(v),
+        (Affinity::Text, Value::Int(i)) => Ok(Value::Text(i.to_string())),
+        (Affinity::Text, Value::Float(f)) => Ok(Value::Text(float_text(f))),
+        (Affinity::Text, v) => Ok(v),
+        (Affinity::Real, Value::Int(i)) if i.unsigned_abs() <= 1 << 53 => {
+            Ok(Value::Float(i as f64))
+        }
+        (Affinity::Real, Value::Int(_)) => {
+            Err("a SQLite REAL column cannot hold this integer exactly".into())
+        }
+        (Affinity::Real, Value::Text(t)) => match numeric_text(&t)? {
+            Some(Value::Int(i)) => affinity(Value::Int(i), Affinity::Real),
+            Some(n) => Ok(n),
+            None => Ok(Value::Text(t)),
+        },
+        (Affinity::Integer | Affinity::Numeric, Value::Float(f)) => {
+            Ok(integral(f).unwrap_or(Value::Float(f)))
+        }
+        (Affinity::Integer | Affinity::Numeric, Value::Text(t)) => {
+            Ok(numeric_text(&t)?.unwrap_or(Value::Text(t)))
+        }
+        (_, v) => Ok(v),
+    }
+}
+
+/// A float SQLite keeps as an INTEGER in an INTEGER or NUMERIC column.
+fn integral(f: f64) -> Option<Value> {
+    (f.fract() == 0.0 && f.abs() < 9.2e18).then_some(Value::Int(f as i64))
+}
+
+/// A text SQLite reads as a number in a numeric column: an INTEGER when it
+/// is a whole number that fits, else a REAL; refused when the REAL would
+/// not hold its value exactly; `None`: not a number, kept as text.
+fn numeric_text(t: &str) -> Result<Option<Value>, String> {
+    let s = t.trim();
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'+' | b'-' | b'.' | b'e' | b'E'))
+    {
+        return Ok(None);
+    }
+    let Some(d) = Decimal::parse(s) else {
+        return Ok(None);
+    };
+    if !s.contains(['.', 'e', 'E'])
+        && let Some(i) = d.as_i64()
+    {
+        return Ok(Some(Value::Int(i)));
+    }
+    let f: f64 = d.text().parse().map_err(|_| "not a number")?;
+    if Decimal::parse(&float_text(f)).map(|x| x.normalized()) != Some(d.normalized()) {
+        return Err(format!(
+            "SQLite's numeric column keeps {} as a REAL, which does not hold it exactly",
+            d.text()
+        ));
+    }
+    Ok(Some(integral(f).unwrap_or(Value::Float(f))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn col(system: Dialect, kind: Kind, type_name: &str) -> Column {
+        let mut spec = Spec::of(system).with_numeric_typmod(type_name);
+        if system == Dialect::Sqlite {
+            spec.affinity = Some(Affinity::of(type_name));
+        }
+        Column {
+            name: "c".into(),
+            type_name: type_name.into(),
+            kind: Some(kind),
+            serial: false,
+            spec,
+        }
+    }
+
+    fn c(v: Value, to: &Column) -> Result<Value, String> {
+        convert(v, to, &Rules::default())
+    }
+
+    #[test]
+    fn decimals_keep_every_digit_or_are_refused() {
+        let pg = col(Dialect::Postgres, Kind::Decimal, "numeric");
+        let n = |t: &str| Value::Decimal(t.into());
+        assert_eq!(
+            c(n("12345678901234567890.123456789"), &pg),
+            Ok(n("12345678901234567890.123456789"))
+        );
+        let money = col(Dialect::Postgres, Kind::Decimal, "numeric(12,2)");
+        assert_eq!(c(n("1.5"), &money), Ok(n("1.50")));
+        assert!(c(n("1.505"), &money).is_err());
+        assert!(c(n("12345678901.00"), &money).is_err());
+        assert_eq!(c(Value::Float(0.1 + 0.2), &money), Ok(n("0.30")));
+        assert_eq!(
+            c(Value::Float(0.1 + 0.2), &pg),
+            Ok(n("0.30000000000000004"))
+        );
+        let my = col(Dialect::Mysql, Kind::Decimal, "decimal(40,0)");
+        assert_eq!(
+            c(n("1234567890123456789012345678901234567890"), &my),
+            Ok(n("1234567890123456789012345678901234567890"))
+        );
+        assert!(c(n("NaN"), &my).is_err());
+        assert_eq!(c(n("NaN"), &pg), Ok(n("NaN")));
+    }
+
+    #[test]
+    fn sqlite_numeric_columns_hold_what_a_real_holds() {
+        let s = col(Dialect::Sqlite, Kind::Decimal, "NUMERIC(12,2)");
+        assert_eq!(
+            c(Value::Decimal("12.50".into()), &s),
+            Ok(Value::Float(12.5))
+        );
+        assert_eq!(c(Value::Decimal("12.00".into()), &s), Ok(Value::Int(12)));
+        assert_eq!(c(Value::Decimal("7".into()), &s), Ok(Value::Int(7)));
+        assert!(c(Value::Decimal("12345678901234567890.5".into()), &s).is_err());
+        // a storage class from SQLite passes as it is
+        assert_eq!(
+            c(Value::Text("abc".into()), &s),
+            Ok(Value::Text("abc".into()))
+        );
+        let t = col(Dialect::Sqlite, Kind::Text, "TEXT");
+        assert_eq!(
+            c(Value::Float(0.1 + 0.2), &t),
+            Ok(Value::Text("0.30000000000000004".into()))
+        );
+        let b = col(Dialect::Sqlite, Kind::Bool, "BOOLEAN");
+        assert_eq!(c(Value::Int(2), &b), Ok(Value::Int(2)));
+        assert_eq!(c(Value::Bool(true), &b), Ok(Value::Int(1)));
+    }
+
+    #[test]
+    fn dates_carry_their_whole_range_or_are_refused_by_reason() {
+        let pg = col(Dialect::Postgres, Kind::Date, "date");
+        let my = col(Dialect::Mysql, Kind::Date, "date");
+        let lite = col(Dialect::Sqlite, Kind::Date, "DATE");
+        let d = |t: &str| Value::Date(When::parse(t).unwrap());
+        assert_eq!(c(d("infinity"), &pg), Ok(d("infinity")));
+        assert!(c(d("infinity"), &my).unwrap_err().contains("no infinity"));
+        assert!(c(d("0044-03-15 BC"), &my).unwrap_err().contains("years"));
+        assert_eq!(c(d("5874897-12-31"), &pg), Ok(d("5874897-12-31")));
+        assert!(c(d("10000-01-01"), &lite).is_err());
+        let zero = d("0000-00-00");
+        assert_eq!(c(zero.clone(), &my), Ok(zero.clone()));
+        assert!(
+            c(zero.clone(), &pg)
+                .unwrap_err()
+                .contains("--zero-dates null")
+        );
+        let null = Rules {
+            zero_dates_null: true,
+        };
+        assert_eq!(convert(zero, &pg, &null), Ok(Value::Null));
+        let ts = col(Dialect::Mysql, Kind::Timestamp, "datetime(3)");
+        let mut ts = ts;
+        ts.spec.fsp = 3;
+        let t = Value::Timestamp(When::parse("2026-01-01 10:00:00.123456").unwrap());
+        assert_eq!(
+            c(t, &ts),
+            Ok(Value::Timestamp(
+                When::parse("2026-01-01 10:00:00.123").unwrap()
+            ))
+        );
+    }
+
+    #[test]
+    fn json_is_text_and_jsonb_is_what_the_server_makes_of_it() {
+        let json = col(Dialect::Postgres, Kind::Json, "json");
+        let mut jsonb = col(Dialect::Postgres, Kind::Json, "jsonb");
+        jsonb.spec.json = JsonStore::Jsonb;
+        let doc = Value::Json(r#"{"b": 12345678901234567890123456789,  "a":0.1000000000000000055511151231257827, "b": 2}"#.into());
+        assert_eq!(c(doc.clone(), &json), Ok(doc.clone()));
+        assert_eq!(
+            c(doc, &jsonb),
+            Ok(Value::Json(
+                r#"{"a": 0.1000000000000000055511151231257827, "b": 2}"#.into()
+            ))
+        );
+        assert!(c(Value::Text("not json".into()), &json).is_err());
+    }
+}

@@ -1,0 +1,407 @@
+//! The PostgreSQL side of a move: a schema tenant, or a database tenant
+//! (every schema of its database it owns: `catalog::schemas`). Reads in a
+//! `REPEATABLE READ READ ONLY` transaction, dates, timestamps, decimals,
+//! JSON and UUIDs as the server prints them (`DateStyle` ISO, `TimeZone`
+//! UTC); writes with `COPY … FROM STDIN`.
+
+mod admin;
+mod catalog;
+
+use sqlx::{Connection, Executor, PgConnection, Row};
+
+use super::when::When;
+use super::{
+    Contents, CopyEnd, Kind, MARK_TABLE, Mark, Sql, Table, Value, bind_value, decode_page, failed,
+};
+use crate::dialect::{connect, quote_ident, quote_literal};
+use crate::error::TenantError;
+use crate::options::Settings;
+use crate::tenant::Dialect;
+pub use admin::{create, drop};
+
+pub struct PgEnd {
+    conn: PgConnection,
+    /// The tenant's own schema (a database tenant's current schema).
+    home: String,
+    /// Every schema the tenant owns.
+    schemas: Vec<String>,
+    /// Rows held back for one COPY (its statement, its text), written when
+    /// they pass `COPY_BYTES` or the table ends: a COPY per page costs a
+    /// round trip each (and sqlx's sockets do not set TCP_NODELAY).
+    pending: Option<(String, String)>,
+}
+
+/// How much COPY text is held back before it is sent.
+const COPY_BYTES: usize = 8 << 20;
+
+const SQL: Sql = Sql {
+    quote: quote_ident,
+    param: |n, c| format!("CAST(${} AS {})", n + 1, c.type_name),
+    read: |c| {
+        let q = quote_ident(&c.name);
+        match c.kind {
+            Some(Kind::Int) => format!("{q}::int8"),
+            Some(Kind::Float) => format!("{q}::float8"),
+            Some(
+                Kind::Decimal
+                | Kind::Text
+                | Kind::Json
+                | Kind::Uuid
+                | Kind::Date
+                | Kind::Timestamp
+                | Kind::TimestampTz,
+            ) => format!("{q}::text"),
+            _ => q,
+        }
+    },
+    max_params: 32_000,
+    // explicit values for identity columns too
+    overriding: " OVERRIDING SYSTEM VALUE",
+    expand_keys: false,
+};
+
+fn decode(row: &sqlx::postgres::PgRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
+    let text = |i| row.try_get::<Option<String>, _>(i);
+    let when = |t: String| {
+        When::parse(&t).ok_or_else(|| sqlx::Error::Decode(format!("not a date: {t}").into()))
+    };
+    Ok(match kind {
+        Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
+        Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
+        Kind::Decimal => text(i)?.map(Value::Decimal),
+        Kind::Text => text(i)?.map(Value::Text),
+        Kind::Uuid => text(i)?.map(Value::Uuid),
+        Kind::Json => text(i)?.map(Value::Json),
+        Kind::Bool => row.try_get::<Option<bool>, _>(i)?.map(Value::Bool),
+        Kind::Date => text(i)?.map(when).transpose()?.map(Value::Date),
+        Kind::Timestamp => text(i)?.map(when).transpose()?.map(Value::Timestamp),
+        Kind::TimestampTz => text(i)?.map(when).transpose()?.map(Value::TimestampTz),
+        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Bytes),
+    }
+    .unwrap_or(Value::Null))
+}
+
+/// `v` in COPY's text format.
+fn copy_text(v: &Value, out: &mut String) {
+    use std::fmt::Write;
+    let escaped = |s: &str, out: &mut String| {
+        for ch in s.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    };
+    match v {
+        Value::Null => out.push_str("\\N"),
+        Value::Int(i) => {
+            let _ = write!(out, "{i}");
+        }
+        Value::Float(f) if f.is_nan() => out.push_str("NaN"),
+        Value::Float(f) if f.is_infinite() => {
+            out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+        }
+        Value::Float(f) => {
+            let _ = write!(out, "{f:?}");
+        }
+        Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
+        Value::Bytes(b) => {
+            out.push_str("\\\\x");
+            out.push_str(&crate::migration::hex(b));
+        }
+        Value::Date(w) => w.write_pg(out, false, false),
+        Value::Timestamp(w) => w.write_pg(out, true, false),
+        Value::TimestampTz(w) => w.write_pg(out, true, true),
+        Value::Decimal(s) | Value::Text(s) | Value::Uuid(s) | Value::Json(s) => escaped(s, out),
+    }
+}
+
+impl PgEnd {
+    /// Opens the tenant at `url` (`schema`: a schema tenant; `None`: the
+    /// whole database).
+    pub async fn open(
+        settings: &Settings,
+        url: &str,
+        schema: Option<&str>,
+    ) -> Result<PgEnd, TenantError> {
+        let opts = crate::dialect::postgres::connect_options(url)
+            .map_err(|e| crate::dialect::connect_error(Dialect::Postgres, url, &e))?;
+        let mut conn = connect(
+            Dialect::Postgres,
+            url,
+            settings.connect_timeout,
+            PgConnection::connect_with(&opts),
+        )
+        .await?;
+        let what = |e| failed(Dialect::Postgres, "session settings", e);
+        // dates and timestamps are read as text: in one spelling, in UTC
+        conn.execute(
+            "SET DateStyle = 'ISO, YMD'; SET TimeZone = 'UTC'; SET extra_float_digits = 3",
+        )
+        .await
+        .map_err(what)?;
+        let home = match schema {
+            Some(s) => s.to_string(),
+            None => sqlx::query_scalar::<_, Option<String>>("SELECT current_schema()::text")
+                .fetch_one(&mut conn)
+                .await
+                .map_err(what)?
+                .ok_or_else(|| {
+                    TenantError::permanent(
+                        "invalid_tenant",
+                        "the database has no schema on its search_path (current_schema() is NULL)",
+                    )
+                })?,
+        };
+        let schemas = catalog::schemas(&mut conn, &home, schema.is_none()).await?;
+        Ok(PgEnd {
+            conn,
+            home,
+            schemas,
+            pending: None,
+        })
+    }
+
+    /// Sends the rows held back, in one COPY.
+    async fn flush(&mut self, table: &str) -> Result<(), TenantError> {
+        let Some((sql, data)) = self.pending.take() else {
+            return Ok(());
+        };
+        let what = |e| failed(Dialect::Postgres, &format!("writing {table}"), e);
+        let mut copy = self.conn.copy_in_raw(&sql).await.map_err(what)?;
+        if let Err(e) = copy.send(data.into_bytes()).await {
+            let _ = copy.abort("fleetmig: the copy failed").await;
+            return Err(what(e));
+        }
+        copy.finish().await.map_err(what)?;
+        Ok(())
+    }
+
+    /// `t`'s name with its schema, quoted.
+    fn qualified(&self, t: &Table) -> String {
+        format!(
+            "{}.{}",
+            quote_ident(t.schema.as_deref().unwrap_or(&self.home)),
+            quote_ident(&t.name)
+        )
+    }
+
+    fn mark_table(&self) -> String {
+        format!("{}.{}", quote_ident(&self.home), quote_ident(MARK_TABLE))
+    }
+}
+
+#[async_trait::async_trait]
+impl CopyEnd for PgEnd {
+    async fn tables(&mut self) -> Result<Vec<Table>, TenantError> {
+        catalog::tables(&mut self.conn, &self.home, &self.schemas).await
+    }
+
+    async fn snapshot(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "starting the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn release(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("ROLLBACK")
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "ending the snapshot", e))?;
+        Ok(())
+    }
+
+    async fn page(
+        &mut self,
+        t: &Table,
+        after: Option<&[Value]>,
+        limit: usize,
+    ) -> Result<Vec<Vec<Value>>, TenantError> {
+        let sql = SQL.page(&self.qualified(t), t, after.is_some(), limit);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for v in SQL.page_params(after.unwrap_or_default()) {
+            q = bind_value!(q, v, true);
+        }
+        let rows = q
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, &format!("reading {}", t.label()), e))?;
+        decode_page(Dialect::Postgres, t, &rows, decode)
+    }
+
+    async fn count(&mut self, t: &Table) -> Result<u64, TenantError> {
+        let sql = format!("SELECT count(*) FROM {}", self.qualified(t));
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, &format!("counting {}", t.label()), e))?;
+        Ok(n as u64)
+    }
+
+    async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = tables.iter().map(|t| self.qualified(t)).collect();
+        let sql = format!("TRUNCATE {}", names.join(", "));
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "emptying the target's tables", e))?;
+        Ok(())
+    }
+
+    /// Rows go out by `COPY … FROM STDIN` (text format), several pages to a
+    /// statement: several times faster than multi-row INSERTs, and COPY
+    /// keeps an identity column's given values.
+    async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError> {
+        let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.qualified(t),
+            cols.join(", ")
+        );
+        if self.pending.as_ref().is_some_and(|(s, _)| *s != sql) {
+            self.flush(&t.label()).await?;
+        }
+        let data = &mut self.pending.get_or_insert_with(|| (sql, String::new())).1;
+        for row in rows {
+            for (i, v) in row.iter().enumerate() {
+                if i > 0 {
+                    data.push('\t');
+                }
+                copy_text(v, data);
+            }
+            data.push('\n');
+        }
+        if data.len() >= COPY_BYTES {
+            self.flush(&t.label()).await?;
+        }
+        Ok(())
+    }
+
+    async fn next_id(&mut self, t: &Table) -> Result<Option<i64>, TenantError> {
+        let Some(c) = t.columns.iter().find(|c| c.serial) else {
+            return Ok(None);
+        };
+        // pg_sequence_last_value is NULL for a sequence never used
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence($1, $2)::regclass) + 1",
+        )
+        .bind(self.qualified(t))
+        .bind(&c.name)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| {
+            failed(
+                Dialect::Postgres,
+                &format!("reading {}'s sequence", t.label()),
+                e,
+            )
+        })?;
+        Ok(next)
+    }
+
+    async fn finish_table(&mut self, t: &Table, next: Option<i64>) -> Result<(), TenantError> {
+        self.flush(&t.label()).await?;
+        // fresh statistics for the bulk-loaded table: the foreign-key checks
+        // of the tables copied after it (and the application) plan with them
+        let sql = format!("ANALYZE {}", self.qualified(t));
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Postgres, &format!("analyzing {}", t.label()), e))?;
+        for c in t.columns.iter().filter(|c| c.serial) {
+            let sql = format!(
+                "SELECT setval(pg_get_serial_sequence({}, {}), GREATEST(COALESCE((SELECT max({}) FROM {}), 0) + 1, {}), false)",
+                quote_literal(&self.qualified(t)),
+                quote_literal(&c.name),
+                quote_ident(&c.name),
+                self.qualified(t),
+                next.unwrap_or(1)
+            );
+            self.conn
+                .execute(sqlx::AssertSqlSafe(sql))
+                .await
+                .map_err(|e| {
+                    failed(
+                        Dialect::Postgres,
+                        &format!("setting {}'s sequence", t.label()),
+                        e,
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn mark(&mut self) -> Result<Option<Mark>, TenantError> {
+        let what = |e| failed(Dialect::Postgres, "reading the move's mark", e);
+        let there: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2)",
+        )
+        .bind(&self.home)
+        .bind(MARK_TABLE)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(what)?;
+        if !there {
+            return Ok(None);
+        }
+        let sql = format!("SELECT move_id, tenant, source FROM {}", self.mark_table());
+        let row: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(what)?;
+        Ok(row.map(|(move_id, tenant, source)| Mark {
+            move_id,
+            tenant,
+            source,
+        }))
+    }
+
+    async fn set_mark(&mut self, m: &Mark) -> Result<(), TenantError> {
+        let t = self.mark_table();
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {t} (move_id text NOT NULL, tenant text NOT NULL, source text NOT NULL); \
+             DELETE FROM {t}"
+        );
+        let what = |e| failed(Dialect::Postgres, "marking the target", e);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut self.conn)
+            .await
+            .map_err(what)?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO {t} VALUES ($1, $2, $3)"
+        )))
+        .bind(&m.move_id)
+        .bind(&m.tenant)
+        .bind(&m.source)
+        .execute(&mut self.conn)
+        .await
+        .map_err(what)?;
+        Ok(())
+    }
+
+    async fn unmark(&mut self) -> Result<(), TenantError> {
+        let sql = format!("DROP TABLE IF EXISTS {}", self.mark_table());
+        self.conn
+            .execute(sqlx::AssertSqlSafe(sql))
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "removing the move's mark", e))?;
+        Ok(())
+    }
+
+    async fn contents(&mut self) -> Result<Contents, TenantError> {
+        catalog::contents(&mut self.conn, &self.home, &self.schemas).await
+    }
+
+    async fn close(self: Box<Self>) {
+        let _ = self.conn.close().await;
+    }
+}
