@@ -310,8 +310,10 @@ impl Mover<'_> {
             // the target's tables as its migrations made them
             let target_tables = target.tables().await?;
             let plan = pair(tables, &target_tables)?;
+            let all: Vec<&Table> = target_tables.iter().collect();
+            target.quiet(&all).await?;
             let t0 = Instant::now();
-            copy_all(
+            let copied = copy_all(
                 source,
                 &mut *target,
                 &plan,
@@ -320,7 +322,16 @@ impl Mover<'_> {
                 self.cancel,
                 report,
             )
-            .await?;
+            .await;
+            let checked = match copied {
+                Ok(()) => transfer::foreign_keys(&mut *target, &target_tables).await,
+                Err(e) => Err(e),
+            };
+            // put back what was turned off, whatever happened (a target the
+            // move found stays usable; a killed run's next run does it)
+            let restored = target.restore().await;
+            checked?;
+            restored?;
             tracing::info!(
                 rows = report.rows,
                 ms = t0.elapsed().as_millis() as u64,

@@ -62,8 +62,14 @@ pub fn relocate(
             break;
         }
         if record.get(id_col).map(str::trim) == Some(tenant.as_str()) {
-            let start = record.position().map_or(0, |p| p.byte()) as usize;
-            let end = reader.position().byte() as usize;
+            // the reader's position of a record is where it began reading
+            // it: comment and blank lines above it are not the record's
+            let start = record_start(&text, record.position().map_or(0, |p| p.byte()) as usize);
+            let mut end = reader.position().byte() as usize;
+            // the reader may stop between a line's `\r` and its `\n`
+            if end > 0 && text.get(end - 1) == Some(&b'\r') && text.get(end) == Some(&b'\n') {
+                end += 1;
+            }
             span = Some((start, end, record.clone()));
             break;
         }
@@ -82,9 +88,17 @@ pub fn relocate(
     let mut row = csv::WriterBuilder::new().from_writer(Vec::new());
     row.write_record(&fields)
         .map_err(|e| bad(0, e.to_string()))?;
-    let row = row
+    let mut row = row
         .into_inner()
         .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    // the line ends as it did
+    let old = &text[start..end.min(text.len())];
+    if old.ends_with(b"\r\n") {
+        row.pop();
+        row.extend_from_slice(b"\r\n");
+    } else if !old.ends_with(b"\n") {
+        row.pop();
+    }
     let mut bytes = text[..start].to_vec();
     bytes.extend_from_slice(&row);
     bytes.extend_from_slice(&text[end.min(text.len())..]);
@@ -101,6 +115,24 @@ pub fn relocate(
     f.sync_all().map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
     Ok(backup)
+}
+
+/// The first byte at or after `from` that starts a line which is neither
+/// blank nor a `#` comment.
+fn record_start(text: &[u8], from: usize) -> usize {
+    let mut at = from;
+    while at < text.len() {
+        let end = text[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(text.len(), |i| at + i + 1);
+        let line = text[at..end].trim_ascii();
+        if !line.is_empty() && !line.starts_with(b"#") {
+            break;
+        }
+        at = end;
+    }
+    at
 }
 
 #[cfg(test)]
@@ -136,5 +168,29 @@ mod tests {
         relocate(&path, &id, "postgres://db2/app", None, "m3").unwrap();
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn comments_and_blank_lines_above_the_row_stay_byte_for_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fleet.csv");
+        let text = "id,url,schema,tags\r\nalpha,sqlite:a.db,,\r\n\r\n# acme: our biggest customer\r\n# moved in 2026\r\nacme,sqlite:acme.db,,tier=pro\r\n# the end\r\n";
+        std::fs::write(&path, text).unwrap();
+        let id = TenantId::new("acme").unwrap();
+        relocate(&path, &id, "postgres://db/app", Some("t_acme"), "m1").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text.replace(
+                "acme,sqlite:acme.db,,tier=pro",
+                "acme,postgres://db/app,t_acme,tier=pro"
+            )
+        );
+        // a last row without a line end keeps none
+        std::fs::write(&path, "id,url,schema,tags\n# last\nacme,sqlite:acme.db,,").unwrap();
+        relocate(&path, &id, "sqlite:b.db", None, "m2").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "id,url,schema,tags\n# last\nacme,sqlite:b.db,,"
+        );
     }
 }

@@ -94,7 +94,8 @@ fn order(mut pairs: Vec<Pair>) -> Vec<Pair> {
     let mut out: Vec<Pair> = Vec::new();
     while !pairs.is_empty() {
         let ready = pairs.iter().position(|p| {
-            p.target.refs.iter().all(|(rs, r)| {
+            p.target.foreign_keys.iter().all(|fk| {
+                let (rs, r) = &fk.parent;
                 p.target.is(rs, r)
                     || out.iter().any(|o| o.target.is(rs, r))
                     || !pairs.iter().any(|q| q.target.is(rs, r))
@@ -240,6 +241,35 @@ pub(super) async fn copy_all(
         tables: total,
         rows: report.rows,
     });
+    Ok(())
+}
+
+/// After the copy: every foreign key of the target's tables finds its
+/// parent rows (one query per key), or the move fails naming the key and a
+/// row.
+pub(super) async fn foreign_keys(
+    target: &mut dyn CopyEnd,
+    tables: &[Table],
+) -> Result<(), TenantError> {
+    for t in tables {
+        for fk in &t.foreign_keys {
+            if let Some(row) = target.orphan(t, fk).await? {
+                return Err(TenantError::permanent(
+                    "foreign_key_violation",
+                    format!(
+                        "foreign key {} of {}: the row {row} references {} ({}) where no row has those values",
+                        fk.name,
+                        t.label(),
+                        match &fk.parent.0 {
+                            Some(s) => format!("{s}.{}", fk.parent.1),
+                            None => fk.parent.1.clone(),
+                        },
+                        fk.parent_columns.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

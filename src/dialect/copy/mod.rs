@@ -29,6 +29,10 @@ pub use when::When;
 /// part of a schema's fingerprint.
 pub const MARK_TABLE: &str = "_fleetmig_move";
 
+/// Where `CopyEnd::quiet` keeps what it dropped (triggers, constraints)
+/// until `restore` puts it back.
+pub const SAVED_TABLE: &str = "_fleetmig_move_saved";
+
 /// A move's mark on its target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mark {
@@ -74,17 +78,27 @@ pub struct Column {
     pub spec: Spec,
 }
 
+/// A foreign key of a table: its columns and the columns of the table
+/// they reference (`(schema, name)`, as `Table::schema`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ForeignKey {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub parent: (Option<String>, String),
+    pub parent_columns: Vec<String>,
+}
+
 /// A tenant table: its schema (`None`: the tenant's own; a PostgreSQL
 /// database tenant's other schemas by name), its columns (generated ones
 /// left out), its key (the primary key's columns, in key order, as indexes
-/// into `columns`), and the tables its foreign keys reference.
+/// into `columns`), and its foreign keys.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Table {
     pub schema: Option<String>,
     pub name: String,
     pub columns: Vec<Column>,
     pub key: Vec<usize>,
-    pub refs: Vec<(Option<String>, String)>,
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 impl Table {
@@ -159,6 +173,19 @@ pub trait CopyEnd: Send {
 
     /// What the place holds besides fleetmig's own tables.
     async fn contents(&mut self) -> Result<Contents, TenantError>;
+
+    /// Turns off the target's triggers and foreign-key checks for the copy
+    /// of `tables` (nothing fires, rows land in any order). What had to be
+    /// dropped to do so is kept in `SAVED_TABLE` first, so that the next
+    /// run of a killed move puts it back.
+    async fn quiet(&mut self, tables: &[&Table]) -> Result<(), TenantError>;
+
+    /// Puts back what `quiet` turned off.
+    async fn restore(&mut self) -> Result<(), TenantError>;
+
+    /// The first row of `t` whose foreign key `fk` finds no parent row, as
+    /// `column=value, …` (its key and the key's columns).
+    async fn orphan(&mut self, t: &Table, fk: &ForeignKey) -> Result<Option<String>, TenantError>;
 
     async fn close(self: Box<Self>);
 }
@@ -252,7 +279,7 @@ impl Catalog {
                 name: table,
                 columns: Vec::new(),
                 key: Vec::new(),
-                refs: Vec::new(),
+                foreign_keys: Vec::new(),
             });
             self.keys.push(Vec::new());
         }
@@ -266,23 +293,20 @@ impl Catalog {
         t.columns.push(c);
     }
 
-    /// The tables, with the foreign keys `(from, to)` among them.
-    fn finish(mut self, refs: Vec<TableRef>) -> Vec<Table> {
+    /// The tables, with their foreign keys (`(table, key)`).
+    fn finish(mut self, fks: Vec<((Option<String>, String), ForeignKey)>) -> Vec<Table> {
         for (t, mut k) in self.tables.iter_mut().zip(self.keys) {
             k.sort();
             t.key = k.into_iter().map(|(_, i)| i).collect();
         }
-        for ((fs, from), to) in refs {
-            if let Some(t) = self.tables.iter_mut().find(|t| t.is(&fs, &from)) {
-                t.refs.push(to);
+        for ((schema, from), fk) in fks {
+            if let Some(t) = self.tables.iter_mut().find(|t| t.is(&schema, &from)) {
+                t.foreign_keys.push(fk);
             }
         }
         self.tables
     }
 }
-
-/// A foreign key's two tables, each `(schema, name)`.
-type TableRef = ((Option<String>, String), (Option<String>, String));
 
 /// A page of rows decoded cell by cell (`decode(row, index, kind)`).
 fn decode_page<R>(
@@ -410,6 +434,63 @@ impl Sql {
     fn rows_per_insert(&self, t: &Table) -> usize {
         (self.max_params / t.columns.len().max(1)).clamp(1, 1000)
     }
+}
+
+/// The query that finds the first row of `t` (at `qualified`) whose
+/// foreign key `fk` has no parent row (at `parent`): all of the key's
+/// columns set (MATCH SIMPLE) and no parent with those values; it selects
+/// the row's primary key and the foreign key's columns, as text (`text`).
+fn orphan_sql(
+    quote: fn(&str) -> String,
+    text: fn(&str) -> String,
+    qualified: &str,
+    parent: &str,
+    t: &Table,
+    fk: &ForeignKey,
+) -> String {
+    let mut shown: Vec<&str> = t.key.iter().map(|&i| t.columns[i].name.as_str()).collect();
+    for c in &fk.columns {
+        if !shown.contains(&c.as_str()) {
+            shown.push(c);
+        }
+    }
+    let select: Vec<String> = shown
+        .iter()
+        .map(|c| text(&format!("c.{}", quote(c))))
+        .collect();
+    let set: Vec<String> = fk
+        .columns
+        .iter()
+        .map(|c| format!("c.{} IS NOT NULL", quote(c)))
+        .collect();
+    let joined: Vec<String> = fk
+        .columns
+        .iter()
+        .zip(&fk.parent_columns)
+        .map(|(c, p)| format!("p.{} = c.{}", quote(p), quote(c)))
+        .collect();
+    format!(
+        "SELECT {} FROM {qualified} c WHERE {} AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {}) LIMIT 1",
+        select.join(", "),
+        set.join(" AND "),
+        joined.join(" AND ")
+    )
+}
+
+/// `column=value, …` of an orphan row read by `orphan_sql`.
+fn orphan_text(t: &Table, fk: &ForeignKey, values: Vec<Option<String>>) -> String {
+    let mut names: Vec<&str> = t.key.iter().map(|&i| t.columns[i].name.as_str()).collect();
+    for c in &fk.columns {
+        if !names.contains(&c.as_str()) {
+            names.push(c);
+        }
+    }
+    names
+        .iter()
+        .zip(values)
+        .map(|(n, v)| format!("{n}={}", v.unwrap_or_else(|| "NULL".into())))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Binds a `Value` to a query (every backend binds the same Rust types);

@@ -10,8 +10,8 @@ use sqlx::{ConnectOptions, Connection, Executor, Row};
 use super::value::{JsonStore, Spec, typmod};
 use super::when::When;
 use super::{
-    Catalog, Column, Contents, CopyEnd, Created, Kind, MARK_TABLE, Mark, Sql, Table, Value,
-    bind_value, decode_page, failed,
+    Catalog, Column, Contents, CopyEnd, Created, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE,
+    Sql, Table, Value, bind_value, decode_page, failed, orphan_sql, orphan_text,
 };
 use crate::dialect::connect;
 use crate::dialect::mysql::quote_ident;
@@ -298,19 +298,36 @@ impl CopyEnd for MySqlEnd {
             let table: String = r.try_get("t").unwrap_or_default();
             catalog.column(None, table, column, r.try_get("keypos").unwrap_or(0));
         }
-        let refs: Vec<(String, String)> = sqlx::query_as(
-            "SELECT CAST(TABLE_NAME AS CHAR), CAST(REFERENCED_TABLE_NAME AS CHAR) \
-             FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?",
+        let cols: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT CAST(CONSTRAINT_NAME AS CHAR), CAST(TABLE_NAME AS CHAR), CAST(COLUMN_NAME AS CHAR), \
+             CAST(REFERENCED_TABLE_NAME AS CHAR), CAST(REFERENCED_COLUMN_NAME AS CHAR) \
+             FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = ? AND REFERENCED_TABLE_NAME IS NOT NULL \
+             ORDER BY TABLE_NAME, CONSTRAINT_NAME, ORDINAL_POSITION",
         )
         .bind(&self.database)
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Mysql, "reading foreign keys", e))?;
-        let refs = refs
-            .into_iter()
-            .map(|(t, r)| ((None, t), (None, r)))
-            .collect();
-        Ok(catalog.finish(refs))
+        let mut fks: Vec<((Option<String>, String), ForeignKey)> = Vec::new();
+        for (name, table, column, parent, parent_column) in cols {
+            match fks.last_mut() {
+                Some(((_, t), fk)) if *t == table && fk.name == name => {
+                    fk.columns.push(column);
+                    fk.parent_columns.push(parent_column);
+                }
+                _ => fks.push((
+                    (None, table),
+                    ForeignKey {
+                        name,
+                        columns: vec![column],
+                        parent: (None, parent),
+                        parent_columns: vec![parent_column],
+                    },
+                )),
+            }
+        }
+        Ok(catalog.finish(fks))
     }
 
     async fn snapshot(&mut self) -> Result<(), TenantError> {
@@ -535,6 +552,103 @@ impl CopyEnd for MySqlEnd {
         contents.objects.sort();
         contents.filled.sort();
         Ok(contents)
+    }
+
+    /// Foreign-key checks are off for the session already; triggers,
+    /// which MySQL cannot turn off, are saved and dropped (in their order
+    /// of action), unless a killed run saved them already.
+    async fn quiet(&mut self, _tables: &[&Table]) -> Result<(), TenantError> {
+        let saved = quote_ident(SAVED_TABLE);
+        let what = |e| failed(Dialect::Mysql, "turning the target's triggers off", e);
+        self.conn
+            .execute(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE IF NOT EXISTS {saved} (seq INT NOT NULL, name VARCHAR(64) NOT NULL, \
+                 def LONGTEXT NOT NULL) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+            )))
+            .await
+            .map_err(what)?;
+        let names: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(TRIGGER_NAME AS CHAR) FROM information_schema.TRIGGERS \
+             WHERE TRIGGER_SCHEMA = ? ORDER BY EVENT_OBJECT_TABLE, ACTION_TIMING, EVENT_MANIPULATION, ACTION_ORDER",
+        )
+        .bind(&self.database)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(what)?;
+        for (seq, name) in names.iter().enumerate() {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SHOW CREATE TRIGGER {}",
+                quote_ident(name)
+            )))
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(what)?;
+            let def: String = row
+                .try_get::<String, _>("SQL Original Statement")
+                .or_else(|_| {
+                    row.try_get::<Vec<u8>, _>("SQL Original Statement")
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                })
+                .map_err(what)?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO {saved} VALUES (?, ?, ?)"
+            )))
+            .bind(seq as i64)
+            .bind(name)
+            .bind(&def)
+            .execute(&mut self.conn)
+            .await
+            .map_err(what)?;
+            self.conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP TRIGGER {}",
+                    quote_ident(name)
+                )))
+                .await
+                .map_err(what)?;
+        }
+        Ok(())
+    }
+
+    async fn restore(&mut self) -> Result<(), TenantError> {
+        let saved = quote_ident(SAVED_TABLE);
+        let what = |e| failed(Dialect::Mysql, "putting the target's triggers back", e);
+        let defs: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT def FROM {saved} ORDER BY seq"
+        )))
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(what)?;
+        for def in defs {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(def))
+                .execute(&mut self.conn)
+                .await
+                .map_err(what)?;
+        }
+        self.conn
+            .execute(sqlx::AssertSqlSafe(format!("DROP TABLE {saved}")))
+            .await
+            .map_err(what)?;
+        Ok(())
+    }
+
+    async fn orphan(&mut self, t: &Table, fk: &ForeignKey) -> Result<Option<String>, TenantError> {
+        let sql = orphan_sql(
+            quote_ident,
+            |c| format!("CAST({c} AS CHAR)"),
+            &quote_ident(&t.name),
+            &quote_ident(&fk.parent.1),
+            t,
+            fk,
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Mysql, &format!("checking {}", fk.name), e))?;
+        Ok(row.map(|r| {
+            let values = (0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect();
+            orphan_text(t, fk, values)
+        }))
     }
 
     async fn close(self: Box<Self>) {

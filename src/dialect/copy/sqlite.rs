@@ -11,8 +11,8 @@ use sqlx::{ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 
 use super::value::{Affinity, Spec};
 use super::{
-    Catalog, Column, Contents, CopyEnd, Created, Kind, MARK_TABLE, Mark, Sql, Table, Value,
-    bind_value, decode_page, failed,
+    Catalog, Column, Contents, CopyEnd, Created, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE,
+    Sql, Table, Value, bind_value, decode_page, failed, orphan_sql, orphan_text,
 };
 use crate::dialect::quote_ident;
 use crate::error::TenantError;
@@ -173,18 +173,51 @@ impl CopyEnd for SqliteEnd {
             };
             catalog.column(None, table, column, pk);
         }
-        let refs: Vec<(String, String)> = sqlx::query_as(
-            "SELECT DISTINCT m.name, f.\"table\" FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
-             WHERE m.type = 'table'",
+        // (table, key id, parent, column, parent column or NULL: the
+        // parent's primary key, in order)
+        let cols: Vec<(String, i64, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT m.name, f.id, f.\"table\", f.\"from\", f.\"to\" \
+             FROM sqlite_master m, pragma_foreign_key_list(m.name) f \
+             WHERE m.type = 'table' ORDER BY m.name, f.id, f.seq",
         )
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Sqlite, "reading foreign keys", e))?;
-        let refs = refs
-            .into_iter()
-            .map(|(t, r)| ((None, t), (None, r)))
-            .collect();
-        Ok(catalog.finish(refs))
+        let mut fks: Vec<((Option<String>, String), ForeignKey, i64)> = Vec::new();
+        for (table, id, parent, column, to) in cols {
+            let fk = match fks.last_mut() {
+                Some(((_, t), fk, i)) if *t == table && *i == id => fk,
+                _ => {
+                    fks.push((
+                        (None, table.clone()),
+                        ForeignKey {
+                            name: format!("{table}_fk{id}"),
+                            columns: Vec::new(),
+                            parent: (None, parent.clone()),
+                            parent_columns: Vec::new(),
+                        },
+                        id,
+                    ));
+                    &mut fks.last_mut().expect("pushed").1
+                }
+            };
+            let to = match to {
+                Some(to) => to,
+                None => {
+                    let pk: Vec<String> = sqlx::query_scalar(
+                        "SELECT name FROM pragma_table_info(?) WHERE pk > 0 ORDER BY pk",
+                    )
+                    .bind(&parent)
+                    .fetch_all(&mut self.conn)
+                    .await
+                    .map_err(|e| failed(Dialect::Sqlite, "reading foreign keys", e))?;
+                    pk.get(fk.columns.len()).cloned().unwrap_or_default()
+                }
+            };
+            fk.columns.push(column);
+            fk.parent_columns.push(to);
+        }
+        Ok(catalog.finish(fks.into_iter().map(|(t, fk, _)| (t, fk)).collect()))
     }
 
     async fn snapshot(&mut self) -> Result<(), TenantError> {
@@ -398,6 +431,79 @@ impl CopyEnd for SqliteEnd {
         contents.objects.sort();
         contents.filled.sort();
         Ok(contents)
+    }
+
+    /// Foreign keys are off on this connection; triggers, which SQLite
+    /// cannot turn off, are saved and dropped, unless a killed run saved
+    /// them already.
+    async fn quiet(&mut self, _tables: &[&Table]) -> Result<(), TenantError> {
+        let saved = quote_ident(SAVED_TABLE);
+        let sql = format!(
+            "CREATE TABLE IF NOT EXISTS {saved} (seq INTEGER NOT NULL, name TEXT NOT NULL, def TEXT NOT NULL); \
+             INSERT INTO {saved} SELECT rowid, name, sql FROM sqlite_master WHERE type = 'trigger' \
+               AND NOT EXISTS (SELECT 1 FROM {saved} s WHERE s.name = sqlite_master.name);"
+        );
+        let what = |e| failed(Dialect::Sqlite, "turning the target's triggers off", e);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut self.conn)
+            .await
+            .map_err(what)?;
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(what)?;
+        for n in names {
+            self.conn
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP TRIGGER {}",
+                    quote_ident(&n)
+                )))
+                .await
+                .map_err(what)?;
+        }
+        Ok(())
+    }
+
+    async fn restore(&mut self) -> Result<(), TenantError> {
+        let saved = quote_ident(SAVED_TABLE);
+        let what = |e| failed(Dialect::Sqlite, "putting the target's triggers back", e);
+        let defs: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT def FROM {saved} ORDER BY seq"
+        )))
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(what)?;
+        for def in defs {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(def))
+                .execute(&mut self.conn)
+                .await
+                .map_err(what)?;
+        }
+        self.conn
+            .execute(sqlx::AssertSqlSafe(format!("DROP TABLE {saved}")))
+            .await
+            .map_err(what)?;
+        Ok(())
+    }
+
+    async fn orphan(&mut self, t: &Table, fk: &ForeignKey) -> Result<Option<String>, TenantError> {
+        let sql = orphan_sql(
+            quote_ident,
+            |c| format!("CAST({c} AS TEXT)"),
+            &quote_ident(&t.name),
+            &quote_ident(&fk.parent.1),
+            t,
+            fk,
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, &format!("checking {}", fk.name), e))?;
+        Ok(row.map(|r| {
+            let values = (0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect();
+            orphan_text(t, fk, values)
+        }))
     }
 
     async fn close(self: Box<Self>) {

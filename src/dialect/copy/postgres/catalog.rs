@@ -7,7 +7,7 @@
 use sqlx::{PgConnection, Row};
 
 use super::super::value::{JsonStore, Spec, typmod};
-use super::super::{Catalog, Column, Contents, Kind, Table, TableRef, failed};
+use super::super::{Catalog, Column, Contents, ForeignKey, Kind, Table, failed};
 use crate::error::TenantError;
 use crate::tenant::Dialect;
 
@@ -127,21 +127,43 @@ pub(super) async fn tables(
         };
         catalog.column(relative(r.get("s"), home), r.get("t"), column, pos as i64);
     }
-    let refs: Vec<(String, String, String, String)> = sqlx::query_as(
-        "SELECT n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text FROM pg_constraint k \
+    type FkRow = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        Vec<String>,
+        Vec<String>,
+    );
+    let fks: Vec<FkRow> = sqlx::query_as(
+        "SELECT k.conname::text, n.nspname::text, c.relname::text, rn.nspname::text, r.relname::text, \
+         ARRAY(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY x(att, i) \
+           JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = x.att ORDER BY x.i), \
+         ARRAY(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY x(att, i) \
+           JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = x.att ORDER BY x.i) \
+         FROM pg_constraint k \
          JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
          JOIN pg_class r ON r.oid = k.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace \
-         WHERE k.contype = 'f' AND n.nspname = ANY($1)",
+         WHERE k.contype = 'f' AND n.nspname = ANY($1) ORDER BY 1",
     )
     .bind(schemas)
     .fetch_all(conn)
     .await
     .map_err(|e| failed(Dialect::Postgres, "reading foreign keys", e))?;
-    let refs: Vec<TableRef> = refs
+    let fks = fks
         .into_iter()
-        .map(|(s, t, rs, r)| ((relative(s, home), t), (relative(rs, home), r)))
+        .map(|(name, s, t, rs, r, columns, parent_columns)| {
+            let fk = ForeignKey {
+                name,
+                columns,
+                parent: (relative(rs, home), r),
+                parent_columns,
+            };
+            ((relative(s, home), t), fk)
+        })
         .collect();
-    Ok(catalog.finish(refs))
+    Ok(catalog.finish(fks))
 }
 
 /// Every object of `schemas` but fleetmig's tables and what extensions

@@ -11,7 +11,8 @@ use sqlx::{Connection, Executor, PgConnection, Row};
 
 use super::when::When;
 use super::{
-    Contents, CopyEnd, Kind, MARK_TABLE, Mark, Sql, Table, Value, bind_value, decode_page, failed,
+    Contents, CopyEnd, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE, Sql, Table, Value,
+    bind_value, decode_page, failed, orphan_sql, orphan_text,
 };
 use crate::dialect::{connect, quote_ident, quote_literal};
 use crate::error::TenantError;
@@ -29,6 +30,15 @@ pub struct PgEnd {
     /// they pass `COPY_BYTES` or the table ends: a COPY per page costs a
     /// round trip each (and sqlx's sockets do not set TCP_NODELAY).
     pending: Option<(String, String)>,
+    /// How `quiet` turned triggers and foreign keys off: the session's
+    /// replication role, or (a role that may not set it) the owner's
+    /// `DISABLE TRIGGER USER` on these tables and their foreign keys dropped.
+    quieted: Option<Quiet>,
+}
+
+enum Quiet {
+    Replica,
+    Owner(Vec<String>),
 }
 
 /// How much COPY text is held back before it is sent.
@@ -162,6 +172,7 @@ impl PgEnd {
             home,
             schemas,
             pending: None,
+            quieted: None,
         })
     }
 
@@ -191,6 +202,58 @@ impl PgEnd {
 
     fn mark_table(&self) -> String {
         format!("{}.{}", quote_ident(&self.home), quote_ident(MARK_TABLE))
+    }
+
+    fn saved_table(&self) -> String {
+        format!("{}.{}", quote_ident(&self.home), quote_ident(SAVED_TABLE))
+    }
+
+    async fn run(&mut self, what: &str, sql: String) -> Result<(), TenantError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, what, e))?;
+        Ok(())
+    }
+
+    /// The owner's way: user triggers off, foreign keys dropped (their
+    /// definitions saved first, unless a killed run saved them already).
+    async fn quiet_as_owner(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
+        let saved = self.saved_table();
+        self.run(
+            "saving the target's foreign keys",
+            format!("CREATE TABLE IF NOT EXISTS {saved} (tbl text NOT NULL, name text NOT NULL, def text NOT NULL)"),
+        )
+        .await?;
+        let names: Vec<String> = tables.iter().map(|t| self.qualified(t)).collect();
+        let keep = format!(
+            "INSERT INTO {saved} SELECT k.conrelid::regclass::text, k.conname, pg_get_constraintdef(k.oid) \
+             FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = ANY($1::regclass[]) \
+             AND NOT EXISTS (SELECT 1 FROM {saved} s WHERE s.tbl = k.conrelid::regclass::text AND s.name = k.conname)"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(keep))
+            .bind(&names)
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, "saving the target's foreign keys", e))?;
+        let drops: Vec<(String, String)> = sqlx::query_as(
+            "SELECT k.conrelid::regclass::text, k.conname::text FROM pg_constraint k \
+             WHERE k.contype = 'f' AND k.conrelid = ANY($1::regclass[])",
+        )
+        .bind(&names)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Postgres, "reading the target's foreign keys", e))?;
+        let mut sql = String::new();
+        for (t, k) in drops {
+            sql += &format!("ALTER TABLE {t} DROP CONSTRAINT {};", quote_ident(&k));
+        }
+        for t in &names {
+            sql += &format!("ALTER TABLE {t} DISABLE TRIGGER USER;");
+        }
+        self.run("turning the target's triggers off", sql).await?;
+        self.quieted = Some(Quiet::Owner(names));
+        Ok(())
     }
 }
 
@@ -399,6 +462,88 @@ impl CopyEnd for PgEnd {
 
     async fn contents(&mut self) -> Result<Contents, TenantError> {
         catalog::contents(&mut self.conn, &self.home, &self.schemas).await
+    }
+
+    /// As a role that may: the session's replication role `replica` (no
+    /// trigger fires, foreign keys included); else the owner's way.
+    async fn quiet(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
+        match self
+            .conn
+            .execute("SET session_replication_role = replica")
+            .await
+        {
+            Ok(_) => {
+                self.quieted = Some(Quiet::Replica);
+                Ok(())
+            }
+            Err(e) => {
+                let e = failed(Dialect::Postgres, "turning the target's triggers off", e);
+                if e.code.as_deref() != Some("42501") {
+                    return Err(e);
+                }
+                self.quiet_as_owner(tables).await
+            }
+        }
+    }
+
+    async fn restore(&mut self) -> Result<(), TenantError> {
+        self.flush("the last table").await?;
+        match self.quieted.take() {
+            None => Ok(()),
+            Some(Quiet::Replica) => {
+                self.run(
+                    "turning the target's triggers on",
+                    "SET session_replication_role = DEFAULT".into(),
+                )
+                .await
+            }
+            Some(Quiet::Owner(names)) => {
+                let saved = self.saved_table();
+                let keys: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(
+                    format!("SELECT tbl, name, def FROM {saved}"),
+                ))
+                .fetch_all(&mut self.conn)
+                .await
+                .map_err(|e| failed(Dialect::Postgres, "reading the saved foreign keys", e))?;
+                let mut sql = String::new();
+                for t in &names {
+                    sql += &format!("ALTER TABLE {t} ENABLE TRIGGER USER;");
+                }
+                for (t, k, def) in keys {
+                    sql += &format!("ALTER TABLE {t} ADD CONSTRAINT {} {def};", quote_ident(&k));
+                }
+                sql += &format!("DROP TABLE {saved};");
+                self.run("turning the target's triggers and foreign keys on", sql)
+                    .await
+            }
+        }
+    }
+
+    async fn orphan(&mut self, t: &Table, fk: &ForeignKey) -> Result<Option<String>, TenantError> {
+        self.flush(&t.label()).await?;
+        let parent = Table {
+            schema: fk.parent.0.clone(),
+            name: fk.parent.1.clone(),
+            columns: Vec::new(),
+            key: Vec::new(),
+            foreign_keys: Vec::new(),
+        };
+        let sql = orphan_sql(
+            quote_ident,
+            |c| format!("{c}::text"),
+            &self.qualified(t),
+            &self.qualified(&parent),
+            t,
+            fk,
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_optional(&mut self.conn)
+            .await
+            .map_err(|e| failed(Dialect::Postgres, &format!("checking {}", fk.name), e))?;
+        Ok(row.map(|r| {
+            let values = (0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect();
+            orphan_text(t, fk, values)
+        }))
     }
 
     async fn close(self: Box<Self>) {
