@@ -443,3 +443,116 @@ async fn drop_source_json_and_refusals_before_the_target_exists() {
     }
     admin.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_tenant_moves_with_its_writes_held_from_the_final_verification_on() {
+    let set = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);",
+        ),
+        (
+            "0001_t.postgres.sql",
+            "CREATE TABLE t (id bigint PRIMARY KEY, v text NOT NULL);",
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    fleet(dir.path(), "sqlite:t1.db", set.path());
+    let path = dir.path().join("t1.db");
+    let mut c = sqlite(&path).await;
+    c.execute("PRAGMA journal_mode = WAL; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) INSERT INTO t SELECT i, 'row ' || i FROM n")
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    // the application writes all along: a row every few milliseconds
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, path) = (stop.clone(), path.clone());
+        tokio::spawn(async move {
+            use sqlx::ConnectOptions;
+            let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&path)
+                .busy_timeout(std::time::Duration::from_secs(60))
+                .connect()
+                .await
+                .unwrap();
+            let mut i = 3001i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                sqlx::query("INSERT INTO t VALUES (?, ?)")
+                    .bind(i)
+                    .bind(format!("written during the move {i}"))
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                i += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+            }
+            c.close().await.unwrap();
+            i - 1
+        })
+    };
+    let db = pg_database("mvfreeze").await;
+    let set_path = set.path().to_path_buf();
+    let dir_path = dir.path().to_path_buf();
+    let url = db.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        mv(
+            &dir_path,
+            &set_path,
+            &[
+                "--to",
+                &url,
+                "--schema",
+                "moved",
+                "--batch-rows",
+                "100",
+                "--pause",
+                "20ms",
+                "--freeze-source",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let last = writer.await.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let folder = stdout(&out).lines().last().unwrap().to_string();
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join(folder).join("move.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        report["recopied"],
+        serde_json::json!(["t"]),
+        "written to during the copy: {report}"
+    );
+    // the target holds the source as it was when its writes were held: the
+    // same rows up to the last it has, the rest written after the switch
+    let mut pg = pg_connect(&db.url).await;
+    let moved: Vec<(i64, String)> = sqlx::query_as("SELECT id, v FROM moved.t ORDER BY id")
+        .fetch_all(&mut pg)
+        .await
+        .unwrap();
+    pg.close().await.unwrap();
+    let mut c = sqlite(&path).await;
+    let source: Vec<(i64, String)> = sqlx::query_as("SELECT id, v FROM t ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let held = moved.len();
+    assert!(
+        held > 3000,
+        "rows written during the copy were carried ({held})"
+    );
+    assert_eq!(moved[..], source[..held]);
+    assert_eq!(source.last().unwrap().0, last);
+    db.drop_now().await;
+}

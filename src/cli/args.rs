@@ -473,6 +473,11 @@ pub struct MoveArgs {
     /// key) or `null`.
     #[arg(long, value_name = "WHAT", default_value = "refuse", value_parser = ["refuse", "null"])]
     pub zero_dates: String,
+    /// Hold writes to the source (readers go on) from the final
+    /// verification to the registry switch, copying again meanwhile the
+    /// tables written to during the copy: a busy tenant can be moved.
+    #[arg(long)]
+    pub freeze_source: bool,
     /// Print the report as JSON (and nothing else).
     #[arg(long)]
     pub json: bool,

@@ -88,6 +88,7 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
         rules: crate::dialect::copy::Rules {
             zero_dates_null: a.zero_dates == "null",
         },
+        freeze_source: a.freeze_source,
     };
     let cancel = super::signals::arm();
     let mover = Mover {

@@ -46,7 +46,7 @@ use crate::rollout::context::Cancel;
 use crate::state::StateStore;
 use crate::tenant::{Locator, Tenant};
 use target::Claimed;
-use transfer::{copy_all, pair, verify};
+use transfer::{pair, verify};
 
 /// How a move runs.
 #[derive(Debug, Clone)]
@@ -64,6 +64,9 @@ pub struct MoveOptions {
     pub to_schema: Option<String>,
     /// How values the target cannot hold are treated (`--zero-dates`).
     pub rules: copy::Rules,
+    /// Hold writes to the source from the final verification to the
+    /// registry switch (`--freeze-source`).
+    pub freeze_source: bool,
 }
 
 /// One table moved.
@@ -112,6 +115,9 @@ pub struct MoveReport {
     /// The id of this tenant's unfinished move whose half-filled target
     /// this one emptied and filled again.
     pub restarted_from: Option<String>,
+    /// Tables written to during the copy and copied again while the
+    /// source's writes were held (`--freeze-source`).
+    pub recopied: Vec<String>,
     /// A target this move created and then removed again, because it failed.
     pub target_removed: bool,
     pub registry_backup: Option<String>,
@@ -202,6 +208,7 @@ impl Mover<'_> {
             duration_ms: 0,
             created: Created::Nothing,
             restarted_from: None,
+            recopied: Vec::new(),
             target_removed: false,
             registry_backup: None,
             source_dropped: false,
@@ -282,14 +289,27 @@ impl Mover<'_> {
         source.close().await;
         report.duration_ms = started.elapsed().as_millis() as u64;
         match filled {
-            Ok(()) => self.finish(tenant, &to, &mut report).await?,
+            Ok(frozen) => {
+                let r = self.finish(tenant, &to, &mut report).await;
+                // the source's writes go on (to the old place: the
+                // application follows the registry)
+                if let Some(mut f) = frozen {
+                    let _ = f.unfreeze().await;
+                    f.close().await;
+                }
+                r?
+            }
             Err(e) => self.failed(&to, &mut report, e.message).await?,
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
 
-    /// Steps 3 to 5: the target migrated, filled and verified.
+    /// Steps 3 to 5: the target migrated, filled and verified. With
+    /// `--freeze-source`, the source's writes are held from the final
+    /// verification on (the tables written to during the copy are copied
+    /// again meanwhile): the end that holds them is returned, for `finish`
+    /// to let go after the registry switch.
     async fn fill(
         &self,
         tenant: &Tenant,
@@ -298,7 +318,7 @@ impl Mover<'_> {
         tables: &[Table],
         source: &mut dyn CopyEnd,
         report: &mut MoveReport,
-    ) -> Result<(), TenantError> {
+    ) -> Result<Option<Box<dyn CopyEnd>>, TenantError> {
         let t0 = Instant::now();
         target::migrate(self.connector, self.set, tenant, to, version, self.bus).await?;
         tracing::info!(
@@ -306,45 +326,81 @@ impl Mover<'_> {
             "move: target migrated"
         );
         let mut target = copy::open(&self.connector.settings, to).await?;
-        let r = async {
-            // the target's tables as its migrations made them
-            let target_tables = target.tables().await?;
-            let plan = pair(tables, &target_tables)?;
-            let all: Vec<&Table> = target_tables.iter().collect();
-            target.quiet(&all).await?;
-            let t0 = Instant::now();
-            let copied = copy_all(
-                source,
-                &mut *target,
-                &plan,
-                self.bus,
-                self.opts,
-                self.cancel,
-                report,
-            )
+        let mut frozen = None;
+        let r = self
+            .fill_open(tenant, tables, source, &mut *target, &mut frozen, report)
             .await;
-            let checked = match copied {
-                Ok(()) => transfer::foreign_keys(&mut *target, &target_tables).await,
-                Err(e) => Err(e),
-            };
-            // put back what was turned off, whatever happened (a target the
-            // move found stays usable; a killed run's next run does it)
-            let restored = target.restore().await;
-            checked?;
-            restored?;
-            tracing::info!(
-                rows = report.rows,
-                ms = t0.elapsed().as_millis() as u64,
-                "move: copied"
-            );
-            let t0 = Instant::now();
-            let verified = verify(source, &mut *target, &plan, &self.opts.rules, report).await;
-            tracing::info!(ms = t0.elapsed().as_millis() as u64, "move: verified");
-            verified
-        }
-        .await;
         target.close().await;
-        r
+        match r {
+            Ok(()) => Ok(frozen),
+            Err(e) => {
+                if let Some(f) = frozen {
+                    f.close().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn fill_open(
+        &self,
+        tenant: &Tenant,
+        tables: &[Table],
+        source: &mut dyn CopyEnd,
+        target: &mut dyn CopyEnd,
+        frozen: &mut Option<Box<dyn CopyEnd>>,
+        report: &mut MoveReport,
+    ) -> Result<(), TenantError> {
+        // the target's tables as its migrations made them
+        let target_tables = target.tables().await?;
+        let plan = pair(tables, &target_tables)?;
+        let all: Vec<&Table> = target_tables.iter().collect();
+        let copier = transfer::Copier {
+            bus: self.bus,
+            opts: self.opts,
+            cancel: self.cancel,
+        };
+        target.quiet(&all).await?;
+        let t0 = Instant::now();
+        let copied = match copier.copy_all(source, target, &plan, report).await {
+            Ok(()) => transfer::foreign_keys(target, &target_tables).await,
+            Err(e) => Err(e),
+        };
+        // put back what was turned off, whatever happened (a target the
+        // move found stays usable; a killed run's next run does it)
+        let restored = target.restore().await;
+        copied?;
+        restored?;
+        tracing::info!(
+            rows = report.rows,
+            ms = t0.elapsed().as_millis() as u64,
+            "move: copied"
+        );
+        if self.opts.freeze_source {
+            let mut end = copy::open(&self.connector.settings, &tenant.locator).await?;
+            let held: Vec<&Table> = tables.iter().collect();
+            let f = end.freeze(&held).await;
+            *frozen = Some(end);
+            f?;
+        }
+        let t0 = Instant::now();
+        let changed = verify(source, target, &plan, &self.opts.rules, report).await?;
+        tracing::info!(ms = t0.elapsed().as_millis() as u64, "move: verified");
+        if changed.is_empty() {
+            return Ok(());
+        }
+        if frozen.is_none() {
+            return Err(transfer::source_changed(&changed));
+        }
+        let again: Vec<usize> = changed.iter().map(|(i, _)| *i).collect();
+        copier
+            .recopy(source, target, &plan, &again, &target_tables, report)
+            .await?;
+        let still = verify(source, target, &plan, &self.opts.rules, report).await?;
+        if !still.is_empty() {
+            return Err(transfer::source_changed(&still));
+        }
+        Ok(())
     }
 
     /// Step 6: the registry switched, the mark removed, the move recorded.

@@ -150,26 +150,92 @@ fn converted(row: Vec<Value>, p: &Pair, rules: &Rules) -> Result<Vec<Value>, Ten
         .collect()
 }
 
-/// Step 4: empty the target's tables (children first), copy every table
-/// from one snapshot, set the sequences.
-pub(super) async fn copy_all(
-    source: &mut dyn CopyEnd,
-    target: &mut dyn CopyEnd,
-    plan: &[Pair],
-    bus: &Bus,
-    opts: &MoveOptions,
-    cancel: &Cancel,
-    report: &mut MoveReport,
-) -> Result<(), TenantError> {
-    let children_first: Vec<&Table> = plan.iter().rev().map(|p| &p.target).collect();
-    target.clear(&children_first).await?;
-    source.snapshot().await?;
-    let total = plan.len();
-    for (n, p) in plan.iter().enumerate() {
+/// What the copy of one table works with.
+pub(super) struct Copier<'a> {
+    pub bus: &'a Bus,
+    pub opts: &'a MoveOptions,
+    pub cancel: &'a Cancel,
+}
+
+impl Copier<'_> {
+    /// Step 4: empty the target's tables (children first), copy every
+    /// table from one snapshot, set the sequences.
+    pub(super) async fn copy_all(
+        &self,
+        source: &mut dyn CopyEnd,
+        target: &mut dyn CopyEnd,
+        plan: &[Pair],
+        report: &mut MoveReport,
+    ) -> Result<(), TenantError> {
+        let children_first: Vec<&Table> = plan.iter().rev().map(|p| &p.target).collect();
+        target.clear(&children_first).await?;
+        source.snapshot().await?;
+        for (n, p) in plan.iter().enumerate() {
+            let moved = self
+                .copy_table(source, target, p, (n, plan.len()), report)
+                .await?;
+            report.tables.push(moved);
+        }
+        source.release().await?;
+        self.bus.emit(Event::MoveProgress {
+            table: String::new(),
+            tables_done: plan.len(),
+            tables: plan.len(),
+            rows: report.rows,
+        });
+        Ok(())
+    }
+
+    /// The tables of `changed` copied again from a source whose writes are
+    /// held (`--freeze-source`): emptied, filled, their foreign keys checked.
+    pub(super) async fn recopy(
+        &self,
+        source: &mut dyn CopyEnd,
+        target: &mut dyn CopyEnd,
+        plan: &[Pair],
+        changed: &[usize],
+        target_tables: &[Table],
+        report: &mut MoveReport,
+    ) -> Result<(), TenantError> {
+        let all: Vec<&Table> = target_tables.iter().collect();
+        target.quiet(&all).await?;
+        let r = async {
+            let emptied: Vec<&Table> = changed.iter().rev().map(|&i| &plan[i].target).collect();
+            target.clear(&emptied).await?;
+            for &i in changed {
+                let label = plan[i].source.label();
+                if let Some(t) = report.tables.iter().position(|t| t.table == label) {
+                    let old = report.tables.remove(t);
+                    report.rows -= old.rows;
+                }
+                let moved = self
+                    .copy_table(source, target, &plan[i], (i, plan.len()), report)
+                    .await?;
+                report.tables.push(moved);
+                report.recopied.push(label);
+            }
+            foreign_keys(&mut *target, target_tables).await
+        }
+        .await;
+        let restored = target.restore().await;
+        r?;
+        restored
+    }
+
+    /// One table, in keyset pages, each converted for the target; the
+    /// next page is read while the last one is written.
+    async fn copy_table(
+        &self,
+        source: &mut dyn CopyEnd,
+        target: &mut dyn CopyEnd,
+        p: &Pair,
+        (n, total): (usize, usize),
+        report: &mut MoveReport,
+    ) -> Result<TableMoved, TenantError> {
+        let opts = self.opts;
         let t0 = Instant::now();
         let mut sum = Checksum::default();
         let mut after: Option<Vec<Value>> = None;
-        // the next page is read while the last one is written
         let mut written: Option<Vec<Vec<Value>>> = None;
         loop {
             let write = async {
@@ -191,7 +257,7 @@ pub(super) async fn copy_all(
                 sum.add(&row);
                 batch.push(row);
             }
-            bus.emit(Event::MoveProgress {
+            self.bus.emit(Event::MoveProgress {
                 table: p.source.label(),
                 tables_done: n,
                 tables: total,
@@ -203,7 +269,7 @@ pub(super) async fn copy_all(
                 break;
             }
             written = Some(batch);
-            if cancel.is_cancelled() {
+            if self.cancel.is_cancelled() {
                 return Err(TenantError::permanent(
                     "interrupted",
                     "interrupted during the copy (run the move again: it continues into its marked target)",
@@ -212,6 +278,10 @@ pub(super) async fn copy_all(
             if !opts.pause.is_zero() {
                 tokio::time::sleep(opts.pause).await;
             }
+        }
+        if let Some(b) = written.take() {
+            target.insert(&p.target, &b).await?;
+            report.rows += b.len() as u64;
         }
         // paging by key read every row the snapshot holds
         let held = source.count(&p.source).await?;
@@ -227,21 +297,13 @@ pub(super) async fn copy_all(
         }
         let next = source.next_id(&p.source).await?;
         target.finish_table(&p.target, next).await?;
-        report.tables.push(TableMoved {
+        Ok(TableMoved {
             table: p.source.label(),
             rows: sum.rows,
             checksum: sum.text(),
             ms: t0.elapsed().as_millis() as u64,
-        });
+        })
     }
-    source.release().await?;
-    bus.emit(Event::MoveProgress {
-        table: String::new(),
-        tables_done: total,
-        tables: total,
-        rows: report.rows,
-    });
-    Ok(())
 }
 
 /// After the copy: every foreign key of the target's tables finds its
@@ -301,19 +363,21 @@ async fn each_row(
     Ok(())
 }
 
-/// Step 5: the target as it holds the rows against the snapshot, then the
-/// source now, converted, against the snapshot.
+/// Step 5: the target as it holds the rows against the snapshot (a
+/// difference fails the move, named), then the source now, converted,
+/// against the snapshot: the tables written to since (their index in the
+/// plan, and what changed).
 pub(super) async fn verify(
     source: &mut dyn CopyEnd,
     target: &mut dyn CopyEnd,
     plan: &[Pair],
     rules: &Rules,
     report: &MoveReport,
-) -> Result<(), TenantError> {
+) -> Result<Vec<(usize, String)>, TenantError> {
     let copied: BTreeMap<String, &TableMoved> =
         report.tables.iter().map(|t| (t.table.clone(), t)).collect();
     let mut changed = Vec::new();
-    for p in plan {
+    for (i, p) in plan.iter().enumerate() {
         let (mut got, mut now) = (Checksum::default(), Checksum::default());
         // the target and the source as it is now, read side by side
         let (a, b) = tokio::join!(
@@ -343,30 +407,37 @@ pub(super) async fn verify(
             ));
         }
         if now.text() != want.checksum {
-            changed.push(format!(
-                "{} ({} rows when copied, {} now{})",
-                p.source.label(),
-                want.rows,
-                now.rows,
-                if now.rows == want.rows {
-                    ", rows changed"
-                } else {
-                    ""
-                }
+            changed.push((
+                i,
+                format!(
+                    "{} ({} rows when copied, {} now{})",
+                    p.source.label(),
+                    want.rows,
+                    now.rows,
+                    if now.rows == want.rows {
+                        ", rows changed"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
     }
-    if !changed.is_empty() {
-        return Err(TenantError::permanent(
-            "source_changed",
-            format!(
-                "the source was written to during the copy: {}; the registry was not switched, \
-                 run the move again when writes to the tenant are stopped",
-                changed.join(", ")
-            ),
-        ));
-    }
-    Ok(())
+    Ok(changed)
+}
+
+/// The failure of a move whose source was written to during the copy.
+pub(super) fn source_changed(changed: &[(usize, String)]) -> TenantError {
+    let names: Vec<&str> = changed.iter().map(|(_, d)| d.as_str()).collect();
+    TenantError::permanent(
+        "source_changed",
+        format!(
+            "the source was written to during the copy: {}; the registry was not switched. Run the \
+             move again when writes to the tenant are stopped, or with --freeze-source (writes wait \
+             while the changed tables are copied again and the registry is switched)",
+            names.join(", ")
+        ),
+    )
 }
 
 /// The first row (in the source's key order) where the target differs from

@@ -183,6 +183,14 @@ pub trait CopyEnd: Send {
     /// Puts back what `quiet` turned off.
     async fn restore(&mut self) -> Result<(), TenantError>;
 
+    /// Holds writes to `tables` (readers go on) until `unfreeze` or close:
+    /// PostgreSQL `LOCK … IN EXCLUSIVE MODE`, MySQL `LOCK TABLES … READ`,
+    /// SQLite `BEGIN IMMEDIATE`.
+    async fn freeze(&mut self, tables: &[&Table]) -> Result<(), TenantError>;
+
+    /// Lets writes go on.
+    async fn unfreeze(&mut self) -> Result<(), TenantError>;
+
     /// The first row of `t` whose foreign key `fk` finds no parent row, as
     /// `column=value, …` (its key and the key's columns).
     async fn orphan(&mut self, t: &Table, fk: &ForeignKey) -> Result<Option<String>, TenantError>;

@@ -632,6 +632,32 @@ impl CopyEnd for MySqlEnd {
         Ok(())
     }
 
+    async fn freeze(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| format!("{} READ", quote_ident(&t.name)))
+            .collect();
+        self.conn
+            .execute(sqlx::AssertSqlSafe(format!(
+                "LOCK TABLES {}",
+                names.join(", ")
+            )))
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "holding the source's writes", e))?;
+        Ok(())
+    }
+
+    async fn unfreeze(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("UNLOCK TABLES")
+            .await
+            .map_err(|e| failed(Dialect::Mysql, "letting the source's writes go on", e))?;
+        Ok(())
+    }
+
     async fn orphan(&mut self, t: &Table, fk: &ForeignKey) -> Result<Option<String>, TenantError> {
         let sql = orphan_sql(
             quote_ident,

@@ -487,6 +487,22 @@ impl CopyEnd for SqliteEnd {
         Ok(())
     }
 
+    async fn freeze(&mut self, _tables: &[&Table]) -> Result<(), TenantError> {
+        self.conn
+            .execute("BEGIN IMMEDIATE")
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, "holding the source's writes", e))?;
+        Ok(())
+    }
+
+    async fn unfreeze(&mut self) -> Result<(), TenantError> {
+        self.conn
+            .execute("ROLLBACK")
+            .await
+            .map_err(|e| failed(Dialect::Sqlite, "letting the source's writes go on", e))?;
+        Ok(())
+    }
+
     async fn orphan(&mut self, t: &Table, fk: &ForeignKey) -> Result<Option<String>, TenantError> {
         let sql = orphan_sql(
             quote_ident,
