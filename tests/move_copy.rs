@@ -32,6 +32,7 @@ fn cycle_set() -> tempfile::TempDir {
             "0001_cycle.postgres.sql",
             "CREATE TABLE a (id int PRIMARY KEY, b_id int, parent int REFERENCES a (id));
              CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a (id));
+             CREATE INDEX b_by_a ON b (a_id) WHERE a_id IS NOT NULL;
              ALTER TABLE a ADD CONSTRAINT a_b FOREIGN KEY (b_id) REFERENCES b (id);
              CREATE TABLE audit (id serial PRIMARY KEY, what text NOT NULL);
              CREATE FUNCTION log_a() RETURNS trigger LANGUAGE plpgsql AS $$

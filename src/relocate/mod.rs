@@ -74,7 +74,11 @@ pub struct MoveOptions {
 pub struct TableMoved {
     pub table: String,
     pub rows: u64,
+    /// Of the rows as the target holds them (`rows:sum`).
     pub checksum: String,
+    /// The source server's own digest of the table in the snapshot (where
+    /// it has one): a later one that differs says the source was written to.
+    pub digest: Option<String>,
     pub ms: u64,
 }
 

@@ -106,25 +106,6 @@ fn order(mut pairs: Vec<Pair>) -> Vec<Pair> {
     out
 }
 
-/// The key of `row` in `t`, to page after it; a NULL in a key (SQLite
-/// allows one outside INTEGER PRIMARY KEY) cannot be paged past.
-fn key_of(row: &[Value], t: &Table) -> Result<Vec<Value>, TenantError> {
-    t.key
-        .iter()
-        .map(|&i| match &row[i] {
-            Value::Null => Err(TenantError::permanent(
-                "null_key",
-                format!(
-                    "table {} has a NULL in its primary key column {}: fleetmig copies by key",
-                    t.label(),
-                    t.columns[i].name
-                ),
-            )),
-            v => Ok(v.clone()),
-        })
-        .collect()
-}
-
 /// The key as a person reads it: `id=42` or `a='x', b=3`.
 fn key_text(row: &[Value], t: &Table) -> String {
     t.key
@@ -222,8 +203,10 @@ impl Copier<'_> {
         restored
     }
 
-    /// One table, in keyset pages, each converted for the target; the
-    /// next page is read while the last one is written.
+    /// One table, read as one stream from the snapshot, each row
+    /// converted for the target and summed; batches written while the next
+    /// are read. The server's digest of the table is taken first, in the
+    /// same snapshot (`verify` compares it with the source's later one).
     async fn copy_table(
         &self,
         source: &mut dyn CopyEnd,
@@ -234,62 +217,57 @@ impl Copier<'_> {
     ) -> Result<TableMoved, TenantError> {
         let opts = self.opts;
         let t0 = Instant::now();
+        let digest = source.digest(&p.source).await?;
         let mut sum = Checksum::default();
-        let mut after: Option<Vec<Value>> = None;
-        let mut written: Option<Vec<Vec<Value>>> = None;
-        loop {
-            let write = async {
-                match written.take() {
-                    Some(b) => target.insert(&p.target, &b).await.map(|_| b.len()),
-                    None => Ok(0),
+        let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Vec<Value>>>(2);
+        let read = async {
+            let r = source.scan(&p.source, opts.batch_rows, &tx).await;
+            drop(tx);
+            r
+        };
+        let write = async {
+            // owned here: a refusal drops it, and the read stops
+            let mut rx = rx;
+            let mut written = 0u64;
+            while let Some(rows) = rx.recv().await {
+                let mut batch = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let row = converted(row, p, &opts.rules)?;
+                    sum.add(&row);
+                    batch.push(row);
                 }
-            };
-            let read = source.page(&p.source, after.as_deref(), opts.batch_rows);
-            let (rows, wrote) = tokio::join!(read, write);
-            report.rows += wrote? as u64;
-            let rows = rows?;
-            let Some(last) = rows.last() else { break };
-            after = Some(key_of(last, &p.source)?);
-            let full = rows.len() == opts.batch_rows;
-            let mut batch = Vec::with_capacity(rows.len());
-            for row in rows {
-                let row = converted(row, p, &opts.rules)?;
-                sum.add(&row);
-                batch.push(row);
-            }
-            self.bus.emit(Event::MoveProgress {
-                table: p.source.label(),
-                tables_done: n,
-                tables: total,
-                rows: sum.rows,
-            });
-            if !full {
                 target.insert(&p.target, &batch).await?;
-                report.rows += batch.len() as u64;
-                break;
+                written += batch.len() as u64;
+                self.bus.emit(Event::MoveProgress {
+                    table: p.source.label(),
+                    tables_done: n,
+                    tables: total,
+                    rows: sum.rows,
+                });
+                if self.cancel.is_cancelled() {
+                    return Err(TenantError::permanent(
+                        "interrupted",
+                        "interrupted during the copy (run the move again: it continues into its marked target)",
+                    ));
+                }
+                if !opts.pause.is_zero() {
+                    tokio::time::sleep(opts.pause).await;
+                }
             }
-            written = Some(batch);
-            if self.cancel.is_cancelled() {
-                return Err(TenantError::permanent(
-                    "interrupted",
-                    "interrupted during the copy (run the move again: it continues into its marked target)",
-                ));
-            }
-            if !opts.pause.is_zero() {
-                tokio::time::sleep(opts.pause).await;
-            }
-        }
-        if let Some(b) = written.take() {
-            target.insert(&p.target, &b).await?;
-            report.rows += b.len() as u64;
-        }
-        // paging by key read every row the snapshot holds
+            Ok::<_, TenantError>(written)
+        };
+        let (read, written) = tokio::join!(read, write);
+        // a refused value ends the write first, and with it the read
+        let written = written?;
+        read?;
+        report.rows += written;
+        // the stream read every row the snapshot holds
         let held = source.count(&p.source).await?;
         if held != sum.rows {
             return Err(TenantError::permanent(
                 "copy_incomplete",
                 format!(
-                    "table {}: paging by its key read {} of its {held} rows; nothing was switched",
+                    "table {}: the read gave {} of its {held} rows; nothing was switched",
                     p.source.label(),
                     sum.rows
                 ),
@@ -301,6 +279,7 @@ impl Copier<'_> {
             table: p.source.label(),
             rows: sum.rows,
             checksum: sum.text(),
+            digest,
             ms: t0.elapsed().as_millis() as u64,
         })
     }
@@ -335,32 +314,36 @@ pub(super) async fn foreign_keys(
     Ok(())
 }
 
-/// Every row of `t` from `end`, in its own key order, each passed to `each`
-/// (converted for the target when `p` is given).
+/// Every row of `t` from `end`, each passed to `each` (converted for the
+/// target when `p` is given).
 async fn each_row(
     end: &mut dyn CopyEnd,
     t: &Table,
     p: Option<(&Pair, &Rules)>,
     mut each: impl FnMut(Vec<Value>),
 ) -> Result<(), TenantError> {
-    let batch = 5000;
-    let mut after: Option<Vec<Value>> = None;
-    loop {
-        let rows = end.page(t, after.as_deref(), batch).await?;
-        let Some(last) = rows.last() else { break };
-        after = Some(key_of(last, t)?);
-        let full = rows.len() == batch;
-        for row in rows {
-            each(match p {
-                Some((p, rules)) => converted(row, p, rules)?,
-                None => row,
-            });
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<Vec<Value>>>(2);
+    let read = async {
+        let r = end.scan(t, 5000, &tx).await;
+        drop(tx);
+        r
+    };
+    let take = async {
+        // owned here: a refusal drops it, and the read stops
+        let mut rx = rx;
+        while let Some(rows) = rx.recv().await {
+            for row in rows {
+                each(match p {
+                    Some((p, rules)) => converted(row, p, rules)?,
+                    None => row,
+                });
+            }
         }
-        if !full {
-            break;
-        }
-    }
-    Ok(())
+        Ok::<_, TenantError>(())
+    };
+    let (read, took) = tokio::join!(read, take);
+    took?;
+    read.map(|_| ())
 }
 
 /// Step 5: the target as it holds the rows against the snapshot (a
@@ -378,18 +361,30 @@ pub(super) async fn verify(
         report.tables.iter().map(|t| (t.table.clone(), t)).collect();
     let mut changed = Vec::new();
     for (i, p) in plan.iter().enumerate() {
+        let want = copied[&p.source.label()];
         let (mut got, mut now) = (Checksum::default(), Checksum::default());
-        // the target and the source as it is now, read side by side
-        let (a, b) = tokio::join!(
+        // the target read back, and the source as it is now (its server's
+        // digest where it has one, else its rows converted), side by side
+        let source_now = async {
+            match &want.digest {
+                Some(then) => {
+                    Ok::<_, TenantError>(source.digest(&p.source).await? != Some(then.clone()))
+                }
+                None => {
+                    each_row(&mut *source, &p.source, Some((p, rules)), |r| now.add(&r)).await?;
+                    Ok(now.text() != want.checksum)
+                }
+            }
+        };
+        let (a, moved) = tokio::join!(
             each_row(&mut *target, &p.target, None, |r| got.add(&r)),
-            each_row(&mut *source, &p.source, Some((p, rules)), |r| now.add(&r))
+            source_now
         );
         a?;
-        b?;
-        let want = copied[&p.source.label()];
+        let moved: bool = moved?;
         let rows = target.count(&p.target).await?;
         if rows != want.rows || got.text() != want.checksum {
-            let at = if now.text() == want.checksum {
+            let at = if !moved {
                 first_difference(source, target, p, rules).await?
             } else {
                 "(the source changed too)".to_string()
@@ -406,15 +401,15 @@ pub(super) async fn verify(
                 ),
             ));
         }
-        if now.text() != want.checksum {
+        if moved {
+            let now_rows = source.count(&p.source).await?;
             changed.push((
                 i,
                 format!(
-                    "{} ({} rows when copied, {} now{})",
+                    "{} ({} rows when copied, {now_rows} now{})",
                     p.source.label(),
                     want.rows,
-                    now.rows,
-                    if now.rows == want.rows {
+                    if now_rows == want.rows {
                         ", rows changed"
                     } else {
                         ""

@@ -133,17 +133,25 @@ pub trait CopyEnd: Send {
     /// Ends the snapshot.
     async fn release(&mut self) -> Result<(), TenantError>;
 
-    /// Up to `limit` rows of `t` after key `after`, in key order.
-    async fn page(
+    /// Every row of `t` (in the snapshot when one is held), read as one
+    /// stream and sent to `to` `batch` rows at a time; how many were read.
+    /// A closed `to` ends the read early.
+    async fn scan(
         &mut self,
         t: &Table,
-        after: Option<&[Value]>,
-        limit: usize,
-    ) -> Result<Vec<Vec<Value>>, TenantError>;
+        batch: usize,
+        to: &tokio::sync::mpsc::Sender<Vec<Vec<Value>>>,
+    ) -> Result<u64, TenantError>;
 
     /// Rows of `t` (`count(*)`, in the snapshot when one is held): the
-    /// check that paging by key read every row.
+    /// check that the stream read every row.
     async fn count(&mut self, t: &Table) -> Result<u64, TenantError>;
+
+    /// A digest of `t`'s rows that the server computes (its row count and a
+    /// sum of a hash of each row), to tell whether the rows changed between
+    /// two moments without reading them out; `None` where the server has
+    /// no such function (SQLite: its rows are read instead).
+    async fn digest(&mut self, t: &Table) -> Result<Option<String>, TenantError>;
 
     /// Deletes every row of `tables`, in this order (children first).
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError>;
@@ -316,23 +324,51 @@ impl Catalog {
     }
 }
 
-/// A page of rows decoded cell by cell (`decode(row, index, kind)`).
-fn decode_page<R>(
+/// Reads `sql` (every row of `t`) as a stream, each row decoded cell by
+/// cell (`decode(row, index, kind)`), and sends it on in batches.
+async fn scan_rows<'c, DB, E>(
     dialect: crate::tenant::Dialect,
+    conn: E,
+    sql: String,
     t: &Table,
-    rows: &[R],
-    decode: impl Fn(&R, usize, Kind) -> Result<Value, sqlx::Error>,
-) -> Result<Vec<Vec<Value>>, TenantError> {
-    rows.iter()
-        .map(|r| {
-            t.columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| decode(r, i, c.kind.unwrap_or(Kind::Text)))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| failed(dialect, &format!("reading {}", t.name), e))
-        })
-        .collect()
+    batch: usize,
+    to: &tokio::sync::mpsc::Sender<Vec<Vec<Value>>>,
+    decode: impl Fn(&DB::Row, usize, Kind) -> Result<Value, sqlx::Error>,
+) -> Result<u64, TenantError>
+where
+    DB: sqlx::Database + sqlx::database::HasStatementCache,
+    E: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+{
+    use futures_util::TryStreamExt;
+    let what = |e| failed(dialect, &format!("reading {}", t.label()), e);
+    let mut rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .persistent(false)
+        .fetch(conn);
+    let mut buf = Vec::with_capacity(batch);
+    let mut n = 0u64;
+    while let Some(r) = rows.try_next().await.map_err(what)? {
+        let row = t
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| decode(&r, i, c.kind.unwrap_or(Kind::Text)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(what)?;
+        buf.push(row);
+        if buf.len() == batch {
+            n += batch as u64;
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(batch));
+            if to.send(full).await.is_err() {
+                return Ok(n);
+            }
+        }
+    }
+    n += buf.len() as u64;
+    if !buf.is_empty() {
+        let _ = to.send(buf).await;
+    }
+    Ok(n)
 }
 
 /// The tables fleetmig keeps to itself (histories), never copied.
@@ -351,69 +387,14 @@ struct Sql {
     max_params: usize,
     /// Said between an INSERT's columns and its VALUES.
     overriding: &'static str,
-    /// Page past a composite key with `a > ? OR (a = ? AND b > ?)` rather
-    /// than a row comparison (which MySQL answers with a full scan).
-    expand_keys: bool,
 }
 
 impl Sql {
-    /// The parameters `page` binds after key `after`: once each, or as the
-    /// expanded predicate uses them.
-    fn page_params<'v>(&self, after: &'v [Value]) -> Vec<&'v Value> {
-        if !self.expand_keys || after.len() < 2 {
-            return after.iter().collect();
-        }
-        let mut out = Vec::new();
-        for n in 0..after.len() {
-            out.extend(&after[..=n]);
-        }
-        out
-    }
-
-    fn page(&self, qualified: &str, t: &Table, after: bool, limit: usize) -> String {
-        // aliased, so that ORDER BY names the table's columns, never an
-        // output column of the same name cast to text (numbers sort as text)
-        let cols: Vec<String> = t
-            .columns
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{} AS {}", (self.read)(c), (self.quote)(&format!("c{i}"))))
-            .collect();
-        let keys: Vec<String> = t
-            .key
-            .iter()
-            .map(|&i| (self.quote)(&t.columns[i].name))
-            .collect();
-        let mut sql = format!("SELECT {} FROM {qualified}", cols.join(", "));
-        if after && self.expand_keys && t.key.len() > 1 {
-            // (a > ?) OR (a = ? AND b > ?) OR …, each parameter in order
-            let mut n = 0;
-            let mut ors = Vec::new();
-            for last in 0..t.key.len() {
-                let mut ands = Vec::new();
-                for (pos, &i) in t.key[..=last].iter().enumerate() {
-                    let op = if pos == last { ">" } else { "=" };
-                    ands.push(format!(
-                        "{} {op} {}",
-                        keys[pos],
-                        (self.param)(n, &t.columns[i])
-                    ));
-                    n += 1;
-                }
-                ors.push(format!("({})", ands.join(" AND ")));
-            }
-            sql += &format!(" WHERE {}", ors.join(" OR "));
-        } else if after {
-            let params: Vec<String> = t
-                .key
-                .iter()
-                .enumerate()
-                .map(|(n, &i)| (self.param)(n, &t.columns[i]))
-                .collect();
-            sql += &format!(" WHERE ({}) > ({})", keys.join(", "), params.join(", "));
-        }
-        sql += &format!(" ORDER BY {} LIMIT {limit}", keys.join(", "));
-        sql
+    /// Every row of `t`, as one statement (no order: the checksums do not
+    /// need one, and a scan in the table's own order is the cheapest).
+    fn scan(&self, qualified: &str, t: &Table) -> String {
+        let cols: Vec<String> = t.columns.iter().map(|c| (self.read)(c)).collect();
+        format!("SELECT {} FROM {qualified}", cols.join(", "))
     }
 
     fn insert(&self, qualified: &str, t: &Table, rows: usize) -> String {

@@ -11,7 +11,7 @@ use super::value::{JsonStore, Spec, typmod};
 use super::when::When;
 use super::{
     Catalog, Column, Contents, CopyEnd, Created, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE,
-    Sql, Table, Value, bind_value, decode_page, failed, orphan_sql, orphan_text,
+    Sql, Table, Value, bind_value, failed, orphan_sql, orphan_text, scan_rows,
 };
 use crate::dialect::connect;
 use crate::dialect::mysql::quote_ident;
@@ -127,7 +127,6 @@ const SQL: Sql = Sql {
     },
     max_params: 60_000,
     overriding: "",
-    expand_keys: true,
 };
 
 fn decode(row: &MySqlRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
@@ -350,22 +349,38 @@ impl CopyEnd for MySqlEnd {
         Ok(())
     }
 
-    async fn page(
+    async fn scan(
         &mut self,
         t: &Table,
-        after: Option<&[Value]>,
-        limit: usize,
-    ) -> Result<Vec<Vec<Value>>, TenantError> {
-        let sql = SQL.page(&quote_ident(&t.name), t, after.is_some(), limit);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for v in SQL.page_params(after.unwrap_or_default()) {
-            q = bind_value!(q, v, false);
-        }
-        let rows = q
-            .fetch_all(&mut self.conn)
+        batch: usize,
+        to: &tokio::sync::mpsc::Sender<Vec<Vec<Value>>>,
+    ) -> Result<u64, TenantError> {
+        let sql = SQL.scan(&quote_ident(&t.name), t);
+        scan_rows(Dialect::Mysql, &mut self.conn, sql, t, batch, to, decode).await
+    }
+
+    async fn digest(&mut self, t: &Table) -> Result<Option<String>, TenantError> {
+        // each row's cells, length-prefixed (no two rows spell alike), then
+        // 60 bits of their MD5, summed
+        let cells: Vec<String> = t
+            .columns
+            .iter()
+            .map(|c| {
+                let q = quote_ident(&c.name);
+                format!("IFNULL(CONCAT(LENGTH({q}), ':', {q}), 'N')")
+            })
+            .collect();
+        let sql = format!(
+            "SELECT CAST(CONCAT(COUNT(*), ':', COALESCE(SUM(CAST(CONV(LEFT(MD5(CONCAT_WS(0x1f, {})), 15), 16, 10) \
+             AS UNSIGNED)), 0)) AS CHAR) FROM {}",
+            cells.join(", "),
+            quote_ident(&t.name)
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
             .await
-            .map_err(|e| failed(Dialect::Mysql, &format!("reading {}", t.name), e))?;
-        decode_page(Dialect::Mysql, t, &rows, decode)
+            .map(Some)
+            .map_err(|e| failed(Dialect::Mysql, &format!("digesting {}", t.label()), e))
     }
 
     async fn count(&mut self, t: &Table) -> Result<u64, TenantError> {

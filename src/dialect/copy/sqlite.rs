@@ -12,7 +12,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Row, TypeInfo, ValueRef};
 use super::value::{Affinity, Spec};
 use super::{
     Catalog, Column, Contents, CopyEnd, Created, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE,
-    Sql, Table, Value, bind_value, decode_page, failed, orphan_sql, orphan_text,
+    Sql, Table, Value, bind_value, failed, orphan_sql, orphan_text, scan_rows,
 };
 use crate::dialect::quote_ident;
 use crate::error::TenantError;
@@ -69,7 +69,6 @@ const SQL: Sql = Sql {
     read: |c| quote_ident(&c.name),
     max_params: 30_000,
     overriding: "",
-    expand_keys: false,
 };
 
 /// A cell by its storage class.
@@ -236,22 +235,27 @@ impl CopyEnd for SqliteEnd {
         Ok(())
     }
 
-    async fn page(
+    async fn scan(
         &mut self,
         t: &Table,
-        after: Option<&[Value]>,
-        limit: usize,
-    ) -> Result<Vec<Vec<Value>>, TenantError> {
-        let sql = SQL.page(&quote_ident(&t.name), t, after.is_some(), limit);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for v in after.unwrap_or_default() {
-            q = bind_value!(q, v, false);
-        }
-        let rows = q
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Sqlite, &format!("reading {}", t.name), e))?;
-        decode_page(Dialect::Sqlite, t, &rows, |r, i, _| decode(r, i))
+        batch: usize,
+        to: &tokio::sync::mpsc::Sender<Vec<Vec<Value>>>,
+    ) -> Result<u64, TenantError> {
+        let sql = SQL.scan(&quote_ident(&t.name), t);
+        scan_rows(
+            Dialect::Sqlite,
+            &mut self.conn,
+            sql,
+            t,
+            batch,
+            to,
+            |r, i, _| decode(r, i),
+        )
+        .await
+    }
+
+    async fn digest(&mut self, _t: &Table) -> Result<Option<String>, TenantError> {
+        Ok(None)
     }
 
     async fn count(&mut self, t: &Table) -> Result<u64, TenantError> {

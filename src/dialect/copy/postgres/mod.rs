@@ -6,13 +6,14 @@
 
 mod admin;
 mod catalog;
+mod quiet;
 
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 use super::when::When;
 use super::{
-    Contents, CopyEnd, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE, Sql, Table, Value,
-    bind_value, decode_page, failed, orphan_sql, orphan_text,
+    Contents, CopyEnd, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE, Sql, Table, Value, failed,
+    orphan_sql, orphan_text, scan_rows,
 };
 use crate::dialect::{connect, quote_ident, quote_literal};
 use crate::error::TenantError;
@@ -30,15 +31,9 @@ pub struct PgEnd {
     /// they pass `COPY_BYTES` or the table ends: a COPY per page costs a
     /// round trip each (and sqlx's sockets do not set TCP_NODELAY).
     pending: Option<(String, String)>,
-    /// How `quiet` turned triggers and foreign keys off: the session's
-    /// replication role, or (a role that may not set it) the owner's
-    /// `DISABLE TRIGGER USER` on these tables and their foreign keys dropped.
-    quieted: Option<Quiet>,
-}
-
-enum Quiet {
-    Replica,
-    Owner(Vec<String>),
+    /// How `quiet` turned triggers and foreign keys off, and on which
+    /// tables (`quiet.rs`).
+    quieted: Option<(quiet::Quiet, Vec<String>)>,
 }
 
 /// How much COPY text is held back before it is sent.
@@ -67,7 +62,6 @@ const SQL: Sql = Sql {
     max_params: 32_000,
     // explicit values for identity columns too
     overriding: " OVERRIDING SYSTEM VALUE",
-    expand_keys: false,
 };
 
 fn decode(row: &sqlx::postgres::PgRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
@@ -215,46 +209,6 @@ impl PgEnd {
             .map_err(|e| failed(Dialect::Postgres, what, e))?;
         Ok(())
     }
-
-    /// The owner's way: user triggers off, foreign keys dropped (their
-    /// definitions saved first, unless a killed run saved them already).
-    async fn quiet_as_owner(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
-        let saved = self.saved_table();
-        self.run(
-            "saving the target's foreign keys",
-            format!("CREATE TABLE IF NOT EXISTS {saved} (tbl text NOT NULL, name text NOT NULL, def text NOT NULL)"),
-        )
-        .await?;
-        let names: Vec<String> = tables.iter().map(|t| self.qualified(t)).collect();
-        let keep = format!(
-            "INSERT INTO {saved} SELECT k.conrelid::regclass::text, k.conname, pg_get_constraintdef(k.oid) \
-             FROM pg_constraint k WHERE k.contype = 'f' AND k.conrelid = ANY($1::regclass[]) \
-             AND NOT EXISTS (SELECT 1 FROM {saved} s WHERE s.tbl = k.conrelid::regclass::text AND s.name = k.conname)"
-        );
-        sqlx::query(sqlx::AssertSqlSafe(keep))
-            .bind(&names)
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Postgres, "saving the target's foreign keys", e))?;
-        let drops: Vec<(String, String)> = sqlx::query_as(
-            "SELECT k.conrelid::regclass::text, k.conname::text FROM pg_constraint k \
-             WHERE k.contype = 'f' AND k.conrelid = ANY($1::regclass[])",
-        )
-        .bind(&names)
-        .fetch_all(&mut self.conn)
-        .await
-        .map_err(|e| failed(Dialect::Postgres, "reading the target's foreign keys", e))?;
-        let mut sql = String::new();
-        for (t, k) in drops {
-            sql += &format!("ALTER TABLE {t} DROP CONSTRAINT {};", quote_ident(&k));
-        }
-        for t in &names {
-            sql += &format!("ALTER TABLE {t} DISABLE TRIGGER USER;");
-        }
-        self.run("turning the target's triggers off", sql).await?;
-        self.quieted = Some(Quiet::Owner(names));
-        Ok(())
-    }
 }
 
 #[async_trait::async_trait]
@@ -279,22 +233,28 @@ impl CopyEnd for PgEnd {
         Ok(())
     }
 
-    async fn page(
+    async fn scan(
         &mut self,
         t: &Table,
-        after: Option<&[Value]>,
-        limit: usize,
-    ) -> Result<Vec<Vec<Value>>, TenantError> {
-        let sql = SQL.page(&self.qualified(t), t, after.is_some(), limit);
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-        for v in SQL.page_params(after.unwrap_or_default()) {
-            q = bind_value!(q, v, true);
-        }
-        let rows = q
-            .fetch_all(&mut self.conn)
+        batch: usize,
+        to: &tokio::sync::mpsc::Sender<Vec<Vec<Value>>>,
+    ) -> Result<u64, TenantError> {
+        let sql = SQL.scan(&self.qualified(t), t);
+        scan_rows(Dialect::Postgres, &mut self.conn, sql, t, batch, to, decode).await
+    }
+
+    async fn digest(&mut self, t: &Table) -> Result<Option<String>, TenantError> {
+        // every column's text, as the record prints it; a 64-bit hash each
+        let sql = format!(
+            "SELECT count(*)::text || ':' || COALESCE(sum(hashtextextended(r::text, 0)::numeric), 0)::text \
+             FROM {} r",
+            self.qualified(t)
+        );
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&mut self.conn)
             .await
-            .map_err(|e| failed(Dialect::Postgres, &format!("reading {}", t.label()), e))?;
-        decode_page(Dialect::Postgres, t, &rows, decode)
+            .map(Some)
+            .map_err(|e| failed(Dialect::Postgres, &format!("digesting {}", t.label()), e))
     }
 
     async fn count(&mut self, t: &Table) -> Result<u64, TenantError> {
@@ -472,59 +432,21 @@ impl CopyEnd for PgEnd {
         catalog::contents(&mut self.conn, &self.home, &self.schemas).await
     }
 
-    /// As a role that may: the session's replication role `replica` (no
-    /// trigger fires, foreign keys included); else the owner's way.
     async fn quiet(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
-        match self
-            .conn
-            .execute("SET session_replication_role = replica")
-            .await
-        {
-            Ok(_) => {
-                self.quieted = Some(Quiet::Replica);
-                Ok(())
-            }
-            Err(e) => {
-                let e = failed(Dialect::Postgres, "turning the target's triggers off", e);
-                if e.code.as_deref() != Some("42501") {
-                    return Err(e);
-                }
-                self.quiet_as_owner(tables).await
-            }
-        }
+        let names: Vec<String> = tables.iter().map(|t| self.qualified(t)).collect();
+        let saved = self.saved_table();
+        let mode = quiet::quiet(&mut self.conn, &saved, &names).await?;
+        self.quieted = Some((mode, names));
+        Ok(())
     }
 
     async fn restore(&mut self) -> Result<(), TenantError> {
         self.flush("the last table").await?;
-        match self.quieted.take() {
-            None => Ok(()),
-            Some(Quiet::Replica) => {
-                self.run(
-                    "turning the target's triggers on",
-                    "SET session_replication_role = DEFAULT".into(),
-                )
-                .await
-            }
-            Some(Quiet::Owner(names)) => {
-                let saved = self.saved_table();
-                let keys: Vec<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(
-                    format!("SELECT tbl, name, def FROM {saved}"),
-                ))
-                .fetch_all(&mut self.conn)
-                .await
-                .map_err(|e| failed(Dialect::Postgres, "reading the saved foreign keys", e))?;
-                let mut sql = String::new();
-                for t in &names {
-                    sql += &format!("ALTER TABLE {t} ENABLE TRIGGER USER;");
-                }
-                for (t, k, def) in keys {
-                    sql += &format!("ALTER TABLE {t} ADD CONSTRAINT {} {def};", quote_ident(&k));
-                }
-                sql += &format!("DROP TABLE {saved};");
-                self.run("turning the target's triggers and foreign keys on", sql)
-                    .await
-            }
-        }
+        let Some((mode, names)) = self.quieted.take() else {
+            return Ok(());
+        };
+        let saved = self.saved_table();
+        quiet::restore(&mut self.conn, &saved, &names, mode).await
     }
 
     async fn freeze(&mut self, tables: &[&Table]) -> Result<(), TenantError> {
