@@ -153,6 +153,13 @@ pub trait CopyEnd: Send {
     /// no such function (SQLite: its rows are read instead).
     async fn digest(&mut self, t: &Table) -> Result<Option<String>, TenantError>;
 
+    /// Whether `digest` speaks of one table (a change elsewhere leaves it
+    /// as it was); SQLite's is of the whole file: when it changed, the
+    /// table's rows are read to tell.
+    fn digest_is_per_table(&self) -> bool {
+        true
+    }
+
     /// Deletes every row of `tables`, in this order (children first).
     async fn clear(&mut self, tables: &[&Table]) -> Result<(), TenantError>;
 
