@@ -10,7 +10,7 @@
 //! however many).
 //!
 //! A hand-written parser because this is the server's normalisation rule,
-//! which no JSON library applies; the property test in `tests/move_values.rs`
+//! which no JSON library applies; the property test in `tests/move_props.rs`
 //! compares it with the server's own `::jsonb::text` on generated documents.
 
 /// Why a text is not a document fleetmig can carry into a column.
@@ -388,13 +388,31 @@ impl<'a> Parser<'a> {
 /// it: plain notation, `max(0, len(frac) - exp)` digits after the point,
 /// no sign on zero. `None` past numeric's limits.
 pub fn numeric_text(neg: bool, int: &str, frac: &str, exp: i64) -> Option<String> {
-    // numeric_in refuses exponents past ±1000; numeric holds at most
-    // 131072 digits before the point and 16383 after
+    // numeric_in's limits (numeric.c, set_var_from_str and make_result):
+    // an exponent within ±(INT_MAX / 2) (the old ±1000 limit went in 2016,
+    // in every branch: `1e1001` is a number), then what the stored form
+    // holds: 16383 digits after the point, and a first nonzero digit at
+    // most 131071 places before it (a base-10000 weight of 32767). Zero
+    // has no weight: `0e5000` is 0. (tests/move_props.rs found these.)
+    const HALF_INT_MAX: i64 = i32::MAX as i64 / 2;
     let scale = (frac.len() as i64 - exp).max(0);
-    if exp.abs() > 1000 || scale > 16_383 || int.len() as i64 + exp > 131_072 {
+    if exp >= HALF_INT_MAX || exp <= -HALF_INT_MAX || scale > 16_383 {
         return None;
     }
     let digits: String = format!("{int}{frac}");
+    match digits.bytes().position(|b| b != b'0') {
+        Some(first) if int.len() as i64 - 1 - first as i64 + exp > 131_071 => return None,
+        Some(_) => {}
+        // zero: its zeros after the point only (never a string of `exp`
+        // zeros before it)
+        None => {
+            return Some(format!(
+                "0{}{}",
+                if scale > 0 { "." } else { "" },
+                "0".repeat(scale as usize)
+            ));
+        }
+    }
     // the point sits `point` digits into `digits`
     let point = int.len() as i64 + exp;
     let (whole, fraction) = if point <= 0 {

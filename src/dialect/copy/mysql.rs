@@ -162,6 +162,32 @@ fn options(url: &str) -> Result<MySqlConnectOptions, TenantError> {
 }
 
 impl MySqlEnd {
+    /// MariaDB's JSON columns, which it reports as `longtext` with a
+    /// `json_valid` CHECK: (table, column).
+    async fn mariadb_json_columns(&mut self) -> Result<Vec<(String, String)>, TenantError> {
+        if !self.mariadb {
+            return Ok(Vec::new());
+        }
+        let checks: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(TABLE_NAME AS CHAR), CAST(CHECK_CLAUSE AS CHAR) \
+             FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ?",
+        )
+        .bind(&self.database)
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| failed(Dialect::Mysql, "reading the catalog's checks", e))?;
+        Ok(checks
+            .into_iter()
+            .filter_map(|(t, clause)| {
+                let column = clause
+                    .strip_prefix("json_valid(`")?
+                    .strip_suffix("`)")?
+                    .replace("``", "`");
+                Some((t, column))
+            })
+            .collect())
+    }
+
     pub async fn open(settings: &Settings, url: &str) -> Result<MySqlEnd, TenantError> {
         let opts = options(url)?;
         let database = database_of(url, &opts)?;
@@ -273,6 +299,7 @@ impl CopyEnd for MySqlEnd {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| failed(Dialect::Mysql, "reading the catalog", e))?;
+        let json = self.mariadb_json_columns().await?;
         let mut catalog = Catalog::default();
         for r in &rows {
             let extra: String = r.try_get("extra").unwrap_or_default();
@@ -280,7 +307,12 @@ impl CopyEnd for MySqlEnd {
             if extra.contains("generated") {
                 continue;
             }
-            let dt: String = r.try_get("dt").unwrap_or_default();
+            let table: String = r.try_get("t").unwrap_or_default();
+            let name: String = r.try_get("c").unwrap_or_default();
+            let mut dt: String = r.try_get("dt").unwrap_or_default();
+            if json.contains(&(table.clone(), name.clone())) {
+                dt = "json".into();
+            }
             let ct: String = r.try_get("ct").unwrap_or_default();
             let (kind, spec) = column_kind(
                 &dt.to_ascii_lowercase(),
@@ -288,13 +320,12 @@ impl CopyEnd for MySqlEnd {
                 self.mariadb,
             );
             let column = Column {
-                name: r.try_get("c").unwrap_or_default(),
+                name,
                 kind,
                 type_name: ct,
                 serial: extra.contains("auto_increment"),
                 spec,
             };
-            let table: String = r.try_get("t").unwrap_or_default();
             catalog.column(None, table, column, r.try_get("keypos").unwrap_or(0));
         }
         let cols: Vec<(String, String, String, String, String)> = sqlx::query_as(

@@ -47,7 +47,10 @@ async fn read<T: Send + 'static>(
             e.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         );
-        let m = format!("{what}: {}", crate::dialect::classify::one_line(&e.to_string()));
+        let m = format!(
+            "{what}: {}",
+            crate::dialect::classify::one_line(&e.to_string())
+        );
         if busy {
             TenantError::transient("busy", m)
         } else {
@@ -64,7 +67,11 @@ fn stored(v: rusqlite::types::ValueRef<'_>) -> Result<Value, rusqlite::Error> {
         R::Integer(i) => Value::Int(i),
         R::Real(f) => Value::Float(f),
         R::Text(t) => Value::Text(String::from_utf8(t.to_vec()).map_err(|_| {
-            rusqlite::Error::InvalidColumnType(0, "text that is not UTF-8".into(), rusqlite::types::Type::Text)
+            rusqlite::Error::InvalidColumnType(
+                0,
+                "text that is not UTF-8".into(),
+                rusqlite::types::Type::Text,
+            )
         })?),
         R::Blob(b) => Value::Bytes(b.to_vec()),
     })
@@ -117,7 +124,6 @@ const SQL: Sql = Sql {
     max_params: 30_000,
     overriding: "",
 };
-
 
 impl SqliteEnd {
     pub async fn open(settings: &Settings, path: &Path) -> Result<SqliteEnd, TenantError> {

@@ -394,7 +394,11 @@ pub fn row_hash(row: &[Value]) -> u64 {
                 h.feed(&i.to_le_bytes());
             }
             Value::Float(f) => {
-                let bits = if f.is_nan() { f64::NAN.to_bits() } else { f.to_bits() };
+                let bits = if f.is_nan() {
+                    f64::NAN.to_bits()
+                } else {
+                    f.to_bits()
+                };
                 h.feed(b"f");
                 h.feed(&bits.to_le_bytes());
             }

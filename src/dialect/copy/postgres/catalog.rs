@@ -39,7 +39,7 @@ pub(super) fn column_kind(typname: &str, shown: &str) -> (Option<Kind>, Spec) {
         "date" => Kind::Date,
         "timestamp" | "timestamptz" => {
             // PostgreSQL timestamps: 4713 BC to 294276 AD
-            spec.years = (-4712, 294_276);
+            spec.years = (-4713, 294_276);
             spec.fsp = typmod(shown).map_or(6, |(p, _)| p);
             if typname == "timestamp" {
                 Kind::Timestamp

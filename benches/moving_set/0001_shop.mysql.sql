@@ -1,0 +1,4 @@
+CREATE TABLE customers (id BIGINT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL, email VARCHAR(200) NOT NULL, created_at DATETIME(6) NOT NULL, balance DECIMAL(12,2) NOT NULL);
+CREATE TABLE products (id BIGINT AUTO_INCREMENT PRIMARY KEY, sku VARCHAR(40) NOT NULL, title VARCHAR(200) NOT NULL, price DECIMAL(10,2) NOT NULL);
+CREATE TABLE orders (id BIGINT AUTO_INCREMENT PRIMARY KEY, customer_id BIGINT NOT NULL, created_at DATETIME(6) NOT NULL, status VARCHAR(20) NOT NULL, total DECIMAL(12,2) NOT NULL, KEY orders_customer (customer_id), FOREIGN KEY (customer_id) REFERENCES customers (id));
+CREATE TABLE order_items (order_id BIGINT NOT NULL, line INT NOT NULL, product_id BIGINT NOT NULL, qty INT NOT NULL, price DECIMAL(10,2) NOT NULL, PRIMARY KEY (order_id, line), KEY items_product (product_id), FOREIGN KEY (order_id) REFERENCES orders (id), FOREIGN KEY (product_id) REFERENCES products (id));
