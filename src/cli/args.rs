@@ -473,6 +473,11 @@ pub struct MoveArgs {
     /// key) or `null`.
     #[arg(long, value_name = "WHAT", default_value = "refuse", value_parser = ["refuse", "null"])]
     pub zero_dates: String,
+    /// Tables copied side by side, each with a session on the source and one
+    /// on the target (their snapshots opened while the source's writes are
+    /// held for a moment, so that all see one instant); 1 into SQLite.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub jobs: usize,
     /// Hold writes to the source (readers go on) from the final
     /// verification to the registry switch, copying again meanwhile the
     /// tables written to during the copy: a busy tenant can be moved.

@@ -43,6 +43,9 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     if a.batch_rows == 0 {
         return Err(Error::Usage("--batch-rows must be at least 1".into()));
     }
+    if a.jobs == 0 || a.jobs > 64 {
+        return Err(Error::Usage("--jobs must be 1 to 64".into()));
+    }
     let pause = match &a.pause {
         Some(p) => crate::config::duration(p, "--pause")?,
         None => std::time::Duration::ZERO,
@@ -89,6 +92,7 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
             zero_dates_null: a.zero_dates == "null",
         },
         freeze_source: a.freeze_source,
+        jobs: a.jobs,
     };
     let cancel = super::signals::arm();
     let mover = Mover {

@@ -30,6 +30,7 @@
 //! lock is held throughout, so no migration and no second move of it runs
 //! meanwhile.
 
+mod parallel;
 pub mod registry;
 mod target;
 mod transfer;
@@ -67,6 +68,8 @@ pub struct MoveOptions {
     /// Hold writes to the source from the final verification to the
     /// registry switch (`--freeze-source`).
     pub freeze_source: bool,
+    /// Tables copied side by side (`--jobs`); 1 into a SQLite file.
+    pub jobs: usize,
 }
 
 /// One table moved.
@@ -332,7 +335,14 @@ impl Mover<'_> {
         let mut target = copy::open(&self.connector.settings, to).await?;
         let mut frozen = None;
         let r = self
-            .fill_open(tenant, tables, source, &mut *target, &mut frozen, report)
+            .fill_open(
+                (tenant, to),
+                tables,
+                source,
+                &mut *target,
+                &mut frozen,
+                report,
+            )
             .await;
         target.close().await;
         match r {
@@ -348,7 +358,7 @@ impl Mover<'_> {
 
     async fn fill_open(
         &self,
-        tenant: &Tenant,
+        (tenant, to): (&Tenant, &Locator),
         tables: &[Table],
         source: &mut dyn CopyEnd,
         target: &mut dyn CopyEnd,
@@ -360,13 +370,17 @@ impl Mover<'_> {
         let plan = pair(tables, &target_tables)?;
         let all: Vec<&Table> = target_tables.iter().collect();
         let copier = transfer::Copier {
-            bus: self.bus,
-            opts: self.opts,
-            cancel: self.cancel,
+            bus: self.bus.clone(),
+            opts: self.opts.clone(),
+            cancel: self.cancel.clone(),
+            done: Default::default(),
         };
         target.quiet(&all).await?;
         let t0 = Instant::now();
-        let copied = match copier.copy_all(source, target, &plan, report).await {
+        let copied = match self
+            .copy_all(&copier, tenant, to, source, target, &plan, report)
+            .await
+        {
             Ok(()) => transfer::foreign_keys(target, &target_tables).await,
             Err(e) => Err(e),
         };
@@ -405,6 +419,57 @@ impl Mover<'_> {
             return Err(transfer::source_changed(&still));
         }
         Ok(())
+    }
+
+    /// Step 4, by one job or several (`--jobs`: each with a session on the
+    /// source and one on the target; not into a SQLite file, which takes
+    /// one writer at a time).
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_all(
+        &self,
+        copier: &transfer::Copier,
+        tenant: &Tenant,
+        to: &Locator,
+        source: &mut dyn CopyEnd,
+        target: &mut dyn CopyEnd,
+        plan: &[transfer::Pair],
+        report: &mut MoveReport,
+    ) -> Result<(), TenantError> {
+        let jobs = match to {
+            Locator::Sqlite { .. } => 1,
+            _ => self.opts.jobs.clamp(1, plan.len().max(1)),
+        };
+        if jobs == 1 {
+            return copier.copy_all(source, target, plan, report).await;
+        }
+        let settings = &self.connector.settings;
+        let sync = copy::open(settings, &tenant.locator).await?;
+        let mut extra: parallel::Sessions = Vec::new();
+        for _ in 1..jobs {
+            let opened = async {
+                let s = copy::open(settings, &tenant.locator).await?;
+                match copy::open(settings, to).await {
+                    Ok(t) => Ok((s, t)),
+                    Err(e) => {
+                        s.close().await;
+                        Err(e)
+                    }
+                }
+            }
+            .await;
+            match opened {
+                Ok(pair) => extra.push(pair),
+                Err(e) => {
+                    sync.close().await;
+                    for (s, t) in extra {
+                        s.close().await;
+                        t.close().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        parallel::copy_all(copier, source, target, sync, extra, plan, report).await
     }
 
     /// Step 6: the registry switched, the mark removed, the move recorded.

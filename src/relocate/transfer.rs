@@ -17,9 +17,10 @@ use crate::rollout::context::Cancel;
 
 /// A source table and the target table it fills: the target's columns in
 /// the source's order (the target's kinds and specs), its key.
+#[derive(Clone)]
 pub(super) struct Pair {
-    source: Table,
-    target: Table,
+    pub(super) source: Table,
+    pub(super) target: Table,
 }
 
 /// Pairs every source table with the target's; a table or a column the
@@ -132,13 +133,16 @@ fn converted(row: Vec<Value>, p: &Pair, rules: &Rules) -> Result<Vec<Value>, Ten
 }
 
 /// What the copy of one table works with.
-pub(super) struct Copier<'a> {
-    pub bus: &'a Bus,
-    pub opts: &'a MoveOptions,
-    pub cancel: &'a Cancel,
+#[derive(Clone)]
+pub(super) struct Copier {
+    pub bus: Bus,
+    pub opts: MoveOptions,
+    pub cancel: Cancel,
+    /// Tables done, for the progress display (several jobs count here).
+    pub done: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
-impl Copier<'_> {
+impl Copier {
     /// Step 4: empty the target's tables (children first), copy every
     /// table from one snapshot, set the sequences.
     pub(super) async fn copy_all(
@@ -151,10 +155,9 @@ impl Copier<'_> {
         let children_first: Vec<&Table> = plan.iter().rev().map(|p| &p.target).collect();
         target.clear(&children_first).await?;
         source.snapshot().await?;
-        for (n, p) in plan.iter().enumerate() {
-            let moved = self
-                .copy_table(source, target, p, (n, plan.len()), report)
-                .await?;
+        for p in plan {
+            let moved = self.copy_table(source, target, p, plan.len()).await?;
+            report.rows += moved.rows;
             report.tables.push(moved);
         }
         source.release().await?;
@@ -190,8 +193,9 @@ impl Copier<'_> {
                     report.rows -= old.rows;
                 }
                 let moved = self
-                    .copy_table(source, target, &plan[i], (i, plan.len()), report)
+                    .copy_table(source, target, &plan[i], plan.len())
                     .await?;
+                report.rows += moved.rows;
                 report.tables.push(moved);
                 report.recopied.push(label);
             }
@@ -207,15 +211,15 @@ impl Copier<'_> {
     /// converted for the target and summed; batches written while the next
     /// are read. The server's digest of the table is taken first, in the
     /// same snapshot (`verify` compares it with the source's later one).
-    async fn copy_table(
+    pub(super) async fn copy_table(
         &self,
         source: &mut dyn CopyEnd,
         target: &mut dyn CopyEnd,
         p: &Pair,
-        (n, total): (usize, usize),
-        report: &mut MoveReport,
+        total: usize,
     ) -> Result<TableMoved, TenantError> {
-        let opts = self.opts;
+        let opts = &self.opts;
+        let n = self.done.load(std::sync::atomic::Ordering::Relaxed);
         let t0 = Instant::now();
         let digest = source.digest(&p.source).await?;
         let mut sum = Checksum::default();
@@ -260,7 +264,7 @@ impl Copier<'_> {
         // a refused value ends the write first, and with it the read
         let written = written?;
         read?;
-        report.rows += written;
+        debug_assert_eq!(written, sum.rows);
         // the stream read every row the snapshot holds
         let held = source.count(&p.source).await?;
         if held != sum.rows {
@@ -275,6 +279,7 @@ impl Copier<'_> {
         }
         let next = source.next_id(&p.source).await?;
         target.finish_table(&p.target, next).await?;
+        self.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(TableMoved {
             table: p.source.label(),
             rows: sum.rows,

@@ -198,6 +198,12 @@ pub trait CopyEnd: Send {
     /// Puts back what `quiet` turned off.
     async fn restore(&mut self) -> Result<(), TenantError>;
 
+    /// A further session on a target another session made `quiet`: what is
+    /// the session's own (PostgreSQL's replication role) set here too.
+    async fn quiet_session(&mut self) -> Result<(), TenantError> {
+        Ok(())
+    }
+
     /// Holds writes to `tables` (readers go on) until `unfreeze` or close:
     /// PostgreSQL `LOCK … IN EXCLUSIVE MODE`, MySQL `LOCK TABLES … READ`,
     /// SQLite `BEGIN IMMEDIATE`.

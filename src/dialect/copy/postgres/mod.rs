@@ -218,8 +218,10 @@ impl CopyEnd for PgEnd {
     }
 
     async fn snapshot(&mut self) -> Result<(), TenantError> {
+        // the snapshot is taken at the first statement: now (several jobs'
+        // snapshots are lined up while the source's writes are held)
         self.conn
-            .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1")
             .await
             .map_err(|e| failed(Dialect::Postgres, "starting the snapshot", e))?;
         Ok(())
@@ -438,6 +440,25 @@ impl CopyEnd for PgEnd {
         let mode = quiet::quiet(&mut self.conn, &saved, &names).await?;
         self.quieted = Some((mode, names));
         Ok(())
+    }
+
+    async fn quiet_session(&mut self) -> Result<(), TenantError> {
+        match self
+            .conn
+            .execute("SET session_replication_role = replica")
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = failed(Dialect::Postgres, "turning the target's triggers off", e);
+                // the owner's way was taken: the tables' triggers are off
+                if e.code.as_deref() == Some("42501") {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            }
+        }
     }
 
     async fn restore(&mut self) -> Result<(), TenantError> {

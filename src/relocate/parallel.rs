@@ -1,0 +1,153 @@
+//! Step 4 with `--jobs N`: tables copied side by side, each job with a
+//! session on the source and one on the target. All the source sessions
+//! see one instant: their snapshots are opened while a further session
+//! holds the tenant's writes (`CopyEnd::freeze`: PostgreSQL `LOCK … IN
+//! EXCLUSIVE MODE`, MySQL `LOCK TABLES … READ`, SQLite `BEGIN IMMEDIATE`),
+//! for as long as that takes. The largest tables go first (counted in the
+//! snapshot); a job takes the next table when it is free. A job that fails
+//! stops the others at their next table.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use super::transfer::{Copier, Pair};
+use super::{MoveReport, TableMoved};
+use crate::dialect::copy::{CopyEnd, Table};
+use crate::error::TenantError;
+
+/// The sessions of the jobs beyond the first: (source, target) each.
+pub(super) type Sessions = Vec<(Box<dyn CopyEnd>, Box<dyn CopyEnd>)>;
+
+/// Copies every table of `plan` with the first job on `source`/`target`
+/// and one more per pair of `extra`, whose snapshots `sync` lines up with
+/// the first's. The extra sessions are closed at the end.
+pub(super) async fn copy_all(
+    copier: &Copier,
+    source: &mut dyn CopyEnd,
+    target: &mut dyn CopyEnd,
+    mut sync: Box<dyn CopyEnd>,
+    mut extra: Sessions,
+    plan: &[Pair],
+    report: &mut MoveReport,
+) -> Result<(), TenantError> {
+    let children_first: Vec<&Table> = plan.iter().rev().map(|p| &p.target).collect();
+    target.clear(&children_first).await?;
+    // one instant for every job
+    let tables: Vec<&Table> = plan.iter().map(|p| &p.source).collect();
+    let lined_up = async {
+        sync.freeze(&tables).await?;
+        source.snapshot().await?;
+        for (s, t) in extra.iter_mut() {
+            s.snapshot().await?;
+            t.quiet_session().await?;
+        }
+        sync.unfreeze().await
+    }
+    .await;
+    sync.close().await;
+    lined_up?;
+    // the largest tables first
+    let mut sizes = Vec::new();
+    for (i, p) in plan.iter().enumerate() {
+        sizes.push((source.count(&p.source).await?, i));
+    }
+    sizes.sort_by(|a, b| b.cmp(a));
+    let queue: Arc<Mutex<VecDeque<usize>>> =
+        Arc::new(Mutex::new(sizes.into_iter().map(|(_, i)| i).collect()));
+    let plan_shared: Arc<Vec<Pair>> = Arc::new(plan.to_vec());
+    let failed = Arc::new(AtomicBool::new(false));
+    // each job's first table, in job order (the largest to the first job):
+    // which job copies what does not hang on which task starts first
+    let pop = || queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+    let mine_first = pop();
+    let mut handles = Vec::new();
+    for (mut s, mut t) in extra.drain(..) {
+        let first = pop();
+        let (copier, queue, plan, failed) = (
+            copier.clone(),
+            queue.clone(),
+            plan_shared.clone(),
+            failed.clone(),
+        );
+        handles.push(tokio::spawn(async move {
+            let r = job(&copier, &mut *s, &mut *t, first, &queue, &plan, &failed).await;
+            let _ = s.release().await;
+            s.close().await;
+            t.close().await;
+            r
+        }));
+    }
+    let mine = job(
+        copier,
+        source,
+        target,
+        mine_first,
+        &queue,
+        &plan_shared,
+        &failed,
+    )
+    .await;
+    let released = source.release().await;
+    let mut moved: Vec<(usize, TableMoved)> = Vec::new();
+    let mut first_error = mine.as_ref().err().cloned();
+    moved.extend(mine.unwrap_or_default());
+    for h in handles {
+        match h.await {
+            Ok(Ok(done)) => moved.extend(done),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(TenantError::permanent(
+                    "interrupted",
+                    format!("a copy job stopped: {e}"),
+                ));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    released?;
+    moved.sort_by_key(|(i, _)| *i);
+    for (_, m) in moved {
+        report.rows += m.rows;
+        report.tables.push(m);
+    }
+    Ok(())
+}
+
+/// One job: its `first` table, then tables from the queue until it is
+/// empty or a job failed.
+async fn job(
+    copier: &Copier,
+    source: &mut dyn CopyEnd,
+    target: &mut dyn CopyEnd,
+    first: Option<usize>,
+    queue: &Mutex<VecDeque<usize>>,
+    plan: &[Pair],
+    failed: &AtomicBool,
+) -> Result<Vec<(usize, TableMoved)>, TenantError> {
+    let mut done = Vec::new();
+    let mut first = first;
+    loop {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(done);
+        }
+        let next = first
+            .take()
+            .or_else(|| queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front());
+        let Some(i) = next else { return Ok(done) };
+        match copier
+            .copy_table(source, target, &plan[i], plan.len())
+            .await
+        {
+            Ok(m) => done.push((i, m)),
+            Err(e) => {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    }
+}
