@@ -153,6 +153,17 @@ pub struct Config {
     pub lease: Duration,
 }
 
+/// `d` (given as `text` to `flag`), refused when under `min`.
+fn at_least(d: Duration, flag: &str, text: &str, min: Duration) -> Result<Duration, Error> {
+    if d < min {
+        return Err(Error::Usage(format!(
+            "{flag} {text}: at least {}",
+            humantime::format_duration(min)
+        )));
+    }
+    Ok(d)
+}
+
 pub fn duration(value: &str, name: &str) -> Result<Duration, Error> {
     let d = humantime::parse_duration(value)
         .map_err(|e| Error::Usage(format!("{name} {value:?}: {e} (write e.g. 500ms, 5s, 2m)")))?;
@@ -210,7 +221,12 @@ impl Config {
             None => None,
         };
         let connect_timeout = match k.connect_timeout {
-            Some(v) => duration(&v, "--connect-timeout")?,
+            Some(v) => at_least(
+                duration(&v, "--connect-timeout")?,
+                "--connect-timeout",
+                &v,
+                Duration::from_millis(100),
+            )?,
             None => Duration::from_secs(10),
         };
         let max_failures = k.max_failures;
@@ -246,8 +262,15 @@ impl Config {
             allow_contract: false,
             allow_lint_findings: false,
         };
+        // a worker heartbeats a few times a lease: under a second, no
+        // heartbeat keeps up and no tenant ever starts
         let lease = match k.lease {
-            Some(v) => duration(&v, "--lease")?,
+            Some(v) => at_least(
+                duration(&v, "--lease")?,
+                "--lease",
+                &v,
+                Duration::from_secs(1),
+            )?,
             None => Duration::from_secs(30),
         };
         let pool_size = k.pool_size.unwrap_or(per_server.min(concurrency) as u32);

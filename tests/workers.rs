@@ -505,3 +505,99 @@ impl CloseConn for sqlx::PgConnection {
         let _ = sqlx::Connection::close(self).await;
     }
 }
+
+/// Claims are fair: a sync (concurrency 2) and a worker that joins it
+/// (concurrency 2) on 200 schemas that each take about 50 ms: each runs
+/// between a third and two thirds of them. (A claim used to take every
+/// tenant of the wave: `IN (SELECT … LIMIT n FOR UPDATE SKIP LOCKED)` was
+/// planned as a semi-join that ran the LIMIT again for each row.)
+#[tokio::test(flavor = "multi_thread")]
+async fn two_workers_share_a_wave_fairly() {
+    let s = Setup::new("fair", 200, 0.025).await;
+    let mut c = s.db.conn().await;
+    let m = s.m.path().to_str().unwrap().to_string();
+    let first = s.start(&[
+        "sync",
+        "--fleet",
+        &s.fleet,
+        "--migrations",
+        &m,
+        "--concurrency",
+        "2",
+    ]);
+    let id = s.rollout_id(&mut c).await;
+    let second = s.worker(&id, &["--migrations", &m, "--concurrency", "2"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (a, _) = wait_until(first, deadline);
+    let (b, _) = wait_until(second, deadline);
+    assert_eq!(a.status.code(), Some(0), "{}", said(&a));
+    assert!(b.status.code() == Some(0), "{}", said(&b));
+    ran_once(&mut c).await;
+    let per: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT worker, count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 GROUP BY worker ORDER BY 1",
+    )
+    .bind(&id)
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(per.len(), 2, "both ran tenants: {per:?}");
+    assert_eq!(per.iter().map(|p| p.1).sum::<i64>(), 200);
+    for (w, n) in &per {
+        assert!((67..=133).contains(n), "worker {w} ran {n} of 200: {per:?}");
+    }
+    s.db.drop_now().await;
+}
+
+/// The case the claim was found by: a rollout at concurrency 1 on 20
+/// schemas and a worker at concurrency 3 that joins it; the first claim
+/// takes 2 tenants (its batch), not the wave, so the worker runs most.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_claim_takes_its_batch_and_no_more() {
+    let s = Setup::new("claim", 20, 0.1).await;
+    let mut c = s.db.conn().await;
+    let m = s.m.path().to_str().unwrap().to_string();
+    let first = s.start(&[
+        "rollout",
+        "--fleet",
+        &s.fleet,
+        "--migrations",
+        &m,
+        "--concurrency",
+        "1",
+    ]);
+    let id = s.rollout_id(&mut c).await;
+    // the rollout's first claim, counted in the store
+    let t0 = Instant::now();
+    let claimed = loop {
+        let n = count(
+            &mut c,
+            &format!("SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = '{id}' AND claimed_by IS NOT NULL"),
+        )
+        .await;
+        if n > 0 || t0.elapsed() > Duration::from_secs(20) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        (1..=2).contains(&claimed),
+        "the first claim took {claimed} tenants"
+    );
+    let second = s.worker(&id, &["--migrations", &m, "--concurrency", "3"]);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (a, _) = wait_until(first, deadline);
+    let (b, _) = wait_until(second, deadline);
+    assert_eq!(a.status.code(), Some(0), "{}", said(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", said(&b));
+    ran_once(&mut c).await;
+    let by_worker: i64 = count(
+        &mut c,
+        &format!("SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = '{id}' AND worker LIKE '%' AND worker IN (SELECT worker FROM fleetmig_workers WHERE rollout_id = '{id}' ORDER BY started_at DESC LIMIT 1)"),
+    )
+    .await;
+    assert!(
+        by_worker >= 8,
+        "the worker at concurrency 3 ran {by_worker} of 20"
+    );
+    s.db.drop_now().await;
+}

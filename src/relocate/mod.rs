@@ -2,7 +2,8 @@
 //!
 //! 1. The source's history says its version; every column of every table
 //!    must be of a type fleetmig can carry, and every table must have a
-//!    primary key (the copy pages by key): otherwise nothing is touched.
+//!    primary key (a difference is named by its key): otherwise nothing is
+//!    touched.
 //! 2. The target must be the move's own (`target`): not the source, not any
 //!    tenant's location, its tables fillable (read from a scratch target
 //!    migrated with the set before the real one exists); then, under the
@@ -13,8 +14,8 @@
 //!    set (its dialect variants: that is what makes MySQL → PostgreSQL
 //!    possible), by the same executor as any rollout; then its tables are
 //!    emptied (rows a migration seeded are the source's to give).
-//! 4. Rows are copied table by table (parents before children), a keyset
-//!    page at a time, from one consistent snapshot of the source, each value
+//! 4. Rows are copied table by table (`--jobs` side by side), each table
+//!    read as one stream from one consistent snapshot of the source, each value
 //!    converted to what the column it lands in holds.
 //! 5. Verified: per table, row count and an order-independent checksum of
 //!    the target's rows against the snapshot's; then the source is read again
@@ -603,7 +604,7 @@ async fn carried(tenant: &Tenant, source: &mut dyn CopyEnd) -> Result<Vec<Table>
         }
         if t.key.is_empty() {
             problems.push(format!(
-                "table {} has no primary key (the copy pages by key)",
+                "table {} has no primary key (a move names a row by its key)",
                 t.name
             ));
         }

@@ -228,7 +228,12 @@ async fn work_waves(
                     cancel.cancel();
                     let took = took.elapsed().as_millis() as i64;
                     if took < lease_ms / 8 {
-                        batch = (batch * 2).min(CLAIM_MAX);
+                        // never more than this worker's share of what is
+                        // left: another live worker always finds some
+                        let live = store.alive(id, None, ctx.opts.lease).await?.max(1);
+                        let left = store.wave_left(id, wave.wave).await?;
+                        let share = (left / live).max(first);
+                        batch = (batch * 2).min(CLAIM_MAX).min(share);
                     } else if took > lease_ms / 2 {
                         batch = (batch / 2).max(first);
                     }

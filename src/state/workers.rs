@@ -126,13 +126,18 @@ impl StateStore {
         lease_ms: i64,
         n: usize,
     ) -> Result<Vec<String>, Error> {
+        // the rows picked once, in a CTE (a locking CTE runs once), then
+        // joined back by key: `WHERE tenant IN (SELECT … LIMIT n FOR UPDATE
+        // SKIP LOCKED)` was planned as a semi-join that ran the LIMIT again
+        // for each row, and one claim took every tenant of the wave
         let sql = format!(
-            "UPDATE fleetmig_tenant_runs SET claimed_by = $1 \
-             WHERE rollout_id = $2 AND tenant IN ( \
-               SELECT tenant FROM fleetmig_tenant_runs \
+            "WITH picked AS ( \
+               SELECT rollout_id, tenant FROM fleetmig_tenant_runs \
                WHERE rollout_id = $2 AND wave = $3 AND status IN ($4, $5, $6) AND {} \
                ORDER BY tenant LIMIT $8 FOR UPDATE SKIP LOCKED) \
-             RETURNING tenant",
+             UPDATE fleetmig_tenant_runs r SET claimed_by = $1 FROM picked \
+             WHERE r.rollout_id = picked.rollout_id AND r.tenant = picked.tenant \
+             RETURNING r.tenant",
             free(7)
         );
         let mut claimed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))

@@ -2,7 +2,7 @@
 //! what each database does for it, one type per database (`postgres`,
 //! `mysql`, `sqlite`) behind one trait, `CopyEnd`: list the tenant's tables
 //! with their columns mapped to the kinds fleetmig can carry (`value`), hold
-//! a consistent snapshot while reading, read a table a keyset page at a time,
+//! a consistent snapshot while reading, read a table as one stream,
 //! empty tables, insert a batch, and set sequences past the copied keys.
 //! Values are always bound, never pasted; identifiers are quoted.
 
