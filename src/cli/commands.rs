@@ -46,9 +46,13 @@ async fn context<'a>(
     progress: &Progress,
     metrics_file: Option<PathBuf>,
     override_gate: bool,
+    prepared: Option<Prepared>,
 ) -> Result<Ctx<'a>, Error> {
     let fleet = cfg.fleet()?;
-    let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
+    let (set, found) = match prepared {
+        Some(p) => p,
+        None => prepare(&cfg.migrations, fleet, &cfg.discover).await?,
+    };
     tracing::debug!(tenants = found.tenants.len(), "discovered");
     let cancel = super::signals::arm();
     Ok(Ctx {
@@ -72,6 +76,12 @@ async fn context<'a>(
     })
 }
 
+/// The migration set loaded and the fleet discovered.
+type Prepared = (
+    std::sync::Arc<crate::migration::MigrationSet>,
+    crate::discover::Fleet,
+);
+
 /// Runs `work` in a fresh context on `store` and closes what it opened,
 /// whatever the outcome.
 pub(super) async fn in_context<T>(
@@ -82,8 +92,30 @@ pub(super) async fn in_context<T>(
     override_gate: bool,
     work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
 ) -> Result<T, Error> {
+    run_in_context(
+        cfg,
+        store,
+        None,
+        progress_every,
+        metrics_file,
+        override_gate,
+        work,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_in_context<T>(
+    cfg: &Config,
+    store: &StateStore,
+    prepared: Option<Prepared>,
+    progress_every: Option<u64>,
+    metrics_file: Option<PathBuf>,
+    override_gate: bool,
+    work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
+) -> Result<T, Error> {
     let progress = Progress::start(progress_mode(progress_every));
-    let r = match context(cfg, store, &progress, metrics_file, override_gate).await {
+    let r = match context(cfg, store, &progress, metrics_file, override_gate, prepared).await {
         Ok(ctx) => {
             let r = work(&ctx).await;
             ctx.connector.close().await;
@@ -102,8 +134,20 @@ async fn with_context<T>(
     metrics_file: Option<PathBuf>,
     work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
 ) -> Result<T, Error> {
+    // bad input (a registry row, a migration file) is refused before the
+    // state store is created
+    let prepared = prepare(&cfg.migrations, cfg.fleet()?, &cfg.discover).await?;
     let store = open_store(cfg, Open::Create).await?;
-    let r = in_context(cfg, &store, progress_every, metrics_file, false, work).await;
+    let r = run_in_context(
+        cfg,
+        &store,
+        Some(prepared),
+        progress_every,
+        metrics_file,
+        false,
+        work,
+    )
+    .await;
     store.close().await;
     r
 }

@@ -378,8 +378,17 @@ impl Session for MySqlSession {
         Ok(items)
     }
 
+    /// In a read-only transaction: a gate that writes fails, naming why.
     async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
-        history::check(&mut self.conn, sql).await.map_err(|e| {
+        let r = async {
+            sqlx::raw_sql("START TRANSACTION READ ONLY")
+                .execute(&mut self.conn)
+                .await?;
+            history::check(&mut self.conn, sql).await
+        }
+        .await;
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
+        r.map_err(|e| {
             let mut t = self.err(e);
             t.kind = format!("gate_sql_{}", t.kind);
             t
@@ -457,8 +466,11 @@ pub async fn list_databases(url: &str, opts: &DiscoverOptions) -> Result<Vec<Str
             .await
         }
         None => sqlx::query_scalar::<_, String>(
+            // never the server's own databases or fleetmig's scratch ones
             "SELECT CAST(schema_name AS CHAR) FROM information_schema.schemata \
-             WHERE schema_name LIKE ? ESCAPE CHAR(92) ORDER BY 1",
+             WHERE schema_name LIKE ? ESCAPE CHAR(92) \
+               AND schema_name NOT IN ('mysql', 'sys', 'performance_schema', 'information_schema') \
+               AND schema_name NOT LIKE '\\_fleetmig\\_%' ORDER BY 1",
         )
         .bind(&opts.pattern)
         .fetch_all(&mut conn)

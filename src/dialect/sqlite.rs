@@ -434,7 +434,18 @@ impl Session for SqliteSession {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(None);
         };
-        history::check(conn, sql).await.map_err(|e| {
+        // read only: a gate that writes fails, naming why
+        let r = async {
+            sqlx::raw_sql("PRAGMA query_only = 1")
+                .execute(&mut *conn)
+                .await?;
+            history::check(&mut *conn, sql).await
+        }
+        .await;
+        let _ = sqlx::raw_sql("PRAGMA query_only = 0")
+            .execute(&mut *conn)
+            .await;
+        r.map_err(|e| {
             let mut t = err(e);
             t.kind = format!("gate_sql_{}", t.kind);
             t

@@ -272,6 +272,16 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
                     format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
                 )
             })?;
+            // a NUL ends a C string: SQLite's driver spun on it, PostgreSQL
+            // took it for a lost connection, MariaDB left the tenant dirty
+            if let Some(at) = sql.find('\0') {
+                let line = sql[..at].matches('\n').count() + 1;
+                return Err(Error::Migration {
+                    path: path.clone(),
+                    line: Some(line),
+                    message: "a NUL byte: no database runs SQL holding one".into(),
+                });
+            }
             let directives = directive::parse(&path, &sql)?;
             if directives.batch.is_some() && !sql.contains(":batch_size") {
                 return Err(Error::migration(

@@ -85,12 +85,24 @@ impl Location {
             && scheme
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '.' | '-'));
-        if !scheme_like || !rest.starts_with('/') {
+        let server = matches!(
+            scheme.to_ascii_lowercase().as_str(),
+            "postgres" | "postgresql" | "mysql" | "mariadb"
+        );
+        if !scheme_like || (!rest.starts_with('/') && !server) {
             return Ok(Location::File(spec.into()));
         }
         match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => match rest.strip_prefix("//") {
-                Some(r) if !r.is_empty() => Ok(Location::Postgres(format!("postgres://{r}"))),
+                Some(r) if !r.is_empty() => {
+                    let url = format!("postgres://{r}");
+                    crate::tenant::check_server_url(&url).map_err(|e| {
+                        Error::Usage(format!(
+                            "--state {e}; give a file path or a postgres:// URL"
+                        ))
+                    })?;
+                    Ok(Location::Postgres(url))
+                }
                 _ => Err(bad("a postgres URL starts with postgres://")),
             },
             "sqlite" => {

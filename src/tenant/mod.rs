@@ -208,11 +208,66 @@ impl fmt::Debug for Locator {
     }
 }
 
+/// Checks a server URL (`postgres://…`, `mysql://…`) before anything
+/// connects with it: `scheme://`, a host, and a user part that says one
+/// thing. `postgres:/u:pw@h/db` (one slash) and `mysql:u:pw@h` (none) parse
+/// as URLs without a host, which the drivers take for the local socket as
+/// another user; an unencoded `@` in the password leaves which `@` ends it
+/// to guesswork. The error shows the URL with its user part hidden whole.
+pub fn check_server_url(url: &str) -> Result<(), String> {
+    let hidden = || redact_userinfo(url);
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(format!("{}: not a URL", hidden()));
+    };
+    let Some(after) = rest.strip_prefix("//") else {
+        return Err(format!(
+            "{}: a server URL starts with {scheme}:// (a host after two slashes)",
+            hidden()
+        ));
+    };
+    let authority = after.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.matches('@').count() > 1 {
+        return Err(format!(
+            "{}: more than one `@` before the host: write an `@` in a user name or password as %40",
+            hidden()
+        ));
+    }
+    match url::Url::parse(url) {
+        Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        Ok(_) => Err(format!("{}: no host", hidden())),
+        Err(e) => Err(format!("{}: {e}", hidden())),
+    }
+}
+
+/// `text` with everything between its scheme and the last `@` hidden:
+/// `postgres://***@host/db`, whatever the user part holds.
+pub fn redact_userinfo(text: &str) -> String {
+    match (text.find(':'), text.rfind('@')) {
+        (Some(colon), Some(at)) if at > colon => {
+            let slashes = text[colon + 1..].chars().take_while(|c| *c == '/').count();
+            format!(
+                "{}{}***@{}",
+                &text[..colon + 1],
+                "/".repeat(slashes),
+                &text[at + 1..]
+            )
+        }
+        _ => text.to_string(),
+    }
+}
+
 /// Replaces the password of a URL (and any `password=` query parameter) with
 /// `***`. Text that does not parse as a URL is returned with everything between
 /// `://` and the last `@` hidden, so a malformed URL cannot leak either.
 pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
+        // no host: the user part was not read as one (`mysql:u:pw@h`)
+        Ok(u) if u.host_str().is_none_or(str::is_empty) && url.contains('@') => {
+            redact_userinfo(url)
+        }
+        // an `@` the parser took into the password: which one ends it is a
+        // guess, so the whole user part goes
+        Ok(_) if check_server_url(url).is_err() && url.contains('@') => redact_userinfo(url),
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
@@ -239,12 +294,7 @@ pub fn redact_url(url: &str) -> String {
             }
             u.to_string()
         }
-        Err(_) => match (url.find("://"), url.rfind('@')) {
-            (Some(start), Some(at)) if at > start => {
-                format!("{}://***@{}", &url[..start], &url[at + 1..])
-            }
-            _ => url.to_string(),
-        },
+        Err(_) => redact_userinfo(url),
     }
 }
 
@@ -485,6 +535,7 @@ impl FromStr for FleetSpec {
                         redact_url(rest)
                     )));
                 }
+                check_server_url(rest).map_err(|e| Error::Usage(format!("--fleet {kind}: {e}")))?;
                 match kind {
                     "postgres-schemas" => FleetSpec::PostgresSchemas(rest.to_string()),
                     "postgres-rows" => FleetSpec::PostgresRows(rest.to_string()),
@@ -498,6 +549,7 @@ impl FromStr for FleetSpec {
                         redact_url(rest)
                     )));
                 }
+                check_server_url(rest).map_err(|e| Error::Usage(format!("--fleet {kind}: {e}")))?;
                 match kind {
                     "mysql-rows" => FleetSpec::MysqlRows(rest.to_string()),
                     _ => FleetSpec::MysqlDatabases(rest.to_string()),

@@ -81,6 +81,7 @@ pub(crate) fn locator_from(
             })
         }
         Some(Dialect::Postgres) => {
+            super::check_server_url(url)?;
             if let Some(s) = &schema {
                 validate_identifier(s)?;
             }
@@ -90,6 +91,7 @@ pub(crate) fn locator_from(
             })
         }
         Some(Dialect::Mysql) => {
+            super::check_server_url(url)?;
             if schema.is_some() {
                 return Err("the schema column must be empty for a MySQL tenant: the URL names its database".into());
             }

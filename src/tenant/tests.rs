@@ -70,3 +70,35 @@ fn fleet_specs_parse() {
         .unwrap_err();
     assert!(!e.to_string().contains("hunter2"));
 }
+
+#[test]
+fn server_urls_with_one_slash_none_or_a_bare_at_are_refused_and_hidden_whole() {
+    let secret = "Sup3r-Secret";
+    for bad in [
+        format!("postgres:/fleetmig:{secret}@127.0.0.1/db"),
+        format!("mysql:fleetmig:{secret}@127.0.0.1/db"),
+        format!("postgres://fleetmig:{secret}@x@127.0.0.1/db"),
+        format!("postgres://fleetmig:{secret}@/db"),
+        format!("mysql://fleetmig:p@{secret}:w@127.0.0.1/db"),
+    ] {
+        let e = check_server_url(&bad).unwrap_err();
+        assert!(!e.contains(secret), "{e}");
+        assert!(!redact_url(&bad).contains(secret), "{}", redact_url(&bad));
+        let fleet = format!("postgres-schemas:{bad}").parse::<FleetSpec>();
+        if let Err(e) = fleet {
+            assert!(!e.to_string().contains(secret), "{e}");
+        }
+        let loc = registry::locator_from(&bad, None, std::path::Path::new("."));
+        let e = loc.unwrap_err();
+        assert!(!e.contains(secret), "{e}");
+    }
+    // a password holding `:` or an encoded `@` is fine, and hidden
+    let good = format!("postgres://fleetmig:{secret}:x%40y@127.0.0.1:5432/db?sslmode=disable");
+    assert!(check_server_url(&good).is_ok());
+    assert!(!redact_url(&good).contains(secret));
+    assert_eq!(redact_userinfo("mysql:u:pw@h/db"), "mysql:***@h/db");
+    assert_eq!(
+        redact_userinfo("postgres://u:p@w@h/db"),
+        "postgres://***@h/db"
+    );
+}

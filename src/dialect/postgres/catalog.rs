@@ -141,8 +141,13 @@ pub async fn list_schemas(url: &str, opts: &DiscoverOptions) -> Result<Vec<Strin
     names(
         url,
         opts,
+        // never the system's schemas, fleetmig's scratch ones, or `public`
+        // unless the pattern names it exactly
         "SELECT schema_name::text FROM information_schema.schemata \
-         WHERE schema_name LIKE $1 ESCAPE E'\\\\' ORDER BY 1",
+         WHERE schema_name LIKE $1 ESCAPE E'\\\\' \
+           AND schema_name <> 'information_schema' AND schema_name NOT LIKE 'pg\\_%' \
+           AND schema_name NOT LIKE '\\_fleetmig\\_%' AND (schema_name <> 'public' OR $1 = 'public') \
+         ORDER BY 1",
     )
     .await
 }
@@ -152,8 +157,12 @@ pub async fn list_databases(url: &str, opts: &DiscoverOptions) -> Result<Vec<Str
     names(
         url,
         opts,
+        // never a template, fleetmig's scratch databases, or `postgres`
+        // unless the pattern names it exactly
         "SELECT datname::text FROM pg_database \
-         WHERE datname LIKE $1 ESCAPE E'\\\\' AND NOT datistemplate ORDER BY 1",
+         WHERE datname LIKE $1 ESCAPE E'\\\\' AND NOT datistemplate \
+           AND datname NOT LIKE '\\_fleetmig\\_%' AND (datname <> 'postgres' OR $1 = 'postgres') \
+         ORDER BY 1",
     )
     .await
 }

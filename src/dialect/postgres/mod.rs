@@ -505,9 +505,18 @@ impl Session for PgSession {
             .map_err(|e| self.err(e))
     }
 
+    /// In a read-only transaction: a gate that writes fails, naming why.
     async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
         self.use_schema().await?;
-        history::check(self.conn(), sql).await.map_err(|e| {
+        let r = async {
+            sqlx::raw_sql("BEGIN READ ONLY")
+                .execute(self.conn())
+                .await?;
+            history::check(self.conn(), sql).await
+        }
+        .await;
+        let _ = sqlx::raw_sql("ROLLBACK").execute(self.conn()).await;
+        r.map_err(|e| {
             let mut t = self.err(e);
             t.kind = format!("gate_sql_{}", t.kind);
             t

@@ -499,12 +499,27 @@ impl Session for RowSession {
         Err(unsupported("a schema fingerprint"))
     }
 
+    /// In a read-only transaction: a gate that writes fails, naming why.
     async fn check(&mut self, sql: &str) -> Result<Option<String>, TenantError> {
         let (sql, n) = bind_tenant(sql.trim().trim_end_matches(';'), self.dialect);
-        let rows = bound(&sql, n, &self.tenant_id)
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(|e| classify(&e, self.dialect))?;
+        let (begin, end) = match self.dialect {
+            Dialect::Postgres => ("BEGIN READ ONLY", "ROLLBACK"),
+            Dialect::Mysql => ("START TRANSACTION READ ONLY", "ROLLBACK"),
+            Dialect::Sqlite => ("PRAGMA query_only = 1", "PRAGMA query_only = 0"),
+        };
+        let r = async {
+            sqlx::raw_sql(begin).execute(&mut *self.conn).await?;
+            bound(&sql, n, &self.tenant_id)
+                .fetch_all(&mut *self.conn)
+                .await
+        }
+        .await;
+        let _ = sqlx::raw_sql(end).execute(&mut *self.conn).await;
+        let rows = r.map_err(|e| {
+            let mut t = classify(&e, self.dialect);
+            t.kind = format!("gate_sql_{}", t.kind);
+            t
+        })?;
         let rows: Vec<Vec<String>> = rows.iter().map(render_row).collect();
         Ok(verdict(&rows))
     }

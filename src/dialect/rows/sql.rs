@@ -297,7 +297,16 @@ pub async fn list(
     let _ = tx.rollback().await;
     let _ = conn.close().await;
     rows.iter()
-        .map(|r| {
+        .enumerate()
+        .map(|(n, r)| {
+            use sqlx::{Row, ValueRef};
+            // a NULL id is no tenant (it printed as a tenant named NULL)
+            if r.try_get_raw(0).map(|v| v.is_null()).unwrap_or(false) {
+                return Err(format!(
+                    "--tenant-query returned NULL as the id of row {}: every row needs a tenant id",
+                    n + 1
+                ));
+            }
             let cells = render_row(r);
             match cells.as_slice() {
                 [id] => Ok((id.clone(), String::new())),

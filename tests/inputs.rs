@@ -1,0 +1,279 @@
+//! Hostile and careless inputs (issue 18): each refused before anything
+//! connects or is written, with a message that names what was wrong and
+//! never prints a credential.
+
+mod common;
+
+use common::*;
+
+const SECRET: &str = "Sup3r-Secret-Pw";
+
+/// Malformed server URLs (one slash, none, an unencoded `@` in the
+/// password) in a registry, a fleet and `--state`: refused (exit 2), the
+/// password nowhere (output, reports, files left behind).
+#[test]
+fn malformed_urls_are_refused_before_any_connection_and_never_printed() {
+    let m = migration_dir(&[("0001_t.sql", "CREATE TABLE t (id INTEGER PRIMARY KEY);")]);
+    let urls = [
+        format!("postgres:/fleetmig:{SECRET}@127.0.0.1/fleetmig_test"),
+        format!("mysql:fleetmig:{SECRET}@127.0.0.1/mysql"),
+        format!("postgres://fleetmig:{SECRET}@oops@127.0.0.1/fleetmig_test"),
+    ];
+    for url in &urls {
+        // the registry (which holds the URL) lives apart from where
+        // fleetmig runs, whose every file is read for the password
+        let (dir, inputs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let registry = inputs.path().join("fleet.csv");
+        std::fs::write(&registry, format!("id,url,schema,tags\nt1,{url},,\n")).unwrap();
+        let fleet = format!("registry:{}", registry.display());
+        let out = sync_fleet(dir.path(), &fleet, m.path(), &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("fleet.csv:2"),
+            "names the row: {}",
+            stderr(&out)
+        );
+        let all = everything_printed(dir.path(), &out);
+        assert!(!all.contains(SECRET), "{url}: {all}");
+
+        let kind = if url.starts_with("mysql") {
+            "mysql-databases"
+        } else {
+            "postgres-schemas"
+        };
+        let out = sync_fleet(dir.path(), &format!("{kind}:{url}"), m.path(), &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(stderr(&out).contains("--fleet"), "{}", stderr(&out));
+        let all = everything_printed(dir.path(), &out);
+        assert!(!all.contains(SECRET), "{url}: {all}");
+
+        let out = run_in(
+            dir.path(),
+            &["status", "--fleet", "sqlite-dir:x", "--state", url],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        let all = everything_printed(dir.path(), &out);
+        assert!(!all.contains(SECRET), "{url}: {all}");
+        // nothing named after the URL was created
+        let left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(left.iter().all(|f| !f.contains("fleetmig")), "{left:?}");
+    }
+}
+
+/// A gate that writes fails (it runs read-only) and its write is not
+/// there after: SQLite (`query_only`) and PostgreSQL schemas (`BEGIN READ
+/// ONLY`).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_gate_that_writes_fails_and_writes_nothing() {
+    let m = migration_dir(&[(
+        "0001_t.sql",
+        "CREATE TABLE t (x INTEGER); INSERT INTO t VALUES (1);",
+    )]);
+    // SQLite
+    let dir = tempfile::tempdir().unwrap();
+    registry_fleet(dir.path(), 2, 0);
+    std::fs::write(
+        dir.path().join("gate.sql"),
+        "UPDATE t SET x = 99 RETURNING x",
+    )
+    .unwrap();
+    let out = run_in(
+        dir.path(),
+        &[
+            "rollout",
+            "--fleet",
+            "registry:fleet.csv",
+            "--progress-every",
+            "0",
+            "--migrations",
+            m.path().to_str().unwrap(),
+            "--gate-sql",
+            "gate.sql",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let s = summary(&report_dir(dir.path(), &out));
+    assert_eq!(s["status"], "halted", "{s}");
+    assert!(
+        s["reason"].as_str().unwrap().contains("gate_sql failed"),
+        "{s}"
+    );
+    for t in ["t0000", "t0001"] {
+        let mut c = sqlite(&registry_tenant(dir.path(), t)).await;
+        let x: i64 = sqlx::query_scalar("SELECT x FROM t")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(x, 1, "the gate's write is not there");
+    }
+    // PostgreSQL schemas
+    let db = pg_database("gatero").await;
+    db.exec("CREATE SCHEMA tenant_a; CREATE SCHEMA tenant_b")
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("gate.sql"),
+        "UPDATE t SET x = 99 RETURNING x",
+    )
+    .unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let out = run_in(
+        dir.path(),
+        &[
+            "rollout",
+            "--fleet",
+            &fleet,
+            "--progress-every",
+            "0",
+            "--migrations",
+            m.path().to_str().unwrap(),
+            "--gate-sql",
+            "gate.sql",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut c = db.conn().await;
+    let n: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM tenant_a.t WHERE x = 99) + (SELECT count(*) FROM tenant_b.t WHERE x = 99)")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "the gate's write is not there");
+    drop(c);
+    db.drop_now().await;
+}
+
+/// `--tenant-pattern '%'` takes no system schema (pg_*, information_schema,
+/// public, fleetmig's scratch ones): only the tenants.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pattern_that_matches_everything_takes_no_system_schema() {
+    let db = pg_database("sysschemas").await;
+    db.exec("CREATE SCHEMA tenant_a; CREATE SCHEMA app_b; CREATE SCHEMA _fleetmig_scratch_x")
+        .await;
+    let m = migration_dir(&[("0001_t.sql", "CREATE TABLE t (x int);")]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        &format!("postgres-schemas:{}", db.url),
+        m.path(),
+        &["--tenant-pattern", "%"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    let mut tenants: Vec<&String> = rows.keys().collect();
+    tenants.sort();
+    assert_eq!(tenants, vec!["app_b", "tenant_a"]);
+    // `public` when named exactly
+    let out = sync_fleet(
+        dir.path(),
+        &format!("postgres-schemas:{}", db.url),
+        m.path(),
+        &["--tenant-pattern", "public"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(csv_rows(&report_dir(dir.path(), &out)).contains_key("public"));
+    db.drop_now().await;
+}
+
+/// A NUL byte in a migration is refused when the set loads (exit 2, file
+/// and line), before any tenant is touched.
+#[test]
+fn a_nul_byte_in_a_migration_is_refused_when_the_set_loads() {
+    let dir = sqlite_fleet(1);
+    let m = migration_dir(&[(
+        "0001_t.sql",
+        "CREATE TABLE t (x int);\nINSERT INTO t VALUES (1);\n-- \0 here\n",
+    )]);
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("0001_t.sql:3"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("NUL"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::metadata(tenant_path(dir.path(), "t0000"))
+            .unwrap()
+            .len(),
+        0
+    );
+}
+
+/// A tenant query that returns NULL for an id is refused: no tenant named
+/// NULL, nothing written for it.
+#[test]
+fn a_null_tenant_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    std::process::Command::new("sqlite3")
+        .arg(&db)
+        .arg("CREATE TABLE orgs (id TEXT); INSERT INTO orgs VALUES ('acme'), (NULL);")
+        .status()
+        .unwrap();
+    let m = migration_dir(&[("0001_t.sql", "CREATE TABLE t (x int);")]);
+    let out = sync_fleet(
+        dir.path(),
+        &format!("sqlite-rows:{}", db.display()),
+        m.path(),
+        &["--tenant-query", "SELECT id FROM orgs"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("returned NULL as the id of row 2"),
+        "{}",
+        stderr(&out)
+    );
+}
