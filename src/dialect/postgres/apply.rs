@@ -101,10 +101,6 @@ impl PgSession {
         &mut self,
         step: Step<'_>,
     ) -> Result<Vec<AppliedStep>, TenantError> {
-        // A fresh tenant has nothing an interrupted build could have left.
-        if !self.fresh {
-            self.drop_invalid_indexes(&step.script.sql).await?;
-        }
         let v = step.migration.version;
         let t0 = Instant::now();
         // Statement by statement: a script of several statements sent at
@@ -131,6 +127,7 @@ impl PgSession {
             .execute(self.conn())
             .await
             .map_err(|e| self.err(&e).at_version(v))?;
+        self.forget_statements(v).await;
         Ok(vec![AppliedStep {
             version: v,
             duration: took,
@@ -139,51 +136,129 @@ impl PgSession {
     }
 
     /// The statements of a no-transaction migration, one by one (see
-    /// `apply_no_tx`).
+    /// `apply_no_tx`), each recorded as it starts and ends; those an earlier
+    /// attempt ended are skipped, the one it left running decided
+    /// (`resume.rs`).
     async fn run_no_tx(
         &mut self,
         step: Step<'_>,
         statements: &[crate::migration::split::Statement],
     ) -> Result<(), TenantError> {
+        use super::resume::{Earlier, InFlight, hash};
         let v = step.migration.version;
+        let hashes: Vec<String> = statements.iter().map(|st| hash(&st.sql)).collect();
+        // A fresh tenant has nothing an interrupted attempt could have left.
+        let earlier = if self.fresh {
+            vec![Earlier::None; statements.len()]
+        } else {
+            self.earlier(v, &hashes).await?
+        };
+        // no record of an earlier attempt (a version of fleetmig that kept
+        // none): an INVALID index the migration builds was left by one
+        if !self.fresh && earlier.iter().all(|e| *e == Earlier::None) {
+            self.drop_invalid_indexes(&step.script.sql).await?;
+        }
         for (i, st) in statements.iter().enumerate() {
-            let Err(e) = self
+            match earlier[i] {
+                Earlier::Ended => continue,
+                Earlier::None => {}
+                Earlier::Running => match self.in_flight(&st.sql).await? {
+                    InFlight::Done => {
+                        tracing::info!(
+                            version = v,
+                            statement = i + 1,
+                            "an interrupted attempt's statement had taken effect"
+                        );
+                        self.record_statement(v, i, &hashes[i], true).await?;
+                        continue;
+                    }
+                    InFlight::Again { drop: Some(index) } => {
+                        tracing::warn!(version = v, index = %index, "dropping the INVALID index an interrupted attempt left");
+                        let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {index}");
+                        self.conn()
+                            .execute(sqlx::AssertSqlSafe(sql))
+                            .await
+                            .map_err(|e| self.err(e).at_version(v))?;
+                    }
+                    InFlight::Again { drop: None } => {}
+                    InFlight::Unknown(why) => {
+                        let t = TenantError::permanent(
+                            "interrupted_statement",
+                            format!(
+                                "statement {} of {} ({}:{}) {why}: look at what it does; if it took \
+                                 effect, mark it done (UPDATE _fleetmig_statements SET finished_at = now() \
+                                 WHERE version = {v} AND statement = {i}), else delete that row; then delete \
+                                 version {v}'s row from _sqlx_migrations and run again",
+                                i + 1,
+                                statements.len(),
+                                step.script.path.display(),
+                                st.line
+                            ),
+                        )
+                        .at_version(v);
+                        let table = self.table.clone();
+                        let _ = table.insert(self.conn(), step, false, -1).await;
+                        return Err(t);
+                    }
+                },
+            }
+            self.record_statement(v, i, &hashes[i], false).await?;
+            if let Err(e) = self
                 .conn()
                 .execute(sqlx::AssertSqlSafe(st.sql.clone()))
                 .await
-            else {
-                continue;
-            };
-            let mut t = self.err(&e).at_version(v);
-            if let Some(at) = error_position(&e).and_then(|p| line_in(&st.sql, 0, p)) {
-                let line = st.line + at - 1;
-                t.message = format!("{} (at {}:{line})", t.message, step.script.path.display());
-            } else {
-                t.message = format!(
-                    "{} (statement {} of {}, at {}:{})",
-                    t.message,
-                    i + 1,
-                    statements.len(),
-                    step.script.path.display(),
-                    st.line
-                );
+            {
+                return Err(self.statement_failed(step, statements, i, &e).await);
             }
-            // A transient failure (lost connection, lock timeout) leaves the
-            // history clean: the next attempt drops the INVALID index left
-            // behind and runs again. A permanent failure after some
-            // statements ran is recorded as dirty; when the first statement
-            // failed, nothing was applied and the tenant stays clean.
-            if !t.is_transient() && i > 0 {
-                t.message.push_str(&format!(
-                    "; statements 1..{i} were applied outside a transaction, so the tenant is dirty: \
-                     finish or undo the migration by hand, then delete its row from _sqlx_migrations"
-                ));
-                let table = self.table.clone();
-                let _ = table.insert(self.conn(), step, false, -1).await;
-            }
-            return Err(t);
+            self.record_statement(v, i, &hashes[i], true).await?;
         }
         Ok(())
+    }
+
+    /// A statement of a no-transaction migration that failed: where, and
+    /// what it leaves. A transient failure (lost connection, lock timeout)
+    /// leaves the history clean: the next attempt resumes at this statement
+    /// (recorded as running, so it is decided first). A permanent one after
+    /// some statements took effect is recorded as dirty; when it was the
+    /// first, nothing was applied and the tenant stays clean.
+    async fn statement_failed(
+        &mut self,
+        step: Step<'_>,
+        statements: &[crate::migration::split::Statement],
+        i: usize,
+        e: &sqlx::Error,
+    ) -> TenantError {
+        let v = step.migration.version;
+        let st = &statements[i];
+        let mut t = self.err(e).at_version(v);
+        if let Some(at) = error_position(e).and_then(|p| line_in(&st.sql, 0, p)) {
+            let line = st.line + at - 1;
+            t.message = format!("{} (at {}:{line})", t.message, step.script.path.display());
+        } else {
+            t.message = format!(
+                "{} (statement {} of {}, at {}:{})",
+                t.message,
+                i + 1,
+                statements.len(),
+                step.script.path.display(),
+                st.line
+            );
+        }
+        if matches!(e, sqlx::Error::Database(_)) {
+            // the server answered with an error: nothing of this statement
+            // took effect (a lost connection leaves it running, to decide)
+            self.forget_statement(v, i).await;
+        }
+        if !t.is_transient() && i > 0 {
+            t.message.push_str(&format!(
+                "; statements 1..{i} were applied outside a transaction, so the tenant is dirty: \
+                 finish or undo the migration by hand, then delete its row from _sqlx_migrations \
+                 and version {v}'s rows from _fleetmig_statements"
+            ));
+            let table = self.table.clone();
+            let _ = table.insert(self.conn(), step, false, -1).await;
+        }
+        t
     }
 
     /// Applies a group of transactional migrations in one transaction sent

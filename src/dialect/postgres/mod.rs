@@ -12,6 +12,7 @@
 mod apply;
 mod catalog;
 mod layout;
+mod resume;
 
 pub use catalog::{list_databases, list_schemas};
 

@@ -1,0 +1,239 @@
+//! A `-- no-transaction` migration resumed statement by statement. Each
+//! statement commits on its own (that is what the directive is for), so an
+//! attempt that stops in the middle (a kill, a lost connection) leaves some
+//! of them done. Every statement is recorded in the tenant as it starts and
+//! as it ends (`_fleetmig_statements`: fleetmig's own table, like the
+//! histories never copied and never part of a fingerprint — not extra rows
+//! of `_sqlx_migrations`, which sqlx reads); the next attempt skips the
+//! statements that ended, and decides from the database what became of the
+//! one that was running:
+//! - `CREATE INDEX CONCURRENTLY`: an index that is there and VALID was
+//!   built (done); an INVALID one is dropped and built again; none: again;
+//! - a statement that can run twice (`IF [NOT] EXISTS`, `VACUUM`,
+//!   `ANALYZE`, `REINDEX`): again;
+//! - anything else cannot be told: the tenant is dirty, and the message
+//!   names the file, the statement and what to check.
+//!
+//! The rows of a version go once its history row is written.
+
+use sqlparser::ast::Statement as Ast;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::PgSession;
+use crate::dialect::quote_ident;
+use crate::error::TenantError;
+
+/// What an earlier attempt did with a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Earlier {
+    /// Never started: run it.
+    None,
+    /// Started and ended: skip it.
+    Ended,
+    /// Started, not known to have ended.
+    Running,
+}
+
+/// What became of a statement that was running when an attempt stopped.
+pub(super) enum InFlight {
+    /// It took effect.
+    Done,
+    /// Run it (again); `drop` first: an INVALID index it left.
+    Again { drop: Option<String> },
+    /// Nobody can tell from here: what to check.
+    Unknown(String),
+}
+
+/// A statement's fingerprint, to notice a file changed between attempts.
+pub(super) fn hash(sql: &str) -> String {
+    crate::migration::hex(&fnv(sql.trim().as_bytes()))
+}
+
+/// FNV-1a over the bytes, 64 bits (not for security: a changed statement).
+fn fnv(b: &[u8]) -> [u8; 8] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.to_le_bytes()
+}
+
+impl PgSession {
+    /// The tenant's table of statements, qualified like its history.
+    fn statements_table(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.\"_fleetmig_statements\"", quote_ident(s)),
+            None => "\"_fleetmig_statements\"".to_string(),
+        }
+    }
+
+    /// What earlier attempts did with the statements of version `v`
+    /// (hashes in `hashes`); an error when the file changed since.
+    pub(super) async fn earlier(
+        &mut self,
+        v: i64,
+        hashes: &[String],
+    ) -> Result<Vec<Earlier>, TenantError> {
+        let t = self.statements_table();
+        let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&t)
+            .fetch_one(self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut out = vec![Earlier::None; hashes.len()];
+        if !there {
+            return Ok(out);
+        }
+        let rows: Vec<(i32, String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT statement, sql_hash, finished_at IS NOT NULL FROM {t} WHERE version = $1"
+        )))
+        .bind(v)
+        .fetch_all(self.conn())
+        .await
+        .map_err(|e| self.err(e))?;
+        for (n, h, ended) in rows {
+            let i = n as usize;
+            if hashes.get(i) != Some(&h) {
+                return Err(TenantError::permanent(
+                    "checksum_mismatch",
+                    format!(
+                        "migration {v}: statement {} changed since an interrupted attempt ran part of \
+                         it; put the file back as it was, or finish the migration by hand and delete \
+                         its rows from _fleetmig_statements",
+                        i + 1
+                    ),
+                )
+                .at_version(v));
+            }
+            out[i] = if ended {
+                Earlier::Ended
+            } else {
+                Earlier::Running
+            };
+        }
+        Ok(out)
+    }
+
+    /// Records statement `i` of version `v` as started (or, `ended`, as
+    /// ended), creating the table on first use.
+    pub(super) async fn record_statement(
+        &mut self,
+        v: i64,
+        i: usize,
+        hash: &str,
+        ended: bool,
+    ) -> Result<(), TenantError> {
+        let t = self.statements_table();
+        let sql = if ended {
+            format!(
+                "UPDATE {t} SET finished_at = now() WHERE version = $1 AND statement = $2 AND sql_hash = $3"
+            )
+        } else {
+            format!(
+                "INSERT INTO {t} (version, statement, sql_hash) VALUES ($1, $2, $3) \
+                 ON CONFLICT (version, statement) DO UPDATE SET started_at = now(), finished_at = NULL"
+            )
+        };
+        let first = self.bind_statement(&sql, v, i, hash).await;
+        if let Err(e) = first {
+            // the first statement of the tenant's first no-transaction
+            // migration: the table is made, then the row
+            if e.as_database_error().and_then(|d| d.code()).as_deref() != Some("42P01") {
+                return Err(self.err(e).at_version(v));
+            }
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "CREATE TABLE IF NOT EXISTS {t} (version bigint NOT NULL, statement int NOT NULL, \
+                 sql_hash text NOT NULL, started_at timestamptz NOT NULL DEFAULT now(), \
+                 finished_at timestamptz, PRIMARY KEY (version, statement))"
+            )))
+            .execute(self.conn())
+            .await
+            .map_err(|e| self.err(e).at_version(v))?;
+            self.bind_statement(&sql, v, i, hash)
+                .await
+                .map_err(|e| self.err(e).at_version(v))?;
+        }
+        Ok(())
+    }
+
+    async fn bind_statement(
+        &mut self,
+        sql: &str,
+        v: i64,
+        i: usize,
+        hash: &str,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .bind(v)
+            .bind(i as i32)
+            .bind(hash)
+            .execute(self.conn())
+            .await
+            .map(|_| ())
+    }
+
+    /// Forgets the statements of version `v` (its history row is written),
+    /// and the table when nothing else is in it: a tenant keeps nothing of
+    /// this between migrations.
+    pub(super) async fn forget_statements(&mut self, v: i64) {
+        let t = self.statements_table();
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DO $$BEGIN IF to_regclass('{}') IS NOT NULL THEN DELETE FROM {t} WHERE version = {v}; \
+             IF NOT EXISTS (SELECT 1 FROM {t}) THEN DROP TABLE {t}; END IF; END IF; END$$",
+            t.replace('\'', "''")
+        )))
+        .execute(self.conn())
+        .await;
+    }
+
+    /// Forgets statement `i` of version `v` (it failed: nothing of it took
+    /// effect).
+    pub(super) async fn forget_statement(&mut self, v: i64, i: usize) {
+        let t = self.statements_table();
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {t} WHERE version = $1 AND statement = $2"
+        )))
+        .bind(v)
+        .bind(i as i32)
+        .execute(self.conn())
+        .await;
+    }
+
+    /// What became of `sql`, running when an attempt stopped.
+    pub(super) async fn in_flight(&mut self, sql: &str) -> Result<InFlight, TenantError> {
+        let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok();
+        if let Some([Ast::CreateIndex(ci)]) = parsed.as_deref()
+            && ci.concurrently
+            && let Some(name) = &ci.name
+        {
+            let name = name.to_string();
+            let valid: Option<bool> = sqlx::query_scalar(
+                "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass($1)",
+            )
+            .bind(&name)
+            .fetch_optional(self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+            return Ok(match valid {
+                Some(true) => InFlight::Done,
+                Some(false) => InFlight::Again { drop: Some(name) },
+                None => InFlight::Again { drop: None },
+            });
+        }
+        let upper = sql.to_ascii_uppercase();
+        let first = upper.split_whitespace().next().unwrap_or("");
+        if upper.contains("IF NOT EXISTS")
+            || upper.contains("IF EXISTS")
+            || matches!(first, "VACUUM" | "ANALYZE" | "ANALYSE" | "REINDEX")
+        {
+            return Ok(InFlight::Again { drop: None });
+        }
+        Ok(InFlight::Unknown(
+            "it was running when the attempt stopped and fleetmig cannot tell from the database \
+             whether it took effect"
+                .into(),
+        ))
+    }
+}
