@@ -234,3 +234,156 @@ async fn sigterm_pauses_the_rollout_and_writes_the_report() {
         );
     }
 }
+
+/// The nightly job never needs a person after a crash: a `sync` killed
+/// midway is taken over by the next `sync` of the fleet, which finishes it
+/// (one rollout, completed, every tenant once); after a kill and a change of
+/// the migration set, the next `sync` closes the old one as superseded
+/// (recorded) and runs a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sync_after_a_killed_sync_takes_it_over() {
+    let dir = sqlite_fleet(40);
+    let slow = "CREATE TABLE t (x INTEGER);\n\
+        WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 60000) INSERT INTO t SELECT i FROM n;\n";
+    let m = migration_dir(&[("0001_t.sql", slow)]);
+    let args = |m: &std::path::Path| -> Vec<String> {
+        [
+            "sync",
+            "--fleet",
+            "sqlite-dir:tenants",
+            "--progress-every",
+            "0",
+            "--concurrency",
+            "1",
+            "--migrations",
+            m.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let kill_midway = |m: &std::path::Path, version: i64| {
+        let mut child = fleetmig_process(dir.path()).args(args(m)).spawn().unwrap();
+        let t0 = std::time::Instant::now();
+        loop {
+            let done = (0..40)
+                .filter(|i| {
+                    let p = tenant_path(dir.path(), &format!("t{i:04}"));
+                    let c = rusqlite_count(&p, version);
+                    c > 0
+                })
+                .count();
+            if done >= 3 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(60),
+                "no progress"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        child.kill().unwrap();
+        let _ = child.wait();
+    };
+    kill_midway(m.path(), 1);
+    let out = run_in(
+        dir.path(),
+        &args(m.path())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut s = sqlite(&dir.path().join(".fleetmig/state.db")).await;
+    let rollouts: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM fleetmig_rollouts")
+            .fetch_all(&mut s)
+            .await
+            .unwrap();
+    assert_eq!(
+        rollouts.len(),
+        1,
+        "taken over, not started anew: {rollouts:?}"
+    );
+    assert_eq!(rollouts[0].1, "completed");
+    for i in 0..40 {
+        assert_eq!(
+            sqlite_history(&tenant_path(dir.path(), &format!("t{i:04}"))).await,
+            vec![(1, true)]
+        );
+    }
+
+    // a new migration, a kill midway, then the set changes again
+    let m2 = migration_dir(&[
+        ("0001_t.sql", slow),
+        (
+            "0002_u.sql",
+            &slow.replace(" t ", " u ").replace("INTO t", "INTO u"),
+        ),
+    ]);
+    kill_midway(m2.path(), 2);
+    let m3 = migration_dir(&[
+        ("0001_t.sql", slow),
+        (
+            "0002_u.sql",
+            &slow.replace(" t ", " u ").replace("INTO t", "INTO u"),
+        ),
+        ("0003_v.sql", "CREATE TABLE v (x INTEGER);\n"),
+    ]);
+    let out = run_in(
+        dir.path(),
+        &args(m3.path())
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let rollouts: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, reason FROM fleetmig_rollouts ORDER BY created_at")
+            .fetch_all(&mut s)
+            .await
+            .unwrap();
+    assert_eq!(rollouts.len(), 3, "{rollouts:?}");
+    assert_eq!(rollouts[1].0, "aborted");
+    assert!(
+        rollouts[1]
+            .1
+            .as_deref()
+            .unwrap_or("")
+            .contains("superseded"),
+        "{rollouts:?}"
+    );
+    assert_eq!(rollouts[2].0, "completed");
+    for i in 0..40 {
+        assert_eq!(
+            sqlite_history(&tenant_path(dir.path(), &format!("t{i:04}"))).await,
+            vec![(1, true), (2, true), (3, true)]
+        );
+    }
+}
+
+/// Rows of version `v` in the history of the SQLite file at `p` (0 while
+/// it has none, or is busy).
+fn rusqlite_count(p: &std::path::Path, v: i64) -> i64 {
+    std::process::Command::new("sqlite3")
+        .arg(p)
+        .arg(format!(
+            "SELECT count(*) FROM _sqlx_migrations WHERE version = {v} AND success"
+        ))
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -108,6 +108,28 @@ async fn lint_gate(
 /// Plans and runs a new rollout of the fleet in `ctx` (`sync` is a one-wave
 /// rollout): refused before anything is written when the set has lint
 /// findings, the waves leave a tenant out, or a revert would be impossible.
+/// A nightly job never needs a person after a crash: a `sync` of the whole
+/// fleet that finds an earlier `sync` of it interrupted (its process gone)
+/// takes it over and finishes it, when it was planned with the same
+/// migration set and target; else closes it as superseded (recorded) and
+/// starts anew (`None`).
+async fn take_over(ctx: &Ctx<'_>, target: i64) -> Result<Option<Finished>, Error> {
+    let fleet = ctx.fleet.recorded();
+    let Some(old) = ctx.store.interrupted_sync(&fleet, ctx.opts.lease).await? else {
+        return Ok(None);
+    };
+    if ctx.check_same_set(&old).is_ok() && old.target == target {
+        tracing::info!(rollout = %old.id, "taking over the interrupted sync");
+        return driver::resume(ctx, &old.id).await.map(Some);
+    }
+    let why = "superseded: a later sync found it interrupted and the migration set changed since";
+    ctx.store
+        .end(&old.id, crate::state::RolloutStatus::Aborted, Some(why))
+        .await?;
+    tracing::info!(rollout = %old.id, "closed the interrupted sync as superseded");
+    Ok(None)
+}
+
 pub async fn start(
     ctx: &Ctx<'_>,
     req: &RolloutRequest,
@@ -139,6 +161,11 @@ pub async fn start(
         ctx.set.check_target(t)?;
     }
     let target = exec.target.unwrap_or(ctx.set.head());
+    if command == "sync" && only.is_empty() {
+        if let Some(f) = take_over(ctx, target).await? {
+            return Ok(f);
+        }
+    }
     scopes_fit(ctx, target)?;
     let fanout = Fanout::new(exec.concurrency, exec.per_server);
     if !req.allow_lint_findings {

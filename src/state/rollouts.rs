@@ -21,6 +21,34 @@ const INSERT_ROWS: usize = 200;
 const ANALYZE_AFTER: usize = 1000;
 
 impl StateStore {
+    /// The newest `sync` of `fleet` (as recorded) that is still running but
+    /// whose process is gone: its claim stale (no heartbeat within the
+    /// lease, or its pid gone on this host) and no live worker on it.
+    pub async fn interrupted_sync(
+        &self,
+        fleet: &str,
+        lease: Duration,
+    ) -> Result<Option<RolloutRecord>, Error> {
+        let rows = sqlx::query(
+            "SELECT * FROM fleetmig_rollouts WHERE fleet = $1 AND status = $2 AND command = 'sync' \
+             ORDER BY created_at DESC",
+        )
+        .bind(fleet)
+        .bind(RolloutStatus::Running.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let r = rollout_from(row).map_err(|e| self.err(e))?;
+        let stale = claim_is_stale(r.claimed_by.as_deref(), r.heartbeat_at, lease);
+        if !stale || (self.postgres && self.alive(&r.id, None, lease).await? > 0) {
+            return Ok(None);
+        }
+        Ok(Some(r))
+    }
+
     /// Creates a rollout with its waves and tenants (all `pending`), claimed by
     /// `owner`, unless another rollout of the same fleet is running: then the
     /// error names it and its operator. `refused` are the names discovery
