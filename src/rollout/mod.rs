@@ -161,10 +161,11 @@ pub async fn start(
         ctx.set.check_target(t)?;
     }
     let target = exec.target.unwrap_or(ctx.set.head());
-    if command == "sync" && only.is_empty() {
-        if let Some(f) = take_over(ctx, target).await? {
-            return Ok(f);
-        }
+    if command == "sync"
+        && only.is_empty()
+        && let Some(f) = take_over(ctx, target).await?
+    {
+        return Ok(f);
     }
     scopes_fit(ctx, target)?;
     let fanout = Fanout::new(exec.concurrency, exec.per_server);
