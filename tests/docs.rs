@@ -47,10 +47,8 @@ fn command_lines(text: &str) -> Vec<(usize, String)> {
             entry.1.push(' ');
         }
         entry.1.push_str(&code);
-        if !more {
-            if let Some(done) = current.take() {
-                out.push(done);
-            }
+        if !more && let Some(done) = current.take() {
+            out.push(done);
         }
     }
     out
