@@ -277,3 +277,40 @@ fn a_null_tenant_id_is_refused() {
         stderr(&out)
     );
 }
+
+/// With neither `$USER` nor `$LOGNAME` (cron, a container), the operator
+/// is this process's user, from its uid: never "unknown".
+#[test]
+fn the_operator_is_named_from_the_uid_without_user() {
+    let dir = sqlite_fleet(1);
+    let m = migration_dir(&[("0001_t.sql", "CREATE TABLE t (x int);")]);
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .args([
+            "sync",
+            "--fleet",
+            "sqlite-dir:tenants",
+            "--progress-every",
+            "0",
+        ])
+        .arg("--migrations")
+        .arg(m.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let s = summary(&report_dir(dir.path(), &out));
+    let operator = s["operator"].as_str().unwrap_or("").to_string();
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
+    assert_eq!(operator, String::from_utf8_lossy(&me.stdout).trim(), "{s}");
+}

@@ -82,9 +82,30 @@ fn near_miss(line: &str) -> bool {
     is_word_end && !t.starts_with(PREFIX)
 }
 
+/// A block comment that means a directive (`/* fleetmig: phase=contract
+/// */`): only `-- fleetmig:` lines are read, and ignoring it would let a
+/// contract step through unheld.
+fn in_block_comment(line: &str) -> bool {
+    let lower = line.to_ascii_lowercase();
+    let mut rest = lower.as_str();
+    while let Some(i) = rest.find("/*") {
+        let after = rest[i + 2..].trim_start_matches(['*', ' ', '\t']);
+        if after.starts_with("fleetmig") && !after.starts_with("fleetmig-lint") {
+            let next = after["fleetmig".len()..].chars().next();
+            if next.is_none_or(|c| c == ':' || c.is_whitespace()) {
+                return true;
+            }
+        }
+        rest = &rest[i + 2..];
+    }
+    false
+}
+
 /// Parses every directive line of `sql`; errors name `path` and the line.
 pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
     let mut d = Directives::default();
+    // each key once per file: a second `phase=` would silently win
+    let mut seen: Vec<(String, usize)> = Vec::new();
     let mut batch_size: Option<u64> = None;
     let mut batch_pause: Option<Duration> = None;
     let mut batch = false;
@@ -95,6 +116,13 @@ pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
             line: Some(line_no),
             message,
         };
+        if in_block_comment(line) {
+            return Err(err(
+                "a fleetmig directive in a block comment is not read: write it as a line \
+                 `-- fleetmig: key=value`"
+                    .into(),
+            ));
+        }
         if near_miss(line) {
             return Err(err(format!(
                 "`{}` looks like a fleetmig directive but is not one: write it exactly \
@@ -110,6 +138,13 @@ pub fn parse(path: &Path, sql: &str) -> Result<Directives, Error> {
                 Some((k, v)) => (k, Some(v)),
                 None => (token, None),
             };
+            if let Some((_, first)) = seen.iter().find(|(k, _)| k == key) {
+                return Err(err(format!(
+                    "fleetmig directive `{key}` is given twice (line {first} and line {line_no}): \
+                     say it once"
+                )));
+            }
+            seen.push((key.to_string(), line_no));
             fn need<'v>(
                 v: Option<&'v str>,
                 key: &str,
@@ -248,5 +283,40 @@ mod tests {
         ] {
             assert!(parse(Path::new("x"), fine).is_ok(), "{fine}");
         }
+    }
+}
+
+#[cfg(test)]
+mod conflicts {
+    use super::*;
+
+    #[test]
+    fn a_key_twice_and_a_directive_in_a_block_comment_are_errors_naming_the_line() {
+        let p = Path::new("0009_drop.sql");
+        let e = parse(
+            p,
+            "-- fleetmig: phase=contract\nALTER TABLE t DROP COLUMN c;\n-- fleetmig: phase=expand\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("0009_drop.sql:3") && e.contains("line 1 and line 3"),
+            "{e}"
+        );
+        let e = parse(
+            p,
+            "/* fleetmig: phase=contract */\nALTER TABLE t DROP COLUMN c;\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("0009_drop.sql:1") && e.contains("block comment"),
+            "{e}"
+        );
+        let e = parse(p, "SELECT 1; /*\n * fleetmig: phase=contract */\n").err();
+        // the directive on a comment's second line is not a line of its own
+        // either; its opener is on the line above
+        assert!(e.is_none() || e.unwrap().to_string().contains("block comment"));
+        assert!(parse(p, "/* fleetmigration notes */\nSELECT 1;\n").is_ok());
     }
 }

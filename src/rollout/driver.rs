@@ -54,9 +54,7 @@ pub async fn start(
     let record = RolloutRecord {
         id: id.clone(),
         created_at: now_ms(),
-        operator: std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into()),
+        operator: operator(),
         command: command.to_string(),
         fleet: ctx.fleet.recorded(),
         migrations_dir: absolute(&ctx.set.dir),
@@ -489,4 +487,44 @@ pub async fn write_report(
         crate::report::write_atomic(m, &report.metrics())?;
     }
     Ok(Finished { report, dir })
+}
+
+/// Who runs this: `$USER` or `$LOGNAME`, else the name of this process's
+/// user id in /etc/passwd, else `uid N` (a cron job or a container often
+/// sets neither variable).
+pub(crate) fn operator() -> String {
+    if let Some(u) = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+    {
+        return u;
+    }
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        });
+    let Some(uid) = uid else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
+}
+
+#[cfg(test)]
+mod operator_tests {
+    #[test]
+    fn the_operator_is_named_without_user() {
+        let name = super::operator();
+        assert!(!name.is_empty() && name != "unknown", "{name}");
+    }
 }
