@@ -314,3 +314,106 @@ fn the_operator_is_named_from_the_uid_without_user() {
         .unwrap();
     assert_eq!(operator, String::from_utf8_lossy(&me.stdout).trim(), "{s}");
 }
+
+/// `history`, `status --rollout` and `report` never create the state store
+/// on PostgreSQL (they created nine tables in an application's database),
+/// and work with a role that may only read it.
+#[tokio::test(flavor = "multi_thread")]
+async fn read_commands_create_nothing_and_work_with_a_read_only_role() {
+    let app = pg_database("appdb").await;
+    let dir = tempfile::tempdir().unwrap();
+    for cmd in [
+        vec!["history"],
+        vec!["report", "x"],
+        vec!["status", "--rollout", "x"],
+    ] {
+        let mut args: Vec<&str> = cmd.clone();
+        args.extend(["--state", &app.url]);
+        let out = run_in(dir.path(), &args);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{cmd:?}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains("no state store here"),
+            "{cmd:?}: {}",
+            stderr(&out)
+        );
+    }
+    let mut c = app.conn().await;
+    let n: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename LIKE 'fleetmig%'")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(n, 0, "a read command created tables");
+    drop(c);
+
+    // a store with one rollout in it, read by a role that may only read
+    let store = pg_database("rostore").await;
+    let fleet = sqlite_fleet(2);
+    let m = migration_dir(&[("0001_t.sql", "CREATE TABLE t (x int);")]);
+    let out = sync(fleet.path(), m.path(), &["--state", &store.url]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    store
+        .exec(
+            "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fleetmig_reader') THEN \
+             CREATE ROLE fleetmig_reader LOGIN PASSWORD 'reader-secret'; END IF; END$$; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO fleetmig_reader",
+        )
+        .await;
+    let mut u = url::Url::parse(&store.url).unwrap();
+    u.set_username("fleetmig_reader").unwrap();
+    u.set_password(Some("reader-secret")).unwrap();
+    let reader = u.to_string();
+    let out = run_in(fleet.path(), &["history", "--state", &reader]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stdout(&out).contains("sync"), "{}", stdout(&out));
+    let id = stdout(&out)
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.contains('T') && w.contains('Z') && w.contains('-'))
+        })
+        .unwrap_or_default()
+        .to_string();
+    let out = run_in(
+        fleet.path(),
+        &["report", &id, "--state", &reader, "--reports", "again"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{id}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = run_in(
+        fleet.path(),
+        &["status", "--rollout", &id, "--state", &reader],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{id}: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    app.drop_now().await;
+    store.drop_now().await;
+}

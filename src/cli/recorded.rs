@@ -325,7 +325,7 @@ pub async fn pause(a: PauseArgs) -> Result<i32, Error> {
 /// `status --rollout ID`: the rollout's waves and tenants from the store,
 /// its tenants streamed.
 pub async fn status(cfg: &Config, id: &str, json: bool) -> Result<i32, Error> {
-    let store = open_store(cfg, Open::Existing).await?;
+    let store = open_store(cfg, Open::Read).await?;
     let r = async {
         let report = RunReport::load(&store, id).await?;
         let workers = match store.is_shared() {
@@ -362,7 +362,7 @@ pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
         output::print_history(&[], a.json);
         return Ok(0);
     }
-    let store = open_store(&cfg, Open::Existing).await?;
+    let store = open_store(&cfg, Open::Read).await?;
     let rows = async {
         let mut rows = Vec::new();
         for r in store.rollouts(a.limit).await? {
@@ -381,7 +381,7 @@ pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
 /// folder unless `--reports` says otherwise.
 pub async fn report(a: ReportArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
-    let store = open_store(&cfg, Open::Existing).await?;
+    let store = open_store(&cfg, Open::Read).await?;
     let f = async {
         let r = store.get_rollout(&a.id).await?;
         let reports = match (&r.reports_dir, cfg.given.reports) {

@@ -56,8 +56,13 @@ fn store_err(location: &str, e: impl std::fmt::Display) -> Error {
 pub enum Open {
     /// Commands that record rollouts create the store where it is missing.
     Create,
-    /// Commands that read what was recorded never create one.
+    /// Commands that act on what was recorded (resume, retry, pause) need
+    /// one, and bring its schema up to date.
     Existing,
+    /// Commands that only read (status, history, report) need one at this
+    /// fleetmig's schema, and write nothing to it (a role that may only read
+    /// it is enough).
+    Read,
 }
 
 /// Where a store is, from `--state`: a PostgreSQL URL (any case of
@@ -182,7 +187,7 @@ impl StateStore {
             Location::File(path) => {
                 let location = path.display().to_string();
                 if !path.exists() {
-                    if mode == Open::Existing {
+                    if mode != Open::Create {
                         return Err(store_err(
                             &location,
                             "no state store here: no rollout has been recorded with it yet \
@@ -238,6 +243,12 @@ impl StateStore {
                     .map_err(|e| store_err(&store.location, e))?;
             }
         }
+        // a command that only reads neither creates nor upgrades the store:
+        // it works with a role that may only read it
+        if mode == Open::Read {
+            store.readable().await?;
+            return Ok(store);
+        }
         match tokio::time::timeout(
             connect_timeout.max(Duration::from_secs(30)),
             store.migrate(),
@@ -277,6 +288,47 @@ impl StateStore {
 
     fn err(&self, e: impl std::fmt::Display) -> Error {
         store_err(&self.location, e)
+    }
+
+    /// A store a read command can read as it is: there, and at this
+    /// fleetmig's schema version.
+    async fn readable(&self) -> Result<(), Error> {
+        let there: i64 = if self.postgres {
+            sqlx::query_scalar(
+                "SELECT CAST(count(*) AS BIGINT) FROM pg_class WHERE oid = to_regclass('fleetmig_meta')",
+            )
+        } else {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'fleetmig_meta'",
+            )
+        }
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if there == 0 {
+            return Err(self.err(
+                "no state store here: no rollout has been recorded with it yet (check --state); \
+                 a command that only reads never creates one",
+            ));
+        }
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT value FROM fleetmig_meta WHERE key = 'schema_version'")
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        let current: i64 = current.and_then(|v| v.parse().ok()).unwrap_or(0);
+        if current != SCHEMA_VERSION {
+            return Err(self.err(format!(
+                "the state store has schema version {current}, this fleetmig reads version \
+                 {SCHEMA_VERSION}: {}",
+                if current < SCHEMA_VERSION {
+                    "a command that writes (sync, rollout, resume) brings it up to date"
+                } else {
+                    "upgrade fleetmig"
+                }
+            )));
+        }
+        Ok(())
     }
 
     async fn migrate(&self) -> Result<(), Error> {
