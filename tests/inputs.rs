@@ -417,3 +417,39 @@ async fn read_commands_create_nothing_and_work_with_a_read_only_role() {
     app.drop_now().await;
     store.drop_now().await;
 }
+
+/// A state store on a port nobody listens on is answered at once, as the
+/// system says it, not after the whole connect timeout as "pool timed out".
+#[test]
+fn a_refused_state_store_port_is_said_at_once() {
+    let dir = sqlite_fleet(1);
+    let t0 = std::time::Instant::now();
+    let out = run_in(
+        dir.path(),
+        &[
+            "history",
+            "--state",
+            "postgres://fleetmig:pw-not-shown@127.0.0.1:1/x",
+            "--connect-timeout",
+            "20s",
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        t0.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t0.elapsed()
+    );
+    let err = stderr(&out);
+    assert!(err.to_lowercase().contains("refused"), "{err}");
+    assert!(
+        !err.contains("pool timed out") && !err.contains("pw-not-shown"),
+        "{err}"
+    );
+}

@@ -205,6 +205,30 @@ impl StateStore {
                 )
             }
         };
+        if postgres {
+            // one connection first: a refused port or a wrong password is
+            // said at once, as the server says it (the pool retries until
+            // its timeout and then says only "pool timed out")
+            use sqlx::Connection;
+            match tokio::time::timeout(connect_timeout, sqlx::AnyConnection::connect(&url)).await {
+                Ok(Ok(c)) => {
+                    let _ = c.close().await;
+                }
+                Ok(Err(e)) => {
+                    let said = crate::tenant::scrub_secrets(&e.to_string(), [url.as_str()]);
+                    return Err(store_err(&location, format!("cannot connect: {said}")));
+                }
+                Err(_) => {
+                    return Err(store_err(
+                        &location,
+                        format!(
+                            "connecting timed out after {} (--connect-timeout)",
+                            humantime::format_duration(connect_timeout)
+                        ),
+                    ));
+                }
+            }
+        }
         let connecting = AnyPoolOptions::new()
             .max_connections(if postgres { 4 } else { 1 })
             .acquire_timeout(connect_timeout)
