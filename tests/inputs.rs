@@ -453,3 +453,58 @@ fn a_refused_state_store_port_is_said_at_once() {
         "{err}"
     );
 }
+
+/// MySQL migrations as dumps write them: a trigger with a `BEGIN … END`
+/// body (it was split at its inner semicolons: error 1064), a conditional
+/// comment the server runs (it was taken for a comment and never ran), and
+/// `DELIMITER` lines.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_trigger_bodies_conditional_comments_and_delimiters_run_as_the_server_would() {
+    let name = format!("fmsplit{:06x}", rand::random::<u32>() & 0xffffff);
+    let url = with_db(&mysql_base_url(), &name);
+    mysql_exec(&mysql_base_url(), &format!("CREATE DATABASE `{name}`")).await;
+    let m = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (a int) ENGINE=MyISAM;\n\
+             CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW BEGIN\n\
+               IF NEW.a < 0 THEN SET NEW.a = 0; END IF;\n\
+               SET NEW.a = CASE WHEN NEW.a > 9 THEN 9 ELSE NEW.a END;\n\
+             END;\n\
+             /*!50610 ALTER TABLE t ENGINE=InnoDB */;\n",
+        ),
+        (
+            "0002_p.sql",
+            "DELIMITER ;;\nCREATE PROCEDURE put(x int) BEGIN INSERT INTO t VALUES (x); INSERT INTO t VALUES (x + 1); END ;;\nDELIMITER ;\nCALL put(-5);\n",
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        &format!("mysql-databases:{url}"),
+        m.path(),
+        &["--tenant-pattern", &name],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut c = mysql_connect(&url).await;
+    let engine: String = sqlx::query_scalar(
+        "SELECT CAST(ENGINE AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't'",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(engine, "InnoDB", "the conditional comment ran");
+    let rows: Vec<i32> = sqlx::query_scalar("SELECT a FROM t ORDER BY a")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![0, 0], "the trigger and the procedure ran whole");
+    drop(c);
+    mysql_exec(&mysql_base_url(), &format!("DROP DATABASE `{name}`")).await;
+}

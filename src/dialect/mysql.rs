@@ -20,7 +20,7 @@ use super::{
     too_few_connections,
 };
 use crate::error::{ErrorClass, TenantError};
-use crate::migration::split::split_statements;
+use crate::migration::split::split_for;
 use crate::migration::{Applied, Migration, Script};
 use crate::tenant::{Dialect, DiscoverOptions, scrub_secrets};
 
@@ -140,7 +140,7 @@ impl MySqlSession {
     async fn apply_one(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
         self.ensure_history().await?;
         let v = step.migration.version;
-        let statements = split_statements(&step.script.sql);
+        let statements = split_for(&step.script.sql, Dialect::Mysql);
         let (own, back) = self.step_timeouts(step);
         if !own.is_empty() {
             self.conn

@@ -55,7 +55,7 @@ fn pieces(sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut piece = String::new();
     let mut count = 0;
-    for st in crate::migration::split::split_statements(sql) {
+    for st in crate::migration::split::split_for(sql, Dialect::Sqlite) {
         piece.push_str(&st.sql);
         piece.push_str(";\n");
         count += 1;

@@ -21,7 +21,7 @@ use sqlparser::dialect::{
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
-use crate::migration::split::split_statements;
+use crate::migration::split::split_for;
 use crate::migration::{MigrationSet, Phase, Script};
 use crate::tenant::Dialect;
 
@@ -229,7 +229,11 @@ pub fn lint_script(script: &Script, dialects: &[Dialect]) -> Vec<Finding> {
     // tables given a CHECK constraint earlier in this migration (an attach
     // of one as a partition can skip the scan)
     let mut checked: std::collections::HashSet<String> = Default::default();
-    for st in split_statements(&script.sql) {
+    let split_dialect = match dialects {
+        [d] => *d,
+        _ => Dialect::Postgres,
+    };
+    for st in split_for(&script.sql, split_dialect) {
         let mut hits: Vec<&'static str> = Vec::new();
         match Parser::parse_sql(parser_dialect.as_ref(), &st.sql) {
             Ok(stmts) => {

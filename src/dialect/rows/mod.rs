@@ -27,7 +27,7 @@ use sqlx::{Any, Connection};
 use super::history::{ROLLED_BACK, render_row, verdict, verify_failed};
 use super::{Access, AppliedStep, BatchOutcome, Connector, Session, Step, classify};
 use crate::error::TenantError;
-use crate::migration::split::split_statements;
+use crate::migration::split::split_for;
 use crate::migration::{Applied, Migration, Scope, Script};
 use crate::options::PreflightLimits;
 use crate::tenant::{Dialect, Locator, Tenant, TenantId};
@@ -238,7 +238,7 @@ impl RowSession {
                 already_applied: true,
             });
         }
-        for st in split_statements(&step.script.sql) {
+        for st in split_for(&step.script.sql, dialect) {
             let (sql, n) = bind_tenant(&st.sql, dialect);
             bound(&sql, n, &tenant)
                 .execute(&mut *tx)

@@ -124,8 +124,15 @@ pub(super) fn any_url(db: &Locator, access: Access) -> Result<String, TenantErro
 /// rest of the text is kept byte for byte.
 pub fn bind_tenant(sql: &str, dialect: Dialect) -> (String, usize) {
     use sqlparser::tokenizer::{Token, Tokenizer};
-    let d = sqlparser::dialect::GenericDialect {};
-    let Ok(tokens) = Tokenizer::new(&d, sql).tokenize_with_location() else {
+    // the dialect's own string rules: MySQL's `'x \' y'` is one string (a
+    // generic tokenizer ended it at the backslash and took `:tenant_id`
+    // after it for part of a string)
+    let d: Box<dyn sqlparser::dialect::Dialect> = match dialect {
+        Dialect::Mysql => Box::new(sqlparser::dialect::MySqlDialect {}),
+        Dialect::Postgres => Box::new(sqlparser::dialect::PostgreSqlDialect {}),
+        Dialect::Sqlite => Box::new(sqlparser::dialect::SQLiteDialect {}),
+    };
+    let Ok(tokens) = Tokenizer::new(d.as_ref(), sql).tokenize_with_location() else {
         return (sql.to_string(), 0);
     };
     // byte offset of each line's start, to turn (line, column) into offsets
@@ -323,6 +330,16 @@ pub async fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backslash_in_a_mysql_string_keeps_the_placeholder_outside_it() {
+        let (my, n) = bind_tenant(
+            "UPDATE t SET a = 'x \\' y' WHERE org = :tenant_id",
+            Dialect::Mysql,
+        );
+        assert_eq!(n, 1, "{my}");
+        assert!(my.ends_with("org = ?"), "{my}");
+    }
 
     #[test]
     fn the_tenant_id_is_bound_never_pasted() {
