@@ -508,3 +508,95 @@ async fn mysql_trigger_bodies_conditional_comments_and_delimiters_run_as_the_ser
     drop(c);
     mysql_exec(&mysql_base_url(), &format!("DROP DATABASE `{name}`")).await;
 }
+
+/// A verification query that writes fails its migration (it runs as a
+/// subquery, where nothing can write) and its write is not committed with
+/// the migration; a verification file of two statements is refused when
+/// the set loads.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_verification_that_writes_fails_its_migration_and_writes_nothing() {
+    let m = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (x int); INSERT INTO t VALUES (1);",
+        ),
+        ("0001_t.verify.sql", "UPDATE t SET x = 99 RETURNING x"),
+    ]);
+    let dir = sqlite_fleet(1);
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(
+        sqlite_history(&tenant_path(dir.path(), "t0000")).await,
+        vec![]
+    );
+    assert!(
+        sqlite_tables(&tenant_path(dir.path(), "t0000"))
+            .await
+            .iter()
+            .all(|t| t != "t")
+    );
+
+    let db = pg_database("verifyro").await;
+    db.exec("CREATE SCHEMA tenant_a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (x int); INSERT INTO t VALUES (1);",
+        ),
+        (
+            "0001_t.verify.sql",
+            "WITH u AS (UPDATE t SET x = 99 RETURNING x) SELECT x FROM u WHERE x < 0",
+        ),
+    ]);
+    let out = sync_fleet(
+        dir.path(),
+        &format!("postgres-schemas:{}", db.url),
+        m.path(),
+        &[],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut c = db.conn().await;
+    assert_eq!(pg_history(&mut c, "tenant_a").await, vec![]);
+    let t: Option<String> = sqlx::query_scalar("SELECT to_regclass('tenant_a.t')::text")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(
+        t, None,
+        "the migration and the verification's write were rolled back"
+    );
+    drop(c);
+    db.drop_now().await;
+
+    let m = migration_dir(&[
+        ("0001_t.sql", "CREATE TABLE t (x int);"),
+        ("0001_t.verify.sql", "SELECT 1 WHERE false; DELETE FROM t;"),
+    ]);
+    let dir = sqlite_fleet(1);
+    let out = sync(dir.path(), m.path(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("0001_t.verify.sql") && stderr(&out).contains("one SELECT"),
+        "{}",
+        stderr(&out)
+    );
+}

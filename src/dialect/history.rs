@@ -148,11 +148,22 @@ where
     let Some((file, sql)) = &script.verify else {
         return Ok(None);
     };
-    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+    let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(verify_query(sql)))
         .fetch_all(exec)
         .await?;
     let rows: Vec<Vec<String>> = rows.iter().map(render_row).collect();
     Ok(verdict(&rows).map(|why| verify_failed(file, &why, outcome)))
+}
+
+/// A verification query as it runs: inside `SELECT * FROM (…)`, where no
+/// database lets a statement write (an UPDATE there is a syntax error, a
+/// data-modifying WITH is refused): a verification that writes fails the
+/// migration instead of committing with it.
+pub(crate) fn verify_query(sql: &str) -> String {
+    format!(
+        "SELECT * FROM ({}\n) AS fleetmig_verify",
+        sql.trim().trim_end_matches(';').trim_end()
+    )
 }
 
 /// The error of a failed verification query.

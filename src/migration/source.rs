@@ -47,6 +47,18 @@ fn find_verify(
         let text = std::fs::read_to_string(&p).map_err(|e| {
             Error::migration(path, format!("verification query {}: {e}", p.display()))
         })?;
+        // one query: it runs as a subquery (`verify_query`), where no
+        // statement can write
+        let statements = super::split::split_for(&text, dialect.unwrap_or(Dialect::Postgres));
+        if statements.len() != 1 {
+            return Err(Error::migration(
+                &p,
+                format!(
+                    "a verification query is one SELECT; this file holds {} statements",
+                    statements.len()
+                ),
+            ));
+        }
         Ok(Some((p, text)))
     };
     if let Some(f) = &directives.verify {

@@ -300,7 +300,7 @@ async fn verify(
     let Some((file, sql)) = &script.verify else {
         return Ok(None);
     };
-    let (sql, n) = bind_tenant(sql.trim().trim_end_matches(';'), dialect);
+    let (sql, n) = bind_tenant(&crate::dialect::history::verify_query(sql), dialect);
     let rows = bound(&sql, n, tenant)
         .fetch_all(&mut **tx)
         .await
