@@ -210,6 +210,10 @@ pub struct RolloutPolicy {
     /// Why the target was capped below a held contract migration, if it was.
     #[serde(default)]
     pub held: Option<String>,
+    /// The version tenants are taken to when a contract migration is held
+    /// (the set's last version before it); what reports call the target.
+    #[serde(default)]
+    pub reached: Option<i64>,
 }
 
 /// What `rollout` (or `sync`) was asked for, before it is frozen.

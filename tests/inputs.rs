@@ -600,3 +600,25 @@ async fn a_verification_that_writes_fails_its_migration_and_writes_nothing() {
         stderr(&out)
     );
 }
+
+/// With the contract step 9 held, the demo set takes every tenant to 8:
+/// the report's target is 8, not 9.
+#[test]
+fn the_reports_target_is_the_version_tenants_were_taken_to() {
+    let dir = sqlite_fleet(2);
+    let out = sync(dir.path(), &demo_migrations(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let report = report_dir(dir.path(), &out);
+    assert_eq!(summary(&report)["target_version"], DEMO_REACHED);
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(
+        md.contains(&format!("target version {DEMO_REACHED}")),
+        "{md}"
+    );
+}

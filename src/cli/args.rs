@@ -267,6 +267,11 @@ pub struct ResumeArgs {
     pub progress_every: Option<u64>,
     #[arg(long, value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
+    /// Taken as `sync` and `rollout` take it, so that one command line
+    /// serves all three: the lint gate ran when the rollout started, and
+    /// `resume` runs none.
+    #[arg(long)]
+    pub allow_lint_findings: bool,
 }
 
 #[derive(Debug, Args)]

@@ -202,7 +202,7 @@ pub fn print_history(rows: &[(crate::state::RolloutRecord, (usize, usize, usize)
                 .unwrap_or_default(),
             r.operator,
             r.status,
-            r.target,
+            r.settings.policy.reached.unwrap_or(r.target),
             t.0,
             t.1,
             t.2

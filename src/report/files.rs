@@ -14,12 +14,15 @@ pub(super) struct TenantsCsv {
     tmp: PathBuf,
     path: PathBuf,
     w: csv::Writer<std::io::BufWriter<std::fs::File>>,
+    /// Removes the temporary file unless it became the report.
+    _left: super::TmpGuard,
 }
 
 impl TenantsCsv {
     pub(super) fn create(path: &Path) -> Result<TenantsCsv, Error> {
         let tmp = super::tmp_beside(path);
         let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        let left = super::TmpGuard(Some(tmp.clone()));
         let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
         w.write_record([
             "tenant",
@@ -42,6 +45,7 @@ impl TenantsCsv {
         ])
         .map_err(|e| Error::io(&tmp, e.into()))?;
         Ok(TenantsCsv {
+            _left: left,
             tmp,
             path: path.to_path_buf(),
             w,
@@ -78,7 +82,12 @@ impl TenantsCsv {
     }
 
     pub(super) fn finish(self) -> Result<(), Error> {
-        let TenantsCsv { tmp, path, w } = self;
+        let TenantsCsv {
+            tmp,
+            path,
+            w,
+            mut _left,
+        } = self;
         let file = w
             .into_inner()
             .map_err(|e| Error::io(&tmp, e.into_error()))?;
@@ -86,7 +95,9 @@ impl TenantsCsv {
             .map_err(|e| Error::io(&tmp, e.into_error()))?
             .sync_all()
             .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        _left.0 = None;
+        Ok(())
     }
 }
 

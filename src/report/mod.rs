@@ -296,7 +296,9 @@ impl RunReport {
             fleet: &r.fleet,
             migrations_dir: &r.migrations_dir,
             migration_set_checksum: &r.set_checksum,
-            target_version: r.target,
+            // the version tenants were taken to (a held contract step stops
+            // them before it)
+            target_version: r.settings.policy.reached.unwrap_or(r.target),
             status: r.status,
             reason: r.reason.as_deref(),
             created_at: ms_time(r.created_at),
@@ -353,8 +355,23 @@ pub(crate) fn tmp_beside(path: &Path) -> std::path::PathBuf {
 /// Writes `path` through a temporary file in the same folder and a rename.
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), Error> {
     let tmp = tmp_beside(path);
+    let mut guard = TmpGuard(Some(tmp.clone()));
     std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    guard.0 = None;
+    Ok(())
+}
+
+/// A temporary file that a failed write (a full disk) would leave behind:
+/// removed when dropped, unless it was renamed into place (`None`).
+pub(crate) struct TmpGuard(pub(crate) Option<std::path::PathBuf>);
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +385,24 @@ mod tests {
         assert_eq!(quantile_ms(&d, 0.95), 95);
         assert_eq!(quantile_ms(&d[..1], 0.95), 1);
         assert_eq!(quantile_ms(&[], 0.5), 0);
+    }
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // the rename fails: a folder stands where the file would go
+        let target = dir.path().join("summary.md");
+        std::fs::create_dir(&target).unwrap();
+        assert!(write_atomic(&target, "text").is_err());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("summary.md")],
+            "{left:?}"
+        );
     }
 
     #[test]

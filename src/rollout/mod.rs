@@ -184,6 +184,16 @@ pub async fn start(
     if req.revert_on_halt {
         revert::check_reversible(&ctx.connector, &fanout, &ctx.set, &tenants, target).await?;
     }
+    // with a contract step held, the tenants go to the version before it
+    let reached = hold.iter().min().filter(|h| **h <= target).map(|h| {
+        ctx.set
+            .migrations
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| v < h)
+            .max()
+            .unwrap_or(0)
+    });
     let mut exec = exec.clone();
     exec.target = None;
     exec.hold_versions = hold;
@@ -196,6 +206,7 @@ pub async fn start(
             pause_after: req.pause_after.clone(),
             revert_on_halt: req.revert_on_halt,
             held,
+            reached,
         },
     };
     // with --tenant, the run is about those tenants only
