@@ -58,6 +58,9 @@ pub struct Verdict {
 /// What was read from one tenant.
 pub struct Read {
     pub tenant: String,
+    /// Its database system: schemas are compared within one system only
+    /// (a SQLite tenant's fingerprint is not a MySQL one's).
+    pub kind: &'static str,
     pub version: Option<i64>,
     /// Why its history disagrees with the files, if it does.
     pub history_error: Option<String>,
@@ -67,11 +70,13 @@ pub struct Read {
 
 async fn read_one(c: &Connector, set: &MigrationSet, t: &Tenant) -> Read {
     let id = t.id.to_string();
+    let kind = t.locator.dialect().as_str();
     let mut s = match c.open(t, Access::Read).await {
         Ok(s) => s,
         Err(e) => {
             return Read {
                 tenant: id,
+                kind,
                 version: None,
                 history_error: None,
                 items: Err(e.to_string()),
@@ -96,6 +101,7 @@ async fn read_one(c: &Connector, set: &MigrationSet, t: &Tenant) -> Read {
                 .map(|e| e.to_string());
             Read {
                 tenant: id,
+                kind,
                 version,
                 history_error,
                 items,
@@ -103,6 +109,7 @@ async fn read_one(c: &Connector, set: &MigrationSet, t: &Tenant) -> Read {
         }
         Err(e) => Read {
             tenant: id,
+            kind,
             version: None,
             history_error: None,
             items: Err(e.to_string()),
@@ -110,16 +117,21 @@ async fn read_one(c: &Connector, set: &MigrationSet, t: &Tenant) -> Read {
     }
 }
 
-/// Compares fingerprints (pure): per version, the most common schema is the
-/// reference; every other tenant gets what it lacks and what it adds.
+/// Compares fingerprints (pure): per database system and version, the most
+/// common schema is the reference; every other tenant gets what it lacks
+/// and what it adds.
 pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
-    let mut by_version: BTreeMap<Option<i64>, Vec<&Vec<String>>> = BTreeMap::new();
+    type Key = (&'static str, Option<i64>);
+    let mut by_version: BTreeMap<Key, Vec<&Vec<String>>> = BTreeMap::new();
     for r in &reads {
         if let Ok(items) = &r.items {
-            by_version.entry(r.version).or_default().push(items);
+            by_version
+                .entry((r.kind, r.version))
+                .or_default()
+                .push(items);
         }
     }
-    let majority: BTreeMap<Option<i64>, (&Vec<String>, usize)> = by_version
+    let majority: BTreeMap<Key, (&Vec<String>, usize)> = by_version
         .iter()
         .map(|(v, list)| {
             let mut counts: BTreeMap<&Vec<String>, usize> = BTreeMap::new();
@@ -138,6 +150,7 @@ pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
         .map(
             |Read {
                  tenant,
+                 kind,
                  version,
                  history_error,
                  items,
@@ -157,7 +170,7 @@ pub fn compare(reads: Vec<Read>) -> Vec<Verdict> {
                         v.message = Some(e.clone());
                     }
                     Ok(items) => {
-                        let (reference, n) = majority[version];
+                        let (reference, n) = majority[&(*kind, *version)];
                         v.majority_of = n;
                         let mine: BTreeSet<&String> = items.iter().collect();
                         let theirs: BTreeSet<&String> = reference.iter().collect();
@@ -203,6 +216,7 @@ mod tests {
     fn read(t: &str, version: i64, err: Option<&str>, v: &[&str]) -> Read {
         Read {
             tenant: t.into(),
+            kind: "sqlite",
             version: Some(version),
             history_error: err.map(str::to_string),
             items: Ok(v.iter().map(|s| s.to_string()).collect()),
@@ -246,5 +260,21 @@ mod tests {
             "alone at its version: nothing to compare with"
         );
         assert_eq!(v[4].state, DriftState::Edited);
+    }
+
+    #[test]
+    fn tenants_of_two_systems_are_not_compared_with_each_other() {
+        let mut mysql = read("m1", 1, None, &["column t.x int"]);
+        mysql.kind = "mysql";
+        let v = compare(vec![
+            read("s1", 1, None, &["table t: CREATE TABLE t (x)"]),
+            read("s2", 1, None, &["table t: CREATE TABLE t (x)"]),
+            mysql,
+        ]);
+        assert!(
+            v.iter().all(|v| v.state == DriftState::Ok),
+            "{:?}",
+            v.iter().map(|v| &v.state).collect::<Vec<_>>()
+        );
     }
 }
