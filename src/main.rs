@@ -6,7 +6,6 @@ use clap::Parser;
 use fleetmig::cli::{self, out};
 
 fn main() {
-    fleetmig::dialect::sqlite::tune_library();
     let args = cli::Cli::parse();
     cli::logging::init(args.log_level.as_deref());
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -22,6 +22,8 @@ use crate::error::Error;
 
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32, Error> {
+    // before any SQLite connection: the library's settings for a fleet
+    crate::dialect::sqlite::tune_library();
     match cli.command {
         Command::Sync(a) => commands::sync(a).await,
         Command::Rollout(a) => commands::rollout(a).await,

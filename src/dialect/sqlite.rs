@@ -272,7 +272,7 @@ impl SqliteSession {
 /// for. fleetmig never reads them. Call once, first thing.
 pub fn tune_library() {
     // SAFETY: sqlite3_config is called before any connection exists (first
-    // thing in main); if the library were already initialized it would
+    // thing in cli::run); if the library were already initialized it would
     // return SQLITE_MISUSE and change nothing.
     unsafe {
         libsqlite3_sys::sqlite3_config(

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::relocate::MoveReport;
+use crate::state::moves::MoveReport;
 
 /// Writes the report of move `r` under `reports` (and says where in it);
 /// returns its folder.

@@ -11,7 +11,7 @@
 //! The tenant's own history stays the truth about what is applied: this store
 //! records what fleetmig did and decided (plans, waves, gates, attempts).
 
-mod moves;
+pub mod moves;
 mod records;
 mod rollouts;
 mod runs;

@@ -7,6 +7,67 @@
 
 use sqlx::Row;
 
+/// One table moved.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableMoved {
+    pub table: String,
+    pub rows: u64,
+    /// Of the rows as the target holds them (`rows:sum`).
+    pub checksum: String,
+    /// The source server's own digest of the table in the snapshot (where
+    /// it has one): a later one that differs says the source was written to.
+    pub digest: Option<String>,
+    pub ms: u64,
+}
+
+/// How a move ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MoveStatus {
+    Done,
+    Failed,
+}
+
+impl MoveStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MoveStatus::Done => "done",
+            MoveStatus::Failed => "failed",
+        }
+    }
+}
+
+/// What a move did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MoveReport {
+    pub format_version: u32,
+    pub id: String,
+    pub tenant: String,
+    pub source: String,
+    pub target: String,
+    pub version: i64,
+    pub status: MoveStatus,
+    pub error: Option<String>,
+    pub tables: Vec<TableMoved>,
+    pub rows: u64,
+    pub duration_ms: u64,
+    /// What the move created (`nothing`: the target existed, empty or
+    /// marked by this tenant's unfinished move).
+    pub created: crate::dialect::copy::Created,
+    /// The id of this tenant's unfinished move whose half-filled target
+    /// this one emptied and filled again.
+    pub restarted_from: Option<String>,
+    /// Tables written to during the copy and copied again while the
+    /// source's writes were held (`--freeze-source`).
+    pub recopied: Vec<String>,
+    /// A target this move created and then removed again, because it failed.
+    pub target_removed: bool,
+    pub registry_backup: Option<String>,
+    pub source_dropped: bool,
+    /// Where the report was written (set by the command).
+    pub report_dir: Option<String>,
+}
+
 use super::{StateStore, now_ms};
 use crate::error::Error;
 
