@@ -240,6 +240,10 @@ pub struct Frozen {
     pub exec: ExecOptions,
     #[serde(flatten)]
     pub policy: RolloutPolicy,
+    /// The fleetmig that planned the rollout: a worker of another version
+    /// does not join it (rollouts of earlier versions did not say).
+    #[serde(default)]
+    pub fleetmig_version: Option<String>,
 }
 
 /// Durations stored as whole milliseconds.

@@ -259,6 +259,9 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
                 .into_iter()
                 .find(|r| r.status == RolloutStatus::Running),
         };
+        if let Some(r) = &found {
+            crate::rollout::worker::same_version(r)?;
+        }
         let Some(r) = found else {
             if !announced {
                 errln!(

@@ -156,7 +156,7 @@ async fn drive(ctx: &Ctx<'_>, id: &str, override_first_gate: bool) -> Result<Fin
         ctx.opts.lease,
         ctx.cancel.clone(),
     ));
-    let recorder = Recorder::start(ctx.store.clone(), id, None);
+    let recorder = Recorder::start(ctx.store.clone(), id, None, ctx.opts.lease);
     let bus = ctx.bus.with(recorder.clone());
     let r = drive_waves(ctx, id, &bus, &recorder, override_first_gate).await;
     let flushed = recorder.finish().await;
@@ -303,7 +303,7 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
             )));
         }
     }
-    let recorder = Recorder::start(ctx.store.clone(), id, None);
+    let recorder = Recorder::start(ctx.store.clone(), id, None, ctx.opts.lease);
     let bus = ctx.bus.with(recorder.clone());
     let fanout = Arc::new(Fanout::new(
         r.settings.exec.concurrency,

@@ -39,6 +39,30 @@ pub trait Journal: Send + Sync {
     /// False: the tenant is no longer this process's to migrate (another
     /// worker took it over); the attempt stops before applying anything.
     async fn planned(&self, tenant: &str, from: i64) -> Result<bool, crate::error::Error>;
+
+    /// A slot of the rollout's `--per-server` limit on `server`, shared by
+    /// every worker (`Slot::Unshared`: this process's own limit is the
+    /// limit).
+    async fn try_slot(
+        &self,
+        _server: &str,
+        _tenant: &str,
+        _limit: usize,
+    ) -> Result<Slot, crate::error::Error> {
+        Ok(Slot::Unshared)
+    }
+
+    /// Gives slot `slot` of `server` back.
+    async fn give_slot(&self, _server: &str, _slot: i64) {}
+}
+
+/// What `Journal::try_slot` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Unshared,
+    Taken(i64),
+    /// Every slot is held: look again.
+    Busy,
 }
 
 /// Runs tenants through their pending migrations.
@@ -284,6 +308,50 @@ struct Progress {
 }
 
 async fn run_tenant(shared: &Shared, tenant: &Tenant) {
+    // the rollout's limit on the tenant's server, across every worker
+    let server = tenant.locator.server_key();
+    let slot = match take_slot(shared, &server, tenant).await {
+        Ok(slot) => slot,
+        Err(why) => {
+            not_started(shared, tenant, why);
+            return;
+        }
+    };
+    run_in_slot(shared, tenant).await;
+    if let (Some(journal), Some(slot)) = (&shared.journal, slot) {
+        journal.give_slot(&server, slot).await;
+    }
+}
+
+/// Waits for a shared slot on `server` (`None`: none is needed).
+async fn take_slot(
+    shared: &Shared,
+    server: &str,
+    tenant: &Tenant,
+) -> Result<Option<i64>, &'static str> {
+    let Some(journal) = &shared.journal else {
+        return Ok(None);
+    };
+    loop {
+        match journal
+            .try_slot(server, tenant.id.as_str(), shared.opts.per_server)
+            .await
+        {
+            Ok(Slot::Unshared) => return Ok(None),
+            Ok(Slot::Taken(s)) => return Ok(Some(s)),
+            // the store is away: the attempt would fail on it too; its
+            // retry is the next claim
+            Err(_) => return Err("the state store did not answer for a --per-server slot"),
+            Ok(Slot::Busy) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+            _ = shared.cancel.cancelled() => return Err("interrupted while waiting for a --per-server slot"),
+        }
+    }
+}
+
+async fn run_in_slot(shared: &Shared, tenant: &Tenant) {
     let started = Instant::now();
     let started_at = Utc::now();
     let mut progress = Progress::default();

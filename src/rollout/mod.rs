@@ -198,6 +198,7 @@ pub async fn start(
     exec.target = None;
     exec.hold_versions = hold;
     let settings = Frozen {
+        fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         exec,
         policy: RolloutPolicy {
             gates: req.gates.clone(),

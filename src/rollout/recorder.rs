@@ -32,6 +32,9 @@ pub struct Recorder {
     /// the worker loop's to write, not the recorder's.
     worker: Option<String>,
     store: StateStore,
+    /// A worker's lease: a shared slot of a worker not heard from within it
+    /// is anyone's.
+    lease_ms: i64,
     tx: mpsc::UnboundedSender<Msg>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     failure: Arc<Mutex<Option<Error>>>,
@@ -39,7 +42,12 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts the writer task of rollout `rollout` (`worker`: see the field).
-    pub fn start(store: StateStore, rollout: &str, worker: Option<String>) -> Arc<Recorder> {
+    pub fn start(
+        store: StateStore,
+        rollout: &str,
+        worker: Option<String>,
+        lease: std::time::Duration,
+    ) -> Arc<Recorder> {
         let (tx, rx) = mpsc::unbounded_channel();
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
         let writer = tokio::spawn(write(
@@ -53,6 +61,7 @@ impl Recorder {
             rollout: rollout.to_string(),
             worker,
             store,
+            lease_ms: lease.as_millis() as i64,
             tx,
             writer: Mutex::new(Some(writer)),
             failure,
@@ -103,6 +112,34 @@ impl super::executor::Journal for Recorder {
         self.store
             .journal(&self.rollout, tenant, from, self.worker.as_deref())
             .await
+    }
+
+    async fn try_slot(
+        &self,
+        server: &str,
+        tenant: &str,
+        limit: usize,
+    ) -> Result<super::executor::Slot, Error> {
+        use super::executor::Slot;
+        let Some(me) = &self.worker else {
+            return Ok(Slot::Unshared);
+        };
+        Ok(
+            match self
+                .store
+                .take_slot(&self.rollout, server, me, tenant, limit, self.lease_ms)
+                .await?
+            {
+                Some(s) => Slot::Taken(s),
+                None => Slot::Busy,
+            },
+        )
+    }
+
+    async fn give_slot(&self, server: &str, slot: i64) {
+        if let Some(me) = &self.worker {
+            let _ = self.store.give_slot(&self.rollout, server, slot, me).await;
+        }
     }
 }
 

@@ -70,11 +70,26 @@ async fn heartbeat(
     }
 }
 
+/// A worker joins only a rollout planned by its own fleetmig version (the
+/// claims, the journal and the plan are read as this version writes them).
+pub fn same_version(r: &crate::state::RolloutRecord) -> Result<(), Error> {
+    match &r.settings.fleetmig_version {
+        Some(v) if v != env!("CARGO_PKG_VERSION") => Err(Error::Usage(format!(
+            "rollout {} was planned by fleetmig {v}; this is fleetmig {}: its workers must all be \
+             the one version (run fleetmig {v} here, or finish the rollout first)",
+            r.id,
+            env!("CARGO_PKG_VERSION")
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Works on rollout `id` until it ends, is paused or halted, or this process
 /// is stopped; returns its report as it stands then.
 pub async fn work(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<Finished, Error> {
     let store = ctx.store;
     let me = ctx.owner.clone();
+    same_version(&store.get_rollout(id).await?)?;
     store.reap(id, ctx.opts.lease).await?;
     store.join(id, &me, &host()).await?;
     let lease_ms = ctx.opts.lease.as_millis() as i64;
@@ -89,7 +104,7 @@ pub async fn work(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<Finish
         lease_ms,
         stop.clone(),
     ));
-    let recorder = Recorder::start(store.clone(), id, Some(me.clone()));
+    let recorder = Recorder::start(store.clone(), id, Some(me.clone()), ctx.opts.lease);
     let bus = ctx.bus.with(recorder.clone());
     let fanout = Arc::new(Fanout::new(ctx.opts.concurrency, ctx.opts.per_server));
     let failures: Arc<AtomicUsize> = Default::default();

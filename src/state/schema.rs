@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -134,4 +134,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     DROP INDEX IF EXISTS fleetmig_moves_copying;
     CREATE UNIQUE INDEX IF NOT EXISTS fleetmig_moves_claim ON fleetmig_moves (target_key)
         WHERE status = 'copying'",
+    // 9: --per-server for the whole rollout, however many workers: a slot
+    // per tenant server, taken with the tenant and given back after it
+    "CREATE TABLE IF NOT EXISTS fleetmig_slots (
+        rollout_id TEXT NOT NULL,
+        server TEXT NOT NULL,
+        slot BIGINT NOT NULL,
+        worker TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        taken_at BIGINT NOT NULL,
+        PRIMARY KEY (rollout_id, server, slot)
+    )",
 ];

@@ -60,6 +60,71 @@ impl StateStore {
         self.postgres
     }
 
+    /// Takes one of rollout `id`'s `limit` slots on `server` for `worker`'s
+    /// `tenant`: the slot's number, or `None` while every slot is held by a
+    /// live worker (a slot of a worker that stopped or whose heartbeat is
+    /// older than the lease is anyone's).
+    pub async fn take_slot(
+        &self,
+        id: &str,
+        server: &str,
+        worker: &str,
+        tenant: &str,
+        limit: usize,
+        lease_ms: i64,
+    ) -> Result<Option<i64>, Error> {
+        sqlx::query(
+            "DELETE FROM fleetmig_slots WHERE rollout_id = $1 AND server = $2 AND NOT EXISTS ( \
+               SELECT 1 FROM fleetmig_workers w WHERE w.rollout_id = fleetmig_slots.rollout_id \
+               AND w.worker = fleetmig_slots.worker AND w.stopped_at IS NULL AND w.heartbeat_at >= $3)",
+        )
+        .bind(id)
+        .bind(server)
+        .bind(now_ms() - lease_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        // the lowest free slot; two workers after the same one: the
+        // primary key lets one in, the other looks again
+        let slot: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO fleetmig_slots (rollout_id, server, slot, worker, tenant, taken_at) \
+             SELECT $1, $2, s, $3, $4, $5 FROM generate_series(0, $6 - 1) s \
+             WHERE NOT EXISTS (SELECT 1 FROM fleetmig_slots x WHERE x.rollout_id = $1 AND x.server = $2 AND x.slot = s) \
+             ORDER BY s LIMIT 1 ON CONFLICT DO NOTHING RETURNING slot",
+        )
+        .bind(id)
+        .bind(server)
+        .bind(worker)
+        .bind(tenant)
+        .bind(now_ms())
+        .bind(limit as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(slot)
+    }
+
+    /// Gives back slot `slot` of `server` (its tenant ended).
+    pub async fn give_slot(
+        &self,
+        id: &str,
+        server: &str,
+        slot: i64,
+        worker: &str,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "DELETE FROM fleetmig_slots WHERE rollout_id = $1 AND server = $2 AND slot = $3 AND worker = $4",
+        )
+        .bind(id)
+        .bind(server)
+        .bind(slot)
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     /// Registers `worker` (host `host`) on rollout `id`, or marks it live again.
     pub async fn join(&self, id: &str, worker: &str, host: &str) -> Result<(), Error> {
         sqlx::query(

@@ -2,6 +2,9 @@
 //! the real binary, reading the report it wrote.
 #![allow(dead_code)]
 
+pub mod moves;
+pub mod workers;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;

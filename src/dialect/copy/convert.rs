@@ -205,7 +205,7 @@ fn float(v: Value, spec: &Spec) -> Result<f64, String> {
         f
     };
     // MariaDB's DOUBLE and FLOAT columns store -0.0 as 0.0 (and a tiny
-    // negative double is -0.0 as a 4-byte float; tests/move_props.rs found
+    // negative double is -0.0 as a 4-byte float; tests/move_props/ found
     // both)
     if f == 0.0 && f.is_sign_negative() && spec.system == Dialect::Mysql {
         return Err("a MySQL float column keeps -0.0 as 0.0".into());
@@ -369,7 +369,7 @@ fn when(v: Value, spec: &Spec, rules: &Rules, time: bool) -> Result<Option<When>
         return Err("PostgreSQL's dates begin 4714-11-24 BC".into());
     }
     // MySQL takes year 0 (1 BC) for a common year (calc_days_in_year):
-    // refused here by name, not by the server mid-copy (tests/move_props.rs
+    // refused here by name, not by the server mid-copy (tests/move_props/
     // found it)
     if spec.system == Dialect::Mysql
         && matches!(
@@ -438,7 +438,7 @@ fn uuid(v: Value) -> Result<String, String> {
 /// with variant 0 (byte 8 from 0x01 to 0x80), which it could not tell from
 /// its own byte-swapped storage (`m_buffer[6] & -m_buffer[8] & 0x80` in
 /// sql_type_uuid.h): refused here, by name, rather than by the server in
-/// the middle of the copy. (tests/move_props.rs found it.)
+/// the middle of the copy. (tests/move_props/ found it.)
 fn uuid_fits(u: String, spec: &Spec) -> Result<String, String> {
     let b = uuid_bytes(&u).ok_or("not a UUID")?;
     if spec.system == Dialect::Mysql && b[6] >= 0x80 && (0x01..=0x80).contains(&b[8]) {
@@ -482,7 +482,7 @@ fn uuid_bytes(u: &str) -> Option<Vec<u8>> {
 /// systems are spelled as SQLite keeps them.
 fn sqlite(v: Value, kind: Kind, spec: &Spec, rules: &Rules) -> Result<Value, String> {
     let stored = match v {
-        // SQLite binds a NaN as NULL, in any column (tests/move_props.rs
+        // SQLite binds a NaN as NULL, in any column (tests/move_props/
         // found it)
         Value::Float(f) if f.is_nan() => return Err("SQLite keeps NaN as NULL".into()),
         Value::Int(_) | Value::Float(_) | Value::Text(_) | Value::Bytes(_) => v,
@@ -493,7 +493,7 @@ fn sqlite(v: Value, kind: Kind, spec: &Spec, rules: &Rules) -> Result<Value, Str
         Value::Decimal(t) | Value::Json(t) | Value::Uuid(t) => Value::Text(t),
         Value::Date(w) => match when(Value::Date(w), spec, rules, false)? {
             // as SQLite and sqlx spell a day: 1 BC is `0000-01-01` (as in
-            // `sqlite_timestamp`), never `0001-01-01 BC` (tests/move_props.rs
+            // `sqlite_timestamp`), never `0001-01-01 BC` (tests/move_props/
             // found it)
             Some(w) => {
                 let mut s = String::new();
@@ -555,7 +555,7 @@ pub fn affinity(v: Value, a: Affinity) -> Result<Value, String> {
             Err("a SQLite REAL column cannot hold this integer exactly".into())
         }
         // SQLite writes a whole REAL as an integer: -0.0 would come back
-        // 0.0 (tests/move_props.rs found it)
+        // 0.0 (tests/move_props/ found it)
         (Affinity::Real, Value::Float(f)) if f == 0.0 && f.is_sign_negative() => {
             Err("a SQLite REAL column keeps -0.0 as 0.0".into())
         }
@@ -596,7 +596,7 @@ fn numeric_text(t: &str) -> Result<Option<Value>, String> {
     };
     // a whole number an INTEGER holds is that INTEGER, however it is
     // spelled (`12.00`, `1e3`), and exactly: not the integer of the nearest
-    // REAL (83636144784829300.0 is not 83636144784829296; tests/move_props.rs
+    // REAL (83636144784829300.0 is not 83636144784829296; tests/move_props/
     // found it)
     if let Some(i) = d.as_i64() {
         return Ok(Some(Value::Int(i)));

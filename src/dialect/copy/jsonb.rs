@@ -10,7 +10,7 @@
 //! however many).
 //!
 //! A hand-written parser because this is the server's normalisation rule,
-//! which no JSON library applies; the property test in `tests/move_props.rs`
+//! which no JSON library applies; the property test in `tests/move_props/`
 //! compares it with the server's own `::jsonb::text` on generated documents.
 
 /// Why a text is not a document fleetmig can carry into a column.
@@ -393,7 +393,7 @@ pub fn numeric_text(neg: bool, int: &str, frac: &str, exp: i64) -> Option<String
     // in every branch: `1e1001` is a number), then what the stored form
     // holds: 16383 digits after the point, and a first nonzero digit at
     // most 131071 places before it (a base-10000 weight of 32767). Zero
-    // has no weight: `0e5000` is 0. (tests/move_props.rs found these.)
+    // has no weight: `0e5000` is 0. (tests/move_props/ found these.)
     const HALF_INT_MAX: i64 = i32::MAX as i64 / 2;
     let scale = (frac.len() as i64 - exp).max(0);
     if exp >= HALF_INT_MAX || exp <= -HALF_INT_MAX || scale > 16_383 {

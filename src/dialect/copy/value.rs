@@ -115,7 +115,7 @@ impl Spec {
                 // PostgreSQL dates: 4714-11-24 BC (Julian day 0, year
                 // -4713; `convert` refuses the days before it) to
                 // 5874897 AD. (Not -4712: that refused PostgreSQL's own
-                // first year; tests/move_props.rs found it.)
+                // first year; tests/move_props/ found it.)
                 Dialect::Postgres => (-4713, 5_874_897),
                 // what SQLite's date functions and MySQL's DATETIME read
                 Dialect::Sqlite => (0, 9999),
