@@ -51,6 +51,28 @@ pub struct RowSession {
     locked: bool,
 }
 
+/// A MySQL history table made before its ids were compared byte for byte
+/// (the database's default collation, where `Acme` is `ACME` and one
+/// tenant's record passed for the other's) is given the binary collation.
+async fn binary_ids(conn: &mut sqlx::pool::PoolConnection<sqlx::Any>) -> Result<(), sqlx::Error> {
+    let collation: Option<String> = sqlx::query_scalar(
+        "SELECT CAST(COLLATION_NAME AS CHAR) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND COLUMN_NAME = 'tenant_id'",
+    )
+    .bind(TABLE)
+    .fetch_optional(&mut **conn)
+    .await?
+    .flatten();
+    if collation.is_some_and(|c| !c.ends_with("_bin")) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {TABLE} MODIFY tenant_id VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
+        )))
+        .execute(&mut **conn)
+        .await?;
+    }
+    Ok(())
+}
+
 impl RowSession {
     pub async fn open(
         connector: &Connector,
@@ -83,6 +105,11 @@ impl RowSession {
             }
         }
         if access == Access::Write {
+            if dialect == Dialect::Mysql {
+                binary_ids(&mut conn)
+                    .await
+                    .map_err(|e| classify(&e, dialect))?;
+            }
             connector.rows.tabled.insert(url);
         }
         let name = match db {

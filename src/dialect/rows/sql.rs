@@ -234,8 +234,13 @@ pub(super) fn session_settings(dialect: Dialect, s: &Settings) -> Vec<String> {
 /// fleetmig's tenant-scoped history table.
 pub(super) fn create_table(dialect: Dialect) -> String {
     let (id, blob) = match dialect {
-        Dialect::Postgres => ("TEXT", "BYTEA"),
-        Dialect::Mysql => ("VARCHAR(255)", "BLOB"),
+        // ids compared byte for byte: `Acme` and `ACME` are two tenants'
+        // histories even where the server's default collation merges them
+        Dialect::Postgres => ("TEXT COLLATE \"C\"", "BYTEA"),
+        Dialect::Mysql => (
+            "VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
+            "BLOB",
+        ),
         Dialect::Sqlite => ("TEXT", "BLOB"),
     };
     format!(
@@ -301,6 +306,33 @@ pub async fn list(
         .fetch_all(&mut *tx)
         .await
         .map_err(fail)?;
+    if rows.len() > 1 {
+        use sqlx::{Column, Row};
+        let column = rows[0].columns()[0].name().to_string();
+        let sql = collisions_sql(dialect, query, &column);
+        let groups: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| {
+                format!(
+                    "--tenant-query on {redacted}: could not check its ids for ones equal under the column's collation: {}",
+                    classify(&e, dialect).message
+                )
+            })?;
+        if let Some(g) = groups.first() {
+            let ids: Vec<String> = g.split(',').map(unhex).collect();
+            return Err(format!(
+                "--tenant-query on {redacted} returned ids that are one tenant to the database \
+                 (equal under the collation of its column {column:?}): {}; a row tenant's \
+                 migrations would touch the other's rows. Make the ids distinct under that \
+                 collation, or select them with a binary one",
+                ids.iter()
+                    .map(|i| format!("{i:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
     let _ = tx.rollback().await;
     let _ = conn.close().await;
     rows.iter()
@@ -325,6 +357,44 @@ pub async fn list(
             }
         })
         .collect()
+}
+
+/// Groups of the tenant query's ids that its column's collation holds
+/// equal though their bytes differ (`acme`, `ACME` under a case-blind one),
+/// each as the ids' UTF-8 bytes in hex, comma separated. GROUP BY compares
+/// with the column's own collation; the hex is the bytes.
+fn collisions_sql(dialect: Dialect, query: &str, column: &str) -> String {
+    let q = query.trim().trim_end_matches(';');
+    let (c, hex, agg) = match dialect {
+        Dialect::Postgres => {
+            let c = format!("q.\"{}\"", column.replace('"', "\"\""));
+            let hex = format!("encode(convert_to({c}::text, 'UTF8'), 'hex')");
+            let agg = format!("string_agg(DISTINCT {hex}, ',')");
+            (c, hex, agg)
+        }
+        Dialect::Mysql => {
+            let c = format!("q.`{}`", column.replace('`', "``"));
+            let hex = format!("LOWER(HEX(CONVERT({c} USING utf8mb4)))");
+            let agg = format!("CAST(GROUP_CONCAT(DISTINCT {hex} SEPARATOR ',') AS CHAR)");
+            (c, hex, agg)
+        }
+        Dialect::Sqlite => {
+            let c = format!("q.\"{}\"", column.replace('"', "\"\""));
+            let hex = format!("lower(hex({c}))");
+            let agg = format!("group_concat(DISTINCT {hex})");
+            (c, hex, agg)
+        }
+    };
+    format!("SELECT {agg} FROM (\n{q}\n) q GROUP BY {c} HAVING count(DISTINCT {hex}) > 1 LIMIT 3")
+}
+
+/// Hex of UTF-8 bytes back to text (the bytes shown escaped if they are
+/// not UTF-8).
+fn unhex(h: &str) -> String {
+    let bytes: Vec<u8> = (0..h.len() / 2)
+        .filter_map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[cfg(test)]
