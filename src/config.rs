@@ -11,8 +11,7 @@ use serde::Deserialize;
 
 use crate::error::Error;
 use crate::options::{
-    ExecOptions, Gates, MAX_DURATION, PreflightLimits, RetryPolicy, RolloutRequest, Settings,
-    TxMode,
+    ExecOptions, Gates, PreflightLimits, RetryPolicy, RolloutRequest, Settings, TxMode,
 };
 use crate::tenant::{DEFAULT_PATTERN, DiscoverOptions, FleetSpec};
 
@@ -165,15 +164,7 @@ fn at_least(d: Duration, flag: &str, text: &str, min: Duration) -> Result<Durati
 }
 
 pub fn duration(value: &str, name: &str) -> Result<Duration, Error> {
-    let d = humantime::parse_duration(value)
-        .map_err(|e| Error::Usage(format!("{name} {value:?}: {e} (write e.g. 500ms, 5s, 2m)")))?;
-    if d > MAX_DURATION {
-        return Err(Error::Usage(format!(
-            "{name} {value:?}: at most {} (about 24.8 days)",
-            humantime::format_duration(MAX_DURATION)
-        )));
-    }
-    Ok(d)
+    fleetmig_parse::duration::parse(value, name).map_err(Error::Usage)
 }
 
 impl Config {

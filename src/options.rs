@@ -14,10 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// The longest duration any setting takes: PostgreSQL's and SQLite's
-/// timeouts are 32-bit milliseconds (about 24.8 days), and a timer past that
-/// would never fire in any useful sense.
-pub const MAX_DURATION: Duration = Duration::from_millis(i32::MAX as u64);
+pub use fleetmig_parse::duration::MAX_DURATION;
 
 /// Session settings applied to every tenant connection.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ mod new;
 pub mod parse;
 pub mod plan;
 mod source;
-pub mod split;
+pub use fleetmig_parse::split;
 
 pub use directive::{Batch, Directives, Phase, Scope};
 pub use new::new_migration;

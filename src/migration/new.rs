@@ -7,8 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::source::parse_name;
 use crate::error::Error;
+use fleetmig_parse::name::parse_name;
 
 /// The description as a file-name slug: lower-case letters and digits, `_`
 /// between words.

@@ -8,16 +8,6 @@ use std::path::{Path, PathBuf};
 use super::{Dialect, Locator, Tenant, TenantId, parse_tags, redact_url, validate_identifier};
 use crate::error::Error;
 
-#[derive(Debug, serde::Deserialize)]
-struct Row {
-    id: String,
-    url: String,
-    #[serde(default)]
-    schema: Option<String>,
-    #[serde(default)]
-    tags: Option<String>,
-}
-
 /// Reads a registry file. Every problem names the file and the line.
 pub fn read_registry(path: &Path) -> Result<Vec<Tenant>, Error> {
     let file = std::fs::File::open(path).map_err(|e| Error::Discovery {
@@ -25,35 +15,16 @@ pub fn read_registry(path: &Path) -> Result<Vec<Tenant>, Error> {
         message: e.to_string(),
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .comment(Some(b'#'))
-        .from_reader(file);
     let bad = |line: u64, message: String| Error::Registry {
         path: path.to_path_buf(),
         line,
         message,
     };
-    let headers = reader.headers().map_err(|e| bad(1, e.to_string()))?.clone();
-    for required in ["id", "url"] {
-        if !headers.iter().any(|h| h == required) {
-            return Err(bad(
-                1,
-                format!("the header has no `{required}` column (expected id,url,schema,tags)"),
-            ));
-        }
-    }
-    let mut tenants = Vec::new();
+    let rows = fleetmig_parse::registry::rows(file).map_err(|e| bad(e.line, e.message))?;
+    let mut tenants = Vec::with_capacity(rows.len());
     let mut seen = HashSet::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| {
-            let line = e.position().map(|p| p.line()).unwrap_or(0);
-            bad(line, e.to_string())
-        })?;
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        let row: Row = record
-            .deserialize(Some(&headers))
-            .map_err(|e| bad(line, e.to_string()))?;
+    for row in rows {
+        let line = row.line;
         let id = TenantId::new(&row.id).map_err(|m| bad(line, m))?;
         if !seen.insert(id.clone()) {
             return Err(bad(line, format!("tenant id {id} appears twice")));

@@ -14,7 +14,7 @@
 //!   client's `DELIMITER` lines of dumps understood;
 //! - SQLite: `[…]` and backquoted names, `BEGIN … END` bodies of triggers.
 
-use crate::tenant::Dialect;
+use crate::Dialect;
 
 /// One statement, with the 1-based line it starts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
