@@ -22,6 +22,7 @@ pub mod copy;
 mod history;
 pub mod mysql;
 pub mod postgres;
+mod resume;
 pub mod rows;
 pub mod sqlite;
 

@@ -144,7 +144,7 @@ impl PgSession {
         step: Step<'_>,
         statements: &[crate::migration::split::Statement],
     ) -> Result<(), TenantError> {
-        use super::resume::{Earlier, InFlight, hash};
+        use crate::dialect::resume::{Earlier, InFlight, hash};
         let v = step.migration.version;
         let hashes: Vec<String> = statements.iter().map(|st| hash(&st.sql)).collect();
         // A fresh tenant has nothing an interrupted attempt could have left.

@@ -22,43 +22,8 @@ use sqlparser::parser::Parser;
 
 use super::PgSession;
 use crate::dialect::quote_ident;
+use crate::dialect::resume::{Earlier, InFlight};
 use crate::error::TenantError;
-
-/// What an earlier attempt did with a statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Earlier {
-    /// Never started: run it.
-    None,
-    /// Started and ended: skip it.
-    Ended,
-    /// Started, not known to have ended.
-    Running,
-}
-
-/// What became of a statement that was running when an attempt stopped.
-pub(super) enum InFlight {
-    /// It took effect.
-    Done,
-    /// Run it (again); `drop` first: an INVALID index it left.
-    Again { drop: Option<String> },
-    /// Nobody can tell from here: what to check.
-    Unknown(String),
-}
-
-/// A statement's fingerprint, to notice a file changed between attempts.
-pub(super) fn hash(sql: &str) -> String {
-    crate::migration::hex(&fnv(sql.trim().as_bytes()))
-}
-
-/// FNV-1a over the bytes, 64 bits (not for security: a changed statement).
-fn fnv(b: &[u8]) -> [u8; 8] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &x in b {
-        h ^= x as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h.to_le_bytes()
-}
 
 impl PgSession {
     /// The tenant's table of statements, qualified like its history.
@@ -71,7 +36,7 @@ impl PgSession {
 
     /// What earlier attempts did with the statements of version `v`
     /// (hashes in `hashes`); an error when the file changed since.
-    pub(super) async fn earlier(
+    pub(in crate::dialect) async fn earlier(
         &mut self,
         v: i64,
         hashes: &[String],
@@ -118,7 +83,7 @@ impl PgSession {
 
     /// Records statement `i` of version `v` as started (or, `ended`, as
     /// ended), creating the table on first use.
-    pub(super) async fn record_statement(
+    pub(in crate::dialect) async fn record_statement(
         &mut self,
         v: i64,
         i: usize,
@@ -177,7 +142,7 @@ impl PgSession {
     /// Forgets the statements of version `v` (its history row is written),
     /// and the table when nothing else is in it: a tenant keeps nothing of
     /// this between migrations.
-    pub(super) async fn forget_statements(&mut self, v: i64) {
+    pub(in crate::dialect) async fn forget_statements(&mut self, v: i64) {
         let t = self.statements_table();
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "DO $$BEGIN IF to_regclass('{}') IS NOT NULL THEN DELETE FROM {t} WHERE version = {v}; \
@@ -190,7 +155,7 @@ impl PgSession {
 
     /// Forgets statement `i` of version `v` (it failed: nothing of it took
     /// effect).
-    pub(super) async fn forget_statement(&mut self, v: i64, i: usize) {
+    pub(in crate::dialect) async fn forget_statement(&mut self, v: i64, i: usize) {
         let t = self.statements_table();
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {t} WHERE version = $1 AND statement = $2"
@@ -202,7 +167,10 @@ impl PgSession {
     }
 
     /// What became of `sql`, running when an attempt stopped.
-    pub(super) async fn in_flight(&mut self, sql: &str) -> Result<InFlight, TenantError> {
+    pub(in crate::dialect) async fn in_flight(
+        &mut self,
+        sql: &str,
+    ) -> Result<InFlight, TenantError> {
         let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok();
         if let Some([Ast::CreateIndex(ci)]) = parsed.as_deref()
             && ci.concurrently

@@ -1,9 +1,12 @@
 //! MySQL/MariaDB tenants: one database each, a connection of its own. The
 //! tenant lock is `GET_LOCK('fleetmig:<database>', timeout)`. MySQL commits DDL
-//! implicitly, so a migration runs statement by statement with its history row
-//! written dirty first and made clean at the end (as sqlx does); a failure in
-//! the middle leaves the tenant dirty, which is the truth. `transactional_ddl`
-//! is false: the executor never groups migrations here.
+//! implicitly, so a migration runs statement by statement, each recorded as it
+//! starts and ends (`resume.rs`): an interrupted attempt is resumed after the
+//! last statement that completed; a permanent failure in the middle leaves the
+//! tenant dirty, which is the truth. `transactional_ddl` is false: the
+//! executor never groups migrations here.
+
+mod resume;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -131,12 +134,12 @@ impl MySqlSession {
         (set(before), set(after))
     }
 
-    /// Applies one migration statement by statement. The history row is
-    /// written dirty first and made clean at the end; a failure after some
-    /// statements ran leaves it dirty and says which statement ran last. A
-    /// failure of the first statement leaves nothing behind, so the row is
-    /// removed and the tenant stays clean (and a transient failure can be
-    /// retried).
+    /// Applies one migration statement by statement, each recorded in the
+    /// tenant as it starts and ends (`resume.rs`), so that an attempt after
+    /// an interruption resumes after the last statement that completed. The
+    /// history row is written once every statement ran (and the
+    /// verification passed); a permanent failure after a statement took
+    /// effect writes it dirty, which is the truth.
     async fn apply_one(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
         self.ensure_history().await?;
         let v = step.migration.version;
@@ -148,13 +151,6 @@ impl MySqlSession {
                 .await
                 .map_err(|e| self.err(e).at_version(v))?;
         }
-        let table = self.table.clone();
-        if let Err(e) = table.insert(&mut self.conn, step, false, -1).await {
-            if !back.is_empty() {
-                let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
-            }
-            return Err(self.err(e).at_version(v));
-        }
         let t0 = Instant::now();
         let ran = self.run_statements(step, &statements).await;
         if !back.is_empty() {
@@ -162,20 +158,19 @@ impl MySqlSession {
         }
         ran?;
         let duration = t0.elapsed();
+        let table = self.table.clone();
         if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
             .await
             .map_err(|e| self.err(e).at_version(v))?
         {
+            let _ = table.insert(&mut self.conn, step, false, -1).await;
             return Err(failed.at_version(v));
         }
-        sqlx::query(
-            "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
-        )
-        .bind(duration.as_nanos() as i64)
-        .bind(v)
-        .execute(&mut self.conn)
-        .await
-        .map_err(|e| self.err(e).at_version(v))?;
+        table
+            .insert(&mut self.conn, step, true, duration.as_nanos() as i64)
+            .await
+            .map_err(|e| self.err(e).at_version(v))?;
+        self.forget_statements(v).await;
         Ok(AppliedStep {
             version: v,
             duration,
@@ -183,52 +178,167 @@ impl MySqlSession {
         })
     }
 
-    /// The statements of one migration, in order; a failure after the first
-    /// leaves the tenant dirty (see `apply_one`).
+    /// The statements of one migration, in order, each recorded as it
+    /// starts and ends; those an earlier attempt ended are skipped, the one
+    /// it left running decided (`resume.rs`). A statement that only changes
+    /// rows commits with its "ended" record.
     async fn run_statements(
         &mut self,
         step: Step<'_>,
         statements: &[crate::migration::split::Statement],
     ) -> Result<(), TenantError> {
+        use crate::dialect::resume::{Earlier, InFlight, hash};
         let v = step.migration.version;
+        let hashes: Vec<String> = statements.iter().map(|st| hash(&st.sql)).collect();
+        let earlier = self.earlier(v, &hashes).await?;
         for (i, st) in statements.iter().enumerate() {
-            let Err(e) = self.conn.execute(sqlx::AssertSqlSafe(st.sql.clone())).await else {
-                continue;
-            };
-            let mut t = self.err(e).at_version(v);
-            if i == 0 {
-                let cleaned = sqlx::query(
-                    "DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE",
-                )
-                .bind(v)
-                .execute(&mut self.conn)
-                .await;
-                if cleaned.is_err() {
-                    t.message.push_str(" (the history row of this migration could not be removed: the tenant is marked dirty)");
-                }
-                return Err(t);
+            match earlier[i] {
+                Earlier::Ended => continue,
+                Earlier::None => {}
+                Earlier::Running => match self.in_flight(&st.sql).await? {
+                    InFlight::Done => {
+                        tracing::info!(
+                            version = v,
+                            statement = i + 1,
+                            "an interrupted attempt's statement had taken effect"
+                        );
+                        self.record_statement(v, i, &hashes[i], true).await?;
+                        continue;
+                    }
+                    InFlight::Again { .. } => {
+                        tracing::info!(
+                            version = v,
+                            statement = i + 1,
+                            "an interrupted attempt's statement had not taken effect: running it again"
+                        );
+                    }
+                    InFlight::Unknown(why) => {
+                        let t = TenantError::permanent(
+                            "interrupted_statement",
+                            format!(
+                                "statement {} of {} ({}:{}) {why}: look at what it does; if it took \
+                                 effect, mark it done (UPDATE _fleetmig_statements SET finished_at = NOW(6) \
+                                 WHERE version = {v} AND statement = {i}), else delete that row; then delete \
+                                 version {v}'s row from _sqlx_migrations and run again",
+                                i + 1,
+                                statements.len(),
+                                step.script.path.display(),
+                                st.line
+                            ),
+                        )
+                        .at_version(v);
+                        let table = self.table.clone();
+                        let _ = table.insert(&mut self.conn, step, false, -1).await;
+                        return Err(t);
+                    }
+                },
             }
-            let last = &statements[i - 1];
-            t.class = ErrorClass::Permanent;
+            self.record_statement(v, i, &hashes[i], false).await?;
+            if let Err(e) = self.run_one(v, i, &hashes[i], &st.sql).await? {
+                let done_before = i > 0 || earlier.contains(&Earlier::Ended);
+                return Err(self
+                    .statement_failed(step, statements, i, done_before, e)
+                    .await);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs statement `i` and records it ended: in one transaction when it
+    /// only changes rows (so a row change marked running never committed),
+    /// else one after the other (DDL commits itself; `in_flight` decides a
+    /// kill between them). The inner error is the statement's own.
+    async fn run_one(
+        &mut self,
+        v: i64,
+        i: usize,
+        hash: &str,
+        sql: &str,
+    ) -> Result<Result<(), sqlx::Error>, TenantError> {
+        let rows = resume::rows_only(sql);
+        if rows {
+            self.conn
+                .execute("START TRANSACTION")
+                .await
+                .map_err(|e| self.err(e).at_version(v))?;
+        }
+        if let Err(e) = self
+            .conn
+            .execute(sqlx::AssertSqlSafe(sql.to_string()))
+            .await
+        {
+            if rows {
+                let _ = self.conn.execute("ROLLBACK").await;
+            }
+            return Ok(Err(e));
+        }
+        if let Err(e) = self.record_statement(v, i, hash, true).await {
+            if rows {
+                let _ = self.conn.execute("ROLLBACK").await;
+            }
+            return Err(e);
+        }
+        if rows {
+            self.conn
+                .execute("COMMIT")
+                .await
+                .map_err(|e| self.err(e).at_version(v))?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// Statement `i` failed: where, and what it leaves. The server's refusal
+    /// means nothing of it took effect (its record goes); a transient
+    /// failure leaves the history clean, and the next attempt resumes at
+    /// this statement. A permanent one after a statement took effect (in
+    /// this attempt or an earlier one) leaves the tenant dirty.
+    async fn statement_failed(
+        &mut self,
+        step: Step<'_>,
+        statements: &[crate::migration::split::Statement],
+        i: usize,
+        done_before: bool,
+        e: sqlx::Error,
+    ) -> TenantError {
+        let v = step.migration.version;
+        let answered = matches!(e, sqlx::Error::Database(_));
+        let mut t = self.err(e).at_version(v);
+        if answered {
+            self.forget_statement(v, i).await;
+        }
+        let st = &statements[i];
+        if t.is_transient() || !done_before {
             t.message = format!(
-                "{} — statement {} of {} (line {}) failed after statements 1..{} were committed \
-                 (MySQL DDL is not transactional), so the tenant is dirty. The last statement that ran \
-                 (line {}): `{}`. Finish or undo the migration by hand, then delete its row from \
-                 _sqlx_migrations and run again",
+                "{} (statement {} of {}, at {}:{})",
                 t.message,
                 i + 1,
                 statements.len(),
-                st.line,
-                i,
-                last.line,
-                super::one_line(&last.sql)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
+                step.script.path.display(),
+                st.line
             );
-            return Err(t);
+            return t;
         }
-        Ok(())
+        let last = &statements[i.saturating_sub(1)];
+        t.class = ErrorClass::Permanent;
+        t.message = format!(
+            "{} — statement {} of {} (line {}) failed after statements 1..{} were committed \
+             (MySQL DDL is not transactional), so the tenant is dirty. The last statement that ran \
+             (line {}): `{}`. Finish or undo the migration by hand, then delete its row from \
+             _sqlx_migrations and version {v}'s rows from _fleetmig_statements, and run again",
+            t.message,
+            i + 1,
+            statements.len(),
+            st.line,
+            i,
+            last.line,
+            super::one_line(&last.sql)
+                .chars()
+                .take(200)
+                .collect::<String>()
+        );
+        let table = self.table.clone();
+        let _ = table.insert(&mut self.conn, step, false, -1).await;
+        t
     }
 }
 

@@ -1,0 +1,41 @@
+//! What the dialects that resume a migration statement by statement share
+//! (PostgreSQL's `-- no-transaction` files, every MySQL file): each
+//! statement is recorded in the tenant's `_fleetmig_statements` as it
+//! starts and as it ends; the next attempt skips those that ended and
+//! decides from the database what became of the one that was running.
+
+/// What an earlier attempt did with a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Earlier {
+    /// Never started: run it.
+    None,
+    /// Started and ended: skip it.
+    Ended,
+    /// Started, not known to have ended.
+    Running,
+}
+
+/// What became of a statement that was running when an attempt stopped.
+pub(crate) enum InFlight {
+    /// It took effect.
+    Done,
+    /// Run it (again); `drop` first: an INVALID index it left.
+    Again { drop: Option<String> },
+    /// Nobody can tell from here: what to check.
+    Unknown(String),
+}
+
+/// A statement's fingerprint, to notice a file changed between attempts.
+pub(crate) fn hash(sql: &str) -> String {
+    crate::migration::hex(&fnv(sql.trim().as_bytes()))
+}
+
+/// FNV-1a over the bytes, 64 bits (not for security: a changed statement).
+fn fnv(b: &[u8]) -> [u8; 8] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.to_le_bytes()
+}

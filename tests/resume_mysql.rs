@@ -1,0 +1,208 @@
+//! A kill inside a MySQL migration is an ordinary event. MySQL commits each
+//! DDL statement on its own, so a migration of several statements killed in
+//! the middle has some of them done: each is recorded in the tenant as it
+//! starts and ends, and the next run resumes after the last that completed,
+//! deciding the one in flight from the database (the column the killed
+//! ALTER adds is there, or not). Row changes run again only when they did
+//! not commit (they commit with their record). A statement nobody can judge
+//! leaves the tenant dirty, naming the file and the statement. (Before, any
+//! kill left the history row dirty and a person had to step in.)
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sqlx::Connection;
+
+struct Tenant {
+    name: String,
+    url: String,
+}
+
+async fn tenant(prefix: &str, big_rows: u32) -> Tenant {
+    let name = format!("fm{prefix}{:06x}", rand::random::<u32>() & 0xffffff);
+    mysql_exec(&mysql_base_url(), &format!("CREATE DATABASE `{name}`")).await;
+    let url = with_db(&mysql_base_url(), &name);
+    if big_rows > 0 {
+        mysql_exec(
+            &url,
+            &format!(
+                "CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(100) NOT NULL) ENGINE=InnoDB;\
+                 INSERT INTO big SELECT seq, REPEAT('x', 90) FROM seq_1_to_{big_rows}"
+            ),
+        )
+        .await;
+    }
+    Tenant { name, url }
+}
+
+impl Tenant {
+    async fn drop_now(self) {
+        mysql_exec(&mysql_base_url(), &format!("DROP DATABASE `{}`", self.name)).await;
+    }
+
+    async fn scalar(&self, sql: &str) -> i64 {
+        let mut c = mysql_connect(&self.url).await;
+        // (SUM is DECIMAL to MySQL)
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT CAST(({sql}) AS SIGNED)"
+        )))
+        .fetch_one(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.close().await.unwrap();
+        n
+    }
+
+    /// Waits until the server runs a statement starting with `prefix`.
+    async fn running(&self, prefix: &str) {
+        let t0 = Instant::now();
+        let sql = format!(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE db = '{}' AND info LIKE '{prefix}%'",
+            self.name
+        );
+        let mut c = mysql_connect(&mysql_base_url()).await;
+        loop {
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+            if n > 0 {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "{prefix} never ran"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Starts `sync` on the one tenant, SIGKILLs it once the server runs a
+/// statement starting with `prefix`, then resumes the interrupted sync.
+async fn killed_during(t: &Tenant, set: &std::path::Path, prefix: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{},,\n", t.url),
+    )
+    .unwrap();
+    let args = [
+        "--fleet",
+        "registry:fleet.csv",
+        "--migrations",
+        set.to_str().unwrap(),
+        "--progress-every",
+        "0",
+        "--state",
+        "state.db",
+        "--log-level",
+        "info",
+    ];
+    let mut child = fleetmig_process(dir.path())
+        .arg("sync")
+        .args(args)
+        .spawn()
+        .unwrap();
+    t.running(prefix).await;
+    child.kill().unwrap(); // SIGKILL
+    let _ = child.wait();
+    let mut s = sqlite(&dir.path().join("state.db")).await;
+    let id: String = sqlx::query_scalar("SELECT id FROM fleetmig_rollouts")
+        .fetch_one(&mut s)
+        .await
+        .unwrap();
+    s.close().await.unwrap();
+    let mut resume = vec!["resume", id.as_str()];
+    resume.extend(args);
+    run_in(dir.path(), &resume)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kill_inside_a_multi_statement_mysql_migration_resumes_after_the_last_completed() {
+    let t = tenant("rsm", 300_000).await;
+    let m = migration_dir(&[
+        (
+            "0001_reshape.sql",
+            "CREATE TABLE made (x INT NOT NULL);\n\
+             INSERT INTO made VALUES (1);\n\
+             ALTER TABLE big ADD COLUMN c INT NOT NULL DEFAULT 7, ALGORITHM=COPY;\n\
+             INSERT INTO made VALUES (2);\n\
+             CREATE TABLE last_made (y INT);\n",
+        ),
+        ("0002_after.sql", "CREATE TABLE after_reshape (z INT);\n"),
+    ]);
+    let out = killed_during(&t, m.path(), "ALTER TABLE big").await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // the ALTER the kill interrupted was judged from the database
+    let log = stderr(&out);
+    assert!(
+        log.contains("an interrupted attempt's statement had taken effect")
+            || log.contains("an interrupted attempt's statement had not taken effect"),
+        "{log}"
+    );
+    // every statement exactly once, every version once and clean
+    let h = t
+        .scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+        .await;
+    assert_eq!(h, 22, "two history rows, both successful");
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM made").await, 2);
+    assert_eq!(t.scalar("SELECT SUM(x) FROM made").await, 3);
+    assert_eq!(t.scalar("SELECT SUM(c) FROM big").await, 7 * 300_000);
+    assert_eq!(
+        t.scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name IN ('last_made', 'after_reshape', '_fleetmig_statements')"
+        )
+        .await,
+        2,
+        "both tables made, and fleetmig's own table of statements gone"
+    );
+    t.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_statement_nobody_can_judge_leaves_the_tenant_dirty_naming_it() {
+    let t = tenant("rsu", 0).await;
+    let m = migration_dir(&[(
+        "0001_wait.sql",
+        "CREATE TABLE first (x INT);\nDO SLEEP(30);\nCREATE TABLE never (y INT);\n",
+    )]);
+    let out = killed_during(&t, m.path(), "DO SLEEP").await;
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let all = stdout(&out) + &stderr(&out);
+    assert!(
+        all.contains("statement 2 of 3") && all.contains("0001_wait.sql:2"),
+        "{all}"
+    );
+    // dirty: the history row says so, and nothing after ran
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        10
+    );
+    assert_eq!(
+        t.scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name = 'never'"
+        )
+        .await,
+        0
+    );
+    // the server's own sleep ends with its connection
+    t.drop_now().await;
+}
