@@ -196,3 +196,84 @@ async fn an_index_the_server_finished_after_the_kill_counts_as_done() {
     )
     .await;
 }
+
+/// The same through the PostgreSQL state store: the worker building the
+/// index is SIGKILLed; another worker takes the tenant over once the dead
+/// one's lease lapses, decides the statement in flight, and completes the
+/// rollout.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_during_a_concurrent_index_build_is_taken_over() {
+    let db = pg_database("cicworker").await;
+    db.exec("CREATE SCHEMA tenant_a").await;
+    let m = set();
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let common = [
+        "--state",
+        db.url.as_str(),
+        "--lease",
+        "2s",
+        "--progress-every",
+        "0",
+        "--log-level",
+        "info",
+    ];
+    let mut first = fleetmig_process(dir.path())
+        .args(["rollout", "--fleet", &fleet, "--migrations"])
+        .arg(m.path())
+        .args(common)
+        .spawn()
+        .unwrap();
+    building(&db).await;
+    first.kill().unwrap(); // SIGKILL
+    let _ = first.wait();
+    let mut c = db.conn().await;
+    let id: String = sqlx::query_scalar("SELECT id FROM fleetmig_rollouts")
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    let out = run_in(
+        dir.path(),
+        &[
+            &["worker", "--rollout", &id, "--fleet", &fleet][..],
+            &common[..],
+        ]
+        .concat(),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let log = stderr(&out);
+    assert!(
+        log.contains("dropping the INVALID index an interrupted attempt left")
+            || log.contains("an interrupted attempt's statement had taken effect"),
+        "{log}"
+    );
+    assert_eq!(
+        pg_history(&mut c, "tenant_a").await,
+        vec![(1, true), (2, true), (3, true)]
+    );
+    let runs: Vec<(String, String)> =
+        sqlx::query_as("SELECT tenant, status FROM fleetmig_tenant_runs")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    assert_eq!(
+        runs,
+        vec![("tenant_a".to_string(), "succeeded".to_string())]
+    );
+    let invalid: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'tenant_a' AND NOT i.indisvalid",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
+    assert_eq!(invalid, 0);
+    drop(c);
+    db.drop_now().await;
+}
