@@ -356,6 +356,10 @@ async fn run_in_slot(shared: &Shared, tenant: &Tenant) {
     let started_at = Utc::now();
     let mut progress = Progress::default();
     let mut attempt = 0;
+    // a transient failure met while this process is stopping (a signal, or
+    // its lease lapsed: the store or the network away) is no failure of the
+    // tenant: it is left for the next run or another worker to take
+    let mut stopped = false;
     let result = loop {
         attempt += 1;
         shared.emit(Event::TenantStarted {
@@ -364,9 +368,11 @@ async fn run_in_slot(shared: &Shared, tenant: &Tenant) {
         });
         match attempt_once(shared, tenant, &mut progress).await {
             Ok(()) => break Ok(()),
-            Err(e)
-                if shared.opts.retry.should_retry(&e, attempt) && !shared.cancel.is_cancelled() =>
-            {
+            Err(e) if e.is_transient() && shared.cancel.is_cancelled() => {
+                stopped = true;
+                break Err(e);
+            }
+            Err(e) if shared.opts.retry.should_retry(&e, attempt) => {
                 let delay = shared.opts.retry.delay(attempt);
                 shared.emit(Event::TenantRetrying {
                     tenant: tenant.id.clone(),
@@ -376,7 +382,10 @@ async fn run_in_slot(shared: &Shared, tenant: &Tenant) {
                 });
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = shared.cancel.cancelled() => break Err(e),
+                    _ = shared.cancel.cancelled() => {
+                        stopped = true;
+                        break Err(e);
+                    }
                 }
             }
             Err(e) => break Err(e),
@@ -386,6 +395,7 @@ async fn run_in_slot(shared: &Shared, tenant: &Tenant) {
         Ok(()) if progress.interrupted => TenantStatus::Interrupted,
         Ok(()) if progress.applied.is_empty() => TenantStatus::UpToDate,
         Ok(()) => TenantStatus::Succeeded,
+        Err(_) if stopped => TenantStatus::Interrupted,
         Err(_) => {
             shared.failures.fetch_add(1, Ordering::SeqCst);
             TenantStatus::Failed
