@@ -38,6 +38,9 @@ fn chaos_soak_with_a_server_restart_keeps_every_invariant() {
             .unwrap_or_else(|| panic!("{k} in {line}"))
     };
     assert_eq!(field("restarts"), 1, "{said}");
-    assert!(field("kills") + field("stalls") + field("cuts") >= 4, "{said}");
+    assert!(
+        field("kills") + field("stalls") + field("cuts") >= 4,
+        "{said}"
+    );
     assert_eq!(field("failed"), 0, "{said}");
 }

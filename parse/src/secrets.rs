@@ -26,6 +26,16 @@ pub fn check_server_url(url: &str) -> Result<(), String> {
             hidden()
         ));
     }
+    // `u:pa?ss@h` or `u:pa/ss@h`: the user part ended early, the rest of it
+    // (the password) reads as a path or query and the host as the user; an
+    // `@` past the host is refused whatever it is, so that the only `@` of
+    // an accepted URL ends its user part
+    if after[authority.len()..].contains('@') {
+        return Err(format!(
+            "{}: an `@` after the host: write an `@` past the host as %40, and a `/`, `?` or `#` in a user name or password as %2F, %3F, %23",
+            hidden()
+        ));
+    }
     match url::Url::parse(url) {
         Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
         Ok(_) => Err(format!("{}: no host", hidden())),
@@ -108,23 +118,25 @@ pub fn redact_loose(text: &str) -> String {
 /// (a log line, a driver's message): `scheme://user:secret@host` keeps the
 /// user, `?sslpassword=secret` keeps the key.
 pub fn redact_text(text: &str) -> String {
+    let text = &hide_malformed(text);
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    // userinfo of every `://user:password@`
+    let mut rest = text.as_str();
+    // userinfo of every `://user:password@`: the user part runs from the
+    // `://` to the last `@` before a blank, so a password holding `/`, `@`,
+    // `:` or a quote is hidden whole (a path or query with an `@` in it is
+    // hidden too: more than needed, never less)
     while let Some(i) = rest.find("://") {
         let (head, tail) = rest.split_at(i + 3);
         out.push_str(head);
-        let end = tail
-            .find(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '"' | '\'' | '`'))
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match (authority.rfind('@'), authority.find(':')) {
+        let end = tail.find(char::is_whitespace).unwrap_or(tail.len());
+        let span = &tail[..end];
+        match (span.rfind('@'), span.find(':')) {
             (Some(at), Some(colon)) if colon < at => {
-                out.push_str(&authority[..colon]);
+                out.push_str(&span[..colon]);
                 out.push_str(":***");
-                out.push_str(&authority[at..]);
+                out.push_str(&span[at..]);
             }
-            _ => out.push_str(authority),
+            _ => out.push_str(span),
         }
         rest = &tail[end..];
     }
@@ -177,6 +189,31 @@ pub fn redact_text(text: &str) -> String {
         }
     }
     result
+}
+
+/// Server URLs written with one slash or none (`postgres:/u:pw@h`,
+/// `mysql:u:pw@h`) in free text: everything from the scheme's `:` to the
+/// last `@` before a blank is hidden.
+fn hide_malformed(text: &str) -> String {
+    let mut out = text.to_string();
+    for scheme in ["postgresql:", "postgres:", "mysql:", "mariadb:"] {
+        let mut from = 0;
+        while let Some(i) = out[from..].to_ascii_lowercase().find(scheme) {
+            let start = from + i + scheme.len();
+            let span_end = out[start..]
+                .find(char::is_whitespace)
+                .map_or(out.len(), |e| start + e);
+            let span = &out[start..span_end];
+            match span.rfind('@') {
+                Some(at) if !span.starts_with("//") => {
+                    out.replace_range(start..start + at, "***");
+                    from = start + 3;
+                }
+                _ => from = span_end.max(start),
+            }
+        }
+    }
+    out
 }
 
 /// Removes every occurrence of the secrets of `urls` (passwords) from `text`:

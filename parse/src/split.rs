@@ -12,7 +12,10 @@
 //!   */`, `/*M!…*/`) code the server runs, `BEGIN … END` bodies of
 //!   triggers, procedures, functions and events kept whole, and the `mysql`
 //!   client's `DELIMITER` lines of dumps understood;
-//! - SQLite: `[…]` and backquoted names, `BEGIN … END` bodies of triggers.
+//! - SQLite: exactly where the `sqlite3` shell ends a statement, by the
+//!   state machine of SQLite's own `sqlite3_complete` (complete.c): quotes,
+//!   `[…]` and backquoted names, comments, and a `CREATE [TEMP] TRIGGER`
+//!   that ends only at `; END ;`.
 
 use crate::Dialect;
 
@@ -31,6 +34,29 @@ pub fn split_statements(sql: &str) -> Vec<Statement> {
 /// Splits `sql` by `dialect`'s rules; statements that hold only comments
 /// and blanks are dropped.
 pub fn split_for(sql: &str, dialect: Dialect) -> Vec<Statement> {
+    split_at(sql, dialect).0
+}
+
+/// The byte offset of every terminator (`;`, or a dump's `DELIMITER`) that
+/// ends a statement of `sql` by `dialect`'s rules, statements of only
+/// comments included: what the fuzz targets compare with a reference.
+pub fn terminators(sql: &str, dialect: Dialect) -> Vec<usize> {
+    split_at(sql, dialect).1
+}
+
+fn split_at(sql: &str, dialect: Dialect) -> (Vec<Statement>, Vec<usize>) {
+    if dialect == Dialect::Sqlite {
+        let ends = sqlite_ends(sql);
+        let mut out = Vec::new();
+        let (mut start, mut line) = (0, 1);
+        for &end in ends.iter().chain(std::iter::once(&sql.len())) {
+            let text = &sql[start..end];
+            push_statement(&mut out, text, line, dialect);
+            line += text.matches('\n').count();
+            start = (end + 1).min(sql.len());
+        }
+        return (out, ends);
+    }
     let mut s = Splitter {
         b: sql.as_bytes(),
         sql,
@@ -42,9 +68,120 @@ pub fn split_for(sql: &str, dialect: Dialect) -> Vec<Statement> {
         start_line: 1,
         depth: 0,
         delimiter: b";".to_vec(),
+        ends: Vec::new(),
     };
     s.run();
-    s.out
+    (s.out, s.ends)
+}
+
+/// Where SQLite's `sqlite3_complete` says a statement ends: each `;` after
+/// which its state machine is back at the start. A port of complete.c
+/// (public domain), token for token; the fuzz target `split_sqlite` holds
+/// it to the C function.
+fn sqlite_ends(sql: &str) -> Vec<usize> {
+    #[derive(Clone, Copy)]
+    enum Tk {
+        Semi = 0,
+        Ws,
+        Other,
+        Explain,
+        Create,
+        Temp,
+        Trigger,
+        End,
+    }
+    // states: 0 invalid, 1 start, 2 normal, 3 explain, 4 create,
+    // 5 trigger, 6 semi (in a trigger), 7 end (in a trigger)
+    const TRANS: [[u8; 8]; 8] = [
+        [1, 0, 2, 3, 4, 2, 2, 2],
+        [1, 1, 2, 3, 4, 2, 2, 2],
+        [1, 2, 2, 2, 2, 2, 2, 2],
+        [1, 3, 3, 2, 4, 2, 2, 2],
+        [1, 4, 2, 2, 2, 4, 5, 2],
+        [6, 5, 5, 5, 5, 5, 5, 5],
+        [6, 6, 5, 5, 5, 5, 5, 7],
+        [1, 7, 5, 5, 5, 5, 5, 5],
+    ];
+    let id = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80;
+    let b = sql.as_bytes();
+    let find = |from: usize, what: &[u8]| {
+        b[from.min(b.len())..]
+            .windows(what.len())
+            .position(|w| w == what)
+            .map(|p| from + p)
+    };
+    let (mut state, mut i, mut ends) = (0u8, 0usize, Vec::new());
+    while i < b.len() {
+        let tk = match b[i] {
+            b';' => Tk::Semi,
+            b' ' | b'\r' | b'\t' | b'\n' | 0x0c => Tk::Ws,
+            b'/' if b.get(i + 1) == Some(&b'*') => match find(i + 2, b"*/") {
+                Some(close) => {
+                    i = close + 1;
+                    Tk::Ws
+                }
+                None => break,
+            },
+            b'-' if b.get(i + 1) == Some(&b'-') => match find(i, b"\n") {
+                Some(nl) => {
+                    i = nl;
+                    Tk::Ws
+                }
+                None => break,
+            },
+            b'[' => match find(i + 1, b"]") {
+                Some(close) => {
+                    i = close;
+                    Tk::Other
+                }
+                None => break,
+            },
+            q @ (b'`' | b'"' | b'\'') => match find(i + 1, &[q]) {
+                Some(close) => {
+                    i = close;
+                    Tk::Other
+                }
+                None => break,
+            },
+            c if id(c) => {
+                let n = b[i..].iter().take_while(|c| id(**c)).count();
+                let w = &b[i..i + n];
+                i += n - 1;
+                let is = |k: &str| w.eq_ignore_ascii_case(k.as_bytes());
+                if is("create") {
+                    Tk::Create
+                } else if is("trigger") {
+                    Tk::Trigger
+                } else if is("temp") || is("temporary") {
+                    Tk::Temp
+                } else if is("end") {
+                    Tk::End
+                } else if is("explain") {
+                    Tk::Explain
+                } else {
+                    Tk::Other
+                }
+            }
+            _ => Tk::Other,
+        };
+        state = TRANS[state as usize][tk as usize];
+        if state == 1 && matches!(tk, Tk::Semi) {
+            ends.push(i);
+        }
+        i += 1;
+    }
+    ends
+}
+
+/// Adds `text` (one statement's bytes, its terminator left off) to `out`
+/// unless it holds only blanks and comments.
+fn push_statement(out: &mut Vec<Statement>, text: &str, line: usize, dialect: Dialect) {
+    if let Some(at) = code_offset(text, dialect) {
+        out.push(Statement {
+            line: line + text[..at].matches('\n').count(),
+            sql: text[at..].trim_end().to_string(),
+        });
+    }
 }
 
 struct Splitter<'a> {
@@ -60,6 +197,8 @@ struct Splitter<'a> {
     depth: usize,
     /// MySQL's `DELIMITER`, `;` unless a dump changed it.
     delimiter: Vec<u8>,
+    /// The offset of each terminator found.
+    ends: Vec<usize>,
 }
 
 impl Splitter<'_> {
@@ -71,15 +210,14 @@ impl Splitter<'_> {
             let c = self.b[self.i];
             match c {
                 b'\n' => self.line += 1,
-                b'\'' | b'"' => self.quoted(c, self.escapes(c)),
+                b'\'' | b'"' => self.quoted(c, self.escapes()),
                 b'`' if self.dialect != Dialect::Postgres => self.quoted(c, false),
-                b'[' if self.dialect == Dialect::Sqlite => self.until(b']'),
                 b'-' if self.b.get(self.i + 1) == Some(&b'-') && self.dash_comment() => {
-                    self.skip_line();
+                    self.skip_line(self.dialect == Dialect::Postgres);
                     continue;
                 }
                 b'#' if self.dialect == Dialect::Mysql => {
-                    self.skip_line();
+                    self.skip_line(false);
                     continue;
                 }
                 b'/' if self.b.get(self.i + 1) == Some(&b'*') => {
@@ -87,6 +225,14 @@ impl Splitter<'_> {
                     continue;
                 }
                 b'$' if self.dialect == Dialect::Postgres && self.dollar_quote() => continue,
+                // PostgreSQL: a name takes `$` (`a$b$` starts no quote), a
+                // number does not (`2$t$x$t$` is 2 and a quoted string)
+                c if self.dialect == Dialect::Postgres
+                    && (c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80) =>
+                {
+                    self.pg_word();
+                    continue;
+                }
                 c if c.is_ascii_alphabetic() && self.dialect != Dialect::Postgres => {
                     self.word();
                     continue;
@@ -95,6 +241,7 @@ impl Splitter<'_> {
             }
             if self.depth == 0 && self.b[self.i..].starts_with(&self.delimiter) {
                 let end = self.i;
+                self.ends.push(end);
                 self.push(end);
                 self.i += self.delimiter.len();
                 self.start = self.i;
@@ -138,20 +285,31 @@ impl Splitter<'_> {
         true
     }
 
-    /// Whether a string quoted by `q` takes backslash escapes.
-    fn escapes(&self, q: u8) -> bool {
-        match self.dialect {
-            Dialect::Mysql => true,
-            Dialect::Sqlite => false,
-            // only E'…' strings; never identifiers
-            Dialect::Postgres => {
-                q == b'\''
-                    && self.i > 0
-                    && matches!(self.b[self.i - 1], b'E' | b'e')
-                    && (self.i < 2
-                        || !(self.b[self.i - 2].is_ascii_alphanumeric()
-                            || self.b[self.i - 2] == b'_'))
+    /// Whether strings take backslash escapes (MySQL); PostgreSQL's `E'…'`
+    /// strings are read by `pg_word`.
+    fn escapes(&self) -> bool {
+        self.dialect == Dialect::Mysql
+    }
+
+    /// A PostgreSQL name or number, and the `E'…'` string a lone `E` starts.
+    fn pg_word(&mut self) {
+        let from = self.i;
+        let number = self.b[from].is_ascii_digit();
+        while self.i < self.b.len() {
+            let c = self.b[self.i];
+            let part = if number {
+                c.is_ascii_digit() || c == b'.'
+            } else {
+                c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+            };
+            if !part {
+                break;
             }
+            self.i += 1;
+        }
+        if self.sql[from..self.i].eq_ignore_ascii_case("e") && self.b.get(self.i) == Some(&b'\'') {
+            self.quoted(b'\'', true);
+            self.i = (self.i + 1).min(self.b.len());
         }
     }
 
@@ -180,26 +338,16 @@ impl Splitter<'_> {
         }
     }
 
-    fn until(&mut self, close: u8) {
-        while self.i < self.b.len() && self.b[self.i] != close {
-            if self.b[self.i] == b'\n' {
-                self.line += 1;
-            }
-            self.i += 1;
-        }
-    }
-
-    /// `--` starts a comment (MySQL: only before a blank or the end).
+    /// `--` starts a comment (MySQL: only before a blank, a control
+    /// character or the end).
     fn dash_comment(&self) -> bool {
-        self.dialect != Dialect::Mysql
-            || self
-                .b
-                .get(self.i + 2)
-                .is_none_or(|c| c.is_ascii_whitespace())
+        self.dialect != Dialect::Mysql || self.b.get(self.i + 2).is_none_or(|c| *c <= b' ')
     }
 
-    fn skip_line(&mut self) {
-        while self.i < self.b.len() && self.b[self.i] != b'\n' {
+    /// To the end of a line comment: its `\n` (PostgreSQL's also end at a
+    /// `\r`, `cr`).
+    fn skip_line(&mut self, cr: bool) {
+        while self.i < self.b.len() && self.b[self.i] != b'\n' && !(cr && self.b[self.i] == b'\r') {
             self.i += 1;
         }
     }
@@ -231,17 +379,18 @@ impl Splitter<'_> {
         }
     }
 
-    /// `$tag$ … $tag$`: true when one was skipped.
+    /// `$tag$ … $tag$`: true when one was skipped. As PostgreSQL's lexer: a
+    /// tag is empty or an identifier not starting with a digit (`$1` is a
+    /// parameter); a `$` inside a name never gets here (`pg_word`).
     fn dollar_quote(&mut self) -> bool {
         let i = self.i;
         let Some(end) = self.sql[i + 1..].find('$') else {
             return false;
         };
         let tag = &self.sql[i..i + end + 2];
-        let plain = tag[1..tag.len() - 1]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !plain || (i > 0 && (self.b[i - 1].is_ascii_alphanumeric() || self.b[i - 1] == b'_')) {
+        let ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii();
+        let name = &tag[1..tag.len() - 1];
+        if !name.chars().all(ident) || name.starts_with(|c: char| c.is_ascii_digit()) {
             return false;
         }
         let Some(close) = self.sql[i + tag.len()..].find(tag) else {
@@ -307,12 +456,7 @@ impl Splitter<'_> {
 
     fn push(&mut self, end: usize) {
         let text = &self.sql[self.start..end];
-        if let Some(at) = code_offset(text, self.dialect) {
-            self.out.push(Statement {
-                line: self.start_line + text[..at].matches('\n').count(),
-                sql: text[at..].trim_end().to_string(),
-            });
-        }
+        push_statement(&mut self.out, text, self.start_line, self.dialect);
     }
 }
 
@@ -336,8 +480,17 @@ fn code_offset(text: &str, dialect: Dialect) -> Option<usize> {
             return None;
         }
         let mysql = dialect == Dialect::Mysql;
-        if trimmed.starts_with("--") || (mysql && trimmed.starts_with('#')) {
-            at += trimmed.find('\n').map(|i| i + 1).unwrap_or(trimmed.len());
+        // MySQL's `--` is a comment only before a blank or a control
+        // character (`--1` is code)
+        let dashes =
+            trimmed.starts_with("--") && !(mysql && trimmed[2..].starts_with(|c: char| c > ' '));
+        if dashes || (mysql && trimmed.starts_with('#')) {
+            // PostgreSQL ends a line comment at a `\r` too
+            let end = match dialect {
+                Dialect::Postgres => trimmed.find(['\n', '\r']),
+                _ => trimmed.find('\n'),
+            };
+            at += end.map(|i| i + 1).unwrap_or(trimmed.len());
         } else if trimmed.starts_with("/*")
             && !(mysql && (trimmed.starts_with("/*!") || trimmed.starts_with("/*M!")))
         {
@@ -410,6 +563,45 @@ mod tests {
     }
 
     #[test]
+    fn postgres_dollar_quotes_as_its_lexer_reads_them() {
+        // after a number a `$` starts a quote; inside a name it does not
+        let s = split_for("SELECT 2$t$;$t$; SELECT a$b$; SELECT 3", Dialect::Postgres);
+        assert_eq!(sqls(&s), vec!["SELECT 2$t$;$t$", "SELECT a$b$", "SELECT 3"]);
+        // `$1` is a parameter, not a tag; a quote closed by `$$` ends there
+        let s = split_for(
+            "SELECT $1$; SELECT $$a$$$$; $$; SELECT 4",
+            Dialect::Postgres,
+        );
+        assert_eq!(
+            sqls(&s),
+            vec!["SELECT $1$", "SELECT $$a$$$$; $$", "SELECT 4"]
+        );
+        // a line comment ends at a carriage return too
+        let s = split_for("SELECT 1 -- note\rSELECT 2; SELECT 3", Dialect::Postgres);
+        assert_eq!(s.len(), 2, "{s:?}");
+        // E'' takes backslash escapes, a word ending in e does not
+        let s = split_for(
+            "SELECT e'\\';'; SELECT some'\\'; SELECT 5",
+            Dialect::Postgres,
+        );
+        assert_eq!(sqls(&s).len(), 3, "{s:?}");
+    }
+
+    #[test]
+    fn sqlite_ends_where_sqlite3_complete_says() {
+        // a trigger ends only at `; END ;`, whatever its body holds
+        let s = split_for(
+            "CREATE TEMP TRIGGER t AFTER INSERT ON a BEGIN SELECT CASE WHEN 1 THEN 2 END; END; SELECT 1",
+            Dialect::Sqlite,
+        );
+        assert_eq!(s.len(), 2, "{s:?}");
+        assert_eq!(
+            terminators("SELECT 1; -- ;\nSELECT [;]; EXPLAIN x;", Dialect::Sqlite),
+            vec![8, 25, 36]
+        );
+    }
+
+    #[test]
     fn mysql_trigger_bodies_conditional_comments_and_delimiters() {
         let sql = "CREATE TABLE t (a int);\n\
              CREATE TRIGGER t_bi BEFORE INSERT ON t FOR EACH ROW BEGIN\n\
@@ -435,6 +627,11 @@ mod tests {
                 "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END",
                 "SELECT 3"
             ]
+        );
+        // `--1` is code to MySQL, not a comment
+        assert_eq!(
+            sqls(&split_for("--1;\nSELECT 2", Dialect::Mysql)),
+            vec!["--1", "SELECT 2"]
         );
         // a transaction's BEGIN is no body
         assert_eq!(

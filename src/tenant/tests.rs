@@ -80,6 +80,9 @@ fn server_urls_with_one_slash_none_or_a_bare_at_are_refused_and_hidden_whole() {
         format!("postgres://fleetmig:{secret}@x@127.0.0.1/db"),
         format!("postgres://fleetmig:{secret}@/db"),
         format!("mysql://fleetmig:p@{secret}:w@127.0.0.1/db"),
+        // found by the fuzzer: a raw `?` or `/` ends the user part early
+        format!("postgres://fleetmig:x?{secret}@127.0.0.1/db"),
+        format!("postgres://fleetmig:x/{secret}@127.0.0.1/db"),
     ] {
         let e = check_server_url(&bad).unwrap_err();
         assert!(!e.contains(secret), "{e}");
@@ -91,6 +94,8 @@ fn server_urls_with_one_slash_none_or_a_bare_at_are_refused_and_hidden_whole() {
         let loc = registry::locator_from(&bad, None, std::path::Path::new("."));
         let e = loc.unwrap_err();
         assert!(!e.contains(secret), "{e}");
+        let line = redact_text(&format!("connecting to {bad} failed"));
+        assert!(!line.contains(secret), "{line}");
     }
     // a password holding `:` or an encoded `@` is fine, and hidden
     let good = format!("postgres://fleetmig:{secret}:x%40y@127.0.0.1:5432/db?sslmode=disable");
