@@ -307,6 +307,20 @@ impl Splitter<'_> {
             }
             self.i += 1;
         }
+        // a number's exponent: `0e0$$` is a number, then a quote
+        if number && matches!(self.b.get(self.i), Some(b'e' | b'E')) {
+            let sign = matches!(self.b.get(self.i + 1), Some(b'+' | b'-')) as usize;
+            if self
+                .b
+                .get(self.i + 1 + sign)
+                .is_some_and(u8::is_ascii_digit)
+            {
+                self.i += 1 + sign;
+                while self.b.get(self.i).is_some_and(u8::is_ascii_digit) {
+                    self.i += 1;
+                }
+            }
+        }
         if self.sql[from..self.i].eq_ignore_ascii_case("e") && self.b.get(self.i) == Some(&b'\'') {
             self.quoted(b'\'', true);
             self.i = (self.i + 1).min(self.b.len());
@@ -567,6 +581,8 @@ mod tests {
         // after a number a `$` starts a quote; inside a name it does not
         let s = split_for("SELECT 2$t$;$t$; SELECT a$b$; SELECT 3", Dialect::Postgres);
         assert_eq!(sqls(&s), vec!["SELECT 2$t$;$t$", "SELECT a$b$", "SELECT 3"]);
+        let s = split_for("SELECT 0e0$$;$$; SELECT 1e$$;", Dialect::Postgres);
+        assert_eq!(sqls(&s), vec!["SELECT 0e0$$;$$", "SELECT 1e$$"]);
         // `$1` is a parameter, not a tag; a quote closed by `$$` ends there
         let s = split_for(
             "SELECT $1$; SELECT $$a$$$$; $$; SELECT 4",

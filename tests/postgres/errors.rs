@@ -114,6 +114,11 @@ async fn a_syntax_error_is_permanent_and_never_retried() {
             ("permanent", "syntax", "42601")
         );
         assert_eq!(r["to_version"], "1");
+        // the migration's file and line, never the server's C source line
+        // (sqlx appends " at line N" of scan.l)
+        let m = &r["error_message"];
+        assert!(m.contains("0002_b.sql:1"), "{m}");
+        assert!(!m.contains("at line"), "{m}");
     }
     let mut c = db.conn().await;
     assert_eq!(

@@ -96,13 +96,24 @@ pub fn split_server(data: &[u8], dialect: Dialect) {
     {
         return;
     }
-    // MySQL's `--` comment starts before any control character; sqlparser's
-    // only before a blank
+    // sqlparser takes backslash escapes in PostgreSQL's `X'…'`, `B'…'`,
+    // `N'…'`, `U&'…'` strings, where the server does not (only in `E'…'`)
+    if dialect == Dialect::Postgres
+        && (1..b.len()).any(|i| {
+            b[i] == b'\''
+                && (b[i - 1] == b'&'
+                    || (b[i - 1].is_ascii_alphabetic() && !b"Ee".contains(&b[i - 1])))
+        })
+    {
+        return;
+    }
+    // MySQL's `--` comment starts before any control character (a byte,
+    // not a UTF-8 character); sqlparser's only before a blank
     if dialect == Dialect::Mysql
         && (0..b.len()).any(|i| {
             b[i..].starts_with(b"--")
                 && b.get(i + 2)
-                    .is_some_and(|c| *c < b' ' && !b"\t\n\r".contains(c))
+                    .is_some_and(|c| (*c < b' ' && !b"\t\n\r".contains(c)) || *c >= 0x80)
         })
     {
         return;
