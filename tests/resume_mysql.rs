@@ -206,3 +206,109 @@ async fn a_killed_statement_nobody_can_judge_leaves_the_tenant_dirty_naming_it()
     // the server's own sleep ends with its connection
     t.drop_now().await;
 }
+
+/// A retry after a transient failure resumes on a new session: the `SET`
+/// the skipped statements ran under is run again first (here
+/// NO_BACKSLASH_ESCAPES: without it the value would be stored otherwise).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_resumed_migration_sets_its_session_up_again() {
+    let t = tenant("rss", 0).await;
+    mysql_exec(&t.url, "CREATE TABLE held (s TEXT)").await;
+    let m = migration_dir(&[(
+        "0001_escapes.sql",
+        "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES');\n\
+         CREATE TABLE made (x INT);\n\
+         INSERT INTO held VALUES ('a\\b');\n",
+    )]);
+    // the third statement waits on a table another session locked, times
+    // out (transient), and is retried once the lock is gone
+    let mut locker = mysql_connect(&t.url).await;
+    sqlx::raw_sql("LOCK TABLES held WRITE")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{},,\n", t.url),
+    )
+    .unwrap();
+    let child = fleetmig_process(dir.path())
+        .args(["sync", "--fleet", "registry:fleet.csv", "--migrations"])
+        .arg(m.path())
+        .args([
+            "--lock-timeout",
+            "1s",
+            "--max-attempts",
+            "10",
+            "--progress-every",
+            "0",
+        ])
+        .spawn()
+        .unwrap();
+    t.running("INSERT INTO held").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    sqlx::raw_sql("UNLOCK TABLES")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    locker.close().await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    assert!(
+        rows["t1"]["attempts"].parse::<u32>().unwrap() >= 2,
+        "{rows:?}"
+    );
+    // stored with its backslash as written: the SET held on the retry
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM held WHERE s = CONCAT('a', CHAR(92), 'b')")
+            .await,
+        1,
+        "the value was stored under the file's sql_mode"
+    );
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        11
+    );
+    t.drop_now().await;
+}
+
+/// A file with statements a resume cannot stand between (mysqldump's
+/// LOCK TABLES) runs whole, as before, without records.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dump_with_lock_tables_runs_whole() {
+    let t = tenant("rsl", 0).await;
+    let m = migration_dir(&[(
+        "0001_dump.sql",
+        "CREATE TABLE d (x INT);\nLOCK TABLES d WRITE;\nINSERT INTO d VALUES (1), (2);\nUNLOCK TABLES;\n",
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{},,\n", t.url),
+    )
+    .unwrap();
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(t.scalar("SELECT SUM(x) FROM d").await, 3);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        11
+    );
+    t.drop_now().await;
+}

@@ -100,6 +100,13 @@ pub trait Session: Send {
     /// none. Never writes.
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError>;
 
+    /// The version an interrupted attempt left part-applied (statements of
+    /// it recorded in `_fleetmig_statements`, no history row yet), if any: a
+    /// move refuses such a tenant. Never writes.
+    async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
+        Ok(None)
+    }
+
     /// Applies `steps` as one unit: in one transaction when there are several
     /// (`--tx-mode tenant`), else as sqlx applies one migration. On failure,
     /// nothing of the group is recorded (except a dirty row for a failed

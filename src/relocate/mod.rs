@@ -507,6 +507,15 @@ async fn source_version(
             h.version
         )));
     }
+    // a migration an interrupted attempt left part-applied has no history
+    // row yet: the copy would carry half of it, and a run on the target
+    // would start it again from its first statement
+    if let Some(v) = session.interrupted().await.map_err(|e| usage(e.message))? {
+        return Err(usage(format!(
+            "an interrupted attempt left migration {v} part-applied (_fleetmig_statements): \
+             finish it with `fleetmig sync` first"
+        )));
+    }
     let version = history.iter().map(|h| h.version).max().unwrap_or(0);
     // the target gets every migration up to `version`: so must the source have
     if let Some(m) = set

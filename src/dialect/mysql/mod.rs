@@ -42,6 +42,8 @@ pub fn quote_ident(name: &str) -> String {
 pub struct MySqlSession {
     conn: MySqlConnection,
     url: String,
+    /// The tenant's database.
+    database: String,
     lock_key: String,
     lock_wait: Duration,
     locked: bool,
@@ -68,6 +70,7 @@ impl MySqlSession {
             conn,
             url: url.to_string(),
             lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
+            database,
             lock_wait: settings.lock_timeout,
             locked: false,
             history_ready: false,
@@ -139,11 +142,17 @@ impl MySqlSession {
     /// an interruption resumes after the last statement that completed. The
     /// history row is written once every statement ran (and the
     /// verification passed); a permanent failure after a statement took
-    /// effect writes it dirty, which is the truth.
+    /// effect writes it dirty, which is the truth. A file a resume cannot
+    /// stand between (`resume::unresumable`) runs without records, its
+    /// history row written dirty first and made clean at the end.
     async fn apply_one(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
         self.ensure_history().await?;
         let v = step.migration.version;
         let statements = split_for(&step.script.sql, Dialect::Mysql);
+        let whole = resume::unresumable(&statements);
+        if let Some(why) = &whole {
+            tracing::debug!(version = v, "statements not resumable one by one: {why}");
+        }
         let (own, back) = self.step_timeouts(step);
         if !own.is_empty() {
             self.conn
@@ -151,31 +160,66 @@ impl MySqlSession {
                 .await
                 .map_err(|e| self.err(e).at_version(v))?;
         }
+        let table = self.table.clone();
+        if whole.is_some()
+            && let Err(e) = table.insert(&mut self.conn, step, false, -1).await
+        {
+            if !back.is_empty() {
+                let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
+            }
+            return Err(self.err(e).at_version(v));
+        }
         let t0 = Instant::now();
-        let ran = self.run_statements(step, &statements).await;
+        let ran = self
+            .run_statements(step, &statements, whole.is_none())
+            .await;
         if !back.is_empty() {
             let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
         }
         ran?;
         let duration = t0.elapsed();
-        let table = self.table.clone();
         if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
             .await
             .map_err(|e| self.err(e).at_version(v))?
         {
-            let _ = table.insert(&mut self.conn, step, false, -1).await;
+            self.left_dirty(step).await;
             return Err(failed.at_version(v));
         }
-        table
-            .insert(&mut self.conn, step, true, duration.as_nanos() as i64)
+        let nanos = duration.as_nanos() as i64;
+        if whole.is_some() {
+            sqlx::query(
+                "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
+            )
+            .bind(nanos)
+            .bind(v)
+            .execute(&mut self.conn)
             .await
             .map_err(|e| self.err(e).at_version(v))?;
-        self.forget_statements(v).await;
+        } else {
+            self.record_applied(step, nanos).await?;
+        }
         Ok(AppliedStep {
             version: v,
             duration,
             already_applied: false,
         })
+    }
+
+    /// Leaves version `step` dirty: its history row says so (written now
+    /// unless it is there), and its statements' records go (a person
+    /// decides from here; a run after the row is deleted starts afresh).
+    async fn left_dirty(&mut self, step: Step<'_>) {
+        let v = step.migration.version;
+        let there: Result<i64, _> =
+            sqlx::query_scalar("SELECT COUNT(*) FROM `_sqlx_migrations` WHERE version = ?")
+                .bind(v)
+                .fetch_one(&mut self.conn)
+                .await;
+        if there.is_ok_and(|n| n == 0) {
+            let table = self.table.clone();
+            let _ = table.insert(&mut self.conn, step, false, -1).await;
+        }
+        self.forget_statements(v).await;
     }
 
     /// The statements of one migration, in order, each recorded as it
@@ -186,13 +230,25 @@ impl MySqlSession {
         &mut self,
         step: Step<'_>,
         statements: &[crate::migration::split::Statement],
+        records: bool,
     ) -> Result<(), TenantError> {
         use crate::dialect::resume::{Earlier, InFlight, hash};
         let v = step.migration.version;
+        if !records {
+            return self.run_unrecorded(step, statements).await;
+        }
         let hashes: Vec<String> = statements.iter().map(|st| hash(&st.sql)).collect();
         let earlier = self.earlier(v, &hashes).await?;
         for (i, st) in statements.iter().enumerate() {
             match earlier[i] {
+                // the session is new: what set it up is set again
+                Earlier::Ended if resume::session(&st.sql) => {
+                    self.conn
+                        .execute(sqlx::AssertSqlSafe(st.sql.clone()))
+                        .await
+                        .map_err(|e| self.err(e).at_version(v))?;
+                    continue;
+                }
                 Earlier::Ended => continue,
                 Earlier::None => {}
                 Earlier::Running => match self.in_flight(&st.sql).await? {
@@ -216,10 +272,9 @@ impl MySqlSession {
                         let t = TenantError::permanent(
                             "interrupted_statement",
                             format!(
-                                "statement {} of {} ({}:{}) {why}: look at what it does; if it took \
-                                 effect, mark it done (UPDATE _fleetmig_statements SET finished_at = NOW(6) \
-                                 WHERE version = {v} AND statement = {i}), else delete that row; then delete \
-                                 version {v}'s row from _sqlx_migrations and run again",
+                                "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
+                                 does, finish or undo the migration by hand, then delete version {v}'s row \
+                                 from _sqlx_migrations and run again",
                                 i + 1,
                                 statements.len(),
                                 step.script.path.display(),
@@ -227,8 +282,7 @@ impl MySqlSession {
                             ),
                         )
                         .at_version(v);
-                        let table = self.table.clone();
-                        let _ = table.insert(&mut self.conn, step, false, -1).await;
+                        self.left_dirty(step).await;
                         return Err(t);
                     }
                 },
@@ -324,7 +378,7 @@ impl MySqlSession {
             "{} — statement {} of {} (line {}) failed after statements 1..{} were committed \
              (MySQL DDL is not transactional), so the tenant is dirty. The last statement that ran \
              (line {}): `{}`. Finish or undo the migration by hand, then delete its row from \
-             _sqlx_migrations and version {v}'s rows from _fleetmig_statements, and run again",
+             _sqlx_migrations and run again",
             t.message,
             i + 1,
             statements.len(),
@@ -336,9 +390,42 @@ impl MySqlSession {
                 .take(200)
                 .collect::<String>()
         );
-        let table = self.table.clone();
-        let _ = table.insert(&mut self.conn, step, false, -1).await;
+        self.left_dirty(step).await;
         t
+    }
+
+    /// The statements of a file a resume cannot stand between, as sqlx runs
+    /// them: the history row is already written dirty; a failure of the
+    /// first leaves nothing behind (the row goes), any later one the tenant
+    /// dirty.
+    async fn run_unrecorded(
+        &mut self,
+        step: Step<'_>,
+        statements: &[crate::migration::split::Statement],
+    ) -> Result<(), TenantError> {
+        let v = step.migration.version;
+        for (i, st) in statements.iter().enumerate() {
+            let Err(e) = self.conn.execute(sqlx::AssertSqlSafe(st.sql.clone())).await else {
+                continue;
+            };
+            if i == 0 {
+                let mut t = self.err(e).at_version(v);
+                let cleaned = sqlx::query(
+                    "DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE",
+                )
+                .bind(v)
+                .execute(&mut self.conn)
+                .await;
+                if cleaned.is_err() {
+                    t.message.push_str(
+                        " (the history row of this migration could not be removed: the tenant is marked dirty)",
+                    );
+                }
+                return Err(t);
+            }
+            return Err(self.statement_failed(step, statements, i, true, e).await);
+        }
+        Ok(())
     }
 }
 
@@ -370,6 +457,10 @@ impl Session for MySqlSession {
                 "another session holds this tenant's migration lock (GET_LOCK timed out)",
             )),
         }
+    }
+
+    async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
+        self.interrupted_version().await
     }
 
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
@@ -521,13 +612,18 @@ impl Session for MySqlSession {
         self.ensure_history().await?;
         let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
         let r = self.conn.skip("_sqlx_migrations", &m).await;
-        r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))
+        r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;
+        self.forget_statements(m.version).await;
+        Ok(())
     }
 
     async fn revert(&mut self, m: &Migration, down: &Script) -> Result<Duration, TenantError> {
         let mig = super::sqlx_migration(m, down, MigrationType::ReversibleDown);
         let r = self.conn.revert("_sqlx_migrations", &mig).await;
-        r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))
+        let took =
+            r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;
+        self.forget_statements(m.version).await;
+        Ok(took)
     }
 
     async fn backup(&mut self, path: &Path) -> Result<(), TenantError> {

@@ -122,11 +122,17 @@ impl PgSession {
         }
         ran?;
         let took = t0.elapsed();
+        // the history row and the end of the statements' records in one
+        // transaction: a kill between them cannot leave statements marked
+        // ended for a version a revert may take back
         let row = insert_rows(&self.table.name, &[(step, took.as_nanos().to_string())]);
-        sqlx::raw_sql(sqlx::AssertSqlSafe(row))
-            .execute(self.conn())
-            .await
-            .map_err(|e| self.err(&e).at_version(v))?;
+        let forget = self.forget_statements_sql(v);
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "BEGIN; {row}; {forget}; COMMIT;"
+        )))
+        .execute(self.conn())
+        .await
+        .map_err(|e| self.err(&e).at_version(v))?;
         self.forget_statements(v).await;
         Ok(vec![AppliedStep {
             version: v,
@@ -185,10 +191,9 @@ impl PgSession {
                         let t = TenantError::permanent(
                             "interrupted_statement",
                             format!(
-                                "statement {} of {} ({}:{}) {why}: look at what it does; if it took \
-                                 effect, mark it done (UPDATE _fleetmig_statements SET finished_at = now() \
-                                 WHERE version = {v} AND statement = {i}), else delete that row; then delete \
-                                 version {v}'s row from _sqlx_migrations and run again",
+                                "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
+                                 does, finish or undo the migration by hand, then delete version {v}'s row \
+                                 from _sqlx_migrations and run again",
                                 i + 1,
                                 statements.len(),
                                 step.script.path.display(),
@@ -198,6 +203,8 @@ impl PgSession {
                         .at_version(v);
                         let table = self.table.clone();
                         let _ = table.insert(self.conn(), step, false, -1).await;
+                        self.forget_statements(v).await;
+                        self.forget_statements(v).await;
                         return Err(t);
                     }
                 },
@@ -252,11 +259,11 @@ impl PgSession {
         if !t.is_transient() && i > 0 {
             t.message.push_str(&format!(
                 "; statements 1..{i} were applied outside a transaction, so the tenant is dirty: \
-                 finish or undo the migration by hand, then delete its row from _sqlx_migrations \
-                 and version {v}'s rows from _fleetmig_statements"
+                 finish or undo the migration by hand, then delete its row from _sqlx_migrations"
             ));
             let table = self.table.clone();
             let _ = table.insert(self.conn(), step, false, -1).await;
+            self.forget_statements(v).await;
         }
         t
     }

@@ -541,14 +541,24 @@ impl Session for PgSession {
         let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
         let table = self.table.name.clone();
         let r = self.conn().skip(&table, &m).await;
-        r.map_err(|e| migrate_error(e, Dialect::Postgres, Some(&self.url)).at_version(m.version))
+        r.map_err(|e| migrate_error(e, Dialect::Postgres, Some(&self.url)).at_version(m.version))?;
+        self.forget_statements(m.version).await;
+        Ok(())
     }
 
     async fn revert(&mut self, m: &Migration, down: &Script) -> Result<Duration, TenantError> {
         let mig = super::sqlx_migration(m, down, MigrationType::ReversibleDown);
         let table = self.table.name.clone();
         let r = self.conn().revert(&table, &mig).await;
-        r.map_err(|e| migrate_error(e, Dialect::Postgres, Some(&self.url)).at_version(m.version))
+        let took = r.map_err(|e| {
+            migrate_error(e, Dialect::Postgres, Some(&self.url)).at_version(m.version)
+        })?;
+        self.forget_statements(m.version).await;
+        Ok(took)
+    }
+
+    async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
+        self.interrupted_version().await
     }
 
     async fn backup(&mut self, path: &Path) -> Result<(), TenantError> {

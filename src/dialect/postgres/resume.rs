@@ -139,6 +139,36 @@ impl PgSession {
             .map(|_| ())
     }
 
+    /// The statement that deletes version `v`'s records, when the table is
+    /// there (to run inside a transaction).
+    pub(in crate::dialect) fn forget_statements_sql(&self, v: i64) -> String {
+        let t = self.statements_table();
+        format!(
+            "DO $$BEGIN IF to_regclass('{}') IS NOT NULL THEN DELETE FROM {t} WHERE version = {v}; \
+             END IF; END$$",
+            t.replace('\'', "''")
+        )
+    }
+
+    /// The version an interrupted attempt left part-applied, if any.
+    pub(in crate::dialect) async fn interrupted_version(
+        &mut self,
+    ) -> Result<Option<i64>, TenantError> {
+        let t = self.statements_table();
+        let there: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(&t)
+            .fetch_one(self.conn())
+            .await
+            .map_err(|e| self.err(e))?;
+        if !there {
+            return Ok(None);
+        }
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT min(version) FROM {t}")))
+            .fetch_one(self.conn())
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// Forgets the statements of version `v` (its history row is written),
     /// and the table when nothing else is in it: a tenant keeps nothing of
     /// this between migrations.
