@@ -96,6 +96,10 @@ pub fn split_server(data: &[u8], dialect: Dialect) {
     {
         return;
     }
+    // sqlparser's `&>` swallows the character after it (`&>;` one token)
+    if sql.contains("&>") {
+        return;
+    }
     // sqlparser takes backslash escapes in PostgreSQL's `X'…'`, `B'…'`,
     // `N'…'`, `U&'…'` strings, where the server does not (only in `E'…'`)
     if dialect == Dialect::Postgres
