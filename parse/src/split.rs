@@ -295,10 +295,28 @@ impl Splitter<'_> {
     fn pg_word(&mut self) {
         let from = self.i;
         let number = self.b[from].is_ascii_digit();
+        // PostgreSQL 16's `0x1F`, `0o17`, `0b101` (`0b0$$…$$` is a number,
+        // then a quote)
+        let digit = |r: u8, c: u8| match r.to_ascii_lowercase() {
+            b'x' => c.is_ascii_hexdigit() || c == b'_',
+            b'o' => (b'0'..=b'7').contains(&c) || c == b'_',
+            _ => c == b'0' || c == b'1' || c == b'_',
+        };
+        if number
+            && self.b[from] == b'0'
+            && let Some(&r) = self.b.get(from + 1).filter(|r| b"xXoObB".contains(r))
+            && self.b.get(from + 2).is_some_and(|c| digit(r, *c))
+        {
+            self.i = from + 2;
+            while self.b.get(self.i).is_some_and(|c| digit(r, *c)) {
+                self.i += 1;
+            }
+            return;
+        }
         while self.i < self.b.len() {
             let c = self.b[self.i];
             let part = if number {
-                c.is_ascii_digit() || c == b'.'
+                c.is_ascii_digit() || c == b'.' || c == b'_'
             } else {
                 c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
             };

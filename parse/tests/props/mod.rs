@@ -96,6 +96,19 @@ pub fn split_server(data: &[u8], dialect: Dialect) {
     {
         return;
     }
+    // sqlparser reads `$E` as a parameter, so `$E'…'` is no E'' string to
+    // it; to PostgreSQL a `$` that starts no quote is a `$` alone
+    if dialect == Dialect::Postgres
+        && (0..b.len()).any(|i| {
+            let run = b[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_' || **c >= 0x80)
+                .count();
+            b[i] == b'$' && run > 0 && b.get(i + 1 + run) == Some(&b'\'')
+        })
+    {
+        return;
+    }
     // sqlparser's `&>` swallows the character after it (`&>;` one token)
     if sql.contains("&>") {
         return;
