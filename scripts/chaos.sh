@@ -19,7 +19,7 @@
 #
 # Needs root (users, iptables, pg_ctlcluster), PostgreSQL running
 # (scripts/test-services.sh) and a built fleetmig (FLEETMIG_BIN, default
-# target/release/fleetmig, else target/debug/fleetmig).
+# the newer of target/release/fleetmig and target/debug/fleetmig).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,7 +36,9 @@ SLEEP=${SLEEP:-$(awk -v d="$DURATION" -v w="$WORKERS" -v c="$CONCURRENCY" -v n="
 BASE=${FLEETMIG_TEST_PG_URL:-postgres://fleetmig:fleetmig-test-secret@127.0.0.1:5432/fleetmig_test?sslmode=disable}
 BIN=${FLEETMIG_BIN:-}
 if [ -z "$BIN" ]; then
-    if [ -x target/release/fleetmig ]; then BIN=$PWD/target/release/fleetmig; else BIN=$PWD/target/debug/fleetmig; fi
+    # the newer of the release and debug builds (a stale one tests old code)
+    BIN=$(ls -t target/release/fleetmig target/debug/fleetmig 2>/dev/null | head -1)
+    BIN=${BIN:+$PWD/$BIN}
 fi
 [ -x "$BIN" ] || { echo "chaos: no fleetmig binary at $BIN (cargo build --release)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "chaos: needs root (users, iptables, pg_ctlcluster)" >&2; exit 2; }

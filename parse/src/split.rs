@@ -304,6 +304,7 @@ impl Splitter<'_> {
         };
         if number
             && self.b[from] == b'0'
+            && (from == 0 || self.b[from - 1] != b'.')
             && let Some(&r) = self.b.get(from + 1).filter(|r| b"xXoObB".contains(r))
             && self.b.get(from + 2).is_some_and(|c| digit(r, *c))
         {
