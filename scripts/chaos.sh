@@ -110,7 +110,10 @@ SQL
 }
 
 common() {
+    # every tenant is on the one server: --per-server (a limit for the
+    # whole rollout) lets every worker's slots run
     echo --state "$URL" --lease "${LEASE_S}s" --concurrency "$CONCURRENCY" \
+        --per-server "$((WORKERS * CONCURRENCY))" \
         --progress-every 0 --log-level info
 }
 

@@ -109,6 +109,14 @@ pub fn split_server(data: &[u8], dialect: Dialect) {
     {
         return;
     }
+    // a number run into a name (`0L$t$`) is an error to PostgreSQL 15+
+    // ("trailing junk"), read differently by sqlparser
+    if dialect == Dialect::Postgres
+        && (1..b.len())
+            .any(|i| b[i - 1].is_ascii_digit() && (b[i].is_ascii_alphabetic() || b[i] == b'_'))
+    {
+        return;
+    }
     // sqlparser's `&>` swallows the character after it (`&>;` one token)
     if sql.contains("&>") {
         return;
