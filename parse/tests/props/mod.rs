@@ -109,11 +109,14 @@ pub fn split_server(data: &[u8], dialect: Dialect) {
     {
         return;
     }
-    // a number run into a name (`0L$t$`) is an error to PostgreSQL 15+
-    // ("trailing junk"), read differently by sqlparser
+    // a number run into a name (`0L$t$`, `0.L$$`) is an error to
+    // PostgreSQL 15+ ("trailing junk"), read differently by sqlparser
+    let name = |c: u8| c.is_ascii_alphabetic() || c == b'_';
     if dialect == Dialect::Postgres
-        && (1..b.len())
-            .any(|i| b[i - 1].is_ascii_digit() && (b[i].is_ascii_alphabetic() || b[i] == b'_'))
+        && (1..b.len()).any(|i| {
+            (b[i - 1].is_ascii_digit() && name(b[i]))
+                || (i > 1 && b[i - 2].is_ascii_digit() && b[i - 1] == b'.' && name(b[i]))
+        })
     {
         return;
     }
