@@ -314,10 +314,17 @@ impl Splitter<'_> {
             }
             return;
         }
+        // a number: digits, one `.` not part of `..`, digits (`_` between)
+        let mut dot = false;
         while self.i < self.b.len() {
             let c = self.b[self.i];
             let part = if number {
-                c.is_ascii_digit() || c == b'.' || c == b'_'
+                let point = c == b'.'
+                    && !dot
+                    && self.b.get(self.i + 1) != Some(&b'.')
+                    && self.b[self.i - 1] != b'.';
+                dot |= point;
+                c.is_ascii_digit() || c == b'_' || point
             } else {
                 c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
             };
@@ -602,6 +609,9 @@ mod tests {
         assert_eq!(sqls(&s), vec!["SELECT 2$t$;$t$", "SELECT a$b$", "SELECT 3"]);
         let s = split_for("SELECT 0e0$$;$$; SELECT 1e$$;", Dialect::Postgres);
         assert_eq!(sqls(&s), vec!["SELECT 0e0$$;$$", "SELECT 1e$$"]);
+        // `2..E0$$` is 2, `..`, a name: no quote
+        let s = split_for("SELECT 2..E0$$; SELECT 3", Dialect::Postgres);
+        assert_eq!(sqls(&s), vec!["SELECT 2..E0$$", "SELECT 3"]);
         // `$1` is a parameter, not a tag; a quote closed by `$$` ends there
         let s = split_for(
             "SELECT $1$; SELECT $$a$$$$; $$; SELECT 4",
