@@ -39,3 +39,35 @@ fn fnv(b: &[u8]) -> [u8; 8] {
     }
     h.to_le_bytes()
 }
+
+/// What the recorded rows `(statement, sql_hash, ended)` of version `v` say
+/// of each statement of the file now (hashes in `hashes`); an error when
+/// the file changed since an attempt ran part of it.
+pub(crate) fn earlier_from(
+    v: i64,
+    hashes: &[String],
+    rows: impl IntoIterator<Item = (i32, String, bool)>,
+) -> Result<Vec<Earlier>, crate::error::TenantError> {
+    let mut out = vec![Earlier::None; hashes.len()];
+    for (n, h, ended) in rows {
+        let i = n as usize;
+        if hashes.get(i) != Some(&h) {
+            return Err(crate::error::TenantError::permanent(
+                "checksum_mismatch",
+                format!(
+                    "migration {v}: statement {} changed since an interrupted attempt ran part of \
+                     it; put the file back as it was, or finish the migration by hand and delete \
+                     its rows from _fleetmig_statements",
+                    i + 1
+                ),
+            )
+            .at_version(v));
+        }
+        out[i] = if ended {
+            Earlier::Ended
+        } else {
+            Earlier::Running
+        };
+    }
+    Ok(out)
+}

@@ -168,9 +168,8 @@ impl MySqlSession {
         v: i64,
         hashes: &[String],
     ) -> Result<Vec<Earlier>, TenantError> {
-        let mut out = vec![Earlier::None; hashes.len()];
         if !self.has_statements_table().await? {
-            return Ok(out);
+            return Ok(vec![Earlier::None; hashes.len()]);
         }
         let t = self.statements_table();
         let rows: Vec<(i32, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -181,27 +180,11 @@ impl MySqlSession {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| self.err(e))?;
-        for (n, h, ended) in rows {
-            let i = n as usize;
-            if hashes.get(i) != Some(&h) {
-                return Err(TenantError::permanent(
-                    "checksum_mismatch",
-                    format!(
-                        "migration {v}: statement {} changed since an interrupted attempt ran part of \
-                         it; put the file back as it was, or finish the migration by hand and delete \
-                         its rows from _fleetmig_statements",
-                        i + 1
-                    ),
-                )
-                .at_version(v));
-            }
-            out[i] = if ended == 1 {
-                Earlier::Ended
-            } else {
-                Earlier::Running
-            };
-        }
-        Ok(out)
+        crate::dialect::resume::earlier_from(
+            v,
+            hashes,
+            rows.into_iter().map(|(n, h, e)| (n, h, e == 1)),
+        )
     }
 
     /// Records statement `i` of version `v` as started (or, `ended`, as

@@ -47,9 +47,8 @@ impl PgSession {
             .fetch_one(self.conn())
             .await
             .map_err(|e| self.err(e))?;
-        let mut out = vec![Earlier::None; hashes.len()];
         if !there {
-            return Ok(out);
+            return Ok(vec![Earlier::None; hashes.len()]);
         }
         let rows: Vec<(i32, String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT statement, sql_hash, finished_at IS NOT NULL FROM {t} WHERE version = $1"
@@ -58,27 +57,7 @@ impl PgSession {
         .fetch_all(self.conn())
         .await
         .map_err(|e| self.err(e))?;
-        for (n, h, ended) in rows {
-            let i = n as usize;
-            if hashes.get(i) != Some(&h) {
-                return Err(TenantError::permanent(
-                    "checksum_mismatch",
-                    format!(
-                        "migration {v}: statement {} changed since an interrupted attempt ran part of \
-                         it; put the file back as it was, or finish the migration by hand and delete \
-                         its rows from _fleetmig_statements",
-                        i + 1
-                    ),
-                )
-                .at_version(v));
-            }
-            out[i] = if ended {
-                Earlier::Ended
-            } else {
-                Earlier::Running
-            };
-        }
-        Ok(out)
+        crate::dialect::resume::earlier_from(v, hashes, rows)
     }
 
     /// Records statement `i` of version `v` as started (or, `ended`, as
