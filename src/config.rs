@@ -128,6 +128,8 @@ pub struct Overrides {
 pub struct Given {
     pub migrations: bool,
     pub reports: bool,
+    pub concurrency: bool,
+    pub per_server: bool,
 }
 
 /// Everything a command needs, validated.
@@ -186,6 +188,8 @@ impl Config {
         let given = Given {
             migrations: k.migrations.is_some(),
             reports: k.reports.is_some(),
+            concurrency: k.concurrency.is_some(),
+            per_server: k.per_server.is_some(),
         };
         let concurrency = k.concurrency.unwrap_or(8);
         if concurrency == 0 {

@@ -65,8 +65,8 @@ async fn context<'a>(
         bus: Bus::new(vec![progress.live()]),
         cancel,
         opts: RunOptions {
-            concurrency: cfg.exec.concurrency,
-            per_server: cfg.exec.per_server,
+            concurrency: cfg.given.concurrency.then_some(cfg.exec.concurrency),
+            per_server: cfg.given.per_server.then_some(cfg.exec.per_server),
             lease: cfg.lease,
             reports: cfg.reports.clone(),
             metrics_file,

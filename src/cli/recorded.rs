@@ -260,7 +260,7 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
                 .find(|r| r.status == RolloutStatus::Running),
         };
         if let Some(r) = &found {
-            crate::rollout::worker::same_version(r)?;
+            crate::rollout::same_version(r)?;
         }
         let Some(r) = found else {
             if !announced {
@@ -291,7 +291,7 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
             a.progress_every,
             a.metrics_file.clone(),
             false,
-            async |ctx| crate::rollout::worker::work(ctx, &r.id, false).await,
+            async |ctx| crate::rollout::resume(ctx, &r.id).await,
         )
         .await?;
         output::print_run(&f.report);

@@ -121,11 +121,11 @@ impl Cancel {
 /// Options of one invocation (not frozen with the rollout).
 #[derive(Clone, Debug)]
 pub struct RunOptions {
-    /// This process's limits when it works on a rollout several workers
-    /// share (each worker uses its own); a rollout one process runs keeps
-    /// the limits it was planned with.
-    pub concurrency: usize,
-    pub per_server: usize,
+    /// This process's limits when its command line (or environment, or
+    /// file) gave them: they override the rollout's frozen ones for this
+    /// process, in both modes; absent, the frozen ones hold.
+    pub concurrency: Option<usize>,
+    pub per_server: Option<usize>,
     /// A claim without a heartbeat for this long is dead.
     pub lease: Duration,
     pub reports: PathBuf,

@@ -1,82 +1,17 @@
-//! What the single-process driver and the workers of a shared rollout do
-//! alike: run a batch of a rollout's tenants through the executor (a tenant
-//! gone from the fleet fails as `tenant_gone`), and decide a wave's gate
-//! (count gates, the gate query, `--override-gate`, the revert of a halted
-//! wave).
+//! Judges a wave whose tenants have all run: its gate decided (count gates,
+//! the gate query, `--override-gate`), and on a halt the revert of the
+//! wave's succeeded tenants when the rollout asks for it.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::collections::BTreeMap;
 
-use super::context::{Cancel, Ctx};
-use super::executor::Executor;
+use super::context::Ctx;
 use super::gate::{self, Verdict};
-use super::recorder::Recorder;
 use super::revert::revert_wave;
 use crate::error::Error;
 use crate::event::Bus;
 use crate::fanout::Fanout;
-use crate::state::{
-    Earlier, Finish, RolloutRecord, RunStatus, TenantUpdate, WaveRecord, WaveStatus, now_ms,
-};
+use crate::state::{RolloutRecord, RunStatus, TenantUpdate, WaveRecord, WaveStatus};
 use crate::tenant::Tenant;
-
-/// Runs the tenants `ids` of rollout `r` through the executor, each event
-/// recorded by `recorder`; whether the run was interrupted (a signal, a
-/// request, a lost lease: `cancel`). `failures` counts toward
-/// `--max-failures` across calls.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn run_tenants(
-    ctx: &Ctx<'_>,
-    r: &RolloutRecord,
-    bus: &Bus,
-    recorder: &Arc<Recorder>,
-    fanout: &Arc<Fanout>,
-    ids: &[String],
-    earlier: HashMap<String, Earlier>,
-    cancel: &Cancel,
-    failures: Arc<AtomicUsize>,
-) -> bool {
-    let mut run: Vec<Tenant> = Vec::with_capacity(ids.len());
-    for id in ids {
-        match ctx
-            .tenants
-            .binary_search_by(|t| t.id.as_str().cmp(id.as_str()))
-        {
-            Ok(i) => run.push(ctx.tenants[i].clone()),
-            Err(_) => {
-                let mut f = Finish::new(id, RunStatus::Failed);
-                f.finished_at = Some(now_ms());
-                f.error.class = Some("permanent".into());
-                f.error.kind = Some("tenant_gone".into());
-                f.error.message = Some(format!(
-                    "tenant {id} is no longer in the fleet {}",
-                    ctx.fleet
-                ));
-                recorder.update(TenantUpdate::Finished(Box::new(f)));
-            }
-        }
-    }
-    if run.is_empty() {
-        return false;
-    }
-    let mut exec = r.settings.exec.clone();
-    exec.target = Some(r.target);
-    let executor = Executor {
-        connector: ctx.connector.clone(),
-        fanout: fanout.clone(),
-        set: ctx.set.clone(),
-        opts: exec,
-        bus: bus.clone(),
-        cancel: cancel.clone(),
-        failures,
-        earlier,
-        journal: recorder
-            .is_worker()
-            .then(|| recorder.clone() as Arc<dyn super::executor::Journal>),
-    };
-    executor.run(&r.id, run).await.interrupted
-}
 
 /// A wave's gate, decided: the wave's new status and what it says, and the
 /// rollout's halt reason when it halts.

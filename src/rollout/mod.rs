@@ -9,21 +9,25 @@
 
 pub mod baseline;
 pub mod context;
+mod coord;
 pub mod driver;
+mod engine;
 pub mod executor;
 pub mod gate;
 pub mod hold;
 mod judge;
+mod outcome;
 pub mod recorder;
 pub mod retry;
 pub mod revert;
 pub mod waves;
-pub mod worker;
 
 pub use context::{Cancel, Ctx, RunOptions, only_these, prepare};
-pub use driver::{Finished, abort, resume, retry, write_report};
+pub use coord::same_version;
+pub use driver::{abort, resume, retry};
 pub use executor::{Executor, Stops};
 pub use hold::{apply_holds, is_contract};
+pub use outcome::{Finished, write_report};
 pub use waves::{parse_waves, plan_waves};
 
 use std::collections::BTreeSet;

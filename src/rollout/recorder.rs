@@ -1,9 +1,12 @@
-//! The state recorder: a subscriber of the event stream that turns events
-//! into state-store rows (a tenant started, its backfill progressed, it
-//! finished; a wave started, its gate was evaluated). Events are queued and a
-//! writer task writes them in order, a batch per transaction; the driver
-//! `flush`es before it reads the store to decide anything, so every decision
-//! sees every event before it. Counts are added in SQL (attempts, applied
+//! The state recorder: the one writer of a running rollout's outcomes, waves
+//! and gates. It subscribes to the event stream and turns tenant events into
+//! state-store rows (a tenant started, its backfill progressed, it
+//! finished): queued, and written in order by a writer task, a batch per
+//! transaction. The wave loop's steps (a wave opened, a gate recorded, the
+//! rollout advanced or ended) are written by its methods, each after a
+//! flush, so the store never shows a wave's gate before its tenants' rows.
+//! The loop `flush`es before it reads the store to decide anything, so every
+//! decision sees every event before it. Counts are added in SQL (attempts, applied
 //! versions, durations, backfill batches), so nothing per tenant is kept in
 //! memory across a wave.
 
@@ -15,12 +18,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::error::Error;
 use crate::event::{Event, Subscriber, TenantStatus};
-use crate::state::{Finish, RunError, RunStatus, StateStore, TenantUpdate, WaveStatus, now_ms};
+use crate::state::{
+    Finish, RolloutStatus, RunError, RunStatus, StateStore, TenantUpdate, WaveStatus, now_ms,
+};
 
 enum Msg {
     Tenant(TenantUpdate),
-    WaveStarted(i64),
-    WaveFinished(i64, WaveStatus, String),
     Flush(oneshot::Sender<()>),
 }
 
@@ -28,8 +31,7 @@ enum Msg {
 pub struct Recorder {
     rollout: String,
     /// Several workers on the rollout: this process's id (the rows record
-    /// it, and finishes count only under its claim), and wave changes are
-    /// the worker loop's to write, not the recorder's.
+    /// it, and finishes count only under its claim).
     worker: Option<String>,
     store: StateStore,
     /// A worker's lease: a shared slot of a worker not heard from within it
@@ -89,6 +91,45 @@ impl Recorder {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// Opens wave `wave` (pending, its bake over): true for the one process
+    /// that opened it.
+    pub async fn open_wave(&self, wave: i64) -> Result<bool, Error> {
+        self.flush().await?;
+        self.store.open_wave(&self.rollout, wave).await
+    }
+
+    /// Records the one evaluation of wave `wave`'s gate, by `by`.
+    pub async fn gate(
+        &self,
+        wave: i64,
+        by: &str,
+        status: WaveStatus,
+        text: &str,
+    ) -> Result<(), Error> {
+        self.flush().await?;
+        self.store
+            .gate_evaluated(&self.rollout, wave, by, status, text)
+            .await
+    }
+
+    /// Moves the rollout past wave `wave`, unless it already moved.
+    pub async fn advance(&self, wave: i64) -> Result<(), Error> {
+        self.flush().await?;
+        self.store.advance(&self.rollout, wave).await
+    }
+
+    /// Wave `wave` opens no earlier than `at` (the bake of the one before).
+    pub async fn open_at(&self, wave: i64, at: i64) -> Result<(), Error> {
+        self.store.open_at(&self.rollout, wave, at).await
+    }
+
+    /// Ends the rollout with `status` unless it already ended: true for the
+    /// one process that ended it.
+    pub async fn end(&self, status: RolloutStatus, reason: Option<&str>) -> Result<bool, Error> {
+        self.flush().await?;
+        self.store.end(&self.rollout, status, reason).await
     }
 
     /// Flushes and stops the writer.
@@ -204,20 +245,6 @@ impl Subscriber for Recorder {
                     error: o.error.as_ref().map(RunError::from).unwrap_or_default(),
                 })))
             }
-            Event::WaveStarted { rollout, wave, .. }
-                if *rollout == self.rollout && self.worker.is_none() =>
-            {
-                Msg::WaveStarted(*wave)
-            }
-            Event::GateEvaluated {
-                rollout,
-                wave,
-                status,
-                text,
-                ..
-            } if *rollout == self.rollout && self.worker.is_none() => {
-                Msg::WaveFinished(*wave, *status, text.clone())
-            }
             _ => return,
         };
         let _ = self.tx.send(msg);
@@ -250,37 +277,16 @@ async fn write(
         }
         let mut tenants: Vec<TenantUpdate> = Vec::new();
         for msg in queue {
-            let wave_step = match msg {
-                Msg::Tenant(u) => {
-                    tenants.push(u);
-                    continue;
-                }
-                other => other,
-            };
-            // tenant rows first, in order, then the wave change or the flush
-            if let Err(e) = store
-                .record(
-                    &rollout,
-                    &fold(std::mem::take(&mut tenants)),
-                    worker.as_deref(),
-                )
-                .await
-            {
-                fail(e);
-            }
-            let r = match wave_step {
-                Msg::WaveStarted(w) => store.start_wave(&rollout, w).await,
-                Msg::WaveFinished(w, status, text) => {
-                    store.finish_wave(&rollout, w, status, &text).await
-                }
+            match msg {
+                Msg::Tenant(u) => tenants.push(u),
+                // the tenant rows before it first, in order
                 Msg::Flush(done) => {
+                    let rows = fold(std::mem::take(&mut tenants));
+                    if let Err(e) = store.record(&rollout, &rows, worker.as_deref()).await {
+                        fail(e);
+                    }
                     let _ = done.send(());
-                    Ok(())
                 }
-                Msg::Tenant(_) => unreachable!("handled above"),
-            };
-            if let Err(e) = r {
-                fail(e);
             }
         }
         if let Err(e) = store

@@ -223,9 +223,9 @@ impl StateStore {
         }
     }
 
-    /// Extends `owner`'s claim on rollout `id`; returns an operator's
-    /// pending request to it, if any.
-    pub async fn heartbeat(&self, id: &str, owner: &str) -> Result<Option<Request>, Error> {
+    /// Extends `owner`'s claim on rollout `id`; how it stands (an
+    /// operator's pending request to it, if any).
+    pub async fn heartbeat(&self, id: &str, owner: &str) -> Result<super::Seen, Error> {
         sqlx::query(
             "UPDATE fleetmig_rollouts SET heartbeat_at = $1 WHERE id = $2 AND claimed_by = $3",
         )
@@ -235,7 +235,11 @@ impl StateStore {
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
-        Ok(self.get_rollout(id).await?.requested)
+        let r = self.get_rollout(id).await?;
+        Ok(super::Seen {
+            status: r.status,
+            requested: r.requested,
+        })
     }
 
     /// Leaves `request` for the process running rollout `id` (or clears it).
@@ -269,55 +273,6 @@ impl StateStore {
         .bind(now_ms())
         .bind(release as i64)
         .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    pub async fn set_current_wave(&self, id: &str, wave: i64) -> Result<(), Error> {
-        sqlx::query("UPDATE fleetmig_rollouts SET current_wave = $1 WHERE id = $2")
-            .bind(wave)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Marks a wave running (its start time is kept from the first start).
-    pub async fn start_wave(&self, id: &str, wave: i64) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE fleetmig_waves SET status = $1, started_at = COALESCE(started_at, $2) \
-             WHERE rollout_id = $3 AND wave = $4",
-        )
-        .bind(WaveStatus::Running.as_str())
-        .bind(now_ms())
-        .bind(id)
-        .bind(wave)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
-    }
-
-    /// Ends a wave with its gate's verdict.
-    pub async fn finish_wave(
-        &self,
-        id: &str,
-        wave: i64,
-        status: WaveStatus,
-        gate: &str,
-    ) -> Result<(), Error> {
-        sqlx::query(
-            "UPDATE fleetmig_waves SET status = $1, gate = $2, finished_at = $3 \
-             WHERE rollout_id = $4 AND wave = $5",
-        )
-        .bind(status.as_str())
-        .bind(gate)
-        .bind(now_ms())
-        .bind(id)
-        .bind(wave)
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;

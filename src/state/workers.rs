@@ -264,19 +264,38 @@ impl StateStore {
         Ok(())
     }
 
-    /// Tenants of wave `wave` still to run (claimed or not).
-    pub async fn wave_left(&self, id: &str, wave: i64) -> Result<usize, Error> {
-        let left: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 AND status IN ($3, $4, $5)",
-        )
-        .bind(id)
-        .bind(wave)
-        .bind(TODO[0].as_str())
-        .bind(TODO[1].as_str())
-        .bind(TODO[2].as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
+    /// Tenants of wave `wave` still to run (claimed or not). With
+    /// `free_after` (a lease, in ms), a tenant not started (`--max-failures`
+    /// was reached) counts only while a live worker holds its claim: the
+    /// rest wait for a resume, not for this wave.
+    pub async fn wave_left(
+        &self,
+        id: &str,
+        wave: i64,
+        free_after: Option<i64>,
+    ) -> Result<usize, Error> {
+        let sql = match free_after {
+            None => {
+                "SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 \
+                     AND status IN ($3, $4, $5)"
+                    .to_string()
+            }
+            Some(_) => format!(
+                "SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 \
+                 AND (status IN ($3, $4) OR (status = $5 AND NOT {}))",
+                free(6)
+            ),
+        };
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(wave)
+            .bind(TODO[0].as_str())
+            .bind(TODO[1].as_str())
+            .bind(TODO[2].as_str());
+        if let Some(lease_ms) = free_after {
+            q = q.bind(now_ms() - lease_ms);
+        }
+        let left: i64 = q.fetch_one(&self.pool).await.map_err(|e| self.err(e))?;
         Ok(left as usize)
     }
 

@@ -1,0 +1,427 @@
+//! The one wave loop, for one process and for many: a process takes its
+//! seat on the rollout (`coord`), heartbeats, and goes round: open the
+//! current wave (once its bake is over), claim tenants of it and run them
+//! through the executor, and when nothing of the wave is left, take its gate
+//! (`judge`), record it, and open the next wave, pause, halt or complete.
+//! Every outcome, wave and gate is written by the recorder; a decision is
+//! taken only after it flushed. A stop (a signal, an operator's request, a
+//! lost lease) ends the loop; the last process out ends the rollout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use super::context::{Cancel, Ctx};
+use super::coord::{Coordinator, runs, seat};
+use super::executor::Executor;
+use super::judge;
+use super::outcome::{Finished, skip_todo, write_report};
+use super::recorder::Recorder;
+use crate::error::Error;
+use crate::event::{Bus, Event};
+use crate::fanout::Fanout;
+use crate::state::{
+    Earlier, Finish, Request, RolloutRecord, RolloutStatus, RunStatus, TenantUpdate, WaveRecord,
+    WaveStatus, now_ms,
+};
+use crate::tenant::Tenant;
+
+/// How long the loop waits before looking again when there is nothing to
+/// do (others finish the wave, or a bake runs).
+const POLL: Duration = Duration::from_millis(250);
+
+/// What one process works with while it runs a rollout.
+struct Run<'c, 'a> {
+    ctx: &'c Ctx<'a>,
+    id: String,
+    seat: Arc<dyn Coordinator>,
+    /// A signal, an operator's request, the rollout ending elsewhere.
+    stop: Cancel,
+    bus: Bus,
+    recorder: Arc<Recorder>,
+    fanout: Arc<Fanout>,
+    /// Failures toward `--max-failures`, across batches.
+    failures: Arc<AtomicUsize>,
+    /// This process's limits: the frozen ones unless its command line
+    /// gave others.
+    concurrency: usize,
+    per_server: usize,
+}
+
+/// Works on rollout `id` until it ends, is paused or halted, or this process
+/// is stopped; returns its report as it stands then. `override_gate` passes
+/// the first gate this process evaluates (`--override-gate`).
+pub(super) async fn run(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<Finished, Error> {
+    let r = ctx.store.get_rollout(id).await?;
+    let concurrency = ctx.opts.concurrency.unwrap_or(r.settings.exec.concurrency);
+    let per_server = ctx.opts.per_server.unwrap_or(r.settings.exec.per_server);
+    let seat = seat(ctx, &r, concurrency);
+    seat.enter().await?;
+    let stop = ctx.cancel.child(None);
+    let hb = tokio::spawn(heartbeat(seat.clone(), ctx.opts.lease, stop.clone()));
+    let recorder = Recorder::start(
+        ctx.store.clone(),
+        id,
+        seat.worker().map(str::to_string),
+        ctx.opts.lease,
+    );
+    let run = Run {
+        ctx,
+        id: id.to_string(),
+        bus: ctx.bus.with(recorder.clone()),
+        recorder,
+        fanout: Arc::new(Fanout::new(concurrency, per_server)),
+        failures: Default::default(),
+        seat,
+        stop,
+        concurrency,
+        per_server,
+    };
+    let looped = run.waves(override_gate).await;
+    let flushed = run.recorder.finish().await;
+    hb.abort();
+    run.seat.leave().await?;
+    looped?;
+    flushed?;
+    run.end_stopped().await?;
+    let metrics = ctx.opts.metrics_file.as_deref();
+    write_report(ctx.store, id, &ctx.opts.reports, metrics).await
+}
+
+/// Heartbeats every quarter lease until aborted: renews the claims, and
+/// stops the loop (`stop`) when the rollout no longer runs or an operator
+/// asked it to stop.
+async fn heartbeat(seat: Arc<dyn Coordinator>, lease: Duration, stop: Cancel) {
+    let every = (lease / 4).max(Duration::from_millis(200));
+    loop {
+        tokio::time::sleep(every).await;
+        let sent = now_ms();
+        match seat.beat().await {
+            Ok(seen) => {
+                if let Some(l) = seat.lease() {
+                    l.renewed(sent);
+                }
+                if !runs(&seen) {
+                    if let Some(request) = seen.requested {
+                        tracing::warn!("the operator asked to {request}; stopping");
+                    }
+                    stop.cancel();
+                }
+            }
+            Err(e) => tracing::warn!("heartbeat failed: {e}"),
+        }
+    }
+}
+
+impl Run<'_, '_> {
+    /// The loop: one step at a time until the rollout ends or this process
+    /// is stopped.
+    async fn waves(&self, mut override_gate: bool) -> Result<(), Error> {
+        let store = self.ctx.store;
+        loop {
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            let r = store.get_rollout(&self.id).await?;
+            // an operator's pause or abort waits for every process to
+            // leave: none starts anything once it is asked
+            if r.status != RolloutStatus::Running || r.requested.is_some() {
+                return Ok(());
+            }
+            let waves = store.waves(&self.id).await?;
+            let Some(wave) = waves.iter().find(|w| w.wave == r.current_wave) else {
+                self.recorder.end(RolloutStatus::Completed, None).await?;
+                return Ok(());
+            };
+            let gate = match wave.status {
+                WaveStatus::Pending => {
+                    self.open(wave).await?;
+                    false
+                }
+                WaveStatus::Running => self.work(&r, wave).await?,
+                // a gater that stopped heartbeating loses the gate to us
+                WaveStatus::Gating => {
+                    let took = self.seat.take_gate(wave.wave).await?;
+                    if !took {
+                        self.pause().await;
+                    }
+                    took
+                }
+                WaveStatus::Passed | WaveStatus::Overridden => {
+                    // its gater recorded the gate and stopped before
+                    // opening the next wave: anyone opens it
+                    self.recorder.advance(wave.wave).await?;
+                    false
+                }
+                WaveStatus::Failed => {
+                    self.recorder
+                        .end(RolloutStatus::Halted, wave.gate.as_deref())
+                        .await?;
+                    return Ok(());
+                }
+            };
+            if gate {
+                self.gate(&r, wave, &waves, override_gate).await?;
+                override_gate = false;
+            }
+        }
+    }
+
+    /// Opens `wave` once its bake is over (the one process that opens it
+    /// says so), or waits.
+    async fn open(&self, wave: &WaveRecord) -> Result<(), Error> {
+        if self.recorder.open_wave(wave.wave).await? {
+            let left = self.ctx.store.wave_left(&self.id, wave.wave, None).await?;
+            self.bus.emit(Event::WaveStarted {
+                rollout: self.id.clone(),
+                wave: wave.wave,
+                name: wave.name.clone(),
+                tenants: left,
+            });
+        } else {
+            self.pause().await;
+        }
+        Ok(())
+    }
+
+    /// Waits a moment, or until stopped.
+    async fn pause(&self) {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    /// One step in a running wave: a batch claimed and run, or, when the
+    /// wave has nothing left, whether this process takes its gate.
+    async fn work(&self, r: &RolloutRecord, wave: &WaveRecord) -> Result<bool, Error> {
+        let store = self.ctx.store;
+        if self.seat.lease().is_some_and(|l| !l.holds()) {
+            // stalled past the lease: claims are gone; wait for the
+            // heartbeat to renew before claiming afresh
+            self.pause().await;
+            return Ok(false);
+        }
+        let budget_left = r
+            .settings
+            .exec
+            .max_failures
+            .is_none_or(|m| self.failures.load(std::sync::atomic::Ordering::SeqCst) < m);
+        let claimed = match budget_left {
+            true => self.seat.claim(wave.wave).await?,
+            false => Vec::new(),
+        };
+        if !claimed.is_empty() {
+            let mut earlier = store.interrupted(&self.id, wave.wave).await?;
+            earlier.retain(|t, _| claimed.binary_search(t).is_ok());
+            let cancel = self.stop.child(self.seat.lease());
+            let took = Instant::now();
+            self.run_tenants(r, &claimed, earlier, &cancel).await;
+            self.recorder.flush().await?;
+            cancel.cancel();
+            self.seat
+                .batch_done(wave.wave, claimed.len(), took.elapsed())
+                .await?;
+            return Ok(false);
+        }
+        if !budget_left {
+            let lease_ms = self.ctx.opts.lease.as_millis() as i64;
+            store.not_start_rest(&self.id, wave.wave, lease_ms).await?;
+        }
+        if self.seat.left(wave.wave).await? > 0 {
+            // others hold the rest: look again
+            self.pause().await;
+            return Ok(false);
+        }
+        if self.seat.take_gate(wave.wave).await? {
+            return Ok(true);
+        }
+        self.pause().await;
+        Ok(false)
+    }
+
+    /// Runs the tenants `ids` of rollout `r` through the executor, each
+    /// event recorded; a tenant gone from the fleet fails as `tenant_gone`.
+    async fn run_tenants(
+        &self,
+        r: &RolloutRecord,
+        ids: &[String],
+        earlier: HashMap<String, Earlier>,
+        cancel: &Cancel,
+    ) {
+        let mut exec = r.settings.exec.clone();
+        exec.concurrency = self.concurrency;
+        exec.per_server = self.per_server;
+        let batch = Batch {
+            ctx: self.ctx,
+            r,
+            bus: &self.bus,
+            recorder: &self.recorder,
+            fanout: &self.fanout,
+            failures: self.failures.clone(),
+        };
+        batch.run(exec, ids, earlier, cancel).await;
+    }
+
+    /// Evaluates and records the gate of `wave` (this process took it),
+    /// then opens the next wave (after its bake), or ends the rollout.
+    async fn gate(
+        &self,
+        r: &RolloutRecord,
+        wave: &WaveRecord,
+        waves: &[WaveRecord],
+        override_gate: bool,
+    ) -> Result<(), Error> {
+        let (ctx, id, policy) = (self.ctx, &self.id, &r.settings.policy);
+        let d = judge::decide(ctx, r, wave, &self.fanout, override_gate).await?;
+        self.recorder
+            .gate(wave.wave, &ctx.owner, d.status, &d.text)
+            .await?;
+        d.emit(&self.bus, id, wave);
+        let (end, reason) = if let Some(reason) = d.halt {
+            (Some(RolloutStatus::Halted), Some(reason))
+        } else if wave.wave + 1 >= waves.len() as i64 {
+            (Some(RolloutStatus::Completed), None)
+        } else if policy
+            .pause_after
+            .as_deref()
+            .is_some_and(|p| p == wave.name || p == (wave.wave + 1).to_string())
+        {
+            self.recorder.advance(wave.wave).await?;
+            (
+                Some(RolloutStatus::Paused),
+                Some(format!("paused after wave {} (--pause-after)", wave.name)),
+            )
+        } else {
+            if !policy.bake.is_zero() {
+                let at = now_ms() + policy.bake.as_millis() as i64;
+                self.recorder.open_at(wave.wave + 1, at).await?;
+            }
+            self.recorder.advance(wave.wave).await?;
+            // the report is written again after every wave
+            write_report(ctx.store, id, &ctx.opts.reports, None).await?;
+            (None, None)
+        };
+        if let Some(status) = end
+            && self.recorder.end(status, reason.as_deref()).await?
+        {
+            self.bus.emit(Event::RolloutEnded {
+                rollout: id.clone(),
+                status,
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    /// The last process out ends a rollout that was stopped: as the
+    /// operator asked, or paused (a signal, every worker gone).
+    async fn end_stopped(&self) -> Result<(), Error> {
+        let store = self.ctx.store;
+        let now = store.get_rollout(&self.id).await?;
+        if now.status != RolloutStatus::Running || self.seat.others().await? > 0 {
+            return Ok(());
+        }
+        let (status, reason) = match now.requested {
+            Some(Request::Abort) => {
+                skip_todo(store, &self.id).await?;
+                (
+                    RolloutStatus::Aborted,
+                    "aborted by the operator (fleetmig abort)".to_string(),
+                )
+            }
+            Some(Request::Pause) => (
+                RolloutStatus::Paused,
+                "paused by the operator (fleetmig pause)".to_string(),
+            ),
+            None if self.ctx.cancel.is_cancelled() => {
+                let waves = store.waves(&self.id).await?;
+                let name = waves
+                    .iter()
+                    .find(|w| w.wave == now.current_wave)
+                    .map_or_else(|| now.current_wave.to_string(), |w| w.name.clone());
+                (
+                    RolloutStatus::Paused,
+                    format!("interrupted by a signal during wave {name}"),
+                )
+            }
+            None => (
+                RolloutStatus::Paused,
+                "interrupted: its workers stopped".to_string(),
+            ),
+        };
+        if store.end(&self.id, status, Some(&reason)).await? {
+            self.bus.emit(Event::RolloutEnded {
+                rollout: self.id.clone(),
+                status,
+                reason: Some(reason),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A batch of a rollout's tenants on its way through the executor (a wave's
+/// claim, or the tenants `retry` names).
+pub(super) struct Batch<'b, 'a> {
+    pub ctx: &'b Ctx<'a>,
+    pub r: &'b RolloutRecord,
+    pub bus: &'b Bus,
+    pub recorder: &'b Arc<Recorder>,
+    pub fanout: &'b Arc<Fanout>,
+    pub failures: Arc<AtomicUsize>,
+}
+
+impl Batch<'_, '_> {
+    /// Runs the tenants `ids` with `exec`; whether the run was interrupted
+    /// (a signal, a request, a lost lease: `cancel`).
+    pub async fn run(
+        self,
+        mut exec: crate::options::ExecOptions,
+        ids: &[String],
+        earlier: HashMap<String, Earlier>,
+        cancel: &Cancel,
+    ) -> bool {
+        let ctx = self.ctx;
+        let mut run: Vec<Tenant> = Vec::with_capacity(ids.len());
+        for id in ids {
+            match ctx
+                .tenants
+                .binary_search_by(|t| t.id.as_str().cmp(id.as_str()))
+            {
+                Ok(i) => run.push(ctx.tenants[i].clone()),
+                Err(_) => {
+                    let mut f = Finish::new(id, RunStatus::Failed);
+                    f.finished_at = Some(now_ms());
+                    f.error.class = Some("permanent".into());
+                    f.error.kind = Some("tenant_gone".into());
+                    f.error.message = Some(format!(
+                        "tenant {id} is no longer in the fleet {}",
+                        ctx.fleet
+                    ));
+                    self.recorder.update(TenantUpdate::Finished(Box::new(f)));
+                }
+            }
+        }
+        if run.is_empty() {
+            return false;
+        }
+        exec.target = Some(self.r.target);
+        let recorder = self.recorder;
+        let executor = Executor {
+            connector: ctx.connector.clone(),
+            fanout: self.fanout.clone(),
+            set: ctx.set.clone(),
+            opts: exec,
+            bus: self.bus.clone(),
+            cancel: cancel.clone(),
+            failures: self.failures,
+            earlier,
+            journal: recorder
+                .is_worker()
+                .then(|| recorder.clone() as Arc<dyn super::executor::Journal>),
+        };
+        executor.run(&self.r.id, run).await.interrupted
+    }
+}
