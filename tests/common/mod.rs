@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod moves;
+pub mod stores;
 pub mod workers;
 
 use std::collections::HashMap;

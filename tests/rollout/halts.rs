@@ -5,20 +5,19 @@
 use sqlx::{Connection, Executor};
 
 use crate::common::*;
+use crate::on_both_stores;
 use crate::shared::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_failing_canary_halts_the_rollout_and_later_waves_are_untouched() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_fleet(dir.path(), 20, 2);
-    let mut c = sqlite(&registry_tenant(dir.path(), "t0001")).await;
+on_both_stores!(async fn a_failing_canary_halts_the_rollout_and_later_waves_are_untouched(dir, store) {
+    registry_fleet(dir, 20, 2);
+    let mut c = sqlite(&registry_tenant(dir, "t0001")).await;
     c.execute("CREATE TABLE invoices (legacy TEXT)")
         .await
         .unwrap();
     c.close().await.unwrap();
     let m = demo_migrations();
     let out = run_in(
-        dir.path(),
+        dir,
         &rollout_args(
             m.to_str().unwrap(),
             &[
@@ -36,7 +35,7 @@ async fn a_failing_canary_halts_the_rollout_and_later_waves_are_untouched() {
         stdout(&out),
         stderr(&out)
     );
-    let report = report_dir(dir.path(), &out);
+    let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "halted");
     assert!(
@@ -54,7 +53,7 @@ async fn a_failing_canary_halts_the_rollout_and_later_waves_are_untouched() {
         let id = format!("t{i:04}");
         assert_eq!(rows[&id]["status"], "pending", "{id}");
         assert!(
-            sqlite_history(&registry_tenant(dir.path(), &id))
+            sqlite_history(&registry_tenant(dir, &id))
                 .await
                 .is_empty(),
             "{id} was touched"
@@ -74,14 +73,14 @@ async fn a_failing_canary_halts_the_rollout_and_later_waves_are_untouched() {
     // status --rollout shows the same from the state store
     let id = s["rollout_id"].as_str().unwrap().to_string();
     let st = run_in(
-        dir.path(),
+        dir,
         &["status", "--rollout", &id, "--fleet", "registry:fleet.csv"],
     );
     assert_eq!(st.status.code(), Some(1));
     assert!(stdout(&st).contains("halted"), "{}", stdout(&st));
     // a new rollout is not blocked by a halted one, but resume without a fix halts again
     let again = run_in(
-        dir.path(),
+        dir,
         &[
             "resume",
             &id,
@@ -94,10 +93,10 @@ async fn a_failing_canary_halts_the_rollout_and_later_waves_are_untouched() {
         ],
     );
     assert_eq!(again.status.code(), Some(1));
-    assert_eq!(summary(&report_dir(dir.path(), &again))["status"], "halted");
+    assert_eq!(summary(&report_dir(dir, &again))["status"], "halted");
     // --override-gate passes the failed gate on purpose; the rest of the fleet runs
     let forced = run_in(
-        dir.path(),
+        dir,
         &[
             "resume",
             &id,
@@ -110,18 +109,16 @@ async fn a_failing_canary_halts_the_rollout_and_later_waves_are_untouched() {
             m.to_str().unwrap(),
         ],
     );
-    let s = summary(&report_dir(dir.path(), &forced));
+    let s = summary(&report_dir(dir, &forced));
     assert_eq!(s["status"], "completed", "{s}");
     assert_eq!(s["totals"]["succeeded"], 19);
     assert!(s["waves"][0]["status"] == "overridden");
-}
+});
 
-#[tokio::test(flavor = "multi_thread")]
-async fn gate_sql_catches_a_tenant_whose_data_is_wrong() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_fleet(dir.path(), 6, 0);
+on_both_stores!(async fn gate_sql_catches_a_tenant_whose_data_is_wrong(dir, store) {
+    registry_fleet(dir, 6, 0);
     for i in 0..6 {
-        let mut c = sqlite(&registry_tenant(dir.path(), &format!("t{i:04}"))).await;
+        let mut c = sqlite(&registry_tenant(dir, &format!("t{i:04}"))).await;
         let v = if i == 3 { -5 } else { i + 1 };
         c.execute(sqlx::AssertSqlSafe(format!(
             "CREATE TABLE seed (v INTEGER); INSERT INTO seed VALUES ({v});"
@@ -134,9 +131,9 @@ async fn gate_sql_catches_a_tenant_whose_data_is_wrong() {
         "0001_copy.sql",
         "CREATE TABLE t AS SELECT v AS x FROM seed;",
     )]);
-    std::fs::write(dir.path().join("gate.sql"), "SELECT x FROM t WHERE x < 0").unwrap();
+    std::fs::write(dir.join("gate.sql"), "SELECT x FROM t WHERE x < 0").unwrap();
     let out = run_in(
-        dir.path(),
+        dir,
         &rollout_args(
             m.path().to_str().unwrap(),
             &[
@@ -154,7 +151,7 @@ async fn gate_sql_catches_a_tenant_whose_data_is_wrong() {
         "a halted rollout is not a success: {}",
         stderr(&out)
     );
-    let report = report_dir(dir.path(), &out);
+    let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "halted", "{s}");
     assert!(
@@ -173,25 +170,23 @@ async fn gate_sql_catches_a_tenant_whose_data_is_wrong() {
     assert!(rows["t0004"]["gate_error"].is_empty());
     assert_eq!(s["failures"][0]["kind"], "gate_sql");
     assert_eq!(s["waves"][0]["status"], "passed");
-}
+});
 
-#[tokio::test(flavor = "multi_thread")]
-async fn revert_on_halt_takes_the_halted_wave_back_down() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_fleet(dir.path(), 8, 3);
+on_both_stores!(async fn revert_on_halt_takes_the_halted_wave_back_down(dir, store) {
+    registry_fleet(dir, 8, 3);
     let m = migration_dir(&[
         ("0001_a.up.sql", "CREATE TABLE a (x INTEGER);"),
         ("0001_a.down.sql", "DROP TABLE a;"),
         ("0002_b.up.sql", "CREATE TABLE b (x INTEGER);"),
         ("0002_b.down.sql", "DROP TABLE b;"),
     ]);
-    let mut c = sqlite(&registry_tenant(dir.path(), "t0002")).await;
+    let mut c = sqlite(&registry_tenant(dir, "t0002")).await;
     c.execute("CREATE TABLE b (conflict INTEGER)")
         .await
         .unwrap();
     c.close().await.unwrap();
     let out = run_in(
-        dir.path(),
+        dir,
         &rollout_args(
             m.path().to_str().unwrap(),
             &[
@@ -210,16 +205,16 @@ async fn revert_on_halt_takes_the_halted_wave_back_down() {
         stdout(&out),
         stderr(&out)
     );
-    let rows = csv_rows(&report_dir(dir.path(), &out));
+    let rows = csv_rows(&report_dir(dir, &out));
     for id in ["t0000", "t0001"] {
         assert_eq!(rows[id]["status"], "reverted", "{id}");
         assert!(
-            sqlite_history(&registry_tenant(dir.path(), id))
+            sqlite_history(&registry_tenant(dir, id))
                 .await
                 .is_empty(),
             "{id}"
         );
-        let tables = sqlite_tables(&registry_tenant(dir.path(), id)).await;
+        let tables = sqlite_tables(&registry_tenant(dir, id)).await;
         assert!(
             !tables.contains(&"a".to_string()) && !tables.contains(&"b".to_string()),
             "{tables:?}"
@@ -227,7 +222,7 @@ async fn revert_on_halt_takes_the_halted_wave_back_down() {
     }
     assert_eq!(rows["t0002"]["status"], "failed");
     assert!(
-        sqlite_history(&registry_tenant(dir.path(), "t0005"))
+        sqlite_history(&registry_tenant(dir, "t0005"))
             .await
             .is_empty()
     );
@@ -254,4 +249,4 @@ async fn revert_on_halt_takes_the_halted_wave_back_down() {
             .await
             .is_empty()
     );
-}
+});

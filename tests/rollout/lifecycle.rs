@@ -5,15 +5,14 @@
 use sqlx::{Connection, Executor};
 
 use crate::common::*;
+use crate::on_both_stores;
 use crate::shared::*;
 
-#[tokio::test(flavor = "multi_thread")]
-async fn pause_after_a_wave_then_resume_to_the_end() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_fleet(dir.path(), 10, 0);
+on_both_stores!(async fn pause_after_a_wave_then_resume_to_the_end(dir, store) {
+    registry_fleet(dir, 10, 0);
     let m = demo_migrations();
     let out = run_in(
-        dir.path(),
+        dir,
         &rollout_args(
             m.to_str().unwrap(),
             &[
@@ -26,7 +25,7 @@ async fn pause_after_a_wave_then_resume_to_the_end() {
             ],
         ),
     );
-    let report = report_dir(dir.path(), &out);
+    let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "paused", "{s}");
     assert_eq!(s["totals"]["succeeded"], 3);
@@ -35,7 +34,7 @@ async fn pause_after_a_wave_then_resume_to_the_end() {
     let id = s["rollout_id"].as_str().unwrap().to_string();
     // resume without an id picks the newest unfinished rollout of the fleet
     let out = run_in(
-        dir.path(),
+        dir,
         &[
             "resume",
             "--progress-every",
@@ -53,43 +52,41 @@ async fn pause_after_a_wave_then_resume_to_the_end() {
         stdout(&out),
         stderr(&out)
     );
-    let report = report_dir(dir.path(), &out);
+    let report = report_dir(dir, &out);
     assert!(report.ends_with(&id), "same rollout, same report folder");
     let s = summary(&report);
     assert_eq!(s["status"], "completed");
     assert_eq!(s["totals"]["succeeded"], 10);
     for i in 0..10 {
         assert_eq!(
-            sqlite_history(&registry_tenant(dir.path(), &format!("t{i:04}")))
+            sqlite_history(&registry_tenant(dir, &format!("t{i:04}")))
                 .await
                 .len(),
             DEMO_REACHED as usize
         );
     }
     let h = run_in(
-        dir.path(),
+        dir,
         &["history", "--fleet", "registry:fleet.csv", "--json"],
     );
     let v: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
     assert_eq!(v[0]["rollout"]["id"], id.as_str());
     assert_eq!(v[0]["rollout"]["status"], "completed");
     assert_eq!(v[0]["succeeded"], 10);
-}
+});
 
-#[tokio::test(flavor = "multi_thread")]
-async fn retry_one_tenant_after_its_cause_is_fixed() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_fleet(dir.path(), 5, 0);
-    let bad = registry_tenant(dir.path(), "t0002");
+on_both_stores!(async fn retry_one_tenant_after_its_cause_is_fixed(dir, store) {
+    registry_fleet(dir, 5, 0);
+    let bad = registry_tenant(dir, "t0002");
     let mut c = sqlite(&bad).await;
     c.execute("CREATE TABLE accounts (legacy TEXT)")
         .await
         .unwrap();
     c.close().await.unwrap();
     let m = demo_migrations();
-    let metrics = dir.path().join("fleetmig.prom");
+    let metrics = dir.join("fleetmig.prom");
     let out = run_in(
-        dir.path(),
+        dir,
         &[
             "sync",
             "--fleet",
@@ -113,7 +110,7 @@ async fn retry_one_tenant_after_its_cause_is_fixed() {
         "{prom}"
     );
     assert!(prom.contains("fleetmig_last_run_success 0"));
-    let report = report_dir(dir.path(), &out);
+    let report = report_dir(dir, &out);
     let id = summary(&report)["rollout_id"].as_str().unwrap().to_string();
 
     // the next morning: fix the tenant, retry it alone
@@ -121,7 +118,7 @@ async fn retry_one_tenant_after_its_cause_is_fixed() {
     c.execute("DROP TABLE accounts").await.unwrap();
     c.close().await.unwrap();
     let out = run_in(
-        dir.path(),
+        dir,
         &[
             "retry",
             "--tenant",
@@ -141,7 +138,7 @@ async fn retry_one_tenant_after_its_cause_is_fixed() {
         stdout(&out),
         stderr(&out)
     );
-    let report2 = report_dir(dir.path(), &out);
+    let report2 = report_dir(dir, &out);
     assert_eq!(report, report2, "recorded in the same rollout");
     let rows = csv_rows(&report2);
     assert_eq!(rows["t0002"]["status"], "succeeded");
@@ -154,7 +151,7 @@ async fn retry_one_tenant_after_its_cause_is_fixed() {
     assert_eq!(summary(&report2)["rollout_id"], id.as_str());
     // retry --failed finds nothing left
     let out = run_in(
-        dir.path(),
+        dir,
         &[
             "retry",
             "--failed",
@@ -168,15 +165,13 @@ async fn retry_one_tenant_after_its_cause_is_fixed() {
     );
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("no failed tenant"));
-}
+});
 
-#[tokio::test(flavor = "multi_thread")]
-async fn abort_skips_what_is_left_and_plan_shows_the_waves() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_fleet(dir.path(), 10, 2);
+on_both_stores!(async fn abort_skips_what_is_left_and_plan_shows_the_waves(dir, store) {
+    registry_fleet(dir, 10, 2);
     let m = demo_migrations();
     let plan = run_in(
-        dir.path(),
+        dir,
         &[
             "plan",
             "--fleet",
@@ -197,12 +192,12 @@ async fn abort_skips_what_is_left_and_plan_shows_the_waves() {
     assert_eq!(v["waves"][1]["tenants"].as_array().unwrap().len(), 4);
     assert_eq!(v["waves"][2]["tenants"].as_array().unwrap().len(), 4);
     assert!(
-        !dir.path().join(".fleetmig").exists(),
+        !dir.join(".fleetmig").exists(),
         "plan touches no state store"
     );
 
     let out = run_in(
-        dir.path(),
+        dir,
         &rollout_args(
             m.to_str().unwrap(),
             &[
@@ -213,11 +208,11 @@ async fn abort_skips_what_is_left_and_plan_shows_the_waves() {
             ],
         ),
     );
-    let s = summary(&report_dir(dir.path(), &out));
+    let s = summary(&report_dir(dir, &out));
     assert_eq!(s["status"], "paused");
-    let out = run_in(dir.path(), &["abort", "--fleet", "registry:fleet.csv"]);
+    let out = run_in(dir, &["abort", "--fleet", "registry:fleet.csv"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let report = report_dir(dir.path(), &out);
+    let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "aborted");
     assert_eq!(s["totals"]["skipped"], 8);
@@ -225,13 +220,13 @@ async fn abort_skips_what_is_left_and_plan_shows_the_waves() {
     let rows = csv_rows(&report);
     assert_eq!(rows["t0005"]["status"], "skipped");
     assert!(
-        sqlite_history(&registry_tenant(dir.path(), "t0005"))
+        sqlite_history(&registry_tenant(dir, "t0005"))
             .await
             .is_empty()
     );
     // an aborted rollout cannot be resumed, and no longer blocks a new one
     let out = run_in(
-        dir.path(),
+        dir,
         &[
             "resume",
             s["rollout_id"].as_str().unwrap(),
@@ -242,20 +237,18 @@ async fn abort_skips_what_is_left_and_plan_shows_the_waves() {
         ],
     );
     assert_eq!(out.status.code(), Some(2));
-    let out = run_in(dir.path(), &rollout_args(m.to_str().unwrap(), &[]));
+    let out = run_in(dir, &rollout_args(m.to_str().unwrap(), &[]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-}
+});
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_second_rollout_on_the_same_fleet_is_refused_while_one_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    registry_fleet(dir.path(), 4, 0);
+on_both_stores!(async fn a_second_rollout_on_the_same_fleet_is_refused_while_one_runs(dir, store) {
+    registry_fleet(dir, 4, 0);
     let m = migration_dir(&[(
         "0001_slow.sql",
         "CREATE TABLE n (x INTEGER);\n\
          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3000000) INSERT INTO n SELECT x FROM c;",
     )]);
-    let first = fleetmig_process(dir.path())
+    let first = fleetmig_process(dir)
         .args(rollout_args(
             m.path().to_str().unwrap(),
             &["--concurrency", "1"],
@@ -263,7 +256,7 @@ async fn a_second_rollout_on_the_same_fleet_is_refused_while_one_runs() {
         .spawn()
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));
-    let second = run_in(dir.path(), &rollout_args(m.path().to_str().unwrap(), &[]));
+    let second = run_in(dir, &rollout_args(m.path().to_str().unwrap(), &[]));
     assert_eq!(
         second.status.code(),
         Some(4),
@@ -279,6 +272,6 @@ async fn a_second_rollout_on_the_same_fleet_is_refused_while_one_runs() {
     let first = first.wait_with_output().unwrap();
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     // after it finished, a new rollout may start
-    let third = run_in(dir.path(), &rollout_args(m.path().to_str().unwrap(), &[]));
+    let third = run_in(dir, &rollout_args(m.path().to_str().unwrap(), &[]));
     assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
-}
+});
