@@ -134,6 +134,22 @@ pub struct RunOptions {
     pub override_gate: bool,
 }
 
+impl RunOptions {
+    /// This process's `(concurrency, per_server)` on a rollout frozen with
+    /// `frozen`: what this invocation gave, else the frozen ones. A frozen
+    /// `--per-server` that was the default (the concurrency) follows a new
+    /// `--concurrency`.
+    pub fn limits(&self, frozen: &crate::options::ExecOptions) -> (usize, usize) {
+        let concurrency = self.concurrency.unwrap_or(frozen.concurrency);
+        let per_server = match self.per_server {
+            Some(p) => p,
+            None if frozen.per_server == frozen.concurrency => concurrency,
+            None => frozen.per_server,
+        };
+        (concurrency, per_server)
+    }
+}
+
 /// Everything a rollout command needs while it runs.
 pub struct Ctx<'a> {
     pub store: &'a StateStore,

@@ -113,8 +113,7 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
     let recorder = Recorder::start(ctx.store.clone(), id, None, ctx.opts.lease);
     let bus = ctx.bus.with(recorder.clone());
     let mut exec = r.settings.exec.clone();
-    exec.concurrency = ctx.opts.concurrency.unwrap_or(exec.concurrency);
-    exec.per_server = ctx.opts.per_server.unwrap_or(exec.per_server);
+    (exec.concurrency, exec.per_server) = ctx.opts.limits(&r.settings.exec);
     let fanout = Arc::new(Fanout::new(exec.concurrency, exec.per_server));
     let batch = Batch {
         ctx,

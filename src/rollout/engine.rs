@@ -54,8 +54,7 @@ struct Run<'c, 'a> {
 /// the first gate this process evaluates (`--override-gate`).
 pub(super) async fn run(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<Finished, Error> {
     let r = ctx.store.get_rollout(id).await?;
-    let concurrency = ctx.opts.concurrency.unwrap_or(r.settings.exec.concurrency);
-    let per_server = ctx.opts.per_server.unwrap_or(r.settings.exec.per_server);
+    let (concurrency, per_server) = ctx.opts.limits(&r.settings.exec);
     let seat = seat(ctx, &r, concurrency);
     seat.enter().await?;
     let stop = ctx.cancel.child(None);

@@ -250,3 +250,64 @@ on_both_stores!(async fn revert_on_halt_takes_the_halted_wave_back_down(dir, sto
             .is_empty()
     );
 });
+
+on_both_stores!(
+/// `--max-failures` stops starting tenants: the rest are `not_started`, the
+/// rollout halts (no process waits for them), and a resume after the fix
+/// runs them.
+async fn max_failures_halts_and_a_resume_runs_the_rest(dir, store) {
+    registry_fleet(dir, 10, 0);
+    for id in ["t0000", "t0001", "t0002"] {
+        let mut c = sqlite(&registry_tenant(dir, id)).await;
+        c.execute("CREATE TABLE accounts (x INTEGER)").await.unwrap();
+        c.close().await.unwrap();
+    }
+    let m = demo_migrations();
+    let m = m.to_str().unwrap();
+    let args = rollout_args(m, &["--concurrency", "1", "--max-failures", "2"]);
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::task::spawn_blocking({
+            let dir = dir.to_path_buf();
+            let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+            move || run_in(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
+        }),
+    )
+    .await
+    .expect("the rollout ended")
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    let report = report_dir(dir, &out);
+    let s = summary(&report);
+    assert_eq!(s["status"], "halted", "{s}");
+    assert!(s["reason"].as_str().unwrap().contains("max-failures"), "{s}");
+    assert_eq!(s["totals"]["failed"], 2, "{s}");
+    assert_eq!(s["totals"]["not_started"], 8, "{s}");
+    let rows = csv_rows(&report);
+    for i in 2..10 {
+        let id = format!("t{i:04}");
+        assert_eq!(rows[&id]["status"], "not_started", "{id}");
+        assert!(sqlite_history(&registry_tenant(dir, &id)).await.is_empty(), "{id}");
+    }
+    // the cause fixed where it was not yet met, a resume runs what did not start
+    let mut c = sqlite(&registry_tenant(dir, "t0002")).await;
+    c.execute("DROP TABLE accounts").await.unwrap();
+    c.close().await.unwrap();
+    let id = s["rollout_id"].as_str().unwrap().to_string();
+    let out = run_in(
+        dir,
+        &["resume", &id, "--progress-every", "0", "--fleet", "registry:fleet.csv", "--migrations", m],
+    );
+    let s = summary(&report_dir(dir, &out));
+    assert_eq!(s["totals"]["not_started"], 0, "{s}");
+    assert_eq!(s["totals"]["succeeded"], 8, "{s}");
+    assert_eq!(s["totals"]["failed"], 2, "{s}");
+    for i in 2..10 {
+        let id = format!("t{i:04}");
+        assert_eq!(
+            sqlite_history(&registry_tenant(dir, &id)).await.len(),
+            DEMO_REACHED as usize,
+            "{id}"
+        );
+    }
+});

@@ -12,4 +12,5 @@ mod shared;
 
 mod halts;
 mod lifecycle;
+mod settings;
 mod store;
