@@ -19,6 +19,7 @@ use crate::tenant::Tenant;
 /// The global and per-server limits of one command.
 pub struct Fanout {
     global: Arc<Semaphore>,
+    concurrency: usize,
     per_server: usize,
     servers: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -33,9 +34,16 @@ impl Fanout {
     pub fn new(concurrency: usize, per_server: usize) -> Fanout {
         Fanout {
             global: Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS))),
+            concurrency,
             per_server: per_server.clamp(1, Semaphore::MAX_PERMITS),
             servers: Mutex::default(),
         }
+    }
+
+    /// A fan-out of its own with the same limits (a second resource held
+    /// beside this one's: a move's target server).
+    pub fn same_limits(&self) -> Fanout {
+        Fanout::new(self.concurrency, self.per_server)
     }
 
     /// Waits for a slot on `tenant`'s server: the server's permit first, so

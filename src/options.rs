@@ -241,6 +241,43 @@ pub struct Frozen {
     /// does not join it (rollouts of earlier versions did not say).
     #[serde(default)]
     pub fleetmig_version: Option<String>,
+    /// A rollout whose per-tenant step is a move (`fleetmig move
+    /// --select`), not a migration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving: Option<MoveSpec>,
+}
+
+/// Where each tenant of a move rollout goes, and how it is copied: the
+/// flags of `fleetmig move`, frozen with the rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveSpec {
+    /// The target, `{tenant}` standing for the tenant's id: a URL (a
+    /// SQLite path made absolute when the rollout was planned).
+    pub to: String,
+    /// The PostgreSQL schema of each target, `{tenant}` likewise.
+    pub schema: Option<String>,
+    pub batch_rows: usize,
+    #[serde(rename = "pause_ms", with = "millis")]
+    pub pause: Duration,
+    pub drop_source: bool,
+    pub zero_dates_null: bool,
+    pub freeze_source: bool,
+    pub jobs: usize,
+}
+
+impl MoveSpec {
+    /// The placeholder a template holds for the tenant's id.
+    pub const TENANT: &'static str = "{tenant}";
+
+    /// Where `tenant` goes: the URL and schema, the placeholder filled.
+    pub fn place(&self, tenant: &str) -> (String, Option<String>) {
+        (
+            self.to.replace(Self::TENANT, tenant),
+            self.schema
+                .as_ref()
+                .map(|s| s.replace(Self::TENANT, tenant)),
+        )
+    }
 }
 
 /// Durations stored as whole milliseconds.

@@ -455,15 +455,47 @@ pub struct MoveArgs {
     #[command(flatten)]
     pub common: Common,
     /// The tenant to move.
-    #[arg(long, value_name = "ID")]
-    pub tenant: String,
+    #[arg(
+        long,
+        value_name = "ID",
+        required_unless_present = "select",
+        conflicts_with = "select"
+    )]
+    pub tenant: Option<String>,
+    /// Move many tenants of a registry fleet as one rollout: those this
+    /// selector takes (tag:K[=V], ids:a+b, N, N%), `{tenant}` in --to or
+    /// --schema naming each one's target.
+    #[arg(long, value_name = "SELECTOR")]
+    pub select: Option<String>,
     /// Where to: sqlite:PATH, postgres://…/DB, mysql://…/DB (with --schema
     /// for a PostgreSQL schema tenant). Created when missing; must be empty.
+    /// With --select, `{tenant}` stands for each tenant's id.
     #[arg(long, value_name = "URL")]
     pub to: String,
-    /// The PostgreSQL schema of the new location.
+    /// The PostgreSQL schema of the new location (`{tenant}` with --select).
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Option<String>,
+    /// With --select: waves, e.g. 'canary=ids:a+b,rest'.
+    #[arg(long, requires = "select")]
+    pub waves: Option<String>,
+    /// With --select: halt when more than N tenants of a wave fail [default: 0].
+    #[arg(long, requires = "select")]
+    pub gate_max_failures: Option<usize>,
+    /// With --select: halt when more than this fraction of a wave fails.
+    #[arg(long, requires = "select")]
+    pub gate_max_failure_rate: Option<f64>,
+    /// With --select: stop starting moves after N failures.
+    #[arg(long, requires = "select")]
+    pub max_failures: Option<usize>,
+    /// With --select: wait this long after each wave before the next.
+    #[arg(long, requires = "select")]
+    pub bake: Option<String>,
+    /// With --select: stop in `paused` after this wave until `fleetmig resume`.
+    #[arg(long, value_name = "WAVE", requires = "select")]
+    pub pause_after: Option<String>,
+    /// With --select: plain progress lines every N seconds (0: none).
+    #[arg(long, value_name = "SECONDS", requires = "select")]
+    pub progress_every: Option<u64>,
     /// Drop the source after the copy is verified.
     #[arg(long)]
     pub drop_source: bool,

@@ -73,6 +73,7 @@ async fn context<'a>(
             override_gate,
         },
         owner: owner_id(),
+        mover: Some(crate::relocate::bulk::step()),
     })
 }
 
@@ -128,7 +129,7 @@ async fn run_in_context<T>(
 }
 
 /// `in_context` with a store opened (and created where missing) for it.
-async fn with_context<T>(
+pub(super) async fn with_context<T>(
     cfg: &Config,
     progress_every: Option<u64>,
     metrics_file: Option<PathBuf>,

@@ -12,6 +12,7 @@ use crate::config::Overrides;
 use crate::dialect::Connector;
 use crate::error::Error;
 use crate::event::{Bus, Event, Subscriber};
+use crate::options::MoveSpec;
 use crate::relocate::{MoveOptions, MoveReport, MoveStatus, Mover};
 use crate::state::Open;
 use crate::tenant::{FleetSpec, Locator, locator_from, redact_url};
@@ -39,7 +40,6 @@ impl Subscriber for Bar {
 }
 
 pub async fn run(a: MoveArgs) -> Result<i32, Error> {
-    let cfg = config(&a.common, Overrides::default())?;
     if a.batch_rows == 0 {
         return Err(Error::Usage("--batch-rows must be at least 1".into()));
     }
@@ -49,6 +49,15 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     let pause = match &a.pause {
         Some(p) => crate::config::duration(p, "--pause")?,
         None => std::time::Duration::ZERO,
+    };
+    if let Some(select) = a.select.clone() {
+        return run_many(a, select, pause).await;
+    }
+    let cfg = config(&a.common, Overrides::default())?;
+    let Some(wanted) = a.tenant.as_deref() else {
+        return Err(Error::Usage(
+            "--tenant or --select: which tenants to move".into(),
+        ));
     };
     let fleet = cfg.fleet()?;
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
@@ -61,10 +70,9 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     };
     crate::report::check_folder(&cfg.reports)?;
     let (set, found) = crate::rollout::prepare(&cfg.migrations, fleet, &cfg.discover).await?;
-    let Some(tenant) = found.tenants.iter().find(|t| t.id.as_str() == a.tenant) else {
+    let Some(tenant) = found.tenants.iter().find(|t| t.id.as_str() == wanted) else {
         return Err(Error::Usage(format!(
-            "--tenant {}: no such tenant in the fleet {fleet}",
-            a.tenant
+            "--tenant {wanted}: no such tenant in the fleet {fleet}"
         )));
     };
     let store = open_store(&cfg, Open::Create).await?;
@@ -93,6 +101,7 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
         },
         freeze_source: a.freeze_source,
         jobs: a.jobs,
+        report_dir: None,
     };
     let cancel = super::signals::arm();
     let mover = Mover {
@@ -156,4 +165,67 @@ fn print(r: &MoveReport, json: bool) {
     if r.source_dropped {
         outln!("source dropped");
     }
+}
+
+/// `fleetmig move --select`: a rollout of the selected tenants of a
+/// registry fleet whose per-tenant step is a move, `{tenant}` in `--to` or
+/// `--schema` naming each one's target.
+async fn run_many(a: MoveArgs, select: String, pause: std::time::Duration) -> Result<i32, Error> {
+    let mut o = Overrides::default();
+    o.keys.waves = a.waves.clone();
+    o.keys.gate_max_failures = a.gate_max_failures;
+    o.keys.gate_max_failure_rate = a.gate_max_failure_rate;
+    o.keys.max_failures = a.max_failures;
+    o.keys.bake = a.bake.clone();
+    o.pause_after = a.pause_after.clone();
+    let mut cfg = config(&a.common, o)?;
+    if !matches!(cfg.fleet()?, FleetSpec::Registry(_)) {
+        return Err(Error::Usage(format!(
+            "--select moves tenants of a registry fleet (registry:FILE.csv), whose rows the moves \
+             switch; the fleet {} finds its tenants by discovery and would go on finding the old copies",
+            cfg.fleet()?
+        )));
+    }
+    let placeholder = MoveSpec::TENANT;
+    if !a.to.contains(placeholder) && !a.schema.as_deref().is_some_and(|s| s.contains(placeholder))
+    {
+        return Err(Error::Usage(format!(
+            "--to {}: with --select, say where each tenant goes with {placeholder} in --to (a \
+             database or a file) or in --schema",
+            redact_url(&a.to)
+        )));
+    }
+    if a.json {
+        return Err(Error::Usage(
+            "--json is for one move; a move rollout writes its report under --reports".into(),
+        ));
+    }
+    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+    // each tenant's target is checked when the rollout is planned; here the
+    // template's form (a schema named by the placeholder alone is a name)
+    let schema = a.schema.as_ref().map(|s| s.replace(placeholder, "t"));
+    let to = match locator_from(&a.to, schema, &cwd) {
+        Ok(Locator::Sqlite { path }) => format!("sqlite:{}", path.display()),
+        Ok(_) => a.to.clone(),
+        Err(m) => return Err(Error::Usage(format!("--to {}: {m}", redact_url(&a.to)))),
+    };
+    let spec = MoveSpec {
+        to,
+        schema: a.schema.clone(),
+        batch_rows: a.batch_rows,
+        pause,
+        drop_source: a.drop_source,
+        zero_dates_null: a.zero_dates == "null",
+        freeze_source: a.freeze_source,
+        jobs: a.jobs,
+    };
+    // as for a rollout: with no gate, the first failure halts
+    if cfg.rollout.gates == crate::options::Gates::default() {
+        cfg.rollout.gates.max_failures = Some(0);
+    }
+    let f = super::commands::with_context(&cfg, a.progress_every, None, async |ctx| {
+        crate::rollout::start_move(ctx, &cfg.rollout, &cfg.exec, spec, &select).await
+    })
+    .await?;
+    Ok(super::commands::finish(&f))
 }

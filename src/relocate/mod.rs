@@ -31,6 +31,7 @@
 //! lock is held throughout, so no migration and no second move of it runs
 //! meanwhile.
 
+pub mod bulk;
 mod parallel;
 pub mod registry;
 mod target;
@@ -72,6 +73,10 @@ pub struct MoveOptions {
     pub freeze_source: bool,
     /// Tables copied side by side (`--jobs`); 1 into a SQLite file.
     pub jobs: usize,
+    /// Where the move writes its report itself, verified, before the
+    /// registry switch (a move rollout's `moves/`): a process killed right
+    /// after the switch leaves it said.
+    pub report_dir: Option<std::path::PathBuf>,
 }
 
 /// What a move works with.
@@ -420,6 +425,10 @@ impl Mover<'_> {
         to: &Locator,
         report: &mut MoveReport,
     ) -> Result<(), Error> {
+        if let Some(dir) = &self.opts.report_dir {
+            let mut verified = report.clone();
+            crate::report::moves::write_move(dir, &mut verified)?;
+        }
         if let Some(path) = &self.opts.registry {
             match registry::relocate(
                 path,
@@ -461,6 +470,41 @@ impl Mover<'_> {
                 report.error.as_deref(),
             )
             .await
+    }
+
+    /// `tenant` is already where its registry row says it moved to: a move
+    /// killed between the registry switch and its last steps left its mark
+    /// on it, which is removed here, and that move recorded done. The id of
+    /// the move settled, if one was.
+    pub async fn settle(&self, tenant: &Tenant) -> Result<Option<String>, Error> {
+        let te = |e: TenantError| Error::Usage(format!("move {}: {}", tenant.id, e.message));
+        let mut end = copy::open(&self.connector.settings, &tenant.locator)
+            .await
+            .map_err(te)?;
+        let mark = match end.mark().await {
+            Ok(Some(m)) if m.tenant == tenant.id.as_str() => m,
+            Ok(_) => {
+                end.close().await;
+                return Ok(None);
+            }
+            Err(e) => {
+                end.close().await;
+                return Err(te(e));
+            }
+        };
+        let r = end.unmark().await;
+        end.close().await;
+        r.map_err(te)?;
+        self.store
+            .move_finished(
+                &mark.move_id,
+                "done",
+                0,
+                "[]",
+                Some("settled by a later run: it was killed after the registry switch"),
+            )
+            .await?;
+        Ok(Some(mark.move_id))
     }
 
     /// A move that failed after it started: a target it created is removed,

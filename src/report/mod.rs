@@ -217,7 +217,16 @@ impl RunReport {
         write_atomic(&dir.join("waves.csv"), &report.waves_csv(&summary))?;
         let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
         write_atomic(&dir.join("summary.json"), &(json + "\n"))?;
-        write_atomic(&dir.join("summary.md"), &report.markdown(&summary))?;
+        let mut md = report.markdown(&summary);
+        if report.rollout.settings.moving.is_some() {
+            let (verified, rows) = moves::rollout_moves(&dir)?;
+            md += &format!(
+                "\n## Moves\n\n{verified} tenant(s) moved and verified (row counts and checksums \
+                 of every table), {rows} rows; one row per tenant in `moves.csv`, each move's own \
+                 report in `moves/<move id>/`.\n"
+            );
+        }
+        write_atomic(&dir.join("summary.md"), &md)?;
         write_atomic(&dir.join("report.html"), &html::render(&report, &summary))?;
         Ok((report, dir))
     }

@@ -67,3 +67,78 @@ fn created_word(c: crate::dialect::copy::Created) -> &'static str {
         Created::Database => "database",
     }
 }
+
+/// A move rollout's `moves.csv` in its report folder `dir`: one row per
+/// tenant from the last move report under `dir/moves/` that names it
+/// (rows, tables, time, whether it was verified, what went wrong); the
+/// totals for the summary (tenants moved and verified, rows).
+pub fn rollout_moves(dir: &Path) -> Result<(usize, u64), Error> {
+    let folder = dir.join("moves");
+    let mut last: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+    let mut names: Vec<PathBuf> = match std::fs::read_dir(&folder) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(Error::io(&folder, e)),
+    };
+    // move ids sort by time: the last one of a tenant wins
+    names.sort();
+    for m in names {
+        let path = m.join("move.json");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| Error::io(&path, std::io::Error::other(e)))?;
+        if let Some(t) = v["tenant"].as_str() {
+            last.insert(t.to_string(), v);
+        }
+    }
+    let path = dir.join("moves.csv");
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "tenant",
+        "move_id",
+        "status",
+        "verified",
+        "source",
+        "target",
+        "version",
+        "tables",
+        "rows",
+        "duration_ms",
+        "error",
+    ];
+    let csv_err = |e: csv::Error| Error::io(&path, std::io::Error::other(e));
+    w.write_record(header).map_err(csv_err)?;
+    let (mut verified, mut rows) = (0, 0);
+    for (tenant, v) in &last {
+        let done = v["status"] == "done";
+        verified += usize::from(done);
+        rows += v["rows"].as_u64().unwrap_or(0);
+        let text = |k: &str| match &v[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        let tables = v["tables"].as_array().map_or(0, Vec::len).to_string();
+        w.write_record([
+            tenant.as_str(),
+            &text("id"),
+            &text("status"),
+            if done { "yes" } else { "no" },
+            &text("source"),
+            &text("target"),
+            &text("version"),
+            &tables,
+            &text("rows"),
+            &text("duration_ms"),
+            &text("error"),
+        ])
+        .map_err(csv_err)?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::io(&path, std::io::Error::other(e.to_string())))?;
+    super::write_atomic(&path, &String::from_utf8_lossy(&bytes))?;
+    Ok((verified, rows))
+}

@@ -150,6 +150,32 @@ impl RunOptions {
     }
 }
 
+/// The per-tenant step of a move rollout (`fleetmig move --select`):
+/// implemented by `relocate` (which sits beside the engine and uses it),
+/// handed to the engine by the command.
+#[async_trait::async_trait]
+pub trait MoveStep: Send + Sync {
+    /// Moves `tenants` of rollout `r` as `spec` says, `within` the batch's
+    /// limits (on the source's server and on the target's), each tenant's
+    /// start and end an event on its bus; whether the batch was interrupted.
+    async fn move_tenants(
+        &self,
+        ctx: &Ctx<'_>,
+        r: &RolloutRecord,
+        spec: &crate::options::MoveSpec,
+        tenants: Vec<Tenant>,
+        within: Within<'_>,
+    ) -> bool;
+}
+
+/// What a batch of a rollout's tenants runs within: the fan-out's limits,
+/// the bus its events go to, the handle that stops it.
+pub struct Within<'b> {
+    pub fanout: &'b Arc<crate::fanout::Fanout>,
+    pub bus: &'b Bus,
+    pub cancel: &'b Cancel,
+}
+
 /// Everything a rollout command needs while it runs.
 pub struct Ctx<'a> {
     pub store: &'a StateStore,
@@ -166,6 +192,8 @@ pub struct Ctx<'a> {
     pub opts: RunOptions,
     /// This process: `pid@host:nonce`.
     pub owner: String,
+    /// How a tenant of a move rollout is moved.
+    pub mover: Option<Arc<dyn MoveStep>>,
 }
 
 impl Ctx<'_> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
-use super::context::{Cancel, Ctx};
+use super::context::{Cancel, Ctx, Within};
 use super::coord::{Coordinator, runs, seat};
 use super::executor::Executor;
 use super::judge;
@@ -405,6 +405,19 @@ impl Batch<'_, '_> {
         }
         if run.is_empty() {
             return false;
+        }
+        if let Some(spec) = &self.r.settings.moving {
+            let Some(mover) = &ctx.mover else {
+                // a command that cannot move was pointed at a move rollout
+                tracing::error!("rollout {} moves tenants; this command cannot", self.r.id);
+                return true;
+            };
+            let within = Within {
+                fanout: self.fanout,
+                bus: self.bus,
+                cancel,
+            };
+            return mover.move_tenants(ctx, self.r, spec, run, within).await;
         }
         exec.target = Some(self.r.target);
         let recorder = self.recorder;

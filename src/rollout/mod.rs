@@ -22,7 +22,7 @@ pub mod retry;
 pub mod revert;
 pub mod waves;
 
-pub use context::{Cancel, Ctx, RunOptions, only_these, prepare};
+pub use context::{Cancel, Ctx, MoveStep, RunOptions, Within, only_these, prepare};
 pub use coord::same_version;
 pub use driver::{abort, resume, retry};
 pub use executor::{Executor, Stops};
@@ -153,14 +153,7 @@ pub async fn start(
         ),
         None => None,
     };
-    if let Some(name) = &req.pause_after
-        && !plan
-            .iter()
-            .enumerate()
-            .any(|(i, w)| &w.name == name || (i + 1).to_string() == *name)
-    {
-        return Err(Error::Usage(format!("--pause-after {name}: no such wave")));
-    }
+    pause_after_fits(req, &plan)?;
     if let Some(t) = exec.target {
         ctx.set.check_target(t)?;
     }
@@ -203,6 +196,7 @@ pub async fn start(
     exec.hold_versions = hold;
     let settings = Frozen {
         fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        moving: None,
         exec,
         policy: RolloutPolicy {
             gates: req.gates.clone(),
@@ -225,4 +219,87 @@ pub async fn start(
     };
     tracing::debug!(rollout = %id, tenants = tenants.len(), "planned");
     driver::start(ctx, command, target, settings, plan, &refused, id).await
+}
+
+/// Plans and runs a rollout whose per-tenant step is a move (`fleetmig move
+/// --select`): the tenants `select` takes (the wave selector syntax; the
+/// list frozen now), in the waves `req` asks for, each moved as `spec`
+/// says. Refused before anything is written when the selector takes no
+/// tenant or a tenant's target is not a place.
+pub async fn start_move(
+    ctx: &Ctx<'_>,
+    req: &RolloutRequest,
+    exec: &ExecOptions,
+    spec: crate::options::MoveSpec,
+    select: &str,
+) -> Result<Finished, Error> {
+    crate::report::check_folder(&ctx.opts.reports)?;
+    if req.gate_sql.is_some() || req.revert_on_halt {
+        return Err(Error::Usage(
+            "--gate-sql and --revert-on-halt are for migrations; a move rollout's gates count failures"
+                .into(),
+        ));
+    }
+    if select.contains(',') {
+        return Err(Error::Usage(format!(
+            "--select {select}: one selector (tag:K[=V], ids:a+b, N, N%); waves go in --waves"
+        )));
+    }
+    let id = new_run_id();
+    let tenants = waves::select(select, &ctx.tenants, &id)
+        .map_err(|e| Error::Usage(format!("--select {select}: {e}")))?;
+    if tenants.is_empty() {
+        return Err(Error::Usage(format!(
+            "--select {select}: no tenant of the fleet {} is selected",
+            ctx.fleet
+        )));
+    }
+    for t in &tenants {
+        let (url, schema) = spec.place(t.id.as_str());
+        crate::tenant::locator_from(&url, schema, std::path::Path::new("/")).map_err(|m| {
+            Error::Usage(format!(
+                "--to: tenant {}'s target {}: {m}",
+                t.id,
+                crate::tenant::redact_url(&url)
+            ))
+        })?;
+    }
+    let plan = plan_waves(
+        &parse_waves(req.waves.as_deref().unwrap_or("all=rest"))?,
+        &tenants,
+        &id,
+    )?;
+    pause_after_fits(req, &plan)?;
+    let mut exec = exec.clone();
+    exec.target = None;
+    let settings = Frozen {
+        fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        moving: Some(spec),
+        exec,
+        policy: RolloutPolicy {
+            gates: req.gates.clone(),
+            gate_sql: None,
+            bake: req.bake,
+            pause_after: req.pause_after.clone(),
+            revert_on_halt: false,
+            held: None,
+            reached: None,
+        },
+    };
+    driver::start(ctx, "move", ctx.set.head(), settings, plan, &[], id).await
+}
+
+/// `--pause-after` names a wave of `plan` (by name or number).
+fn pause_after_fits(req: &RolloutRequest, plan: &[waves::PlannedWave]) -> Result<(), Error> {
+    match &req.pause_after {
+        Some(name)
+            if !plan
+                .iter()
+                .enumerate()
+                .any(|(i, w)| &w.name == name || (i + 1).to_string() == *name) =>
+        {
+            Err(Error::Usage(format!("--pause-after {name}: no such wave")))
+        }
+        _ => Ok(()),
+    }
 }

@@ -44,40 +44,7 @@ pub fn plan_waves(
     remaining.sort_by_key(|t| (shuffle_key(seed, t.id.as_str()), t.id.clone()));
     let mut out = Vec::new();
     for spec in specs {
-        let take: Vec<&Tenant> = match &spec.selector {
-            Selector::Tag { key, value } => remaining
-                .iter()
-                .copied()
-                .filter(|t| {
-                    t.tags
-                        .get(key)
-                        .is_some_and(|v| value.as_ref().is_none_or(|want| want == v))
-                })
-                .collect(),
-            Selector::Ids(ids) => {
-                let known: std::collections::HashSet<&str> =
-                    tenants.iter().map(|t| t.id.as_str()).collect();
-                for id in ids {
-                    if !known.contains(id.as_str()) {
-                        return Err(Error::Usage(format!(
-                            "--waves: wave {}: no tenant {id:?} in the fleet",
-                            spec.name
-                        )));
-                    }
-                }
-                remaining
-                    .iter()
-                    .copied()
-                    .filter(|t| ids.iter().any(|i| i == t.id.as_str()))
-                    .collect()
-            }
-            Selector::Count(n) => remaining.iter().copied().take(*n).collect(),
-            Selector::Percent(p) => {
-                let n = ((remaining.len() as f64) * p / 100.0).ceil() as usize;
-                remaining.iter().copied().take(n).collect()
-            }
-            Selector::Rest => remaining.clone(),
-        };
+        let take = take(spec, &remaining, tenants)?;
         let taken: std::collections::HashSet<&str> = take.iter().map(|t| t.id.as_str()).collect();
         remaining.retain(|t| !taken.contains(t.id.as_str()));
         out.push(PlannedWave {
@@ -104,6 +71,65 @@ pub fn plan_waves(
         )));
     }
     Ok(out)
+}
+
+/// The tenants of `remaining` (in its order) that wave `spec` takes.
+fn take<'t>(
+    spec: &WaveSpec,
+    remaining: &[&'t Tenant],
+    tenants: &[Tenant],
+) -> Result<Vec<&'t Tenant>, Error> {
+    Ok(match &spec.selector {
+        Selector::Tag { key, value } => remaining
+            .iter()
+            .copied()
+            .filter(|t| {
+                t.tags
+                    .get(key)
+                    .is_some_and(|v| value.as_ref().is_none_or(|want| want == v))
+            })
+            .collect(),
+        Selector::Ids(ids) => {
+            let known: std::collections::HashSet<&str> =
+                tenants.iter().map(|t| t.id.as_str()).collect();
+            for id in ids {
+                if !known.contains(id.as_str()) {
+                    return Err(Error::Usage(format!(
+                        "--waves: wave {}: no tenant {id:?} in the fleet",
+                        spec.name
+                    )));
+                }
+            }
+            remaining
+                .iter()
+                .copied()
+                .filter(|t| ids.iter().any(|i| i == t.id.as_str()))
+                .collect()
+        }
+        Selector::Count(n) => remaining.iter().copied().take(*n).collect(),
+        Selector::Percent(p) => {
+            let n = ((remaining.len() as f64) * p / 100.0).ceil() as usize;
+            remaining.iter().copied().take(n).collect()
+        }
+        Selector::Rest => remaining.to_vec(),
+    })
+}
+
+/// The tenants of `tenants` one selector (`tag:K[=V]`, `ids:a+b`, `N`,
+/// `N%`) takes, in the stable order `seed` shuffles them into.
+pub fn select(selector: &str, tenants: &[Tenant], seed: &str) -> Result<Vec<Tenant>, Error> {
+    let specs = parse_waves(selector)?;
+    let [spec] = specs.as_slice() else {
+        return Err(Error::Usage(format!(
+            "{selector}: one selector (tag:K[=V], ids:a+b, N, N%)"
+        )));
+    };
+    let mut remaining: Vec<&Tenant> = tenants.iter().collect();
+    remaining.sort_by_key(|t| (shuffle_key(seed, t.id.as_str()), t.id.clone()));
+    Ok(take(spec, &remaining, tenants)?
+        .into_iter()
+        .cloned()
+        .collect())
 }
 
 #[cfg(test)]

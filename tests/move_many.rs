@@ -1,0 +1,264 @@
+//! `fleetmig move --select`: many tenants of a registry fleet moved as one
+//! rollout. Twenty SQLite tenants consolidated into schemas of one
+//! PostgreSQL database, the process SIGKILLed midway and the rollout
+//! resumed: every tenant moved once, every row of every tenant compared with
+//! its source, the registry switched row by row, refusals before anything.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use sqlx::Connection;
+
+const TENANTS: usize = 20;
+const ROWS: usize = 20_000;
+
+fn set() -> tempfile::TempDir {
+    migration_dir(&[(
+        "0001_items.sql",
+        "CREATE TABLE items (id BIGINT PRIMARY KEY, owner VARCHAR(100) NOT NULL, qty BIGINT NOT NULL, note TEXT);",
+    )])
+}
+
+/// A registry of `TENANTS` SQLite tenants at the set's head, each holding
+/// `ROWS` rows of its own (quotes, non-ASCII text, NULLs among them).
+async fn fleet(dir: &std::path::Path, m: &std::path::Path) {
+    registry_fleet(dir, TENANTS, 0);
+    let mut csv = std::fs::read_to_string(dir.join("fleet.csv")).unwrap();
+    csv.insert_str(csv.find('\n').unwrap() + 1, "# the shop fleet, by hand\n\n");
+    std::fs::write(dir.join("fleet.csv"), csv).unwrap();
+    let out = sync_fleet(dir, "registry:fleet.csv", m, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for i in 0..TENANTS {
+        let id = format!("t{i:04}");
+        let mut c = sqlite(&registry_tenant(dir, &id)).await;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < {ROWS}) \
+             INSERT INTO items SELECT x, '{id}''s ' || (x % 97), x * {} - 5000, \
+             CASE WHEN x % 5 = 0 THEN NULL ELSE 'née ' || x || ' ✓' END FROM n",
+            i + 1
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        c.close().await.unwrap();
+    }
+}
+
+type Row = (i64, String, i64, Option<String>);
+
+async fn source_rows(dir: &std::path::Path, id: &str) -> Vec<Row> {
+    let mut c = sqlite(&registry_tenant(dir, id)).await;
+    let rows = sqlx::query_as("SELECT id, owner, qty, note FROM items ORDER BY id")
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    rows
+}
+
+async fn target_rows(c: &mut sqlx::PgConnection, schema: &str) -> Vec<Row> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT id, owner, qty, note FROM \"{schema}\".items ORDER BY id"
+    )))
+    .fetch_all(c)
+    .await
+    .unwrap()
+}
+
+fn moved(dir: &std::path::Path) -> usize {
+    std::fs::read_to_string(dir.join("fleet.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("postgres://"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_sqlite_tenants_into_schemas_through_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let m = set();
+    let m = m.path().to_str().unwrap();
+    fleet(dir, m.as_ref()).await;
+    let db = pg_database("many").await;
+    let args = [
+        "move",
+        "--fleet",
+        "registry:fleet.csv",
+        "--migrations",
+        m,
+        "--select",
+        "tag:tier=free",
+        "--to",
+        &db.url,
+        "--schema",
+        "{tenant}",
+        "--concurrency",
+        "2",
+        "--progress-every",
+        "0",
+    ];
+    let mut first = fleetmig_process(dir).args(args).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while moved(dir) < 4 {
+        assert!(Instant::now() < deadline, "no tenant moved in two minutes");
+        assert!(first.try_wait().unwrap().is_none(), "the move ended early");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap();
+    let _ = first.wait();
+    let at_kill = moved(dir);
+    assert!(
+        at_kill < TENANTS,
+        "killed after every tenant had moved: no kill midway"
+    );
+
+    let out = run_in(dir, &["resume", "--progress-every", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let report = report_dir(dir, &out);
+    let s = summary(&report);
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(s["totals"]["succeeded"], TENANTS, "{s}");
+
+    // every row of every tenant, against its source (kept: no --drop-source)
+    let mut c = pg_connect(&db.url).await;
+    for i in 0..TENANTS {
+        let id = format!("t{i:04}");
+        let want = source_rows(dir, &id).await;
+        assert_eq!(want.len(), ROWS);
+        assert_eq!(target_rows(&mut c, &id).await, want, "{id}");
+        let marks: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = '{id}' AND tablename LIKE '%fleetmig_move%'"
+        )))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(marks, 0, "{id}: the move's mark is gone once it is done");
+    }
+    c.close().await.unwrap();
+
+    // the registry: every row switched, every other byte as written
+    let csv = std::fs::read_to_string(dir.join("fleet.csv")).unwrap();
+    assert!(
+        csv.contains("id,url,schema,tags\n# the shop fleet, by hand\n\n"),
+        "{csv}"
+    );
+    for i in 0..TENANTS {
+        let id = format!("t{i:04}");
+        assert!(
+            csv.contains(&format!("{id},{},{id},tier=free\n", db.url)),
+            "{id}: {csv}"
+        );
+    }
+    // the report: one row per tenant, verified, with its rows
+    let moves = std::fs::read_to_string(report.join("moves.csv")).unwrap();
+    let verified = moves.lines().filter(|l| l.contains(",done,yes,")).count();
+    assert_eq!(verified, TENANTS, "{moves}");
+    assert!(moves.contains(&format!(",{ROWS},")), "{moves}");
+    let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(md.contains("## Moves"), "{md}");
+    // a second run has nothing left to move: each tenant is at its target
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_move_is_refused_before_anything_when_it_cannot_be_done() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let m = set();
+    let m = m.path().to_str().unwrap();
+    registry_fleet(dir, 3, 0);
+    let out = sync_fleet(dir, "registry:fleet.csv", m.as_ref(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = std::fs::read_to_string(dir.join("fleet.csv")).unwrap();
+    let base = pg_base_url();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        // one place for every tenant
+        (
+            vec![
+                "--fleet",
+                "registry:fleet.csv",
+                "--to",
+                &base,
+                "--schema",
+                "same",
+            ],
+            "{tenant}",
+        ),
+        // a discovered fleet would find the old copies
+        (
+            vec![
+                "--fleet",
+                "sqlite-dir:db",
+                "--to",
+                &base,
+                "--schema",
+                "{tenant}",
+            ],
+            "registry fleet",
+        ),
+        // a selector that takes nobody
+        (
+            vec![
+                "--fleet",
+                "registry:fleet.csv",
+                "--to",
+                &base,
+                "--schema",
+                "{tenant}",
+                "--select",
+                "tag:nope",
+            ],
+            "no tenant",
+        ),
+        // one selector, not waves
+        (
+            vec![
+                "--fleet",
+                "registry:fleet.csv",
+                "--to",
+                &base,
+                "--schema",
+                "{tenant}",
+                "--select",
+                "1,rest",
+            ],
+            "one selector",
+        ),
+    ];
+    for (extra, said) in cases {
+        let mut a = vec!["move", "--migrations", m, "--progress-every", "0"];
+        if !extra.contains(&"--select") {
+            a.extend(["--select", "tag:tier=free"]);
+        }
+        a.extend(extra.iter().copied());
+        let out = run_in(dir, &a);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{a:?}: {}{err}", stdout(&out));
+        assert!(err.contains(said), "{a:?}: {err}");
+        assert!(!err.contains(TEST_PASSWORD), "{err}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.join("fleet.csv")).unwrap(),
+        before
+    );
+    // refused before a rollout was recorded (the sync's is the only one)
+    let out = run_in(dir, &["history", "--fleet", "registry:fleet.csv", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let commands: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rollout"]["command"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(commands, ["sync"], "{v}");
+}
