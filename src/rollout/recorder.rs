@@ -22,6 +22,10 @@ use crate::state::{
     Finish, RolloutStatus, RunError, RunStatus, StateStore, TenantUpdate, WaveStatus, now_ms,
 };
 
+/// Messages that may wait for the writer before an emitting task waits:
+/// a few batches (the writer takes up to 2,048 at a time).
+const QUEUE: usize = 8192;
+
 enum Msg {
     Tenant(TenantUpdate),
     Flush(oneshot::Sender<()>),
@@ -37,7 +41,7 @@ pub struct Recorder {
     /// A worker's lease: a shared slot of a worker not heard from within it
     /// is anyone's.
     lease_ms: i64,
-    tx: mpsc::UnboundedSender<Msg>,
+    tx: mpsc::Sender<Msg>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     failure: Arc<Mutex<Option<Error>>>,
 }
@@ -50,7 +54,7 @@ impl Recorder {
         worker: Option<String>,
         lease: std::time::Duration,
     ) -> Arc<Recorder> {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(QUEUE);
         let failure: Arc<Mutex<Option<Error>>> = Arc::default();
         let writer = tokio::spawn(write(
             store.clone(),
@@ -77,14 +81,43 @@ impl Recorder {
 
     /// Queues an update that no event carries (a tenant gone from the fleet).
     pub fn update(&self, u: TenantUpdate) {
-        let _ = self.tx.send(Msg::Tenant(u));
+        self.queue(Msg::Tenant(u));
+    }
+
+    /// Queues `msg`; when `QUEUE` messages wait already, the emitting task
+    /// waits for the writer (it hands its worker thread over meanwhile:
+    /// `block_in_place`), so a store slower than the tenants holds the
+    /// tenants back instead of filling memory. Subscribers are synchronous,
+    /// hence the hand-over. On a single-threaded runtime (fleetmig's
+    /// commands run a multi-threaded one) a task sends it instead.
+    fn queue(&self, msg: Msg) {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        let msg = match self.tx.try_send(msg) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+            Err(mpsc::error::TrySendError::Full(msg)) => msg,
+        };
+        match Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+                let _ = tokio::task::block_in_place(|| h.block_on(self.tx.send(msg)));
+            }
+            Ok(_) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(msg).await;
+                });
+            }
+            Err(_) => {
+                let _ = self.tx.blocking_send(msg);
+            }
+        }
     }
 
     /// Waits until everything queued so far is written; the first write
     /// error, if any.
     pub async fn flush(&self) -> Result<(), Error> {
         let (done, wait) = oneshot::channel();
-        if self.tx.send(Msg::Flush(done)).is_ok() {
+        if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
         match self.failure.lock().expect("failure lock").take() {
@@ -247,7 +280,7 @@ impl Subscriber for Recorder {
             }
             _ => return,
         };
-        let _ = self.tx.send(msg);
+        self.queue(msg);
     }
 }
 
@@ -258,7 +291,7 @@ async fn write(
     store: StateStore,
     rollout: String,
     worker: Option<String>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
+    mut rx: mpsc::Receiver<Msg>,
     failure: Arc<Mutex<Option<Error>>>,
 ) {
     let fail = |e: Error| {
