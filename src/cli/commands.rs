@@ -1,171 +1,27 @@
 //! One function per command: flags to `Config`, the engine's context, the
 //! library call, the printing, the exit code.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use super::args::{
     BaselineArgs, CompletionsArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, RestoreArgs,
     RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config, exec_overrides,
 };
 use super::output;
-use super::progress::{Progress, ProgressMode};
+use super::run::{Invocation, finish, open_store, with_context};
 use crate::config::{Config, Overrides};
 use crate::dialect::Connector;
 use crate::discover::Refused;
 use crate::error::Error;
-use crate::event::Bus;
 use crate::fanout::Fanout;
 use crate::inspect::drift::DriftState;
 use crate::inspect::{TenantState, inspect};
 use crate::options::{Gates, RolloutRequest};
-use crate::rollout::{
-    Ctx, Finished, RunOptions, apply_holds, only_these, parse_waves, plan_waves, prepare,
-};
-use crate::state::{Open, StateStore, owner_id};
-
-/// The state store of `cfg`, connected within the connect timeout.
-pub(super) async fn open_store(cfg: &Config, mode: Open) -> Result<StateStore, Error> {
-    StateStore::open(&cfg.state, mode, cfg.settings.connect_timeout).await
-}
-
-fn progress_mode(every: Option<u64>) -> ProgressMode {
-    match every {
-        Some(0) => ProgressMode::Off,
-        Some(n) => ProgressMode::Lines(std::time::Duration::from_secs(n)),
-        None => ProgressMode::Auto,
-    }
-}
-
-/// The context of a command that runs tenants: the fleet discovered and the
-/// set loaded, one connector, the progress display subscribed, Ctrl-C and
-/// SIGTERM handled.
-async fn context<'a>(
-    cfg: &Config,
-    store: &'a StateStore,
-    progress: &Progress,
-    metrics_file: Option<PathBuf>,
-    override_gate: bool,
-    prepared: Option<Prepared>,
-) -> Result<Ctx<'a>, Error> {
-    let fleet = cfg.fleet()?;
-    let (set, found) = match prepared {
-        Some(p) => p,
-        None => prepare(&cfg.migrations, fleet, &cfg.discover).await?,
-    };
-    tracing::debug!(tenants = found.tenants.len(), "discovered");
-    let cancel = super::signals::arm();
-    Ok(Ctx {
-        store,
-        set,
-        tenants: found.tenants,
-        refused: found.refused,
-        fleet: fleet.clone(),
-        connector: Arc::new(Connector::new(cfg.settings.clone())),
-        bus: Bus::new(vec![progress.live()]),
-        cancel,
-        opts: RunOptions {
-            concurrency: cfg.given.concurrency.then_some(cfg.exec.concurrency),
-            per_server: cfg.given.per_server.then_some(cfg.exec.per_server),
-            lease: cfg.lease,
-            reports: cfg.reports.clone(),
-            metrics_file,
-            override_gate,
-        },
-        owner: owner_id(),
-        mover: Some(crate::relocate::bulk::step()),
-    })
-}
-
-/// The migration set loaded and the fleet discovered.
-type Prepared = (
-    std::sync::Arc<crate::migration::MigrationSet>,
-    crate::discover::Fleet,
-);
-
-/// Runs `work` in a fresh context on `store` and closes what it opened,
-/// whatever the outcome.
-pub(super) async fn in_context<T>(
-    cfg: &Config,
-    store: &StateStore,
-    progress_every: Option<u64>,
-    metrics_file: Option<PathBuf>,
-    override_gate: bool,
-    work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    run_in_context(
-        cfg,
-        store,
-        None,
-        progress_every,
-        metrics_file,
-        override_gate,
-        work,
-    )
-    .await
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run_in_context<T>(
-    cfg: &Config,
-    store: &StateStore,
-    prepared: Option<Prepared>,
-    progress_every: Option<u64>,
-    metrics_file: Option<PathBuf>,
-    override_gate: bool,
-    work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    let progress = Progress::start(progress_mode(progress_every));
-    let r = match context(cfg, store, &progress, metrics_file, override_gate, prepared).await {
-        Ok(ctx) => {
-            let r = work(&ctx).await;
-            ctx.connector.close().await;
-            r
-        }
-        Err(e) => Err(e),
-    };
-    progress.finish();
-    r
-}
-
-/// `in_context` with a store opened (and created where missing) for it.
-pub(super) async fn with_context<T>(
-    cfg: &Config,
-    progress_every: Option<u64>,
-    metrics_file: Option<PathBuf>,
-    work: impl AsyncFnOnce(&Ctx<'_>) -> Result<T, Error>,
-) -> Result<T, Error> {
-    // bad input (a registry row, a migration file) is refused before the
-    // state store is created
-    let prepared = prepare(&cfg.migrations, cfg.fleet()?, &cfg.discover).await?;
-    let store = open_store(cfg, Open::Create).await?;
-    let r = run_in_context(
-        cfg,
-        &store,
-        Some(prepared),
-        progress_every,
-        metrics_file,
-        false,
-        work,
-    )
-    .await;
-    store.close().await;
-    r
-}
+use crate::rollout::{apply_holds, only_these, parse_waves, plan_waves, prepare};
+use crate::state::Open;
 
 /// The refused names matter to a command on the whole fleet, not to one
 /// given `--tenant`s.
 fn refused_unless_only<'r>(refused: &'r [Refused], only: &[String]) -> &'r [Refused] {
     if only.is_empty() { refused } else { &[] }
-}
-
-pub(super) fn finish(f: &Finished) -> i32 {
-    if let Some(h) = &f.report.rollout.settings.policy.held {
-        errln!("fleetmig: {h}");
-    }
-    output::print_run(&f.report);
-    outln!("{}", f.dir.display());
-    f.exit_code()
 }
 
 pub async fn sync(a: RunArgs) -> Result<i32, Error> {
@@ -175,12 +31,14 @@ pub async fn sync(a: RunArgs) -> Result<i32, Error> {
         allow_lint_findings: a.exec.allow_lint_findings,
         ..Default::default()
     };
-    let f = with_context(
-        &cfg,
-        a.exec.progress_every,
-        a.exec.metrics_file.clone(),
-        async |ctx| crate::rollout::start(ctx, &req, &cfg.exec, "sync", &a.tenants).await,
-    )
+    let inv = Invocation {
+        progress_every: a.exec.progress_every,
+        metrics_file: a.exec.metrics_file.clone(),
+        override_gate: false,
+    };
+    let f = with_context(&cfg, inv, async |ctx| {
+        crate::rollout::start(ctx, &req, &cfg.exec, "sync", &a.tenants).await
+    })
     .await?;
     Ok(finish(&f))
 }
@@ -202,23 +60,21 @@ pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
     }
     cfg.rollout.allow_contract = a.run.exec.allow_contract;
     cfg.rollout.allow_lint_findings = a.run.exec.allow_lint_findings;
-    let f = with_context(
-        &cfg,
-        a.run.exec.progress_every,
-        a.run.exec.metrics_file.clone(),
-        async |ctx| {
-            crate::rollout::start(ctx, &cfg.rollout, &cfg.exec, "rollout", &a.run.tenants).await
-        },
-    )
+    let inv = Invocation {
+        progress_every: a.run.exec.progress_every,
+        metrics_file: a.run.exec.metrics_file.clone(),
+        override_gate: false,
+    };
+    let f = with_context(&cfg, inv, async |ctx| {
+        crate::rollout::start(ctx, &cfg.rollout, &cfg.exec, "rollout", &a.run.tenants).await
+    })
     .await?;
     Ok(finish(&f))
 }
 
+/// `status` of the fleet (`status --rollout` is `recorded`'s).
 pub async fn status(a: StatusArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, a.opts.overrides())?;
-    if let Some(id) = &a.rollout {
-        return super::recorded::status(&cfg, id, a.opts.json).await;
-    }
     inspect_cmd(&cfg, &a.opts, false, None).await
 }
 

@@ -1,8 +1,10 @@
 //! The command line, and the only place that prints: clap types (`args`),
-//! one function per command (`commands`) that turns flags into a `Config`,
-//! builds the engine's context (one connector, the progress display as an
-//! event subscriber, the signal handler) and calls the library, and what the
-//! commands print (`output`, `progress`). Nothing below this module knows
+//! one function per command (`commands` for those that start from flags,
+//! `recorded` for those on a recorded rollout, `moving` for moves) that
+//! turns flags into a `Config`, builds the engine's context (`run`: one
+//! connector, the progress display as an event subscriber, the signal
+//! handler) and calls the library, and what the commands print (`output`,
+//! `progress`). Nothing below this module knows
 //! about clap or writes to the terminal.
 
 #[macro_use]
@@ -14,6 +16,7 @@ mod moving;
 mod output;
 mod progress;
 mod recorded;
+mod run;
 pub mod signals;
 
 pub use args::{Cli, Command};
@@ -32,6 +35,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Abort(a) => recorded::abort(a).await,
         Command::Pause(a) => recorded::pause(a).await,
         Command::Worker(a) => recorded::worker(a).await,
+        Command::Status(a) if a.rollout.is_some() => recorded::rollout_status(a).await,
         Command::Status(a) => commands::status(a).await,
         Command::Plan(a) => commands::plan(a).await,
         Command::History(a) => recorded::history(a).await,

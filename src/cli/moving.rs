@@ -7,7 +7,7 @@ use std::sync::Arc;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{MoveArgs, config};
-use super::commands::open_store;
+use super::run::{Invocation, finish, open_store, with_context};
 use crate::config::Overrides;
 use crate::dialect::Connector;
 use crate::error::Error;
@@ -223,9 +223,13 @@ async fn run_many(a: MoveArgs, select: String, pause: std::time::Duration) -> Re
     if cfg.rollout.gates == crate::options::Gates::default() {
         cfg.rollout.gates.max_failures = Some(0);
     }
-    let f = super::commands::with_context(&cfg, a.progress_every, None, async |ctx| {
+    let inv = Invocation {
+        progress_every: a.progress_every,
+        ..Invocation::default()
+    };
+    let f = with_context(&cfg, inv, async |ctx| {
         crate::rollout::start_move(ctx, &cfg.rollout, &cfg.exec, spec, &select).await
     })
     .await?;
-    Ok(super::commands::finish(&f))
+    Ok(finish(&f))
 }

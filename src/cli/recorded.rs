@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use super::args::{
-    AbortArgs, HistoryArgs, PauseArgs, ReportArgs, ResumeArgs, RetryArgs, WorkerArgs, config,
+    AbortArgs, HistoryArgs, PauseArgs, ReportArgs, ResumeArgs, RetryArgs, StatusArgs, WorkerArgs,
+    config,
 };
-use super::commands::{finish, in_context, open_store};
 use super::output;
+use super::run::{Invocation, finish, in_context, open_store};
 use crate::config::{Config, Overrides};
 use crate::error::Error;
 use crate::report::RunReport;
@@ -144,9 +145,11 @@ pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
     let f = in_context(
         &cfg,
         &store,
-        a.progress_every,
-        a.metrics_file.clone(),
-        a.override_gate,
+        Invocation {
+            progress_every: a.progress_every,
+            metrics_file: a.metrics_file.clone(),
+            override_gate: a.override_gate,
+        },
         async |ctx| crate::rollout::resume(ctx, &r.id).await,
     )
     .await;
@@ -181,9 +184,11 @@ pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
     let f = in_context(
         &cfg,
         &store,
-        a.progress_every,
-        a.metrics_file.clone(),
-        false,
+        Invocation {
+            progress_every: a.progress_every,
+            metrics_file: a.metrics_file.clone(),
+            override_gate: false,
+        },
         async |ctx| crate::rollout::retry(ctx, &r.id, &tenants).await,
     )
     .await;
@@ -288,9 +293,11 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
         let f = in_context(
             &cfg,
             store,
-            a.progress_every,
-            a.metrics_file.clone(),
-            false,
+            Invocation {
+                progress_every: a.progress_every,
+                metrics_file: a.metrics_file.clone(),
+                override_gate: false,
+            },
             async |ctx| crate::rollout::resume(ctx, &r.id).await,
         )
         .await?;
@@ -327,7 +334,14 @@ pub async fn pause(a: PauseArgs) -> Result<i32, Error> {
 
 /// `status --rollout ID`: the rollout's waves and tenants from the store,
 /// its tenants streamed.
-pub async fn status(cfg: &Config, id: &str, json: bool) -> Result<i32, Error> {
+/// `status --rollout ID`.
+pub async fn rollout_status(a: StatusArgs) -> Result<i32, Error> {
+    let cfg = config(&a.common, a.opts.overrides())?;
+    let id = a.rollout.as_deref().unwrap_or_default();
+    status(&cfg, id, a.opts.json).await
+}
+
+async fn status(cfg: &Config, id: &str, json: bool) -> Result<i32, Error> {
     let store = open_store(cfg, Open::Read).await?;
     let r = async {
         let report = RunReport::load(&store, id).await?;
