@@ -215,8 +215,7 @@ impl Mover<'_> {
             let c = target::claim(
                 self.connector,
                 self.store,
-                tenant,
-                &to,
+                (tenant, &to),
                 &scratch,
                 &history,
                 &mark,
@@ -324,7 +323,7 @@ impl Mover<'_> {
         target.quiet(&all).await?;
         let t0 = Instant::now();
         let copied = match self
-            .copy_all(&copier, tenant, to, source, target, &plan, report)
+            .copy_all(&copier, (tenant, to), source, target, &plan, report)
             .await
         {
             Ok(()) => transfer::foreign_keys(target, &target_tables).await,
@@ -370,12 +369,10 @@ impl Mover<'_> {
     /// Step 4, by one job or several (`--jobs`: each with a session on the
     /// source and one on the target; not into a SQLite file, which takes
     /// one writer at a time).
-    #[allow(clippy::too_many_arguments)]
     async fn copy_all(
         &self,
         copier: &transfer::Copier,
-        tenant: &Tenant,
-        to: &Locator,
+        (tenant, to): (&Tenant, &Locator),
         source: &mut dyn CopyEnd,
         target: &mut dyn CopyEnd,
         plan: &[transfer::Pair],

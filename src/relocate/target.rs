@@ -209,12 +209,10 @@ pub(super) enum Claimed {
 
 /// Step 2 under the state store's claim: creates the target, or proves it
 /// empty or this tenant's unfinished move's; then marks it as move `mark`'s.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn claim(
     connector: &Connector,
     store: &StateStore,
-    tenant: &Tenant,
-    to: &Locator,
+    (tenant, to): (&Tenant, &Locator),
     scratch: &Scratch,
     source_history: &[Applied],
     mark: &Mark,
