@@ -80,12 +80,7 @@ pub(super) fn seat(ctx: &Ctx<'_>, r: &RolloutRecord, concurrency: usize) -> Arc<
     }
 }
 
-/// The statuses of a tenant still to run (or to run again).
-const TODO: [RunStatus; 3] = [
-    RunStatus::Pending,
-    RunStatus::Running,
-    RunStatus::NotStarted,
-];
+const TODO: [RunStatus; 3] = RunStatus::TODO;
 
 /// One process runs the rollout (a SQLite store): it holds the rollout's
 /// claim, and takes each wave whole, once.

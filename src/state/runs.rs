@@ -151,9 +151,9 @@ impl StateStore {
         )
         .bind(id)
         .bind(wave)
-        .bind(RunStatus::Pending.as_str())
-        .bind(RunStatus::Running.as_str())
-        .bind(RunStatus::NotStarted.as_str())
+        .bind(RunStatus::TODO[0].as_str())
+        .bind(RunStatus::TODO[1].as_str())
+        .bind(RunStatus::TODO[2].as_str())
         .fetch_all(&self.pool)
         .await
         .map_err(|e| self.err(e))?;

@@ -114,12 +114,17 @@ text_enum! {
 }
 
 impl RunStatus {
+    /// The one definition of "still to do": the statuses of a tenant that
+    /// runs (again) when its rollout goes on.
+    pub const TODO: [RunStatus; 3] = [
+        RunStatus::Pending,
+        RunStatus::Running,
+        RunStatus::NotStarted,
+    ];
+
     /// Still to run when the rollout goes on.
     pub fn is_todo(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Pending | RunStatus::Running | RunStatus::NotStarted
-        )
+        Self::TODO.contains(&self)
     }
 }
 

@@ -46,12 +46,7 @@ pub struct Seen {
     pub requested: Option<Request>,
 }
 
-/// The statuses of a tenant still to run (or to run again).
-const TODO: [RunStatus; 3] = [
-    RunStatus::Pending,
-    RunStatus::Running,
-    RunStatus::NotStarted,
-];
+const TODO: [RunStatus; 3] = RunStatus::TODO;
 
 impl StateStore {
     /// Whether several processes can work on one rollout through this store
