@@ -85,24 +85,108 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Whether a tenant failure is worth another attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorClass {
-    /// Connection loss, busy database, lock timeout, deadlock, serialization
-    /// failure: retried with backoff.
-    Transient,
-    /// Syntax error, conflicting object, checksum mismatch, dirty history: never
-    /// retried; a person has to look.
-    Permanent,
+text_enum! {
+    /// Whether retrying can help.
+    pub enum ErrorClass {
+        /// Connection loss, busy database, lock timeout, deadlock,
+        /// serialization failure: retried with backoff.
+        Transient = "transient",
+        /// Syntax error, conflicting object, checksum mismatch, dirty
+        /// history: never retried; a person has to look.
+        Permanent = "permanent",
+    }
 }
 
-impl fmt::Display for ErrorClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            ErrorClass::Transient => "transient",
-            ErrorClass::Permanent => "permanent",
-        })
+text_enum! {
+    /// Why a tenant failed: one stable snake_case word, written in reports,
+    /// the state store and the `fleetmig_failures{kind}` metric, that
+    /// reports group failures by. Rows written by earlier versions are
+    /// read back through `FailureKind::read` (renamed words map to their
+    /// new names: docs/configuration.md lists them).
+    pub enum FailureKind {
+        AbortedTransaction = "aborted_transaction",
+        Backup = "backup",
+        Busy = "busy",
+        CannotOpen = "cannot_open",
+        ChecksumMismatch = "checksum_mismatch",
+        Configuration = "configuration",
+        Connection = "connection",
+        ConstraintViolation = "constraint_violation",
+        CopyIncomplete = "copy_incomplete",
+        Corrupt = "corrupt",
+        DataException = "data_exception",
+        Deadlock = "deadlock",
+        Dirty = "dirty",
+        DiskFull = "disk_full",
+        Driver = "driver",
+        DuplicateObject = "duplicate_object",
+        ForeignKeyViolation = "foreign_key_violation",
+        GateQueryFailed = "gate_query_failed",
+        History = "history",
+        Interrupted = "interrupted",
+        InterruptedStatement = "interrupted_statement",
+        InvalidIdentifier = "invalid_identifier",
+        InvalidTenant = "invalid_tenant",
+        Io = "io",
+        LockTimeout = "lock_timeout",
+        Locked = "locked",
+        Migrate = "migrate",
+        MissingMigration = "missing_migration",
+        MoveBusy = "move_busy",
+        MoveFailed = "move_failed",
+        MoveRefused = "move_refused",
+        MoveVerificationFailed = "move_verification_failed",
+        NoDown = "no_down",
+        NoVariant = "no_variant",
+        NotStarted = "not_started",
+        OutOfMemory = "out_of_memory",
+        PermissionDenied = "permission_denied",
+        PreflightDeferred = "preflight_deferred",
+        ReadOnly = "read_only",
+        Restore = "restore",
+        RevertFailed = "revert_failed",
+        SchemaMismatch = "schema_mismatch",
+        SerializationFailure = "serialization_failure",
+        ServerShutdown = "server_shutdown",
+        SourceChanged = "source_changed",
+        SqlError = "sql_error",
+        StateStore = "state_store",
+        StatementRecord = "statement_record",
+        StatementTimeout = "statement_timeout",
+        Syntax = "syntax",
+        TenantGone = "tenant_gone",
+        TenantLocked = "tenant_locked",
+        TooManyConnections = "too_many_connections",
+        UndefinedObject = "undefined_object",
+        Unsupported = "unsupported",
+        UnsupportedType = "unsupported_type",
+        UnsupportedValue = "unsupported_value",
+        VerifyQueryFailed = "verify_query_failed",
+    }
+}
+
+impl FailureKind {
+    /// The words earlier versions wrote for kinds renamed since (besides
+    /// `revert_<kind>` → `revert_failed` and `gate_sql_<kind>` →
+    /// `gate_query_failed`).
+    pub const RENAMED: &'static [(&'static str, FailureKind)] = &[
+        ("verify_failed", FailureKind::VerifyQueryFailed),
+        ("verification_failed", FailureKind::MoveVerificationFailed),
+    ];
+
+    /// A kind as stored, by this version or an earlier one (a failed
+    /// revert was `revert_<kind>`).
+    pub fn read(word: &str) -> Result<FailureKind, String> {
+        if let Some((_, k)) = Self::RENAMED.iter().find(|(w, _)| *w == word) {
+            return Ok(*k);
+        }
+        if word.starts_with("revert_") && word != "revert_failed" {
+            return Ok(FailureKind::RevertFailed);
+        }
+        if word.starts_with("gate_sql_") {
+            return Ok(FailureKind::GateQueryFailed);
+        }
+        word.parse()
     }
 }
 
@@ -113,7 +197,7 @@ impl fmt::Display for ErrorClass {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TenantError {
     pub class: ErrorClass,
-    pub kind: String,
+    pub kind: FailureKind,
     pub code: Option<String>,
     /// The migration version that was running, if any.
     pub version: Option<i64>,
@@ -121,20 +205,20 @@ pub struct TenantError {
 }
 
 impl TenantError {
-    pub fn permanent(kind: &str, message: impl Into<String>) -> Self {
+    pub fn permanent(kind: FailureKind, message: impl Into<String>) -> Self {
         TenantError {
             class: ErrorClass::Permanent,
-            kind: kind.to_string(),
+            kind,
             code: None,
             version: None,
             message: message.into(),
         }
     }
 
-    pub fn transient(kind: &str, message: impl Into<String>) -> Self {
+    pub fn transient(kind: FailureKind, message: impl Into<String>) -> Self {
         TenantError {
             class: ErrorClass::Transient,
-            kind: kind.to_string(),
+            kind,
             code: None,
             version: None,
             message: message.into(),
@@ -158,5 +242,35 @@ impl fmt::Display for TenantError {
             write!(f, " {code}")?;
         }
         f.write_str(")")
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::FailureKind;
+
+    #[test]
+    fn every_kind_is_documented_and_old_words_read_back() {
+        let doc = include_str!("../docs/configuration.md");
+        for k in FailureKind::ALL {
+            assert!(
+                doc.contains(&format!("| `{k}` |")),
+                "{k} is not in docs/configuration.md"
+            );
+            assert_eq!(FailureKind::read(k.as_str()), Ok(*k));
+        }
+        for (old, new) in FailureKind::RENAMED {
+            assert_eq!(FailureKind::read(old), Ok(*new));
+            assert!(doc.contains(&format!("`{old}` → `{new}`")), "{old}");
+        }
+        assert_eq!(
+            FailureKind::read("revert_syntax"),
+            Ok(FailureKind::RevertFailed)
+        );
+        assert_eq!(
+            FailureKind::read("gate_sql_syntax"),
+            Ok(FailureKind::GateQueryFailed)
+        );
+        assert!(FailureKind::read("no_such_kind").is_err());
     }
 }

@@ -12,6 +12,9 @@
 //! CLI's progress display subscribe to; reports (`report`) are written from
 //! the store. Read-only work (status, drift) is `inspect`. Only `cli` prints.
 
+#[macro_use]
+mod text_enum;
+
 pub mod cli;
 pub mod config;
 pub mod dialect;

@@ -170,7 +170,7 @@ fn assert_unrecorded(dir: &std::path::Path, out: &std::process::Output) {
             r["error_kind"].as_str(),
             r["error_version"].as_str()
         ),
-        ("failed", "verify_failed", "2")
+        ("failed", "verify_query_failed", "2")
     );
     assert!(
         r["error_message"].contains("0002_fill.verify.sql")

@@ -239,7 +239,7 @@ async fn a_failed_verification_rolls_the_migration_back_with_the_rows_that_broke
             r["error_kind"].as_str(),
             r["error_version"].as_str()
         ),
-        ("failed", "verify_failed", "2")
+        ("failed", "verify_query_failed", "2")
     );
     assert!(
         r["error_message"].contains("0002_ratio.verify.sql")
@@ -294,7 +294,7 @@ async fn postgres_verification_runs_in_the_tenant_schema_inside_the_transaction(
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows["tenant_a"]["status"], "succeeded");
-    assert_eq!(rows["tenant_b"]["error_kind"], "verify_failed");
+    assert_eq!(rows["tenant_b"]["error_kind"], "verify_query_failed");
     assert!(
         rows["tenant_b"]["error_message"].contains("(false)"),
         "{}",

@@ -4,6 +4,7 @@
 //! Passwords go to the tools through their environment (`PGPASSWORD`,
 //! `MYSQL_PWD`), never on a command line that `ps` shows.
 
+use crate::error::FailureKind;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -25,7 +26,7 @@ pub fn backup_path(dir: &Path, rollout: &str, tenant: &Tenant) -> PathBuf {
 fn tool_error(tool: &str, out: &std::process::Output, url: Option<&str>) -> TenantError {
     let text = String::from_utf8_lossy(&out.stderr).to_string();
     TenantError::permanent(
-        "backup",
+        FailureKind::Backup,
         format!(
             "{tool} failed: {}",
             scrub_secrets(&super::one_line(&text), url)
@@ -57,7 +58,7 @@ fn run(
 ) -> Result<std::process::Output, TenantError> {
     let out = cmd.output().map_err(|e| {
         TenantError::permanent(
-            "backup",
+            FailureKind::Backup,
             format!("cannot run {tool}: {e} (is it installed?)"),
         )
     })?;
@@ -72,8 +73,9 @@ fn run(
 /// has the final name.
 pub(crate) fn prepare(path: &Path) -> Result<PathBuf, TenantError> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            TenantError::permanent(FailureKind::Backup, format!("{}: {e}", parent.display()))
+        })?;
     }
     let tmp = path.with_extension("partial");
     let _ = std::fs::remove_file(&tmp);
@@ -82,8 +84,9 @@ pub(crate) fn prepare(path: &Path) -> Result<PathBuf, TenantError> {
 
 /// Renames a complete backup into place.
 pub(crate) fn finish(tmp: &Path, path: &Path) -> Result<(), TenantError> {
-    std::fs::rename(tmp, path)
-        .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", path.display())))
+    std::fs::rename(tmp, path).map_err(|e| {
+        TenantError::permanent(FailureKind::Backup, format!("{}: {e}", path.display()))
+    })
 }
 
 /// Runs a dump tool off the async runtime.
@@ -91,7 +94,7 @@ async fn run_blocking(cmd: Command, tool: &'static str, url: &str) -> Result<(),
     let url = url.to_string();
     tokio::task::spawn_blocking(move || run(cmd, tool, Some(&url)))
         .await
-        .map_err(|e| TenantError::permanent("backup", e.to_string()))?
+        .map_err(|e| TenantError::permanent(FailureKind::Backup, e.to_string()))?
         .map(|_| ())
 }
 
@@ -127,8 +130,9 @@ pub(crate) async fn pg_dump(
 /// `mariadb-dump` (or `mysqldump`) of the tenant's database into `path`.
 pub(crate) async fn mysql_dump(url: &str, path: &Path) -> Result<(), TenantError> {
     let tmp = prepare(path)?;
-    let u = url::Url::parse(url)
-        .map_err(|e| TenantError::permanent("backup", format!("{}: {e}", redact_url(url))))?;
+    let u = url::Url::parse(url).map_err(|e| {
+        TenantError::permanent(FailureKind::Backup, format!("{}: {e}", redact_url(url)))
+    })?;
     let (_, pw) = split_password(url);
     let tool = if which("mariadb-dump") {
         "mariadb-dump"
@@ -186,14 +190,14 @@ $fleetmig$;"#;
 pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
     if !path.is_file() {
         return Err(TenantError::permanent(
-            "restore",
+            FailureKind::Restore,
             format!("no backup at {}", path.display()),
         ));
     }
     match &tenant.locator {
         Locator::Row { .. } => {
             return Err(TenantError::permanent(
-                "restore",
+                FailureKind::Restore,
                 "a row tenant's rows share their tables with other tenants: restore the database",
             ));
         }
@@ -203,9 +207,9 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
             }
             let tmp = db.with_extension("restoring");
             std::fs::copy(path, &tmp)
-                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
             std::fs::rename(&tmp, db)
-                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
         }
         Locator::Postgres { url, schema } => {
             let (bare, pw) = split_password(url);
@@ -235,7 +239,7 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
         }
         Locator::Mysql { url } => {
             let u = url::Url::parse(url).map_err(|e| {
-                TenantError::permanent("restore", format!("{}: {e}", redact_url(url)))
+                TenantError::permanent(FailureKind::Restore, format!("{}: {e}", redact_url(url)))
             })?;
             let (_, pw) = split_password(url);
             let tool = if which("mariadb") { "mariadb" } else { "mysql" };
@@ -272,22 +276,22 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
                 .stderr(Stdio::piped())
                 .spawn()
                 .map_err(|e| {
-                    TenantError::permanent("restore", format!("cannot run {tool}: {e}"))
+                    TenantError::permanent(FailureKind::Restore, format!("cannot run {tool}: {e}"))
                 })?;
             drop.stdin
                 .take()
                 .expect("piped stdin")
                 .write_all(&script)
-                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
             let out = drop
                 .wait_with_output()
-                .map_err(|e| TenantError::permanent("restore", e.to_string()))?;
+                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
             if !out.status.success() {
                 return Err(tool_error(tool, &out, Some(url)));
             }
             let load = client(
                 std::fs::File::open(path)
-                    .map_err(|e| TenantError::permanent("restore", e.to_string()))?
+                    .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?
                     .into(),
             );
             run(load, tool, Some(url))?;

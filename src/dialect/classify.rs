@@ -3,6 +3,7 @@
 //! word for reports. The tables follow SQLSTATE classes (PostgreSQL), MySQL
 //! server/client error numbers and SQLite extended result codes.
 
+use crate::error::FailureKind;
 use sqlx::error::DatabaseError;
 
 use crate::error::{ErrorClass, TenantError};
@@ -15,13 +16,13 @@ pub fn classify(err: &sqlx::Error, dialect: Dialect) -> TenantError {
     let (class, kind, code) = match err {
         sqlx::Error::Database(db) => classify_db(db.as_ref(), dialect),
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => {
-            (Transient, "connection", None)
+            (Transient, FailureKind::Connection, None)
         }
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
-            (Transient, "connection", None)
+            (Transient, FailureKind::Connection, None)
         }
-        sqlx::Error::Configuration(_) => (Permanent, "configuration", None),
-        _ => (Permanent, "driver", None),
+        sqlx::Error::Configuration(_) => (Permanent, FailureKind::Configuration, None),
+        _ => (Permanent, FailureKind::Driver, None),
     };
     // PostgreSQL's own message, without the " at line N" of its C source
     // that sqlx appends (the migration's file and line are added by the
@@ -39,7 +40,7 @@ pub fn classify(err: &sqlx::Error, dialect: Dialect) -> TenantError {
     };
     TenantError {
         class,
-        kind: kind.to_string(),
+        kind,
         code,
         version: None,
         message: one_line(&message),
@@ -65,7 +66,7 @@ pub(crate) fn migrate_error(
         MigrateError::ExecuteMigration(e, v) => tenant_error(&e, dialect, url).at_version(v),
         MigrateError::Execute(e) => tenant_error(&e, dialect, url),
         other => TenantError::permanent(
-            "migrate",
+            FailureKind::Migrate,
             crate::tenant::scrub_secrets(&other.to_string(), url),
         ),
     }
@@ -79,7 +80,7 @@ pub fn one_line(s: &str) -> String {
 fn classify_db(
     db: &dyn DatabaseError,
     dialect: Dialect,
-) -> (ErrorClass, &'static str, Option<String>) {
+) -> (ErrorClass, FailureKind, Option<String>) {
     match dialect {
         Dialect::Postgres => {
             let code = db.code().map(|c| c.to_string()).unwrap_or_default();
@@ -103,70 +104,72 @@ fn classify_db(
 }
 
 /// PostgreSQL SQLSTATE → class and kind.
-pub fn postgres_sqlstate(code: &str) -> (ErrorClass, &'static str) {
+pub fn postgres_sqlstate(code: &str) -> (ErrorClass, FailureKind) {
     match code {
-        "40001" => (Transient, "serialization_failure"),
-        "40P01" => (Transient, "deadlock"),
-        "55P03" => (Transient, "lock_timeout"),
-        "57014" => (Transient, "statement_timeout"),
-        "53300" => (Transient, "too_many_connections"),
-        "53200" => (Transient, "out_of_memory"),
-        "57P01" | "57P02" | "57P03" => (Transient, "server_shutdown"),
-        "42601" => (Permanent, "syntax"),
-        "42P01" | "42703" | "42883" | "42704" | "3F000" => (Permanent, "undefined_object"),
-        "42P07" | "42701" | "42710" | "42P06" | "42723" | "42P16" => {
-            (Permanent, "duplicate_object")
+        "40001" => (Transient, FailureKind::SerializationFailure),
+        "40P01" => (Transient, FailureKind::Deadlock),
+        "55P03" => (Transient, FailureKind::LockTimeout),
+        "57014" => (Transient, FailureKind::StatementTimeout),
+        "53300" => (Transient, FailureKind::TooManyConnections),
+        "53200" => (Transient, FailureKind::OutOfMemory),
+        "57P01" | "57P02" | "57P03" => (Transient, FailureKind::ServerShutdown),
+        "42601" => (Permanent, FailureKind::Syntax),
+        "42P01" | "42703" | "42883" | "42704" | "3F000" => {
+            (Permanent, FailureKind::UndefinedObject)
         }
-        "42501" => (Permanent, "permission_denied"),
-        "53100" => (Permanent, "disk_full"),
-        "25P02" => (Permanent, "aborted_transaction"),
-        c if c.starts_with("08") => (Transient, "connection"),
-        c if c.starts_with("23") => (Permanent, "constraint_violation"),
-        c if c.starts_with("22") => (Permanent, "data_exception"),
-        c if c.starts_with("42") => (Permanent, "sql_error"),
-        _ => (Permanent, "sql_error"),
+        "42P07" | "42701" | "42710" | "42P06" | "42723" | "42P16" => {
+            (Permanent, FailureKind::DuplicateObject)
+        }
+        "42501" => (Permanent, FailureKind::PermissionDenied),
+        "53100" => (Permanent, FailureKind::DiskFull),
+        "25P02" => (Permanent, FailureKind::AbortedTransaction),
+        c if c.starts_with("08") => (Transient, FailureKind::Connection),
+        c if c.starts_with("23") => (Permanent, FailureKind::ConstraintViolation),
+        c if c.starts_with("22") => (Permanent, FailureKind::DataException),
+        c if c.starts_with("42") => (Permanent, FailureKind::SqlError),
+        _ => (Permanent, FailureKind::SqlError),
     }
 }
 
 /// MySQL/MariaDB error number → class and kind.
-pub fn mysql_number(n: u16) -> (ErrorClass, &'static str) {
+pub fn mysql_number(n: u16) -> (ErrorClass, FailureKind) {
     match n {
-        1205 => (Transient, "lock_timeout"),
-        1213 => (Transient, "deadlock"),
-        1040 | 1203 => (Transient, "too_many_connections"),
-        2002 | 2003 | 2006 | 2013 | 1053 | 1077 | 1927 => (Transient, "connection"),
-        3024 | 1969 => (Transient, "statement_timeout"),
-        1064 | 1149 => (Permanent, "syntax"),
-        1050 | 1060 | 1061 | 1826 | 1007 => (Permanent, "duplicate_object"),
-        1146 | 1054 | 1091 | 1049 | 1051 | 1305 => (Permanent, "undefined_object"),
-        1062 | 1451 | 1452 | 1048 | 1364 | 3819 => (Permanent, "constraint_violation"),
-        1044 | 1045 | 1142 | 1143 | 1227 => (Permanent, "permission_denied"),
-        _ => (Permanent, "sql_error"),
+        1205 => (Transient, FailureKind::LockTimeout),
+        1213 => (Transient, FailureKind::Deadlock),
+        1040 | 1203 => (Transient, FailureKind::TooManyConnections),
+        2002 | 2003 | 2006 | 2013 | 1053 | 1077 | 1927 => (Transient, FailureKind::Connection),
+        3024 | 1969 => (Transient, FailureKind::StatementTimeout),
+        1064 | 1149 => (Permanent, FailureKind::Syntax),
+        1050 | 1060 | 1061 | 1826 | 1007 => (Permanent, FailureKind::DuplicateObject),
+        1146 | 1054 | 1091 | 1049 | 1051 | 1305 => (Permanent, FailureKind::UndefinedObject),
+        1062 | 1451 | 1452 | 1048 | 1364 | 3819 => (Permanent, FailureKind::ConstraintViolation),
+        1044 | 1045 | 1142 | 1143 | 1227 => (Permanent, FailureKind::PermissionDenied),
+        _ => (Permanent, FailureKind::SqlError),
     }
 }
 
 /// SQLite extended result code (and message, for the generic SQLITE_ERROR).
-pub fn sqlite_code(code: i32, message: &str) -> (ErrorClass, &'static str) {
+pub fn sqlite_code(code: i32, message: &str) -> (ErrorClass, FailureKind) {
     match code & 0xff {
-        5 => (Transient, "busy"),
-        6 => (Transient, "locked"),
-        10 => (Transient, "io"),
-        7 => (Transient, "out_of_memory"),
-        13 => (Permanent, "disk_full"),
-        14 => (Permanent, "cannot_open"),
-        8 => (Permanent, "read_only"),
-        11 | 26 => (Permanent, "corrupt"),
-        19 => (Permanent, "constraint_violation"),
+        5 => (Transient, FailureKind::Busy),
+        6 => (Transient, FailureKind::Locked),
+        10 => (Transient, FailureKind::Io),
+        7 => (Transient, FailureKind::OutOfMemory),
+        13 => (Permanent, FailureKind::DiskFull),
+        14 => (Permanent, FailureKind::CannotOpen),
+        8 => (Permanent, FailureKind::ReadOnly),
+        11 | 26 => (Permanent, FailureKind::Corrupt),
+        19 => (Permanent, FailureKind::ConstraintViolation),
         _ => {
             let m = message.to_ascii_lowercase();
             if m.contains("already exists") || m.contains("duplicate column") {
-                (Permanent, "duplicate_object")
+                (Permanent, FailureKind::DuplicateObject)
             } else if m.contains("syntax error") || m.contains("incomplete input") {
-                (Permanent, "syntax")
+                (Permanent, FailureKind::Syntax)
             } else if m.contains("no such") {
-                (Permanent, "undefined_object")
+                (Permanent, FailureKind::UndefinedObject)
             } else {
-                (Permanent, "sql_error")
+                (Permanent, FailureKind::SqlError)
             }
         }
     }
@@ -178,25 +181,37 @@ mod tests {
 
     #[test]
     fn tables() {
-        assert_eq!(postgres_sqlstate("55P03"), (Transient, "lock_timeout"));
-        assert_eq!(postgres_sqlstate("08006"), (Transient, "connection"));
-        assert_eq!(postgres_sqlstate("42P07"), (Permanent, "duplicate_object"));
+        assert_eq!(
+            postgres_sqlstate("55P03"),
+            (Transient, FailureKind::LockTimeout)
+        );
+        assert_eq!(
+            postgres_sqlstate("08006"),
+            (Transient, FailureKind::Connection)
+        );
+        assert_eq!(
+            postgres_sqlstate("42P07"),
+            (Permanent, FailureKind::DuplicateObject)
+        );
         assert_eq!(
             postgres_sqlstate("23505"),
-            (Permanent, "constraint_violation")
+            (Permanent, FailureKind::ConstraintViolation)
         );
-        assert_eq!(mysql_number(1213), (Transient, "deadlock"));
-        assert_eq!(mysql_number(2013), (Transient, "connection"));
-        assert_eq!(mysql_number(1064), (Permanent, "syntax"));
-        assert_eq!(sqlite_code(517, ""), (Transient, "busy"));
+        assert_eq!(mysql_number(1213), (Transient, FailureKind::Deadlock));
+        assert_eq!(mysql_number(2013), (Transient, FailureKind::Connection));
+        assert_eq!(mysql_number(1064), (Permanent, FailureKind::Syntax));
+        assert_eq!(sqlite_code(517, ""), (Transient, FailureKind::Busy));
         assert_eq!(
             sqlite_code(1, "table x already exists"),
-            (Permanent, "duplicate_object")
+            (Permanent, FailureKind::DuplicateObject)
         );
         assert_eq!(
             sqlite_code(1, "near \"x\": syntax error"),
-            (Permanent, "syntax")
+            (Permanent, FailureKind::Syntax)
         );
-        assert_eq!(sqlite_code(2067, ""), (Permanent, "constraint_violation"));
+        assert_eq!(
+            sqlite_code(2067, ""),
+            (Permanent, FailureKind::ConstraintViolation)
+        );
     }
 }

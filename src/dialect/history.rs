@@ -6,6 +6,7 @@
 //! over sqlx's `Database`, so each session type calls it on its own
 //! connection.
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::time::Instant;
 
@@ -169,7 +170,7 @@ pub(crate) fn verify_query(sql: &str) -> String {
 /// The error of a failed verification query.
 pub(crate) fn verify_failed(file: &Path, why: &str, outcome: &str) -> TenantError {
     TenantError::permanent(
-        "verify_failed",
+        FailureKind::VerifyQueryFailed,
         format!(
             "verification {} failed: it returned {why}; {outcome}",
             file.display()

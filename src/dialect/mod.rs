@@ -28,6 +28,7 @@ pub mod sqlite;
 
 pub use classify::{classify, one_line};
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -279,7 +280,7 @@ async fn connect<C>(
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(connect_error(dialect, url, &e)),
         Err(_) => Err(TenantError::transient(
-            "connection",
+            FailureKind::Connection,
             format!("connecting to {redacted} timed out"),
         )),
     }
@@ -349,7 +350,7 @@ fn preflight_summary(sizes: &[(String, i64)], free: i64) -> String {
 /// connections.
 fn too_few_connections(free: i64, min_free: i64) -> TenantError {
     TenantError::transient(
-        "preflight_deferred",
+        FailureKind::PreflightDeferred,
         format!("the server has {free} free connection(s), fewer than {min_free}; deferred"),
     )
 }

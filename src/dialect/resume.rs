@@ -53,7 +53,7 @@ pub(crate) fn earlier_from(
         let i = n as usize;
         if hashes.get(i) != Some(&h) {
             return Err(crate::error::TenantError::permanent(
-                "checksum_mismatch",
+                crate::error::FailureKind::ChecksumMismatch,
                 format!(
                     "migration {v}: statement {} changed since an interrupted attempt ran part of \
                      it; put the file back as it was, or finish the migration by hand and delete \

@@ -6,6 +6,7 @@
 //! transient error that the executor retries with backoff. A tenant whose
 //! file does not exist reads as empty and is never created by a read.
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -83,7 +84,7 @@ pub struct SqliteSession {
 }
 
 fn missing() -> TenantError {
-    TenantError::permanent("cannot_open", "tenant file does not exist")
+    TenantError::permanent(FailureKind::CannotOpen, "tenant file does not exist")
 }
 
 fn err(e: sqlx::Error) -> TenantError {
@@ -110,7 +111,7 @@ impl SqliteSession {
             }
             if !settings.create_missing {
                 return Err(TenantError::permanent(
-                    "cannot_open",
+                    FailureKind::CannotOpen,
                     format!(
                         "tenant file {} does not exist (pass --create-missing to create missing SQLite tenants)",
                         path.display()
@@ -120,7 +121,7 @@ impl SqliteSession {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     TenantError::permanent(
-                        "cannot_open",
+                        FailureKind::CannotOpen,
                         format!("cannot create {}: {e}", parent.display()),
                     )
                 })?;
@@ -447,7 +448,7 @@ impl Session for SqliteSession {
             .await;
         r.map_err(|e| {
             let mut t = err(e);
-            t.kind = format!("gate_sql_{}", t.kind);
+            t.kind = FailureKind::GateQueryFailed;
             t
         })
     }

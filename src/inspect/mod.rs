@@ -5,6 +5,7 @@
 
 pub mod drift;
 
+use crate::error::FailureKind;
 use serde::Serialize;
 
 use crate::dialect::{Access, Connector};
@@ -109,8 +110,10 @@ async fn inspect_one(
         }
         Err(e) => {
             out.state = match e.kind() {
-                "dirty" => TenantState::Dirty,
-                "checksum_mismatch" | "missing_migration" => TenantState::Drifted,
+                FailureKind::Dirty => TenantState::Dirty,
+                FailureKind::ChecksumMismatch | FailureKind::MissingMigration => {
+                    TenantState::Drifted
+                }
                 _ => TenantState::Error,
             };
             out.error = Some(e.into());

@@ -3,6 +3,7 @@
 //! migration, a migration that exists only on the tenant, no script for its
 //! dialect). No I/O here, so every case is unit-tested.
 
+use crate::error::FailureKind;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -55,12 +56,12 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> FailureKind {
         match self {
-            PlanError::Dirty { .. } => "dirty",
-            PlanError::ChecksumMismatch { .. } => "checksum_mismatch",
-            PlanError::MissingLocally { .. } => "missing_migration",
-            PlanError::NoVariant { .. } => "no_variant",
+            PlanError::Dirty { .. } => FailureKind::Dirty,
+            PlanError::ChecksumMismatch { .. } => FailureKind::ChecksumMismatch,
+            PlanError::MissingLocally { .. } => FailureKind::MissingMigration,
+            PlanError::NoVariant { .. } => FailureKind::NoVariant,
         }
     }
 
@@ -247,7 +248,7 @@ mod tests {
         let mut dirty = applied(&set, 1);
         dirty.success = false;
         let e = plan_tenant(&[dirty], &set, Dialect::Postgres, None).unwrap_err();
-        assert_eq!(e.kind(), "dirty");
+        assert_eq!(e.kind(), FailureKind::Dirty);
         assert!(e.to_string().contains("0001_a.sql"));
 
         let mut edited = applied(&set, 2);
@@ -276,7 +277,7 @@ mod tests {
             success: true,
         };
         let e = plan_tenant(&[ghost], &set, Dialect::Postgres, None).unwrap_err();
-        assert_eq!(e.kind(), "missing_migration");
+        assert_eq!(e.kind(), FailureKind::MissingMigration);
 
         let e = plan_tenant(&[], &set, Dialect::Sqlite, None).unwrap_err();
         assert_eq!(
@@ -294,6 +295,6 @@ mod tests {
             vec![1, 2, 3]
         );
         let te: TenantError = e.into();
-        assert_eq!((te.kind.as_str(), te.version), ("no_variant", Some(4)));
+        assert_eq!((te.kind, te.version), (FailureKind::NoVariant, Some(4)));
     }
 }

@@ -9,6 +9,7 @@
 //! target (moved before a kill) succeeds without being touched; one whose
 //! move was cut is continued into its marked target.
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,7 +78,7 @@ impl One<'_, '_> {
             Ok(l) => l,
             Err(m) => {
                 let e = TenantError::permanent(
-                    "move_refused",
+                    FailureKind::MoveRefused,
                     format!("--to {}: {m}", redact_url(&url)),
                 );
                 self.finish(&tenant, TenantStatus::Failed, None, None, Some(e));
@@ -109,7 +110,10 @@ impl One<'_, '_> {
                 Ok(_) => (TenantStatus::UpToDate, None),
                 Err(e) => (
                     TenantStatus::Failed,
-                    Some(TenantError::permanent("move_failed", e.to_string())),
+                    Some(TenantError::permanent(
+                        FailureKind::MoveFailed,
+                        e.to_string(),
+                    )),
                 ),
             };
             self.finish(&tenant, status, Some(started), None, e);
@@ -127,8 +131,8 @@ impl One<'_, '_> {
             Ok(mut report) => self.reported(&tenant, started, &mut report),
             Err(e) => {
                 let kind = match e {
-                    Error::Busy(_) => "move_busy",
-                    _ => "move_refused",
+                    Error::Busy(_) => FailureKind::MoveBusy,
+                    _ => FailureKind::MoveRefused,
                 };
                 let e = TenantError::permanent(kind, e.to_string());
                 self.finish(&tenant, TenantStatus::Failed, Some(started), None, Some(e));
@@ -191,7 +195,7 @@ impl One<'_, '_> {
             return true;
         }
         let e = TenantError::permanent(
-            "move_failed",
+            FailureKind::MoveFailed,
             format!(
                 "move {}: {}",
                 report.id,

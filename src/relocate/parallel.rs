@@ -7,6 +7,7 @@
 //! snapshot); a job takes the next table when it is free. A job that fails
 //! stops the others at their next table.
 
+use crate::error::FailureKind;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -100,7 +101,7 @@ pub(super) async fn copy_all(
             }
             Err(e) => {
                 first_error.get_or_insert(TenantError::permanent(
-                    "interrupted",
+                    FailureKind::Interrupted,
                     format!("a copy job stopped: {e}"),
                 ));
             }

@@ -16,6 +16,7 @@
 //!   from this source. Anything else is refused, naming the table, the
 //!   object or the mark.
 
+use crate::error::FailureKind;
 use std::sync::{Arc, Mutex};
 
 use crate::dialect::copy::{self, Contents, Created, Mark, Place, Table};
@@ -388,7 +389,7 @@ pub(super) async fn migrate(
             ..e
         }),
         other => Err(TenantError::permanent(
-            "interrupted",
+            FailureKind::Interrupted,
             format!(
                 "bringing the target to version {version} did not finish ({:?})",
                 other.map(|o| o.0)

@@ -6,6 +6,7 @@
 //! converted, each side in its own reading. A mismatch is looked for row
 //! by row, and named by table, key and column.
 
+use crate::error::FailureKind;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
@@ -28,7 +29,7 @@ pub(super) struct Pair {
 /// variants disagree). Parents first.
 pub(super) fn pair(sources: &[Table], targets: &[Table]) -> Result<Vec<Pair>, TenantError> {
     let mut pairs = Vec::new();
-    let mismatch = |m: String| TenantError::permanent("schema_mismatch", m);
+    let mismatch = |m: String| TenantError::permanent(FailureKind::SchemaMismatch, m);
     for s in sources {
         let Some(t) = targets.iter().find(|t| t.is(&s.schema, &s.name)) else {
             return Err(mismatch(match &s.schema {
@@ -53,7 +54,7 @@ pub(super) fn pair(sources: &[Table], targets: &[Table]) -> Result<Vec<Pair>, Te
             };
             if tc.kind.is_none() {
                 return Err(TenantError::permanent(
-                    "unsupported_type",
+                    FailureKind::UnsupportedType,
                     format!(
                         "the target's column {}.{} has type {}, which fleetmig cannot fill",
                         s.label(),
@@ -66,7 +67,7 @@ pub(super) fn pair(sources: &[Table], targets: &[Table]) -> Result<Vec<Pair>, Te
                 && tc.spec.json == crate::dialect::copy::value::JsonStore::Lossy
             {
                 return Err(TenantError::permanent(
-                    "unsupported_type",
+                    FailureKind::UnsupportedType,
                     format!(
                         "the target's column {}.{} is MySQL JSON, which keeps numbers as doubles: \
                          fleetmig does not fill it (it carries values exactly)",
@@ -124,7 +125,7 @@ fn converted(row: Vec<Value>, p: &Pair, rules: &Rules) -> Result<Vec<Value>, Ten
         .map(|(v, c)| {
             convert(v, c, rules).map_err(|m| {
                 TenantError::permanent(
-                    "unsupported_value",
+                    FailureKind::UnsupportedValue,
                     format!("{}.{} at {key}: {m}", p.source.label(), c.name),
                 )
             })
@@ -250,7 +251,7 @@ impl Copier {
                 });
                 if self.cancel.is_cancelled() {
                     return Err(TenantError::permanent(
-                        "interrupted",
+                        FailureKind::Interrupted,
                         "interrupted during the copy (run the move again: it continues into its marked target)",
                     ));
                 }
@@ -269,7 +270,7 @@ impl Copier {
         let held = source.count(&p.source).await?;
         if held != sum.rows {
             return Err(TenantError::permanent(
-                "copy_incomplete",
+                FailureKind::CopyIncomplete,
                 format!(
                     "table {}: the read gave {} of its {held} rows; nothing was switched",
                     p.source.label(),
@@ -301,7 +302,7 @@ pub(super) async fn foreign_keys(
         for fk in &t.foreign_keys {
             if let Some(row) = target.orphan(t, fk).await? {
                 return Err(TenantError::permanent(
-                    "foreign_key_violation",
+                    FailureKind::ForeignKeyViolation,
                     format!(
                         "foreign key {} of {}: the row {row} references {} ({}) where no row has those values",
                         fk.name,
@@ -396,7 +397,7 @@ pub(super) async fn verify(
                 "(the source changed too)".to_string()
             };
             return Err(TenantError::permanent(
-                "verification_failed",
+                FailureKind::MoveVerificationFailed,
                 format!(
                     "table {}: the target holds {} rows (checksum {}), the source's snapshot {} ({}); {at}",
                     p.source.label(),
@@ -431,7 +432,7 @@ pub(super) async fn verify(
 pub(super) fn source_changed(changed: &[(usize, String)]) -> TenantError {
     let names: Vec<&str> = changed.iter().map(|(_, d)| d.as_str()).collect();
     TenantError::permanent(
-        "source_changed",
+        FailureKind::SourceChanged,
         format!(
             "the source was written to during the copy: {}; the registry was not switched. Run the \
              move again when writes to the tenant are stopped, or with --freeze-source (writes wait \

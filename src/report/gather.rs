@@ -160,8 +160,8 @@ impl Gather {
     fn cluster(&mut self, r: &TenantRun) {
         let (class, kind, message) = if r.status == RunStatus::Failed {
             (
-                r.error.class.clone().unwrap_or_default(),
-                r.error.kind.clone().unwrap_or_default(),
+                r.error.class.map(|c| c.to_string()).unwrap_or_default(),
+                r.error.kind.map(|k| k.to_string()).unwrap_or_default(),
                 r.error.message.clone().unwrap_or_default(),
             )
         } else if let Some(g) = &r.gate_error {

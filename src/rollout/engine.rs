@@ -393,8 +393,8 @@ impl Batch<'_, '_> {
                 Err(_) => {
                     let mut f = Finish::new(id, RunStatus::Failed);
                     f.finished_at = Some(now_ms());
-                    f.error.class = Some("permanent".into());
-                    f.error.kind = Some("tenant_gone".into());
+                    f.error.class = Some(crate::error::ErrorClass::Permanent);
+                    f.error.kind = Some(crate::error::FailureKind::TenantGone);
                     f.error.message = Some(format!(
                         "tenant {id} is no longer in the fleet {}",
                         ctx.fleet

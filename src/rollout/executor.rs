@@ -5,6 +5,7 @@
 //! step is an event on the bus. Cancellation (Ctrl-C/SIGTERM) starts no new
 //! tenant and stops in-flight tenants after the migration they are running.
 
+use crate::error::FailureKind;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -290,7 +291,7 @@ fn not_started(shared: &Shared, tenant: &Tenant, reason: &str) {
         duration: Duration::ZERO,
         started_at: None,
         finished_at: None,
-        error: Some(TenantError::permanent("not_started", reason)),
+        error: Some(TenantError::permanent(FailureKind::NotStarted, reason)),
     })));
 }
 
@@ -404,7 +405,7 @@ async fn run_in_slot(shared: &Shared, tenant: &Tenant) {
     let error = match result {
         Err(e) => Some(e),
         Ok(()) if progress.interrupted => Some(TenantError::transient(
-            "interrupted",
+            FailureKind::Interrupted,
             "stopped between migrations by a signal; run again to finish",
         )),
         Ok(()) => None,
@@ -474,7 +475,7 @@ async fn apply_pending(
         let ours = journal
             .planned(tenant.id.as_str(), plan.current)
             .await
-            .map_err(|e| TenantError::transient("state_store", e.to_string()))?;
+            .map_err(|e| TenantError::transient(FailureKind::StateStore, e.to_string()))?;
         if !ours {
             progress.interrupted = true;
             return Ok(());

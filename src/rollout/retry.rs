@@ -32,8 +32,8 @@ mod tests {
     #[test]
     fn only_transient_errors_are_retried() {
         let p = RetryPolicy::default();
-        let t = TenantError::transient("busy", "x");
-        let perm = TenantError::permanent("syntax", "x");
+        let t = TenantError::transient(crate::error::FailureKind::Busy, "x");
+        let perm = TenantError::permanent(crate::error::FailureKind::Syntax, "x");
         assert!(p.should_retry(&t, 1) && p.should_retry(&t, 2));
         assert!(!p.should_retry(&t, 3));
         assert!(!p.should_retry(&perm, 1));

@@ -3,6 +3,7 @@
 //! fan-out limits; and the check, before a rollout starts, that every
 //! migration a tenant would apply has a `.down.sql` for its dialect.
 
+use crate::error::FailureKind;
 use std::collections::BTreeSet;
 
 use crate::dialect::{Access, Connector};
@@ -33,7 +34,10 @@ async fn revert_one(
                 .as_ref()
                 .and_then(|d| d.get(s.dialect()))
                 .ok_or_else(|| {
-                    TenantError::permanent("no_down", format!("migration {v} has no .down.sql"))
+                    TenantError::permanent(
+                        FailureKind::NoDown,
+                        format!("migration {v} has no .down.sql"),
+                    )
                 })?;
             s.revert(m, down).await?;
         }
@@ -77,9 +81,10 @@ pub async fn revert_wave(
                     Err(e) => {
                         f.status = RunStatus::Failed;
                         f.to_version = run.to_version;
-                        f.error.class = Some(e.class.to_string());
-                        f.error.kind = Some(format!("revert_{}", e.kind));
-                        f.error.message = Some(format!("revert failed: {}", e.message));
+                        f.error.class = Some(e.class);
+                        f.error.kind = Some(crate::error::FailureKind::RevertFailed);
+                        f.error.message =
+                            Some(format!("revert failed ({}): {}", e.kind, e.message));
                     }
                 }
                 TenantUpdate::Finished(Box::new(f))

@@ -7,7 +7,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::status::{Request, RolloutStatus, RunStatus, WaveStatus};
-use crate::error::TenantError;
+use crate::error::{ErrorClass, FailureKind, TenantError};
 use crate::options::Frozen;
 
 /// One rollout as stored.
@@ -50,9 +50,9 @@ pub struct WaveRecord {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct RunError {
     #[serde(rename = "error_class")]
-    pub class: Option<String>,
+    pub class: Option<ErrorClass>,
     #[serde(rename = "error_kind")]
-    pub kind: Option<String>,
+    pub kind: Option<FailureKind>,
     #[serde(rename = "error_code")]
     pub code: Option<String>,
     #[serde(rename = "error_version")]
@@ -64,8 +64,8 @@ pub struct RunError {
 impl From<&TenantError> for RunError {
     fn from(e: &TenantError) -> RunError {
         RunError {
-            class: Some(e.class.to_string()),
-            kind: Some(e.kind.clone()),
+            class: Some(e.class),
+            kind: Some(e.kind),
             code: e.code.clone(),
             version: e.version,
             message: Some(e.message.clone()),
@@ -285,6 +285,17 @@ pub(super) fn wave_from(r: &AnyRow) -> Result<WaveRecord, String> {
 
 pub(super) fn tenant_from(r: &AnyRow) -> Result<TenantRun, String> {
     let status = status(r, "status")?;
+    let text = |col: &str| -> Result<Option<String>, String> {
+        r.try_get::<Option<String>, _>(col)
+            .map_err(|e| e.to_string())
+    };
+    let class = text("error_class")?
+        .map(|c| c.parse::<ErrorClass>())
+        .transpose()?;
+    // the words of earlier versions read back as today's
+    let kind = text("error_kind")?
+        .map(|k| FailureKind::read(&k))
+        .transpose()?;
     let get = || -> Result<TenantRun, sqlx::Error> {
         let applied: String = r.try_get("applied")?;
         Ok(TenantRun {
@@ -299,8 +310,8 @@ pub(super) fn tenant_from(r: &AnyRow) -> Result<TenantRun, String> {
             finished_at: r.try_get("finished_at")?,
             duration_ms: r.try_get("duration_ms")?,
             error: RunError {
-                class: r.try_get("error_class")?,
-                kind: r.try_get("error_kind")?,
+                class,
+                kind,
                 code: r.try_get("error_code")?,
                 version: r.try_get("error_version")?,
                 message: r.try_get("error_message")?,

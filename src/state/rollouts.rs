@@ -156,7 +156,7 @@ impl StateStore {
             sqlx::query(
                 "INSERT INTO fleetmig_tenant_runs (rollout_id, tenant, wave, status, attempts, applied, \
                  duration_ms, finished_at, error_class, error_kind, error_message) \
-                 VALUES ($1, $2, $3, $4, 0, '', 0, $5, 'permanent', 'invalid_tenant', $6) \
+                 VALUES ($1, $2, $3, $4, 0, '', 0, $5, $7, $8, $6) \
                  ON CONFLICT (rollout_id, tenant) DO NOTHING",
             )
             .bind(&r.id)
@@ -165,6 +165,8 @@ impl StateStore {
             .bind(RunStatus::Failed.as_str())
             .bind(now_ms())
             .bind(format!("refused by discovery, never touched: {why}"))
+            .bind(crate::error::ErrorClass::Permanent.as_str())
+            .bind(crate::error::FailureKind::InvalidTenant.as_str())
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;

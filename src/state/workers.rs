@@ -397,7 +397,7 @@ impl StateStore {
     /// is free are not started (the gate halts the rollout on them).
     pub async fn not_start_rest(&self, id: &str, wave: i64, lease_ms: i64) -> Result<(), Error> {
         let sql = format!(
-            "UPDATE fleetmig_tenant_runs SET status = $1, error_class = 'permanent', error_kind = 'not_started', \
+            "UPDATE fleetmig_tenant_runs SET status = $1, error_class = $6, error_kind = $7, \
              error_message = '--max-failures was reached before this tenant started' \
              WHERE rollout_id = $2 AND wave = $3 AND status = $4 AND {}",
             free(5)
@@ -408,6 +408,8 @@ impl StateStore {
             .bind(wave)
             .bind(RunStatus::Pending.as_str())
             .bind(now_ms() - lease_ms)
+            .bind(crate::error::ErrorClass::Permanent.as_str())
+            .bind(crate::error::FailureKind::NotStarted.as_str())
             .execute(&self.pool)
             .await
             .map_err(|e| self.err(e))?;

@@ -15,6 +15,7 @@ mod sqlite;
 pub mod value;
 pub mod when;
 
+use crate::error::FailureKind;
 use crate::error::TenantError;
 use crate::options::Settings;
 use crate::tenant::Locator;
@@ -252,7 +253,7 @@ pub async fn remove(
 
 fn row_refused() -> TenantError {
     TenantError::permanent(
-        "unsupported",
+        FailureKind::Unsupported,
         "a row tenant cannot be moved: it shares its tables with other tenants".to_string(),
     )
 }
@@ -280,7 +281,7 @@ pub async fn drop_tenant(settings: &Settings, locator: &Locator) -> Result<(), T
         }
         Locator::Mysql { url } => mysql::drop(settings, url).await,
         Locator::Row { .. } => Err(TenantError::permanent(
-            "unsupported",
+            FailureKind::Unsupported,
             "a row tenant cannot be dropped".to_string(),
         )),
     }

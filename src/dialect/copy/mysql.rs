@@ -2,6 +2,7 @@
 //! `REPEATABLE READ` transaction started `WITH CONSISTENT SNAPSHOT`; writes
 //! with foreign-key checks off for the session (rows land table by table).
 
+use crate::error::FailureKind;
 use std::str::FromStr;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
@@ -224,7 +225,7 @@ fn database_of(url: &str, opts: &MySqlConnectOptions) -> Result<String, TenantEr
     match opts.get_database() {
         Some(d) if !d.is_empty() => Ok(d.to_string()),
         _ => Err(TenantError::permanent(
-            "invalid_tenant",
+            FailureKind::InvalidTenant,
             format!("{} names no database", crate::tenant::redact_url(url)),
         )),
     }

@@ -10,6 +10,7 @@
 //! the fleet (`Place::overlaps`): a PostgreSQL database tenant owns every
 //! schema of its database.
 
+use crate::error::FailureKind;
 use std::path::{Component, Path, PathBuf};
 
 use sqlx::{Connection, Row};
@@ -70,7 +71,7 @@ pub async fn place(settings: &Settings, locator: &Locator) -> Result<Place, Tena
         Locator::Postgres { url, schema } => pg_place(settings, url, schema.as_deref()).await,
         Locator::Mysql { url } => mysql_place(settings, url).await,
         Locator::Row { .. } => Err(TenantError::permanent(
-            "unsupported",
+            FailureKind::Unsupported,
             "a row tenant has no place of its own: it shares its tables".to_string(),
         )),
     }

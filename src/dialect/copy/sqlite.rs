@@ -4,6 +4,7 @@
 //! coerced to the kind of the column they land in. A read transaction is the
 //! snapshot (WAL: a snapshot; rollback journal: writers wait for it).
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -41,7 +42,7 @@ async fn read<T: Send + 'static>(
         f(&c)
     })
     .await
-    .map_err(|e| TenantError::permanent("io", format!("{what}: {e}")))?;
+    .map_err(|e| TenantError::permanent(FailureKind::Io, format!("{what}: {e}")))?;
     r.map_err(|e| {
         let busy = matches!(
             e.sqlite_error_code(),
@@ -52,9 +53,9 @@ async fn read<T: Send + 'static>(
             crate::dialect::classify::one_line(&e.to_string())
         );
         if busy {
-            TenantError::transient("busy", m)
+            TenantError::transient(FailureKind::Busy, m)
         } else {
-            TenantError::permanent("sql_error", m)
+            TenantError::permanent(FailureKind::SqlError, m)
         }
     })
 }
@@ -129,7 +130,7 @@ impl SqliteEnd {
     pub async fn open(settings: &Settings, path: &Path) -> Result<SqliteEnd, TenantError> {
         if !path.exists() {
             return Err(TenantError::permanent(
-                "cannot_open",
+                FailureKind::CannotOpen,
                 format!("tenant file {} does not exist", path.display()),
             ));
         }
@@ -152,7 +153,7 @@ impl SqliteEnd {
         .and_then(|c| c.busy_timeout(settings.lock_timeout).map(|_| c))
         .map_err(|e| {
             TenantError::permanent(
-                "cannot_open",
+                FailureKind::CannotOpen,
                 format!("cannot open {}: {e}", path.display()),
             )
         })?;
@@ -167,7 +168,7 @@ impl SqliteEnd {
 pub fn create_file(path: &Path) -> Result<Created, TenantError> {
     let io = |what: &Path, e: std::io::Error| {
         TenantError::permanent(
-            "cannot_open",
+            FailureKind::CannotOpen,
             format!("cannot create {}: {e}", what.display()),
         )
     };
@@ -188,7 +189,10 @@ pub fn create_file(path: &Path) -> Result<Created, TenantError> {
 /// Removes a SQLite tenant's file (and its WAL files).
 pub fn drop_file(path: &Path) -> Result<(), TenantError> {
     std::fs::remove_file(path).map_err(|e| {
-        TenantError::permanent("io", format!("cannot remove {}: {e}", path.display()))
+        TenantError::permanent(
+            FailureKind::Io,
+            format!("cannot remove {}: {e}", path.display()),
+        )
     })?;
     for ext in ["-wal", "-shm", "-journal"] {
         let mut p = path.as_os_str().to_owned();

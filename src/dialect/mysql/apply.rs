@@ -4,6 +4,7 @@
 //! leaving the tenant dirty; files a resume cannot stand between run whole,
 //! dirty-first, as sqlx does.
 
+use crate::error::FailureKind;
 use std::time::Instant;
 
 use sqlx::Executor;
@@ -174,7 +175,7 @@ impl MySqlSession {
                     }
                     InFlight::Unknown(why) => {
                         let t = TenantError::permanent(
-                            "interrupted_statement",
+                            FailureKind::InterruptedStatement,
                             format!(
                                 "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
                                  does, finish or undo the migration by hand, then delete version {v}'s row \

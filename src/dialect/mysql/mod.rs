@@ -9,6 +9,7 @@
 mod apply;
 mod resume;
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -137,7 +138,7 @@ impl Session for MySqlSession {
                 Ok(())
             }
             _ => Err(TenantError::transient(
-                "tenant_locked",
+                FailureKind::TenantLocked,
                 "another session holds this tenant's migration lock (GET_LOCK timed out)",
             )),
         }
@@ -230,7 +231,7 @@ impl Session for MySqlSession {
         .map_err(|e| self.err(e))?;
         if let Some((thread, age)) = old.first() {
             return Err(TenantError::transient(
-                "preflight_deferred",
+                FailureKind::PreflightDeferred,
                 format!(
                     "connection {thread} has had a transaction open on this database for {age}s: \
                      DDL would wait for its metadata lock and every query behind the DDL; deferred"
@@ -275,7 +276,7 @@ impl Session for MySqlSession {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut self.conn).await;
         r.map_err(|e| {
             let mut t = self.err(e);
-            t.kind = format!("gate_sql_{}", t.kind);
+            t.kind = FailureKind::GateQueryFailed;
             t
         })
     }

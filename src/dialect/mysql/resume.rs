@@ -24,6 +24,7 @@
 //! `LAST_INSERT_ID()`, temporary tables) runs as before, without records:
 //! its history row written dirty first, so a kill leaves it dirty.
 
+use crate::error::FailureKind;
 use sqlparser::ast::{AlterTableOperation, ObjectName, ObjectType, Statement as Ast};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -211,7 +212,7 @@ impl MySqlSession {
         let done = self.bind_statement(&sql, v, i, hash).await;
         if ended && matches!(done, Ok(n) if n != 1) {
             return Err(TenantError::permanent(
-                "statement_record",
+                FailureKind::StatementRecord,
                 format!(
                     "migration {v}: statement {} ran but its record in _fleetmig_statements was gone",
                     i + 1

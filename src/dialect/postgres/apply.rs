@@ -5,6 +5,7 @@
 //! an interrupted `CREATE INDEX CONCURRENTLY` dropped first), and a backfill
 //! batch in three round trips. On a fleet, round trips are the cost.
 
+use crate::error::FailureKind;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor};
@@ -202,7 +203,7 @@ impl PgSession {
                     InFlight::Again { drop: None } => {}
                     InFlight::Unknown(why) => {
                         let t = TenantError::permanent(
-                            "interrupted_statement",
+                            FailureKind::InterruptedStatement,
                             format!(
                                 "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
                                  does, finish or undo the migration by hand, then delete version {v}'s row \

@@ -2,6 +2,7 @@
 //! transactions holding a touched table, free connections), the schema
 //! fingerprint `fleetmig verify` compares, and the names discovery lists.
 
+use crate::error::FailureKind;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -58,7 +59,7 @@ pub(super) async fn preflight(
     .await?;
     if let Some((pid, table, age, mode)) = blockers.first() {
         return Err(Deferred::Now(TenantError::transient(
-            "preflight_deferred",
+            FailureKind::PreflightDeferred,
             format!(
                 "table {table} is held ({mode}) by pid {pid} in a transaction open for {age:.0}s: \
                  DDL would queue behind it and every query behind the DDL; deferred"

@@ -16,6 +16,7 @@ mod resume;
 
 pub use catalog::{list_databases, list_schemas};
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -214,7 +215,7 @@ impl PgSession {
         let (conn, table) = match schema {
             Some(schema) => {
                 validate_identifier(schema)
-                    .map_err(|m| TenantError::permanent("invalid_identifier", m))?;
+                    .map_err(|m| TenantError::permanent(FailureKind::InvalidIdentifier, m))?;
                 let pool = pools.get(url, settings).map_err(conn_err)?;
                 let conn = pool.acquire().await.map_err(conn_err)?;
                 (
@@ -403,8 +404,8 @@ impl Session for PgSession {
         let (markers, err) = batch(self.conn(), sql).await;
         if let Some(e) = err {
             let mut t = self.err(e);
-            if t.kind == "lock_timeout" {
-                t.kind = "tenant_locked".into();
+            if t.kind == FailureKind::LockTimeout {
+                t.kind = FailureKind::TenantLocked;
                 t.message = format!(
                     "another session holds this tenant's migration lock: {}",
                     t.message
@@ -519,7 +520,7 @@ impl Session for PgSession {
         let _ = sqlx::raw_sql("ROLLBACK").execute(self.conn()).await;
         r.map_err(|e| {
             let mut t = self.err(e);
-            t.kind = format!("gate_sql_{}", t.kind);
+            t.kind = FailureKind::GateQueryFailed;
             t
         })
     }

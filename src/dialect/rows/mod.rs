@@ -18,6 +18,7 @@
 //! plan runs versions in order, so a tenant-scoped migration never runs
 //! before the database-wide migrations it follows.
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -151,10 +152,9 @@ impl RowSession {
         if tenant {
             q = q.bind(self.tenant_id.as_str());
         }
-        let rows = q
-            .fetch_all(&mut *self.conn)
-            .await
-            .map_err(|e| TenantError::permanent("history", format!("reading the history: {e}")))?;
+        let rows = q.fetch_all(&mut *self.conn).await.map_err(|e| {
+            TenantError::permanent(FailureKind::History, format!("reading the history: {e}"))
+        })?;
         rows.iter()
             .map(applied)
             .collect::<Result<_, sqlx::Error>>()
@@ -373,7 +373,7 @@ impl Session for RowSession {
                 .map_err(|e| classify(&e, dialect))?;
                 if got.as_deref() != Some("1") {
                     return Err(locked(
-                        TenantError::transient("tenant_locked", "GET_LOCK timed out"),
+                        TenantError::transient(FailureKind::TenantLocked, "GET_LOCK timed out"),
                         &tenant,
                     ));
                 }
@@ -544,7 +544,7 @@ impl Session for RowSession {
         let _ = sqlx::raw_sql(end).execute(&mut *self.conn).await;
         let rows = r.map_err(|e| {
             let mut t = classify(&e, self.dialect);
-            t.kind = format!("gate_sql_{}", t.kind);
+            t.kind = FailureKind::GateQueryFailed;
             t
         })?;
         let rows: Vec<Vec<String>> = rows.iter().map(render_row).collect();

@@ -4,6 +4,7 @@
 //! `Any` pool per shared database, and the listing of a fleet's tenants by
 //! its `--tenant-query`.
 
+use crate::error::FailureKind;
 use std::path::Path;
 use std::time::Duration;
 
@@ -113,7 +114,7 @@ pub(super) fn any_url(db: &Locator, access: Access) -> Result<String, TenantErro
             if access == Access::Write { "rw" } else { "ro" }
         )),
         other => Err(TenantError::permanent(
-            "configuration",
+            FailureKind::Configuration,
             format!("row tenants live in a database, not in {other}"),
         )),
     }
@@ -196,7 +197,7 @@ pub(super) fn create_table(dialect: Dialect) -> String {
 
 pub(super) fn unsupported(what: &str) -> TenantError {
     TenantError::permanent(
-        "unsupported",
+        FailureKind::Unsupported,
         format!("{what} is the database's, not one row tenant's: run it on the database"),
     )
 }
@@ -204,7 +205,7 @@ pub(super) fn unsupported(what: &str) -> TenantError {
 /// A lock that was not granted in time: transient, retried later.
 pub(super) fn locked(mut e: TenantError, tenant: &str) -> TenantError {
     e.class = crate::error::ErrorClass::Transient;
-    e.kind = "tenant_locked".into();
+    e.kind = FailureKind::TenantLocked;
     e.message = format!(
         "row tenant {tenant} is locked by another process: {}",
         e.message

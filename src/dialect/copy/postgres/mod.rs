@@ -8,6 +8,7 @@ mod admin;
 mod catalog;
 mod quiet;
 
+use crate::error::FailureKind;
 use sqlx::{Connection, Executor, PgConnection, Row};
 
 use super::when::When;
@@ -155,7 +156,7 @@ impl PgEnd {
                 .map_err(what)?
                 .ok_or_else(|| {
                     TenantError::permanent(
-                        "invalid_tenant",
+                        FailureKind::InvalidTenant,
                         "the database has no schema on its search_path (current_schema() is NULL)",
                     )
                 })?,

@@ -8,6 +8,7 @@
 //! target first (`SAVED_TABLE`), so that a killed move's next run puts it
 //! back; after, every saved index is checked to be there as it was.
 
+use crate::error::FailureKind;
 use sqlx::{Executor, PgConnection};
 
 use super::super::failed;
@@ -148,7 +149,7 @@ pub(super) async fn restore(
             .map_err(|e| failed(Dialect::Postgres, what, e))?;
         if now.as_deref() != Some(def) {
             return Err(TenantError::permanent(
-                "schema_mismatch",
+                FailureKind::SchemaMismatch,
                 format!("the {kind} {name} was not built again as it was ({def})"),
             ));
         }
