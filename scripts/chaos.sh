@@ -127,8 +127,10 @@ start_worker() {
     else
         args="worker --rollout $ROLLOUT --fleet postgres-schemas:$URL $(common)"
     fi
-    # setpriv execs: the pid is fleetmig's own
-    (cd "$WORK" && exec setpriv --reuid="${USERS[$i]}" --regid="${USERS[$i]}" --clear-groups \
+    # setpriv execs: the pid is fleetmig's own. Each worker runs as its own
+    # user and writes the rollout's report: what one creates, all may write
+    # (a worker refuses to start on a reports folder it cannot write)
+    (umask 000 && cd "$WORK" && exec setpriv --reuid="${USERS[$i]}" --regid="${USERS[$i]}" --clear-groups \
         "$BIN" $args >>"$WORK/worker$i.log" 2>&1) &
     PIDS[$i]=$!
 }

@@ -154,6 +154,71 @@ pub struct Config {
     pub lease: Duration,
 }
 
+/// What `rollout` (or `sync`) is asked for: waves, gates, bake, pause.
+fn rollout_request(
+    k: &FileConfig,
+    pause_after: Option<String>,
+    revert_on_halt: bool,
+) -> Result<RolloutRequest, Error> {
+    let rate = k.gate_max_failure_rate;
+    if let Some(r) = rate
+        && !(0.0..=1.0).contains(&r)
+    {
+        return Err(Error::Usage(format!(
+            "--gate-max-failure-rate {r}: a fraction between 0 and 1 (0.05 is 5%)"
+        )));
+    }
+    Ok(RolloutRequest {
+        waves: k.waves.clone(),
+        gates: Gates {
+            max_failures: k.gate_max_failures,
+            max_failure_rate: rate,
+        },
+        gate_sql: k.gate_sql.clone(),
+        bake: or_default(&k.bake, "--bake", Duration::ZERO)?,
+        pause_after,
+        revert_on_halt,
+        allow_contract: false,
+        allow_lint_findings: false,
+    })
+}
+
+/// `--preflight`'s limits, when it is on.
+fn preflight(k: &FileConfig) -> Result<Option<PreflightLimits>, Error> {
+    if !k.preflight.unwrap_or(false) {
+        return Ok(None);
+    }
+    Ok(Some(PreflightLimits {
+        max_xact_age: or_default(
+            &k.preflight_max_xact_age,
+            "--preflight-max-xact-age",
+            Duration::from_secs(60),
+        )?,
+        min_free_connections: k.preflight_min_free_connections.unwrap_or(3),
+    }))
+}
+
+/// The duration `value` gives (`flag` names it in an error), else `default`.
+fn or_default(value: &Option<String>, flag: &str, default: Duration) -> Result<Duration, Error> {
+    match value {
+        Some(v) => duration(v, flag),
+        None => Ok(default),
+    }
+}
+
+/// `or_default`, and at least `min`.
+fn bounded(
+    value: &Option<String>,
+    flag: &str,
+    default: Duration,
+    min: Duration,
+) -> Result<Duration, Error> {
+    match value {
+        Some(v) => at_least(duration(v, flag)?, flag, v, min),
+        None => Ok(default),
+    }
+}
+
 /// `d` (given as `text` to `flag`), refused when under `min`.
 fn at_least(d: Duration, flag: &str, text: &str, min: Duration) -> Result<Duration, Error> {
     if d < min {
@@ -203,27 +268,22 @@ impl Config {
         if max_attempts == 0 {
             return Err(Error::Usage("--max-attempts must be at least 1".into()));
         }
-        let backoff = match k.retry_backoff {
-            Some(v) => duration(&v, "--retry-backoff")?,
-            None => Duration::from_millis(500),
-        };
-        let lock_timeout = match k.lock_timeout {
-            Some(v) => duration(&v, "--lock-timeout")?,
-            None => Duration::from_secs(5),
-        };
-        let statement_timeout = match k.statement_timeout {
-            Some(v) => Some(duration(&v, "--statement-timeout")?),
+        let backoff = or_default(
+            &k.retry_backoff,
+            "--retry-backoff",
+            Duration::from_millis(500),
+        )?;
+        let lock_timeout = or_default(&k.lock_timeout, "--lock-timeout", Duration::from_secs(5))?;
+        let statement_timeout = match &k.statement_timeout {
+            Some(v) => Some(duration(v, "--statement-timeout")?),
             None => None,
         };
-        let connect_timeout = match k.connect_timeout {
-            Some(v) => at_least(
-                duration(&v, "--connect-timeout")?,
-                "--connect-timeout",
-                &v,
-                Duration::from_millis(100),
-            )?,
-            None => Duration::from_secs(10),
-        };
+        let connect_timeout = bounded(
+            &k.connect_timeout,
+            "--connect-timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )?;
         let max_failures = k.max_failures;
         if max_failures == Some(0) {
             return Err(Error::Usage("--max-failures must be at least 1".into()));
@@ -233,41 +293,16 @@ impl Config {
         {
             return Err(Error::Usage(format!("--to {t}: versions are positive")));
         }
-        let rate = k.gate_max_failure_rate;
-        if let Some(r) = rate
-            && !(0.0..=1.0).contains(&r)
-        {
-            return Err(Error::Usage(format!(
-                "--gate-max-failure-rate {r}: a fraction between 0 and 1 (0.05 is 5%)"
-            )));
-        }
-        let rollout = RolloutRequest {
-            waves: k.waves,
-            gates: Gates {
-                max_failures: k.gate_max_failures,
-                max_failure_rate: rate,
-            },
-            gate_sql: k.gate_sql,
-            bake: match k.bake {
-                Some(v) => duration(&v, "--bake")?,
-                None => Duration::ZERO,
-            },
-            pause_after: o.pause_after,
-            revert_on_halt: o.revert_on_halt,
-            allow_contract: false,
-            allow_lint_findings: false,
-        };
+        let rollout = rollout_request(&k, o.pause_after, o.revert_on_halt)?;
+        let preflight = preflight(&k)?;
         // a worker heartbeats a few times a lease: under a second, no
         // heartbeat keeps up and no tenant ever starts
-        let lease = match k.lease {
-            Some(v) => at_least(
-                duration(&v, "--lease")?,
-                "--lease",
-                &v,
-                Duration::from_secs(1),
-            )?,
-            None => Duration::from_secs(30),
-        };
+        let lease = bounded(
+            &k.lease,
+            "--lease",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        )?;
         let pool_size = k.pool_size.unwrap_or(per_server.min(concurrency) as u32);
         Ok(Config {
             fleet,
@@ -294,17 +329,7 @@ impl Config {
                 backup_dir: k.backup,
                 analyze: k.analyze.unwrap_or(false),
                 hold_versions: Vec::new(),
-                preflight: if k.preflight.unwrap_or(false) {
-                    Some(PreflightLimits {
-                        max_xact_age: match k.preflight_max_xact_age {
-                            Some(v) => duration(&v, "--preflight-max-xact-age")?,
-                            None => Duration::from_secs(60),
-                        },
-                        min_free_connections: k.preflight_min_free_connections.unwrap_or(3),
-                    })
-                } else {
-                    None
-                },
+                preflight,
             },
             settings: Settings {
                 lock_timeout,

@@ -185,6 +185,27 @@ impl MigrationSet {
 
 /// Loads and validates the set in `dir`.
 pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
+    let files = read_files(dir)?;
+    // UTF-8 check, directives and sqlx checksums, in parallel.
+    let scripts: Vec<(ParsedName, Script)> = files
+        .into_par_iter()
+        .map(|(path, parsed, bytes)| script(path, parsed, bytes))
+        .collect::<Result<_, Error>>()?;
+    let migrations = by_version(scripts)?
+        .into_iter()
+        .map(|(version, acc)| migration(version, acc))
+        .collect::<Result<Vec<_>, Error>>()?;
+    let checksum = set_checksum(&migrations);
+    Ok(MigrationSet {
+        dir: dir.to_path_buf(),
+        migrations,
+        checksum,
+    })
+}
+
+/// The migration files of `dir` (by name; other files are not looked at),
+/// read whole.
+fn read_files(dir: &Path) -> Result<Vec<(PathBuf, ParsedName, Vec<u8>)>, Error> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::migration(dir, format!("cannot read the migration folder: {e}")))?;
     let mut files: Vec<(PathBuf, ParsedName, Vec<u8>)> = Vec::new();
@@ -210,79 +231,88 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
             "no migrations found (expected files like 0001_create_users.sql); create one with `fleetmig new`",
         ));
     }
+    Ok(files)
+}
 
-    // UTF-8 check, directives and sqlx checksums, in parallel.
-    let scripts: Vec<(ParsedName, Script)> = files
-        .into_par_iter()
-        .map(|(path, parsed, bytes)| {
-            let sql = String::from_utf8(bytes).map_err(|e| {
-                Error::migration(
-                    &path,
-                    format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
-                )
-            })?;
-            // a NUL ends a C string: SQLite's driver spun on it, PostgreSQL
-            // took it for a lost connection, MariaDB left the tenant dirty
-            if let Some(at) = sql.find('\0') {
-                let line = sql[..at].matches('\n').count() + 1;
-                return Err(Error::Migration {
-                    path: path.clone(),
-                    line: Some(line),
-                    message: "a NUL byte: no database runs SQL holding one".into(),
-                });
-            }
-            let directives = directive::parse(&path, &sql)?;
-            if directives.batch.is_some() && !sql.contains(":batch_size") {
-                return Err(Error::migration(
-                    &path,
-                    "a `batch` migration must use :batch_size to limit the rows one run changes, e.g. \
-                     UPDATE t SET c = ... WHERE id IN (SELECT id FROM t WHERE c IS NULL LIMIT :batch_size)",
-                ));
-            }
-            if directives.batch.is_some() {
-                batch_statement(&path, &sql)?;
-            }
-            if directives.scope == directive::Scope::Tenant && !sql.contains(":tenant_id") {
-                return Err(Error::migration(
-                    &path,
-                    "a `scope=tenant` migration runs once per tenant and must say which rows are \
-                     the tenant's with :tenant_id, e.g. UPDATE invoices SET ... WHERE org_id = :tenant_id",
-                ));
-            }
-            let m = sqlx::migrate::Migration::new(
-                parsed.version,
-                Cow::Owned(parsed.description.clone()),
-                sqlx::migrate::MigrationType::Simple,
-                sqlx::AssertSqlSafe(sql.clone()).into_sql_str(),
-                false,
-            );
-            let no_tx = sql.starts_with("-- no-transaction");
-            let verify = if parsed.kind == Kind::Down {
-                None
-            } else {
-                find_verify(&path, &directives, parsed.dialect)?
-            };
-            Ok((
-                parsed,
-                Script {
-                    path,
-                    checksum: m.checksum.into_owned(),
-                    sql,
-                    no_tx,
-                    directives,
-                    verify,
-                },
-            ))
-        })
-        .collect::<Result<_, Error>>()?;
-
-    struct Acc {
-        description: String,
-        first_path: PathBuf,
-        simple: Variants,
-        up: Variants,
-        down: Variants,
+/// One file checked and parsed: UTF-8 without NUL, its directives (and
+/// what they require of the SQL), its sqlx checksum, its verification.
+fn script(
+    path: PathBuf,
+    parsed: ParsedName,
+    bytes: Vec<u8>,
+) -> Result<(ParsedName, Script), Error> {
+    let sql = String::from_utf8(bytes).map_err(|e| {
+        Error::migration(
+            &path,
+            format!("not valid UTF-8 (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })?;
+    // a NUL ends a C string: SQLite's driver spun on it, PostgreSQL
+    // took it for a lost connection, MariaDB left the tenant dirty
+    if let Some(at) = sql.find('\0') {
+        let line = sql[..at].matches('\n').count() + 1;
+        return Err(Error::Migration {
+            path: path.clone(),
+            line: Some(line),
+            message: "a NUL byte: no database runs SQL holding one".into(),
+        });
     }
+    let directives = directive::parse(&path, &sql)?;
+    if directives.batch.is_some() && !sql.contains(":batch_size") {
+        return Err(Error::migration(
+            &path,
+            "a `batch` migration must use :batch_size to limit the rows one run changes, e.g. \
+             UPDATE t SET c = ... WHERE id IN (SELECT id FROM t WHERE c IS NULL LIMIT :batch_size)",
+        ));
+    }
+    if directives.batch.is_some() {
+        batch_statement(&path, &sql)?;
+    }
+    if directives.scope == directive::Scope::Tenant && !sql.contains(":tenant_id") {
+        return Err(Error::migration(
+            &path,
+            "a `scope=tenant` migration runs once per tenant and must say which rows are \
+             the tenant's with :tenant_id, e.g. UPDATE invoices SET ... WHERE org_id = :tenant_id",
+        ));
+    }
+    let m = sqlx::migrate::Migration::new(
+        parsed.version,
+        Cow::Owned(parsed.description.clone()),
+        sqlx::migrate::MigrationType::Simple,
+        sqlx::AssertSqlSafe(sql.clone()).into_sql_str(),
+        false,
+    );
+    let no_tx = sql.starts_with("-- no-transaction");
+    let verify = if parsed.kind == Kind::Down {
+        None
+    } else {
+        find_verify(&path, &directives, parsed.dialect)?
+    };
+    Ok((
+        parsed,
+        Script {
+            path,
+            checksum: m.checksum.into_owned(),
+            sql,
+            no_tx,
+            directives,
+            verify,
+        },
+    ))
+}
+
+/// The files of one version, gathered.
+struct Acc {
+    description: String,
+    first_path: PathBuf,
+    simple: Variants,
+    up: Variants,
+    down: Variants,
+}
+
+/// The scripts by version: one description per version, one file per
+/// kind and dialect.
+fn by_version(scripts: Vec<(ParsedName, Script)>) -> Result<BTreeMap<i64, Acc>, Error> {
     let mut by_version: BTreeMap<i64, Acc> = BTreeMap::new();
     for (parsed, script) in scripts {
         let acc = by_version.entry(parsed.version).or_insert_with(|| Acc {
@@ -319,57 +349,62 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
         }
         *slot = Some(script);
     }
+    Ok(by_version)
+}
 
-    let mut migrations = Vec::with_capacity(by_version.len());
-    for (version, acc) in by_version {
-        let reversible = acc.up.all().next().is_some() || acc.down.all().next().is_some();
-        if reversible {
-            if let Some(s) = acc.simple.all().next() {
-                return Err(Error::migration(
-                    &s.path,
-                    format!("version {version} mixes a plain .sql with .up.sql/.down.sql files"),
-                ));
-            }
-            for d in [
-                None,
-                Some(Dialect::Sqlite),
-                Some(Dialect::Postgres),
-                Some(Dialect::Mysql),
-            ] {
-                match (acc.up.slot_ref(d), acc.down.slot_ref(d)) {
-                    (Some(up), None) => {
-                        return Err(Error::migration(
-                            &up.path,
-                            "this .up.sql has no matching .down.sql",
-                        ));
-                    }
-                    (None, Some(down)) => {
-                        return Err(Error::migration(
-                            &down.path,
-                            "this .down.sql has no matching .up.sql",
-                        ));
-                    }
-                    _ => {}
-                }
-            }
-            migrations.push(Migration {
-                version,
-                description: acc.description,
-                up: acc.up,
-                down: Some(acc.down),
-            });
-        } else {
-            migrations.push(Migration {
-                version,
-                description: acc.description,
-                up: acc.simple,
-                down: None,
-            });
+/// Version `version`'s files as one migration: plain, or a matching pair
+/// of `.up.sql` and `.down.sql` for each dialect.
+fn migration(version: i64, acc: Acc) -> Result<Migration, Error> {
+    let reversible = acc.up.all().next().is_some() || acc.down.all().next().is_some();
+    if reversible {
+        if let Some(s) = acc.simple.all().next() {
+            return Err(Error::migration(
+                &s.path,
+                format!("version {version} mixes a plain .sql with .up.sql/.down.sql files"),
+            ));
         }
+        for d in [
+            None,
+            Some(Dialect::Sqlite),
+            Some(Dialect::Postgres),
+            Some(Dialect::Mysql),
+        ] {
+            match (acc.up.slot_ref(d), acc.down.slot_ref(d)) {
+                (Some(up), None) => {
+                    return Err(Error::migration(
+                        &up.path,
+                        "this .up.sql has no matching .down.sql",
+                    ));
+                }
+                (None, Some(down)) => {
+                    return Err(Error::migration(
+                        &down.path,
+                        "this .down.sql has no matching .up.sql",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(Migration {
+            version,
+            description: acc.description,
+            up: acc.up,
+            down: Some(acc.down),
+        })
+    } else {
+        Ok(Migration {
+            version,
+            description: acc.description,
+            up: acc.simple,
+            down: None,
+        })
     }
+}
 
+/// The set's checksum: of each version's up scripts' checksums, by dialect.
+fn set_checksum(migrations: &[Migration]) -> String {
     let mut digest_input = String::new();
-    for m in &migrations {
+    for m in migrations {
         for (name, v) in [
             ("*", &m.up.generic),
             ("sqlite", &m.up.sqlite),
@@ -389,11 +424,7 @@ pub fn load(dir: &Path) -> Result<MigrationSet, Error> {
         false,
     )
     .checksum;
-    Ok(MigrationSet {
-        dir: dir.to_path_buf(),
-        migrations,
-        checksum: hex(&set_sum)[..32].to_string(),
-    })
+    hex(&set_sum)[..32].to_string()
 }
 
 pub fn hex(bytes: &[u8]) -> String {
