@@ -269,6 +269,23 @@ impl MoveSpec {
     /// The placeholder a template holds for the tenant's id.
     pub const TENANT: &'static str = "{tenant}";
 
+    /// `to` as the store keeps it: its password (if any) replaced by
+    /// `***`, every other byte as given (the placeholder stays).
+    pub fn redacted(to: &str) -> String {
+        match url::Url::parse(to) {
+            Ok(u) => match u.password() {
+                Some(pw) => to.replacen(&format!(":{pw}@"), ":***@", 1),
+                None => to.to_string(),
+            },
+            Err(_) => to.to_string(),
+        }
+    }
+
+    /// Whether the kept `to` lost a password (`redacted`).
+    pub fn needs_password(&self) -> bool {
+        self.to.contains(":***@")
+    }
+
     /// Where `tenant` goes: the URL and schema, the placeholder filled.
     pub fn place(&self, tenant: &str) -> (String, Option<String>) {
         (

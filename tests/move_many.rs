@@ -115,7 +115,14 @@ async fn twenty_sqlite_tenants_into_schemas_through_a_kill() {
         "killed after every tenant had moved: no kill midway"
     );
 
+    // the store keeps the target without its password: a resume needs it
+    let h = run_in(dir, &["history", "--json"]);
+    assert!(!stdout(&h).contains(TEST_PASSWORD), "{}", stdout(&h));
     let out = run_in(dir, &["resume", "--progress-every", "0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --to"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains(TEST_PASSWORD), "{}", stderr(&out));
+    let out = run_in(dir, &["resume", "--progress-every", "0", "--to", &db.url]);
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -262,6 +262,10 @@ pub struct ResumeArgs {
     /// Pass the failed gate of the wave the rollout halted on, on purpose.
     #[arg(long)]
     pub override_gate: bool,
+    /// A move rollout's `--to` again, when it held a password (fleetmig
+    /// never stores one).
+    #[arg(long = "to", value_name = "URL")]
+    pub move_to: Option<String>,
     /// Plain progress lines every N seconds instead of a bar (0: none).
     #[arg(long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,
@@ -284,6 +288,10 @@ pub struct RetryArgs {
     /// Tenants to retry (repeatable).
     #[arg(long = "tenant", value_name = "ID", required_unless_present = "failed")]
     pub tenants: Vec<String>,
+    /// A move rollout's `--to` again, when it held a password (fleetmig
+    /// never stores one).
+    #[arg(long = "to", value_name = "URL")]
+    pub move_to: Option<String>,
     /// Retry every failed tenant of the rollout.
     #[arg(long, conflicts_with = "tenants")]
     pub failed: bool,
@@ -314,6 +322,10 @@ pub struct WorkerArgs {
     /// of waiting for the next one.
     #[arg(long)]
     pub once: bool,
+    /// A move rollout's `--to` again, when it held a password (fleetmig
+    /// never stores one).
+    #[arg(long = "to", value_name = "URL")]
+    pub move_to: Option<String>,
     /// Plain progress lines every N seconds instead of a bar (0: none).
     #[arg(long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,

@@ -35,6 +35,7 @@ pub async fn sync(a: RunArgs) -> Result<i32, Error> {
         progress_every: a.exec.progress_every,
         metrics_file: a.exec.metrics_file.clone(),
         override_gate: false,
+        move_to: None,
     };
     let f = with_context(&cfg, inv, async |ctx| {
         crate::rollout::start(ctx, &req, &cfg.exec, "sync", &a.tenants).await
@@ -64,6 +65,7 @@ pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
         progress_every: a.run.exec.progress_every,
         metrics_file: a.run.exec.metrics_file.clone(),
         override_gate: false,
+        move_to: None,
     };
     let f = with_context(&cfg, inv, async |ctx| {
         crate::rollout::start(ctx, &cfg.rollout, &cfg.exec, "rollout", &a.run.tenants).await

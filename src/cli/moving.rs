@@ -225,7 +225,13 @@ async fn run_many(a: MoveArgs, select: String, pause: std::time::Duration) -> Re
     }
     let inv = Invocation {
         progress_every: a.progress_every,
+        move_to: Some(spec.to.clone()),
         ..Invocation::default()
+    };
+    // the store keeps the target without its password
+    let spec = MoveSpec {
+        to: MoveSpec::redacted(&spec.to),
+        ..spec
     };
     let f = with_context(&cfg, inv, async |ctx| {
         crate::rollout::start_move(ctx, &cfg.rollout, &cfg.exec, spec, &select).await

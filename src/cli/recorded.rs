@@ -149,6 +149,7 @@ pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
             progress_every: a.progress_every,
             metrics_file: a.metrics_file.clone(),
             override_gate: a.override_gate,
+            move_to: move_to(&r, a.move_to.clone())?,
         },
         async |ctx| crate::rollout::resume(ctx, &r.id).await,
     )
@@ -188,6 +189,7 @@ pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
             progress_every: a.progress_every,
             metrics_file: a.metrics_file.clone(),
             override_gate: false,
+            move_to: move_to(&r, a.move_to.clone())?,
         },
         async |ctx| crate::rollout::retry(ctx, &r.id, &tenants).await,
     )
@@ -297,8 +299,9 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
                 progress_every: a.progress_every,
                 metrics_file: a.metrics_file.clone(),
                 override_gate: false,
+                move_to: move_to(&r, a.move_to.clone())?,
             },
-            async |ctx| crate::rollout::resume(ctx, &r.id).await,
+            async |ctx| crate::rollout::join(ctx, &r.id).await,
         )
         .await?;
         output::print_run(&f.report);
@@ -411,4 +414,28 @@ pub async fn report(a: ReportArgs) -> Result<i32, Error> {
     store.close().await;
     outln!("{}", f?.dir.display());
     Ok(0)
+}
+
+/// The target template a move rollout `r` needs: its frozen one, or, when
+/// that held a password (kept redacted), the one given again with `--to`,
+/// which must be the same but for the password.
+fn move_to(r: &RolloutRecord, given: Option<String>) -> Result<Option<String>, Error> {
+    let Some(spec) = &r.settings.moving else {
+        return Ok(None);
+    };
+    let kept = &spec.to;
+    match given {
+        Some(to) if crate::options::MoveSpec::redacted(&to) != *kept => Err(Error::Usage(format!(
+            "--to {}: not the target of move rollout {}, which is {kept}",
+            crate::tenant::redact_url(&to),
+            r.id
+        ))),
+        Some(to) => Ok(Some(to)),
+        None if spec.needs_password() => Err(Error::Usage(format!(
+            "move rollout {} moves tenants to {kept}, whose password fleetmig does not keep: \
+             pass --to with it",
+            r.id
+        ))),
+        None => Ok(None),
+    }
 }

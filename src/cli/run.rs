@@ -22,6 +22,9 @@ pub(super) struct Invocation {
     pub progress_every: Option<u64>,
     pub metrics_file: Option<PathBuf>,
     pub override_gate: bool,
+    /// A move rollout's target template with its password (the store
+    /// keeps it without).
+    pub move_to: Option<String>,
 }
 
 /// The state store of `cfg`, connected within the connect timeout.
@@ -72,7 +75,7 @@ async fn context<'a>(
             override_gate: inv.override_gate,
         },
         owner: owner_id(),
-        mover: Some(crate::relocate::bulk::step()),
+        mover: Some(crate::relocate::bulk::step(inv.move_to)),
     })
 }
 

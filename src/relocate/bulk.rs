@@ -9,15 +9,15 @@
 //! target (moved before a kill) succeeds without being touched; one whose
 //! move was cut is continued into its marked target.
 
-use crate::error::FailureKind;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use chrono::Utc;
 
 use super::{MoveOptions, MoveReport, MoveStatus, Mover};
-use crate::error::{Error, TenantError};
+use crate::error::{Error, FailureKind, TenantError};
 use crate::event::{Event, TenantOutcome, TenantStatus};
 use crate::fanout::Fanout;
 use crate::options::MoveSpec;
@@ -25,8 +25,11 @@ use crate::rollout::{Ctx, MoveStep, Within};
 use crate::state::RolloutRecord;
 use crate::tenant::{FleetSpec, Tenant, locator_from, redact_url};
 
-/// The move step.
-pub struct Bulk;
+/// The move step: `to`, the target template with its password when the
+/// rollout's kept one lost it.
+pub struct Bulk {
+    to: Option<String>,
+}
 
 #[async_trait::async_trait]
 impl MoveStep for Bulk {
@@ -40,10 +43,19 @@ impl MoveStep for Bulk {
     ) -> bool {
         // the limits again, keyed by the target's server
         let targets = within.fanout.same_limits();
+        if self.to.is_none() && spec.needs_password() {
+            tracing::error!(
+                "rollout {} moves tenants to {}, whose password fleetmig does not keep: pass --to",
+                r.id,
+                spec.to
+            );
+            return true;
+        }
         let one = One {
             ctx,
             r,
             spec,
+            to: self.to.as_deref().unwrap_or(&spec.to),
             within: &within,
             targets: &targets,
         };
@@ -61,6 +73,8 @@ struct One<'b, 'a> {
     ctx: &'b Ctx<'a>,
     r: &'b RolloutRecord,
     spec: &'b MoveSpec,
+    /// The target template (`spec.to` with its password).
+    to: &'b str,
     within: &'b Within<'b>,
     targets: &'b Fanout,
 }
@@ -68,12 +82,47 @@ struct One<'b, 'a> {
 impl One<'_, '_> {
     /// Moves `tenant`; whether it was interrupted.
     async fn run(&self, tenant: Tenant) -> bool {
-        let bus = self.within.bus;
         if self.within.cancel.is_cancelled() {
             self.finish(&tenant, TenantStatus::Interrupted, None, None, None);
             return true;
         }
-        let (url, schema) = self.spec.place(tenant.id.as_str());
+        let budget = self.r.settings.exec.max_failures;
+        let failures = &self.within.failures;
+        if budget.is_some_and(|m| failures.load(Ordering::SeqCst) >= m) {
+            let e = TenantError::permanent(
+                FailureKind::NotStarted,
+                "--max-failures was reached before this tenant started",
+            );
+            self.finish(&tenant, TenantStatus::NotStarted, None, None, Some(e));
+            return false;
+        }
+        let failed = self.move_one(tenant).await;
+        if failed == Some(true) {
+            failures.fetch_add(1, Ordering::SeqCst);
+        }
+        failed.is_none()
+    }
+
+    /// Moves `tenant`: `Some(failed)` when it ended, `None` when it was
+    /// interrupted.
+    async fn move_one(&self, tenant: Tenant) -> Option<bool> {
+        let bus = self.within.bus;
+        // where the registry says it is now: a worker that joined before
+        // another switched it must not copy it from its old place again
+        let tenant = match self.current(tenant) {
+            Ok(t) => t,
+            Err(b) => {
+                let (t, e) = *b;
+                let e = TenantError::permanent(FailureKind::MoveRefused, e.to_string());
+                self.finish(&t, TenantStatus::Failed, None, None, Some(e));
+                return Some(true);
+            }
+        };
+        let spec = MoveSpec {
+            to: self.to.to_string(),
+            ..self.spec.clone()
+        };
+        let (url, schema) = spec.place(tenant.id.as_str());
         let to = match locator_from(&url, schema.clone(), Path::new("/")) {
             Ok(l) => l,
             Err(m) => {
@@ -82,7 +131,7 @@ impl One<'_, '_> {
                     format!("--to {}: {m}", redact_url(&url)),
                 );
                 self.finish(&tenant, TenantStatus::Failed, None, None, Some(e));
-                return false;
+                return Some(true);
             }
         };
         bus.emit(Event::TenantStarted {
@@ -116,8 +165,9 @@ impl One<'_, '_> {
                     )),
                 ),
             };
+            let failed = e.is_some();
             self.finish(&tenant, status, Some(started), None, e);
-            return false;
+            return Some(failed);
         }
         let _target = self
             .targets
@@ -136,8 +186,24 @@ impl One<'_, '_> {
                 };
                 let e = TenantError::permanent(kind, e.to_string());
                 self.finish(&tenant, TenantStatus::Failed, Some(started), None, Some(e));
-                false
+                Some(true)
             }
+        }
+    }
+
+    /// `tenant` as the registry says it is now (it is read again: a worker
+    /// that joined before another switched the row must not copy the
+    /// tenant from its old place).
+    fn current(&self, tenant: Tenant) -> Result<Tenant, Box<(Tenant, Error)>> {
+        let FleetSpec::Registry(path) = &self.ctx.fleet else {
+            return Ok(tenant);
+        };
+        match crate::tenant::read_registry(path) {
+            Ok(all) => Ok(all
+                .into_iter()
+                .find(|t| t.id == tenant.id)
+                .unwrap_or(tenant)),
+            Err(e) => Err(Box::new((tenant, e))),
         }
     }
 
@@ -164,13 +230,13 @@ impl One<'_, '_> {
     }
 
     /// A move that ran: its report written under the rollout's, its end
-    /// told; whether it was interrupted.
+    /// told; whether it failed (`None`: interrupted).
     fn reported(
         &self,
         tenant: &Tenant,
         started: (chrono::DateTime<Utc>, Instant),
         report: &mut MoveReport,
-    ) -> bool {
+    ) -> Option<bool> {
         let ctx = self.ctx;
         let folder = ctx.opts.reports.join(&self.r.id).join("moves");
         if let Err(e) = crate::report::moves::write_move(&folder, report) {
@@ -187,12 +253,12 @@ impl One<'_, '_> {
                 version,
                 None,
             );
-            return false;
+            return Some(false);
         }
         if report.status != MoveStatus::Done && self.within.cancel.is_cancelled() {
             // cut by a stop: its marked target is continued by the next run
             self.finish(tenant, TenantStatus::Interrupted, Some(started), None, None);
-            return true;
+            return None;
         }
         let e = TenantError::permanent(
             FailureKind::MoveFailed,
@@ -203,7 +269,7 @@ impl One<'_, '_> {
             ),
         );
         self.finish(tenant, TenantStatus::Failed, Some(started), None, Some(e));
-        false
+        Some(true)
     }
 
     /// Tells the bus how `tenant`'s move ended.
@@ -232,7 +298,7 @@ impl One<'_, '_> {
     }
 }
 
-/// The move step, for the commands that run rollouts.
-pub fn step() -> Arc<dyn MoveStep> {
-    Arc::new(Bulk)
+/// The move step, for the commands that run rollouts (`to`: see `Bulk`).
+pub fn step(to: Option<String>) -> Arc<dyn MoveStep> {
+    Arc::new(Bulk { to })
 }

@@ -461,7 +461,7 @@ impl Mover<'_> {
         self.store
             .move_finished(
                 &report.id,
-                "done",
+                MoveStatus::Done,
                 report.rows,
                 &tables,
                 report.error.as_deref(),
@@ -495,7 +495,7 @@ impl Mover<'_> {
         self.store
             .move_finished(
                 &mark.move_id,
-                "done",
+                MoveStatus::Done,
                 0,
                 "[]",
                 Some("settled by a later run: it was killed after the registry switch"),
@@ -528,7 +528,13 @@ impl Mover<'_> {
         report.error = Some(why.clone());
         let tables = serde_json::to_string(&report.tables).unwrap_or_default();
         self.store
-            .move_finished(&report.id, "failed", report.rows, &tables, Some(&why))
+            .move_finished(
+                &report.id,
+                MoveStatus::Failed,
+                report.rows,
+                &tables,
+                Some(&why),
+            )
             .await
     }
 }

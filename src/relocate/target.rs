@@ -265,7 +265,9 @@ async fn restartable(
         )));
     }
     match store.move_status(&old.move_id).await? {
-        Some(status) if status != "done" => Ok(Claimed::Restarted(old.move_id.clone())),
+        Some(status) if status != crate::state::moves::MoveStatus::Done => {
+            Ok(Claimed::Restarted(old.move_id.clone()))
+        }
         Some(_) => Err(Error::Busy(format!(
             "move {}: {whose}, which the state store records as done; nothing was touched",
             tenant.id

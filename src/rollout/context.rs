@@ -174,6 +174,8 @@ pub struct Within<'b> {
     pub fanout: &'b Arc<crate::fanout::Fanout>,
     pub bus: &'b Bus,
     pub cancel: &'b Cancel,
+    /// Failures toward `--max-failures` in this wave, across batches.
+    pub failures: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Everything a rollout command needs while it runs.

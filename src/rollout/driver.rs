@@ -84,6 +84,21 @@ pub async fn resume(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
     super::engine::run(ctx, id, halted && ctx.opts.override_gate).await
 }
 
+/// Joins rollout `id` as one more worker (`fleetmig worker`): only while
+/// it runs, never changing its status (a resume reopens a halted gate; a
+/// worker that joins late must not undo a halt or a pause another made
+/// meanwhile). Returns the report as it stands when this worker leaves.
+pub async fn join(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
+    let r = ctx.store.get_rollout(id).await?;
+    ctx.check_same_set(&r)?;
+    crate::report::check_folder(&ctx.opts.reports)?;
+    if r.status == RolloutStatus::Running && r.requested.is_none() {
+        return super::engine::run(ctx, id, false).await;
+    }
+    let metrics = ctx.opts.metrics_file.as_deref();
+    write_report(ctx.store, id, &ctx.opts.reports, metrics).await
+}
+
 /// `path` made absolute against the working folder, for the record.
 pub(crate) fn absolute(path: &Path) -> String {
     std::path::absolute(path)

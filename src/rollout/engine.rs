@@ -41,8 +41,9 @@ struct Run<'c, 'a> {
     bus: Bus,
     recorder: Arc<Recorder>,
     fanout: Arc<Fanout>,
-    /// Failures toward `--max-failures`, across batches.
-    failures: Arc<AtomicUsize>,
+    /// Failures toward `--max-failures`: this process's, in the wave it
+    /// works on (a new wave starts a new count).
+    failures: std::sync::Mutex<(i64, Arc<AtomicUsize>)>,
     /// This process's limits: the frozen ones unless its command line
     /// gave others.
     concurrency: usize,
@@ -71,7 +72,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<
         bus: ctx.bus.with(recorder.clone()),
         recorder,
         fanout: Arc::new(Fanout::new(concurrency, per_server)),
-        failures: Default::default(),
+        failures: std::sync::Mutex::new((-1, Default::default())),
         seat,
         stop,
         concurrency,
@@ -149,8 +150,8 @@ impl Run<'_, '_> {
                 }
                 WaveStatus::Passed | WaveStatus::Overridden => {
                     // its gater recorded the gate and stopped before
-                    // opening the next wave: anyone opens it
-                    self.recorder.advance(wave.wave).await?;
+                    // going on: anyone goes on (pause, bake, next wave)
+                    self.next(&r, wave, &waves).await?;
                     false
                 }
                 WaveStatus::Failed => {
@@ -184,6 +185,15 @@ impl Run<'_, '_> {
         Ok(())
     }
 
+    /// This process's count of failures in wave `wave`.
+    fn failures(&self, wave: i64) -> Arc<AtomicUsize> {
+        let mut f = self.failures.lock().expect("failures lock");
+        if f.0 != wave {
+            *f = (wave, Default::default());
+        }
+        f.1.clone()
+    }
+
     /// Waits a moment, or until stopped.
     async fn pause(&self) {
         tokio::select! {
@@ -202,11 +212,12 @@ impl Run<'_, '_> {
             self.pause().await;
             return Ok(false);
         }
+        let failures = self.failures(wave.wave);
         let budget_left = r
             .settings
             .exec
             .max_failures
-            .is_none_or(|m| self.failures.load(std::sync::atomic::Ordering::SeqCst) < m);
+            .is_none_or(|m| failures.load(std::sync::atomic::Ordering::SeqCst) < m);
         let claimed = match budget_left {
             true => self.seat.claim(wave.wave).await?,
             false => Vec::new(),
@@ -216,7 +227,8 @@ impl Run<'_, '_> {
             earlier.retain(|t, _| claimed.binary_search(t).is_ok());
             let cancel = self.stop.child(self.seat.lease());
             let took = Instant::now();
-            self.run_tenants(r, &claimed, earlier, &cancel).await;
+            self.run_tenants(r, &claimed, earlier, &cancel, failures)
+                .await;
             self.recorder.flush().await?;
             cancel.cancel();
             self.seat
@@ -248,6 +260,7 @@ impl Run<'_, '_> {
         ids: &[String],
         earlier: HashMap<String, Earlier>,
         cancel: &Cancel,
+        failures: Arc<AtomicUsize>,
     ) {
         let mut exec = r.settings.exec.clone();
         exec.concurrency = self.concurrency;
@@ -258,7 +271,7 @@ impl Run<'_, '_> {
             bus: &self.bus,
             recorder: &self.recorder,
             fanout: &self.fanout,
-            failures: self.failures.clone(),
+            failures,
         };
         batch.run(exec, ids, earlier, cancel).await;
     }
@@ -272,41 +285,54 @@ impl Run<'_, '_> {
         waves: &[WaveRecord],
         override_gate: bool,
     ) -> Result<(), Error> {
-        let (ctx, id, policy) = (self.ctx, &self.id, &r.settings.policy);
+        let (ctx, id) = (self.ctx, &self.id);
         let d = judge::decide(ctx, r, wave, &self.fanout, override_gate).await?;
         self.recorder
             .gate(wave.wave, &ctx.owner, d.status, &d.text)
             .await?;
         d.emit(&self.bus, id, wave);
-        let (end, reason) = if let Some(reason) = d.halt {
-            (Some(RolloutStatus::Halted), Some(reason))
-        } else if wave.wave + 1 >= waves.len() as i64 {
-            (Some(RolloutStatus::Completed), None)
-        } else if policy
+        if let Some(reason) = d.halt {
+            return self.end(RolloutStatus::Halted, Some(reason)).await;
+        }
+        self.next(r, wave, waves).await
+    }
+
+    /// After `wave`'s gate passed: the rollout completes, pauses
+    /// (`--pause-after`), or goes on to the next wave after its bake.
+    async fn next(
+        &self,
+        r: &RolloutRecord,
+        wave: &WaveRecord,
+        waves: &[WaveRecord],
+    ) -> Result<(), Error> {
+        let (ctx, policy) = (self.ctx, &r.settings.policy);
+        if wave.wave + 1 >= waves.len() as i64 {
+            return self.end(RolloutStatus::Completed, None).await;
+        }
+        if policy
             .pause_after
             .as_deref()
             .is_some_and(|p| p == wave.name || p == (wave.wave + 1).to_string())
         {
             self.recorder.advance(wave.wave).await?;
-            (
-                Some(RolloutStatus::Paused),
-                Some(format!("paused after wave {} (--pause-after)", wave.name)),
-            )
-        } else {
-            if !policy.bake.is_zero() {
-                let at = now_ms() + policy.bake.as_millis() as i64;
-                self.recorder.open_at(wave.wave + 1, at).await?;
-            }
-            self.recorder.advance(wave.wave).await?;
-            // the report is written again after every wave
-            write_report(ctx.store, id, &ctx.opts.reports, None).await?;
-            (None, None)
-        };
-        if let Some(status) = end
-            && self.recorder.end(status, reason.as_deref()).await?
-        {
+            let why = format!("paused after wave {} (--pause-after)", wave.name);
+            return self.end(RolloutStatus::Paused, Some(why)).await;
+        }
+        if !policy.bake.is_zero() {
+            let at = now_ms() + policy.bake.as_millis() as i64;
+            self.recorder.open_at(wave.wave + 1, at).await?;
+        }
+        self.recorder.advance(wave.wave).await?;
+        // the report is written again after every wave
+        write_report(ctx.store, &self.id, &ctx.opts.reports, None).await?;
+        Ok(())
+    }
+
+    /// Ends the rollout with `status`, unless another process did.
+    async fn end(&self, status: RolloutStatus, reason: Option<String>) -> Result<(), Error> {
+        if self.recorder.end(status, reason.as_deref()).await? {
             self.bus.emit(Event::RolloutEnded {
-                rollout: id.clone(),
+                rollout: self.id.clone(),
                 status,
                 reason,
             });
@@ -416,6 +442,7 @@ impl Batch<'_, '_> {
                 fanout: self.fanout,
                 bus: self.bus,
                 cancel,
+                failures: self.failures.clone(),
             };
             return mover.move_tenants(ctx, self.r, spec, run, within).await;
         }

@@ -20,20 +20,12 @@ pub struct TableMoved {
     pub ms: u64,
 }
 
-/// How a move ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MoveStatus {
-    Done,
-    Failed,
-}
-
-impl MoveStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MoveStatus::Done => "done",
-            MoveStatus::Failed => "failed",
-        }
+text_enum! {
+    /// Where a move stands: copying until it ends, done or failed.
+    pub enum MoveStatus {
+        Copying = "copying",
+        Done = "done",
+        Failed = "failed",
     }
 }
 
@@ -79,8 +71,7 @@ pub struct MoveRecord {
     pub source: String,
     pub target: String,
     pub version: i64,
-    /// `copying`, `done` or `failed`.
-    pub status: String,
+    pub status: MoveStatus,
     pub started_at: i64,
     pub finished_at: Option<i64>,
     pub rows_copied: i64,
@@ -102,18 +93,21 @@ impl StateStore {
         version: i64,
     ) -> Result<(), Error> {
         sqlx::query(
-            "UPDATE fleetmig_moves SET status = 'failed', error = 'interrupted' \
-             WHERE tenant = $1 AND target_key = $2 AND status = 'copying'",
+            "UPDATE fleetmig_moves SET status = $3, error = 'interrupted' \
+             WHERE tenant = $1 AND target_key = $2 AND status = $4",
         )
         .bind(tenant)
         .bind(key)
+        .bind(MoveStatus::Failed.as_str())
+        .bind(MoveStatus::Copying.as_str())
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
         let busy: Option<String> = sqlx::query_scalar(
-            "SELECT tenant FROM fleetmig_moves WHERE target_key = $1 AND status = 'copying'",
+            "SELECT tenant FROM fleetmig_moves WHERE target_key = $1 AND status = $2",
         )
         .bind(key)
+        .bind(MoveStatus::Copying.as_str())
         .fetch_optional(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
@@ -125,7 +119,7 @@ impl StateStore {
         }
         sqlx::query(
             "INSERT INTO fleetmig_moves (id, tenant, source, target, target_key, version, status, started_at, rows_copied) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'copying', $7, 0)",
+             VALUES ($1, $2, $3, $4, $5, $6, $8, $7, 0)",
         )
         .bind(id)
         .bind(tenant)
@@ -134,6 +128,7 @@ impl StateStore {
         .bind(key)
         .bind(version)
         .bind(now_ms())
+        .bind(MoveStatus::Copying.as_str())
         .execute(&self.pool)
         .await
         .map_err(|e| {
@@ -144,12 +139,15 @@ impl StateStore {
     }
 
     /// The status of move `id`, if this store knows it.
-    pub async fn move_status(&self, id: &str) -> Result<Option<String>, Error> {
-        sqlx::query_scalar("SELECT status FROM fleetmig_moves WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(|e| self.err(e))
+    pub async fn move_status(&self, id: &str) -> Result<Option<MoveStatus>, Error> {
+        let word: Option<String> =
+            sqlx::query_scalar("SELECT status FROM fleetmig_moves WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        word.map(|w| w.parse().map_err(|e| self.err(format!("move {id}: {e}"))))
+            .transpose()
     }
 
     /// Forgets move `id`, refused before it touched anything.
@@ -162,11 +160,11 @@ impl StateStore {
         Ok(())
     }
 
-    /// Records how move `id` ended (`done` or `failed`).
+    /// Records how move `id` ended (done or failed).
     pub async fn move_finished(
         &self,
         id: &str,
-        status: &str,
+        status: MoveStatus,
         rows: u64,
         tables: &str,
         error: Option<&str>,
@@ -175,7 +173,7 @@ impl StateStore {
             "UPDATE fleetmig_moves SET status = $1, finished_at = $2, rows_copied = $3, tables = $4, error = $5 \
              WHERE id = $6",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(now_ms())
         .bind(rows as i64)
         .bind(tables)
@@ -199,13 +197,17 @@ impl StateStore {
         .map_err(|e| self.err(e))?;
         rows.iter()
             .map(|r| {
+                let status: String = r.try_get("status")?;
+                let status = status
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
                 Ok(MoveRecord {
                     id: r.try_get("id")?,
                     tenant: r.try_get("tenant")?,
                     source: r.try_get("source")?,
                     target: r.try_get("target")?,
                     version: r.try_get("version")?,
-                    status: r.try_get("status")?,
+                    status,
                     started_at: r.try_get("started_at")?,
                     finished_at: r.try_get("finished_at")?,
                     rows_copied: r.try_get("rows_copied")?,

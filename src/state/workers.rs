@@ -399,9 +399,11 @@ impl StateStore {
         let sql = format!(
             "UPDATE fleetmig_tenant_runs SET status = $1, error_class = $6, error_kind = $7, \
              error_message = '--max-failures was reached before this tenant started' \
-             WHERE rollout_id = $2 AND wave = $3 AND status = $4 AND {}",
+             WHERE rollout_id = $2 AND wave = $3 AND status IN ($4, $8) AND {}",
             free(5)
         );
+        // a running row whose claim is free is a killed worker's tenant:
+        // not started again either (its history says what it applied)
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(RunStatus::NotStarted.as_str())
             .bind(id)
@@ -410,6 +412,7 @@ impl StateStore {
             .bind(now_ms() - lease_ms)
             .bind(crate::error::ErrorClass::Permanent.as_str())
             .bind(crate::error::FailureKind::NotStarted.as_str())
+            .bind(RunStatus::Running.as_str())
             .execute(&self.pool)
             .await
             .map_err(|e| self.err(e))?;

@@ -311,3 +311,38 @@ async fn max_failures_halts_and_a_resume_runs_the_rest(dir, store) {
         );
     }
 });
+
+on_both_stores!(
+/// `--max-failures` counts the failures of one wave: a canary wave whose
+/// failures its gate allows does not keep the next wave from starting.
+async fn max_failures_counts_one_wave_at_a_time(dir, store) {
+    registry_fleet(dir, 10, 0);
+    for id in ["t0000", "t0001"] {
+        let mut c = sqlite(&registry_tenant(dir, id)).await;
+        c.execute("CREATE TABLE accounts (x INTEGER)").await.unwrap();
+        c.close().await.unwrap();
+    }
+    let m = demo_migrations();
+    let m = m.to_str().unwrap();
+    let out = run_in(
+        dir,
+        &rollout_args(
+            m,
+            &[
+                "--waves",
+                "first=ids:t0000+t0001,rest",
+                "--max-failures",
+                "2",
+                "--gate-max-failures",
+                "2",
+                "--concurrency",
+                "1",
+            ],
+        ),
+    );
+    let s = summary(&report_dir(dir, &out));
+    assert_eq!(s["status"], "completed", "{s}");
+    assert_eq!(s["totals"]["failed"], 2, "{s}");
+    assert_eq!(s["totals"]["succeeded"], 8, "{s}");
+    assert_eq!(s["totals"]["not_started"], 0, "{s}");
+});
