@@ -156,6 +156,19 @@ impl One<'_, '_> {
             // moved before this run was stopped: the registry names its
             // target; what the move had left to do after the switch is done
             let (status, e) = match mover.settle(&tenant).await {
+                // killed between the switch and the drop: the source is
+                // still there, and where it was is not known here
+                Ok(Some(id)) if self.spec.drop_source => (
+                    TenantStatus::Failed,
+                    Some(TenantError::permanent(
+                        FailureKind::MoveFailed,
+                        format!(
+                            "move {id} copied, verified and switched the tenant, but was stopped \
+                             before it dropped the source (--drop-source): drop it by hand \
+                             (fleetmig history shows where it was)"
+                        ),
+                    )),
+                ),
                 Ok(_) => (TenantStatus::UpToDate, None),
                 Err(e) => (
                     TenantStatus::Failed,
@@ -177,6 +190,7 @@ impl One<'_, '_> {
                 tags: Default::default(),
             })
             .await;
+        let url_target = to.redacted();
         match mover.run(&tenant, to).await {
             Ok(mut report) => self.reported(&tenant, started, &mut report),
             Err(e) => {
@@ -184,6 +198,14 @@ impl One<'_, '_> {
                     Error::Busy(_) => FailureKind::MoveBusy,
                     _ => FailureKind::MoveRefused,
                 };
+                // said in the rollout's moves/ too: an earlier attempt's
+                // report (verified, then killed) is not the tenant's last
+                let id = crate::report::new_run_id();
+                let mut refused = MoveReport::refused(id, &tenant, &url_target, &e.to_string());
+                let folder = self.ctx.opts.reports.join(&self.r.id).join("moves");
+                if let Err(w) = crate::report::moves::write_move(&folder, &mut refused) {
+                    tracing::warn!("the move report of {} was not written: {w}", tenant.id);
+                }
                 let e = TenantError::permanent(kind, e.to_string());
                 self.finish(&tenant, TenantStatus::Failed, Some(started), None, Some(e));
                 Some(true)

@@ -60,6 +60,38 @@ pub struct MoveReport {
     pub report_dir: Option<String>,
 }
 
+impl MoveReport {
+    /// The report of move `id` of `tenant` to `target`, refused (or
+    /// failed) before it could report anything itself.
+    pub fn refused(
+        id: String,
+        tenant: &crate::tenant::Tenant,
+        target: &str,
+        error: &str,
+    ) -> MoveReport {
+        MoveReport {
+            format_version: 2,
+            id,
+            tenant: tenant.id.to_string(),
+            source: tenant.locator.redacted(),
+            target: target.to_string(),
+            version: 0,
+            status: MoveStatus::Failed,
+            error: Some(error.to_string()),
+            tables: Vec::new(),
+            rows: 0,
+            duration_ms: 0,
+            created: crate::dialect::copy::Created::Nothing,
+            restarted_from: None,
+            recopied: Vec::new(),
+            target_removed: false,
+            registry_backup: None,
+            source_dropped: false,
+            report_dir: None,
+        }
+    }
+}
+
 use super::{StateStore, now_ms};
 use crate::error::Error;
 
