@@ -375,3 +375,67 @@ async fn a_database_tenants_second_schema_moves_with_it_or_the_move_is_refused()
     .unwrap();
     admin.close().await.unwrap();
 }
+
+/// PostgreSQL targets are filled with binary COPY: each value in its
+/// column's own width and form. A MySQL tenant with the narrow types and
+/// their edge values arrives in PostgreSQL as it was, read back by the
+/// server: 2- and 4-byte integers at their ends, `real`, numerics of a
+/// fixed scale (negative, zero, below one), `char`, `timestamp(3)`,
+/// `uuid`.
+#[tokio::test(flavor = "multi_thread")]
+async fn narrow_types_arrive_in_postgresql_in_their_own_width() {
+    let dir = tempfile::tempdir().unwrap();
+    let set = migration_dir(&[
+        (
+            "0001_narrow.postgres.sql",
+            "CREATE TABLE w (id int PRIMARY KEY, s smallint, i integer, r real, n numeric(12,3), \
+             c char(5), v varchar(20), t timestamp(3), u uuid);",
+        ),
+        (
+            "0001_narrow.mysql.sql",
+            "CREATE TABLE w (id int PRIMARY KEY, s smallint, i int, r float, n decimal(12,3), \
+             c char(5), v varchar(20), t datetime(3), u char(36));",
+        ),
+    ]);
+    let db = format!("fm_narrow_{:08x}", rand::random::<u32>());
+    let src = with_db(&mysql_base_url(), &db);
+    mysql_exec(&mysql_base_url(), &format!("CREATE DATABASE {db}")).await;
+    fleet(dir.path(), &src, set.path());
+    mysql_exec(
+        &src,
+        "INSERT INTO w VALUES \
+         (1, -32768, -2147483648, -1.5, -123456789.125, 'ab', 'x', '1999-12-31 23:59:59.999', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'), \
+         (2, 32767, 2147483647, 0.25, 0.001, '', '', '2000-01-01 00:00:00.000', '00000000-0000-0000-0000-000000000000'), \
+         (3, 0, 0, 16777216, 0, 'abcde', 'née ✓', '1970-01-01 00:00:00.001', 'ffffffff-ffff-ffff-ffff-ffffffffffff'), \
+         (4, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    .await;
+    let target = pg_database("narrow").await;
+    let out = mv(dir.path(), set.path(), &target.url, &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let mut c = pg_connect(&target.url).await;
+    let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
+        "SELECT id, concat_ws('|', s, i, r, n, '[' || c || ']', v, t, u) FROM w ORDER BY id",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (1, Some("-32768|-2147483648|-1.5|-123456789.125|[ab]|x|1999-12-31 23:59:59.999|a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into())),
+            (2, Some("32767|2147483647|0.25|0.001|[]||2000-01-01 00:00:00|00000000-0000-0000-0000-000000000000".into())),
+            (3, Some("0|0|1.6777216e+07|0.000|[abcde]|née ✓|1970-01-01 00:00:00.001|ffffffff-ffff-ffff-ffff-ffffffffffff".into())),
+            (4, Some("".into())),
+        ]
+    );
+    mysql_exec(&mysql_base_url(), &format!("DROP DATABASE {db}")).await;
+    target.drop_now().await;
+}

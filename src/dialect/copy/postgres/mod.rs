@@ -2,9 +2,10 @@
 //! (every schema of its database it owns: `catalog::schemas`). Reads in a
 //! `REPEATABLE READ READ ONLY` transaction, dates, timestamps, decimals,
 //! JSON and UUIDs as the server prints them (`DateStyle` ISO, `TimeZone`
-//! UTC); writes with `COPY … FROM STDIN`.
+//! UTC); writes with binary `COPY … FROM STDIN` (`binary.rs`).
 
 mod admin;
+mod binary;
 mod catalog;
 mod quiet;
 
@@ -28,16 +29,17 @@ pub struct PgEnd {
     home: String,
     /// Every schema the tenant owns.
     schemas: Vec<String>,
-    /// Rows held back for one COPY (its statement, its text), written when
-    /// they pass `COPY_BYTES` or the table ends: a COPY per page costs a
-    /// round trip each (and sqlx's sockets do not set TCP_NODELAY).
-    pending: Option<(String, String)>,
+    /// Rows held back for one COPY (its statement, its binary stream),
+    /// written when they pass `COPY_BYTES` or the table ends: a COPY per
+    /// page costs a round trip each (and sqlx's sockets do not set
+    /// TCP_NODELAY).
+    pending: Option<(String, Vec<u8>)>,
     /// How `quiet` turned triggers and foreign keys off, and on which
     /// tables (`quiet.rs`).
     quieted: Option<(quiet::Quiet, Vec<String>)>,
 }
 
-/// How much COPY text is held back before it is sent.
+/// How much of a COPY stream is held back before it is sent.
 const COPY_BYTES: usize = 8 << 20;
 
 const SQL: Sql = Sql {
@@ -84,44 +86,6 @@ fn decode(row: &sqlx::postgres::PgRow, i: usize, kind: Kind) -> Result<Value, sq
         Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Bytes),
     }
     .unwrap_or(Value::Null))
-}
-
-/// `v` in COPY's text format.
-fn copy_text(v: &Value, out: &mut String) {
-    use std::fmt::Write;
-    let escaped = |s: &str, out: &mut String| {
-        for ch in s.chars() {
-            match ch {
-                '\\' => out.push_str("\\\\"),
-                '\t' => out.push_str("\\t"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                c => out.push(c),
-            }
-        }
-    };
-    match v {
-        Value::Null => out.push_str("\\N"),
-        Value::Int(i) => {
-            let _ = write!(out, "{i}");
-        }
-        Value::Float(f) if f.is_nan() => out.push_str("NaN"),
-        Value::Float(f) if f.is_infinite() => {
-            out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
-        }
-        Value::Float(f) => {
-            let _ = write!(out, "{f:?}");
-        }
-        Value::Bool(b) => out.push(if *b { 't' } else { 'f' }),
-        Value::Bytes(b) => {
-            out.push_str("\\\\x");
-            out.push_str(&crate::migration::hex(b));
-        }
-        Value::Date(w) => w.write_pg(out, false, false),
-        Value::Timestamp(w) => w.write_pg(out, true, false),
-        Value::TimestampTz(w) => w.write_pg(out, true, true),
-        Value::Decimal(s) | Value::Text(s) | Value::Uuid(s) | Value::Json(s) => escaped(s, out),
-    }
 }
 
 impl PgEnd {
@@ -173,12 +137,13 @@ impl PgEnd {
 
     /// Sends the rows held back, in one COPY.
     async fn flush(&mut self, table: &str) -> Result<(), TenantError> {
-        let Some((sql, data)) = self.pending.take() else {
+        let Some((sql, mut data)) = self.pending.take() else {
             return Ok(());
         };
+        data.extend_from_slice(binary::TRAILER);
         let what = |e| failed(Dialect::Postgres, &format!("writing {table}"), e);
         let mut copy = self.conn.copy_in_raw(&sql).await.map_err(what)?;
-        if let Err(e) = copy.send(data.into_bytes()).await {
+        if let Err(e) = copy.send(data).await {
             let _ = copy.abort("fleetmig: the copy failed").await;
             return Err(what(e));
         }
@@ -296,22 +261,22 @@ impl CopyEnd for PgEnd {
     async fn insert(&mut self, t: &Table, rows: &[Vec<Value>]) -> Result<(), TenantError> {
         let cols: Vec<String> = t.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
-            "COPY {} ({}) FROM STDIN",
+            "COPY {} ({}) FROM STDIN WITH (FORMAT binary)",
             self.qualified(t),
             cols.join(", ")
         );
         if self.pending.as_ref().is_some_and(|(s, _)| *s != sql) {
             self.flush(&t.label()).await?;
         }
-        let data = &mut self.pending.get_or_insert_with(|| (sql, String::new())).1;
+        let data = &mut self
+            .pending
+            .get_or_insert_with(|| (sql, binary::HEADER.to_vec()))
+            .1;
         for row in rows {
-            for (i, v) in row.iter().enumerate() {
-                if i > 0 {
-                    data.push('\t');
-                }
-                copy_text(v, data);
-            }
-            data.push('\n');
+            binary::row(&t.columns, row, data).map_err(|e| TenantError {
+                message: format!("table {}: {}", t.label(), e.message),
+                ..e
+            })?;
         }
         if data.len() >= COPY_BYTES {
             self.flush(&t.label()).await?;
