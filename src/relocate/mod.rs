@@ -347,7 +347,9 @@ impl Mover<'_> {
             f?;
         }
         let t0 = Instant::now();
-        let changed = verify(source, target, &plan, &self.opts.rules, report).await?;
+        let changed = self
+            .verify((tenant, to), source, target, &plan, report)
+            .await?;
         tracing::info!(ms = t0.elapsed().as_millis() as u64, "move: verified");
         if changed.is_empty() {
             return Ok(());
@@ -359,7 +361,9 @@ impl Mover<'_> {
         copier
             .recopy(source, target, &plan, &again, &target_tables, report)
             .await?;
-        let still = verify(source, target, &plan, &self.opts.rules, report).await?;
+        let still = self
+            .verify((tenant, to), source, target, &plan, report)
+            .await?;
         if !still.is_empty() {
             return Err(transfer::source_changed(&still));
         }
@@ -378,17 +382,31 @@ impl Mover<'_> {
         plan: &[transfer::Pair],
         report: &mut MoveReport,
     ) -> Result<(), TenantError> {
-        let jobs = match to {
-            Locator::Sqlite { .. } => 1,
-            _ => self.opts.jobs.clamp(1, plan.len().max(1)),
-        };
+        let jobs = self.jobs(to, plan);
         if jobs == 1 {
             return copier.copy_all(source, target, plan, report).await;
         }
         let settings = &self.connector.settings;
         let sync = copy::open(settings, &tenant.locator).await?;
+        let extra = match self.pairs((tenant, to), jobs - 1).await {
+            Ok(extra) => extra,
+            Err(e) => {
+                sync.close().await;
+                return Err(e);
+            }
+        };
+        parallel::copy_all(copier, source, target, sync, extra, plan, report).await
+    }
+
+    /// `n` more pairs of sessions, on the source and on the target.
+    async fn pairs(
+        &self,
+        (tenant, to): (&Tenant, &Locator),
+        n: usize,
+    ) -> Result<parallel::Sessions, TenantError> {
+        let settings = &self.connector.settings;
         let mut extra: parallel::Sessions = Vec::new();
-        for _ in 1..jobs {
+        for _ in 0..n {
             let opened = async {
                 let s = copy::open(settings, &tenant.locator).await?;
                 match copy::open(settings, to).await {
@@ -403,7 +421,6 @@ impl Mover<'_> {
             match opened {
                 Ok(pair) => extra.push(pair),
                 Err(e) => {
-                    sync.close().await;
                     for (s, t) in extra {
                         s.close().await;
                         t.close().await;
@@ -412,7 +429,33 @@ impl Mover<'_> {
                 }
             }
         }
-        parallel::copy_all(copier, source, target, sync, extra, plan, report).await
+        Ok(extra)
+    }
+
+    /// Step 5 (`transfer::verify`), by as many jobs as the copy had.
+    async fn verify(
+        &self,
+        ends: (&Tenant, &Locator),
+        source: &mut dyn CopyEnd,
+        target: &mut dyn CopyEnd,
+        plan: &[transfer::Pair],
+        report: &MoveReport,
+    ) -> Result<Vec<(usize, String)>, TenantError> {
+        let rules = &self.opts.rules;
+        let jobs = self.jobs(ends.1, plan);
+        if jobs == 1 {
+            return verify(source, target, plan, rules, report).await;
+        }
+        let extra = self.pairs(ends, jobs - 1).await?;
+        parallel::verify_all(source, target, extra, plan, rules, report).await
+    }
+
+    /// Jobs side by side: `--jobs`, at most one per table, one into SQLite.
+    fn jobs(&self, to: &Locator, plan: &[transfer::Pair]) -> usize {
+        match to {
+            Locator::Sqlite { .. } => 1,
+            _ => self.opts.jobs.clamp(1, plan.len().max(1)),
+        }
     }
 
     /// Step 6: the registry switched, the mark removed, the move recorded.

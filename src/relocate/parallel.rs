@@ -12,9 +12,9 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::transfer::{Copier, Pair};
+use super::transfer::{Copier, Pair, verify_table};
 use super::{MoveReport, TableMoved};
-use crate::dialect::copy::{CopyEnd, Table};
+use crate::dialect::copy::{CopyEnd, Rules, Table};
 use crate::error::TenantError;
 
 /// The sessions of the jobs beyond the first: (source, target) each.
@@ -145,6 +145,101 @@ async fn job(
             .await
         {
             Ok(m) => done.push((i, m)),
+            Err(e) => {
+                failed.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Step 5 with `--jobs N`: tables verified side by side, the first job on
+/// `source`/`target`, one more per pair of `extra` (closed at the end), the
+/// largest tables first; the tables whose source changed, in plan order.
+/// A difference in one table fails the move; the other jobs stop at their
+/// next table.
+pub(super) async fn verify_all(
+    source: &mut dyn CopyEnd,
+    target: &mut dyn CopyEnd,
+    mut extra: Sessions,
+    plan: &[Pair],
+    rules: &Rules,
+    report: &MoveReport,
+) -> Result<Vec<(usize, String)>, TenantError> {
+    let mut order: Vec<(u64, usize)> = plan
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let rows = report
+                .tables
+                .iter()
+                .find(|t| t.table == p.source.label())
+                .map_or(0, |t| t.rows);
+            (rows, i)
+        })
+        .collect();
+    order.sort_by(|a, b| b.cmp(a));
+    let queue: Arc<Mutex<VecDeque<usize>>> =
+        Arc::new(Mutex::new(order.into_iter().map(|(_, i)| i).collect()));
+    let shared = Arc::new((plan.to_vec(), *rules, report.clone()));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for (mut s, mut t) in extra.drain(..) {
+        let (queue, shared, failed) = (queue.clone(), shared.clone(), failed.clone());
+        handles.push(tokio::spawn(async move {
+            let (plan, rules, report) = &*shared;
+            let r = verify_job(&mut *s, &mut *t, &queue, plan, rules, report, &failed).await;
+            s.close().await;
+            t.close().await;
+            r
+        }));
+    }
+    let (plan, rules, report) = &*shared;
+    let mine = verify_job(source, target, &queue, plan, rules, report, &failed).await;
+    let mut first_error = mine.as_ref().err().cloned();
+    let mut changed = mine.unwrap_or_default();
+    for h in handles {
+        match h.await {
+            Ok(Ok(c)) => changed.extend(c),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(TenantError::permanent(
+                    FailureKind::Interrupted,
+                    format!("a verification job stopped: {e}"),
+                ));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    changed.sort_by_key(|(i, _)| *i);
+    Ok(changed)
+}
+
+/// One verification job: tables from the queue until it is empty or a job
+/// failed.
+async fn verify_job(
+    source: &mut dyn CopyEnd,
+    target: &mut dyn CopyEnd,
+    queue: &Mutex<VecDeque<usize>>,
+    plan: &[Pair],
+    rules: &Rules,
+    report: &MoveReport,
+    failed: &AtomicBool,
+) -> Result<Vec<(usize, String)>, TenantError> {
+    let mut changed = Vec::new();
+    loop {
+        if failed.load(Ordering::Relaxed) {
+            return Ok(changed);
+        }
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).pop_front();
+        let Some(i) = next else { return Ok(changed) };
+        match verify_table(source, target, plan, i, rules, report).await {
+            Ok(Some(c)) => changed.push(c),
+            Ok(None) => {}
             Err(e) => {
                 failed.store(true, Ordering::Relaxed);
                 return Err(e);

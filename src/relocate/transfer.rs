@@ -7,7 +7,7 @@
 //! by row, and named by table, key and column.
 
 use crate::error::FailureKind;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use super::{MoveOptions, MoveReport, TableMoved};
@@ -363,69 +363,88 @@ pub(super) async fn verify(
     rules: &Rules,
     report: &MoveReport,
 ) -> Result<Vec<(usize, String)>, TenantError> {
-    let copied: BTreeMap<String, &TableMoved> =
-        report.tables.iter().map(|t| (t.table.clone(), t)).collect();
     let mut changed = Vec::new();
-    for (i, p) in plan.iter().enumerate() {
-        let want = copied[&p.source.label()];
-        let (mut got, mut now) = (Checksum::default(), Checksum::default());
-        // the target read back, and the source as it is now (its server's
-        // digest where it has one, else its rows converted), side by side
-        let source_now = async {
-            if let Some(then) = &want.digest {
-                let same = source.digest(&p.source).await?.as_ref() == Some(then);
-                // a digest of the whole file that changed says nothing of
-                // this table: its rows tell
-                if same || source.digest_is_per_table() {
-                    return Ok::<_, TenantError>(!same);
-                }
-            }
-            each_row(&mut *source, &p.source, Some((p, rules)), |r| now.add(&r)).await?;
-            Ok(now.text() != want.checksum)
-        };
-        let (a, moved) = tokio::join!(
-            each_row(&mut *target, &p.target, None, |r| got.add(&r)),
-            source_now
-        );
-        a?;
-        let moved: bool = moved?;
-        let rows = target.count(&p.target).await?;
-        if rows != want.rows || got.text() != want.checksum {
-            let at = if !moved {
-                first_difference(source, target, p, rules).await?
-            } else {
-                "(the source changed too)".to_string()
-            };
-            return Err(TenantError::permanent(
-                FailureKind::MoveVerificationFailed,
-                format!(
-                    "table {}: the target holds {} rows (checksum {}), the source's snapshot {} ({}); {at}",
-                    p.source.label(),
-                    rows,
-                    got.text(),
-                    want.rows,
-                    want.checksum
-                ),
-            ));
-        }
-        if moved {
-            let now_rows = source.count(&p.source).await?;
-            changed.push((
-                i,
-                format!(
-                    "{} ({} rows when copied, {now_rows} now{})",
-                    p.source.label(),
-                    want.rows,
-                    if now_rows == want.rows {
-                        ", rows changed"
-                    } else {
-                        ""
-                    }
-                ),
-            ));
+    for i in 0..plan.len() {
+        if let Some(c) = verify_table(source, target, plan, i, rules, report).await? {
+            changed.push(c);
         }
     }
     Ok(changed)
+}
+
+/// `verify` of table `i` of `plan`: `Some` when the source changed.
+pub(super) async fn verify_table(
+    source: &mut dyn CopyEnd,
+    target: &mut dyn CopyEnd,
+    plan: &[Pair],
+    i: usize,
+    rules: &Rules,
+    report: &MoveReport,
+) -> Result<Option<(usize, String)>, TenantError> {
+    let p = &plan[i];
+    let Some(want) = report.tables.iter().find(|t| t.table == p.source.label()) else {
+        return Err(TenantError::permanent(
+            FailureKind::CopyIncomplete,
+            format!("table {} was not copied", p.source.label()),
+        ));
+    };
+    let (mut got, mut now) = (Checksum::default(), Checksum::default());
+    // the target read back, and the source as it is now (its server's
+    // digest where it has one, else its rows converted), side by side
+    let source_now = async {
+        if let Some(then) = &want.digest {
+            let same = source.digest(&p.source).await?.as_ref() == Some(then);
+            // a digest of the whole file that changed says nothing of
+            // this table: its rows tell
+            if same || source.digest_is_per_table() {
+                return Ok::<_, TenantError>(!same);
+            }
+        }
+        each_row(&mut *source, &p.source, Some((p, rules)), |r| now.add(&r)).await?;
+        Ok(now.text() != want.checksum)
+    };
+    let (a, moved) = tokio::join!(
+        each_row(&mut *target, &p.target, None, |r| got.add(&r)),
+        source_now
+    );
+    a?;
+    let moved: bool = moved?;
+    let rows = target.count(&p.target).await?;
+    if rows != want.rows || got.text() != want.checksum {
+        let at = if !moved {
+            first_difference(source, target, p, rules).await?
+        } else {
+            "(the source changed too)".to_string()
+        };
+        return Err(TenantError::permanent(
+            FailureKind::MoveVerificationFailed,
+            format!(
+                "table {}: the target holds {} rows (checksum {}), the source's snapshot {} ({}); {at}",
+                p.source.label(),
+                rows,
+                got.text(),
+                want.rows,
+                want.checksum
+            ),
+        ));
+    }
+    if moved {
+        let now_rows = source.count(&p.source).await?;
+        return Ok(Some((
+            i,
+            format!(
+                "{} ({} rows when copied, {now_rows} now{})",
+                p.source.label(),
+                want.rows,
+                if now_rows == want.rows {
+                    ", rows changed"
+                } else {
+                    ""
+                }
+            ),
+        )));
+    }
+    Ok(None)
 }
 
 /// The failure of a move whose source was written to during the copy.
