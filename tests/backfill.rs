@@ -29,7 +29,7 @@ async fn sqlite_backfill_runs_in_batches_and_checkpoints() {
         ),
     ]);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = sqlite(&tenant_path(dir.path(), "t0000")).await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE w IS NULL OR w <> v * 2")
         .fetch_one(&mut c)
@@ -115,7 +115,7 @@ async fn sqlite_short_batch_confirmation_never_exceeds_the_batch_size() {
         ),
     ]);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let path = tenant_path(dir.path(), "t0000");
     let mut c = sqlite(&path).await;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM t WHERE w IS NULL OR w <> v * 2")
@@ -202,7 +202,7 @@ async fn sqlite_verified_backfill_is_recorded_only_once_its_verification_passes(
     c.close().await.unwrap();
     std::fs::write(m.path().join("0002_fill.verify.sql"), FIXED_VERIFY).unwrap();
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(sqlite_history(&path).await, vec![(1, true), (2, true)]);
 }
 
@@ -226,7 +226,7 @@ async fn postgres_verified_backfill_is_recorded_only_once_its_verification_passe
     );
     std::fs::write(m.path().join("0002_fill.verify.sql"), FIXED_VERIFY).unwrap();
     let out = sync_fleet(dir.path(), &fleet, m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(
         pg_history(&mut c, "tenant_000").await,
         vec![(1, true), (2, true)]
@@ -257,7 +257,7 @@ async fn postgres_million_row_backfill_holds_locks_one_batch_at_a_time_and_resum
     let fleet = format!("postgres-schemas:{}", db.url);
     let mpath = m.path().to_str().unwrap().to_string();
     let out = sync_fleet(dir.path(), &fleet, m.path(), &["--to", "1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
 
     // A writer that keeps touching rows spread over the table, timing each
     // update: it can only ever wait for one batch's transaction.
@@ -349,13 +349,7 @@ async fn postgres_million_row_backfill_holds_locks_one_batch_at_a_time_and_resum
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (worst_wait, writes) = writer.await.unwrap();
 

@@ -40,7 +40,7 @@ async fn sqlite_restore_brings_back_what_a_migration_destroyed() {
         m.path(),
         &["--allow-contract", "--backup", backups.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let id = summary(&report_dir(dir.path(), &out))["rollout_id"]
         .as_str()
         .unwrap()
@@ -65,13 +65,7 @@ async fn sqlite_restore_brings_back_what_a_migration_destroyed() {
         ])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let mut c = sqlite(&p).await;
     let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes ORDER BY id")
         .fetch_all(&mut c)
@@ -109,7 +103,7 @@ async fn postgres_schema_restore_from_pg_dump() {
         m.path(),
         &["--allow-contract", "--backup", backups.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let everything = everything_printed(dir.path(), &out);
     assert!(
         !everything.contains(TEST_PASSWORD),
@@ -126,13 +120,7 @@ async fn postgres_schema_restore_from_pg_dump() {
         .args(["restore", "--tenant", "tenant_b", "--fleet", &fleet])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM tenant_b.notes ORDER BY id")
         .fetch_all(&mut c)
         .await
@@ -181,7 +169,7 @@ async fn postgres_database_restore_drops_what_came_later() {
         m.path(),
         &["--tenant-pattern", &pattern, "--to", "1"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let url = with_db(&pg_base_url(), &names[1]);
     let mut c = pg_connect(&url).await;
     c.execute("INSERT INTO notes VALUES (1, 'precious'), (2, 'also precious')")
@@ -200,20 +188,14 @@ async fn postgres_database_restore_drops_what_came_later() {
             backups.to_str().unwrap(),
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let out = fleetmig()
         .current_dir(dir.path())
         .args(["restore", "--tenant", &names[1], "--fleet", &fleet])
         .args(["--tenant-pattern", &pattern])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes ORDER BY id")
         .fetch_all(&mut c)
         .await

@@ -135,7 +135,7 @@ async fn plan_and_status_write_nothing() {
         .arg(demo_migrations())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let text = stdout(&out);
     assert!(
         text.contains("new1: 0 -> 8: apply 1 (create accounts)"),
@@ -179,7 +179,7 @@ async fn plan_and_status_write_nothing() {
         &demo_migrations(),
         &["--to", "3", "--tenant", "t0001"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let out = fleetmig()
         .current_dir(fleet.path())
         .args([
@@ -233,7 +233,7 @@ async fn flags_beat_environment_beat_fleetmig_toml() {
         .args(["sync", "--progress-every", "0", "--concurrency", "7"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let report = report_dir(dir.path(), &out);
     assert!(
         report.starts_with(dir.path().join("from-env")),
@@ -275,7 +275,7 @@ fn new_creates_files_that_load() {
         .arg(m.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(m.path().join("0002_add_due_date.up.sql").exists());
     assert!(m.path().join("0002_add_due_date.down.sql").exists());
     let out = fleetmig()
@@ -368,7 +368,7 @@ fn progress_is_plain_lines_in_a_log_and_a_bar_on_a_terminal() {
         .arg(m.path())
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let err = stderr(&out);
     let lines: Vec<&str> = err
         .lines()

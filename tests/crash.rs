@@ -13,7 +13,7 @@ use rand::RngExt;
 
 fn newest(dir: &std::path::Path) -> Option<serde_json::Value> {
     let h = run_in(dir, &["history", "--fleet", "registry:fleet.csv", "--json"]);
-    assert_eq!(h.status.code(), Some(0), "{}", stderr(&h));
+    expect_exit(&h, 0);
     let v: serde_json::Value = serde_json::from_slice(&h.stdout).unwrap();
     v.as_array().and_then(|a| a.first().cloned())
 }
@@ -194,13 +194,7 @@ async fn sigterm_pauses_the_rollout_and_writes_the_report() {
             .success()
     );
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let report = report_dir(dir.path(), &out);
     let s = summary(&report);
     assert_eq!(s["status"], "paused");
@@ -226,7 +220,7 @@ async fn sigterm_pauses_the_rollout_and_writes_the_report() {
             &mpath,
         ],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     for i in 0..12 {
         assert_eq!(
             sqlite_history(&registry_tenant(dir.path(), &format!("t{i:04}"))).await,
@@ -293,13 +287,7 @@ async fn a_sync_after_a_killed_sync_takes_it_over() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let mut s = sqlite(&dir.path().join(".fleetmig/state.db")).await;
     let rollouts: Vec<(String, String)> =
         sqlx::query_as("SELECT id, status FROM fleetmig_rollouts")
@@ -343,13 +331,7 @@ async fn a_sync_after_a_killed_sync_takes_it_over() {
             .map(String::as_str)
             .collect::<Vec<_>>(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rollouts: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT status, reason FROM fleetmig_rollouts ORDER BY created_at")
             .fetch_all(&mut s)

@@ -20,7 +20,7 @@ fn the_demo_set_is_lint_clean() {
 async fn expand_backfill_index_then_contract_on_sqlite() {
     let dir = sqlite_fleet(3);
     let out = sync(dir.path(), &demo_migrations(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(
         stderr(&out).contains("9 (drop accounts name) is phase=contract and is held"),
         "{}",
@@ -33,7 +33,7 @@ async fn expand_backfill_index_then_contract_on_sqlite() {
         );
     }
     let out = sync(dir.path(), &demo_migrations(), &["--allow-contract"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = sqlite(&tenant_path(dir.path(), "t0001")).await;
     let cols: Vec<String> =
         sqlx::query_scalar("SELECT name FROM pragma_table_info('accounts') ORDER BY cid")
@@ -77,7 +77,7 @@ async fn the_same_set_on_postgres_uses_the_concurrent_index() {
         &demo_migrations(),
         &["--allow-contract"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = db.conn().await;
     for s in ["tenant_1", "tenant_2"] {
         assert_eq!(pg_history(&mut c, s).await.len(), 9);

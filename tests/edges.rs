@@ -26,7 +26,7 @@ async fn only_tenant_schemas_are_found_and_the_tenant_query_cannot_write() {
             .unwrap()
     };
     let out = plan(&[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let names: Vec<&str> = v["tenants"]
         .as_array()
@@ -75,7 +75,7 @@ async fn a_stray_file_is_one_failed_tenant_and_the_rest_is_migrated() {
         std::fs::write(tenants.join(stray), b"not a database").unwrap();
     }
     let out = sync(dir.path(), &demo_migrations(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     for i in 0..3 {
         let id = format!("t{i:04}");
@@ -136,7 +136,7 @@ async fn an_empty_fleet_is_an_error_unless_allowed_and_a_missing_file_says_so() 
         "no report for nothing"
     );
     let out = sync(dir.path(), &demo_migrations(), &["--allow-empty"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(stdout(&out).contains("0 tenants"), "{}", stdout(&out));
 
     std::fs::write(
@@ -230,7 +230,7 @@ async fn postgres_no_transaction_files_run_statement_by_statement_and_errors_nam
         ),
     ]);
     let out = sync_fleet(dir.path(), &fleet, m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = db.conn().await;
     let indexes: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_indexes WHERE schemaname = 'tenant_a' AND indexname IN ('t_x', 't_y')",
@@ -256,7 +256,7 @@ async fn postgres_no_transaction_files_run_statement_by_statement_and_errors_nam
         ),
     ]);
     let out = sync_fleet(dir.path(), &fleet, m2.path(), &["--max-attempts", "1"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     // tenant_a and tenant_b were at 2 and 1... tenant_b failed 0002 at once
     assert_eq!(rows["tenant_a"]["status"], "succeeded");
@@ -340,7 +340,7 @@ async fn a_large_sqlite_migration_runs_whole_and_fast() {
     let m = migration_dir(&[("0001_big.sql", &big)]);
     let t0 = std::time::Instant::now();
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(
         t0.elapsed() < std::time::Duration::from_secs(25),
         "{:?}",
@@ -367,7 +367,7 @@ async fn lint_blocks_only_what_is_still_to_apply() {
         "CREATE TABLE t (a int);\nUPDATE t SET a = 1;\n",
     )]);
     let out = sync(dir.path(), first.path(), &["--allow-lint-findings"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let both = migration_dir(&[
         (
             "0001_t.sql",
@@ -376,7 +376,7 @@ async fn lint_blocks_only_what_is_still_to_apply() {
         ("0002_u.sql", "CREATE TABLE u (b int);\n"),
     ]);
     let out = sync(dir.path(), both.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(
         sqlite_history(&tenant_path(dir.path(), "t0000")).await,
         vec![(1, true), (2, true)]
@@ -397,7 +397,7 @@ async fn lint_blocks_only_what_is_still_to_apply() {
     // a new tenant still needs 0001: the gate refuses again
     std::fs::write(dir.path().join("tenants/t9999.db"), b"").unwrap();
     let out = sync(dir.path(), both.path(), &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_exit(&out, 2);
     assert!(stderr(&out).contains("FM007"), "{}", stderr(&out));
 }
 

@@ -23,7 +23,7 @@ async fn the_state_store_is_what_it_says_or_refused() {
     let dir = sqlite_fleet(2);
     let upper = db.url.replacen("postgres://", "POSTGRES://", 1);
     let out = sync(dir.path(), &demo_migrations(), &["--state", &upper]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = db.conn().await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM fleetmig_rollouts")
         .fetch_one(&mut c)
@@ -35,7 +35,7 @@ async fn the_state_store_is_what_it_says_or_refused() {
 
     let typo = format!("postgres:/fleetmig:{TEST_PASSWORD}@127.0.0.1:5432/x");
     let out = sync(dir.path(), &demo_migrations(), &["--state", &typo]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_exit(&out, 2);
     let printed = stdout(&out) + &stderr(&out);
     assert!(printed.contains("--state"), "{printed}");
     assert!(!printed.contains(TEST_PASSWORD), "{printed}");
@@ -61,7 +61,7 @@ async fn the_state_store_is_what_it_says_or_refused() {
         &demo_migrations(),
         &["--state", foreign.to_str().unwrap()],
     );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    expect_exit(&out, 3);
     assert!(
         stderr(&out).contains("not fleetmig's (users)"),
         "{}",
@@ -74,7 +74,7 @@ async fn the_state_store_is_what_it_says_or_refused() {
         dir.path(),
         &["history", "--state", missing.to_str().unwrap(), "--json"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(stdout(&out).trim(), "[]");
     assert!(
         stderr(&out).contains("no state store at"),
@@ -104,7 +104,7 @@ async fn logs_are_quiet_redacted_and_plain_off_a_terminal() {
         c.output().unwrap()
     };
     let out = status(None);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(!stderr(&out).contains("unrecognized"), "{}", stderr(&out));
     let out = status(Some(("RUST_LOG", "sqlx=warn")));
     let err = stderr(&out);
@@ -256,7 +256,7 @@ async fn an_unwritable_reports_folder_is_refused_before_work() {
         &demo_migrations(),
         &["--reports", "not-a-folder/reports"],
     );
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    expect_exit(&out, 3);
     assert!(stderr(&out).contains("not-a-folder"), "{}", stderr(&out));
     for i in 0..2 {
         assert!(
@@ -407,7 +407,7 @@ async fn a_rollout_resumes_from_its_record_alone() {
             "sqlite-dir:somewhere-else",
         ],
     );
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_exit(&out, 2);
     assert!(
         stderr(&out).contains("is not the fleet of rollout") && stderr(&out).contains("fleet.csv"),
         "{}",
@@ -422,7 +422,7 @@ async fn a_rollout_resumes_from_its_record_alone() {
         elsewhere.path(),
         &["resume", "--state", state, "--progress-every", "0"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let report = report_dir(elsewhere.path(), &out);
     assert!(report.starts_with(dir.path().join("reports")), "{report:?}");
     assert_eq!(summary(&report)["status"], "completed");
@@ -435,6 +435,6 @@ async fn a_rollout_resumes_from_its_record_alone() {
         );
     }
     let out = run_in(elsewhere.path(), &["report", &id, "--state", state]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(!elsewhere.path().join("reports").exists());
 }

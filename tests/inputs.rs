@@ -27,13 +27,7 @@ fn malformed_urls_are_refused_before_any_connection_and_never_printed() {
         std::fs::write(&registry, format!("id,url,schema,tags\nt1,{url},,\n")).unwrap();
         let fleet = format!("registry:{}", registry.display());
         let out = sync_fleet(dir.path(), &fleet, m.path(), &[]);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
+        expect_exit(&out, 2);
         assert!(
             stderr(&out).contains("fleet.csv:2"),
             "names the row: {}",
@@ -48,13 +42,7 @@ fn malformed_urls_are_refused_before_any_connection_and_never_printed() {
             "postgres-schemas"
         };
         let out = sync_fleet(dir.path(), &format!("{kind}:{url}"), m.path(), &[]);
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
+        expect_exit(&out, 2);
         assert!(stderr(&out).contains("--fleet"), "{}", stderr(&out));
         let all = everything_printed(dir.path(), &out);
         assert!(!all.contains(SECRET), "{url}: {all}");
@@ -63,13 +51,7 @@ fn malformed_urls_are_refused_before_any_connection_and_never_printed() {
             dir.path(),
             &["status", "--fleet", "sqlite-dir:x", "--state", url],
         );
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
+        expect_exit(&out, 2);
         let all = everything_printed(dir.path(), &out);
         assert!(!all.contains(SECRET), "{url}: {all}");
         // nothing named after the URL was created
@@ -96,13 +78,7 @@ async fn a_pattern_that_matches_everything_takes_no_system_schema() {
         m.path(),
         &["--tenant-pattern", "%"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let mut tenants: Vec<&String> = rows.keys().collect();
     tenants.sort();
@@ -114,13 +90,7 @@ async fn a_pattern_that_matches_everything_takes_no_system_schema() {
         m.path(),
         &["--tenant-pattern", "public"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert!(csv_rows(&report_dir(dir.path(), &out)).contains_key("public"));
     db.drop_now().await;
 }
@@ -143,13 +113,7 @@ fn a_null_tenant_id_is_refused() {
         m.path(),
         &["--tenant-query", "SELECT id FROM orgs"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 3);
     assert!(
         stderr(&out).contains("returned NULL as the id of row 2"),
         "{}",
@@ -178,13 +142,7 @@ fn the_operator_is_named_from_the_uid_without_user() {
         .arg(m.path())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let s = summary(&report_dir(dir.path(), &out));
     let operator = s["operator"].as_str().unwrap_or("").to_string();
     let me = std::process::Command::new("id")
@@ -236,13 +194,7 @@ async fn read_commands_create_nothing_and_work_with_a_read_only_role() {
     let fleet = sqlite_fleet(2);
     let m = migration_dir(&[("0001_t.sql", "CREATE TABLE t (x int);")]);
     let out = sync(fleet.path(), m.path(), &["--state", &store.url]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     store
         .exec(
             "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'fleetmig_reader') THEN \
@@ -255,13 +207,7 @@ async fn read_commands_create_nothing_and_work_with_a_read_only_role() {
     u.set_password(Some("reader-secret")).unwrap();
     let reader = u.to_string();
     let out = run_in(fleet.path(), &["history", "--state", &reader]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert!(stdout(&out).contains("sync"), "{}", stdout(&out));
     let id = stdout(&out)
         .lines()
@@ -313,13 +259,7 @@ fn a_refused_state_store_port_is_said_at_once() {
             "20s",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 3);
     assert!(
         t0.elapsed() < std::time::Duration::from_secs(5),
         "{:?}",
@@ -339,13 +279,7 @@ fn a_refused_state_store_port_is_said_at_once() {
 fn the_reports_target_is_the_version_tenants_were_taken_to() {
     let dir = sqlite_fleet(2);
     let out = sync(dir.path(), &demo_migrations(), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let report = report_dir(dir.path(), &out);
     assert_eq!(summary(&report)["target_version"], DEMO_REACHED);
     let md = std::fs::read_to_string(report.join("summary.md")).unwrap();

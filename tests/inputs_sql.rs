@@ -38,13 +38,7 @@ async fn a_gate_that_writes_fails_and_writes_nothing() {
             "gate.sql",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let s = summary(&report_dir(dir.path(), &out));
     assert_eq!(s["status"], "halted", "{s}");
     assert!(
@@ -84,13 +78,7 @@ async fn a_gate_that_writes_fails_and_writes_nothing() {
             "gate.sql",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let mut c = db.conn().await;
     let n: i64 = sqlx::query_scalar("SELECT (SELECT count(*) FROM tenant_a.t WHERE x = 99) + (SELECT count(*) FROM tenant_b.t WHERE x = 99)")
         .fetch_one(&mut c)
@@ -111,13 +99,7 @@ fn a_nul_byte_in_a_migration_is_refused_when_the_set_loads() {
         "CREATE TABLE t (x int);\nINSERT INTO t VALUES (1);\n-- \0 here\n",
     )]);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 2);
     assert!(stderr(&out).contains("0001_t.sql:3"), "{}", stderr(&out));
     assert!(stderr(&out).contains("NUL"), "{}", stderr(&out));
     assert_eq!(
@@ -159,13 +141,7 @@ async fn mysql_trigger_bodies_conditional_comments_and_delimiters_run_as_the_ser
         m.path(),
         &["--tenant-pattern", &name],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let mut c = mysql_connect(&url).await;
     let engine: String = sqlx::query_scalar(
         "SELECT CAST(ENGINE AS CHAR) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 't'",
@@ -198,13 +174,7 @@ async fn a_verification_that_writes_fails_its_migration_and_writes_nothing() {
     ]);
     let dir = sqlite_fleet(1);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     assert_eq!(
         sqlite_history(&tenant_path(dir.path(), "t0000")).await,
         vec![]
@@ -235,13 +205,7 @@ async fn a_verification_that_writes_fails_its_migration_and_writes_nothing() {
         m.path(),
         &[],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let mut c = db.conn().await;
     assert_eq!(pg_history(&mut c, "tenant_a").await, vec![]);
     let t: Option<String> = sqlx::query_scalar("SELECT to_regclass('tenant_a.t')::text")
@@ -261,13 +225,7 @@ async fn a_verification_that_writes_fails_its_migration_and_writes_nothing() {
     ]);
     let dir = sqlite_fleet(1);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 2);
     assert!(
         stderr(&out).contains("0001_t.verify.sql") && stderr(&out).contains("one SELECT"),
         "{}",

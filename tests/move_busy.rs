@@ -80,13 +80,7 @@ async fn a_busy_tenant_moves_with_its_writes_held_from_the_final_verification_on
     .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let last = writer.await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let folder = stdout(&out).lines().last().unwrap().to_string();
     let report: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join(folder).join("move.json")).unwrap(),

@@ -110,13 +110,7 @@ async fn postgresql_targets_fire_nothing_during_the_copy_as_superuser_and_as_own
         set.path(),
         &["--to", &db.url, "--schema", "moved"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(pg_n(&db.url, "moved", "a").await, 60);
     assert_eq!(
         pg_n(&db.url, "moved", "audit").await,
@@ -145,13 +139,7 @@ async fn postgresql_targets_fire_nothing_during_the_copy_as_superuser_and_as_own
     owner_url.set_password(Some("owner-secret")).unwrap();
     let owner_url = owner_url.to_string();
     let out = mv(dir.path(), set.path(), &["--to", &owner_url]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert!(!stdout(&out).contains("owner-secret"));
     assert_eq!(pg_n(&owner_url, "public", "b").await, 60);
     assert_eq!(
@@ -192,13 +180,7 @@ async fn mariadb_targets_get_their_triggers_back_and_an_orphan_fails_the_move_by
     let name = format!("fmmvtrig{:06x}", rand::random::<u32>() & 0xffffff);
     let url = with_db(&mysql_base_url(), &name);
     let out = mv(dir.path(), set.path(), &["--to", &url]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let mut m = mysql_connect(&url).await;
     let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
     assert_eq!(
@@ -330,13 +312,7 @@ async fn drop_source_json_and_refusals_before_the_target_exists() {
         set2.path(),
         &["--to", &url, "--schema", "t1", "--json"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("stdout is JSON only");
     assert_eq!(json["status"], "done");
     assert_eq!(json["created"], "database");
@@ -360,13 +336,7 @@ async fn drop_source_json_and_refusals_before_the_target_exists() {
         set2.path(),
         &["--to", &db2.url, "--drop-source"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let schemas: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM pg_database WHERE datname = '{name}'"
     )))
@@ -381,13 +351,7 @@ async fn drop_source_json_and_refusals_before_the_target_exists() {
     let holder = pg_connect(&db2.url).await;
     let url3 = with_db(&pg_base_url(), &db3);
     let out = mv(dir.path(), set2.path(), &["--to", &url3, "--drop-source"]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     assert!(
         stdout(&out).contains("the source was not dropped"),
         "{}",
@@ -400,13 +364,7 @@ async fn drop_source_json_and_refusals_before_the_target_exists() {
         (n.clone(), with_db(&pg_base_url(), &n))
     };
     let out = mv(dir.path(), set2.path(), &["--to", &url4, "--drop-source"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
         .bind(&db3)
         .fetch_one(&mut admin)

@@ -29,7 +29,7 @@ async fn fleet(dir: &std::path::Path, m: &std::path::Path) {
     csv.insert_str(csv.find('\n').unwrap() + 1, "# the shop fleet, by hand\n\n");
     std::fs::write(dir.join("fleet.csv"), csv).unwrap();
     let out = sync_fleet(dir, "registry:fleet.csv", m, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     for i in 0..TENANTS {
         let id = format!("t{i:04}");
         let mut c = sqlite(&registry_tenant(dir, &id)).await;
@@ -119,17 +119,11 @@ async fn twenty_sqlite_tenants_into_schemas_through_a_kill() {
     let h = run_in(dir, &["history", "--json"]);
     assert!(!stdout(&h).contains(TEST_PASSWORD), "{}", stdout(&h));
     let out = run_in(dir, &["resume", "--progress-every", "0"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_exit(&out, 2);
     assert!(stderr(&out).contains("pass --to"), "{}", stderr(&out));
     assert!(!stderr(&out).contains(TEST_PASSWORD), "{}", stderr(&out));
     let out = run_in(dir, &["resume", "--progress-every", "0", "--to", &db.url]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "completed", "{s}");
@@ -184,7 +178,7 @@ async fn a_bulk_move_is_refused_before_anything_when_it_cannot_be_done() {
     let m = m.path().to_str().unwrap();
     registry_fleet(dir, 3, 0);
     let out = sync_fleet(dir, "registry:fleet.csv", m.as_ref(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let before = std::fs::read_to_string(dir.join("fleet.csv")).unwrap();
     let base = pg_base_url();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -259,7 +253,7 @@ async fn a_bulk_move_is_refused_before_anything_when_it_cannot_be_done() {
     );
     // refused before a rollout was recorded (the sync's is the only one)
     let out = run_in(dir, &["history", "--fleet", "registry:fleet.csv", "--json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let commands: Vec<&str> = v
         .as_array()

@@ -43,13 +43,7 @@ fn sync_all(dir: &Path) {
         &set(),
         &["--state", "state.db", "--create-missing"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
 }
 
 /// Customers 2..=n added to the SQLite tenant at `path`.
@@ -186,13 +180,7 @@ async fn an_empty_place_is_taken_marked_while_filled_and_unmarked_when_done() {
     // an empty file someone provisioned, and an empty schema
     std::fs::write(dir.path().join("empty.db"), b"").unwrap();
     let out = mv(dir.path(), "t1", &["--to", "sqlite:empty.db"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(sqlite_count(&dir.path().join("empty.db")).await, 5);
     // the mark is gone, the histories are the source's
     let tables = sqlite_tables(&dir.path().join("empty.db")).await;
@@ -222,13 +210,7 @@ async fn an_empty_place_is_taken_marked_while_filled_and_unmarked_when_done() {
         "t2",
         &["--to", &db.url, "--schema", "provisioned"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(
         pg_scalar(&db.url, "SELECT count(*) FROM provisioned.customers").await,
         7

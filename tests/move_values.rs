@@ -71,13 +71,7 @@ fn fleet(dir: &Path, url: &str, set: &Path) {
     )
     .unwrap();
     let out = sync_fleet(dir, "registry:fleet.csv", set, &["--state", "state.db"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
 }
 
 /// Every row of `v` as PostgreSQL prints it.
@@ -169,13 +163,7 @@ async fn postgresql_values_arrive_exactly_and_what_mariadb_cannot_hold_is_refuse
     let dst = name("mvvaldst");
     let dst_url = with_db(&pg_base_url(), &dst);
     let out = mv(dir.path(), set.path(), &dst_url, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(pg_rows(&dst_url, "v").await, pg_rows(&src.url, "v").await);
     let rows = pg_rows(&dst_url, "v").await;
     assert!(
@@ -239,13 +227,7 @@ async fn mysql_zero_dates_stay_in_mysql_and_are_refused_or_nulled_elsewhere() {
 
     // with --zero-dates null: NULL where the zero dates were, the rest exact
     let out = mv(dir.path(), set.path(), &dst_url, &["--zero-dates", "null"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rows = pg_rows(&dst_url, "v").await;
     assert_eq!(
         rows,
@@ -270,13 +252,7 @@ async fn mysql_zero_dates_stay_in_mysql_and_are_refused_or_nulled_elsewhere() {
     let copy = name("mvzerocopy");
     let copy_url = with_db(&mysql_base_url(), &copy);
     let out = mv(dir.path(), set.path(), &copy_url, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let read = |url: String| async move {
         let mut c = mysql_connect(&url).await;
         let rows: Vec<MyRow> = sqlx::query_as(
@@ -323,26 +299,14 @@ async fn a_database_tenants_second_schema_moves_with_it_or_the_move_is_refused()
     );
     // SQLite has one namespace too
     let out = mv(dir.path(), set.path(), "sqlite:t1.db", &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 2);
     assert!(!dir.path().join("t1.db").exists());
 
     // a new database: both schemas, every row
     let dst = name("mvschemasdst");
     let dst_url = with_db(&pg_base_url(), &dst);
     let out = mv(dir.path(), set.path(), &dst_url, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(
         pg_rows(&dst_url, "audit.events").await,
         pg_rows(&src.url, "audit.events").await
@@ -412,13 +376,7 @@ async fn narrow_types_arrive_in_postgresql_in_their_own_width() {
     .await;
     let target = pg_database("narrow").await;
     let out = mv(dir.path(), set.path(), &target.url, &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let mut c = pg_connect(&target.url).await;
     let rows: Vec<(i32, Option<String>)> = sqlx::query_as(
         "SELECT id, concat_ws('|', s, i, r, n, '[' || c || ']', v, t, u) FROM w ORDER BY id",

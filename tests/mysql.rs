@@ -67,13 +67,7 @@ async fn database_fleet_reaches_head_with_the_mysql_variant() {
         &demo_migrations(),
         &["--tenant-pattern", &f.pattern()],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(csv_rows(&report_dir(dir.path(), &out)).len(), 8);
     for n in &f.names {
         assert_eq!(f.history(n).await, demo_history(), "{n}");
@@ -143,13 +137,7 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
     let mut applied = 0;
     for (child, d) in children.into_iter().zip(&dirs) {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
+        expect_exit(&out, 0);
         for r in csv_rows(&report_dir(d.path(), &out)).values() {
             applied += r["applied_versions"]
                 .split(';')
@@ -241,7 +229,7 @@ async fn a_locked_table_times_out_as_transient_and_is_retried() {
         ],
     );
     release.await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert!(rows[&f.names[1]]["attempts"].parse::<u32>().unwrap() >= 2);
     assert_eq!(f.history(&f.names[1]).await, vec![(1, true), (2, true)]);
@@ -332,7 +320,7 @@ async fn preflight_defers_a_database_with_an_old_open_transaction() {
         &m,
         &["--tenant-pattern", &pat, "--to", "2"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut reader = mysql_connect(&f.url(&f.names[1])).await;
     reader.execute("BEGIN").await.unwrap();
     let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts")
@@ -350,7 +338,7 @@ async fn preflight_defers_a_database_with_an_old_open_transaction() {
         "1",
     ];
     let out = sync_fleet(dir.path(), &f.spec(), &m, &args);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(
         rows[&f.names[1]]["error_kind"], "preflight_deferred",
@@ -371,7 +359,7 @@ async fn preflight_defers_a_database_with_an_old_open_transaction() {
     reader.execute("COMMIT").await.unwrap();
     reader.close().await.unwrap();
     let out = sync_fleet(dir.path(), &f.spec(), &m, &args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(f.history(&f.names[1]).await.len(), DEMO_REACHED as usize);
     f.drop_all().await;
 }
@@ -403,7 +391,7 @@ async fn restore_brings_back_what_a_migration_destroyed() {
         a
     };
     let out = sync_fleet(dir.path(), &f.spec(), m.path(), &args(&["--to", "1"]));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let victim = &f.names[1];
     mysql_exec(
         &f.url(victim),
@@ -415,7 +403,7 @@ async fn restore_brings_back_what_a_migration_destroyed() {
     let mut extra = args(&["--allow-contract", "--backup"]);
     extra.push(&backup_arg);
     let out = sync_fleet(dir.path(), &f.spec(), m.path(), &extra);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert!(
         !everything_printed(dir.path(), &out).contains(TEST_PASSWORD),
         "no password in dumps, reports or output"
@@ -433,13 +421,7 @@ async fn restore_brings_back_what_a_migration_destroyed() {
         .args(["--tenant-pattern", &pattern])
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert!(!stdout(&out).contains(TEST_PASSWORD) && !stderr(&out).contains(TEST_PASSWORD));
     let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes ORDER BY id")
         .fetch_all(&mut c)

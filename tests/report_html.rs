@@ -69,7 +69,7 @@ async fn report_html_renders_in_a_headless_browser() {
     holder.execute("COMMIT").await.unwrap();
     holder.close().await.unwrap();
     let out = run.await.unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let report = report_dir(dir.path(), &out);
     let html = report.join("report.html");
     let page = std::fs::read_to_string(&html).unwrap();

@@ -135,13 +135,7 @@ async fn a_kill_inside_a_multi_statement_mysql_migration_resumes_after_the_last_
         ("0002_after.sql", "CREATE TABLE after_reshape (z INT);\n"),
     ]);
     let out = killed_during(&t, m.path(), "ALTER TABLE big").await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     // the ALTER the kill interrupted was judged from the database
     let log = stderr(&out);
     assert!(
@@ -177,13 +171,7 @@ async fn a_killed_statement_nobody_can_judge_leaves_the_tenant_dirty_naming_it()
         "CREATE TABLE first (x INT);\nDO SLEEP(30);\nCREATE TABLE never (y INT);\n",
     )]);
     let out = killed_during(&t, m.path(), "DO SLEEP").await;
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let all = stdout(&out) + &stderr(&out);
     assert!(
         all.contains("statement 2 of 3") && all.contains("0001_wait.sql:2"),
@@ -254,13 +242,7 @@ async fn a_resumed_migration_sets_its_session_up_again() {
         .unwrap();
     locker.close().await.unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert!(
         rows["t1"]["attempts"].parse::<u32>().unwrap() >= 2,
@@ -297,13 +279,7 @@ async fn a_dump_with_lock_tables_runs_whole() {
     )
     .unwrap();
     let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(t.scalar("SELECT SUM(x) FROM d").await, 3);
     assert_eq!(
         t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")

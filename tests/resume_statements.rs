@@ -133,13 +133,7 @@ async fn killed_then_resumed(kill: Kill, expect: &[&str]) {
             "info",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     // the statement the kill left running was decided, not run blindly
     let log = stderr(&out);
     assert!(expect.iter().any(|e| log.contains(e)), "{log}");
@@ -240,13 +234,7 @@ async fn a_worker_killed_during_a_concurrent_index_build_is_taken_over() {
         ]
         .concat(),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let log = stderr(&out);
     assert!(
         log.contains("dropping the INVALID index an interrupted attempt left")

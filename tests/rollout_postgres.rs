@@ -70,13 +70,7 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
         .args(&args)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let report = report_dir(dir.path(), &out);
     let s = summary(&report);
     assert_eq!(s["status"], "halted", "{s}");
@@ -111,13 +105,7 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
         .args(&args)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(
         pg_history(&mut c, "tenant_001").await.len(),
         DEMO_REACHED as usize
@@ -131,13 +119,7 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
         .args(&args)
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(
         summary(&report_dir(dir.path(), &out))["status"],
         "completed"
@@ -174,13 +156,7 @@ async fn canary_halts_gate_sql_catches_bad_data_and_retry_then_resume_finishes()
         .arg(m2.path())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert!(
         rows["t007"]["gate_error"].contains("false"),

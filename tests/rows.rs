@@ -302,7 +302,7 @@ fn a_tenant_scoped_migration_needs_row_tenants() {
         "-- fleetmig: scope=tenant\nUPDATE t SET a = 1 WHERE org = :tenant_id;\n",
     )]);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_exit(&out, 2);
     assert!(stderr(&out).contains("0001_x.sql"), "{}", stderr(&out));
     assert!(stderr(&out).contains("scope=tenant"), "{}", stderr(&out));
     // and one that never says whose rows it changes is refused when loaded
@@ -311,7 +311,7 @@ fn a_tenant_scoped_migration_needs_row_tenants() {
         "-- fleetmig: scope=tenant\nUPDATE t SET a = 1;\n",
     )]);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_exit(&out, 2);
     assert!(stderr(&out).contains(":tenant_id"), "{}", stderr(&out));
 }
 

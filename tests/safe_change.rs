@@ -68,7 +68,7 @@ async fn a_rollout_refuses_a_set_with_findings_unless_told_otherwise() {
         "nothing touched"
     );
     let out = sync(dir.path(), m.path(), &["--allow-lint-findings"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -94,7 +94,7 @@ async fn contract_migrations_wait_for_the_whole_fleet_and_the_operator() {
     ]);
     // one tenant is only partly there and will not take the expand step yet
     let out = sync(dir.path(), m.path(), &["--to", "1", "--tenant", "t0003"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = sqlite(&tenant_path(dir.path(), "t0003")).await;
     c.execute("CREATE TABLE blocker (x INTEGER); CREATE TRIGGER no_expand BEFORE UPDATE ON users BEGIN SELECT RAISE(ABORT, 'not yet'); END;")
         .await
@@ -147,9 +147,9 @@ async fn contract_migrations_wait_for_the_whole_fleet_and_the_operator() {
     c.execute("DROP TRIGGER no_expand").await.unwrap();
     sqlx::Connection::close(c).await.unwrap();
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let out = sync(dir.path(), m.path(), &["--allow-contract"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     for id in ["t0000", "t0001", "t0002", "t0003"] {
         assert_eq!(
             sqlite_history(&tenant_path(dir.path(), id)).await.len(),
@@ -183,20 +183,14 @@ async fn baseline_records_without_running() {
         .arg(demo_migrations())
         .output()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert!(stdout(&out).contains("t0000: 2 migration(s) recorded"));
     assert_eq!(
         sqlite_history(&tenant_path(dir.path(), "t0000")).await,
         vec![(1, true), (2, true)]
     );
     let out = sync(dir.path(), &demo_migrations(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows["t0000"]["applied_versions"], demo_applied(2));
     assert_eq!(rows["t0001"]["applied_versions"], demo_applied(0));
@@ -229,7 +223,7 @@ async fn a_failed_verification_rolls_the_migration_back_with_the_rows_that_broke
         ),
     ]);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows["t0000"]["status"], "succeeded");
     let r = &rows["t0001"];
@@ -291,7 +285,7 @@ async fn postgres_verification_runs_in_the_tenant_schema_inside_the_transaction(
         m.path(),
         &["--tx-mode", "tenant"],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows["tenant_a"]["status"], "succeeded");
     assert_eq!(rows["tenant_b"]["error_kind"], "verify_query_failed");
@@ -314,7 +308,7 @@ async fn postgres_verification_runs_in_the_tenant_schema_inside_the_transaction(
 async fn verify_spells_out_the_hand_fixed_tenant_and_the_edited_migration() {
     let dir = sqlite_fleet(5);
     let out = sync(dir.path(), &demo_migrations(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let verify = |dir: &std::path::Path, m: &std::path::Path| {
         fleetmig()
             .current_dir(dir)
@@ -367,7 +361,7 @@ async fn verify_finds_a_drifted_postgres_schema() {
     let dir = tempfile::tempdir().unwrap();
     let fleet = format!("postgres-schemas:{}", db.url);
     let out = sync_fleet(dir.path(), &fleet, &demo_migrations(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     db.exec("ALTER TABLE tenant_b.accounts ADD COLUMN note text; ALTER TABLE tenant_b.invoices ALTER COLUMN amount_cents DROP NOT NULL;").await;
     let out = fleetmig()
         .current_dir(dir.path())
@@ -398,7 +392,7 @@ async fn verify_finds_a_drifted_postgres_schema() {
 async fn analyze_refreshes_statistics_of_the_changed_tables() {
     let dir = sqlite_fleet(1);
     let out = sync(dir.path(), &demo_migrations(), &["--analyze"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = sqlite(&tenant_path(dir.path(), "t0000")).await;
     let stats: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT tbl FROM sqlite_stat1 ORDER BY tbl")
@@ -416,7 +410,7 @@ async fn analyze_refreshes_statistics_of_the_changed_tables() {
         &demo_migrations(),
         &["--analyze"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = db.conn().await;
     let analyzed: Vec<String> = sqlx::query_scalar(
         "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = 'tenant_a' AND last_analyze IS NOT NULL ORDER BY 1",
@@ -458,7 +452,7 @@ async fn preflight_defers_a_tenant_whose_table_an_old_transaction_holds() {
         "1",
     ];
     let out = sync_fleet(dir.path(), &fleet, &m, &args);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let b = &rows["tenant_b"];
     assert_eq!(
@@ -486,7 +480,7 @@ async fn preflight_defers_a_tenant_whose_table_an_old_transaction_holds() {
     // the reader finishes; the deferred tenant goes through
     reader.execute("COMMIT").await.unwrap();
     let out = sync_fleet(dir.path(), &fleet, &m, &args);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(
         pg_history(&mut c, "tenant_b").await.len(),
         DEMO_REACHED as usize

@@ -9,13 +9,7 @@ use sqlx::{Connection, Executor};
 async fn two_hundred_tenants_reach_head_and_a_second_run_applies_nothing() {
     let dir = sqlite_fleet(200);
     let out = sync(dir.path(), &demo_migrations(), &["--concurrency", "16"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let report = report_dir(dir.path(), &out);
     let rows = csv_rows(&report);
     assert_eq!(rows.len(), 200);
@@ -59,7 +53,7 @@ async fn two_hundred_tenants_reach_head_and_a_second_run_applies_nothing() {
             .unwrap()
     };
     let again = sync(dir.path(), &demo_migrations(), &[]);
-    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    expect_exit(&again, 0);
     let report2 = report_dir(dir.path(), &again);
     assert_ne!(report, report2, "each run has its own report folder");
     let rows = csv_rows(&report2);
@@ -89,7 +83,7 @@ async fn a_conflicting_tenant_fails_permanently_and_the_rest_succeed() {
     c.close().await.unwrap();
 
     let out = sync(dir.path(), &demo_migrations(), &["--max-attempts", "3"]);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let r = &rows["t0005"];
     assert_eq!(r["status"], "failed");
@@ -150,13 +144,7 @@ async fn a_tenant_locked_by_another_connection_is_retried_and_succeeds() {
     holder.execute("COMMIT").await.unwrap();
     holder.close().await.unwrap();
     let out = child.await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let r = &rows["t0001"];
     assert_eq!(r["status"], "succeeded");
@@ -227,7 +215,7 @@ async fn sqlx_migrator_agrees_with_fleetmig() {
         ("0003_c.down.sql", "DROP INDEX a_x;"),
     ]);
     let out = sync(dir.path(), m.path(), &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let path = tenant_path(dir.path(), "t0000");
     let mut c = sqlite(&path).await;
     let before: Vec<(i64, String, Vec<u8>, i64)> =
@@ -327,13 +315,7 @@ async fn sigint_lets_in_flight_tenants_finish_their_migration_and_writes_the_rep
             .success()
     );
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let report = report_dir(dir.path(), &out);
     let rows = csv_rows(&report);
     assert_eq!(rows.len(), 6);

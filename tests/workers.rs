@@ -306,9 +306,9 @@ fn a_sqlite_store_refuses_a_worker() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!dir.path().join("state.db").exists());
     let out = sync(dir.path(), &demo_migrations(), &["--state", "state.db"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let out = run_in(dir.path(), &["worker", "--state", "state.db"]);
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    expect_exit(&out, 2);
     assert!(
         stderr(&out).contains("fleetmig worker needs a state store several processes share"),
         "{}",

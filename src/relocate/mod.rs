@@ -79,6 +79,17 @@ pub struct MoveOptions {
     pub report_dir: Option<std::path::PathBuf>,
 }
 
+/// What a move knows of its two ends once the source is locked.
+struct Known<'k> {
+    tenant: &'k Tenant,
+    to: &'k Locator,
+    /// The source's `Place::key` (what the target's mark names).
+    source_key: &'k str,
+    target_place: &'k copy::Place,
+    history: &'k [Applied],
+    version: i64,
+}
+
 /// What a move works with.
 pub struct Mover<'a> {
     pub connector: &'a Connector,
@@ -139,110 +150,55 @@ impl Mover<'_> {
         let mut source = copy::open(&self.connector.settings, &tenant.locator)
             .await
             .map_err(|e| Error::Usage(format!("move {}: {}", tenant.id, e.message)))?;
-        let tables = match carried(tenant, &mut *source).await {
-            Ok(t) => t,
-            Err(e) => {
-                source.close().await;
-                return Err(e);
-            }
-        };
-        let id = crate::report::new_run_id();
-        let mut report = MoveReport {
-            format_version: 2,
-            id: id.clone(),
-            tenant: tenant.id.to_string(),
-            source: tenant.locator.redacted(),
-            target: to.redacted(),
+        let known = Known {
+            tenant,
+            to: &to,
+            source_key: &source_place.key,
+            target_place: &target_place,
+            history: &history,
             version,
-            status: MoveStatus::Done,
-            error: None,
-            tables: Vec::new(),
-            rows: 0,
-            duration_ms: 0,
-            created: Created::Nothing,
-            restarted_from: None,
-            recopied: Vec::new(),
-            target_removed: false,
-            registry_backup: None,
-            source_dropped: false,
-            report_dir: None,
         };
-        let prepared = async {
-            let scratch = target::scratch(
-                self.connector,
-                self.set,
-                tenant,
-                &to,
-                &target_place,
-                version,
-                &id,
-            )
-            .await?;
-            pair(&tables, &scratch.tables).map_err(|e| {
-                Error::Usage(format!(
-                    "move {}: nothing was touched: {}",
-                    tenant.id, e.message
-                ))
-            })?;
-            Ok::<_, Error>(scratch)
-        }
-        .await;
-        let scratch = match prepared {
-            Ok(s) => s,
-            Err(e) => {
-                source.close().await;
-                return Err(e);
-            }
-        };
-        // the claim on the target (one copying move per target), then,
-        // under it, the target made or proven the move's own
-        let mark = Mark {
-            move_id: id.clone(),
-            tenant: tenant.id.to_string(),
-            source: source_place.key.clone(),
-        };
-        let claimed = async {
-            self.store
-                .move_started(
-                    &id,
-                    &report.tenant,
-                    &report.source,
-                    &report.target,
-                    &target_place.key,
-                    version,
-                )
-                .await?;
-            let c = target::claim(
-                self.connector,
-                self.store,
-                (tenant, &to),
-                &scratch,
-                &history,
-                &mark,
-            )
-            .await;
-            if c.is_err() {
-                self.store.move_refused(&id).await?;
-            }
-            c
-        };
-        match claimed.await {
-            Ok(Claimed::Created(c)) => report.created = c,
-            Ok(Claimed::Empty) => {}
-            Ok(Claimed::Restarted(from)) => report.restarted_from = Some(from),
-            Err(e) => {
-                source.close().await;
-                return Err(e);
-            }
-        }
-        let filled = self
-            .fill(tenant, &to, version, &tables, &mut *source, &mut report)
-            .await;
+        // the one session on the source, closed on every way out
+        let r = self.opened(&known, &mut *source, started).await;
         source.close().await;
+        r
+    }
+
+    /// Steps 1 to 6 with the source open.
+    async fn opened(
+        &self,
+        k: &Known<'_>,
+        source: &mut dyn CopyEnd,
+        started: Instant,
+    ) -> Result<MoveReport, Error> {
+        let (tenant, to) = (k.tenant, k.to);
+        let tables = carried(tenant, source).await?;
+        let id = crate::report::new_run_id();
+        let mut report = MoveReport::new(id.clone(), tenant, &to.redacted(), k.version);
+        let scratch = target::scratch(
+            self.connector,
+            self.set,
+            tenant,
+            to,
+            k.target_place,
+            k.version,
+            &id,
+        )
+        .await?;
+        pair(&tables, &scratch.tables).map_err(|e| {
+            Error::Usage(format!(
+                "move {}: nothing was touched: {}",
+                tenant.id, e.message
+            ))
+        })?;
+        self.claim(k, &scratch, &mut report).await?;
+        let filled = self
+            .fill(tenant, to, k.version, &tables, source, &mut report)
+            .await;
         report.duration_ms = started.elapsed().as_millis() as u64;
         match filled {
             Ok(frozen) => {
-                let r = self.finish(tenant, &to, &mut report).await;
+                let r = self.finish(tenant, to, &mut report).await;
                 // the source's writes go on (to the old place: the
                 // application follows the registry)
                 if let Some(mut f) = frozen {
@@ -251,10 +207,54 @@ impl Mover<'_> {
                 }
                 r?
             }
-            Err(e) => self.failed(&to, &mut report, e.message).await?,
+            Err(e) => self.failed(to, &mut report, e.message).await?,
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
+    }
+
+    /// The claim on the target (one copying move per target), then, under
+    /// it, the target made or proven the move's own and marked.
+    async fn claim(
+        &self,
+        k: &Known<'_>,
+        scratch: &target::Scratch,
+        report: &mut MoveReport,
+    ) -> Result<(), Error> {
+        let mark = Mark {
+            move_id: report.id.clone(),
+            tenant: k.tenant.id.to_string(),
+            source: k.source_key.to_string(),
+        };
+        self.store
+            .move_started(
+                &report.id,
+                &report.tenant,
+                &report.source,
+                &report.target,
+                &k.target_place.key,
+                k.version,
+            )
+            .await?;
+        let c = target::claim(
+            self.connector,
+            self.store,
+            (k.tenant, k.to),
+            scratch,
+            k.history,
+            &mark,
+        )
+        .await;
+        match c {
+            Ok(Claimed::Created(c)) => report.created = c,
+            Ok(Claimed::Empty) => {}
+            Ok(Claimed::Restarted(from)) => report.restarted_from = Some(from),
+            Err(e) => {
+                self.store.move_refused(&report.id).await?;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Steps 3 to 5: the target migrated, filled and verified. With

@@ -77,44 +77,65 @@ pub fn relocate(
     let Some((start, end, found)) = span else {
         return Err(bad(0, format!("no row for tenant {tenant}")));
     };
+    let row = render(
+        &found,
+        (url_col, url),
+        schema_col.map(|c| (c, schema)),
+        &text[start..end.min(text.len())],
+    )
+    .map_err(|e| bad(0, e))?;
+    let mut bytes = text[..start].to_vec();
+    bytes.extend_from_slice(&row);
+    bytes.extend_from_slice(&text[end.min(text.len())..]);
+    replace(path, &bytes, move_id)
+}
+
+/// Replaces `path` with `bytes`: the old file copied to
+/// `<path>.<move_id>.bak` first (returned), the new one written beside it
+/// with no wider permissions (it holds credentials), synced, and renamed
+/// over it.
+fn replace(path: &Path, bytes: &[u8], move_id: &str) -> Result<PathBuf, Error> {
+    let backup = PathBuf::from(format!("{}.{move_id}.bak", path.display()));
+    std::fs::copy(path, &backup).map_err(|e| Error::io(&backup, e))?;
+    let tmp = PathBuf::from(format!("{}.{move_id}.tmp", path.display()));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .permissions();
+    f.set_permissions(mode).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
+    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    Ok(backup)
+}
+
+/// The tenant's record `found` with its url (and schema) columns set, as
+/// one CSV line that ends as `old` did.
+fn render(
+    found: &csv::StringRecord,
+    url_col: (usize, &str),
+    schema_col: Option<(usize, Option<&str>)>,
+    old: &[u8],
+) -> Result<Vec<u8>, String> {
     let mut fields: Vec<String> = found.iter().map(str::to_string).collect();
-    fields[url_col] = url.to_string();
-    if let Some(s) = schema_col {
+    fields[url_col.0] = url_col.1.to_string();
+    if let Some((s, schema)) = schema_col {
         while fields.len() <= s {
             fields.push(String::new());
         }
         fields[s] = schema.unwrap_or_default().to_string();
     }
     let mut row = csv::WriterBuilder::new().from_writer(Vec::new());
-    row.write_record(&fields)
-        .map_err(|e| bad(0, e.to_string()))?;
-    let mut row = row
-        .into_inner()
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    row.write_record(&fields).map_err(|e| e.to_string())?;
+    let mut row = row.into_inner().map_err(|e| e.to_string())?;
     // the line ends as it did
-    let old = &text[start..end.min(text.len())];
     if old.ends_with(b"\r\n") {
         row.pop();
         row.extend_from_slice(b"\r\n");
     } else if !old.ends_with(b"\n") {
         row.pop();
     }
-    let mut bytes = text[..start].to_vec();
-    bytes.extend_from_slice(&row);
-    bytes.extend_from_slice(&text[end.min(text.len())..]);
-    let backup = PathBuf::from(format!("{}.{move_id}.bak", path.display()));
-    std::fs::copy(path, &backup).map_err(|e| Error::io(&backup, e))?;
-    let tmp = PathBuf::from(format!("{}.{move_id}.tmp", path.display()));
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    // it holds credentials: no wider permissions than the file it replaces
-    let mode = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .permissions();
-    f.set_permissions(mode).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(&bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    Ok(backup)
+    Ok(row)
 }
 
 /// The first byte at or after `from` that starts a line which is neither

@@ -154,32 +154,13 @@ impl Executor {
                 if ahead.is_empty() {
                     break;
                 }
-                // Peek ahead at a chunk: the tenants whose history says
-                // there is nothing to do finish here, without a session
-                // (the nightly check of an up-to-date fleet).
-                let chunk: Vec<Tenant> = ahead.drain(..ahead.len().min(PEEK_CHUNK)).collect();
-                let peeked = match shared.cancel.is_cancelled() {
-                    true => vec![None; chunk.len()],
-                    false => self.connector.peek(&chunk).await,
-                };
-                for (tenant, history) in chunk.into_iter().zip(peeked) {
-                    // an interrupted attempt's tenant takes a session: what
-                    // it applied is credited there
-                    let earlier = shared.earlier.contains_key(tenant.id.as_str());
-                    if earlier || !history.is_some_and(|h| up_to_date(&shared, &tenant, &h)) {
-                        queue.push_back(tenant);
-                    }
-                }
+                self.peek(&shared, &mut ahead, &mut queue).await;
                 continue;
             }
             let tenant = queue.pop_front().expect("not empty");
             let stop_reason = if shared.cancel.is_cancelled() {
                 Some("interrupted before this tenant started")
-            } else if self
-                .opts
-                .max_failures
-                .is_some_and(|m| shared.failures.load(Ordering::SeqCst) >= m)
-            {
+            } else if self.budget_spent(&shared) {
                 Some("--max-failures was reached before this tenant started")
             } else {
                 None
@@ -199,11 +180,7 @@ impl Executor {
                 queue.push_front(tenant);
                 continue;
             };
-            if self
-                .opts
-                .max_failures
-                .is_some_and(|m| shared.failures.load(Ordering::SeqCst) >= m)
-            {
+            if self.budget_spent(&shared) {
                 queue.push_front(tenant);
                 continue;
             }
@@ -231,6 +208,37 @@ impl Executor {
         }
         shared.emit(Event::RunFinished);
         stops
+    }
+
+    /// Peeks ahead at a chunk of `ahead`: the tenants whose history says
+    /// there is nothing to do finish here, without a session (the nightly
+    /// check of an up-to-date fleet); the others go to `queue`.
+    async fn peek(
+        &self,
+        shared: &Arc<Shared>,
+        ahead: &mut VecDeque<Tenant>,
+        queue: &mut VecDeque<Tenant>,
+    ) {
+        let chunk: Vec<Tenant> = ahead.drain(..ahead.len().min(PEEK_CHUNK)).collect();
+        let peeked = match shared.cancel.is_cancelled() {
+            true => vec![None; chunk.len()],
+            false => self.connector.peek(&chunk).await,
+        };
+        for (tenant, history) in chunk.into_iter().zip(peeked) {
+            // an interrupted attempt's tenant takes a session: what it
+            // applied is credited there
+            let earlier = shared.earlier.contains_key(tenant.id.as_str());
+            if earlier || !history.is_some_and(|h| up_to_date(shared, &tenant, &h)) {
+                queue.push_back(tenant);
+            }
+        }
+    }
+
+    /// Whether `--max-failures` was reached.
+    fn budget_spent(&self, shared: &Shared) -> bool {
+        self.opts
+            .max_failures
+            .is_some_and(|m| shared.failures.load(Ordering::SeqCst) >= m)
     }
 }
 
@@ -447,20 +455,7 @@ async fn apply_pending(
     let dialect = session.dialect();
     let mut plan = plan_tenant(&history, &shared.set, dialect, shared.opts.target)?;
     super::hold::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
-    if progress.from_version.is_none()
-        && let Some(e) = shared.earlier.get(tenant.id.as_str())
-    {
-        // an attempt of this rollout started from `e.from` and never
-        // recorded its end: what it applied is this rollout's too
-        progress.from_version = Some(e.from);
-        progress.applied.extend(
-            history
-                .iter()
-                .filter(|h| h.success && h.version > e.from && h.version <= plan.current)
-                .filter(|h| shared.set.get(h.version).is_some())
-                .map(|h| h.version),
-        );
-    }
+    credit_earlier(shared, tenant, &history, plan.current, progress);
     progress.from_version.get_or_insert(plan.current);
     progress.current = Some(plan.current);
     shared.emit(Event::TenantPlanned {
@@ -468,43 +463,8 @@ async fn apply_pending(
         from_version: plan.current,
         pending: plan.pending.clone(),
     });
-    if let Some(journal) = &shared.journal
-        && !plan.pending.is_empty()
-        && !progress.journaled
-    {
-        let ours = journal
-            .planned(tenant.id.as_str(), plan.current)
-            .await
-            .map_err(|e| TenantError::transient(FailureKind::StateStore, e.to_string()))?;
-        if !ours {
-            progress.interrupted = true;
-            return Ok(());
-        }
-        progress.journaled = true;
-    }
-    if let Some(limits) = shared.opts.preflight
-        && !plan.pending.is_empty()
-    {
-        let tables = shared.tables(&plan.pending, dialect);
-        if let Some(summary) = session.preflight(&tables, limits).await? {
-            shared.emit(Event::Preflight {
-                tenant: tenant.id.clone(),
-                summary,
-            });
-        }
-    }
-    if let Some(dir) = &shared.opts.backup_dir
-        && !plan.pending.is_empty()
-    {
-        let path = crate::dialect::backup::backup_path(dir, &shared.run_id, tenant);
-        // a resumed rollout keeps the backup taken before anything ran
-        if !path.exists() {
-            session.backup(&path).await?;
-        }
-        shared.emit(Event::BackupTaken {
-            tenant: tenant.id.clone(),
-            path: path.clone(),
-        });
+    if !plan.pending.is_empty() && !prepare(shared, tenant, session, &plan, progress).await? {
+        return Ok(());
     }
     let steps: Vec<Step<'_>> = plan
         .pending
@@ -522,36 +482,8 @@ async fn apply_pending(
         false => TxMode::Migration,
     };
     for group in groups(&steps, tx_mode) {
-        if shared.cancel.is_cancelled() {
-            progress.interrupted = true;
+        if !apply_group(shared, tenant, session, progress, group).await? {
             return Ok(());
-        }
-        if let [step] = group
-            && let Some(batch) = step.script.directives.batch
-        {
-            backfill(shared, tenant, session, progress, *step, batch).await?;
-            if progress.interrupted {
-                return Ok(());
-            }
-            continue;
-        }
-        for s in group {
-            shared.emit(Event::MigrationStarted {
-                tenant: tenant.id.clone(),
-                version: s.migration.version,
-            });
-        }
-        let applied = session.apply(group).await?;
-        for a in applied {
-            if !a.already_applied {
-                progress.applied.push(a.version);
-                shared.emit(Event::MigrationApplied {
-                    tenant: tenant.id.clone(),
-                    version: a.version,
-                    duration: a.duration,
-                });
-            }
-            progress.current = Some(progress.current.unwrap_or(0).max(a.version));
         }
     }
     if shared.opts.analyze && !progress.applied.is_empty() {
@@ -559,6 +491,120 @@ async fn apply_pending(
         session.analyze(&tables).await;
     }
     Ok(())
+}
+
+/// What an attempt of an earlier process of this rollout applied (it
+/// started from `e.from` and never recorded its end) is this rollout's too.
+fn credit_earlier(
+    shared: &Shared,
+    tenant: &Tenant,
+    history: &[crate::migration::Applied],
+    current: i64,
+    progress: &mut Progress,
+) {
+    if progress.from_version.is_some() {
+        return;
+    }
+    if let Some(e) = shared.earlier.get(tenant.id.as_str()) {
+        progress.from_version = Some(e.from);
+        progress.applied.extend(
+            history
+                .iter()
+                .filter(|h| h.success && h.version > e.from && h.version <= current)
+                .filter(|h| shared.set.get(h.version).is_some())
+                .map(|h| h.version),
+        );
+    }
+}
+
+/// Before the first migration of a tenant with work to do: the journal (a
+/// worker's; false: the tenant is no longer this process's), the
+/// preflight, the backup.
+async fn prepare(
+    shared: &Shared,
+    tenant: &Tenant,
+    session: &mut dyn Session,
+    plan: &crate::migration::TenantPlan,
+    progress: &mut Progress,
+) -> Result<bool, TenantError> {
+    let dialect = session.dialect();
+    if let Some(journal) = &shared.journal
+        && !progress.journaled
+    {
+        let ours = journal
+            .planned(tenant.id.as_str(), plan.current)
+            .await
+            .map_err(|e| TenantError::transient(FailureKind::StateStore, e.to_string()))?;
+        if !ours {
+            progress.interrupted = true;
+            return Ok(false);
+        }
+        progress.journaled = true;
+    }
+    if let Some(limits) = shared.opts.preflight {
+        let tables = shared.tables(&plan.pending, dialect);
+        if let Some(summary) = session.preflight(&tables, limits).await? {
+            shared.emit(Event::Preflight {
+                tenant: tenant.id.clone(),
+                summary,
+            });
+        }
+    }
+    if let Some(dir) = &shared.opts.backup_dir {
+        let path = crate::dialect::backup::backup_path(dir, &shared.run_id, tenant);
+        // a resumed rollout keeps the backup taken before anything ran
+        if !path.exists() {
+            session.backup(&path).await?;
+        }
+        shared.emit(Event::BackupTaken {
+            tenant: tenant.id.clone(),
+            path: path.clone(),
+        });
+    }
+    Ok(true)
+}
+
+/// One group of migrations (a batched backfill on its own); false when the
+/// attempt stops here (interrupted).
+async fn apply_group(
+    shared: &Shared,
+    tenant: &Tenant,
+    session: &mut dyn Session,
+    progress: &mut Progress,
+    group: &[Step<'_>],
+) -> Result<bool, TenantError> {
+    if shared.cancel.is_cancelled() {
+        progress.interrupted = true;
+        return Ok(false);
+    }
+    if let [step] = group
+        && let Some(batch) = step.script.directives.batch
+    {
+        backfill(shared, tenant, session, progress, *step, batch).await?;
+        if progress.interrupted {
+            return Ok(false);
+        }
+        return Ok(true);
+    }
+    for s in group {
+        shared.emit(Event::MigrationStarted {
+            tenant: tenant.id.clone(),
+            version: s.migration.version,
+        });
+    }
+    let applied = session.apply(group).await?;
+    for a in applied {
+        if !a.already_applied {
+            progress.applied.push(a.version);
+            shared.emit(Event::MigrationApplied {
+                tenant: tenant.id.clone(),
+                version: a.version,
+                duration: a.duration,
+            });
+        }
+        progress.current = Some(progress.current.unwrap_or(0).max(a.version));
+    }
+    Ok(true)
 }
 
 /// A batched backfill: the statement again and again, each batch in its own

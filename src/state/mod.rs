@@ -168,6 +168,32 @@ pub fn claim_is_stale(owner: Option<&str>, heartbeat_at: Option<i64>, lease: Dur
     false
 }
 
+/// One connection to the PostgreSQL store at `url` first: a refused port or
+/// a wrong password is said at once, as the server says it (the pool
+/// retries until its timeout and then says only "pool timed out").
+async fn reachable(url: &str, location: &str, connect_timeout: Duration) -> Result<(), Error> {
+    use sqlx::Connection;
+    match tokio::time::timeout(connect_timeout, sqlx::AnyConnection::connect(url)).await {
+        Ok(Ok(c)) => {
+            let _ = c.close().await;
+        }
+        Ok(Err(e)) => {
+            let said = crate::tenant::scrub_secrets(&e.to_string(), [url]);
+            return Err(store_err(location, format!("cannot connect: {said}")));
+        }
+        Err(_) => {
+            return Err(store_err(
+                location,
+                format!(
+                    "connecting timed out after {} (--connect-timeout)",
+                    humantime::format_duration(connect_timeout)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl StateStore {
     /// Opens the store at `spec` (a file path, or a `postgres://` URL),
     /// creating it where needed (`Open::Create`) or only if it exists
@@ -206,28 +232,7 @@ impl StateStore {
             }
         };
         if postgres {
-            // one connection first: a refused port or a wrong password is
-            // said at once, as the server says it (the pool retries until
-            // its timeout and then says only "pool timed out")
-            use sqlx::Connection;
-            match tokio::time::timeout(connect_timeout, sqlx::AnyConnection::connect(&url)).await {
-                Ok(Ok(c)) => {
-                    let _ = c.close().await;
-                }
-                Ok(Err(e)) => {
-                    let said = crate::tenant::scrub_secrets(&e.to_string(), [url.as_str()]);
-                    return Err(store_err(&location, format!("cannot connect: {said}")));
-                }
-                Err(_) => {
-                    return Err(store_err(
-                        &location,
-                        format!(
-                            "connecting timed out after {} (--connect-timeout)",
-                            humantime::format_duration(connect_timeout)
-                        ),
-                    ));
-                }
-            }
+            reachable(&url, &location, connect_timeout).await?;
         }
         let connecting = AnyPoolOptions::new()
             .max_connections(if postgres { 4 } else { 1 })
@@ -255,17 +260,7 @@ impl StateStore {
         };
         if !postgres {
             store.refuse_foreign().await?;
-            // WAL: readers (status, report) never wait for the writer.
-            for pragma in [
-                "PRAGMA journal_mode = WAL",
-                "PRAGMA busy_timeout = 10000",
-                "PRAGMA synchronous = NORMAL",
-            ] {
-                sqlx::query(pragma)
-                    .execute(&store.pool)
-                    .await
-                    .map_err(|e| store_err(&store.location, e))?;
-            }
+            store.tune_sqlite().await?;
         }
         // a command that only reads neither creates nor upgrades the store:
         // it works with a role that may only read it
@@ -283,6 +278,22 @@ impl StateStore {
             Err(_) => return Err(store.err("preparing the store's schema timed out")),
         }
         Ok(store)
+    }
+
+    /// WAL (readers such as status and report never wait for the writer),
+    /// a busy timeout, and `synchronous = NORMAL`.
+    async fn tune_sqlite(&self) -> Result<(), Error> {
+        for pragma in [
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA busy_timeout = 10000",
+            "PRAGMA synchronous = NORMAL",
+        ] {
+            sqlx::query(pragma)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// A SQLite file that holds another application's tables is not a state

@@ -61,13 +61,13 @@ pub struct MoveReport {
 }
 
 impl MoveReport {
-    /// The report of move `id` of `tenant` to `target`, refused (or
-    /// failed) before it could report anything itself.
-    pub fn refused(
+    /// The report of move `id` of `tenant` (at `version`) to `target`,
+    /// as it starts.
+    pub fn new(
         id: String,
         tenant: &crate::tenant::Tenant,
         target: &str,
-        error: &str,
+        version: i64,
     ) -> MoveReport {
         MoveReport {
             format_version: 2,
@@ -75,9 +75,9 @@ impl MoveReport {
             tenant: tenant.id.to_string(),
             source: tenant.locator.redacted(),
             target: target.to_string(),
-            version: 0,
-            status: MoveStatus::Failed,
-            error: Some(error.to_string()),
+            version,
+            status: MoveStatus::Done,
+            error: None,
             tables: Vec::new(),
             rows: 0,
             duration_ms: 0,
@@ -88,6 +88,21 @@ impl MoveReport {
             registry_backup: None,
             source_dropped: false,
             report_dir: None,
+        }
+    }
+
+    /// The report of move `id` of `tenant` to `target`, refused (or
+    /// failed) before it could report anything itself.
+    pub fn refused(
+        id: String,
+        tenant: &crate::tenant::Tenant,
+        target: &str,
+        error: &str,
+    ) -> MoveReport {
+        MoveReport {
+            status: MoveStatus::Failed,
+            error: Some(error.to_string()),
+            ..MoveReport::new(id, tenant, target, 0)
         }
     }
 }

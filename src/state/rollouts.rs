@@ -74,30 +74,7 @@ impl StateStore {
                 .await
                 .map_err(|e| self.err(e))?
         };
-        let running = sqlx::query(
-            "SELECT * FROM fleetmig_rollouts WHERE fleet = $1 AND status = $2 ORDER BY created_at DESC",
-        )
-        .bind(&r.fleet)
-        .bind(RolloutStatus::Running.as_str())
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        if let Some(row) = running.first() {
-            let other = rollout_from(row).map_err(|e| self.err(e))?;
-            let stale = claim_is_stale(other.claimed_by.as_deref(), other.heartbeat_at, lease);
-            return Err(Error::Busy(if stale {
-                format!(
-                    "rollout {} (operator {}) on this fleet was interrupted and never finished: \
-                     `fleetmig resume {}` to finish it or `fleetmig abort {}` to give it up",
-                    other.id, other.operator, other.id, other.id
-                )
-            } else {
-                format!(
-                    "rollout {} (operator {}) is running on this fleet; wait for it, or `fleetmig abort {}`",
-                    other.id, other.operator, other.id
-                )
-            }));
-        }
+        self.refuse_running(&mut tx, r, lease).await?;
         sqlx::query(
             "INSERT INTO fleetmig_rollouts (id, created_at, operator, command, fleet, migrations_dir, set_checksum, \
              target, settings, status, reason, current_wave, claimed_by, heartbeat_at, finished_at, reports_dir) \
@@ -119,6 +96,63 @@ impl StateStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
+        self.insert_waves(&mut tx, r, waves).await?;
+        self.insert_refused(&mut tx, r, refused).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        let tenants_added: usize = waves.iter().map(|w| w.2.len()).sum();
+        if self.postgres && tenants_added > ANALYZE_AFTER {
+            // the planner's statistics of a table that just grew by many
+            // rows are stale until autovacuum comes by: the one-row-per-key
+            // updates of the rollout would be planned as scans of it
+            sqlx::query("ANALYZE fleetmig_tenant_runs")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// A rollout already running on `r`'s fleet refuses a new one.
+    async fn refuse_running(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        r: &RolloutRecord,
+        lease: Duration,
+    ) -> Result<(), Error> {
+        let running = sqlx::query(
+            "SELECT * FROM fleetmig_rollouts WHERE fleet = $1 AND status = $2 ORDER BY created_at DESC",
+        )
+        .bind(&r.fleet)
+        .bind(RolloutStatus::Running.as_str())
+        .fetch_all(&mut *c)
+        .await
+        .map_err(|e| self.err(e))?;
+        if let Some(row) = running.first() {
+            let other = rollout_from(row).map_err(|e| self.err(e))?;
+            let stale = claim_is_stale(other.claimed_by.as_deref(), other.heartbeat_at, lease);
+            return Err(Error::Busy(if stale {
+                format!(
+                    "rollout {} (operator {}) on this fleet was interrupted and never finished: \
+                     `fleetmig resume {}` to finish it or `fleetmig abort {}` to give it up",
+                    other.id, other.operator, other.id, other.id
+                )
+            } else {
+                format!(
+                    "rollout {} (operator {}) is running on this fleet; wait for it, or `fleetmig abort {}`",
+                    other.id, other.operator, other.id
+                )
+            }));
+        }
+        Ok(())
+    }
+
+    /// The waves of rollout `r`, and one pending run row per tenant.
+    async fn insert_waves(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        r: &RolloutRecord,
+        waves: &[(String, String, Vec<String>)],
+    ) -> Result<(), Error> {
         for (i, (name, selector, tenants)) in waves.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO fleetmig_waves (rollout_id, wave, name, selector, status, gate, started_at, finished_at) \
@@ -129,7 +163,7 @@ impl StateStore {
             .bind(name)
             .bind(selector)
             .bind(WaveStatus::Pending.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
             // many rows per statement: 100,000 tenants are 200 statements
@@ -149,9 +183,19 @@ impl StateStore {
                 for t in chunk {
                     q = q.bind(t);
                 }
-                q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+                q.execute(&mut *c).await.map_err(|e| self.err(e))?;
             }
         }
+        Ok(())
+    }
+
+    /// A failed run row for each name discovery refused (never touched).
+    async fn insert_refused(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        r: &RolloutRecord,
+        refused: &[(String, String)],
+    ) -> Result<(), Error> {
         for (name, why) in refused {
             sqlx::query(
                 "INSERT INTO fleetmig_tenant_runs (rollout_id, tenant, wave, status, attempts, applied, \
@@ -167,20 +211,9 @@ impl StateStore {
             .bind(format!("refused by discovery, never touched: {why}"))
             .bind(crate::error::ErrorClass::Permanent.as_str())
             .bind(crate::error::FailureKind::InvalidTenant.as_str())
-            .execute(&mut *tx)
+            .execute(&mut *c)
             .await
             .map_err(|e| self.err(e))?;
-        }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        let tenants_added: usize = waves.iter().map(|w| w.2.len()).sum();
-        if self.postgres && tenants_added > ANALYZE_AFTER {
-            // the planner's statistics of a table that just grew by many
-            // rows are stale until autovacuum comes by: the one-row-per-key
-            // updates of the rollout would be planned as scans of it
-            sqlx::query("ANALYZE fleetmig_tenant_runs")
-                .execute(&self.pool)
-                .await
-                .map_err(|e| self.err(e))?;
         }
         Ok(())
     }

@@ -277,96 +277,139 @@ impl StateStore {
                 self.finish_many(&mut tx, id, &std::mem::take(&mut clean), worker)
                     .await?;
             }
-            let q = match u {
-                TenantUpdate::Started { tenant, at } => sqlx::query(
-                    "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + 1, \
-                     started_at = COALESCE(started_at, $2), worker = COALESCE($5, worker) \
-                     WHERE rollout_id = $3 AND tenant = $4 AND ($5 IS NULL OR claimed_by = $5)",
-                )
-                .bind(RunStatus::Running.as_str())
-                .bind(*at)
-                .bind(id)
-                .bind(tenant)
-                .bind(worker),
-                TenantUpdate::Planned { tenant, from } => sqlx::query(JOURNAL)
-                    .bind(*from)
-                    .bind(id)
-                    .bind(tenant)
-                    .bind(worker),
-                TenantUpdate::Preflight { tenant, summary } => sqlx::query(
-                    "UPDATE fleetmig_tenant_runs SET preflight = $1 WHERE rollout_id = $2 AND tenant = $3",
-                )
-                .bind(summary)
-                .bind(id)
-                .bind(tenant),
-                TenantUpdate::Backup { tenant, path } => sqlx::query(
-                    "INSERT INTO fleetmig_backups (rollout_id, tenant, path, created_at) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (rollout_id, tenant) DO NOTHING",
-                )
-                .bind(id)
-                .bind(tenant)
-                .bind(path)
-                .bind(now_ms()),
-                TenantUpdate::Backfill {
-                    tenant,
-                    version,
-                    batches,
-                    rows,
-                    batch_ms,
-                    done,
-                } => sqlx::query(
-                    "INSERT INTO fleetmig_backfills (rollout_id, tenant, version, batches, rows_changed, max_batch_ms, done, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rollout_id, tenant, version) DO UPDATE SET \
-                     batches = fleetmig_backfills.batches + excluded.batches, \
-                     rows_changed = fleetmig_backfills.rows_changed + excluded.rows_changed, \
-                     max_batch_ms = CASE WHEN excluded.max_batch_ms > fleetmig_backfills.max_batch_ms \
-                     THEN excluded.max_batch_ms ELSE fleetmig_backfills.max_batch_ms END, \
-                     done = excluded.done, updated_at = excluded.updated_at",
-                )
-                .bind(id)
-                .bind(tenant)
-                .bind(*version)
-                .bind(*batches)
-                .bind(*rows)
-                .bind(*batch_ms)
-                .bind(*done as i64)
-                .bind(now_ms()),
-                TenantUpdate::Finished(f) => {
-                    let applied = join_applied(&f.applied);
-                    sqlx::query(
-                        "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + $2, \
-                         from_version = COALESCE(from_version, $3), to_version = COALESCE($4, to_version), \
-                         applied = CASE WHEN $5 = '' THEN applied WHEN applied = '' THEN $6 ELSE applied || ';' || $7 END, \
-                         started_at = COALESCE(started_at, $8), finished_at = $9, duration_ms = duration_ms + $10, \
-                         error_class = $11, error_kind = $12, error_code = $13, error_version = $14, \
-                         error_message = $15, gate_error = NULL, worker = COALESCE($18, worker), journal_from = NULL \
-                         WHERE rollout_id = $16 AND tenant = $17 \
-                         AND ($18 IS NULL OR claimed_by IS NULL OR claimed_by = $18)",
-                    )
-                    .bind(f.status.as_str())
-                    .bind(f.attempts)
-                    .bind(f.from_version)
-                    .bind(f.to_version)
-                    .bind(applied.clone())
-                    .bind(applied.clone())
-                    .bind(applied)
-                    .bind(f.started_at)
-                    .bind(f.finished_at)
-                    .bind(f.duration_ms)
-                    .bind(f.error.class.map(|c| c.as_str()))
-                    .bind(f.error.kind.map(|k| k.as_str()))
-                    .bind(f.error.code.clone())
-                    .bind(f.error.version)
-                    .bind(f.error.message.clone())
-                    .bind(id)
-                    .bind(&f.tenant)
-                    .bind(worker)
-                }
-            };
-            q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+            self.write_update(&mut tx, id, u, worker).await?;
         }
         self.finish_many(&mut tx, id, &clean, worker).await?;
         tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// One update that is not a clean finish.
+    async fn write_update(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        id: &str,
+        u: &TenantUpdate,
+        worker: Option<&str>,
+    ) -> Result<(), Error> {
+        let q = match u {
+            TenantUpdate::Started { tenant, at } => sqlx::query(
+                "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + 1, \
+                 started_at = COALESCE(started_at, $2), worker = COALESCE($5, worker) \
+                 WHERE rollout_id = $3 AND tenant = $4 AND ($5 IS NULL OR claimed_by = $5)",
+            )
+            .bind(RunStatus::Running.as_str())
+            .bind(*at)
+            .bind(id)
+            .bind(tenant)
+            .bind(worker),
+            TenantUpdate::Planned { tenant, from } => sqlx::query(JOURNAL)
+                .bind(*from)
+                .bind(id)
+                .bind(tenant)
+                .bind(worker),
+            TenantUpdate::Preflight { tenant, summary } => sqlx::query(
+                "UPDATE fleetmig_tenant_runs SET preflight = $1 WHERE rollout_id = $2 AND tenant = $3",
+            )
+            .bind(summary)
+            .bind(id)
+            .bind(tenant),
+            TenantUpdate::Backup { tenant, path } => sqlx::query(
+                "INSERT INTO fleetmig_backups (rollout_id, tenant, path, created_at) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (rollout_id, tenant) DO NOTHING",
+            )
+            .bind(id)
+            .bind(tenant)
+            .bind(path)
+            .bind(now_ms()),
+            TenantUpdate::Backfill { .. } => return self.backfill_progress(c, id, u).await,
+            TenantUpdate::Finished(f) => return self.finish_one(c, id, f, worker).await,
+        };
+        q.execute(&mut *c).await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A backfill's progress: batches and rows added, its slowest batch.
+    async fn backfill_progress(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        id: &str,
+        u: &TenantUpdate,
+    ) -> Result<(), Error> {
+        let TenantUpdate::Backfill {
+            tenant,
+            version,
+            batches,
+            rows,
+            batch_ms,
+            done,
+        } = u
+        else {
+            return Ok(());
+        };
+        sqlx::query(
+        "INSERT INTO fleetmig_backfills (rollout_id, tenant, version, batches, rows_changed, max_batch_ms, done, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (rollout_id, tenant, version) DO UPDATE SET \
+         batches = fleetmig_backfills.batches + excluded.batches, \
+         rows_changed = fleetmig_backfills.rows_changed + excluded.rows_changed, \
+         max_batch_ms = CASE WHEN excluded.max_batch_ms > fleetmig_backfills.max_batch_ms \
+         THEN excluded.max_batch_ms ELSE fleetmig_backfills.max_batch_ms END, \
+         done = excluded.done, updated_at = excluded.updated_at",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(*version)
+    .bind(*batches)
+    .bind(*rows)
+    .bind(*batch_ms)
+    .bind(*done as i64)
+    .bind(now_ms())
+        .execute(&mut *c)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// One finish (with its error, if any).
+    async fn finish_one(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        id: &str,
+        f: &Finish,
+        worker: Option<&str>,
+    ) -> Result<(), Error> {
+        let applied = join_applied(&f.applied);
+        sqlx::query(
+            "UPDATE fleetmig_tenant_runs SET status = $1, attempts = attempts + $2, \
+             from_version = COALESCE(from_version, $3), to_version = COALESCE($4, to_version), \
+             applied = CASE WHEN $5 = '' THEN applied WHEN applied = '' THEN $6 ELSE applied || ';' || $7 END, \
+             started_at = COALESCE(started_at, $8), finished_at = $9, duration_ms = duration_ms + $10, \
+             error_class = $11, error_kind = $12, error_code = $13, error_version = $14, \
+             error_message = $15, gate_error = NULL, worker = COALESCE($18, worker), journal_from = NULL \
+             WHERE rollout_id = $16 AND tenant = $17 \
+             AND ($18 IS NULL OR claimed_by IS NULL OR claimed_by = $18)",
+        )
+        .bind(f.status.as_str())
+        .bind(f.attempts)
+        .bind(f.from_version)
+        .bind(f.to_version)
+        .bind(applied.clone())
+        .bind(applied.clone())
+        .bind(applied)
+        .bind(f.started_at)
+        .bind(f.finished_at)
+        .bind(f.duration_ms)
+        .bind(f.error.class.map(|c| c.as_str()))
+        .bind(f.error.kind.map(|k| k.as_str()))
+        .bind(f.error.code.clone())
+        .bind(f.error.version)
+        .bind(f.error.message.clone())
+        .bind(id)
+        .bind(&f.tenant)
+        .bind(worker)
+        .execute(&mut *c)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Writes clean finishes (no error) of rollout `id`, one statement for

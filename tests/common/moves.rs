@@ -34,11 +34,5 @@ pub fn fleet(dir: &Path, url: &str, set: &Path) {
         set,
         &["--state", "state.db", "--create-missing"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
 }

@@ -75,13 +75,7 @@ async fn a_move_killed_mid_copy_starts_over_cleanly_when_run_again() {
             "state.db",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(4),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 4);
     assert!(
         stderr(&out).contains("a move of tenant t1 into"),
         "{}",
@@ -94,13 +88,7 @@ async fn a_move_killed_mid_copy_starts_over_cleanly_when_run_again() {
     );
 
     let out = mv(dir.path(), &["--to", &db.url, "--schema", "moved"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let r = report(dir.path(), &out);
     assert!(r["restarted_from"].is_string(), "{r}");
     assert_eq!(pg_customers(&db.url, "moved").await, expected(4000));
@@ -134,24 +122,12 @@ async fn a_type_that_cannot_be_carried_is_refused_before_anything_moves() {
         &set(),
         &["--state", "state.db"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     db.exec("ALTER TABLE tenant_t1.customers ADD COLUMN stay int4range")
         .await;
     let before = std::fs::read_to_string(dir.path().join("fleet.csv")).unwrap();
     let out = mv(dir.path(), &["--to", "sqlite:moved/t1.db"]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 2);
     let err = stderr(&out);
     assert!(
         err.contains("customers.stay")
@@ -204,13 +180,7 @@ async fn a_source_written_to_during_the_copy_fails_the_move() {
         .unwrap();
     m.close().await.unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let said = stdout(&out);
     assert!(
         said.contains("written to during the copy")

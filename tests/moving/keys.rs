@@ -25,13 +25,7 @@ fn sync_one(dir: &Path, set: &str) {
             "0",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
 }
 
 /// Keys that are not one integer page without skipping a row: a NUMERIC key
@@ -77,13 +71,7 @@ async fn numeric_and_composite_keys_page_without_skipping_a_row() {
             "state.db",
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let mut c = sqlite(&dir.path().join("t1.db")).await;
     let (n, sum): (i64, f64) = sqlx::query_as("SELECT count(*), sum(k) FROM items")
         .fetch_one(&mut c)
@@ -153,13 +141,7 @@ async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
         )
     };
     let out = mv(dir.path());
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     assert!(
         stdout(&out).contains("big.flag at k=\"9007199254741032\": cannot carry 2 into boolean"),
         "{}",
@@ -181,13 +163,7 @@ async fn mariadb_big_decimal_keys_and_a_boolean_that_is_not_one() {
         .unwrap();
     m.close().await.unwrap();
     let out = mv(dir.path());
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     assert_eq!(report(dir.path(), &out)["created"], "schema");
     let mut c = pg_connect(&db.url).await;
     let keys: Vec<String> = sqlx::query_scalar("SELECT k::text FROM big_t1.big ORDER BY k")

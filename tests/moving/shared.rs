@@ -188,13 +188,7 @@ pub fn synced(dir: &Path, url: &str) {
         &set(),
         &["--state", "state.db", "--create-missing"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
 }
 
 /// A registry fleet in `dir` whose tenant t1 is a SQLite file at the

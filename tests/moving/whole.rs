@@ -30,13 +30,7 @@ async fn a_mariadb_database_moves_to_a_new_postgresql_database_with_every_type()
 
     let (dst, dst_url) = new_pg_name("a");
     let out = mv(dir.path(), &["--to", &dst_url, "--batch-rows", "64"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     // the registry keeps its URLs as written; nothing fleetmig prints does
     let all = everything_printed(&dir.path().join("reports"), &out);
     assert!(
@@ -145,13 +139,7 @@ async fn a_sqlite_file_moves_to_a_postgresql_schema_and_the_source_is_dropped() 
         dir.path(),
         &["--to", &db.url, "--schema", "tenant_t1", "--drop-source"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let got = pg_customers(&db.url, "tenant_t1").await;
     assert_eq!(got, expected(120));
     assert_eq!(
@@ -197,13 +185,7 @@ async fn a_tenant_moves_to_mariadb_and_back_to_sqlite_unchanged() {
     let name = format!("fmmvb{:06x}", rand::random::<u32>() & 0xffffff);
     let url = with_db(&mysql_base_url(), &name);
     let out = mv(dir.path(), &["--to", &url]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let mut m = mysql_connect(&url).await;
     let (n, seen): (i64, Option<NaiveDateTime>) =
         sqlx::query_as("SELECT COUNT(*), MAX(seen_at) FROM customers")
@@ -226,13 +208,7 @@ async fn a_tenant_moves_to_mariadb_and_back_to_sqlite_unchanged() {
     m.close().await.unwrap();
 
     let out = mv(dir.path(), &["--to", "sqlite:back/t1.db", "--drop-source"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     // the MariaDB database is gone
     let mut admin = mysql_connect(&mysql_base_url()).await;
     let left: Vec<String> = sqlx::query_scalar(

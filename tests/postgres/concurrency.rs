@@ -44,13 +44,7 @@ async fn two_processes_at_once_never_apply_a_migration_twice() {
     let mut applied_total = 0;
     for (child, d) in children.into_iter().zip(&dirs) {
         let out = child.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}{}",
-            stdout(&out),
-            stderr(&out)
-        );
+        expect_exit(&out, 0);
         for r in csv_rows(&report_dir(d.path(), &out)).values() {
             applied_total += r["applied_versions"]
                 .split(';')
@@ -103,7 +97,7 @@ async fn per_server_limit_holds_across_shards() {
         m.path(),
         &["--concurrency", "8", "--per-server", "1"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let span = |id: &str| {
         let r = &rows[id];

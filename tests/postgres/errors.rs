@@ -76,7 +76,7 @@ async fn a_locked_table_fails_fast_as_transient_and_is_retried() {
         ],
     );
     release.await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let attempts: u32 = rows["tenant_001"]["attempts"].parse().unwrap();
     assert!(attempts >= 2, "attempts {attempts}");

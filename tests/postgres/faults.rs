@@ -62,13 +62,7 @@ async fn an_invalid_index_left_by_an_interrupted_concurrent_build_is_dropped_and
         &["--max-attempts", "4", "--retry-backoff", "200ms"],
     );
     assert!(killer.await.unwrap(), "the index build was seen and killed");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let attempts: u32 = rows["tenant_000"]["attempts"].parse().unwrap();
     assert!(attempts >= 2, "the killed build was retried");
@@ -149,13 +143,7 @@ async fn server_restart_mid_run_is_retried_and_every_tenant_succeeds() {
         .unwrap();
     assert!(restarted.success(), "pg_ctlcluster restart failed");
     let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let retried = rows.values().filter(|r| r["attempts"] != "1").count();
     assert!(retried > 0, "some tenant met the restart and was retried");

@@ -21,13 +21,7 @@ async fn schema_fleet_through_a_small_pool_keeps_every_object_in_its_own_schema(
         &demo_migrations(),
         &["--concurrency", "6", "--per-server", "3"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows.len(), 30, "the `other` schema is not a tenant");
     let mut c = db.conn().await;
@@ -109,7 +103,7 @@ async fn schema_fleet_through_a_small_pool_keeps_every_object_in_its_own_schema(
         plain.path(),
         &["--tenant-pattern", "other"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     c.execute("SET search_path TO other").await.unwrap();
     let before: Vec<(i64, i64)> =
         sqlx::query_as("SELECT version, execution_time FROM _sqlx_migrations ORDER BY 1")
@@ -146,7 +140,7 @@ async fn tenant_query_and_database_fleets() {
         &demo_migrations(),
         &["--tenant-query", "SELECT schema_name FROM public.tenants"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let mut c = db.conn().await;
     assert_eq!(
         pg_history(&mut c, "tenant_001").await.len(),
@@ -177,7 +171,7 @@ async fn tenant_query_and_database_fleets() {
         &demo_migrations(),
         &["--tenant-pattern", &format!("fmdb_{tag}_%")],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(csv_rows(&report_dir(dir.path(), &out)).len(), 3);
     for i in 0..3 {
         let mut c = pg_connect(&with_db(&pg_base_url(), &format!("fmdb_{tag}_{i}"))).await;

@@ -73,7 +73,7 @@ async fn passwords_never_appear_in_output_or_reports_and_hostile_names_are_refus
         &demo_migrations(),
         &[],
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    expect_exit(&out, 1);
     assert!(!stderr(&out).contains(TEST_PASSWORD));
     let rows = csv_rows(&report_dir(dir.path(), &out));
     let hostile = rows

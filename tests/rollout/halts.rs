@@ -28,13 +28,7 @@ on_both_stores!(async fn a_failing_canary_halts_the_rollout_and_later_waves_are_
             ],
         ),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "halted");
@@ -198,13 +192,7 @@ on_both_stores!(async fn revert_on_halt_takes_the_halted_wave_back_down(dir, sto
             ],
         ),
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 1);
     let rows = csv_rows(&report_dir(dir, &out));
     for id in ["t0000", "t0001"] {
         assert_eq!(rows[id]["status"], "reverted", "{id}");
@@ -276,7 +264,7 @@ async fn max_failures_halts_and_a_resume_runs_the_rest(dir, store) {
     .await
     .expect("the rollout ended")
     .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    expect_exit(&out, 1);
     let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "halted", "{s}");

@@ -45,13 +45,7 @@ on_both_stores!(async fn pause_after_a_wave_then_resume_to_the_end(dir, store) {
             m.to_str().unwrap(),
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let report = report_dir(dir, &out);
     assert!(report.ends_with(&id), "same rollout, same report folder");
     let s = summary(&report);
@@ -131,13 +125,7 @@ on_both_stores!(async fn retry_one_tenant_after_its_cause_is_fixed(dir, store) {
             m.to_str().unwrap(),
         ],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    expect_exit(&out, 0);
     let report2 = report_dir(dir, &out);
     assert_eq!(report, report2, "recorded in the same rollout");
     let rows = csv_rows(&report2);
@@ -183,7 +171,7 @@ on_both_stores!(async fn abort_skips_what_is_left_and_plan_shows_the_waves(dir, 
             "--json",
         ],
     );
-    assert_eq!(plan.status.code(), Some(0), "{}", stderr(&plan));
+    expect_exit(&plan, 0);
     let v: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(
         v["waves"][0]["tenants"],
@@ -211,7 +199,7 @@ on_both_stores!(async fn abort_skips_what_is_left_and_plan_shows_the_waves(dir, 
     let s = summary(&report_dir(dir, &out));
     assert_eq!(s["status"], "paused");
     let out = run_in(dir, &["abort", "--fleet", "registry:fleet.csv"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let report = report_dir(dir, &out);
     let s = summary(&report);
     assert_eq!(s["status"], "aborted");
@@ -238,7 +226,7 @@ on_both_stores!(async fn abort_skips_what_is_left_and_plan_shows_the_waves(dir, 
     );
     assert_eq!(out.status.code(), Some(2));
     let out = run_in(dir, &rollout_args(m.to_str().unwrap(), &[]));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
 });
 
 on_both_stores!(async fn a_second_rollout_on_the_same_fleet_is_refused_while_one_runs(dir, store) {
@@ -257,21 +245,15 @@ on_both_stores!(async fn a_second_rollout_on_the_same_fleet_is_refused_while_one
         .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(400));
     let second = run_in(dir, &rollout_args(m.path().to_str().unwrap(), &[]));
-    assert_eq!(
-        second.status.code(),
-        Some(4),
-        "{}{}",
-        stdout(&second),
-        stderr(&second)
-    );
+    expect_exit(&second, 4);
     let err = stderr(&second);
     assert!(
         err.contains("is running on this fleet") && err.contains("operator"),
         "{err}"
     );
     let first = first.wait_with_output().unwrap();
-    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    expect_exit(&first, 0);
     // after it finished, a new rollout may start
     let third = run_in(dir, &rollout_args(m.path().to_str().unwrap(), &[]));
-    assert_eq!(third.status.code(), Some(0), "{}", stderr(&third));
+    expect_exit(&third, 0);
 });

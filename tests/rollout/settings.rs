@@ -49,7 +49,7 @@ async fn a_setting_on_the_resume_command_line_overrides_the_frozen_one(dir, stor
         dir,
         &["resume", &id, "--concurrency", "4", "--progress-every", "0", "--fleet", "registry:fleet.csv", "--migrations", m],
     );
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    expect_exit(&out, 0);
     let report = report_dir(dir, &out);
     let rows = csv_rows(&report);
     let (first, rest): (Vec<String>, Vec<String>) = (0..12)

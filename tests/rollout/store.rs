@@ -12,7 +12,7 @@ on_both_stores!(async fn reports_are_rewritten_from_the_state_store(dir, store) 
         dir,
         &rollout_args(m.to_str().unwrap(), &["--waves", "tag:canary,rest"]),
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     let report = report_dir(dir, &out);
     let id = report.file_name().unwrap().to_str().unwrap().to_string();
     let before = std::fs::read_to_string(report.join("tenants.csv")).unwrap();
@@ -21,7 +21,7 @@ on_both_stores!(async fn reports_are_rewritten_from_the_state_store(dir, store) 
         dir,
         &["report", &id, "--fleet", "registry:fleet.csv"],
     );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    expect_exit(&out, 0);
     assert_eq!(
         std::fs::read_to_string(report.join("tenants.csv")).unwrap(),
         before
