@@ -164,6 +164,17 @@ async fn twenty_sqlite_tenants_into_schemas_through_a_kill() {
     let verified = moves.lines().filter(|l| l.contains(",done,yes,")).count();
     assert_eq!(verified, TENANTS, "{moves}");
     assert!(moves.contains(&format!(",{ROWS},")), "{moves}");
+    // rows, bytes and time per tenant: every tenant carried the same shape
+    let mut lines = moves.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |n: &str| header.iter().position(|h| *h == n).unwrap();
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        let bytes: u64 = cells[col("bytes")].parse().unwrap();
+        // 20,000 rows of an id, a name, a number and (four in five) a note
+        assert!(bytes > 20_000 * 20, "{line}");
+        assert!(cells[col("duration_ms")].parse::<u64>().is_ok(), "{line}");
+    }
     let md = std::fs::read_to_string(report.join("summary.md")).unwrap();
     assert!(md.contains("## Moves"), "{md}");
     // a second run has nothing left to move: each tenant is at its target

@@ -233,12 +233,13 @@ impl Copier {
         let write = async {
             // owned here: a refusal drops it, and the read stops
             let mut rx = rx;
-            let mut written = 0u64;
+            let (mut written, mut bytes) = (0u64, 0u64);
             while let Some(rows) = rx.recv().await {
                 let mut batch = Vec::with_capacity(rows.len());
                 for row in rows {
                     let row = converted(row, p, &opts.rules)?;
                     sum.add(&row);
+                    bytes += row.iter().map(Value::size).sum::<u64>();
                     batch.push(row);
                 }
                 target.insert(&p.target, &batch).await?;
@@ -259,11 +260,11 @@ impl Copier {
                     tokio::time::sleep(opts.pause).await;
                 }
             }
-            Ok::<_, TenantError>(written)
+            Ok::<_, TenantError>((written, bytes))
         };
         let (read, written) = tokio::join!(read, write);
         // a refused value ends the write first, and with it the read
-        let written = written?;
+        let (written, bytes) = written?;
         read?;
         debug_assert_eq!(written, sum.rows);
         // the stream read every row the snapshot holds
@@ -284,6 +285,7 @@ impl Copier {
         Ok(TableMoved {
             table: p.source.label(),
             rows: sum.rows,
+            bytes,
             checksum: sum.text(),
             digest,
             ms: t0.elapsed().as_millis() as u64,

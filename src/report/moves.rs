@@ -41,11 +41,11 @@ pub fn write_move(reports: &Path, r: &mut MoveReport) -> Result<PathBuf, Error> 
     if let Some(e) = &r.error {
         md += &format!("\n**error:** {e}\n");
     }
-    md += "\n| table | rows | checksum (rows:sum) | ms |\n|---|---:|---|---:|\n";
+    md += "\n| table | rows | bytes | checksum (rows:sum) | ms |\n|---|---:|---:|---|---:|\n";
     for t in &r.tables {
         md += &format!(
-            "| {} | {} | `{}` | {} |\n",
-            t.table, t.rows, t.checksum, t.ms
+            "| {} | {} | {} | `{}` | {} |\n",
+            t.table, t.rows, t.bytes, t.checksum, t.ms
         );
     }
     if let Some(b) = &r.registry_backup {
@@ -105,6 +105,7 @@ pub fn rollout_moves(dir: &Path) -> Result<(usize, u64), Error> {
         "version",
         "tables",
         "rows",
+        "bytes",
         "duration_ms",
         "error",
     ];
@@ -120,7 +121,9 @@ pub fn rollout_moves(dir: &Path) -> Result<(usize, u64), Error> {
             serde_json::Value::Null => String::new(),
             other => other.to_string(),
         };
-        let tables = v["tables"].as_array().map_or(0, Vec::len).to_string();
+        let tables = v["tables"].as_array().map_or(&[][..], Vec::as_slice);
+        let bytes: u64 = tables.iter().filter_map(|t| t["bytes"].as_u64()).sum();
+        let tables = tables.len().to_string();
         w.write_record([
             tenant.as_str(),
             &text("id"),
@@ -131,6 +134,7 @@ pub fn rollout_moves(dir: &Path) -> Result<(usize, u64), Error> {
             &text("version"),
             &tables,
             &text("rows"),
+            &bytes.to_string(),
             &text("duration_ms"),
             &text("error"),
         ])

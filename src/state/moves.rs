@@ -12,6 +12,8 @@ use sqlx::Row;
 pub struct TableMoved {
     pub table: String,
     pub rows: u64,
+    /// The size of the values carried (`Value::size`).
+    pub bytes: u64,
     /// Of the rows as the target holds them (`rows:sum`).
     pub checksum: String,
     /// The source server's own digest of the table in the snapshot (where

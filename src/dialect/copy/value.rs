@@ -174,6 +174,20 @@ pub enum Value {
 }
 
 impl Value {
+    /// Its size as carried: the bytes of a text, a document or a blob, the
+    /// width of a number or a date (what a move reports as its bytes).
+    pub fn size(&self) -> u64 {
+        match self {
+            Value::Null => 0,
+            Value::Bool(_) => 1,
+            Value::Date(_) => 4,
+            Value::Int(_) | Value::Float(_) | Value::Timestamp(_) | Value::TimestampTz(_) => 8,
+            Value::Uuid(_) => 16,
+            Value::Decimal(s) | Value::Text(s) | Value::Json(s) => s.len() as u64,
+            Value::Bytes(b) => b.len() as u64,
+        }
+    }
+
     /// The text checksums compare: the value's kind, then its exact text
     /// (a float's shortest round-trip digits, a decimal as printed).
     pub fn canonical(&self) -> String {
