@@ -263,6 +263,10 @@ pub struct MoveSpec {
     pub zero_dates_null: bool,
     pub freeze_source: bool,
     pub jobs: usize,
+    /// The machine that planned it: the registry file it switches is on
+    /// this machine's disk, so no process elsewhere works on it.
+    #[serde(default)]
+    pub host: String,
 }
 
 impl MoveSpec {

@@ -218,6 +218,7 @@ async fn run_many(a: MoveArgs, select: String, pause: std::time::Duration) -> Re
         zero_dates_null: a.zero_dates == "null",
         freeze_source: a.freeze_source,
         jobs: a.jobs,
+        host: crate::rollout::host(),
     };
     // as for a rollout: with no gate, the first failure halts
     if cfg.rollout.gates == crate::options::Gates::default() {

@@ -423,6 +423,12 @@ fn move_to(r: &RolloutRecord, given: Option<String>) -> Result<Option<String>, E
     let Some(spec) = &r.settings.moving else {
         return Ok(None);
     };
+    if !spec.host.is_empty() && spec.host != crate::rollout::host() {
+        return Err(Error::Usage(format!(
+            "move rollout {} switches rows of a registry file on {}: run this there",
+            r.id, spec.host
+        )));
+    }
     let kept = &spec.to;
     match given {
         Some(to) if crate::options::MoveSpec::redacted(&to) != *kept => Err(Error::Usage(format!(

@@ -177,8 +177,8 @@ impl Shared {
     }
 }
 
-/// This machine's name, for the workers table.
-fn host() -> String {
+/// This machine's name (the workers table; a move rollout's registry).
+pub fn host() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

@@ -23,7 +23,7 @@ pub mod revert;
 pub mod waves;
 
 pub use context::{Cancel, Ctx, MoveStep, RunOptions, Within, only_these, prepare};
-pub use coord::same_version;
+pub use coord::{host, same_version};
 pub use driver::{abort, join, resume, retry};
 pub use executor::{Executor, Stops};
 pub use hold::{apply_holds, is_contract};
