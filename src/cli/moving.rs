@@ -77,32 +77,9 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     };
     let store = open_store(&cfg, Open::Create).await?;
     let connector = Connector::new(cfg.settings.clone());
-    let bar = std::io::stderr().is_terminal().then(|| {
-        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template("{elapsed_precise} tables {pos}/{len} {wide_msg}")
-                .expect("valid template"),
-        );
-        b
-    });
+    let bar = progress_bar();
     let bus = Bus::new(vec![Arc::new(Bar(bar.clone()))]);
-    let opts = MoveOptions {
-        batch_rows: a.batch_rows,
-        pause,
-        drop_source: a.drop_source,
-        registry: match fleet {
-            FleetSpec::Registry(p) => Some(p.clone()),
-            _ => None,
-        },
-        to_text,
-        to_schema: a.schema.clone(),
-        rules: crate::dialect::copy::Rules {
-            zero_dates_null: a.zero_dates == "null",
-        },
-        freeze_source: a.freeze_source,
-        jobs: a.jobs,
-        report_dir: None,
-    };
+    let opts = options(&a, fleet, to_text, pause);
     let cancel = super::signals::arm();
     let mover = Mover {
         connector: &connector,
@@ -120,7 +97,13 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     connector.close().await;
     let mut r = r?;
     let dir = crate::report::moves::write_move(&cfg.reports, &mut r)?;
-    print(&r, a.json);
+    Ok(told(&r, &a, fleet, &dir))
+}
+
+/// Prints move `r` (its report in `dir`); the exit code: 0 only for a
+/// move that did all it was told (done, and the source dropped if asked).
+fn told(r: &MoveReport, a: &MoveArgs, fleet: &FleetSpec, dir: &std::path::Path) -> i32 {
+    print(r, a.json);
     if !a.json {
         if r.status == MoveStatus::Done && r.registry_backup.is_none() {
             outln!(
@@ -130,10 +113,46 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
         }
         outln!("{}", dir.display());
     }
-    // a move that is done but whose source could not be dropped as asked
-    // did not do all it was told
     let whole = r.status == MoveStatus::Done && (r.source_dropped || !a.drop_source);
-    Ok(if whole { 0 } else { 1 })
+    if whole { 0 } else { 1 }
+}
+
+/// Tables and rows copied, drawn on a terminal only.
+fn progress_bar() -> Option<ProgressBar> {
+    std::io::stderr().is_terminal().then(|| {
+        let b = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template("{elapsed_precise} tables {pos}/{len} {wide_msg}")
+                .expect("valid template"),
+        );
+        b
+    })
+}
+
+/// The options of one move of `fleet`'s tenant to `to_text`.
+fn options(
+    a: &MoveArgs,
+    fleet: &FleetSpec,
+    to_text: String,
+    pause: std::time::Duration,
+) -> MoveOptions {
+    MoveOptions {
+        batch_rows: a.batch_rows,
+        pause,
+        drop_source: a.drop_source,
+        registry: match fleet {
+            FleetSpec::Registry(p) => Some(p.clone()),
+            _ => None,
+        },
+        to_text,
+        to_schema: a.schema.clone(),
+        rules: crate::dialect::copy::Rules {
+            zero_dates_null: a.zero_dates == "null",
+        },
+        freeze_source: a.freeze_source,
+        jobs: a.jobs,
+        report_dir: None,
+    }
 }
 
 fn print(r: &MoveReport, json: bool) {

@@ -195,107 +195,118 @@ pub fn restore(tenant: &Tenant, path: &Path) -> Result<(), TenantError> {
         ));
     }
     match &tenant.locator {
-        Locator::Row { .. } => {
-            return Err(TenantError::permanent(
-                FailureKind::Restore,
-                "a row tenant's rows share their tables with other tenants: restore the database",
-            ));
-        }
-        Locator::Sqlite { path: db } => {
-            for suffix in ["-journal", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
-            }
-            let tmp = db.with_extension("restoring");
-            std::fs::copy(path, &tmp)
-                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
-            std::fs::rename(&tmp, db)
-                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
-        }
-        Locator::Postgres { url, schema } => {
-            let (bare, pw) = split_password(url);
-            let psql = |args: &[String]| {
-                let mut cmd = Command::new("psql");
-                cmd.arg("-X")
-                    .arg("-q")
-                    .arg("-v")
-                    .arg("ON_ERROR_STOP=1")
-                    .arg(format!("--dbname={bare}"));
-                cmd.args(args);
-                if let Some(pw) = &pw {
-                    cmd.env("PGPASSWORD", pw);
-                }
-                run(cmd, "psql", Some(url))
-            };
-            match schema {
-                Some(s) => psql(&[
-                    "-c".into(),
-                    format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(s)),
-                ])?,
-                // The dump (--clean) drops and recreates what it holds; the
-                // relations created since (by the migrations) go first.
-                None => psql(&["-c".into(), DROP_PG_RELATIONS.into()])?,
-            };
-            psql(&["-f".into(), path.display().to_string()])?;
-        }
-        Locator::Mysql { url } => {
-            let u = url::Url::parse(url).map_err(|e| {
-                TenantError::permanent(FailureKind::Restore, format!("{}: {e}", redact_url(url)))
-            })?;
-            let (_, pw) = split_password(url);
-            let tool = if which("mariadb") { "mariadb" } else { "mysql" };
-            let client = |stdin: Stdio| {
-                let mut cmd = Command::new(tool);
-                cmd.arg("--protocol=tcp")
-                    .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
-                    .arg(format!("--port={}", u.port().unwrap_or(3306)))
-                    .arg(format!("--user={}", u.username()))
-                    .arg("--batch")
-                    .arg("--skip-column-names")
-                    .arg(u.path().trim_start_matches('/'))
-                    .stdin(stdin);
-                if let Some(pw) = &pw {
-                    cmd.env("MYSQL_PWD", pw);
-                }
-                cmd
-            };
-            // The dump recreates the tables it holds; the tables and views
-            // created since (by the migrations) are dropped first, so the
-            // database is what it was.
-            let mut list = client(Stdio::piped());
-            list.arg(
-                "--execute=SELECT CONCAT(IF(table_type = 'VIEW', 'DROP VIEW IF EXISTS `', \
-                 'DROP TABLE IF EXISTS `'), REPLACE(table_name, '`', '``'), '`;') \
-                 FROM information_schema.tables WHERE table_schema = DATABASE() \
-                 ORDER BY table_type = 'VIEW' DESC",
-            );
-            let drops = run(list, tool, Some(url))?;
-            let mut script = b"SET FOREIGN_KEY_CHECKS = 0;\n".to_vec();
-            script.extend_from_slice(&drops.stdout);
-            let mut drop = client(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| {
-                    TenantError::permanent(FailureKind::Restore, format!("cannot run {tool}: {e}"))
-                })?;
-            drop.stdin
-                .take()
-                .expect("piped stdin")
-                .write_all(&script)
-                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
-            let out = drop
-                .wait_with_output()
-                .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
-            if !out.status.success() {
-                return Err(tool_error(tool, &out, Some(url)));
-            }
-            let load = client(
-                std::fs::File::open(path)
-                    .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?
-                    .into(),
-            );
-            run(load, tool, Some(url))?;
-        }
+        Locator::Row { .. } => Err(TenantError::permanent(
+            FailureKind::Restore,
+            "a row tenant's rows share their tables with other tenants: restore the database",
+        )),
+        Locator::Sqlite { path: db } => restore_sqlite(db, path),
+        Locator::Postgres { url, schema } => restore_postgres(url, schema.as_deref(), path),
+        Locator::Mysql { url } => restore_mysql(url, path),
     }
+}
+
+/// The file put back whole (its journal and WAL files removed first).
+fn restore_sqlite(db: &Path, path: &Path) -> Result<(), TenantError> {
+    for suffix in ["-journal", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let tmp = db.with_extension("restoring");
+    std::fs::copy(path, &tmp)
+        .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
+    std::fs::rename(&tmp, db)
+        .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
+    Ok(())
+}
+
+/// The schema dropped (a database tenant: the relations created since),
+/// then the dump run by `psql`.
+fn restore_postgres(url: &str, schema: Option<&str>, path: &Path) -> Result<(), TenantError> {
+    let (bare, pw) = split_password(url);
+    let psql = |args: &[String]| {
+        let mut cmd = Command::new("psql");
+        cmd.arg("-X")
+            .arg("-q")
+            .arg("-v")
+            .arg("ON_ERROR_STOP=1")
+            .arg(format!("--dbname={bare}"));
+        cmd.args(args);
+        if let Some(pw) = &pw {
+            cmd.env("PGPASSWORD", pw);
+        }
+        run(cmd, "psql", Some(url))
+    };
+    match schema {
+        Some(s) => psql(&[
+            "-c".into(),
+            format!("DROP SCHEMA IF EXISTS {} CASCADE", quote_ident(s)),
+        ])?,
+        // The dump (--clean) drops and recreates what it holds; the
+        // relations created since (by the migrations) go first.
+        None => psql(&["-c".into(), DROP_PG_RELATIONS.into()])?,
+    };
+    psql(&["-f".into(), path.display().to_string()])?;
+    Ok(())
+}
+
+/// The tables and views created since dropped, then the dump loaded by the
+/// `mariadb` (or `mysql`) client.
+fn restore_mysql(url: &str, path: &Path) -> Result<(), TenantError> {
+    let u = url::Url::parse(url).map_err(|e| {
+        TenantError::permanent(FailureKind::Restore, format!("{}: {e}", redact_url(url)))
+    })?;
+    let (_, pw) = split_password(url);
+    let tool = if which("mariadb") { "mariadb" } else { "mysql" };
+    let client = |stdin: Stdio| {
+        let mut cmd = Command::new(tool);
+        cmd.arg("--protocol=tcp")
+            .arg(format!("--host={}", u.host_str().unwrap_or("localhost")))
+            .arg(format!("--port={}", u.port().unwrap_or(3306)))
+            .arg(format!("--user={}", u.username()))
+            .arg("--batch")
+            .arg("--skip-column-names")
+            .arg(u.path().trim_start_matches('/'))
+            .stdin(stdin);
+        if let Some(pw) = &pw {
+            cmd.env("MYSQL_PWD", pw);
+        }
+        cmd
+    };
+    // The dump recreates the tables it holds; the tables and views
+    // created since (by the migrations) are dropped first, so the
+    // database is what it was.
+    let mut list = client(Stdio::piped());
+    list.arg(
+        "--execute=SELECT CONCAT(IF(table_type = 'VIEW', 'DROP VIEW IF EXISTS `', \
+         'DROP TABLE IF EXISTS `'), REPLACE(table_name, '`', '``'), '`;') \
+         FROM information_schema.tables WHERE table_schema = DATABASE() \
+         ORDER BY table_type = 'VIEW' DESC",
+    );
+    let drops = run(list, tool, Some(url))?;
+    let mut script = b"SET FOREIGN_KEY_CHECKS = 0;\n".to_vec();
+    script.extend_from_slice(&drops.stdout);
+    let mut drop = client(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            TenantError::permanent(FailureKind::Restore, format!("cannot run {tool}: {e}"))
+        })?;
+    drop.stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(&script)
+        .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
+    let out = drop
+        .wait_with_output()
+        .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?;
+    if !out.status.success() {
+        return Err(tool_error(tool, &out, Some(url)));
+    }
+    let load = client(
+        std::fs::File::open(path)
+            .map_err(|e| TenantError::permanent(FailureKind::Restore, e.to_string()))?
+            .into(),
+    );
+    run(load, tool, Some(url))?;
     Ok(())
 }

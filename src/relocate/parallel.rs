@@ -27,35 +27,15 @@ pub(super) async fn copy_all(
     copier: &Copier,
     source: &mut dyn CopyEnd,
     target: &mut dyn CopyEnd,
-    mut sync: Box<dyn CopyEnd>,
+    sync: Box<dyn CopyEnd>,
     mut extra: Sessions,
     plan: &[Pair],
     report: &mut MoveReport,
 ) -> Result<(), TenantError> {
     let children_first: Vec<&Table> = plan.iter().rev().map(|p| &p.target).collect();
     target.clear(&children_first).await?;
-    // one instant for every job
-    let tables: Vec<&Table> = plan.iter().map(|p| &p.source).collect();
-    let lined_up = async {
-        sync.freeze(&tables).await?;
-        source.snapshot().await?;
-        for (s, t) in extra.iter_mut() {
-            s.snapshot().await?;
-            t.quiet_session().await?;
-        }
-        sync.unfreeze().await
-    }
-    .await;
-    sync.close().await;
-    lined_up?;
-    // the largest tables first
-    let mut sizes = Vec::new();
-    for (i, p) in plan.iter().enumerate() {
-        sizes.push((source.count(&p.source).await?, i));
-    }
-    sizes.sort_by(|a, b| b.cmp(a));
-    let queue: Arc<Mutex<VecDeque<usize>>> =
-        Arc::new(Mutex::new(sizes.into_iter().map(|(_, i)| i).collect()));
+    line_up(source, sync, &mut extra, plan).await?;
+    let queue = Arc::new(Mutex::new(largest_first(source, plan).await?));
     let plan_shared: Arc<Vec<Pair>> = Arc::new(plan.to_vec());
     let failed = Arc::new(AtomicBool::new(false));
     // each job's first table, in job order (the largest to the first job):
@@ -117,6 +97,43 @@ pub(super) async fn copy_all(
         report.tables.push(m);
     }
     Ok(())
+}
+
+/// One instant for every job: the snapshots of `source` and of each extra
+/// job's source session are opened while `sync` holds the tenant's writes
+/// (closed after).
+async fn line_up(
+    source: &mut dyn CopyEnd,
+    mut sync: Box<dyn CopyEnd>,
+    extra: &mut Sessions,
+    plan: &[Pair],
+) -> Result<(), TenantError> {
+    let tables: Vec<&Table> = plan.iter().map(|p| &p.source).collect();
+    let lined_up = async {
+        sync.freeze(&tables).await?;
+        source.snapshot().await?;
+        for (s, t) in extra.iter_mut() {
+            s.snapshot().await?;
+            t.quiet_session().await?;
+        }
+        sync.unfreeze().await
+    }
+    .await;
+    sync.close().await;
+    lined_up
+}
+
+/// The tables of `plan` by their rows in the snapshot, the largest first.
+async fn largest_first(
+    source: &mut dyn CopyEnd,
+    plan: &[Pair],
+) -> Result<VecDeque<usize>, TenantError> {
+    let mut sizes = Vec::new();
+    for (i, p) in plan.iter().enumerate() {
+        sizes.push((source.count(&p.source).await?, i));
+    }
+    sizes.sort_by(|a, b| b.cmp(a));
+    Ok(sizes.into_iter().map(|(_, i)| i).collect())
 }
 
 /// One job: its `first` table, then tables from the queue until it is

@@ -194,50 +194,61 @@ impl RunReport {
             "\nTenant duration: p50 {} ms, p95 {} ms, max {} ms.",
             d.p50_ms, d.p95_ms, d.max_ms
         );
-        if s.waves.len() > 1 || s.waves.iter().any(|w| w.gate.is_some()) {
-            let _ = writeln!(
-                md,
-                "\n## Waves\n\n| wave | selector | status | tenants | succeeded | failed | p50 ms | p95 ms | gate |"
-            );
-            let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---|");
-            for w in &s.waves {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                    w.name,
-                    w.selector,
-                    w.status,
-                    w.tenants,
-                    w.succeeded,
-                    w.failed,
-                    w.p50_ms,
-                    w.p95_ms,
-                    w.gate.clone().unwrap_or_default().replace('|', "\\|")
-                );
-            }
-        }
-        if !s.failures.is_empty() {
-            let _ = writeln!(
-                md,
-                "\n## Failures\n\n| tenants | class | kind | message | examples |"
-            );
-            let _ = writeln!(md, "|---:|---|---|---|---|");
-            for c in &s.failures {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {} | {} |",
-                    c.count,
-                    c.class,
-                    c.kind,
-                    c.message.replace('|', "\\|"),
-                    c.example_tenants.join(", ")
-                );
-            }
-            let _ = writeln!(
-                md,
-                "\nEvery failed tenant, with its full error, is a row of `tenants.csv`."
-            );
-        }
+        waves_md(s, &mut md);
+        failures_md(s, &mut md);
         md
+    }
+}
+
+/// The waves of summary `s` as a Markdown table (when there are waves to
+/// tell apart or gates to show).
+fn waves_md(s: &Summary<'_>, md: &mut String) {
+    if s.waves.len() > 1 || s.waves.iter().any(|w| w.gate.is_some()) {
+        let _ = writeln!(
+            md,
+            "\n## Waves\n\n| wave | selector | status | tenants | succeeded | failed | p50 ms | p95 ms | gate |"
+        );
+        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---|");
+        for w in &s.waves {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                w.name,
+                w.selector,
+                w.status,
+                w.tenants,
+                w.succeeded,
+                w.failed,
+                w.p50_ms,
+                w.p95_ms,
+                w.gate.clone().unwrap_or_default().replace('|', "\\|")
+            );
+        }
+    }
+}
+
+/// The failure clusters of summary `s` as a Markdown table.
+fn failures_md(s: &Summary<'_>, md: &mut String) {
+    if !s.failures.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Failures\n\n| tenants | class | kind | message | examples |"
+        );
+        let _ = writeln!(md, "|---:|---|---|---|---|");
+        for c in &s.failures {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} |",
+                c.count,
+                c.class,
+                c.kind,
+                c.message.replace('|', "\\|"),
+                c.example_tenants.join(", ")
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\nEvery failed tenant, with its full error, is a row of `tenants.csv`."
+        );
     }
 }
