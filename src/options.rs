@@ -147,10 +147,6 @@ pub struct ExecOptions {
     pub retry: RetryPolicy,
     /// Stop starting tenants once this many have failed.
     pub max_failures: Option<usize>,
-    /// Highest version to apply (head when `None`); a rollout stores its
-    /// target in its own column.
-    #[serde(skip)]
-    pub target: Option<i64>,
     pub tx_mode: TxMode,
     /// Back each tenant up into this folder before its first migration.
     #[serde(default)]
@@ -173,7 +169,6 @@ impl Default for ExecOptions {
             per_server: usize::MAX,
             retry: RetryPolicy::default(),
             max_failures: None,
-            target: None,
             tx_mode: TxMode::Migration,
             backup_dir: None,
             analyze: false,
@@ -216,6 +211,9 @@ pub struct RolloutPolicy {
 /// What `rollout` (or `sync`) was asked for, before it is frozen.
 #[derive(Debug, Clone, Default)]
 pub struct RolloutRequest {
+    /// The version to take tenants to (`--to`); head when `None`. A
+    /// rollout stores its target in its own column.
+    pub target: Option<i64>,
     /// `canary=tag:canary,5%,25%,100%`; one wave of everything when `None`.
     pub waves: Option<String>,
     pub gates: Gates,

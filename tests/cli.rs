@@ -265,6 +265,48 @@ async fn flags_beat_environment_beat_fleetmig_toml() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("fleetmig.toml"), "{}", stderr(&out));
+
+    // a key of no setting is refused by name; a bad value with its line;
+    // every key of a rollout's group is read from the file (the wave
+    // plan shows the file's waves)
+    for (text, needle) in [
+        (
+            "fleet = \"sqlite-dir:tenants\"\nconcurency = 3\n",
+            "unknown key `concurency`",
+        ),
+        (
+            "fleet = \"sqlite-dir:tenants\"\n\npool_size = \"big\"\n",
+            "line 3",
+        ),
+        (
+            "fleet = \"sqlite-dir:tenants\"\npool_size = 0\n",
+            "pool_size",
+        ),
+    ] {
+        std::fs::write(dir.path().join("fleetmig.toml"), text).unwrap();
+        let out = fleetmig()
+            .current_dir(dir.path())
+            .args(["status"])
+            .output()
+            .unwrap();
+        expect_exit(&out, 2);
+        assert!(stderr(&out).contains(needle), "{text}: {}", stderr(&out));
+    }
+    std::fs::write(
+        dir.path().join("fleetmig.toml"),
+        format!(
+            "fleet = \"sqlite-dir:tenants\"\nmigrations = {:?}\nwaves = \"first=1,rest\"\n",
+            m.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args(["plan"])
+        .output()
+        .unwrap();
+    expect_exit(&out, 0);
+    assert!(stdout(&out).contains("first"), "{}", stdout(&out));
 }
 
 #[test]

@@ -4,29 +4,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, FileConfig, Overrides};
+use crate::config::{Config, ExecKeys, FileConfig, FleetKeys, Overrides, RolloutKeys};
 use crate::error::Error;
-use crate::options::TxMode;
-
-/// `--tx-mode`, as clap parses it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TxModeArg {
-    /// Each migration in its own transaction (sqlx's behaviour).
-    Migration,
-    /// All of a tenant's pending migrations in one transaction.
-    Tenant,
-}
-
-impl From<TxModeArg> for TxMode {
-    fn from(a: TxModeArg) -> TxMode {
-        match a {
-            TxModeArg::Migration => TxMode::Migration,
-            TxModeArg::Tenant => TxMode::Tenant,
-        }
-    }
-}
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -108,76 +89,21 @@ pub enum Command {
 /// Options every fleet command takes.
 #[derive(Debug, Args, Clone)]
 pub struct Common {
-    /// How tenants are found: sqlite-dir:PATH, registry:FILE.csv,
-    /// postgres-schemas:URL, postgres-databases:URL, mysql-databases:URL.
-    #[arg(long, env = "FLEETMIG_FLEET")]
-    pub fleet: Option<String>,
-    /// The migration folder [default: migrations].
-    #[arg(long, env = "FLEETMIG_MIGRATIONS")]
-    pub migrations: Option<PathBuf>,
-    /// Where reports are written [default: reports].
-    #[arg(long, env = "FLEETMIG_REPORTS")]
-    pub reports: Option<PathBuf>,
-    /// The state store: a file, or a postgres:// URL [default: .fleetmig/state.db].
-    #[arg(long, env = "FLEETMIG_STATE")]
-    pub state: Option<String>,
+    #[command(flatten)]
+    pub keys: FleetKeys,
     /// Config file [default: fleetmig.toml when it exists].
     #[arg(long, env = "FLEETMIG_CONFIG")]
     pub config: Option<PathBuf>,
-    /// LIKE pattern over schema/database names: `%` any run, `_` any one
-    /// character, `\_` a literal underscore [default: tenant\_%, the names
-    /// that start with tenant_].
-    #[arg(long, env = "FLEETMIG_TENANT_PATTERN")]
-    pub tenant_pattern: Option<String>,
-    /// SQL returning one text column of schema/database names (run in a
-    /// read-only transaction).
-    #[arg(long, env = "FLEETMIG_TENANT_QUERY")]
-    pub tenant_query: Option<String>,
-    /// Tenants worked on at once [default: 8].
-    #[arg(long, env = "FLEETMIG_CONCURRENCY")]
-    pub concurrency: Option<usize>,
-    /// Tenants of one database server worked on at once [default: --concurrency].
-    #[arg(long, env = "FLEETMIG_PER_SERVER")]
-    pub per_server: Option<usize>,
-    /// How long DDL waits for a lock before failing and being retried [default: 5s].
-    #[arg(long, env = "FLEETMIG_LOCK_TIMEOUT")]
-    pub lock_timeout: Option<String>,
-    /// How long connecting to a tenant's server may take [default: 10s].
-    #[arg(long, env = "FLEETMIG_CONNECT_TIMEOUT")]
-    pub connect_timeout: Option<String>,
-    /// Longest a statement may run (PostgreSQL, MariaDB) [default: none].
-    #[arg(long, env = "FLEETMIG_STATEMENT_TIMEOUT")]
-    pub statement_timeout: Option<String>,
-    /// Create missing SQLite tenant files on sync (the demo fleet does).
-    #[arg(long, env = "FLEETMIG_CREATE_MISSING")]
-    pub create_missing: bool,
-    /// A fleet with no tenant is expected: not an error (exit 3) but a rollout
-    /// of nothing.
-    #[arg(long, env = "FLEETMIG_ALLOW_EMPTY")]
-    pub allow_empty: bool,
-    /// A rollout's claim expires after this long without a heartbeat [default: 30s].
-    #[arg(long, env = "FLEETMIG_LEASE")]
-    pub lease: Option<String>,
 }
 
 /// Options of commands that run tenants.
 #[derive(Debug, Args, Clone)]
 pub struct Exec {
+    #[command(flatten)]
+    pub keys: ExecKeys,
     /// Stop at this version instead of head.
     #[arg(long, value_name = "VERSION")]
     pub to: Option<i64>,
-    /// Attempts per tenant for transient errors, the first included [default: 3].
-    #[arg(long, env = "FLEETMIG_MAX_ATTEMPTS")]
-    pub max_attempts: Option<u32>,
-    /// Wait before the first retry; doubles each time, with jitter [default: 500ms].
-    #[arg(long, env = "FLEETMIG_RETRY_BACKOFF")]
-    pub retry_backoff: Option<String>,
-    /// Start no new tenant once this many have failed.
-    #[arg(long, env = "FLEETMIG_MAX_FAILURES")]
-    pub max_failures: Option<usize>,
-    /// migration: one transaction per migration; tenant: one per tenant.
-    #[arg(long, value_enum, env = "FLEETMIG_TX_MODE")]
-    pub tx_mode: Option<TxModeArg>,
     /// Plain progress lines every N seconds instead of a bar (0: none).
     #[arg(long, value_name = "SECONDS")]
     pub progress_every: Option<u64>,
@@ -191,24 +117,20 @@ pub struct Exec {
     /// Run even though `fleetmig lint` has findings.
     #[arg(long)]
     pub allow_lint_findings: bool,
-    /// Back each tenant up into DIR/<rollout-id>/ before its first migration
-    /// (pg_dump, mysqldump, SQLite VACUUM INTO); `fleetmig restore` puts it back.
-    #[arg(long, value_name = "DIR", env = "FLEETMIG_BACKUP")]
-    pub backup: Option<PathBuf>,
-    /// After a tenant's migrations, ANALYZE the tables they changed.
-    #[arg(long)]
-    pub analyze: bool,
-    /// Before a tenant is touched (PostgreSQL): report its size and largest
-    /// tables, and defer it (retried later) while an old transaction holds a
-    /// table its migrations touch, or the server is short of connections.
-    #[arg(long)]
-    pub preflight: bool,
-    /// Preflight: the oldest transaction allowed to hold a touched table [default: 60s].
-    #[arg(long, value_name = "DURATION")]
-    pub preflight_max_xact_age: Option<String>,
-    /// Preflight: the fewest free server connections to go ahead with [default: 3].
-    #[arg(long, value_name = "N")]
-    pub preflight_min_free_connections: Option<i64>,
+}
+
+impl Exec {
+    /// What these flags give over the file.
+    pub(super) fn overrides(&self) -> Overrides {
+        let mut o = Overrides {
+            target: self.to,
+            allow_contract: self.allow_contract,
+            allow_lint_findings: self.allow_lint_findings,
+            ..Default::default()
+        };
+        o.keys.exec = self.keys.clone();
+        o
+    }
 }
 
 #[derive(Debug, Args)]
@@ -226,23 +148,8 @@ pub struct RunArgs {
 pub struct RolloutArgs {
     #[command(flatten)]
     pub run: RunArgs,
-    /// Waves, e.g. 'canary=tag:canary,5%,25%,100%' (tag:K[=V], ids:a+b, N, N%, rest).
-    #[arg(long, env = "FLEETMIG_WAVES")]
-    pub waves: Option<String>,
-    /// Gate: halt when more than N tenants of a wave fail [default: 0 when no
-    /// gate is configured].
-    #[arg(long)]
-    pub gate_max_failures: Option<usize>,
-    /// Gate: halt when more than this fraction of a wave fails (0.05 = 5%).
-    #[arg(long)]
-    pub gate_max_failure_rate: Option<f64>,
-    /// Gate: SQL run on every succeeded tenant of a wave; must return no rows
-    /// (or a single true).
-    #[arg(long, value_name = "FILE")]
-    pub gate_sql: Option<PathBuf>,
-    /// Wait this long after each wave before the next [default: 0s].
-    #[arg(long)]
-    pub bake: Option<String>,
+    #[command(flatten)]
+    pub keys: RolloutKeys,
     /// Stop in `paused` after this wave (name or number) until `fleetmig resume`.
     #[arg(long, value_name = "WAVE")]
     pub pause_after: Option<String>,
@@ -250,6 +157,17 @@ pub struct RolloutArgs {
     /// back down with their .down.sql.
     #[arg(long)]
     pub revert_on_halt: bool,
+}
+
+impl RolloutArgs {
+    /// What these flags give over the file.
+    pub(super) fn overrides(&self) -> Overrides {
+        let mut o = self.run.exec.overrides();
+        o.keys.rollout = self.keys.clone();
+        o.pause_after = self.pause_after.clone();
+        o.revert_on_halt = self.revert_on_halt;
+        o
+    }
 }
 
 #[derive(Debug, Args)]
@@ -487,21 +405,12 @@ pub struct MoveArgs {
     /// The PostgreSQL schema of the new location (`{tenant}` with --select).
     #[arg(long, value_name = "SCHEMA")]
     pub schema: Option<String>,
-    /// With --select: waves, e.g. 'canary=ids:a+b,rest'.
-    #[arg(long, requires = "select")]
-    pub waves: Option<String>,
-    /// With --select: halt when more than N tenants of a wave fail [default: 0].
-    #[arg(long, requires = "select")]
-    pub gate_max_failures: Option<usize>,
-    /// With --select: halt when more than this fraction of a wave fails.
-    #[arg(long, requires = "select")]
-    pub gate_max_failure_rate: Option<f64>,
+    /// With --select: waves and gates, as `rollout` takes them.
+    #[command(flatten)]
+    pub rollout: RolloutKeys,
     /// With --select: stop starting moves after N failures.
     #[arg(long, requires = "select")]
     pub max_failures: Option<usize>,
-    /// With --select: wait this long after each wave before the next.
-    #[arg(long, requires = "select")]
-    pub bake: Option<String>,
     /// With --select: stop in `paused` after this wave until `fleetmig resume`.
     #[arg(long, value_name = "WAVE", requires = "select")]
     pub pause_after: Option<String>,
@@ -565,38 +474,6 @@ pub(super) fn config(common: &Common, mut o: Overrides) -> Result<Config, Error>
         None => (PathBuf::from("fleetmig.toml"), false),
     };
     let file = FileConfig::load(&path, explicit)?;
-    o.keys.fleet = common.fleet.clone();
-    o.keys.migrations = common.migrations.clone();
-    o.keys.reports = common.reports.clone();
-    o.keys.state = common.state.clone();
-    o.keys.tenant_pattern = common.tenant_pattern.clone();
-    o.keys.tenant_query = common.tenant_query.clone();
-    o.keys.concurrency = common.concurrency;
-    o.keys.per_server = common.per_server;
-    o.keys.lock_timeout = common.lock_timeout.clone();
-    o.keys.statement_timeout = common.statement_timeout.clone();
-    o.keys.create_missing = common.create_missing.then_some(true);
-    o.keys.allow_empty = common.allow_empty.then_some(true);
-    o.keys.connect_timeout = common.connect_timeout.clone();
-    o.keys.lease = common.lease.clone();
+    o.keys.fleet = common.keys.clone();
     Config::resolve(o, file)
-}
-
-pub(super) fn exec_overrides(e: &Exec) -> Overrides {
-    Overrides {
-        target: e.to,
-        keys: FileConfig {
-            max_attempts: e.max_attempts,
-            retry_backoff: e.retry_backoff.clone(),
-            max_failures: e.max_failures,
-            tx_mode: e.tx_mode.map(TxMode::from),
-            backup: e.backup.clone(),
-            analyze: e.analyze.then_some(true),
-            preflight: e.preflight.then_some(true),
-            preflight_max_xact_age: e.preflight_max_xact_age.clone(),
-            preflight_min_free_connections: e.preflight_min_free_connections,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
 }

@@ -3,7 +3,7 @@
 
 use super::args::{
     BaselineArgs, CompletionsArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, RestoreArgs,
-    RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config, exec_overrides,
+    RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config,
 };
 use super::output;
 use super::run::{Invocation, finish, open_store, with_context};
@@ -25,10 +25,13 @@ fn refused_unless_only<'r>(refused: &'r [Refused], only: &[String]) -> &'r [Refu
 }
 
 pub async fn sync(a: RunArgs) -> Result<i32, Error> {
-    let cfg = config(&a.common, exec_overrides(&a.exec))?;
+    let cfg = config(&a.common, a.exec.overrides())?;
+    // sync is one wave of every tenant: the file's waves and gates are
+    // for `rollout`
     let req = RolloutRequest {
-        allow_contract: a.exec.allow_contract,
-        allow_lint_findings: a.exec.allow_lint_findings,
+        target: cfg.rollout.target,
+        allow_contract: cfg.rollout.allow_contract,
+        allow_lint_findings: cfg.rollout.allow_lint_findings,
         ..Default::default()
     };
     let inv = Invocation {
@@ -45,22 +48,12 @@ pub async fn sync(a: RunArgs) -> Result<i32, Error> {
 }
 
 pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
-    let mut o = exec_overrides(&a.run.exec);
-    o.keys.waves = a.waves.clone();
-    o.keys.gate_max_failures = a.gate_max_failures;
-    o.keys.gate_max_failure_rate = a.gate_max_failure_rate;
-    o.keys.gate_sql = a.gate_sql.clone();
-    o.keys.bake = a.bake.clone();
-    o.pause_after = a.pause_after.clone();
-    o.revert_on_halt = a.revert_on_halt;
-    let mut cfg = config(&a.run.common, o)?;
+    let mut cfg = config(&a.run.common, a.overrides())?;
     // A waved rollout with no gate configured halts on the first failure:
     // the safe default for a canary.
     if cfg.rollout.gates == Gates::default() {
         cfg.rollout.gates.max_failures = Some(0);
     }
-    cfg.rollout.allow_contract = a.run.exec.allow_contract;
-    cfg.rollout.allow_lint_findings = a.run.exec.allow_lint_findings;
     let inv = Invocation {
         progress_every: a.run.exec.progress_every,
         metrics_file: a.run.exec.metrics_file.clone(),
@@ -97,7 +90,7 @@ async fn inspect_cmd(
     let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
     let tenants = only_these(&found.tenants, &o.tenants, fleet)?;
     let refused = refused_unless_only(&found.refused, &o.tenants);
-    if let Some(t) = cfg.exec.target {
+    if let Some(t) = cfg.rollout.target {
         set.check_target(t)?;
     }
     let wave_plan = match waves.filter(|_| is_plan) {
@@ -106,7 +99,7 @@ async fn inspect_cmd(
     };
     let connector = Connector::new(cfg.settings.clone());
     let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);
-    let mut rows = inspect(&connector, &fanout, &set, &tenants, cfg.exec.target).await;
+    let mut rows = inspect(&connector, &fanout, &set, &tenants, cfg.rollout.target).await;
     connector.close().await;
     // contract migrations held back (judged on the tenants shown)
     let held = apply_holds(&set, &mut rows, o.allow_contract);

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::args::{MoveArgs, config};
 use super::run::{Invocation, finish, open_store, with_context};
-use crate::config::Overrides;
+use crate::config::{Overrides, RolloutKeys};
 use crate::dialect::Connector;
 use crate::error::Error;
 use crate::event::{Bus, Event, Subscriber};
@@ -52,6 +52,17 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     };
     if let Some(select) = a.select.clone() {
         return run_many(a, select, pause).await;
+    }
+    // waves and gates are for --select (FLEETMIG_WAVES, set for rollouts,
+    // is not held against one move)
+    let rollout_flag = RolloutKeys {
+        waves: None,
+        ..a.rollout.clone()
+    };
+    if let Some(flag) = rollout_flag.first_given() {
+        return Err(Error::Usage(format!(
+            "{flag}: for a move of many tenants (--select)"
+        )));
     }
     let cfg = config(&a.common, Overrides::default())?;
     let Some(wanted) = a.tenant.as_deref() else {
@@ -190,13 +201,12 @@ fn print(r: &MoveReport, json: bool) {
 /// registry fleet whose per-tenant step is a move, `{tenant}` in `--to` or
 /// `--schema` naming each one's target.
 async fn run_many(a: MoveArgs, select: String, pause: std::time::Duration) -> Result<i32, Error> {
-    let mut o = Overrides::default();
-    o.keys.waves = a.waves.clone();
-    o.keys.gate_max_failures = a.gate_max_failures;
-    o.keys.gate_max_failure_rate = a.gate_max_failure_rate;
-    o.keys.max_failures = a.max_failures;
-    o.keys.bake = a.bake.clone();
-    o.pause_after = a.pause_after.clone();
+    let mut o = Overrides {
+        pause_after: a.pause_after.clone(),
+        ..Default::default()
+    };
+    o.keys.rollout = a.rollout.clone();
+    o.keys.exec.max_failures = a.max_failures;
     let mut cfg = config(&a.common, o)?;
     if !matches!(cfg.fleet()?, FleetSpec::Registry(_)) {
         return Err(Error::Usage(format!(

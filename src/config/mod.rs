@@ -7,87 +7,31 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use crate::error::Error;
-use crate::options::{
-    ExecOptions, Gates, PreflightLimits, RetryPolicy, RolloutRequest, Settings, TxMode,
-};
+use crate::options::{ExecOptions, Gates, PreflightLimits, RetryPolicy, RolloutRequest, Settings};
 use crate::tenant::{DEFAULT_PATTERN, DiscoverOptions, FleetSpec};
 
-/// The settings keys, all optional: what `fleetmig.toml` may hold (unknown
-/// keys are errors), and what flags and `FLEETMIG_*` variables give, so the
-/// layering is one `over` instead of a second list of the same fields.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+mod keys;
+
+pub use keys::{ExecKeys, FleetKeys, RolloutKeys};
+
+/// What `fleetmig.toml` may hold: the keys of the three groups (unknown
+/// keys are errors), and what flags and `FLEETMIG_*` variables give.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct FileConfig {
-    pub fleet: Option<String>,
-    pub migrations: Option<PathBuf>,
-    pub reports: Option<PathBuf>,
-    pub tenant_pattern: Option<String>,
-    pub tenant_query: Option<String>,
-    pub concurrency: Option<usize>,
-    pub per_server: Option<usize>,
-    pub max_attempts: Option<u32>,
-    pub retry_backoff: Option<String>,
-    pub max_failures: Option<usize>,
-    pub lock_timeout: Option<String>,
-    pub statement_timeout: Option<String>,
-    pub tx_mode: Option<TxMode>,
-    pub pool_size: Option<u32>,
-    pub create_missing: Option<bool>,
-    pub allow_empty: Option<bool>,
-    pub connect_timeout: Option<String>,
-    pub state: Option<String>,
-    pub waves: Option<String>,
-    pub gate_max_failures: Option<usize>,
-    pub gate_max_failure_rate: Option<f64>,
-    pub gate_sql: Option<PathBuf>,
-    pub bake: Option<String>,
-    pub lease: Option<String>,
-    pub backup: Option<PathBuf>,
-    pub analyze: Option<bool>,
-    pub preflight: Option<bool>,
-    pub preflight_max_xact_age: Option<String>,
-    pub preflight_min_free_connections: Option<i64>,
+    pub fleet: FleetKeys,
+    pub exec: ExecKeys,
+    pub rollout: RolloutKeys,
 }
 
 impl FileConfig {
     /// `self`, with the keys it lacks taken from `lower`.
-    pub fn over(self, lower: FileConfig) -> FileConfig {
-        FileConfig {
-            fleet: self.fleet.or(lower.fleet),
-            migrations: self.migrations.or(lower.migrations),
-            reports: self.reports.or(lower.reports),
-            tenant_pattern: self.tenant_pattern.or(lower.tenant_pattern),
-            tenant_query: self.tenant_query.or(lower.tenant_query),
-            concurrency: self.concurrency.or(lower.concurrency),
-            per_server: self.per_server.or(lower.per_server),
-            max_attempts: self.max_attempts.or(lower.max_attempts),
-            retry_backoff: self.retry_backoff.or(lower.retry_backoff),
-            max_failures: self.max_failures.or(lower.max_failures),
-            lock_timeout: self.lock_timeout.or(lower.lock_timeout),
-            statement_timeout: self.statement_timeout.or(lower.statement_timeout),
-            tx_mode: self.tx_mode.or(lower.tx_mode),
-            pool_size: self.pool_size.or(lower.pool_size),
-            create_missing: self.create_missing.or(lower.create_missing),
-            allow_empty: self.allow_empty.or(lower.allow_empty),
-            connect_timeout: self.connect_timeout.or(lower.connect_timeout),
-            state: self.state.or(lower.state),
-            waves: self.waves.or(lower.waves),
-            gate_max_failures: self.gate_max_failures.or(lower.gate_max_failures),
-            gate_max_failure_rate: self.gate_max_failure_rate.or(lower.gate_max_failure_rate),
-            gate_sql: self.gate_sql.or(lower.gate_sql),
-            bake: self.bake.or(lower.bake),
-            lease: self.lease.or(lower.lease),
-            backup: self.backup.or(lower.backup),
-            analyze: self.analyze.or(lower.analyze),
-            preflight: self.preflight.or(lower.preflight),
-            preflight_max_xact_age: self.preflight_max_xact_age.or(lower.preflight_max_xact_age),
-            preflight_min_free_connections: self
-                .preflight_min_free_connections
-                .or(lower.preflight_min_free_connections),
-        }
+    pub fn over(&self, lower: &FileConfig) -> Result<FileConfig, Error> {
+        Ok(FileConfig {
+            fleet: keys::over(&self.fleet, &lower.fleet)?,
+            exec: keys::over(&self.exec, &lower.exec)?,
+            rollout: keys::over(&self.rollout, &lower.rollout)?,
+        })
     }
 
     /// Reads `path`; a missing default file is an empty config, a missing
@@ -105,10 +49,35 @@ impl FileConfig {
                 });
             }
         };
-        // toml's message points at the line with a caret: keep its lines
-        toml::from_str(&text).map_err(|e| Error::Config {
+        FileConfig::parse(&text).map_err(|message| Error::Config {
             path: path.to_path_buf(),
-            message: format!("\n{}", e.to_string().trim_end()),
+            message,
+        })
+    }
+
+    /// The keys `text` holds. Each group is read from the whole text (so
+    /// toml's message points at the line of a bad value, with a caret);
+    /// a key of no group is refused by name.
+    pub fn parse(text: &str) -> Result<FileConfig, String> {
+        // toml's message points at the line with a caret: keep its lines
+        let toml_error = |e: toml::de::Error| format!("\n{}", e.to_string().trim_end());
+        let table: toml::Table = toml::from_str(text).map_err(toml_error)?;
+        let known = [
+            keys::names::<FleetKeys>(),
+            keys::names::<ExecKeys>(),
+            keys::names::<RolloutKeys>(),
+        ]
+        .concat();
+        if let Some(unknown) = table.keys().find(|k| !known.contains(k)) {
+            return Err(format!(
+                "unknown key `{unknown}`; the keys are {}",
+                known.join(", ")
+            ));
+        }
+        Ok(FileConfig {
+            fleet: toml::from_str(text).map_err(toml_error)?,
+            exec: toml::from_str(text).map_err(toml_error)?,
+            rollout: toml::from_str(text).map_err(toml_error)?,
         })
     }
 }
@@ -121,6 +90,8 @@ pub struct Overrides {
     pub pause_after: Option<String>,
     pub revert_on_halt: bool,
     pub target: Option<i64>,
+    pub allow_contract: bool,
+    pub allow_lint_findings: bool,
 }
 
 /// Which settings were given rather than defaulted.
@@ -155,11 +126,7 @@ pub struct Config {
 }
 
 /// What `rollout` (or `sync`) is asked for: waves, gates, bake, pause.
-fn rollout_request(
-    k: &FileConfig,
-    pause_after: Option<String>,
-    revert_on_halt: bool,
-) -> Result<RolloutRequest, Error> {
+fn rollout_request(k: &RolloutKeys) -> Result<RolloutRequest, Error> {
     let rate = k.gate_max_failure_rate;
     if let Some(r) = rate
         && !(0.0..=1.0).contains(&r)
@@ -176,16 +143,13 @@ fn rollout_request(
         },
         gate_sql: k.gate_sql.clone(),
         bake: or_default(&k.bake, "--bake", Duration::ZERO)?,
-        pause_after,
-        revert_on_halt,
-        allow_contract: false,
-        allow_lint_findings: false,
+        ..Default::default()
     })
 }
 
 /// `--preflight`'s limits, when it is on.
-fn preflight(k: &FileConfig) -> Result<Option<PreflightLimits>, Error> {
-    if !k.preflight.unwrap_or(false) {
+fn preflight(k: &ExecKeys) -> Result<Option<PreflightLimits>, Error> {
+    if !k.preflight {
         return Ok(None);
     }
     Ok(Some(PreflightLimits {
@@ -248,101 +212,117 @@ impl Config {
 
     /// Merges flags/env over the file over the defaults.
     pub fn resolve(o: Overrides, file: FileConfig) -> Result<Config, Error> {
-        let k = o.keys.over(file);
-        let fleet: Option<FleetSpec> = k.fleet.as_deref().map(str::parse).transpose()?;
+        let FileConfig {
+            fleet: f,
+            exec: e,
+            rollout: r,
+        } = o.keys.over(&file)?;
+        let fleet: Option<FleetSpec> = f.fleet.as_deref().map(str::parse).transpose()?;
         let given = Given {
-            migrations: k.migrations.is_some(),
-            reports: k.reports.is_some(),
-            concurrency: k.concurrency.is_some(),
-            per_server: k.per_server.is_some(),
+            migrations: f.migrations.is_some(),
+            reports: f.reports.is_some(),
+            concurrency: f.concurrency.is_some(),
+            per_server: f.per_server.is_some(),
         };
-        let concurrency = k.concurrency.unwrap_or(8);
-        if concurrency == 0 {
-            return Err(Error::Usage("--concurrency must be at least 1".into()));
-        }
-        let per_server = k.per_server.unwrap_or(concurrency);
-        if per_server == 0 {
-            return Err(Error::Usage("--per-server must be at least 1".into()));
-        }
-        let max_attempts = k.max_attempts.unwrap_or(3);
-        if max_attempts == 0 {
-            return Err(Error::Usage("--max-attempts must be at least 1".into()));
-        }
-        let backoff = or_default(
-            &k.retry_backoff,
-            "--retry-backoff",
-            Duration::from_millis(500),
-        )?;
-        let lock_timeout = or_default(&k.lock_timeout, "--lock-timeout", Duration::from_secs(5))?;
-        let statement_timeout = match &k.statement_timeout {
-            Some(v) => Some(duration(v, "--statement-timeout")?),
-            None => None,
-        };
-        let connect_timeout = bounded(
-            &k.connect_timeout,
-            "--connect-timeout",
-            Duration::from_secs(10),
-            Duration::from_millis(100),
-        )?;
-        let max_failures = k.max_failures;
-        if max_failures == Some(0) {
-            return Err(Error::Usage("--max-failures must be at least 1".into()));
-        }
         if let Some(t) = o.target
             && t <= 0
         {
             return Err(Error::Usage(format!("--to {t}: versions are positive")));
         }
-        let rollout = rollout_request(&k, o.pause_after, o.revert_on_halt)?;
-        let preflight = preflight(&k)?;
+        let exec = exec_options(&e, &f)?;
+        let settings = settings(&f, &exec)?;
         // a worker heartbeats a few times a lease: under a second, no
         // heartbeat keeps up and no tenant ever starts
         let lease = bounded(
-            &k.lease,
+            &f.lease,
             "--lease",
             Duration::from_secs(30),
             Duration::from_secs(1),
         )?;
-        let pool_size = k.pool_size.unwrap_or(per_server.min(concurrency) as u32);
         Ok(Config {
             fleet,
             given,
-            migrations: k.migrations.unwrap_or_else(|| "migrations".into()),
-            reports: k.reports.unwrap_or_else(|| "reports".into()),
+            migrations: f.migrations.unwrap_or_else(|| "migrations".into()),
+            reports: f.reports.unwrap_or_else(|| "reports".into()),
             discover: DiscoverOptions {
-                pattern: k.tenant_pattern.unwrap_or_else(|| DEFAULT_PATTERN.into()),
-                query: k.tenant_query,
-                allow_empty: k.allow_empty.unwrap_or(false),
-                connect_timeout,
+                pattern: f.tenant_pattern.unwrap_or_else(|| DEFAULT_PATTERN.into()),
+                query: f.tenant_query,
+                allow_empty: f.allow_empty,
+                connect_timeout: settings.connect_timeout,
             },
-            exec: ExecOptions {
-                concurrency,
-                per_server,
-                retry: RetryPolicy {
-                    max_attempts,
-                    backoff,
-                    max_backoff: Duration::from_secs(30),
-                },
-                max_failures,
+            exec,
+            settings,
+            state: f.state.unwrap_or_else(|| ".fleetmig/state.db".into()),
+            rollout: RolloutRequest {
                 target: o.target,
-                tx_mode: k.tx_mode.unwrap_or_default(),
-                backup_dir: k.backup,
-                analyze: k.analyze.unwrap_or(false),
-                hold_versions: Vec::new(),
-                preflight,
+                pause_after: o.pause_after,
+                revert_on_halt: o.revert_on_halt,
+                allow_contract: o.allow_contract,
+                allow_lint_findings: o.allow_lint_findings,
+                ..rollout_request(&r)?
             },
-            settings: Settings {
-                lock_timeout,
-                statement_timeout,
-                pool_size: pool_size.max(1),
-                connect_timeout,
-                create_missing: k.create_missing.unwrap_or(false),
-            },
-            state: k.state.unwrap_or_else(|| ".fleetmig/state.db".into()),
-            rollout,
             lease,
         })
     }
+}
+
+/// How tenants are run: limits, retries, transactions, backup, preflight.
+fn exec_options(e: &ExecKeys, f: &FleetKeys) -> Result<ExecOptions, Error> {
+    let at_least_one = |v: Option<usize>, flag: &str| match v {
+        Some(0) => Err(Error::Usage(format!("{flag} must be at least 1"))),
+        v => Ok(v),
+    };
+    let concurrency = at_least_one(f.concurrency, "--concurrency")?.unwrap_or(8);
+    let per_server = at_least_one(f.per_server, "--per-server")?.unwrap_or(concurrency);
+    let max_attempts = e.max_attempts.unwrap_or(3);
+    if max_attempts == 0 {
+        return Err(Error::Usage("--max-attempts must be at least 1".into()));
+    }
+    Ok(ExecOptions {
+        concurrency,
+        per_server,
+        retry: RetryPolicy {
+            max_attempts,
+            backoff: or_default(
+                &e.retry_backoff,
+                "--retry-backoff",
+                Duration::from_millis(500),
+            )?,
+            max_backoff: Duration::from_secs(30),
+        },
+        max_failures: at_least_one(e.max_failures, "--max-failures")?,
+        tx_mode: e.tx_mode.unwrap_or_default(),
+        backup_dir: e.backup.clone(),
+        analyze: e.analyze,
+        hold_versions: Vec::new(),
+        preflight: preflight(e)?,
+    })
+}
+
+/// The session settings of every tenant connection.
+fn settings(f: &FleetKeys, exec: &ExecOptions) -> Result<Settings, Error> {
+    let statement_timeout = match &f.statement_timeout {
+        Some(v) => Some(duration(v, "--statement-timeout")?),
+        None => None,
+    };
+    if f.pool_size == Some(0) {
+        return Err(Error::Usage("pool_size must be at least 1".into()));
+    }
+    Ok(Settings {
+        lock_timeout: or_default(&f.lock_timeout, "--lock-timeout", Duration::from_secs(5))?,
+        statement_timeout,
+        pool_size: f
+            .pool_size
+            .unwrap_or(exec.per_server.min(exec.concurrency) as u32)
+            .max(1),
+        connect_timeout: bounded(
+            &f.connect_timeout,
+            "--connect-timeout",
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+        )?,
+        create_missing: f.create_missing,
+    })
 }
 
 #[cfg(test)]
@@ -351,37 +331,29 @@ mod tests {
 
     #[test]
     fn flags_beat_file_beat_defaults() {
-        let file: FileConfig =
-            toml::from_str("fleet = \"sqlite-dir:a\"\nconcurrency = 4\nlock_timeout = \"2s\"")
-                .unwrap();
-        let o = Overrides {
-            keys: FileConfig {
-                concurrency: Some(16),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let file = FileConfig::parse(
+            "fleet = \"sqlite-dir:a\"\nconcurrency = 4\nlock_timeout = \"2s\"\nbake = \"3s\"",
+        )
+        .unwrap();
+        let mut o = Overrides::default();
+        o.keys.fleet.concurrency = Some(16);
         let c = Config::resolve(o, file).unwrap();
         assert_eq!(c.exec.concurrency, 16);
         assert_eq!(c.settings.lock_timeout, Duration::from_secs(2));
         assert_eq!(c.fleet, Some(FleetSpec::SqliteDir("a".into())));
         assert_eq!(c.migrations, PathBuf::from("migrations"));
+        assert_eq!(c.rollout.bake, Duration::from_secs(3));
     }
 
     #[test]
     fn bad_values_name_the_flag_or_file() {
-        let e = toml::from_str::<FileConfig>("flete = 1")
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("flete"));
-        let o = Overrides {
-            keys: FileConfig {
-                fleet: Some("sqlite-dir:x".into()),
-                lock_timeout: Some("5 parsecs".into()),
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let e = FileConfig::parse("flete = 1").unwrap_err();
+        assert!(e.contains("unknown key `flete`"), "{e}");
+        let e = FileConfig::parse("fleet = \"x\"\n\nconcurrency = \"eight\"").unwrap_err();
+        assert!(e.contains("line 3") && e.contains("concurrency"), "{e}");
+        let mut o = Overrides::default();
+        o.keys.fleet.fleet = Some("sqlite-dir:x".into());
+        o.keys.fleet.lock_timeout = Some("5 parsecs".into());
         let e = Config::resolve(o, FileConfig::default()).unwrap_err();
         assert!(e.to_string().contains("--lock-timeout"));
         assert_eq!(e.exit_code(), 2);

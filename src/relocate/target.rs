@@ -367,7 +367,6 @@ pub(super) async fn migrate(
     let opts = crate::options::ExecOptions {
         concurrency: 1,
         per_server: 1,
-        target: Some(version),
         ..Default::default()
     };
     let executor = crate::rollout::executor::Executor {
@@ -375,6 +374,7 @@ pub(super) async fn migrate(
         fanout: Arc::new(crate::fanout::Fanout::new(1, 1)),
         set: set.clone(),
         opts,
+        target: Some(version),
         bus: bus.with(outcome.clone()),
         cancel: Default::default(),
         failures: Default::default(),

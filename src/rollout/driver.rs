@@ -247,7 +247,12 @@ pub async fn stop(
             return write_report(store, id, reports, None).await;
         }
         if !held(store, &now, lease).await? {
-            // it died before it could stop: finish the request here
+            // it let go of the claim: either it stopped between the two
+            // reads (its status says so) or it died before it could stop
+            if store.get_rollout(id).await?.status != RolloutStatus::Running {
+                return write_report(store, id, reports, None).await;
+            }
+            // it died: finish the request here
             store.set_request(id, None).await?;
             return match request {
                 Request::Abort => abort(store, id, reports).await,

@@ -403,7 +403,7 @@ impl Batch<'_, '_> {
     /// (a signal, a request, a lost lease: `cancel`).
     pub async fn run(
         self,
-        mut exec: crate::options::ExecOptions,
+        exec: crate::options::ExecOptions,
         ids: &[String],
         earlier: HashMap<String, Earlier>,
         cancel: &Cancel,
@@ -446,13 +446,13 @@ impl Batch<'_, '_> {
             };
             return mover.move_tenants(ctx, self.r, spec, run, within).await;
         }
-        exec.target = Some(self.r.target);
         let recorder = self.recorder;
         let executor = Executor {
             connector: ctx.connector.clone(),
             fanout: self.fanout.clone(),
             set: ctx.set.clone(),
             opts: exec,
+            target: Some(self.r.target),
             bus: self.bus.clone(),
             cancel: cancel.clone(),
             failures: self.failures,

@@ -72,6 +72,8 @@ pub struct Executor {
     pub fanout: Arc<Fanout>,
     pub set: Arc<MigrationSet>,
     pub opts: ExecOptions,
+    /// The version tenants are taken to (head when `None`).
+    pub target: Option<i64>,
     pub bus: Bus,
     pub cancel: Cancel,
     /// Tenants failed so far (for `--max-failures`): of this run, or of all
@@ -87,6 +89,7 @@ struct Shared {
     connector: Arc<Connector>,
     set: Arc<MigrationSet>,
     opts: ExecOptions,
+    target: Option<i64>,
     bus: Bus,
     cancel: Cancel,
     failures: Arc<AtomicUsize>,
@@ -133,6 +136,7 @@ impl Executor {
             connector: self.connector.clone(),
             set: self.set.clone(),
             opts: self.opts.clone(),
+            target: self.target,
             bus: self.bus.clone(),
             cancel: self.cancel.clone(),
             failures: self.failures.clone(),
@@ -256,7 +260,7 @@ fn up_to_date(shared: &Shared, tenant: &Tenant, history: &[crate::migration::App
         history,
         &shared.set,
         tenant.locator.dialect(),
-        shared.opts.target,
+        shared.target,
     ) else {
         return false;
     };
@@ -453,7 +457,7 @@ async fn apply_pending(
     session.lock().await?;
     let history = session.history().await?;
     let dialect = session.dialect();
-    let mut plan = plan_tenant(&history, &shared.set, dialect, shared.opts.target)?;
+    let mut plan = plan_tenant(&history, &shared.set, dialect, shared.target)?;
     super::hold::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
     credit_earlier(shared, tenant, &history, plan.current, progress);
     progress.from_version.get_or_insert(plan.current);

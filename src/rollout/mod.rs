@@ -154,10 +154,10 @@ pub async fn start(
         None => None,
     };
     pause_after_fits(req, &plan)?;
-    if let Some(t) = exec.target {
+    if let Some(t) = req.target {
         ctx.set.check_target(t)?;
     }
-    let target = exec.target.unwrap_or(ctx.set.head());
+    let target = req.target.unwrap_or(ctx.set.head());
     if command == "sync"
         && only.is_empty()
         && let Some(f) = take_over(ctx, target).await?
@@ -192,7 +192,6 @@ pub async fn start(
             .unwrap_or(0)
     });
     let mut exec = exec.clone();
-    exec.target = None;
     exec.hold_versions = hold;
     let settings = Frozen {
         fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
@@ -270,8 +269,7 @@ pub async fn start_move(
         &id,
     )?;
     pause_after_fits(req, &plan)?;
-    let mut exec = exec.clone();
-    exec.target = None;
+    let exec = exec.clone();
     let settings = Frozen {
         fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         moving: Some(spec),
