@@ -413,47 +413,7 @@ fn check_statement(
         Statement::RenameTable(_) if !contract => hits.push("FM005"),
         Statement::AlterTable(at) => {
             for op in &at.operations {
-                match op {
-                    AlterTableOperation::AddColumn { column_def, .. } => {
-                        let not_null = column_def
-                            .options
-                            .iter()
-                            .any(|o| matches!(o.option, ColumnOption::NotNull));
-                        let default = column_def
-                            .options
-                            .iter()
-                            .any(|o| matches!(o.option, ColumnOption::Default(_)));
-                        if not_null && !default {
-                            hits.push("FM003");
-                        }
-                    }
-                    AlterTableOperation::AlterColumn { op, .. } => match op {
-                        AlterColumnOperation::SetDataType { .. } => hits.push("FM004"),
-                        AlterColumnOperation::SetNotNull if !contract => hits.push("FM005"),
-                        _ => {}
-                    },
-                    AlterTableOperation::ChangeColumn { .. }
-                    | AlterTableOperation::ModifyColumn { .. } => hits.push("FM004"),
-                    AlterTableOperation::RenameColumn { .. }
-                    | AlterTableOperation::RenameTable { .. }
-                    | AlterTableOperation::DropColumn { .. }
-                        if !contract =>
-                    {
-                        hits.push("FM005")
-                    }
-                    AlterTableOperation::AddConstraint {
-                        constraint,
-                        not_valid,
-                    } if postgres && !not_valid => {
-                        if matches!(
-                            constraint,
-                            TableConstraint::ForeignKey(_) | TableConstraint::Check(_)
-                        ) {
-                            hits.push("FM006");
-                        }
-                    }
-                    _ => {}
-                }
+                check_alter(op, postgres, contract, hits);
             }
         }
         Statement::Update(u) if u.selection.is_none() && !batch => hits.push("FM007"),
@@ -464,6 +424,57 @@ fn check_statement(
                 && (text.ends_with("= 0") || text.ends_with("to 0") || text.ends_with("'0'"))
             {
                 hits.push("FM008");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The findings of one `ALTER TABLE` operation.
+fn check_alter(
+    op: &AlterTableOperation,
+    postgres: bool,
+    contract: bool,
+    hits: &mut Vec<&'static str>,
+) {
+    match op {
+        AlterTableOperation::AddColumn { column_def, .. } => {
+            let not_null = column_def
+                .options
+                .iter()
+                .any(|o| matches!(o.option, ColumnOption::NotNull));
+            let default = column_def
+                .options
+                .iter()
+                .any(|o| matches!(o.option, ColumnOption::Default(_)));
+            if not_null && !default {
+                hits.push("FM003");
+            }
+        }
+        AlterTableOperation::AlterColumn { op, .. } => match op {
+            AlterColumnOperation::SetDataType { .. } => hits.push("FM004"),
+            AlterColumnOperation::SetNotNull if !contract => hits.push("FM005"),
+            _ => {}
+        },
+        AlterTableOperation::ChangeColumn { .. } | AlterTableOperation::ModifyColumn { .. } => {
+            hits.push("FM004")
+        }
+        AlterTableOperation::RenameColumn { .. }
+        | AlterTableOperation::RenameTable { .. }
+        | AlterTableOperation::DropColumn { .. }
+            if !contract =>
+        {
+            hits.push("FM005")
+        }
+        AlterTableOperation::AddConstraint {
+            constraint,
+            not_valid,
+        } if postgres && !not_valid => {
+            if matches!(
+                constraint,
+                TableConstraint::ForeignKey(_) | TableConstraint::Check(_)
+            ) {
+                hits.push("FM006");
             }
         }
         _ => {}

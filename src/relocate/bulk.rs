@@ -153,34 +153,7 @@ impl One<'_, '_> {
             cancel: self.within.cancel,
         };
         if tenant.locator == to {
-            // moved before this run was stopped: the registry names its
-            // target; what the move had left to do after the switch is done
-            let (status, e) = match mover.settle(&tenant).await {
-                // killed between the switch and the drop: the source is
-                // still there, and where it was is not known here
-                Ok(Some(id)) if self.spec.drop_source => (
-                    TenantStatus::Failed,
-                    Some(TenantError::permanent(
-                        FailureKind::MoveFailed,
-                        format!(
-                            "move {id} copied, verified and switched the tenant, but was stopped \
-                             before it dropped the source (--drop-source): drop it by hand \
-                             (fleetmig history shows where it was)"
-                        ),
-                    )),
-                ),
-                Ok(_) => (TenantStatus::UpToDate, None),
-                Err(e) => (
-                    TenantStatus::Failed,
-                    Some(TenantError::permanent(
-                        FailureKind::MoveFailed,
-                        e.to_string(),
-                    )),
-                ),
-            };
-            let failed = e.is_some();
-            self.finish(&tenant, status, Some(started), None, e);
-            return Some(failed);
+            return Some(self.settled(&mover, &tenant, started).await);
         }
         let _target = self
             .targets
@@ -194,23 +167,71 @@ impl One<'_, '_> {
         match mover.run(&tenant, to).await {
             Ok(mut report) => self.reported(&tenant, started, &mut report),
             Err(e) => {
-                let kind = match e {
-                    Error::Busy(_) => FailureKind::MoveBusy,
-                    _ => FailureKind::MoveRefused,
-                };
-                // said in the rollout's moves/ too: an earlier attempt's
-                // report (verified, then killed) is not the tenant's last
-                let id = crate::report::new_run_id();
-                let mut refused = MoveReport::refused(id, &tenant, &url_target, &e.to_string());
-                let folder = self.ctx.opts.reports.join(&self.r.id).join("moves");
-                if let Err(w) = crate::report::moves::write_move(&folder, &mut refused) {
-                    tracing::warn!("the move report of {} was not written: {w}", tenant.id);
-                }
-                let e = TenantError::permanent(kind, e.to_string());
-                self.finish(&tenant, TenantStatus::Failed, Some(started), None, Some(e));
+                self.refused(&tenant, started, &url_target, e);
                 Some(true)
             }
         }
+    }
+
+    /// A tenant moved before this run was stopped (the registry names its
+    /// target): what the move had left to do after the switch is done.
+    /// Whether it failed.
+    async fn settled(
+        &self,
+        mover: &Mover<'_>,
+        tenant: &Tenant,
+        started: (chrono::DateTime<Utc>, Instant),
+    ) -> bool {
+        let (status, e) = match mover.settle(tenant).await {
+            // killed between the switch and the drop: the source is
+            // still there, and where it was is not known here
+            Ok(Some(id)) if self.spec.drop_source => (
+                TenantStatus::Failed,
+                Some(TenantError::permanent(
+                    FailureKind::MoveFailed,
+                    format!(
+                        "move {id} copied, verified and switched the tenant, but was stopped \
+                         before it dropped the source (--drop-source): drop it by hand \
+                         (fleetmig history shows where it was)"
+                    ),
+                )),
+            ),
+            Ok(_) => (TenantStatus::UpToDate, None),
+            Err(e) => (
+                TenantStatus::Failed,
+                Some(TenantError::permanent(
+                    FailureKind::MoveFailed,
+                    e.to_string(),
+                )),
+            ),
+        };
+        let failed = e.is_some();
+        self.finish(tenant, status, Some(started), None, e);
+        failed
+    }
+
+    /// A move that refused (or found its target busy): said in the
+    /// rollout's moves/ too, since an earlier attempt's report (verified,
+    /// then killed) is not the tenant's last.
+    fn refused(
+        &self,
+        tenant: &Tenant,
+        started: (chrono::DateTime<Utc>, Instant),
+        url_target: &str,
+        e: Error,
+    ) {
+        let kind = match e {
+            Error::Busy(_) => FailureKind::MoveBusy,
+            _ => FailureKind::MoveRefused,
+        };
+        let id = crate::report::new_run_id();
+        let mut refused = MoveReport::refused(id, tenant, url_target, &e.to_string());
+        let folder = self.ctx.opts.reports.join(&self.r.id).join("moves");
+        if let Err(w) = crate::report::moves::write_move(&folder, &mut refused) {
+            tracing::warn!("the move report of {} was not written: {w}", tenant.id);
+        }
+        let e = TenantError::permanent(kind, e.to_string());
+        self.finish(tenant, TenantStatus::Failed, Some(started), None, Some(e));
     }
 
     /// `tenant` as the registry says it is now (it is read again: a worker

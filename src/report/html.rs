@@ -223,9 +223,8 @@ fn histogram(r: &RunReport) -> String {
     )
 }
 
-/// Renders the page.
-pub fn render(r: &RunReport, s: &Summary<'_>) -> String {
-    let t = &s.totals;
+/// The waves' rows.
+fn waves_rows(s: &Summary<'_>) -> String {
     let mut waves = String::new();
     for w in &s.waves {
         let _ = write!(
@@ -242,6 +241,11 @@ pub fn render(r: &RunReport, s: &Summary<'_>) -> String {
             esc(w.gate.as_deref().unwrap_or(""))
         );
     }
+    waves
+}
+
+/// The failure clusters' table, or a line saying there were none.
+fn failures_table(s: &Summary<'_>) -> String {
     let mut failures = String::new();
     for c in &s.failures {
         let _ = write!(
@@ -254,13 +258,20 @@ pub fn render(r: &RunReport, s: &Summary<'_>) -> String {
             esc(&c.example_tenants.join(", "))
         );
     }
-    let failures = if failures.is_empty() {
+    if failures.is_empty() {
         "<p>No failures.</p>".to_string()
     } else {
         format!(
             "<table><tr><th>tenants</th><th>class</th><th>kind</th><th>message</th><th>examples</th></tr>{failures}</table>"
         )
-    };
+    }
+}
+
+/// Renders the page.
+pub fn render(r: &RunReport, s: &Summary<'_>) -> String {
+    let t = &s.totals;
+    let waves = waves_rows(s);
+    let failures = failures_table(s);
     format!(
         r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>fleetmig {cmd} {id}</title>

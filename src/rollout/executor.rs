@@ -132,19 +132,7 @@ impl Shared {
 impl Executor {
     /// Runs every tenant; every tenant gets exactly one `TenantFinished` event.
     pub async fn run(&self, run_id: &str, tenants: Vec<Tenant>) -> Stops {
-        let shared = Arc::new(Shared {
-            connector: self.connector.clone(),
-            set: self.set.clone(),
-            opts: self.opts.clone(),
-            target: self.target,
-            bus: self.bus.clone(),
-            cancel: self.cancel.clone(),
-            failures: self.failures.clone(),
-            run_id: run_id.to_string(),
-            tables: Default::default(),
-            earlier: self.earlier.clone(),
-            journal: self.journal.clone(),
-        });
+        let shared = self.shared(run_id);
         shared.emit(Event::RunStarted {
             run_id: run_id.to_string(),
             tenants: tenants.len(),
@@ -196,15 +184,11 @@ impl Executor {
             // Reap finished tasks as we go so that 20,000 tenants do not keep
             // 20,000 finished task handles alive.
             while let Some(r) = tasks.try_join_next() {
-                if let Err(e) = r {
-                    tracing::error!("tenant task panicked: {e}");
-                }
+                reaped(r);
             }
         }
         while let Some(r) = tasks.join_next().await {
-            if let Err(e) = r {
-                tracing::error!("tenant task panicked: {e}");
-            }
+            reaped(r);
         }
         stops.interrupted |= shared.cancel.is_cancelled();
         if stops.interrupted {
@@ -212,6 +196,23 @@ impl Executor {
         }
         shared.emit(Event::RunFinished);
         stops
+    }
+
+    /// What every tenant task of run `run_id` shares.
+    fn shared(&self, run_id: &str) -> Arc<Shared> {
+        Arc::new(Shared {
+            connector: self.connector.clone(),
+            set: self.set.clone(),
+            opts: self.opts.clone(),
+            target: self.target,
+            bus: self.bus.clone(),
+            cancel: self.cancel.clone(),
+            failures: self.failures.clone(),
+            run_id: run_id.to_string(),
+            tables: Default::default(),
+            earlier: self.earlier.clone(),
+            journal: self.journal.clone(),
+        })
     }
 
     /// Peeks ahead at a chunk of `ahead`: the tenants whose history says
@@ -243,6 +244,14 @@ impl Executor {
         self.opts
             .max_failures
             .is_some_and(|m| shared.failures.load(Ordering::SeqCst) >= m)
+    }
+}
+
+/// A tenant task that ended; a panic is logged (its tenant's row says
+/// what it reached).
+fn reaped(r: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = r {
+        tracing::error!("tenant task panicked: {e}");
     }
 }
 

@@ -146,13 +146,14 @@ pub async fn start(
     let id = new_run_id();
     let specs = parse_waves(req.waves.as_deref().unwrap_or("all=rest"))?;
     let plan = plan_waves(&specs, &tenants, &id)?;
-    let gate_sql = match &req.gate_sql {
-        Some(p) => Some(
+    let gate_sql = req
+        .gate_sql
+        .as_ref()
+        .map(|p| {
             std::fs::read_to_string(p)
-                .map_err(|e| Error::Usage(format!("--gate-sql {}: {e}", p.display())))?,
-        ),
-        None => None,
-    };
+                .map_err(|e| Error::Usage(format!("--gate-sql {}: {e}", p.display())))
+        })
+        .transpose()?;
     pause_after_fits(req, &plan)?;
     if let Some(t) = req.target {
         ctx.set.check_target(t)?;
@@ -191,21 +192,13 @@ pub async fn start(
             .max()
             .unwrap_or(0)
     });
-    let mut exec = exec.clone();
-    exec.hold_versions = hold;
-    let settings = Frozen {
-        fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-        moving: None,
-        exec,
-        policy: RolloutPolicy {
-            gates: req.gates.clone(),
-            gate_sql,
-            bake: req.bake,
-            pause_after: req.pause_after.clone(),
-            revert_on_halt: req.revert_on_halt,
-            held,
-            reached,
-        },
+    let mut settings = frozen(exec, req, None);
+    settings.exec.hold_versions = hold;
+    settings.policy = RolloutPolicy {
+        gate_sql,
+        held,
+        reached,
+        ..settings.policy
     };
     // with --tenant, the run is about those tenants only
     let refused: Vec<(String, String)> = match only.is_empty() {
@@ -269,25 +262,32 @@ pub async fn start_move(
         &id,
     )?;
     pause_after_fits(req, &plan)?;
-    let exec = exec.clone();
-    let settings = Frozen {
-        fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
-        moving: Some(spec),
-        exec,
-        policy: RolloutPolicy {
-            gates: req.gates.clone(),
-            gate_sql: None,
-            bake: req.bake,
-            pause_after: req.pause_after.clone(),
-            revert_on_halt: false,
-            held: None,
-            reached: None,
-        },
-    };
+    let settings = frozen(exec, req, Some(spec));
     driver::start(ctx, "move", ctx.set.head(), settings, plan, &[], id).await
 }
 
 /// `--pause-after` names a wave of `plan` (by name or number).
+/// The settings a rollout is frozen with: `exec` and the request's gates,
+/// bake and pause (the gate query, holds and revert are the caller's).
+fn frozen(
+    exec: &ExecOptions,
+    req: &RolloutRequest,
+    moving: Option<crate::options::MoveSpec>,
+) -> Frozen {
+    Frozen {
+        fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        moving,
+        exec: exec.clone(),
+        policy: RolloutPolicy {
+            gates: req.gates.clone(),
+            bake: req.bake,
+            pause_after: req.pause_after.clone(),
+            revert_on_halt: req.revert_on_halt,
+            ..Default::default()
+        },
+    }
+}
+
 fn pause_after_fits(req: &RolloutRequest, plan: &[waves::PlannedWave]) -> Result<(), Error> {
     match &req.pause_after {
         Some(name)

@@ -151,7 +151,7 @@ impl PgSession {
         step: Step<'_>,
         statements: &[crate::migration::split::Statement],
     ) -> Result<(), TenantError> {
-        use crate::dialect::resume::{Earlier, InFlight, hash};
+        use crate::dialect::resume::{Earlier, hash};
         let v = step.migration.version;
         let hashes: Vec<String> = statements.iter().map(|st| hash(&st.sql)).collect();
         // A fresh tenant has nothing an interrupted attempt could have left.
@@ -182,45 +182,11 @@ impl PgSession {
             match earlier_i {
                 Earlier::Ended => continue,
                 Earlier::None => {}
-                Earlier::Running => match self.in_flight(&st.sql).await? {
-                    InFlight::Done => {
-                        tracing::info!(
-                            version = v,
-                            statement = i + 1,
-                            "an interrupted attempt's statement had taken effect"
-                        );
-                        self.record_statement(v, i, &hashes[i], true).await?;
+                Earlier::Running => {
+                    if self.settle_running(step, statements, i, &hashes[i]).await? {
                         continue;
                     }
-                    InFlight::Again { drop: Some(index) } => {
-                        tracing::warn!(version = v, index = %index, "dropping the INVALID index an interrupted attempt left");
-                        let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {index}");
-                        self.conn()
-                            .execute(sqlx::AssertSqlSafe(sql))
-                            .await
-                            .map_err(|e| self.err(e).at_version(v))?;
-                    }
-                    InFlight::Again { drop: None } => {}
-                    InFlight::Unknown(why) => {
-                        let t = TenantError::permanent(
-                            FailureKind::InterruptedStatement,
-                            format!(
-                                "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
-                                 does, finish or undo the migration by hand, then delete version {v}'s row \
-                                 from _sqlx_migrations and run again",
-                                i + 1,
-                                statements.len(),
-                                step.script.path.display(),
-                                st.line
-                            ),
-                        )
-                        .at_version(v);
-                        let table = self.table.clone();
-                        let _ = table.insert(self.conn(), step, false, -1).await;
-                        self.forget_statements(v).await;
-                        return Err(t);
-                    }
-                },
+                }
             }
             self.record_statement(v, i, &hashes[i], false).await?;
             if let Err(e) = self
@@ -233,6 +199,61 @@ impl PgSession {
             self.record_statement(v, i, &hashes[i], true).await?;
         }
         Ok(())
+    }
+
+    /// Statement `i`, which an earlier attempt left running: whether it
+    /// took effect (recorded, skipped: `true`) or is to run again
+    /// (`false`, after dropping the INVALID index it left); a tenant whose
+    /// statement nobody can judge is left dirty, naming it.
+    async fn settle_running(
+        &mut self,
+        step: Step<'_>,
+        statements: &[crate::migration::split::Statement],
+        i: usize,
+        hash: &str,
+    ) -> Result<bool, TenantError> {
+        use crate::dialect::resume::InFlight;
+        let (v, st) = (step.migration.version, &statements[i]);
+        match self.in_flight(&st.sql).await? {
+            InFlight::Done => {
+                tracing::info!(
+                    version = v,
+                    statement = i + 1,
+                    "an interrupted attempt's statement had taken effect"
+                );
+                self.record_statement(v, i, hash, true).await?;
+                Ok(true)
+            }
+            InFlight::Again { drop: Some(index) } => {
+                tracing::warn!(version = v, index = %index, "dropping the INVALID index an interrupted attempt left");
+                let sql = format!("DROP INDEX CONCURRENTLY IF EXISTS {index}");
+                self.conn()
+                    .execute(sqlx::AssertSqlSafe(sql))
+                    .await
+                    .map_err(|e| self.err(e).at_version(v))?;
+                Ok(false)
+            }
+            InFlight::Again { drop: None } => Ok(false),
+            InFlight::Unknown(why) => {
+                let t = TenantError::permanent(
+                    FailureKind::InterruptedStatement,
+                    format!(
+                        "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
+                         does, finish or undo the migration by hand, then delete version {v}'s row \
+                         from _sqlx_migrations and run again",
+                        i + 1,
+                        statements.len(),
+                        step.script.path.display(),
+                        st.line
+                    ),
+                )
+                .at_version(v);
+                let table = self.table.clone();
+                let _ = table.insert(self.conn(), step, false, -1).await;
+                self.forget_statements(v).await;
+                Err(t)
+            }
+        }
     }
 
     /// A statement of a no-transaction migration that failed: where, and

@@ -210,6 +210,24 @@ impl RowSession {
 
     /// Opens the transaction of one tenant-scoped change (SQLite takes its
     /// write lock up front).
+    /// A batch of a `scope=database` backfill: run on the database's own
+    /// session, under its lock.
+    async fn backfill_database_batch(
+        &mut self,
+        step: Step<'_>,
+        size: u64,
+        started: Instant,
+    ) -> Result<BatchOutcome, TenantError> {
+        let mut s = self.connector.open(&self.db, Access::Write).await?;
+        let r = async {
+            s.lock().await?;
+            s.backfill_batch(step, size, started).await
+        }
+        .await;
+        s.close().await;
+        r
+    }
+
     async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, TenantError> {
         let begin = match self.dialect {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
@@ -317,6 +335,27 @@ where
 }
 
 /// Runs `script`'s verification (if any) in `tx` with the id bound.
+/// The confirming run of a batch that changed fewer rows than asked,
+/// under a savepoint (see `Session::backfill_batch`): whether it found
+/// nothing left (kept) or more to do (rolled back).
+async fn confirmed(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    sql: &str,
+    n: usize,
+    tenant: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut confirm = tx.begin().await?;
+    let again = bound(sql, n, tenant)
+        .execute(&mut *confirm)
+        .await?
+        .rows_affected();
+    match again {
+        0 => confirm.commit().await?,
+        _ => confirm.rollback().await?,
+    }
+    Ok(again == 0)
+}
+
 async fn verify(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     script: &Script,
@@ -427,14 +466,7 @@ impl Session for RowSession {
         started: Instant,
     ) -> Result<BatchOutcome, TenantError> {
         if step.script.directives.scope == Scope::Database {
-            let mut s = self.connector.open(&self.db, Access::Write).await?;
-            let r = async {
-                s.lock().await?;
-                s.backfill_batch(step, size, started).await
-            }
-            .await;
-            s.close().await;
-            return r;
+            return self.backfill_database_batch(step, size, started).await;
         }
         let (dialect, tenant) = (self.dialect, self.tenant_id.clone());
         let (recorded, insert) = (self.recorded_sql(), self.insert_sql());
@@ -468,20 +500,8 @@ impl Session for RowSession {
         let mut statements = 1;
         let mut done = changed == 0;
         if !done && changed < size {
-            // the confirming run, under a savepoint (see Session::backfill_batch)
             statements += 1;
-            let mut confirm = tx.begin().await.map_err(db)?;
-            let again = bound(&sql, n, &tenant)
-                .execute(&mut *confirm)
-                .await
-                .map_err(db)?
-                .rows_affected();
-            if again == 0 {
-                confirm.commit().await.map_err(db)?;
-                done = true;
-            } else {
-                confirm.rollback().await.map_err(db)?;
-            }
+            done = confirmed(&mut tx, &sql, n, &tenant).await.map_err(db)?;
         }
         if done {
             if let Some(failed) = verify(

@@ -251,31 +251,7 @@ pub async fn list(
         .await
         .map_err(fail)?;
     if rows.len() > 1 {
-        use sqlx::{Column, Row};
-        let column = rows[0].columns()[0].name().to_string();
-        let sql = collisions_sql(dialect, query, &column);
-        let groups: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| {
-                format!(
-                    "--tenant-query on {redacted}: could not check its ids for ones equal under the column's collation: {}",
-                    classify(&e, dialect).message
-                )
-            })?;
-        if let Some(g) = groups.first() {
-            let ids: Vec<String> = g.split(',').map(unhex).collect();
-            return Err(format!(
-                "--tenant-query on {redacted} returned ids that are one tenant to the database \
-                 (equal under the collation of its column {column:?}): {}; a row tenant's \
-                 migrations would touch the other's rows. Make the ids distinct under that \
-                 collation, or select them with a binary one",
-                ids.iter()
-                    .map(|i| format!("{i:?}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
+        no_collisions(&mut tx, dialect, query, &rows, &redacted).await?;
     }
     let _ = tx.rollback().await;
     let _ = conn.close().await;
@@ -301,6 +277,43 @@ pub async fn list(
             }
         })
         .collect()
+}
+
+/// Refuses ids the tenant query returned that its column's collation
+/// holds equal (one tenant to the database, two to fleetmig).
+async fn no_collisions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    dialect: Dialect,
+    query: &str,
+    rows: &[sqlx::any::AnyRow],
+    redacted: &str,
+) -> Result<(), String> {
+    use sqlx::{Column, Row};
+    let column = rows[0].columns()[0].name().to_string();
+    let sql = collisions_sql(dialect, query, &column);
+    let groups: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_all(&mut **tx)
+        .await
+        .map_err(|e| {
+            format!(
+                "--tenant-query on {redacted}: could not check its ids for ones equal under the column's collation: {}",
+                classify(&e, dialect).message
+            )
+        })?;
+    let Some(g) = groups.first() else {
+        return Ok(());
+    };
+    let ids: Vec<String> = g.split(',').map(unhex).collect();
+    Err(format!(
+        "--tenant-query on {redacted} returned ids that are one tenant to the database \
+         (equal under the collation of its column {column:?}): {}; a row tenant's \
+         migrations would touch the other's rows. Make the ids distinct under that \
+         collation, or select them with a binary one",
+        ids.iter()
+            .map(|i| format!("{i:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
 }
 
 /// Groups of the tenant query's ids that its column's collation holds
