@@ -201,6 +201,10 @@ const STOP_WAIT_LEASES: u32 = 4;
 /// the request is left in the store, the holder sees it at its next
 /// heartbeat and stops (starting no new tenant), and this waits until it has.
 /// A rollout nobody runs any more is aborted (or found already paused) here.
+/// Polls (200 ms apart) for the status of a rollout whose last process
+/// let go of it while stopping, before this process ends it itself.
+const STOP_GRACE_POLLS: usize = 15;
+
 pub async fn stop(
     store: &StateStore,
     id: &str,
@@ -247,10 +251,15 @@ pub async fn stop(
             return write_report(store, id, reports, None).await;
         }
         if !held(store, &now, lease).await? {
-            // it let go of the claim: either it stopped between the two
-            // reads (its status says so) or it died before it could stop
-            if store.get_rollout(id).await?.status != RolloutStatus::Running {
-                return write_report(store, id, reports, None).await;
+            // it let go of the claim: a process that stops leaves its seat
+            // and then ends the rollout as asked (the last one out), so
+            // its status is given a moment to change; one that died never
+            // changes it
+            for _ in 0..STOP_GRACE_POLLS {
+                if store.get_rollout(id).await?.status != RolloutStatus::Running {
+                    return write_report(store, id, reports, None).await;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             // it died: finish the request here
             store.set_request(id, None).await?;
