@@ -401,10 +401,11 @@ pub fn registry(data: &[u8]) {
     let lines = data.split(|b| *b == b'\n').count() as u64;
     match fleetmig_parse::registry::rows(data) {
         Ok(rows) => {
-            for r in rows {
+            for r in &rows {
                 // (a lone `\r` ends a record, not a line)
                 assert!(r.line >= 1 && r.line <= lines, "line {} of {lines}", r.line);
             }
+            rewritten(data, &rows);
         }
         Err(e) => {
             assert!(
@@ -415,6 +416,40 @@ pub fn registry(data: &[u8]) {
             assert!(!e.message.is_empty());
         }
     }
+}
+
+/// A registry whose rows parse, with its first tenant's row pointed
+/// elsewhere (a move's switch): the same rows, that one's url changed, and
+/// every byte before that row as it was.
+fn rewritten(data: &[u8], rows: &[fleetmig_parse::registry::Row]) {
+    let Some(first) = rows.first() else {
+        return;
+    };
+    let to = "postgres://db.example/app,\"x\"";
+    let Ok(bytes) = fleetmig_parse::registry::rewrite(data, &first.id, to, None) else {
+        return;
+    };
+    let again =
+        fleetmig_parse::registry::rows(bytes.as_slice()).expect("the rewritten registry parses");
+    assert_eq!(again.len(), rows.len());
+    let moved = again
+        .iter()
+        .position(|r| r.id == first.id && r.url == to)
+        .expect("the moved row points at its new place");
+    for (i, (a, b)) in rows.iter().zip(&again).enumerate() {
+        if i != moved {
+            assert_eq!(
+                (&a.id, &a.url, &a.schema, &a.tags),
+                (&b.id, &b.url, &b.schema, &b.tags)
+            );
+        }
+    }
+    let common = data.iter().zip(&bytes).take_while(|(a, b)| a == b).count();
+    let header_end = data
+        .iter()
+        .position(|b| *b == b'\n' || *b == b'\r')
+        .unwrap_or(data.len());
+    assert!(common >= header_end, "the header changed");
 }
 
 /// Waves: a parsed spec, written back, parses to the same waves.
