@@ -26,10 +26,10 @@ use common::*;
 /// `workers - 1` worker processes: its wall time, and the tenants each
 /// process recorded.
 fn shared_sync(root: &Path, state: &str, workers: usize, n: usize) -> Duration {
-    let bin = env!("CARGO_BIN_EXE_fleetmig");
+    let bin = common::fleetmig_bin();
     let helpers: Vec<_> = (1..workers)
         .map(|_| {
-            Command::new(bin)
+            Command::new(&bin)
                 .current_dir(root)
                 .args([
                     "worker",
@@ -49,7 +49,7 @@ fn shared_sync(root: &Path, state: &str, workers: usize, n: usize) -> Duration {
     // the helpers are waiting for a rollout before the clock starts
     std::thread::sleep(Duration::from_millis(700));
     let start = Instant::now();
-    let out = Command::new(bin)
+    let out = Command::new(&bin)
         .current_dir(root)
         .args(["sync", "--fleet", "sqlite-dir:t", "--state", state])
         .args(["--progress-every", "0", "--migrations"])
@@ -78,7 +78,7 @@ fn shared_sync(root: &Path, state: &str, workers: usize, n: usize) -> Duration {
 /// one-tenant fleet), so that workers can wait on it.
 fn init_store(root: &Path, url: &str) {
     let seed = root.join("seed");
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetmig"))
+    let out = Command::new(common::fleetmig_bin())
         .current_dir(&seed)
         .args(["sync", "--fleet", "sqlite-dir:t", "--state", url])
         .args(["--progress-every", "0", "--migrations"])

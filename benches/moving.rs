@@ -94,7 +94,7 @@ fn mariadb_source(root: &Path, db: &str, scale: f64) {
         format!("id,url,schema,tags\nt1,{},,\n", with_db(&my_base(), db)),
     )
     .unwrap();
-    sh(Command::new(env!("CARGO_BIN_EXE_fleetmig"))
+    sh(Command::new(common::fleetmig_bin())
         .current_dir(root)
         .args([
             "sync",
@@ -123,7 +123,7 @@ fn sqlite_source(root: &Path, scale: f64) {
         "id,url,schema,tags\nt1,sqlite:lite.db,,\n",
     )
     .unwrap();
-    sh(Command::new(env!("CARGO_BIN_EXE_fleetmig"))
+    sh(Command::new(common::fleetmig_bin())
         .current_dir(root)
         .args([
             "sync",
@@ -218,7 +218,7 @@ fn fleetmig_move(root: &Path, source: &str, url: &str) -> (Duration, Duration, D
     let registry = std::fs::read(root.join(fleet)).unwrap();
     let mut c = Command::new("/usr/bin/time");
     c.current_dir(root)
-        .args(["-f", "peak-rss-kb %M", env!("CARGO_BIN_EXE_fleetmig")])
+        .args(["-f", "peak-rss-kb %M", &common::fleetmig_bin()])
         .args([
             "move",
             "--fleet",

@@ -87,7 +87,7 @@ fn fleetmig(
     reports: &Path,
 ) -> Duration {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_fleetmig"))
+    let out = Command::new(fleetmig_bin())
         .args([
             "sync",
             "--progress-every",
@@ -529,4 +529,10 @@ fn main() {
         }
         row(my_n, &floor, &arm);
     }
+}
+
+/// The fleetmig binary measured: this build's, or `FLEETMIG_BIN` (an A/B
+/// run of two builds, e.g. one of an older commit, interleaved).
+fn fleetmig_bin() -> String {
+    std::env::var("FLEETMIG_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fleetmig").to_string())
 }

@@ -94,7 +94,7 @@ async fn floor(
 
 fn fleetmig(dir: &Path, reports: &Path, migrations: &Path, concurrency: usize) -> (Duration, u64) {
     let start = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fleetmig"))
+    let out = std::process::Command::new(fleetmig_bin())
         .args(["sync", "--progress-every", "0", "--fleet"])
         .arg(format!("sqlite-dir:{}", dir.display()))
         .arg("--migrations")
@@ -174,4 +174,10 @@ fn main() {
             rss as f64 / 1024.0
         );
     }
+}
+
+/// The fleetmig binary measured: this build's, or `FLEETMIG_BIN` (an A/B
+/// run of two builds, e.g. one of an older commit, interleaved).
+fn fleetmig_bin() -> String {
+    std::env::var("FLEETMIG_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fleetmig").to_string())
 }

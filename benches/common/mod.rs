@@ -65,7 +65,7 @@ pub fn timed(mut cmd: Command) -> (Duration, f64, String) {
 pub fn fleetmig(dir: &Path, args: &[&str]) -> Command {
     let mut c = Command::new("/usr/bin/time");
     c.current_dir(dir)
-        .args(["-f", "peak-rss-kb %M", env!("CARGO_BIN_EXE_fleetmig")])
+        .args(["-f", "peak-rss-kb %M", &fleetmig_bin()])
         .args(args)
         .arg("--migrations")
         .arg(migrations());
@@ -147,4 +147,10 @@ pub fn sqlite_floor(root: &Path, dir: &Path) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     start.elapsed()
+}
+
+/// The fleetmig binary measured: this build's, or `FLEETMIG_BIN` (an A/B
+/// run of two builds, e.g. one of an older commit, interleaved).
+pub fn fleetmig_bin() -> String {
+    std::env::var("FLEETMIG_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fleetmig").to_string())
 }

@@ -58,6 +58,7 @@ async fn context<'a>(
     tracing::debug!(tenants = found.tenants.len(), "discovered");
     let cancel = super::signals::arm();
     Ok(Ctx {
+        fanout: Default::default(),
         store,
         set,
         tenants: found.tenants,

@@ -14,6 +14,7 @@ use crate::dialect::Connector;
 use crate::discover::{Fleet, Refused, discover};
 use crate::error::Error;
 use crate::event::Bus;
+use crate::fanout::Fanout;
 use crate::migration::{MigrationSet, load};
 use crate::state::{RolloutRecord, StateStore};
 use crate::tenant::{DiscoverOptions, FleetSpec, Tenant, TenantId};
@@ -196,9 +197,24 @@ pub struct Ctx<'a> {
     pub owner: String,
     /// How a tenant of a move rollout is moved.
     pub mover: Option<Arc<dyn MoveStep>>,
+    /// The command's one `Fanout` (see `fanout`).
+    pub fanout: std::sync::OnceLock<Arc<Fanout>>,
 }
 
 impl Ctx<'_> {
+    /// The command's one `Fanout`: made at its first use, with this
+    /// process's limits on a rollout frozen with `exec` (`RunOptions::limits`);
+    /// the checks before a rollout starts and the rollout's tenants share
+    /// it, so no server ever sees more than `--per-server` of this process.
+    pub fn fanout(&self, exec: &crate::options::ExecOptions) -> Arc<Fanout> {
+        self.fanout
+            .get_or_init(|| {
+                let (concurrency, per_server) = self.opts.limits(exec);
+                Arc::new(Fanout::new(concurrency, per_server))
+            })
+            .clone()
+    }
+
     /// The tenants of the fleet named by `ids` (all when empty); an unknown
     /// id is a usage error naming the flag.
     pub fn only(&self, ids: &[String]) -> Result<Vec<Tenant>, Error> {

@@ -6,7 +6,6 @@
 //! again, and re-reads its history before applying anything.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::context::Ctx;
@@ -15,7 +14,6 @@ use super::outcome::{Finished, skip_todo, write_report};
 use super::recorder::Recorder;
 use super::waves::PlannedWave;
 use crate::error::Error;
-use crate::fanout::Fanout;
 use crate::options::Frozen;
 use crate::state::{Request, RolloutRecord, RolloutStatus, StateStore, now_ms};
 
@@ -129,7 +127,7 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
     let bus = ctx.bus.with(recorder.clone());
     let mut exec = r.settings.exec.clone();
     (exec.concurrency, exec.per_server) = ctx.opts.limits(&r.settings.exec);
-    let fanout = Arc::new(Fanout::new(exec.concurrency, exec.per_server));
+    let fanout = ctx.fanout(&r.settings.exec);
     let batch = Batch {
         ctx,
         r: &r,

@@ -71,7 +71,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<
         id: id.to_string(),
         bus: ctx.bus.with(recorder.clone()),
         recorder,
-        fanout: Arc::new(Fanout::new(concurrency, per_server)),
+        fanout: ctx.fanout(&r.settings.exec),
         failures: std::sync::Mutex::new((-1, Default::default())),
         seat,
         stop,

@@ -166,7 +166,7 @@ pub async fn start(
         return Ok(f);
     }
     scopes_fit(ctx, target)?;
-    let fanout = Fanout::new(exec.concurrency, exec.per_server);
+    let fanout = ctx.fanout(exec);
     if !req.allow_lint_findings {
         lint_gate(ctx, &fanout, &tenants, target).await?;
     }
