@@ -274,3 +274,89 @@ async fn a_bulk_move_is_refused_before_anything_when_it_cannot_be_done() {
         .collect();
     assert_eq!(commands, ["sync"], "{v}");
 }
+
+/// A tenant whose lock another process holds (a stalled worker) is moved
+/// once that process lets go: the stall slows the rollout, it does not fail
+/// the tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_move_waits_out_a_tenant_another_process_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let m = set();
+    let db = pg_database("mvheld").await;
+    std::fs::write(
+        dir.join("fleet.csv"),
+        format!("id,url,schema,tags\nheld,{},,\n", db.url),
+    )
+    .unwrap();
+    let out = sync_fleet(dir, "registry:fleet.csv", m.path(), &[]);
+    expect_exit(&out, 0);
+    db.exec("INSERT INTO items VALUES (1, 'a', 2, NULL), (2, 'b''s', 3, 'née')")
+        .await;
+    // another process holds the tenant's lock (a database tenant's key)
+    let mut holder = db.conn().await;
+    sqlx::query(
+        "SELECT pg_advisory_lock(hashtextextended('fleetmig:' || current_database() || '/' || '', 0))",
+    )
+    .execute(&mut holder)
+    .await
+    .unwrap();
+    let mut child = fleetmig_process(dir)
+        .args([
+            "move",
+            "--fleet",
+            "registry:fleet.csv",
+            "--select",
+            "ids:held",
+        ])
+        .arg("--migrations")
+        .arg(m.path())
+        .args(["--to", "sqlite:{tenant}.db", "--lock-timeout", "300ms"])
+        .args(["--progress-every", "0", "--log-level", "info"])
+        .spawn()
+        .unwrap();
+    // once the move has met the lock and waits to try again, let go
+    let stderr = child.stderr.take().unwrap();
+    let (met, told) = std::sync::mpsc::channel();
+    let said = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("trying again") {
+                let _ = met.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let waited = told.recv_timeout(Duration::from_secs(60));
+    sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = said.join().unwrap();
+    assert!(waited.is_ok(), "the move never met the held lock: {said}");
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    let mut moved = sqlite(&dir.join("held.db")).await;
+    let rows: Vec<(i64, String, i64, Option<String>)> =
+        sqlx::query_as("SELECT id, owner, qty, note FROM items ORDER BY id")
+            .fetch_all(&mut moved)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            (1, "a".into(), 2, None),
+            (2, "b's".into(), 3, Some("née".into()))
+        ]
+    );
+    let registry = std::fs::read_to_string(dir.join("fleet.csv")).unwrap();
+    assert!(registry.contains("held.db"), "{registry}");
+    holder.close().await.unwrap();
+    db.drop_now().await;
+}

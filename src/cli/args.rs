@@ -16,7 +16,7 @@ Exit codes:
      for status: a tenant is dirty, drifted or unreadable
   2  bad usage, config or migration set (nothing was touched)
   3  the fleet could not be discovered, or the state store or report could not be used
-  4  another process holds this rollout or fleet (the message names it)";
+  4  another process holds this rollout, fleet or tenant (the message names it)";
 
 /// fleetmig: take one set of versioned SQL migrations to a whole fleet of
 /// tenant databases (SQLite files, PostgreSQL schemas or databases,

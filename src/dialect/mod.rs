@@ -218,8 +218,13 @@ impl Connector {
     /// session must read. Read-only: nothing is locked, created or written,
     /// so it serves only to find the tenants with nothing to do; anything
     /// else goes through a session, which reads its history again under the
-    /// tenant's lock.
-    pub async fn peek(&self, tenants: &[Tenant]) -> Vec<Option<Vec<Applied>>> {
+    /// tenant's lock. Each reader holds a slot of `fanout` on its server
+    /// while it reads, as a tenant's session would.
+    pub async fn peek(
+        &self,
+        fanout: &crate::fanout::Fanout,
+        tenants: &[Tenant],
+    ) -> Vec<Option<Vec<Applied>>> {
         let mut out: Vec<Option<Vec<Applied>>> = vec![None; tenants.len()];
         let files: Vec<(usize, std::path::PathBuf)> = tenants
             .iter()
@@ -234,27 +239,27 @@ impl Connector {
             let busy = self.settings.lock_timeout.min(Duration::from_millis(200));
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let per = files.len().div_ceil(cores);
-            let readers: Vec<_> = files
-                .chunks(per.max(1))
-                .map(|part| {
-                    let part = part.to_vec();
-                    tokio::task::spawn_blocking(move || {
-                        let paths: Vec<&Path> = part.iter().map(|(_, p)| p.as_path()).collect();
-                        let found = sqlite::peek_histories(&paths, busy);
-                        part.iter().map(|(i, _)| *i).zip(found).collect::<Vec<_>>()
-                    })
-                })
-                .collect();
+            let mut readers = Vec::new();
+            for part in files.chunks(per.max(1)) {
+                let slot = fanout.slot(&tenants[part[0].0]).await;
+                let part = part.to_vec();
+                readers.push(tokio::task::spawn_blocking(move || {
+                    let _slot = slot;
+                    let paths: Vec<&Path> = part.iter().map(|(_, p)| p.as_path()).collect();
+                    let found = sqlite::peek_histories(&paths, busy);
+                    part.iter().map(|(i, _)| *i).zip(found).collect::<Vec<_>>()
+                }));
+            }
             for reader in readers {
                 for (i, h) in reader.await.unwrap_or_default() {
                     out[i] = h;
                 }
             }
         }
-        for (i, h) in postgres::peek_schemas(&self.pg, &self.settings, tenants).await {
+        for (i, h) in postgres::peek_schemas(&self.pg, &self.settings, fanout, tenants).await {
             out[i] = Some(h);
         }
-        for (i, h) in rows::peek(&self.rows, &self.settings, tenants).await {
+        for (i, h) in rows::peek(&self.rows, &self.settings, fanout, tenants).await {
             out[i] = Some(h);
         }
         out

@@ -25,6 +25,31 @@ pub(crate) enum InFlight {
     Unknown(String),
 }
 
+/// The failure of a migration whose statement `i` an earlier attempt left
+/// running and nobody can judge (`why`): the tenant is left dirty, and
+/// the message says what to do.
+pub(crate) fn unjudged(
+    step: crate::dialect::Step<'_>,
+    statements: &[crate::migration::split::Statement],
+    i: usize,
+    why: &str,
+) -> crate::error::TenantError {
+    let v = step.migration.version;
+    crate::error::TenantError::permanent(
+        crate::error::FailureKind::InterruptedStatement,
+        format!(
+            "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
+             does, finish or undo the migration by hand, then delete version {v}'s row \
+             from _sqlx_migrations and run again",
+            i + 1,
+            statements.len(),
+            step.script.path.display(),
+            statements[i].line
+        ),
+    )
+    .at_version(v)
+}
+
 /// A statement's fingerprint, to notice a file changed between attempts.
 pub(crate) fn hash(sql: &str) -> String {
     crate::migration::hex(&fnv(sql.trim().as_bytes()))

@@ -164,11 +164,40 @@ impl One<'_, '_> {
             })
             .await;
         let url_target = to.redacted();
-        match mover.run(&tenant, to).await {
+        match self.attempts(&mover, &tenant, &to).await {
             Ok(mut report) => self.reported(&tenant, started, &mut report),
             Err(e) => {
                 self.refused(&tenant, started, &url_target, e);
                 Some(true)
+            }
+        }
+    }
+
+    /// The move of `tenant` to `to`, tried again (with the rollout's retry
+    /// policy: attempts and backoff) while another process holds the
+    /// tenant or its target (`Busy`: a stalled or dying worker's lock),
+    /// so that a stall slows the rollout rather than failing the tenant.
+    async fn attempts(
+        &self,
+        mover: &Mover<'_>,
+        tenant: &Tenant,
+        to: &crate::tenant::Locator,
+    ) -> Result<MoveReport, Error> {
+        let policy = self.r.settings.exec.retry;
+        let mut attempt = 1;
+        loop {
+            match mover.run(tenant, to.clone()).await {
+                Err(Error::Busy(holder))
+                    if attempt < policy.max_attempts && !self.within.cancel.is_cancelled() =>
+                {
+                    tracing::info!(tenant = %tenant.id, attempt, "move busy ({holder}): trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(policy.delay(attempt)) => {}
+                        _ = self.within.cancel.cancelled() => {}
+                    }
+                    attempt += 1;
+                }
+                other => return other,
             }
         }
     }
@@ -230,7 +259,12 @@ impl One<'_, '_> {
         if let Err(w) = crate::report::moves::write_move(&folder, &mut refused) {
             tracing::warn!("the move report of {} was not written: {w}", tenant.id);
         }
-        let e = TenantError::permanent(kind, e.to_string());
+        // still busy after the retries: another process holds it, which
+        // a later retry may find gone
+        let e = match kind {
+            FailureKind::MoveBusy => TenantError::transient(kind, e.to_string()),
+            _ => TenantError::permanent(kind, e.to_string()),
+        };
         self.finish(tenant, TenantStatus::Failed, Some(started), None, Some(e));
     }
 

@@ -108,7 +108,15 @@ impl Mover<'_> {
     /// started is reported (status `failed`) and recorded, and the source
     /// stays as it was.
     pub async fn run(&self, tenant: &Tenant, to: Locator) -> Result<MoveReport, Error> {
-        let te = |e: TenantError| Error::Usage(format!("move {}: {}", tenant.id, e.message));
+        // a lock timeout or a lost connection is another process's (or the
+        // network's) moment: Busy, tried again later; the rest is for a person
+        let te = |e: TenantError| match e.is_transient() {
+            true => Error::Busy(format!(
+                "move {}: the tenant could not be locked or reached for now: {}",
+                tenant.id, e.message
+            )),
+            false => Error::Usage(format!("move {}: {}", tenant.id, e.message)),
+        };
         // the source's lock, for the whole move
         let mut lock = self
             .connector

@@ -227,7 +227,7 @@ impl Executor {
         let chunk: Vec<Tenant> = ahead.drain(..ahead.len().min(PEEK_CHUNK)).collect();
         let peeked = match shared.cancel.is_cancelled() {
             true => vec![None; chunk.len()],
-            false => self.connector.peek(&chunk).await,
+            false => self.connector.peek(&self.fanout, &chunk).await,
         };
         for (tenant, history) in chunk.into_iter().zip(peeked) {
             // an interrupted attempt's tenant takes a session: what it

@@ -4,7 +4,6 @@
 //! leaving the tenant dirty; files a resume cannot stand between run whole,
 //! dirty-first, as sqlx does.
 
-use crate::error::FailureKind;
 use std::time::Instant;
 
 use sqlx::Executor;
@@ -174,19 +173,7 @@ impl MySqlSession {
                         );
                     }
                     InFlight::Unknown(why) => {
-                        let t = TenantError::permanent(
-                            FailureKind::InterruptedStatement,
-                            format!(
-                                "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
-                                 does, finish or undo the migration by hand, then delete version {v}'s row \
-                                 from _sqlx_migrations and run again",
-                                i + 1,
-                                statements.len(),
-                                step.script.path.display(),
-                                st.line
-                            ),
-                        )
-                        .at_version(v);
+                        let t = crate::dialect::resume::unjudged(step, statements, i, &why);
                         self.left_dirty(step).await;
                         return Err(t);
                     }

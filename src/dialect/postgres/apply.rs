@@ -5,7 +5,6 @@
 //! an interrupted `CREATE INDEX CONCURRENTLY` dropped first), and a backfill
 //! batch in three round trips. On a fleet, round trips are the cost.
 
-use crate::error::FailureKind;
 use std::time::{Duration, Instant};
 
 use sqlx::{Connection, Executor};
@@ -235,19 +234,7 @@ impl PgSession {
             }
             InFlight::Again { drop: None } => Ok(false),
             InFlight::Unknown(why) => {
-                let t = TenantError::permanent(
-                    FailureKind::InterruptedStatement,
-                    format!(
-                        "statement {} of {} ({}:{}) {why}, so the tenant is dirty: look at what it \
-                         does, finish or undo the migration by hand, then delete version {v}'s row \
-                         from _sqlx_migrations and run again",
-                        i + 1,
-                        statements.len(),
-                        step.script.path.display(),
-                        st.line
-                    ),
-                )
-                .at_version(v);
+                let t = crate::dialect::resume::unjudged(step, statements, i, &why);
                 let table = self.table.clone();
                 let _ = table.insert(self.conn(), step, false, -1).await;
                 self.forget_statements(v).await;

@@ -90,6 +90,7 @@ impl Pools {
 pub(crate) async fn peek_schemas(
     pools: &Pools,
     settings: &Settings,
+    fanout: &crate::fanout::Fanout,
     tenants: &[crate::tenant::Tenant],
 ) -> Vec<(usize, Vec<Applied>)> {
     use std::collections::BTreeMap;
@@ -106,6 +107,7 @@ pub(crate) async fn peek_schemas(
     }
     let mut out = Vec::new();
     for (url, schemas) in by_url {
+        let _slot = fanout.slot(&tenants[schemas[0].0]).await;
         let Ok(pool) = pools.get(url, settings) else {
             continue;
         };

@@ -23,6 +23,7 @@ type Wanted<'a> = (usize, &'a str);
 pub(crate) async fn peek(
     pools: &Pools,
     settings: &Settings,
+    fanout: &crate::fanout::Fanout,
     tenants: &[Tenant],
 ) -> Vec<(usize, Vec<Applied>)> {
     // the row tenants, by their database
@@ -38,6 +39,7 @@ pub(crate) async fn peek(
     }
     let mut out = Vec::new();
     for (db, ids) in by_db.into_values() {
+        let _slot = fanout.slot(&tenants[ids[0].0]).await;
         match read(pools, settings, &db, &ids).await {
             Ok(found) => out.extend(found),
             Err(e) => tracing::debug!("row tenants of {db}: no read-ahead ({e})"),
