@@ -231,6 +231,12 @@ pub struct RolloutRequest {
 /// The settings frozen with a rollout.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Frozen {
+    /// The shape of this struct (`Frozen::FORMAT` when written; rollouts
+    /// of earlier versions, which did not say, are 1). A fleetmig meets a
+    /// newer shape by refusing the rollout, never by ignoring what it does
+    /// not know.
+    #[serde(default = "first_format")]
+    pub format: u32,
     #[serde(flatten)]
     pub exec: ExecOptions,
     #[serde(flatten)]
@@ -243,6 +249,16 @@ pub struct Frozen {
     /// --select`), not a migration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moving: Option<MoveSpec>,
+}
+
+fn first_format() -> u32 {
+    1
+}
+
+impl Frozen {
+    /// The shape this fleetmig writes: 2 since the settings keys became
+    /// one set of groups (`config/keys.rs`) and `--to` left `ExecOptions`.
+    pub const FORMAT: u32 = 2;
 }
 
 /// Where each tenant of a move rollout goes, and how it is copied: the
@@ -327,6 +343,7 @@ mod tests {
             "gate_sql":"SELECT 1","bake_ms":1500,"pause_after":"canary","revert_on_halt":true,
             "held":null,"hold_versions":[9],"backup_dir":null,"analyze":false,"preflight":[60000,3]}"#;
         let f: Frozen = serde_json::from_str(old).unwrap();
+        assert_eq!(f.format, 1);
         assert_eq!(f.exec.concurrency, 4);
         assert_eq!(f.exec.retry.max_attempts, 5);
         assert_eq!(f.exec.retry.backoff, Duration::from_millis(250));

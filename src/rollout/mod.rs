@@ -275,6 +275,7 @@ fn frozen(
     moving: Option<crate::options::MoveSpec>,
 ) -> Frozen {
     Frozen {
+        format: Frozen::FORMAT,
         fleetmig_version: Some(env!("CARGO_PKG_VERSION").to_string()),
         moving,
         exec: exec.clone(),

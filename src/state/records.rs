@@ -241,6 +241,16 @@ pub(super) fn rollout_from(r: &AnyRow) -> Result<RolloutRecord, String> {
     let settings: String = r.try_get("settings").map_err(|e| e.to_string())?;
     let settings: Frozen =
         serde_json::from_str(&settings).map_err(|e| damaged("settings row", e.to_string()))?;
+    if settings.format > Frozen::FORMAT {
+        return Err(format!(
+            "rollout {id} was planned by a newer fleetmig ({}; its settings are of format {}, \
+             this fleetmig {} knows up to {}): run it with that version",
+            settings.fleetmig_version.as_deref().unwrap_or("unknown"),
+            settings.format,
+            env!("CARGO_PKG_VERSION"),
+            Frozen::FORMAT
+        ));
+    }
     let status = status(r, "status").map_err(|e| damaged("status", e))?;
     let requested: Option<String> = r.try_get("requested").map_err(|e| e.to_string())?;
     let requested = requested

@@ -111,4 +111,29 @@ async fn a_damaged_rollout_row_is_a_clear_error_and_nothing_runs(dir, store) {
         "{err}"
     );
     assert!(err.contains("runing"), "{err}");
+    // settings of a newer shape than this fleetmig knows are refused, not
+    // read with what it does not know left out
+    let newer = settings.replacen('{', "{\"format\":99,", 1);
+    assert!(settings.contains("\"format\":2"), "{settings}");
+    store
+        .exec(
+            "UPDATE fleetmig_rollouts SET settings = $1, status = 'paused' WHERE id = $2",
+            &[&newer.replacen("\"format\":2,", "", 1), &id],
+        )
+        .await;
+    let out = run_in(dir, &resume);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{}{err}", stdout(&out));
+    assert!(
+        err.contains(&format!("rollout {id} was planned by a newer fleetmig")),
+        "{err}"
+    );
+    for t in &untouched {
+        assert!(
+            sqlite_history(&registry_tenant(dir, t))
+                .await
+                .is_empty(),
+            "{t} was migrated"
+        );
+    }
 });
