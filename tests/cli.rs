@@ -282,6 +282,10 @@ async fn flags_beat_environment_beat_fleetmig_toml() {
             "fleet = \"sqlite-dir:tenants\"\npool_size = 0\n",
             "pool_size",
         ),
+        (
+            "fleet = \"sqlite-dir:tenants\"\ngate_max_failure_rate = nan\n",
+            "gate_max_failure_rate",
+        ),
     ] {
         std::fs::write(dir.path().join("fleetmig.toml"), text).unwrap();
         let out = fleetmig()

@@ -55,8 +55,13 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     }
     // waves and gates are for --select (FLEETMIG_WAVES, set for rollouts,
     // is not held against one move)
+    let from_env = std::env::var("FLEETMIG_WAVES").ok();
     let rollout_flag = RolloutKeys {
-        waves: None,
+        waves: a
+            .rollout
+            .waves
+            .clone()
+            .filter(|w| Some(w) != from_env.as_ref()),
         ..a.rollout.clone()
     };
     if let Some(flag) = rollout_flag.first_given() {

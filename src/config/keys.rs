@@ -123,7 +123,7 @@ pub struct RolloutKeys {
     #[arg(long)]
     pub gate_max_failures: Option<usize>,
     /// Gate: halt when more than this fraction of a wave fails (0.05 = 5%).
-    #[arg(long)]
+    #[arg(long, value_parser = finite)]
     pub gate_max_failure_rate: Option<f64>,
     /// Gate: SQL run on every succeeded tenant of a wave; must return no rows
     /// (or a single true).
@@ -138,6 +138,16 @@ impl RolloutKeys {
     /// The flag of the first key given, if any.
     pub fn first_given(&self) -> Option<String> {
         given(self).into_iter().next()
+    }
+}
+
+/// A number that is one (not NaN or infinite, which JSON, the layering's
+/// form, cannot hold).
+fn finite(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() => Ok(f),
+        Ok(_) => Err(format!("{s}: a finite number")),
+        Err(e) => Err(e.to_string()),
     }
 }
 

@@ -74,10 +74,18 @@ impl FileConfig {
                 known.join(", ")
             ));
         }
+        let rollout: RolloutKeys = toml::from_str(text).map_err(toml_error)?;
+        if let Some(r) = rollout.gate_max_failure_rate
+            && !r.is_finite()
+        {
+            return Err(format!(
+                "gate_max_failure_rate = {r}: a fraction between 0 and 1"
+            ));
+        }
         Ok(FileConfig {
             fleet: toml::from_str(text).map_err(toml_error)?,
             exec: toml::from_str(text).map_err(toml_error)?,
-            rollout: toml::from_str(text).map_err(toml_error)?,
+            rollout,
         })
     }
 }

@@ -193,7 +193,7 @@ impl One<'_, '_> {
                     tracing::info!(tenant = %tenant.id, attempt, "move busy ({holder}): trying again");
                     tokio::select! {
                         _ = tokio::time::sleep(policy.delay(attempt)) => {}
-                        _ = self.within.cancel.cancelled() => {}
+                        _ = self.within.cancel.cancelled() => return Err(Error::Busy(holder)),
                     }
                     attempt += 1;
                 }

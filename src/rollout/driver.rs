@@ -195,14 +195,14 @@ async fn held(store: &StateStore, r: &RolloutRecord, lease: Duration) -> Result<
 /// current migration first.
 const STOP_WAIT_LEASES: u32 = 4;
 
-/// `fleetmig pause` and `fleetmig abort` of a rollout another process runs:
-/// the request is left in the store, the holder sees it at its next
-/// heartbeat and stops (starting no new tenant), and this waits until it has.
-/// A rollout nobody runs any more is aborted (or found already paused) here.
 /// Polls (200 ms apart) for the status of a rollout whose last process
 /// let go of it while stopping, before this process ends it itself.
 const STOP_GRACE_POLLS: usize = 15;
 
+/// `fleetmig pause` and `fleetmig abort` of a rollout another process runs:
+/// the request is left in the store, the holder sees it at its next
+/// heartbeat and stops (starting no new tenant), and this waits until it has.
+/// A rollout nobody runs any more is aborted (or found already paused) here.
 pub async fn stop(
     store: &StateStore,
     id: &str,

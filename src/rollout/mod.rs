@@ -266,7 +266,6 @@ pub async fn start_move(
     driver::start(ctx, "move", ctx.set.head(), settings, plan, &[], id).await
 }
 
-/// `--pause-after` names a wave of `plan` (by name or number).
 /// The settings a rollout is frozen with: `exec` and the request's gates,
 /// bake and pause (the gate query, holds and revert are the caller's).
 fn frozen(
@@ -289,6 +288,7 @@ fn frozen(
     }
 }
 
+/// `--pause-after` names a wave of `plan` (by name or number).
 fn pause_after_fits(req: &RolloutRequest, plan: &[waves::PlannedWave]) -> Result<(), Error> {
     match &req.pause_after {
         Some(name)

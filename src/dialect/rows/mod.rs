@@ -208,8 +208,6 @@ impl RowSession {
         r
     }
 
-    /// Opens the transaction of one tenant-scoped change (SQLite takes its
-    /// write lock up front).
     /// A batch of a `scope=database` backfill: run on the database's own
     /// session, under its lock.
     async fn backfill_database_batch(
@@ -228,6 +226,8 @@ impl RowSession {
         r
     }
 
+    /// Opens the transaction of one tenant-scoped change (SQLite takes its
+    /// write lock up front).
     async fn begin(&mut self) -> Result<sqlx::Transaction<'_, sqlx::Any>, TenantError> {
         let begin = match self.dialect {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
@@ -334,7 +334,6 @@ where
         .map(|_| ())
 }
 
-/// Runs `script`'s verification (if any) in `tx` with the id bound.
 /// The confirming run of a batch that changed fewer rows than asked,
 /// under a savepoint (see `Session::backfill_batch`): whether it found
 /// nothing left (kept) or more to do (rolled back).
@@ -356,6 +355,7 @@ async fn confirmed(
     Ok(again == 0)
 }
 
+/// Runs `script`'s verification (if any) in `tx` with the id bound.
 async fn verify(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     script: &Script,
