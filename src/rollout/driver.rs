@@ -219,23 +219,7 @@ pub async fn stop(
         )));
     }
     if !held(store, &r, lease).await? {
-        return match request {
-            Request::Abort => abort(store, id, reports).await,
-            Request::Pause if r.status == RolloutStatus::Running => {
-                store
-                    .set_status(
-                        id,
-                        RolloutStatus::Paused,
-                        Some("paused by the operator (fleetmig pause)"),
-                    )
-                    .await?;
-                write_report(store, id, reports, None).await
-            }
-            Request::Pause => Err(Error::Usage(format!(
-                "rollout {id} is {} already: nothing runs it",
-                r.status
-            ))),
-        };
+        return stop_here(store, &r, request, reports).await;
     }
     crate::report::check_folder(reports)?;
     store.set_request(id, Some(request)).await?;
@@ -253,27 +237,12 @@ pub async fn stop(
             // and then ends the rollout as asked (the last one out), so
             // its status is given a moment to change; one that died never
             // changes it
-            for _ in 0..STOP_GRACE_POLLS {
-                if store.get_rollout(id).await?.status != RolloutStatus::Running {
-                    return write_report(store, id, reports, None).await;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+            if stopped_meanwhile(store, id).await? {
+                return write_report(store, id, reports, None).await;
             }
             // it died: finish the request here
             store.set_request(id, None).await?;
-            return match request {
-                Request::Abort => abort(store, id, reports).await,
-                Request::Pause => {
-                    store
-                        .set_status(
-                            id,
-                            RolloutStatus::Paused,
-                            Some("paused by the operator (fleetmig pause)"),
-                        )
-                        .await?;
-                    write_report(store, id, reports, None).await
-                }
-            };
+            return stop_here(store, &now, request, reports).await;
         }
         if tokio::time::Instant::now() > deadline {
             return Err(Error::Busy(format!(
@@ -282,6 +251,45 @@ pub async fn stop(
                 humantime::format_duration(lease * STOP_WAIT_LEASES)
             )));
         }
+    }
+}
+
+/// Whether the status of rollout `id`, whose last process let go of it,
+/// changes within the grace polls (that process ended it as asked).
+async fn stopped_meanwhile(store: &StateStore, id: &str) -> Result<bool, Error> {
+    for _ in 0..STOP_GRACE_POLLS {
+        if store.get_rollout(id).await?.status != RolloutStatus::Running {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(false)
+}
+
+/// `request` carried out by this process, on rollout `r` that nobody runs.
+async fn stop_here(
+    store: &StateStore,
+    r: &RolloutRecord,
+    request: Request,
+    reports: &Path,
+) -> Result<Finished, Error> {
+    let id = r.id.as_str();
+    match request {
+        Request::Abort => abort(store, id, reports).await,
+        Request::Pause if r.status == RolloutStatus::Running => {
+            store
+                .set_status(
+                    id,
+                    RolloutStatus::Paused,
+                    Some("paused by the operator (fleetmig pause)"),
+                )
+                .await?;
+            write_report(store, id, reports, None).await
+        }
+        Request::Pause => Err(Error::Usage(format!(
+            "rollout {id} is {} already: nothing runs it",
+            r.status
+        ))),
     }
 }
 
