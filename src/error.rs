@@ -11,9 +11,11 @@ use serde::Serialize;
 /// An error that stops a command before it touches any tenant.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A flag, environment variable or config value is wrong.
-    #[error("{0}")]
-    Usage(String),
+    /// A flag, environment variable or config value is wrong, or the
+    /// command names a tenant, rollout or store that does not fit:
+    /// `about` is what the person fixes, `message` what is wrong with it.
+    #[error("{about}: {message}")]
+    Usage { about: About, message: String },
     /// `fleetmig.toml` could not be read or parsed.
     #[error("{path}: {message}")]
     Config { path: PathBuf, message: String },
@@ -57,13 +59,56 @@ impl Error {
     /// The process exit code this error maps to (documented in the README).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Usage(_)
+            Error::Usage { .. }
             | Error::Config { .. }
             | Error::Migration { .. }
             | Error::Registry { .. }
             | Error::Lint(_) => 2,
             Error::Discovery { .. } | Error::Io { .. } | Error::State { .. } => 3,
             Error::Busy(_) => 4,
+        }
+    }
+
+    /// A usage error about `flag` (also its environment variable and
+    /// settings-file key).
+    pub(crate) fn flag(flag: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::usage(
+            About::Flag {
+                flag: flag.into(),
+                value: None,
+            },
+            message,
+        )
+    }
+
+    /// A usage error about the value `value` given to `flag`.
+    pub(crate) fn flag_value(
+        flag: impl Into<String>,
+        value: impl fmt::Display,
+        message: impl Into<String>,
+    ) -> Self {
+        let value = Some(value.to_string());
+        Error::usage(
+            About::Flag {
+                flag: flag.into(),
+                value,
+            },
+            message,
+        )
+    }
+
+    pub(crate) fn usage(about: About, message: impl Into<String>) -> Self {
+        Error::Usage {
+            about,
+            message: message.into(),
+        }
+    }
+
+    /// What a usage error is about (`None` for every other error).
+    pub fn about(&self) -> Option<&About> {
+        match self {
+            Error::Usage { about, .. } => Some(about),
+            _ => None,
         }
     }
 
@@ -79,6 +124,39 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+}
+
+/// What a usage error is about: the thing on the command line (or in the
+/// environment, or the settings file) a person changes to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum About {
+    /// A flag, with the value it was given where that helps (a secret in
+    /// it is redacted by whoever builds the error).
+    Flag { flag: String, value: Option<String> },
+    /// The move of one tenant.
+    Move(String),
+    /// A rollout the command names or finds.
+    Rollout(String),
+    /// The state store (named by where it is, without a password).
+    Store(String),
+    /// The command itself (its arguments together).
+    Command(&'static str),
+}
+
+impl fmt::Display for About {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            About::Flag { flag, value: None } => f.write_str(flag),
+            About::Flag {
+                flag,
+                value: Some(v),
+            } => write!(f, "{flag} {v}"),
+            About::Move(t) => write!(f, "move {t}"),
+            About::Rollout(id) => write!(f, "rollout {id}"),
+            About::Store(at) => write!(f, "state store {at}"),
+            About::Command(c) => write!(f, "fleetmig {c}"),
         }
     }
 }

@@ -32,4 +32,4 @@ pub mod rollout;
 pub mod state;
 pub mod tenant;
 
-pub use error::{Error, ErrorClass, TenantError};
+pub use error::{About, Error, ErrorClass, TenantError};

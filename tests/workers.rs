@@ -310,7 +310,7 @@ fn a_sqlite_store_refuses_a_worker() {
     let out = run_in(dir.path(), &["worker", "--state", "state.db"]);
     expect_exit(&out, 2);
     assert!(
-        stderr(&out).contains("fleetmig worker needs a state store several processes share"),
+        stderr(&out).contains("fleetmig worker: needs a state store several processes share"),
         "{}",
         stderr(&out)
     );

@@ -8,13 +8,14 @@ use std::time::Duration;
 /// would never fire in any useful sense.
 pub const MAX_DURATION: Duration = Duration::from_millis(i32::MAX as u64);
 
-/// `value`, given to flag or setting `name`; the error names both.
-pub fn parse(value: &str, name: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(value)
-        .map_err(|e| format!("{name} {value:?}: {e} (write e.g. 500ms, 5s, 2m)"))?;
+/// `value`, as a flag or setting gives it; the error says what is wrong
+/// (the caller names the flag).
+pub fn parse(value: &str) -> Result<Duration, String> {
+    let d =
+        humantime::parse_duration(value).map_err(|e| format!("{e} (write e.g. 500ms, 5s, 2m)"))?;
     if d > MAX_DURATION {
         return Err(format!(
-            "{name} {value:?}: at most {} (about 24.8 days)",
+            "at most {} (about 24.8 days)",
             humantime::format_duration(MAX_DURATION)
         ));
     }

@@ -166,10 +166,11 @@ pub async fn restore(a: RestoreArgs) -> Result<i32, Error> {
     let found = store.backup(&a.tenant, a.rollout.as_deref()).await;
     store.close().await;
     let (rollout, path) = found?.ok_or_else(|| {
-        Error::Usage(format!(
-            "no backup of tenant {} in the state store {} (take them with --backup DIR)",
-            a.tenant, store.location
-        ))
+        let m = format!(
+            "no backup of it in the state store {} (take them with --backup DIR)",
+            store.location
+        );
+        Error::flag_value("--tenant", &a.tenant, m)
     })?;
     match crate::dialect::backup::restore(&tenants[0], std::path::Path::new(&path)) {
         Ok(()) => {
@@ -216,11 +217,8 @@ pub async fn baseline(a: BaselineArgs) -> Result<i32, Error> {
     let tenants = only_these(&found.tenants, &a.tenants, fleet)?;
     let refused = refused_unless_only(&found.refused, &a.tenants);
     if set.get(a.version).is_none() {
-        return Err(Error::Usage(format!(
-            "--version {}: no such migration in {}",
-            a.version,
-            cfg.migrations.display()
-        )));
+        let m = format!("no such migration in {}", cfg.migrations.display());
+        return Err(Error::flag_value("--version", a.version, m));
     }
     let connector = Connector::new(cfg.settings.clone());
     let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);

@@ -41,10 +41,10 @@ impl Subscriber for Bar {
 
 pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     if a.batch_rows == 0 {
-        return Err(Error::Usage("--batch-rows must be at least 1".into()));
+        return Err(Error::flag("--batch-rows", "must be at least 1"));
     }
     if a.jobs == 0 || a.jobs > 64 {
-        return Err(Error::Usage("--jobs must be 1 to 64".into()));
+        return Err(Error::flag("--jobs", "must be 1 to 64"));
     }
     let pause = match &a.pause {
         Some(p) => crate::config::duration(p, "--pause")?,
@@ -65,20 +65,19 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
         ..a.rollout.clone()
     };
     if let Some(flag) = rollout_flag.first_given() {
-        return Err(Error::Usage(format!(
-            "{flag}: for a move of many tenants (--select)"
-        )));
+        return Err(Error::flag(flag, "for a move of many tenants (--select)"));
     }
     let cfg = config(&a.common, Overrides::default())?;
     let Some(wanted) = a.tenant.as_deref() else {
-        return Err(Error::Usage(
-            "--tenant or --select: which tenants to move".into(),
+        return Err(Error::flag(
+            "--tenant",
+            "which tenant to move (or --select for many)",
         ));
     };
     let fleet = cfg.fleet()?;
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
     let to = locator_from(&a.to, a.schema.clone(), &cwd)
-        .map_err(|m| Error::Usage(format!("--to {}: {m}", redact_url(&a.to))))?;
+        .map_err(|m| Error::flag_value("--to", redact_url(&a.to), m))?;
     // a registry row says where the tenant now is, from wherever it is read
     let to_text = match &to {
         Locator::Sqlite { path } => format!("sqlite:{}", path.display()),
@@ -87,9 +86,8 @@ pub async fn run(a: MoveArgs) -> Result<i32, Error> {
     crate::report::check_folder(&cfg.reports)?;
     let (set, found) = crate::rollout::prepare(&cfg.migrations, fleet, &cfg.discover).await?;
     let Some(tenant) = found.tenants.iter().find(|t| t.id.as_str() == wanted) else {
-        return Err(Error::Usage(format!(
-            "--tenant {wanted}: no such tenant in the fleet {fleet}"
-        )));
+        let m = format!("no such tenant in the fleet {fleet}");
+        return Err(Error::flag_value("--tenant", wanted, m));
     };
     let store = open_store(&cfg, Open::Create).await?;
     let connector = Connector::new(cfg.settings.clone());
@@ -214,24 +212,26 @@ async fn run_many(a: MoveArgs, select: String, pause: std::time::Duration) -> Re
     o.keys.exec.max_failures = a.max_failures;
     let mut cfg = config(&a.common, o)?;
     if !matches!(cfg.fleet()?, FleetSpec::Registry(_)) {
-        return Err(Error::Usage(format!(
-            "--select moves tenants of a registry fleet (registry:FILE.csv), whose rows the moves \
-             switch; the fleet {} finds its tenants by discovery and would go on finding the old copies",
+        let m = format!(
+            "moves tenants of a registry fleet (registry:FILE.csv), whose rows the moves switch; \
+             the fleet {} finds its tenants by discovery and would go on finding the old copies",
             cfg.fleet()?
-        )));
+        );
+        return Err(Error::flag("--select", m));
     }
     let placeholder = MoveSpec::TENANT;
     if !a.to.contains(placeholder) && !a.schema.as_deref().is_some_and(|s| s.contains(placeholder))
     {
-        return Err(Error::Usage(format!(
-            "--to {}: with --select, say where each tenant goes with {placeholder} in --to (a \
-             database or a file) or in --schema",
-            redact_url(&a.to)
-        )));
+        let m = format!(
+            "with --select, say where each tenant goes with {placeholder} in --to (a database or \
+             a file) or in --schema"
+        );
+        return Err(Error::flag_value("--to", redact_url(&a.to), m));
     }
     if a.json {
-        return Err(Error::Usage(
-            "--json is for one move; a move rollout writes its report under --reports".into(),
+        return Err(Error::flag(
+            "--json",
+            "for one move; a move rollout writes its report under --reports",
         ));
     }
     let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
@@ -241,7 +241,7 @@ async fn run_many(a: MoveArgs, select: String, pause: std::time::Duration) -> Re
     let to = match locator_from(&a.to, schema, &cwd) {
         Ok(Locator::Sqlite { path }) => format!("sqlite:{}", path.display()),
         Ok(_) => a.to.clone(),
-        Err(m) => return Err(Error::Usage(format!("--to {}: {m}", redact_url(&a.to)))),
+        Err(m) => return Err(Error::flag_value("--to", redact_url(&a.to), m)),
     };
     let spec = MoveSpec {
         to,

@@ -14,7 +14,7 @@ use super::args::{
 use super::output;
 use super::run::{Invocation, finish, in_context, open_store};
 use crate::config::{Config, Overrides};
-use crate::error::Error;
+use crate::error::{About, Error};
 use crate::report::RunReport;
 use crate::rollout::Finished;
 use crate::state::{Location, Open, Request, RolloutRecord, RolloutStatus, RunStatus, StateStore};
@@ -45,21 +45,23 @@ async fn pick(
         .collect();
     let whose = fleet.map(|f| format!(" of fleet {f}")).unwrap_or_default();
     match (candidates.len(), fleet) {
-        (0, _) => Err(Error::Usage(format!(
-            "no {what}rollout{whose} in the state store {}",
-            store.location
-        ))),
+        (0, _) => Err(Error::usage(
+            About::Store(store.location.clone()),
+            format!("no {what}rollout{whose}"),
+        )),
         (1, _) | (_, Some(_)) => Ok(candidates.into_iter().next().expect("one")),
-        (n, None) => Err(Error::Usage(format!(
-            "{n} {what}rollouts in the state store {}: {}; name one, or pass --fleet",
-            store.location,
-            candidates
-                .iter()
-                .take(5)
-                .map(|r| format!("{} (fleet {})", r.id, r.fleet))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        (n, None) => Err(Error::usage(
+            About::Store(store.location.clone()),
+            format!(
+                "{n} {what}rollouts: {}; name one, or pass --fleet",
+                candidates
+                    .iter()
+                    .take(5)
+                    .map(|r| format!("{} (fleet {})", r.id, r.fleet))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )),
     }
 }
 
@@ -68,12 +70,8 @@ async fn pick(
 fn adopt(cfg: &mut Config, r: &RolloutRecord, needs_fleet: bool) -> Result<(), Error> {
     match &cfg.fleet {
         Some(f) if !f.is(&r.fleet) => {
-            return Err(Error::Usage(format!(
-                "--fleet {} is not the fleet of rollout {}, which is {}",
-                f.recorded(),
-                r.id,
-                r.fleet
-            )));
+            let m = format!("is not the fleet of rollout {}, which is {}", r.id, r.fleet);
+            return Err(Error::flag_value("--fleet", f.recorded(), m));
         }
         Some(_) => {}
         // pause and abort touch the state store only
@@ -82,22 +80,26 @@ fn adopt(cfg: &mut Config, r: &RolloutRecord, needs_fleet: bool) -> Result<(), E
         }
         None => {
             cfg.fleet = Some(FleetSpec::from_record(&r.fleet).ok_or_else(|| {
-                Error::Usage(format!(
-                    "rollout {} ran on {}, whose password fleetmig does not keep: pass --fleet",
-                    r.id, r.fleet
-                ))
+                let m = format!(
+                    "ran on {}, whose password fleetmig does not keep: pass --fleet",
+                    r.fleet
+                );
+                Error::usage(About::Rollout(r.id.clone()), m)
             })?);
         }
     }
     let recorded = Path::new(&r.migrations_dir);
     if cfg.given.migrations {
         if !same_place(&cfg.migrations, recorded) {
-            return Err(Error::Usage(format!(
-                "--migrations {} is not the migration folder of rollout {}, which is {}",
+            let m = format!(
+                "is not the migration folder of rollout {}, which is {}",
+                r.id, r.migrations_dir
+            );
+            return Err(Error::flag_value(
+                "--migrations",
                 cfg.migrations.display(),
-                r.id,
-                r.migrations_dir
-            )));
+                m,
+            ));
         }
     } else {
         cfg.migrations = recorded.to_path_buf();
@@ -245,10 +247,13 @@ pub async fn worker(a: WorkerArgs) -> Result<i32, Error> {
     if !store.is_shared() {
         let location = store.location.clone();
         store.close().await;
-        return Err(Error::Usage(format!(
-            "fleetmig worker needs a state store several processes share: --state postgres://... \
-             ({location} is a SQLite file, which one process at a time runs; use sync, rollout or resume)"
-        )));
+        return Err(Error::usage(
+            About::Command("worker"),
+            format!(
+                "needs a state store several processes share: --state postgres://... ({location} \
+                 is a SQLite file, which one process at a time runs; use sync, rollout or resume)"
+            ),
+        ));
     }
     let r = work_until_done(&cfg, &store, &a).await;
     store.close().await;
@@ -424,24 +429,26 @@ fn move_to(r: &RolloutRecord, given: Option<String>) -> Result<Option<String>, E
         return Ok(None);
     };
     if !spec.host.is_empty() && spec.host != crate::rollout::host() {
-        return Err(Error::Usage(format!(
-            "move rollout {} switches rows of a registry file on {}: run this there",
-            r.id, spec.host
-        )));
+        let m = format!(
+            "a move rollout; it switches rows of a registry file on {}: run this there",
+            spec.host
+        );
+        return Err(Error::usage(About::Rollout(r.id.clone()), m));
     }
     let kept = &spec.to;
     match given {
-        Some(to) if crate::options::MoveSpec::redacted(&to) != *kept => Err(Error::Usage(format!(
-            "--to {}: not the target of move rollout {}, which is {kept}",
+        Some(to) if crate::options::MoveSpec::redacted(&to) != *kept => Err(Error::flag_value(
+            "--to",
             crate::tenant::redact_url(&to),
-            r.id
-        ))),
+            format!("not the target of move rollout {}, which is {kept}", r.id),
+        )),
         Some(to) => Ok(Some(to)),
-        None if spec.needs_password() => Err(Error::Usage(format!(
-            "move rollout {} moves tenants to {kept}, whose password fleetmig does not keep: \
-             pass --to with it",
-            r.id
-        ))),
+        None if spec.needs_password() => Err(Error::usage(
+            About::Rollout(r.id.clone()),
+            format!(
+                "a move rollout to {kept}, whose password fleetmig does not keep: pass --to with it"
+            ),
+        )),
         None => Ok(None),
     }
 }

@@ -195,12 +195,18 @@ fn given<T: Serialize>(keys: &T) -> Vec<String> {
 fn object<T: Serialize>(keys: &T) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
     match serde_json::to_value(keys).map_err(internal)? {
         serde_json::Value::Object(o) => Ok(o),
-        other => Err(Error::Usage(format!("settings keys as {other}"))),
+        other => Err(Error::Config {
+            path: "fleetmig.toml".into(),
+            message: format!("settings keys as {other}"),
+        }),
     }
 }
 
 fn internal(e: serde_json::Error) -> Error {
-    Error::Usage(format!("settings keys: {e}"))
+    Error::Config {
+        path: "fleetmig.toml".into(),
+        message: format!("settings keys: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -139,9 +139,11 @@ fn rollout_request(k: &RolloutKeys) -> Result<RolloutRequest, Error> {
     if let Some(r) = rate
         && !(0.0..=1.0).contains(&r)
     {
-        return Err(Error::Usage(format!(
-            "--gate-max-failure-rate {r}: a fraction between 0 and 1 (0.05 is 5%)"
-        )));
+        return Err(Error::flag_value(
+            "--gate-max-failure-rate",
+            r,
+            "a fraction between 0 and 1 (0.05 is 5%)",
+        ));
     }
     Ok(RolloutRequest {
         waves: k.waves.clone(),
@@ -194,26 +196,25 @@ fn bounded(
 /// `d` (given as `text` to `flag`), refused when under `min`.
 fn at_least(d: Duration, flag: &str, text: &str, min: Duration) -> Result<Duration, Error> {
     if d < min {
-        return Err(Error::Usage(format!(
-            "{flag} {text}: at least {}",
-            humantime::format_duration(min)
-        )));
+        let m = format!("at least {}", humantime::format_duration(min));
+        return Err(Error::flag_value(flag, text, m));
     }
     Ok(d)
 }
 
 pub fn duration(value: &str, name: &str) -> Result<Duration, Error> {
-    fleetmig_parse::duration::parse(value, name).map_err(Error::Usage)
+    fleetmig_parse::duration::parse(value)
+        .map_err(|m| Error::flag_value(name, format!("{value:?}"), m))
 }
 
 impl Config {
     /// The fleet; a usage error saying how to give one when none was.
     pub fn fleet(&self) -> Result<&FleetSpec, Error> {
         self.fleet.as_ref().ok_or_else(|| {
-            Error::Usage(
+            Error::flag(
+                "--fleet",
                 "no fleet given: pass --fleet KIND:WHERE (e.g. --fleet sqlite-dir:tenants/demo), \
-                 set FLEETMIG_FLEET, or put `fleet = \"...\"` in fleetmig.toml"
-                    .into(),
+                 set FLEETMIG_FLEET, or put `fleet = \"...\"` in fleetmig.toml",
             )
         })
     }
@@ -235,7 +236,7 @@ impl Config {
         if let Some(t) = o.target
             && t <= 0
         {
-            return Err(Error::Usage(format!("--to {t}: versions are positive")));
+            return Err(Error::flag_value("--to", t, "versions are positive"));
         }
         let exec = exec_options(&e, &f)?;
         let settings = settings(&f, &exec)?;
@@ -277,14 +278,14 @@ impl Config {
 /// How tenants are run: limits, retries, transactions, backup, preflight.
 fn exec_options(e: &ExecKeys, f: &FleetKeys) -> Result<ExecOptions, Error> {
     let at_least_one = |v: Option<usize>, flag: &str| match v {
-        Some(0) => Err(Error::Usage(format!("{flag} must be at least 1"))),
+        Some(0) => Err(Error::flag(flag, "must be at least 1")),
         v => Ok(v),
     };
     let concurrency = at_least_one(f.concurrency, "--concurrency")?.unwrap_or(8);
     let per_server = at_least_one(f.per_server, "--per-server")?.unwrap_or(concurrency);
     let max_attempts = e.max_attempts.unwrap_or(3);
     if max_attempts == 0 {
-        return Err(Error::Usage("--max-attempts must be at least 1".into()));
+        return Err(Error::flag("--max-attempts", "must be at least 1"));
     }
     Ok(ExecOptions {
         concurrency,
@@ -314,7 +315,7 @@ fn settings(f: &FleetKeys, exec: &ExecOptions) -> Result<Settings, Error> {
         None => None,
     };
     if f.pool_size == Some(0) {
-        return Err(Error::Usage("pool_size must be at least 1".into()));
+        return Err(Error::flag("--pool-size", "must be at least 1"));
     }
     Ok(Settings {
         lock_timeout: or_default(&f.lock_timeout, "--lock-timeout", Duration::from_secs(5))?,

@@ -26,9 +26,10 @@ fn slug(description: &str) -> Result<String, Error> {
         .collect();
     let slug = slug.trim_matches('_').to_string();
     if slug.is_empty() {
-        return Err(Error::Usage(format!(
-            "fleetmig new: description {description:?} has no letters or digits"
-        )));
+        return Err(Error::usage(
+            crate::error::About::Command("new"),
+            format!("description {description:?} has no letters or digits"),
+        ));
     }
     Ok(slug)
 }

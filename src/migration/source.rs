@@ -168,11 +168,12 @@ impl MigrationSet {
             .find(|m| m.version < target)
             .map(|m| format!("; the nearest below is {}", m.version))
             .unwrap_or_default();
-        Err(Error::Usage(format!(
-            "--to {target}: {} has no migration with version {target} (head is {}{below})",
+        let m = format!(
+            "{} has no migration with version {target} (head is {}{below})",
             self.dir.display(),
             self.head()
-        )))
+        );
+        Err(Error::flag_value("--to", target, m))
     }
 
     pub fn get(&self, version: i64) -> Option<&Migration> {

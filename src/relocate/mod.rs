@@ -49,7 +49,7 @@ use crate::rollout::context::Cancel;
 use crate::state::StateStore;
 pub use crate::state::moves::{MoveReport, MoveStatus, TableMoved};
 use crate::tenant::{Locator, Tenant};
-use target::Claimed;
+use target::{Claimed, refused};
 use transfer::{pair, verify};
 
 /// How a move runs.
@@ -115,7 +115,7 @@ impl Mover<'_> {
                 "move {}: the tenant could not be locked or reached for now: {}",
                 tenant.id, e.message
             )),
-            false => Error::Usage(format!("move {}: {}", tenant.id, e.message)),
+            false => refused(tenant, e.message),
         };
         // the source's lock, for the whole move
         let mut lock = self
@@ -157,7 +157,7 @@ impl Mover<'_> {
         let (history, version) = source_version(self.set, tenant, lock).await?;
         let mut source = copy::open(&self.connector.settings, &tenant.locator)
             .await
-            .map_err(|e| Error::Usage(format!("move {}: {}", tenant.id, e.message)))?;
+            .map_err(|e| refused(tenant, e.message))?;
         let known = Known {
             tenant,
             to: &to,
@@ -193,12 +193,8 @@ impl Mover<'_> {
             &id,
         )
         .await?;
-        pair(&tables, &scratch.tables).map_err(|e| {
-            Error::Usage(format!(
-                "move {}: nothing was touched: {}",
-                tenant.id, e.message
-            ))
-        })?;
+        pair(&tables, &scratch.tables)
+            .map_err(|e| refused(tenant, format!("nothing was touched: {}", e.message)))?;
         self.claim(k, &scratch, &mut report).await?;
         let filled = self
             .fill(tenant, to, k.version, &tables, source, &mut report)
@@ -525,7 +521,7 @@ impl Mover<'_> {
     /// on it, which is removed here, and that move recorded done. The id of
     /// the move settled, if one was.
     pub async fn settle(&self, tenant: &Tenant) -> Result<Option<String>, Error> {
-        let te = |e: TenantError| Error::Usage(format!("move {}: {}", tenant.id, e.message));
+        let te = |e: TenantError| refused(tenant, e.message);
         let mut end = copy::open(&self.connector.settings, &tenant.locator)
             .await
             .map_err(te)?;
@@ -597,7 +593,7 @@ async fn source_version(
     tenant: &Tenant,
     session: &mut dyn Session,
 ) -> Result<(Vec<Applied>, i64), Error> {
-    let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
+    let usage = |m: String| refused(tenant, m);
     let history = session.history().await.map_err(|e| usage(e.message))?;
     if let Some(h) = history.iter().find(|h| !h.success) {
         return Err(usage(format!(
@@ -639,7 +635,7 @@ async fn source_version(
 /// The source's tables, refused when a column's type cannot be carried or
 /// a table has no primary key.
 async fn carried(tenant: &Tenant, source: &mut dyn CopyEnd) -> Result<Vec<Table>, Error> {
-    let usage = |m: String| Error::Usage(format!("move {}: {m}", tenant.id));
+    let usage = |m: String| refused(tenant, m);
     let tables = source.tables().await.map_err(|e| usage(e.message))?;
     let mut problems = Vec::new();
     for t in &tables {

@@ -27,9 +27,9 @@ use crate::migration::{Applied, MigrationSet};
 use crate::state::StateStore;
 use crate::tenant::{Locator, Tenant};
 
-/// A refusal before anything was touched.
-fn refused(tenant: &Tenant, m: String) -> Error {
-    Error::Usage(format!("move {}: {m}", tenant.id))
+/// A refusal of the move of `tenant`, before anything was touched.
+pub(super) fn refused(tenant: &Tenant, m: String) -> Error {
+    Error::usage(crate::error::About::Move(tenant.id.to_string()), m)
 }
 
 /// The places of the source and the target; refused when the target is the

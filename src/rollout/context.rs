@@ -225,14 +225,14 @@ impl Ctx<'_> {
     /// it with different files would apply what was never planned.
     pub fn check_same_set(&self, r: &RolloutRecord) -> Result<(), Error> {
         if r.set_checksum != self.set.checksum {
-            return Err(Error::Usage(format!(
-                "rollout {} was planned with migration set {} but {} now has {}: the migrations changed \
-                 since it started. Restore them, or abort it and start a new rollout",
-                r.id,
+            let m = format!(
+                "planned with migration set {} but {} now has {}: the migrations changed since it \
+                 started. Restore them, or abort it and start a new rollout",
                 r.set_checksum,
                 self.set.dir.display(),
                 self.set.checksum
-            )));
+            );
+            return Err(Error::usage(crate::error::About::Rollout(r.id.clone()), m));
         }
         Ok(())
     }
@@ -250,11 +250,10 @@ pub fn only_these(
     }
     let mut wanted = Vec::new();
     for id in only {
-        let id = TenantId::new(id).map_err(|m| Error::Usage(format!("--tenant: {m}")))?;
+        let id = TenantId::new(id).map_err(|m| Error::flag("--tenant", m))?;
         if !tenants.iter().any(|t| t.id == id) {
-            return Err(Error::Usage(format!(
-                "--tenant {id}: no such tenant in fleet {fleet}"
-            )));
+            let m = format!("no such tenant in fleet {fleet}");
+            return Err(Error::flag_value("--tenant", id, m));
         }
         wanted.push(id);
     }

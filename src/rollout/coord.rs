@@ -188,12 +188,14 @@ pub fn host() -> String {
 /// claims, the journal and the plan are read as this version writes them).
 pub fn same_version(r: &RolloutRecord) -> Result<(), Error> {
     match &r.settings.fleetmig_version {
-        Some(v) if v != env!("CARGO_PKG_VERSION") => Err(Error::Usage(format!(
-            "rollout {} was planned by fleetmig {v}; this is fleetmig {}: its workers must all be \
-             the one version (run fleetmig {v} here, or finish the rollout first)",
-            r.id,
-            env!("CARGO_PKG_VERSION")
-        ))),
+        Some(v) if v != env!("CARGO_PKG_VERSION") => Err(Error::usage(
+            crate::error::About::Rollout(r.id.clone()),
+            format!(
+                "planned by fleetmig {v}; this is fleetmig {}: its workers must all be the one \
+                 version (run fleetmig {v} here, or finish the rollout first)",
+                env!("CARGO_PKG_VERSION")
+            ),
+        )),
         _ => Ok(()),
     }
 }

@@ -13,7 +13,7 @@ use super::engine::Batch;
 use super::outcome::{Finished, skip_todo, write_report};
 use super::recorder::Recorder;
 use super::waves::PlannedWave;
-use crate::error::Error;
+use crate::error::{About, Error};
 use crate::options::Frozen;
 use crate::state::{Request, RolloutRecord, RolloutStatus, StateStore, now_ms};
 
@@ -62,10 +62,11 @@ pub async fn start(
 pub async fn resume(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
     let r = ctx.store.get_rollout(id).await?;
     if r.status.is_finished() {
-        return Err(Error::Usage(format!(
-            "rollout {id} is {}; nothing to resume (use `fleetmig retry --rollout {id}` for failed tenants)",
+        let m = format!(
+            "{}; nothing to resume (use `fleetmig retry --rollout {id}` for failed tenants)",
             r.status
-        )));
+        );
+        return Err(Error::usage(About::Rollout(id.into()), m));
     }
     ctx.check_same_set(&r)?;
     crate::report::check_folder(&ctx.opts.reports)?;
@@ -118,9 +119,8 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
     let runs = ctx.store.tenant_runs(id).await?;
     for t in tenants {
         if !runs.iter().any(|r| &r.tenant == t) {
-            return Err(Error::Usage(format!(
-                "--tenant {t}: not a tenant of rollout {id}"
-            )));
+            let m = format!("not a tenant of rollout {id}");
+            return Err(Error::flag_value("--tenant", t, m));
         }
     }
     let recorder = Recorder::start(ctx.store.clone(), id, None, ctx.opts.lease);
@@ -161,10 +161,8 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
 pub async fn abort(store: &StateStore, id: &str, reports: &Path) -> Result<Finished, Error> {
     let r = store.get_rollout(id).await?;
     if r.status.is_finished() {
-        return Err(Error::Usage(format!(
-            "rollout {id} is already {}",
-            r.status
-        )));
+        let m = format!("already {}", r.status);
+        return Err(Error::usage(About::Rollout(id.into()), m));
     }
     crate::report::check_folder(reports)?;
     skip_todo(store, id).await?;
@@ -213,10 +211,8 @@ pub async fn stop(
 ) -> Result<Finished, Error> {
     let r = store.get_rollout(id).await?;
     if r.status.is_finished() {
-        return Err(Error::Usage(format!(
-            "rollout {id} is already {}",
-            r.status
-        )));
+        let m = format!("already {}", r.status);
+        return Err(Error::usage(About::Rollout(id.into()), m));
     }
     if !held(store, &r, lease).await? {
         return stop_here(store, &r, request, reports).await;
@@ -286,10 +282,10 @@ async fn stop_here(
                 .await?;
             write_report(store, id, reports, None).await
         }
-        Request::Pause => Err(Error::Usage(format!(
-            "rollout {id} is {} already: nothing runs it",
-            r.status
-        ))),
+        Request::Pause => Err(Error::usage(
+            About::Rollout(id.into()),
+            format!("{} already: nothing runs it", r.status),
+        )),
     }
 }
 

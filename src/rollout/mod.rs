@@ -151,7 +151,7 @@ pub async fn start(
         .as_ref()
         .map(|p| {
             std::fs::read_to_string(p)
-                .map_err(|e| Error::Usage(format!("--gate-sql {}: {e}", p.display())))
+                .map_err(|e| Error::flag_value("--gate-sql", p.display(), e.to_string()))
         })
         .transpose()?;
     pause_after_fits(req, &plan)?;
@@ -227,33 +227,33 @@ pub async fn start_move(
 ) -> Result<Finished, Error> {
     crate::report::check_folder(&ctx.opts.reports)?;
     if req.gate_sql.is_some() || req.revert_on_halt {
-        return Err(Error::Usage(
-            "--gate-sql and --revert-on-halt are for migrations; a move rollout's gates count failures"
-                .into(),
+        let flag = match req.gate_sql {
+            Some(_) => "--gate-sql",
+            None => "--revert-on-halt",
+        };
+        return Err(Error::flag(
+            flag,
+            "for migrations; a move rollout's gates count failures",
         ));
     }
     if select.contains(',') {
-        return Err(Error::Usage(format!(
-            "--select {select}: one selector (tag:K[=V], ids:a+b, N, N%); waves go in --waves"
-        )));
+        return Err(Error::flag_value(
+            "--select",
+            select,
+            "one selector (tag:K[=V], ids:a+b, N, N%); waves go in --waves",
+        ));
     }
     let id = new_run_id();
-    let tenants = waves::select(select, &ctx.tenants, &id)
-        .map_err(|e| Error::Usage(format!("--select {select}: {e}")))?;
+    let tenants = waves::select(select, &ctx.tenants, &id)?;
     if tenants.is_empty() {
-        return Err(Error::Usage(format!(
-            "--select {select}: no tenant of the fleet {} is selected",
-            ctx.fleet
-        )));
+        let m = format!("no tenant of the fleet {} is selected", ctx.fleet);
+        return Err(Error::flag_value("--select", select, m));
     }
     for t in &tenants {
         let (url, schema) = spec.place(t.id.as_str());
         crate::tenant::locator_from(&url, schema, std::path::Path::new("/")).map_err(|m| {
-            Error::Usage(format!(
-                "--to: tenant {}'s target {}: {m}",
-                t.id,
-                crate::tenant::redact_url(&url)
-            ))
+            let url = crate::tenant::redact_url(&url);
+            Error::flag("--to", format!("tenant {}'s target {url}: {m}", t.id))
         })?;
     }
     let plan = plan_waves(
@@ -297,7 +297,7 @@ fn pause_after_fits(req: &RolloutRequest, plan: &[waves::PlannedWave]) -> Result
                 .enumerate()
                 .any(|(i, w)| &w.name == name || (i + 1).to_string() == *name) =>
         {
-            Err(Error::Usage(format!("--pause-after {name}: no such wave")))
+            Err(Error::flag_value("--pause-after", name, "no such wave"))
         }
         _ => Ok(()),
     }

@@ -113,10 +113,11 @@ pub async fn check_reversible(
         }
     }
     if !missing.is_empty() {
-        return Err(Error::Usage(format!(
-            "--revert-on-halt: these pending migrations have no .down.sql: {}",
+        let m = format!(
+            "these pending migrations have no .down.sql: {}",
             missing.into_iter().collect::<Vec<_>>().join(", ")
-        )));
+        );
+        return Err(Error::flag("--revert-on-halt", m));
     }
     Ok(())
 }

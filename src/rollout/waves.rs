@@ -11,7 +11,7 @@ pub use fleetmig_parse::waves::{Selector, WaveSpec};
 
 /// Parses `canary=tag:canary,5%,25%,100%` (see `fleetmig_parse::waves`).
 pub fn parse_waves(spec: &str) -> Result<Vec<WaveSpec>, Error> {
-    fleetmig_parse::waves::parse(spec).map_err(Error::Usage)
+    fleetmig_parse::waves::parse(spec).map_err(|m| Error::flag("--waves", m))
 }
 
 /// FNV-1a 64 over seed and id: the stable shuffle key.
@@ -44,7 +44,8 @@ pub fn plan_waves(
     remaining.sort_by_key(|t| (shuffle_key(seed, t.id.as_str()), t.id.clone()));
     let mut out = Vec::new();
     for spec in specs {
-        let take = take(spec, &remaining, tenants)?;
+        let take = take(spec, &remaining, tenants)
+            .map_err(|m| Error::flag("--waves", format!("wave {}: {m}", spec.name)))?;
         let taken: std::collections::HashSet<&str> = take.iter().map(|t| t.id.as_str()).collect();
         remaining.retain(|t| !taken.contains(t.id.as_str()));
         out.push(PlannedWave {
@@ -54,31 +55,34 @@ pub fn plan_waves(
         });
     }
     if !remaining.is_empty() {
-        return Err(Error::Usage(format!(
-            "--waves leaves {} tenant(s) in no wave (e.g. {}): end the waves with 100% or rest",
+        let m = format!(
+            "leaves {} tenant(s) in no wave (e.g. {}): end the waves with 100% or rest",
             remaining.len(),
             remaining[0].id
-        )));
+        );
+        return Err(Error::flag("--waves", m));
     }
     // a wave that takes nobody is a mistyped tag or id, or a spec whose
     // earlier waves took everyone: a gate over nothing proves nothing
     if !tenants.is_empty()
         && let Some(empty) = out.iter().find(|w| w.tenants.is_empty())
     {
-        return Err(Error::Usage(format!(
-            "--waves: wave {} ({}) takes no tenant of the fleet",
+        let m = format!(
+            "wave {} ({}) takes no tenant of the fleet",
             empty.name, empty.selector
-        )));
+        );
+        return Err(Error::flag("--waves", m));
     }
     Ok(out)
 }
 
-/// The tenants of `remaining` (in its order) that wave `spec` takes.
+/// The tenants of `remaining` (in its order) that wave `spec` takes; an id
+/// not in the fleet is refused (the caller names its flag).
 fn take<'t>(
     spec: &WaveSpec,
     remaining: &[&'t Tenant],
     tenants: &[Tenant],
-) -> Result<Vec<&'t Tenant>, Error> {
+) -> Result<Vec<&'t Tenant>, String> {
     Ok(match &spec.selector {
         Selector::Tag { key, value } => remaining
             .iter()
@@ -94,10 +98,7 @@ fn take<'t>(
                 tenants.iter().map(|t| t.id.as_str()).collect();
             for id in ids {
                 if !known.contains(id.as_str()) {
-                    return Err(Error::Usage(format!(
-                        "--waves: wave {}: no tenant {id:?} in the fleet",
-                        spec.name
-                    )));
+                    return Err(format!("no tenant {id:?} in the fleet"));
                 }
             }
             remaining
@@ -118,15 +119,15 @@ fn take<'t>(
 /// The tenants of `tenants` one selector (`tag:K[=V]`, `ids:a+b`, `N`,
 /// `N%`) takes, in the stable order `seed` shuffles them into.
 pub fn select(selector: &str, tenants: &[Tenant], seed: &str) -> Result<Vec<Tenant>, Error> {
-    let specs = parse_waves(selector)?;
+    let refuse = |m: String| Error::flag_value("--select", selector, m);
+    let specs = fleetmig_parse::waves::parse(selector).map_err(refuse)?;
     let [spec] = specs.as_slice() else {
-        return Err(Error::Usage(format!(
-            "{selector}: one selector (tag:K[=V], ids:a+b, N, N%)"
-        )));
+        return Err(refuse("one selector (tag:K[=V], ids:a+b, N, N%)".into()));
     };
     let mut remaining: Vec<&Tenant> = tenants.iter().collect();
     remaining.sort_by_key(|t| (shuffle_key(seed, t.id.as_str()), t.id.clone()));
-    Ok(take(spec, &remaining, tenants)?
+    Ok(take(spec, &remaining, tenants)
+        .map_err(refuse)?
         .into_iter()
         .cloned()
         .collect())

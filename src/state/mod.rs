@@ -78,10 +78,11 @@ pub enum Location {
 impl Location {
     pub fn parse(spec: &str) -> Result<Location, Error> {
         let bad = |why: &str| {
-            Error::Usage(format!(
-                "--state {}: {why}; give a file path or a postgres:// URL",
-                crate::tenant::redact_loose(spec)
-            ))
+            Error::flag_value(
+                "--state",
+                crate::tenant::redact_loose(spec),
+                format!("{why}; give a file path or a postgres:// URL"),
+            )
         };
         let Some((scheme, rest)) = spec.split_once(':') else {
             return Ok(Location::File(spec.into()));
@@ -102,9 +103,10 @@ impl Location {
                 Some(r) if !r.is_empty() => {
                     let url = format!("postgres://{r}");
                     crate::tenant::check_server_url(&url).map_err(|e| {
-                        Error::Usage(format!(
-                            "--state {e}; give a file path or a postgres:// URL"
-                        ))
+                        Error::flag(
+                            "--state",
+                            format!("{e}; give a file path or a postgres:// URL"),
+                        )
                     })?;
                     Ok(Location::Postgres(url))
                 }

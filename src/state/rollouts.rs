@@ -317,10 +317,8 @@ impl StateStore {
     /// Rollout `id`, or a usage error saying the store has no such rollout.
     pub async fn get_rollout(&self, id: &str) -> Result<RolloutRecord, Error> {
         self.rollout(id).await?.ok_or_else(|| {
-            Error::Usage(format!(
-                "no rollout {id} in the state store {}",
-                self.location
-            ))
+            let m = format!("no such rollout in the state store {}", self.location);
+            Error::usage(crate::error::About::Rollout(id.into()), m)
         })
     }
 

@@ -280,17 +280,16 @@ impl FromStr for FleetSpec {
 
     fn from_str(s: &str) -> Result<Self, Error> {
         let (kind, rest) = s.split_once(':').ok_or_else(|| {
-            Error::Usage(format!(
-                "--fleet {}: expected KIND:WHERE, e.g. sqlite-dir:PATH, registry:FILE.csv, \
+            Error::flag_value(
+                "--fleet",
+                redact_url(s),
+                "expected KIND:WHERE, e.g. sqlite-dir:PATH, registry:FILE.csv, \
                  postgres-schemas:URL, postgres-databases:URL, mysql-databases:URL, \
                  postgres-rows:URL, mysql-rows:URL, sqlite-rows:FILE",
-                redact_url(s)
-            ))
+            )
         })?;
         if rest.is_empty() {
-            return Err(Error::Usage(format!(
-                "--fleet {kind}: nothing after the ':'"
-            )));
+            return Err(Error::flag_value("--fleet", kind, "nothing after the ':'"));
         }
         Ok(match kind {
             "sqlite-dir" => FleetSpec::SqliteDir(PathBuf::from(rest)),
@@ -298,12 +297,10 @@ impl FromStr for FleetSpec {
             "sqlite-rows" => FleetSpec::SqliteRows(PathBuf::from(rest)),
             "postgres-schemas" | "postgres-databases" | "postgres-rows" => {
                 if Dialect::from_url(rest) != Some(Dialect::Postgres) {
-                    return Err(Error::Usage(format!(
-                        "--fleet {kind}: {} is not a postgres:// URL",
-                        redact_url(rest)
-                    )));
+                    let m = format!("{} is not a postgres:// URL", redact_url(rest));
+                    return Err(Error::flag_value("--fleet", kind, m));
                 }
-                check_server_url(rest).map_err(|e| Error::Usage(format!("--fleet {kind}: {e}")))?;
+                check_server_url(rest).map_err(|e| Error::flag_value("--fleet", kind, e))?;
                 match kind {
                     "postgres-schemas" => FleetSpec::PostgresSchemas(rest.to_string()),
                     "postgres-rows" => FleetSpec::PostgresRows(rest.to_string()),
@@ -312,23 +309,24 @@ impl FromStr for FleetSpec {
             }
             "mysql-databases" | "mysql-rows" => {
                 if Dialect::from_url(rest) != Some(Dialect::Mysql) {
-                    return Err(Error::Usage(format!(
-                        "--fleet {kind}: {} is not a mysql:// URL",
-                        redact_url(rest)
-                    )));
+                    let m = format!("{} is not a mysql:// URL", redact_url(rest));
+                    return Err(Error::flag_value("--fleet", kind, m));
                 }
-                check_server_url(rest).map_err(|e| Error::Usage(format!("--fleet {kind}: {e}")))?;
+                check_server_url(rest).map_err(|e| Error::flag_value("--fleet", kind, e))?;
                 match kind {
                     "mysql-rows" => FleetSpec::MysqlRows(rest.to_string()),
                     _ => FleetSpec::MysqlDatabases(rest.to_string()),
                 }
             }
             other => {
-                return Err(Error::Usage(format!(
-                    "--fleet: unknown fleet kind {other:?}; expected sqlite-dir, registry, \
-                     postgres-schemas, postgres-databases, mysql-databases, postgres-rows, \
-                     mysql-rows or sqlite-rows"
-                )));
+                return Err(Error::flag(
+                    "--fleet",
+                    format!(
+                        "unknown fleet kind {other:?}; expected sqlite-dir, registry, \
+                         postgres-schemas, postgres-databases, mysql-databases, postgres-rows, \
+                         mysql-rows or sqlite-rows"
+                    ),
+                ));
             }
         })
     }
