@@ -139,9 +139,9 @@ fn rollout_request(k: &RolloutKeys) -> Result<RolloutRequest, Error> {
     if let Some(r) = rate
         && !(0.0..=1.0).contains(&r)
     {
-        return Err(Error::flag_value(
+        return Err(setting(
             "--gate-max-failure-rate",
-            r,
+            Some(&r),
             "a fraction between 0 and 1 (0.05 is 5%)",
         ));
     }
@@ -197,14 +197,30 @@ fn bounded(
 fn at_least(d: Duration, flag: &str, text: &str, min: Duration) -> Result<Duration, Error> {
     if d < min {
         let m = format!("at least {}", humantime::format_duration(min));
-        return Err(Error::flag_value(flag, text, m));
+        return Err(setting(flag, Some(&text), &m));
     }
     Ok(d)
 }
 
+/// A usage error about a setting that is layered (flag, `FLEETMIG_*`,
+/// settings file): about the flag, the message saying the other two names,
+/// since the value may have come from either.
+fn setting(flag: &str, value: Option<&dyn std::fmt::Display>, message: &str) -> Error {
+    let key = flag.trim_start_matches('-');
+    let env = format!("FLEETMIG_{}", key.replace('-', "_").to_ascii_uppercase());
+    let m = format!(
+        "{message} (given as {flag}, {env} or {} in fleetmig.toml)",
+        key.replace('-', "_")
+    );
+    match value {
+        Some(v) => Error::flag_value(flag, v, m),
+        None => Error::flag(flag, m),
+    }
+}
+
 pub fn duration(value: &str, name: &str) -> Result<Duration, Error> {
     fleetmig_parse::duration::parse(value)
-        .map_err(|m| Error::flag_value(name, format!("{value:?}"), m))
+        .map_err(|m| setting(name, Some(&format!("{value:?}")), &m))
 }
 
 impl Config {
@@ -278,14 +294,14 @@ impl Config {
 /// How tenants are run: limits, retries, transactions, backup, preflight.
 fn exec_options(e: &ExecKeys, f: &FleetKeys) -> Result<ExecOptions, Error> {
     let at_least_one = |v: Option<usize>, flag: &str| match v {
-        Some(0) => Err(Error::flag(flag, "must be at least 1")),
+        Some(0) => Err(setting(flag, None, "must be at least 1")),
         v => Ok(v),
     };
     let concurrency = at_least_one(f.concurrency, "--concurrency")?.unwrap_or(8);
     let per_server = at_least_one(f.per_server, "--per-server")?.unwrap_or(concurrency);
     let max_attempts = e.max_attempts.unwrap_or(3);
     if max_attempts == 0 {
-        return Err(Error::flag("--max-attempts", "must be at least 1"));
+        return Err(setting("--max-attempts", None, "must be at least 1"));
     }
     Ok(ExecOptions {
         concurrency,
@@ -315,7 +331,7 @@ fn settings(f: &FleetKeys, exec: &ExecOptions) -> Result<Settings, Error> {
         None => None,
     };
     if f.pool_size == Some(0) {
-        return Err(Error::flag("--pool-size", "must be at least 1"));
+        return Err(setting("--pool-size", None, "must be at least 1"));
     }
     Ok(Settings {
         lock_timeout: or_default(&f.lock_timeout, "--lock-timeout", Duration::from_secs(5))?,

@@ -11,15 +11,18 @@ use std::sync::{Arc, Mutex};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
-use super::value::{Affinity, Spec};
 use super::{
-    Catalog, Column, Contents, CopyEnd, Created, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE,
-    Sql, Table, Value, bind_value, failed, orphan_sql, orphan_text,
+    Catalog, Column, Contents, CopyEnd, Created, ForeignKey, MARK_TABLE, Mark, SAVED_TABLE, Table,
+    Value, bind_value, failed, orphan_sql, orphan_text,
 };
 use crate::dialect::quote_ident;
 use crate::error::TenantError;
 use crate::options::Settings;
 use crate::tenant::Dialect;
+
+mod types;
+
+use types::{SQL, kind, spec, stored};
 
 pub struct SqliteEnd {
     /// Catalog reads and every write.
@@ -59,72 +62,6 @@ async fn read<T: Send + 'static>(
         }
     })
 }
-
-/// A cell by its storage class.
-fn stored(v: rusqlite::types::ValueRef<'_>) -> Result<Value, rusqlite::Error> {
-    use rusqlite::types::ValueRef as R;
-    Ok(match v {
-        R::Null => Value::Null,
-        R::Integer(i) => Value::Int(i),
-        R::Real(f) => Value::Float(f),
-        R::Text(t) => Value::Text(String::from_utf8(t.to_vec()).map_err(|_| {
-            rusqlite::Error::InvalidColumnType(
-                0,
-                "text that is not UTF-8".into(),
-                rusqlite::types::Type::Text,
-            )
-        })?),
-        R::Blob(b) => Value::Bytes(b.to_vec()),
-    })
-}
-
-/// What fleetmig reads a column declared `declared` as, for the other
-/// systems (its cells are carried by storage class between SQLite files).
-fn kind(declared: &str) -> Kind {
-    let d = declared.to_ascii_uppercase();
-    let has = |s: &str| d.contains(s);
-    if has("BOOL") {
-        Kind::Bool
-    } else if has("UUID") {
-        Kind::Uuid
-    } else if has("JSON") {
-        Kind::Json
-    } else if has("TIMESTAMPTZ") || has("WITH TIME ZONE") {
-        Kind::TimestampTz
-    } else if has("DATETIME") || has("TIMESTAMP") {
-        Kind::Timestamp
-    } else if has("DATE") {
-        Kind::Date
-    } else if has("INT") {
-        Kind::Int
-    } else if has("CHAR") || has("CLOB") || has("TEXT") || d.trim().is_empty() {
-        Kind::Text
-    } else if has("BLOB") {
-        Kind::Bytes
-    } else if has("REAL") || has("FLOA") || has("DOUB") {
-        Kind::Float
-    } else {
-        Kind::Decimal
-    }
-}
-
-fn spec(declared: &str) -> Spec {
-    let mut spec = Spec::of(Dialect::Sqlite).with_numeric_typmod(declared);
-    // SQLite keeps every digit it is given: a declared NUMERIC(12,2) is a
-    // hint, not a limit
-    spec.scale = None;
-    spec.precision = None;
-    spec.affinity = Some(Affinity::of(declared));
-    spec
-}
-
-const SQL: Sql = Sql {
-    quote: quote_ident,
-    param: |_, _| "?".to_string(),
-    read: |c| quote_ident(&c.name),
-    max_params: 30_000,
-    overriding: "",
-};
 
 impl SqliteEnd {
     pub async fn open(settings: &Settings, path: &Path) -> Result<SqliteEnd, TenantError> {

@@ -5,14 +5,12 @@
 use crate::error::FailureKind;
 use std::str::FromStr;
 
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
 use sqlx::{ConnectOptions, Connection, Executor, Row};
 
-use super::value::{JsonStore, Spec, typmod};
-use super::when::When;
 use super::{
-    Catalog, Column, Contents, CopyEnd, Created, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE,
-    Sql, Table, Value, bind_value, failed, orphan_sql, orphan_text, scan_rows,
+    Catalog, Column, Contents, CopyEnd, ForeignKey, MARK_TABLE, Mark, SAVED_TABLE, Table, Value,
+    bind_value, failed, orphan_sql, orphan_text, scan_rows,
 };
 use crate::dialect::connect;
 use crate::dialect::mysql::quote_ident;
@@ -20,140 +18,18 @@ use crate::error::TenantError;
 use crate::options::Settings;
 use crate::tenant::Dialect;
 
+mod admin;
+mod types;
+
+pub use admin::{create, drop};
+
+use types::{SQL, column_kind, decode};
+
 pub struct MySqlEnd {
     conn: MySqlConnection,
     database: String,
     /// MariaDB keeps JSON as text; MySQL re-encodes it.
     mariadb: bool,
-}
-
-/// The kind of a column from `DATA_TYPE` and `COLUMN_TYPE`, and what it
-/// holds (`mariadb`: the server keeps JSON as text).
-fn column_kind(data_type: &str, column_type: &str, mariadb: bool) -> (Option<Kind>, Spec) {
-    let unsigned = column_type.contains("unsigned");
-    let mut spec = Spec::of(Dialect::Mysql);
-    let range = |bits: u32| -> (i128, i128) {
-        if unsigned {
-            (0, (1i128 << bits) - 1)
-        } else {
-            (-(1i128 << (bits - 1)), (1i128 << (bits - 1)) - 1)
-        }
-    };
-    let kind = match data_type {
-        "tinyint" if column_type.starts_with("tinyint(1)") => Kind::Bool,
-        "bigint" if unsigned => {
-            spec.precision = Some(20);
-            spec.scale = Some(0);
-            Kind::Decimal
-        }
-        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => {
-            spec.int_range = range(match data_type {
-                "tinyint" => 8,
-                "smallint" => 16,
-                "mediumint" => 24,
-                "int" => 32,
-                _ => 64,
-            });
-            Kind::Int
-        }
-        "float" => {
-            spec.single = true;
-            Kind::Float
-        }
-        "double" => Kind::Float,
-        "decimal" => {
-            spec = spec.with_numeric_typmod(column_type);
-            Kind::Decimal
-        }
-        "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" | "enum" | "set" => {
-            Kind::Text
-        }
-        "date" => Kind::Date,
-        "datetime" | "timestamp" => {
-            spec.fsp = typmod(column_type).map_or(0, |(p, _)| p);
-            if data_type == "timestamp" {
-                spec.epoch_range = true;
-                Kind::TimestampTz
-            } else {
-                Kind::Timestamp
-            }
-        }
-        "json" => {
-            if !mariadb {
-                spec.json = JsonStore::Lossy;
-            }
-            Kind::Json
-        }
-        "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob" => Kind::Bytes,
-        "uuid" => Kind::Uuid,
-        _ => return (None, spec),
-    };
-    (Some(kind), spec)
-}
-
-const SQL: Sql = Sql {
-    quote: quote_ident,
-    // a decimal bound as text is compared as a decimal of the column's own
-    // type (not as a double, and not through a wider DECIMAL that cannot
-    // hold its digits)
-    param: |_, c| match c.kind {
-        Some(Kind::Decimal) if c.spec.scale.is_some() => format!(
-            "CAST(? AS DECIMAL({}, {}))",
-            c.spec.precision.unwrap_or(65),
-            c.spec.scale.unwrap_or(0)
-        ),
-        _ => "?".to_string(),
-    },
-    read: |c| {
-        let q = quote_ident(&c.name);
-        match c.kind {
-            Some(Kind::Int | Kind::Bool) => format!("CAST({q} AS SIGNED)"),
-            Some(Kind::Float) => format!("CAST({q} AS DOUBLE)"),
-            // dates as text: zero dates and all
-            Some(
-                Kind::Decimal
-                | Kind::Json
-                | Kind::Uuid
-                | Kind::Date
-                | Kind::Timestamp
-                | Kind::TimestampTz,
-            ) => format!("CAST({q} AS CHAR)"),
-            Some(Kind::Text)
-                if c.type_name.starts_with("enum") || c.type_name.starts_with("set") =>
-            {
-                format!("CAST({q} AS CHAR)")
-            }
-            _ => q,
-        }
-    },
-    max_params: 60_000,
-    overriding: "",
-};
-
-fn decode(row: &MySqlRow, i: usize, kind: Kind) -> Result<Value, sqlx::Error> {
-    let text = |i| row.try_get::<Option<String>, _>(i);
-    let when = |t: String| {
-        When::parse(&t).ok_or_else(|| sqlx::Error::Decode(format!("not a date: {t}").into()))
-    };
-    Ok(match kind {
-        Kind::Int => row.try_get::<Option<i64>, _>(i)?.map(Value::Int),
-        // as stored: a TINYINT(1) holding 2 is the integer 2, which a
-        // boolean column refuses
-        Kind::Bool => row.try_get::<Option<i64>, _>(i)?.map(|v| match v {
-            0 | 1 => Value::Bool(v == 1),
-            v => Value::Int(v),
-        }),
-        Kind::Float => row.try_get::<Option<f64>, _>(i)?.map(Value::Float),
-        Kind::Decimal => text(i)?.map(Value::Decimal),
-        Kind::Text => text(i)?.map(Value::Text),
-        Kind::Uuid => text(i)?.map(Value::Uuid),
-        Kind::Json => text(i)?.map(Value::Json),
-        Kind::Date => text(i)?.map(when).transpose()?.map(Value::Date),
-        Kind::Timestamp => text(i)?.map(when).transpose()?.map(Value::Timestamp),
-        Kind::TimestampTz => text(i)?.map(when).transpose()?.map(Value::TimestampTz),
-        Kind::Bytes => row.try_get::<Option<Vec<u8>>, _>(i)?.map(Value::Bytes),
-    }
-    .unwrap_or(Value::Null))
 }
 
 fn options(url: &str) -> Result<MySqlConnectOptions, TenantError> {
@@ -229,57 +105,6 @@ fn database_of(url: &str, opts: &MySqlConnectOptions) -> Result<String, TenantEr
             format!("{} names no database", crate::tenant::redact_url(url)),
         )),
     }
-}
-
-/// Creates the database `url` names where missing; says whether it did.
-pub async fn create(settings: &Settings, url: &str) -> Result<Created, TenantError> {
-    let opts = options(url)?;
-    let database = database_of(url, &opts)?;
-    let mut c = server(settings, url, &opts).await?;
-    let sql = format!("CREATE DATABASE {}", quote_ident(&database));
-    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
-    let _ = c.close().await;
-    match r {
-        Ok(_) => Ok(Created::Database),
-        Err(e) => {
-            let e = failed(Dialect::Mysql, &format!("creating database {database}"), e);
-            // 1007: it exists
-            if e.code.as_deref() == Some("1007") {
-                Ok(Created::Nothing)
-            } else {
-                Err(e)
-            }
-        }
-    }
-}
-
-/// A connection to the server of `url`, in no database.
-async fn server(
-    settings: &Settings,
-    url: &str,
-    opts: &MySqlConnectOptions,
-) -> Result<MySqlConnection, TenantError> {
-    let mut o = opts.clone();
-    o = o.database("information_schema");
-    connect(
-        Dialect::Mysql,
-        url,
-        settings.connect_timeout,
-        MySqlConnection::connect_with(&o),
-    )
-    .await
-}
-
-/// Drops the database tenant at `url`.
-pub async fn drop(settings: &Settings, url: &str) -> Result<(), TenantError> {
-    let opts = options(url)?;
-    let database = opts.get_database().unwrap_or_default().to_string();
-    let mut c = server(settings, url, &opts).await?;
-    let sql = format!("DROP DATABASE {}", quote_ident(&database));
-    let r = c.execute(sqlx::AssertSqlSafe(sql)).await;
-    let _ = c.close().await;
-    r.map(|_| ())
-        .map_err(|e| failed(Dialect::Mysql, "dropping the source", e))
 }
 
 #[async_trait::async_trait]
