@@ -379,3 +379,25 @@ mod tests {
         }
     }
 }
+
+/// Which finished rollouts keep their tenant rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Those created within this long.
+    Age(Duration),
+    /// The newest this many rollouts (of any status).
+    Newest(usize),
+}
+
+impl Keep {
+    /// `30d`, `12h` (an age) or `60` (a count of rollouts).
+    pub fn parse(text: &str) -> Result<Keep, String> {
+        let t = text.trim();
+        if let Ok(n) = t.parse::<usize>() {
+            return Ok(Keep::Newest(n));
+        }
+        humantime::parse_duration(t)
+            .map(Keep::Age)
+            .map_err(|e| format!("{e}: an age (30d, 12h) or a number of rollouts to keep (60)"))
+    }
+}

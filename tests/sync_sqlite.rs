@@ -349,3 +349,71 @@ async fn sigint_lets_in_flight_tenants_finish_their_migration_and_writes_the_rep
     );
     assert!(stderr(&out).contains("stopping"));
 }
+
+/// `status` prints what needs a person: every tenant in a state to look at,
+/// the first pending ones (and how many more), the version histogram and
+/// the count by state; `--all` every tenant; `--json` every tenant too.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_prints_the_tenants_not_at_head_and_all_of_them_when_asked() {
+    let dir = sqlite_fleet(30);
+    let mut args = vec![];
+    for t in ["t0000", "t0001", "t0002"] {
+        args.extend(["--tenant", t]);
+    }
+    expect_exit(&sync(dir.path(), &demo_migrations(), &args), 0);
+    let mut c = sqlite(&tenant_path(dir.path(), "t0002")).await;
+    c.execute("UPDATE _sqlx_migrations SET success = 0 WHERE version = 8")
+        .await
+        .unwrap();
+    c.close().await.unwrap();
+    let status = |extra: &[&str]| {
+        fleetmig()
+            .current_dir(dir.path())
+            .args(["status", "--fleet", "sqlite-dir:tenants", "--migrations"])
+            .arg(demo_migrations())
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let listed = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with('t') && l.as_bytes().get(1).is_some_and(u8::is_ascii_digit))
+            .map(|l| l.split_whitespace().next().unwrap().to_string())
+            .collect()
+    };
+
+    let out = status(&[]);
+    expect_exit(&out, 1); // t0002 is dirty
+    let text = stdout(&out);
+    let shown = listed(&text);
+    assert!(shown.contains(&"t0002".to_string()), "{text}");
+    assert!(!shown.contains(&"t0000".to_string()), "{text}");
+    assert_eq!(shown.len(), 1 + 20, "{text}");
+    assert!(
+        text.contains("... and 7 more pending (--all lists every tenant)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("versions across the fleet (head 9)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("30 tenants: 2 up_to_date, 27 pending, 1 dirty"),
+        "{text}"
+    );
+
+    let out = status(&["--all"]);
+    expect_exit(&out, 1);
+    let shown = listed(&stdout(&out));
+    assert_eq!(shown.len(), 30, "{}", stdout(&out));
+    assert_eq!(shown[0], "t0000");
+
+    let out = status(&["--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let tenants = v["tenants"].as_array().expect("tenants");
+    assert_eq!(tenants.len(), 30);
+    let dirty: Vec<_> = tenants.iter().filter(|t| t["state"] == "dirty").collect();
+    assert_eq!(dirty.len(), 1);
+    assert_eq!(dirty[0]["tenant"], "t0002");
+    assert_eq!(dirty[0]["version"], 7);
+}

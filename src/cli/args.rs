@@ -60,6 +60,9 @@ pub enum Command {
     Plan(PlanArgs),
     /// Past rollouts, newest first.
     History(HistoryArgs),
+    /// Keep the state store small: remove the tenant rows of finished
+    /// rollouts older than --keep (each rollout's row, waves and counts stay).
+    Prune(PruneArgs),
     /// Write a rollout's reports again from the state store.
     Report(ReportArgs),
     /// Create a new migration file in the migrations folder.
@@ -220,6 +223,16 @@ pub struct RetryArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Keep the tenant rows of rollouts created within this age (30d, 12h)
+    /// or of the newest N rollouts (60); older finished ones are pruned.
+    #[arg(long, value_name = "AGE|N")]
+    pub keep: String,
+}
+
+#[derive(Debug, Args)]
 pub struct AbortArgs {
     /// The rollout [default: the newest unfinished one of --fleet, or the
     /// store's only unfinished one].
@@ -293,6 +306,10 @@ pub struct StatusArgs {
     /// Show this rollout's waves and tenants from the state store.
     #[arg(long)]
     pub rollout: Option<String>,
+    /// List every tenant (by default: those not at their target, the
+    /// version histogram and the count by state; `--json` lists every one).
+    #[arg(long)]
+    pub all: bool,
     #[command(flatten)]
     pub opts: InspectOpts,
 }

@@ -2,8 +2,8 @@
 //! library call, the printing, the exit code.
 
 use super::args::{
-    BaselineArgs, CompletionsArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, RestoreArgs,
-    RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config,
+    BaselineArgs, CompletionsArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, PruneArgs,
+    RestoreArgs, RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config,
 };
 use super::output;
 use super::run::{Invocation, finish, open_store, with_context};
@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::fanout::Fanout;
 use crate::inspect::drift::DriftState;
 use crate::inspect::{TenantState, inspect};
-use crate::options::{Gates, RolloutRequest};
+use crate::options::{Gates, Keep, RolloutRequest};
 use crate::rollout::{apply_holds, only_these, parse_waves, plan_waves, prepare};
 use crate::state::Open;
 
@@ -44,7 +44,50 @@ pub async fn sync(a: RunArgs) -> Result<i32, Error> {
         crate::rollout::start(ctx, &req, &cfg.exec, "sync", &a.tenants).await
     })
     .await?;
+    retain(&cfg).await;
     Ok(finish(&f))
+}
+
+/// `prune --keep`: the tenant rows of old finished rollouts removed.
+pub async fn prune(a: PruneArgs) -> Result<i32, Error> {
+    let keep = Keep::parse(&a.keep).map_err(|m| Error::flag_value("--keep", &a.keep, m))?;
+    let cfg = config(&a.common, Overrides::default())?;
+    let store = open_store(&cfg, Open::Existing).await?;
+    let r = store.prune(keep).await;
+    store.close().await;
+    let r = r?;
+    outln!(
+        "pruned {} rollout(s): {} tenant row(s) removed from the state store {}",
+        r.rollouts,
+        r.tenant_rows,
+        store.location
+    );
+    Ok(0)
+}
+
+/// After a run, the store pruned as `--retain` (or `retain`) says; a
+/// failure is said and changes nothing of the run's outcome (its rollout
+/// is recorded whole).
+async fn retain(cfg: &Config) {
+    let Some(keep) = cfg.retain else {
+        return;
+    };
+    let pruned = async {
+        let store = open_store(cfg, Open::Existing).await?;
+        let r = store.prune(keep).await;
+        store.close().await;
+        r
+    }
+    .await;
+    match pruned {
+        Ok(r) if r.rollouts > 0 => errln!(
+            "fleetmig: --retain: pruned {} rollout(s), {} tenant row(s)",
+            r.rollouts,
+            r.tenant_rows
+        ),
+        Ok(_) => {}
+        Err(e) => errln!("fleetmig: --retain: the store was not pruned: {e}"),
+    }
 }
 
 pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
@@ -64,28 +107,32 @@ pub async fn rollout(a: RolloutArgs) -> Result<i32, Error> {
         crate::rollout::start(ctx, &cfg.rollout, &cfg.exec, "rollout", &a.run.tenants).await
     })
     .await?;
+    retain(&cfg).await;
     Ok(finish(&f))
 }
 
 /// `status` of the fleet (`status --rollout` is `recorded`'s).
 pub async fn status(a: StatusArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, a.opts.overrides())?;
-    inspect_cmd(&cfg, &a.opts, false, None).await
+    inspect_cmd(&cfg, &a.opts, View::Status { all: a.all }).await
 }
 
 pub async fn plan(a: PlanArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, a.opts.overrides())?;
     let waves = a.waves.as_deref().or(cfg.rollout.waves.as_deref());
-    inspect_cmd(&cfg, &a.opts, true, waves).await
+    inspect_cmd(&cfg, &a.opts, View::Plan { waves }).await
+}
+
+/// What `inspect_cmd` prints: `status` (every tenant with `--all`), or
+/// `plan` (with its waves when given).
+enum View<'a> {
+    Status { all: bool },
+    Plan { waves: Option<&'a str> },
 }
 
 /// `status` and `plan`: every tenant read, the contract holds applied.
-async fn inspect_cmd(
-    cfg: &Config,
-    o: &InspectOpts,
-    is_plan: bool,
-    waves: Option<&str>,
-) -> Result<i32, Error> {
+async fn inspect_cmd(cfg: &Config, o: &InspectOpts, view: View<'_>) -> Result<i32, Error> {
+    let is_plan = matches!(view, View::Plan { .. });
     let fleet = cfg.fleet()?;
     let (set, found) = prepare(&cfg.migrations, fleet, &cfg.discover).await?;
     let tenants = only_these(&found.tenants, &o.tenants, fleet)?;
@@ -93,9 +140,11 @@ async fn inspect_cmd(
     if let Some(t) = cfg.rollout.target {
         set.check_target(t)?;
     }
-    let wave_plan = match waves.filter(|_| is_plan) {
-        Some(spec) => Some(plan_waves(&parse_waves(spec)?, &tenants, "plan")?),
-        None => None,
+    let wave_plan = match view {
+        View::Plan { waves: Some(spec) } => {
+            Some(plan_waves(&parse_waves(spec)?, &tenants, "plan")?)
+        }
+        _ => None,
     };
     let connector = Connector::new(cfg.settings.clone());
     let fanout = Fanout::new(cfg.exec.concurrency, cfg.exec.per_server);
@@ -113,10 +162,9 @@ async fn inspect_cmd(
             held.as_deref(),
         );
     } else {
-        if is_plan {
-            output::print_plan(&set, &rows, wave_plan.as_deref());
-        } else {
-            output::print_status(&set, &rows);
+        match view {
+            View::Plan { .. } => output::print_plan(&set, &rows, wave_plan.as_deref()),
+            View::Status { all } => output::print_status(&set, &rows, all),
         }
         output::print_refused(refused);
         if let Some(h) = &held {

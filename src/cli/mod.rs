@@ -39,6 +39,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Status(a) => commands::status(a).await,
         Command::Plan(a) => commands::plan(a).await,
         Command::History(a) => recorded::history(a).await,
+        Command::Prune(a) => commands::prune(a).await,
         Command::Report(a) => recorded::report(a).await,
         Command::Lint(a) => commands::lint(a),
         Command::Restore(a) => commands::restore(a).await,

@@ -210,7 +210,41 @@ pub fn print_history(rows: &[(crate::state::RolloutRecord, (usize, usize, usize)
     }
 }
 
-pub fn print_status(set: &MigrationSet, rows: &[Inspection]) {
+/// How many pending tenants `status` lists without `--all` (every tenant in
+/// a state a person must look at is always listed).
+const PENDING_LISTED: usize = 20;
+
+/// `status`: the tenants not at their target (every one with `all`; else
+/// every dirty, drifted, missing or unreadable one and the first pending
+/// ones), the version histogram and the count by state.
+pub fn print_status(set: &MigrationSet, rows: &[Inspection], all: bool) {
+    let mut pending = 0;
+    let shown: Vec<&Inspection> = rows
+        .iter()
+        .filter(|r| match r.state {
+            TenantState::UpToDate => all,
+            TenantState::Pending => {
+                pending += 1;
+                all || pending <= PENDING_LISTED
+            }
+            _ => true,
+        })
+        .collect();
+    if shown.is_empty() {
+        outln!("every tenant is at its target (--all lists them)");
+    } else {
+        print_tenant_rows(&shown);
+    }
+    if !all && pending > PENDING_LISTED {
+        outln!(
+            "... and {} more pending (--all lists every tenant)",
+            pending - PENDING_LISTED
+        );
+    }
+    print_versions(set, rows);
+}
+
+fn print_tenant_rows(rows: &[&Inspection]) {
     let w = rows
         .iter()
         .map(|r| r.tenant.as_str().len())
@@ -238,6 +272,9 @@ pub fn print_status(set: &MigrationSet, rows: &[Inspection]) {
             r.error.as_ref().map(|e| e.to_string()).unwrap_or_default()
         );
     }
+}
+
+fn print_versions(set: &MigrationSet, rows: &[Inspection]) {
     outln!("\nversions across the fleet (head {}):", set.head());
     let mut hist: BTreeMap<String, usize> = BTreeMap::new();
     for r in rows {

@@ -162,7 +162,19 @@ pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
 
 pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
     let mut cfg = config(&a.common, Overrides::default())?;
-    let (store, r) = recorded(&mut cfg, a.rollout.as_deref(), |_| true, "", true).await?;
+    let (store, r) = recorded(
+        &mut cfg,
+        a.rollout.as_deref(),
+        |r| r.pruned.is_none(),
+        "",
+        true,
+    )
+    .await?;
+    // its failed tenants are not known any more
+    if let Err(e) = r.unpruned() {
+        store.close().await;
+        return Err(e);
+    }
     let tenants: Vec<String> = if a.failed {
         let runs = store.tenant_runs(&r.id).await;
         match runs {
@@ -391,7 +403,10 @@ pub async fn history(a: HistoryArgs) -> Result<i32, Error> {
     let rows = async {
         let mut rows = Vec::new();
         for r in store.rollouts(a.limit).await? {
-            let counts = store.run_counts(&r.id).await?;
+            let counts = match r.pruned {
+                Some(p) => (p.tenants, p.succeeded, p.failed),
+                None => store.run_counts(&r.id).await?,
+            };
             rows.push((r, counts));
         }
         Ok::<_, Error>(rows)

@@ -98,6 +98,10 @@ pub struct ExecKeys {
     /// After a tenant's migrations, ANALYZE the tables they changed.
     #[arg(long)]
     pub analyze: bool,
+    /// After the run, prune the tenant rows of finished rollouts older than
+    /// this age (30d) or beyond the newest N (60), as `fleetmig prune --keep`.
+    #[arg(long, value_name = "AGE|N", env = "FLEETMIG_RETAIN")]
+    pub retain: Option<String>,
     /// Before a tenant is touched (PostgreSQL): report its size and largest
     /// tables, and defer it (retried later) while an old transaction holds a
     /// table its migrations touch, or the server is short of connections.
@@ -237,7 +241,8 @@ mod tests {
         let n = names::<ExecKeys>();
         assert!(n.contains(&"tx_mode".to_string()));
         assert!(n.contains(&"preflight_min_free_connections".to_string()));
-        assert_eq!(n.len(), 9);
+        assert!(n.contains(&"retain".to_string()));
+        assert_eq!(n.len(), 10);
         let r = RolloutKeys {
             bake: Some("1s".into()),
             ..Default::default()

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::options::{ExecOptions, Gates, PreflightLimits, RetryPolicy, RolloutRequest, Settings};
+use crate::options::{
+    ExecOptions, Gates, Keep, PreflightLimits, RetryPolicy, RolloutRequest, Settings,
+};
 use crate::tenant::{DEFAULT_PATTERN, DiscoverOptions, FleetSpec};
 
 mod keys;
@@ -131,6 +133,9 @@ pub struct Config {
     pub rollout: RolloutRequest,
     /// How long a rollout's claim lives without a heartbeat.
     pub lease: Duration,
+    /// Which finished rollouts keep their tenant rows after a run
+    /// (`--retain`; none pruned when `None`).
+    pub retain: Option<Keep>,
 }
 
 /// What `rollout` (or `sync`) is asked for: waves, gates, bake, pause.
@@ -287,6 +292,11 @@ impl Config {
                 ..rollout_request(&r)?
             },
             lease,
+            retain: e
+                .retain
+                .as_deref()
+                .map(|t| Keep::parse(t).map_err(|m| setting("--retain", Some(&t), &m)))
+                .transpose()?,
         })
     }
 }

@@ -58,11 +58,19 @@ pub struct Inspection {
     pub error: Option<TenantError>,
 }
 
-async fn inspect_one(
-    connector: &Connector,
+/// How many tenants one read-ahead takes at a time: the histories read
+/// ahead are held only until they are judged, so memory stays flat with
+/// the fleet's size.
+const PEEK_CHUNK: usize = 4096;
+
+/// Where `tenant` stands, from its history as read (or why it could not be
+/// read); `exists`: its file or database is there.
+fn judged(
     set: &MigrationSet,
     tenant: &Tenant,
     target: Option<i64>,
+    history: Result<Vec<crate::migration::Applied>, TenantError>,
+    exists: bool,
 ) -> Inspection {
     let mut out = Inspection {
         tenant: tenant.id.clone(),
@@ -74,16 +82,6 @@ async fn inspect_one(
         pending: Vec::new(),
         error: None,
     };
-    let mut session = match connector.open(tenant, Access::Read).await {
-        Ok(s) => s,
-        Err(e) => {
-            out.error = Some(e);
-            return out;
-        }
-    };
-    let exists = session.exists();
-    let history = session.history().await;
-    session.close().await;
     let history = match history {
         Ok(h) => h,
         Err(e) => {
@@ -125,7 +123,29 @@ async fn inspect_one(
     out
 }
 
-/// Inspects every tenant within the fan-out's limits; results in tenant order.
+/// A tenant the read-ahead left to a session: opened read-only, its
+/// history read, closed.
+async fn inspect_one(
+    connector: &Connector,
+    set: &MigrationSet,
+    tenant: &Tenant,
+    target: Option<i64>,
+) -> Inspection {
+    let mut session = match connector.open(tenant, Access::Read).await {
+        Ok(s) => s,
+        Err(e) => return judged(set, tenant, target, Err(e), true),
+    };
+    let exists = session.exists();
+    let history = session.history().await;
+    session.close().await;
+    judged(set, tenant, target, history, exists)
+}
+
+/// Inspects every tenant within the fan-out's limits; results in tenant
+/// order. Histories are read ahead as `sync` reads them (many SQLite files
+/// per blocking reader, a hundred schemas per round trip); a tenant the
+/// read-ahead cannot settle (missing, busy, a database of its own) gets a
+/// session.
 pub async fn inspect(
     connector: &Connector,
     fanout: &Fanout,
@@ -133,13 +153,21 @@ pub async fn inspect(
     tenants: &[Tenant],
     target: Option<i64>,
 ) -> Vec<Inspection> {
-    let mut v: Vec<Inspection> = fanout
-        .run(
-            tenants.iter().collect(),
-            |t| t,
-            |t| inspect_one(connector, set, t, target),
-        )
-        .await;
+    let mut v: Vec<Inspection> = Vec::with_capacity(tenants.len());
+    for chunk in tenants.chunks(PEEK_CHUNK) {
+        let peeked = connector.peek(fanout, chunk).await;
+        let mut rest = Vec::new();
+        for (t, h) in chunk.iter().zip(peeked) {
+            match h {
+                Some(h) => v.push(judged(set, t, target, Ok(h), true)),
+                None => rest.push(t),
+            }
+        }
+        let read = fanout
+            .run(rest, |t| t, |t| inspect_one(connector, set, t, target))
+            .await;
+        v.extend(read);
+    }
     v.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     v
 }

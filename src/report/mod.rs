@@ -176,6 +176,7 @@ impl RunReport {
         mut csv: Option<&mut files::TenantsCsv>,
     ) -> Result<RunReport, Error> {
         let rollout = store.get_rollout(id).await?;
+        rollout.unpruned()?;
         let waves = store.waves(id).await?;
         let (started, t0, t1) = store.run_bounds(id).await?;
         let mut g = Gather::new(started, t0, t1);
@@ -208,6 +209,7 @@ impl RunReport {
         id: &str,
         reports: &Path,
     ) -> Result<(RunReport, PathBuf), Error> {
+        store.get_rollout(id).await?.unpruned()?;
         let dir = reports.join(id);
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let mut csv = files::TenantsCsv::create(&dir.join("tenants.csv"))?;

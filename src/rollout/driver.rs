@@ -45,6 +45,7 @@ pub async fn start(
         finished_at: None,
         requested: None,
         reports_dir: Some(absolute(&ctx.opts.reports)),
+        pruned: None,
     };
     let waves: Vec<(String, String, Vec<String>)> = plan
         .into_iter()
@@ -89,6 +90,7 @@ pub async fn resume(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
 /// meanwhile). Returns the report as it stands when this worker leaves.
 pub async fn join(ctx: &Ctx<'_>, id: &str) -> Result<Finished, Error> {
     let r = ctx.store.get_rollout(id).await?;
+    r.unpruned()?;
     ctx.check_same_set(&r)?;
     crate::report::check_folder(&ctx.opts.reports)?;
     if r.status == RolloutStatus::Running && r.requested.is_none() {
@@ -109,6 +111,7 @@ pub(crate) fn absolute(path: &Path) -> String {
 /// Runs `tenants` of rollout `id` again (recorded as further attempts).
 pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finished, Error> {
     let r = ctx.store.get_rollout(id).await?;
+    r.unpruned()?;
     ctx.check_same_set(&r)?;
     crate::report::check_folder(&ctx.opts.reports)?;
     if r.status == RolloutStatus::Running

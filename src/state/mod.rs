@@ -12,6 +12,7 @@
 //! records what fleetmig did and decided (plans, waves, gates, attempts).
 
 pub mod moves;
+mod prune;
 mod records;
 mod rollouts;
 mod runs;
@@ -20,6 +21,7 @@ pub mod status;
 mod workers;
 
 pub use moves::MoveRecord;
+pub use prune::{Keep, PruneOutcome, Pruned};
 pub use records::{
     Backfill, Earlier, Finish, RolloutRecord, RunError, TenantRun, TenantUpdate, WaveRecord,
     WaveTally,

@@ -32,6 +32,8 @@ pub struct RolloutRecord {
     pub requested: Option<Request>,
     /// Where its reports are written (absolute).
     pub reports_dir: Option<String>,
+    /// Its tenant rows were removed by `prune`; what they said.
+    pub pruned: Option<super::prune::Pruned>,
 }
 
 /// One wave as stored.
@@ -257,6 +259,11 @@ pub(super) fn rollout_from(r: &AnyRow) -> Result<RolloutRecord, String> {
         .map(|t| t.parse::<Request>())
         .transpose()
         .map_err(|e| damaged("request", e))?;
+    let pruned: Option<String> = r.try_get("pruned").map_err(|e| e.to_string())?;
+    let pruned = pruned
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| damaged("summary", e.to_string()))?;
     let get = || -> Result<RolloutRecord, sqlx::Error> {
         Ok(RolloutRecord {
             id: id.clone(),
@@ -276,6 +283,7 @@ pub(super) fn rollout_from(r: &AnyRow) -> Result<RolloutRecord, String> {
             finished_at: r.try_get("finished_at")?,
             requested,
             reports_dir: r.try_get("reports_dir")?,
+            pruned,
         })
     };
     get().map_err(|e| damaged("row", e.to_string()))

@@ -23,6 +23,13 @@ const JOURNAL: &str = "UPDATE fleetmig_tenant_runs SET journal_from = COALESCE(j
      from_version = COALESCE(from_version, $1) WHERE rollout_id = $2 AND tenant = $3 \
      AND ($4 IS NULL OR claimed_by = $4)";
 
+/// Tenants, succeeded and failed of rollout `$1` (`$2`, `$3`: the
+/// succeeded and failed statuses).
+pub(super) const RUN_COUNTS: &str = "SELECT count(*), \
+     COALESCE(sum(CASE WHEN status = $2 THEN 1 ELSE 0 END), 0), \
+     COALESCE(sum(CASE WHEN status = $3 THEN 1 ELSE 0 END), 0) \
+     FROM fleetmig_tenant_runs WHERE rollout_id = $1";
+
 impl StateStore {
     pub async fn tenant_runs(&self, id: &str) -> Result<Vec<TenantRun>, Error> {
         let rows = sqlx::query(
@@ -72,19 +79,15 @@ impl StateStore {
     }
 
     /// Tenants, succeeded and failed of rollout `id`, counted by the store.
+    /// A pruned rollout has none left: its summary has them (`RolloutRecord::pruned`).
     pub async fn run_counts(&self, id: &str) -> Result<(usize, usize, usize), Error> {
-        let (n, ok, failed): (i64, i64, i64) = sqlx::query_as(
-            "SELECT count(*), \
-             COALESCE(sum(CASE WHEN status = $2 THEN 1 ELSE 0 END), 0), \
-             COALESCE(sum(CASE WHEN status = $3 THEN 1 ELSE 0 END), 0) \
-             FROM fleetmig_tenant_runs WHERE rollout_id = $1",
-        )
-        .bind(id)
-        .bind(RunStatus::Succeeded.as_str())
-        .bind(RunStatus::Failed.as_str())
-        .fetch_one(&self.pool)
-        .await
-        .map_err(|e| self.err(e))?;
+        let (n, ok, failed): (i64, i64, i64) = sqlx::query_as(RUN_COUNTS)
+            .bind(id)
+            .bind(RunStatus::Succeeded.as_str())
+            .bind(RunStatus::Failed.as_str())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| self.err(e))?;
         Ok((n as usize, ok as usize, failed as usize))
     }
 

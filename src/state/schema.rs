@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -145,4 +145,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         taken_at BIGINT NOT NULL,
         PRIMARY KEY (rollout_id, server, slot)
     )",
+    // 10: `prune`: a finished rollout's tenant rows removed, what they
+    // said kept in its row (JSON: at, tenants, succeeded, failed)
+    "ALTER TABLE fleetmig_rollouts ADD COLUMN pruned TEXT",
 ];

@@ -114,14 +114,20 @@ async fn a_mariadb_database_moves_to_a_new_postgresql_database_with_every_type()
             "registry:fleet.csv",
             "--migrations",
             set().to_str().unwrap(),
+            "--json",
         ],
     );
-    assert!(
-        stdout(&out).contains("t1"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    let t1 = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "t1")
+        .expect("t1 in status");
+    assert_eq!(t1["dialect"], "postgres", "{t1}");
+    assert_eq!(t1["version"], 2, "{t1}");
+    assert_eq!(t1["state"], "up_to_date", "{t1}");
     mysql_drop(&src).await;
     pg_drop_database(&dst).await;
 }

@@ -12,5 +12,6 @@ mod shared;
 
 mod halts;
 mod lifecycle;
+mod prune;
 mod settings;
 mod store;

@@ -1,0 +1,172 @@
+//! Keeping the store small: `prune` removes the per-tenant rows of old
+//! finished rollouts (their tenant runs, backfill batches, server slots)
+//! and keeps each rollout's row, waves, gates and backups, with a summary
+//! of what its tenants did written into the row first (`Pruned`). A
+//! rollout that is running, paused or halted is never pruned: it may still
+//! be resumed, retried or have its gate overridden.
+
+use serde::{Deserialize, Serialize};
+
+use super::status::{RolloutStatus, RunStatus};
+use super::{StateStore, now_ms};
+use crate::error::{About, Error};
+pub use crate::options::Keep;
+
+/// What a pruned rollout's tenants did, kept in its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pruned {
+    /// When its tenant rows were removed (ms since the epoch).
+    pub at: i64,
+    pub tenants: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+/// What one `prune` did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PruneOutcome {
+    pub rollouts: usize,
+    /// Tenant runs removed.
+    pub tenant_rows: u64,
+}
+
+impl super::RolloutRecord {
+    /// Refuses a pruned rollout for what needs its tenants' rows (a
+    /// report, a retry, its tenants listed), saying what is left of it.
+    pub fn unpruned(&self) -> Result<(), Error> {
+        let Some(p) = self.pruned else {
+            return Ok(());
+        };
+        let at = chrono::DateTime::from_timestamp_millis(p.at)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_default();
+        Err(Error::usage(
+            About::Rollout(self.id.clone()),
+            format!(
+                "its tenants' rows were pruned on {at} (fleetmig prune); what is left: {} \
+                 tenants, {} succeeded, {} failed, {} (fleetmig history)",
+                p.tenants, p.succeeded, p.failed, self.status
+            ),
+        ))
+    }
+}
+
+impl StateStore {
+    /// Prunes the finished rollouts `keep` does not keep (see the module).
+    /// Safe beside running workers: a rollout is pruned only while its row
+    /// says it is finished and not yet pruned, in one transaction with the
+    /// removal of its rows.
+    pub async fn prune(&self, keep: Keep) -> Result<PruneOutcome, Error> {
+        let mut out = PruneOutcome::default();
+        for id in self.prunable(keep).await? {
+            if let Some(rows) = self.prune_one(&id).await? {
+                out.rollouts += 1;
+                out.tenant_rows += rows;
+            }
+        }
+        if out.rollouts > 0 && !self.postgres {
+            // a SQLite file gives the pages back only when rewritten
+            sqlx::query("VACUUM")
+                .execute(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(out)
+    }
+
+    /// The finished, unpruned rollouts `keep` leaves out, oldest first.
+    async fn prunable(&self, keep: Keep) -> Result<Vec<String>, Error> {
+        let rows: Vec<(String, i64, String)> = sqlx::query_as(
+            "SELECT id, created_at, status FROM fleetmig_rollouts WHERE pruned IS NULL \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        let before = self.kept_from(keep).await?;
+        let finished = |s: &str| s.parse::<RolloutStatus>().is_ok_and(|s| s.is_finished());
+        let mut ids: Vec<String> = rows
+            .into_iter()
+            .filter(|(_, created, status)| finished(status) && *created < before)
+            .map(|(id, ..)| id)
+            .collect();
+        ids.reverse();
+        Ok(ids)
+    }
+
+    /// From which creation time on `keep` keeps rollouts: those created
+    /// before it are pruned (when finished).
+    async fn kept_from(&self, keep: Keep) -> Result<i64, Error> {
+        match keep {
+            Keep::Age(d) => Ok(now_ms().saturating_sub(d.as_millis() as i64)),
+            Keep::Newest(0) => Ok(i64::MAX),
+            Keep::Newest(n) => {
+                // the n-th newest rollout, pruned or not, is the last kept
+                let kept: Option<i64> = sqlx::query_scalar(
+                    "SELECT created_at FROM fleetmig_rollouts \
+                     ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET $1",
+                )
+                .bind(n as i64 - 1)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| self.err(e))?;
+                Ok(kept.unwrap_or(i64::MIN))
+            }
+        }
+    }
+
+    /// Prunes rollout `id` if it is still finished and unpruned: its
+    /// summary written, its tenant rows removed, in one transaction. The
+    /// tenant runs removed (`None`: another process got there first, or
+    /// it was taken up again).
+    async fn prune_one(&self, id: &str) -> Result<Option<u64>, Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        let (tenants, succeeded, failed): (i64, i64, i64) = sqlx::query_as(super::runs::RUN_COUNTS)
+            .bind(id)
+            .bind(RunStatus::Succeeded.as_str())
+            .bind(RunStatus::Failed.as_str())
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
+        let summary = Pruned {
+            at: now_ms(),
+            tenants: tenants as usize,
+            succeeded: succeeded as usize,
+            failed: failed as usize,
+        };
+        let summary = serde_json::to_string(&summary).map_err(|e| self.err(e))?;
+        let marked = sqlx::query(
+            "UPDATE fleetmig_rollouts SET pruned = $2 \
+             WHERE id = $1 AND pruned IS NULL AND status IN ($3, $4)",
+        )
+        .bind(id)
+        .bind(&summary)
+        .bind(RolloutStatus::Completed.as_str())
+        .bind(RolloutStatus::Aborted.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        if marked.rows_affected() != 1 {
+            return Ok(None);
+        }
+        let mut removed = 0;
+        for table in [
+            "fleetmig_tenant_runs",
+            "fleetmig_backfills",
+            "fleetmig_slots",
+        ] {
+            let sql = format!("DELETE FROM {table} WHERE rollout_id = $1");
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+            if table == "fleetmig_tenant_runs" {
+                removed = r.rows_affected();
+            }
+        }
+        tx.commit().await.map_err(|e| self.err(e))?;
+        tracing::info!(rollout = %id, tenant_rows = removed, "pruned");
+        Ok(Some(removed))
+    }
+}
