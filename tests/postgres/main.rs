@@ -17,3 +17,4 @@ mod errors;
 mod faults;
 mod fleets;
 mod redaction;
+mod sockets;
