@@ -18,7 +18,14 @@
 //! Rounds interleave floor and fleetmig; ratios are the median of per-round
 //! ratios, with their range.
 //!
+//! The state store over many nights (`--nights N`, with `--retain K`): a
+//! fleet of `--store-tenants` SQLite tenants at head synced N times with
+//! `--retain K` (the nightly keeping the newest K rollouts' tenant rows);
+//! the store file's size after the first night (one night's rows) and
+//! after the last.
+//!
 //! cargo bench --bench nightly -- [--sqlite 30000,100000] [--pg 1000] [--rounds 3]
+//!   [--nights 30 --retain 2 --store-tenants 100000]
 
 mod common;
 
@@ -147,6 +154,36 @@ async fn postgres(m: usize, rounds: usize) {
     pg_drop(&name).await;
 }
 
+/// The state store's size over `nights` nightly syncs of `n` tenants at
+/// head, each told to `--retain` the newest `retain` rollouts.
+fn store_over_nights(n: usize, nights: usize, retain: usize) {
+    let root = tempfile::tempdir().unwrap();
+    sqlite_fleet(root.path(), n);
+    let store = root.path().join(".fleetmig/state.db");
+    let size = || std::fs::metadata(&store).map(|m| m.len()).unwrap_or(0) as f64 / 1e6;
+    let retain_arg = retain.to_string();
+    let (mut first, mut walls) = (0.0, vec![]);
+    for night in 0..nights {
+        let (wall, _, out) = timed(fleetmig(
+            root.path(),
+            &["sync", "--fleet", "sqlite-dir:t", "--retain", &retain_arg],
+        ));
+        assert!(out.contains(&format!("({n} up to date)")), "{out}");
+        walls.push(wall.as_secs_f64());
+        if night == 0 {
+            first = size();
+        }
+    }
+    println!(
+        "\nState store over {nights} nightly syncs of {n} SQLite tenants at head, `--retain {retain}`: \
+         {first:.1} MB after the first night, {:.1} MB after the last \
+         (without pruning, {nights} nights would hold about {:.0} MB); a sync took {:.2} s (median)",
+        size(),
+        first * nights as f64,
+        median(walls)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let rounds: usize = arg("--rounds", "3").parse().unwrap();
@@ -168,5 +205,13 @@ async fn main() {
         .filter(|s| !s.is_empty() && *s != "0")
     {
         postgres(m.parse().unwrap(), rounds).await;
+    }
+    let nights: usize = arg("--nights", "0").parse().unwrap();
+    if nights > 0 {
+        store_over_nights(
+            arg("--store-tenants", "100000").parse().unwrap(),
+            nights,
+            arg("--retain", "2").parse().unwrap(),
+        );
     }
 }
