@@ -81,17 +81,10 @@ on_both_stores!(async fn retry_one_tenant_after_its_cause_is_fixed(dir, store) {
     let metrics = dir.join("fleetmig.prom");
     let out = run_in(
         dir,
-        &[
-            "sync",
-            "--fleet",
-            "registry:fleet.csv",
-            "--progress-every",
-            "0",
-            "--migrations",
+        &sync_args(
             m.to_str().unwrap(),
-            "--metrics-file",
-            metrics.to_str().unwrap(),
-        ],
+            &["--metrics-file", metrics.to_str().unwrap()],
+        ),
     );
     assert_eq!(out.status.code(), Some(1));
     let prom = std::fs::read_to_string(&metrics).unwrap();

@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use crate::on_both_stores;
-use crate::shared::rollout_args;
+use crate::shared::{rollout_args, sync_args};
 
 async fn count(store: &stores::Store, sql: &str, binds: &[&str]) -> i64 {
     let sql = format!("SELECT CAST(count(*) AS TEXT) FROM {sql}");
@@ -13,17 +13,7 @@ async fn count(store: &stores::Store, sql: &str, binds: &[&str]) -> i64 {
 }
 
 fn sync_in(dir: &std::path::Path, m: &str, extra: &[&str]) -> String {
-    let mut args = vec![
-        "sync",
-        "--fleet",
-        "registry:fleet.csv",
-        "--progress-every",
-        "0",
-        "--migrations",
-        m,
-    ];
-    args.extend_from_slice(extra);
-    let out = run_in(dir, &args);
+    let out = run_in(dir, &sync_args(m, extra));
     expect_exit(&out, 0);
     let report = report_dir(dir, &out);
     report.file_name().unwrap().to_str().unwrap().to_string()
@@ -82,10 +72,7 @@ async fn prune_keeps_the_newest_rollouts_rows_and_every_rollouts_summary(dir, st
     assert_eq!(csv_rows(&report_dir(dir, &out)).len(), 12);
 
     // a sync told to retain one rollout prunes the rest after it
-    let out = run_in(
-        dir,
-        &["sync", "--fleet", "registry:fleet.csv", "--progress-every", "0", "--migrations", m, "--retain", "1"],
-    );
+    let out = run_in(dir, &sync_args(m, &["--retain", "1"]));
     expect_exit(&out, 0);
     assert!(stderr(&out).contains("--retain: pruned 1 rollout(s), 12 tenant row(s)"), "{}", stderr(&out));
     assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 12);
