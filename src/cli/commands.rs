@@ -53,7 +53,7 @@ pub async fn prune(a: PruneArgs) -> Result<i32, Error> {
     let keep = Keep::parse(&a.keep).map_err(|m| Error::flag_value("--keep", &a.keep, m))?;
     let cfg = config(&a.common, Overrides::default())?;
     let store = open_store(&cfg, Open::Existing).await?;
-    let r = store.prune(keep).await;
+    let r = store.prune(keep, cfg.lease).await;
     store.close().await;
     let r = r?;
     outln!(
@@ -74,7 +74,7 @@ async fn retain(cfg: &Config) {
     };
     let pruned = async {
         let store = open_store(cfg, Open::Existing).await?;
-        let r = store.prune(keep).await;
+        let r = store.prune(keep, cfg.lease).await;
         store.close().await;
         r
     }

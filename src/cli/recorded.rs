@@ -162,14 +162,7 @@ pub async fn resume(a: ResumeArgs) -> Result<i32, Error> {
 
 pub async fn retry(a: RetryArgs) -> Result<i32, Error> {
     let mut cfg = config(&a.common, Overrides::default())?;
-    let (store, r) = recorded(
-        &mut cfg,
-        a.rollout.as_deref(),
-        |r| r.pruned.is_none(),
-        "",
-        true,
-    )
-    .await?;
+    let (store, r) = recorded(&mut cfg, a.rollout.as_deref(), |_| true, "", true).await?;
     // its failed tenants are not known any more
     if let Err(e) = r.unpruned() {
         store.close().await;

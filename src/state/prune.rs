@@ -56,10 +56,16 @@ impl StateStore {
     /// Safe beside running workers: a rollout is pruned only while its row
     /// says it is finished and not yet pruned, in one transaction with the
     /// removal of its rows.
-    pub async fn prune(&self, keep: Keep) -> Result<PruneOutcome, Error> {
+    /// `quiet`: how long the rollout and each of its tenants must have been
+    /// still (the lease: a live process writes within it).
+    pub async fn prune(
+        &self,
+        keep: Keep,
+        quiet: std::time::Duration,
+    ) -> Result<PruneOutcome, Error> {
         let mut out = PruneOutcome::default();
         for id in self.prunable(keep).await? {
-            if let Some(rows) = self.prune_one(&id).await? {
+            if let Some(rows) = self.prune_one(&id, quiet).await? {
                 out.rollouts += 1;
                 out.tenant_rows += rows;
             }
@@ -98,7 +104,10 @@ impl StateStore {
     /// before it are pruned (when finished).
     async fn kept_from(&self, keep: Keep) -> Result<i64, Error> {
         match keep {
-            Keep::Age(d) => Ok(now_ms().saturating_sub(d.as_millis() as i64)),
+            Keep::Age(d) => {
+                let age = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+                Ok(now_ms().saturating_sub(age))
+            }
             Keep::Newest(0) => Ok(i64::MAX),
             Keep::Newest(n) => {
                 // the n-th newest rollout, pruned or not, is the last kept
@@ -106,7 +115,7 @@ impl StateStore {
                     "SELECT created_at FROM fleetmig_rollouts \
                      ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET $1",
                 )
-                .bind(n as i64 - 1)
+                .bind(i64::try_from(n - 1).unwrap_or(i64::MAX))
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(|e| self.err(e))?;
@@ -119,8 +128,22 @@ impl StateStore {
     /// summary written, its tenant rows removed, in one transaction. The
     /// tenant runs removed (`None`: another process got there first, or
     /// it was taken up again).
-    async fn prune_one(&self, id: &str) -> Result<Option<u64>, Error> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+    async fn prune_one(&self, id: &str, quiet: std::time::Duration) -> Result<Option<u64>, Error> {
+        let mut tx = match self.postgres {
+            true => self.pool.begin().await,
+            // the write lock first: a read that turns into a write would
+            // fail at once beside another writer
+            false => self.pool.begin_with("BEGIN IMMEDIATE").await,
+        }
+        .map_err(|e| self.err(e))?;
+        if self.postgres {
+            // one prune or status change of this rollout at a time
+            sqlx::query("SELECT id FROM fleetmig_rollouts WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         let (tenants, succeeded, failed): (i64, i64, i64) = sqlx::query_as(super::runs::RUN_COUNTS)
             .bind(id)
             .bind(RunStatus::Succeeded.as_str())
@@ -135,14 +158,24 @@ impl StateStore {
             failed: failed as usize,
         };
         let summary = serde_json::to_string(&summary).map_err(|e| self.err(e))?;
+        // not while anything may still write it: a retry (which leaves a
+        // finished rollout's status as it is) has a tenant running or just
+        // finished, and the process that ended it writes its report after
+        let quiet_since = now_ms() - quiet.as_millis() as i64;
         let marked = sqlx::query(
             "UPDATE fleetmig_rollouts SET pruned = $2 \
-             WHERE id = $1 AND pruned IS NULL AND status IN ($3, $4)",
+             WHERE id = $1 AND pruned IS NULL AND status IN ($3, $4) \
+             AND COALESCE(finished_at, 0) < $5 \
+             AND NOT EXISTS (SELECT 1 FROM fleetmig_tenant_runs t WHERE t.rollout_id = $1 \
+                 AND (t.status = $6 OR COALESCE(t.finished_at, 0) >= $5 \
+                      OR COALESCE(t.started_at, 0) >= $5))",
         )
         .bind(id)
         .bind(&summary)
         .bind(RolloutStatus::Completed.as_str())
         .bind(RolloutStatus::Aborted.as_str())
+        .bind(quiet_since)
+        .bind(RunStatus::Running.as_str())
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;

@@ -35,11 +35,20 @@ async fn prune_keeps_the_newest_rollouts_rows_and_every_rollouts_summary(dir, st
     let paused = summary(&report_dir(dir, &out))["rollout_id"].as_str().unwrap().to_string();
     assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 48);
 
-    let out = run_in(dir, &["prune", "--keep", "30d"]);
+    // nothing that ended within a lease (30s by default) is pruned: the
+    // process that ended it may still be writing its report
+    let out = run_in(dir, &["prune", "--keep", "0"]);
+    expect_exit(&out, 0);
+    assert!(stdout(&out).starts_with("pruned 0 rollout(s)"), "{}", stdout(&out));
+    assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 48);
+
+    // a rollout is pruned once it and its tenants were still for a lease
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let out = run_in(dir, &["prune", "--keep", "30d", "--lease", "1s"]);
     expect_exit(&out, 0);
     assert!(stdout(&out).starts_with("pruned 0 rollout(s)"), "{}", stdout(&out));
 
-    let out = run_in(dir, &["prune", "--keep", "1"]);
+    let out = run_in(dir, &["prune", "--keep", "1", "--lease", "1s"]);
     expect_exit(&out, 0);
     assert!(stdout(&out).starts_with("pruned 3 rollout(s): 36 tenant row(s)"), "{}", stdout(&out));
     assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 12);
@@ -72,7 +81,8 @@ async fn prune_keeps_the_newest_rollouts_rows_and_every_rollouts_summary(dir, st
     assert_eq!(csv_rows(&report_dir(dir, &out)).len(), 12);
 
     // a sync told to retain one rollout prunes the rest after it
-    let out = run_in(dir, &sync_args(m, &["--retain", "1"]));
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let out = run_in(dir, &sync_args(m, &["--retain", "1", "--lease", "1s"]));
     expect_exit(&out, 0);
     assert!(stderr(&out).contains("--retain: pruned 1 rollout(s), 12 tenant row(s)"), "{}", stderr(&out));
     assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 12);
