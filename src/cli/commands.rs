@@ -52,17 +52,25 @@ pub async fn sync(a: RunArgs) -> Result<i32, Error> {
 pub async fn prune(a: PruneArgs) -> Result<i32, Error> {
     let keep = Keep::parse(&a.keep).map_err(|m| Error::flag_value("--keep", &a.keep, m))?;
     let cfg = config(&a.common, Overrides::default())?;
-    let store = open_store(&cfg, Open::Existing).await?;
-    let r = store.prune(keep, cfg.lease).await;
-    store.close().await;
-    let r = r?;
+    let (r, location) = prune_store(&cfg, keep).await?;
     outln!(
-        "pruned {} rollout(s): {} tenant row(s) removed from the state store {}",
+        "pruned {} rollout(s): {} tenant row(s) removed from the state store {location}",
         r.rollouts,
         r.tenant_rows,
-        store.location
     );
     Ok(0)
+}
+
+/// The store of `cfg` pruned as `keep` says (a rollout once it was still
+/// for the lease); what went, and where the store is (printable).
+async fn prune_store(
+    cfg: &Config,
+    keep: Keep,
+) -> Result<(crate::state::PruneOutcome, String), Error> {
+    let store = open_store(cfg, Open::Existing).await?;
+    let r = store.prune(keep, cfg.lease).await;
+    store.close().await;
+    Ok((r?, store.location.clone()))
 }
 
 /// After a run, the store pruned as `--retain` (or `retain`) says; a
@@ -72,14 +80,7 @@ async fn retain(cfg: &Config) {
     let Some(keep) = cfg.retain else {
         return;
     };
-    let pruned = async {
-        let store = open_store(cfg, Open::Existing).await?;
-        let r = store.prune(keep, cfg.lease).await;
-        store.close().await;
-        r
-    }
-    .await;
-    match pruned {
+    match prune_store(cfg, keep).await.map(|(r, _)| r) {
         Ok(r) if r.rollouts > 0 => errln!(
             "fleetmig: --retain: pruned {} rollout(s), {} tenant row(s)",
             r.rollouts,

@@ -182,6 +182,24 @@ pub fn names<T: Serialize + Default>() -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Where else than `--flag` the setting of that flag may come from: its
+/// `FLEETMIG_*` variable and its `fleetmig.toml` key, as the key groups
+/// define them (empty for a flag that is no settings key).
+pub fn other_sources(flag: &str) -> Vec<String> {
+    use clap::Args as _;
+    let id = flag.trim_start_matches('-').replace('-', "_");
+    let cmd = RolloutKeys::augment_args(ExecKeys::augment_args(FleetKeys::augment_args(
+        clap::Command::new("fleetmig"),
+    )));
+    let Some(arg) = cmd.get_arguments().find(|a| a.get_id().as_str() == id) else {
+        return Vec::new();
+    };
+    let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+    env.into_iter()
+        .chain([format!("{id} in fleetmig.toml")])
+        .collect()
+}
+
 /// The flags given in `keys`, as `--flag-name`.
 fn given<T: Serialize>(keys: &T) -> Vec<String> {
     object(keys)
@@ -234,6 +252,21 @@ mod tests {
         assert_eq!(k.concurrency, Some(16));
         assert_eq!(k.lock_timeout.as_deref(), Some("2s"));
         assert!(k.create_missing);
+    }
+
+    #[test]
+    fn a_flag_s_other_sources_are_those_its_key_defines() {
+        assert_eq!(
+            other_sources("--pool-size"),
+            ["FLEETMIG_POOL_SIZE", "pool_size in fleetmig.toml"]
+        );
+        // no environment variable
+        assert_eq!(
+            other_sources("--preflight-max-xact-age"),
+            ["preflight_max_xact_age in fleetmig.toml"]
+        );
+        // not a settings key (a flag of `move` only)
+        assert!(other_sources("--pause").is_empty());
     }
 
     #[test]

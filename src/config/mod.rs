@@ -207,16 +207,15 @@ fn at_least(d: Duration, flag: &str, text: &str, min: Duration) -> Result<Durati
     Ok(d)
 }
 
-/// A usage error about a setting that is layered (flag, `FLEETMIG_*`,
-/// settings file): about the flag, the message saying the other two names,
-/// since the value may have come from either.
+/// A usage error about a setting that may come from a flag, a `FLEETMIG_*`
+/// variable or the settings file: about the flag, the message naming the
+/// other places the key defines, since the value may have come from any.
 fn setting(flag: &str, value: Option<&dyn std::fmt::Display>, message: &str) -> Error {
-    let key = flag.trim_start_matches('-');
-    let env = format!("FLEETMIG_{}", key.replace('-', "_").to_ascii_uppercase());
-    let m = format!(
-        "{message} (given as {flag}, {env} or {} in fleetmig.toml)",
-        key.replace('-', "_")
-    );
+    let others = keys::other_sources(flag);
+    let m = match others.is_empty() {
+        true => message.to_string(),
+        false => format!("{message} (given as {flag}, {})", others.join(" or ")),
+    };
     match value {
         Some(v) => Error::flag_value(flag, v, m),
         None => Error::flag(flag, m),

@@ -51,8 +51,13 @@ use crate::state::StateStore;
 pub use crate::state::moves::{MoveReport, MoveStatus, TableMoved};
 use crate::tenant::{Locator, Tenant};
 use source::{carried, source_version};
-use target::{Claimed, refused};
+use target::Claimed;
 use transfer::{pair, verify};
+
+/// A refusal of the move of `tenant`, before anything was touched.
+fn refused(tenant: &Tenant, m: String) -> Error {
+    Error::usage(crate::error::About::Move(tenant.id.to_string()), m)
+}
 
 /// How a move runs.
 #[derive(Debug, Clone)]

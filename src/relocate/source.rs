@@ -2,7 +2,7 @@
 //! history of this set's versions, and tables whose every column it can
 //! carry, each with a primary key.
 
-use super::target::refused;
+use super::refused;
 use crate::dialect::Session;
 use crate::dialect::copy::{CopyEnd, Table};
 use crate::error::Error;

@@ -19,6 +19,7 @@
 use crate::error::FailureKind;
 use std::sync::{Arc, Mutex};
 
+use super::refused;
 use crate::dialect::copy::{self, Contents, Created, Mark, Place, Table};
 use crate::dialect::{Access, Connector};
 use crate::error::{Error, TenantError};
@@ -26,11 +27,6 @@ use crate::event::{Bus, Event, Subscriber, TenantStatus};
 use crate::migration::{Applied, MigrationSet};
 use crate::state::StateStore;
 use crate::tenant::{Locator, Tenant};
-
-/// A refusal of the move of `tenant`, before anything was touched.
-pub(super) fn refused(tenant: &Tenant, m: String) -> Error {
-    Error::usage(crate::error::About::Move(tenant.id.to_string()), m)
-}
 
 /// The places of the source and the target; refused when the target is the
 /// source, or inside it, or any other tenant's location in the fleet.

@@ -80,24 +80,20 @@ impl StateStore {
         Ok(out)
     }
 
-    /// The finished, unpruned rollouts `keep` leaves out, oldest first.
+    /// The finished, unpruned rollouts `keep` leaves out, oldest first
+    /// (`prune_one` checks each again in its transaction).
     async fn prunable(&self, keep: Keep) -> Result<Vec<String>, Error> {
-        let rows: Vec<(String, i64, String)> = sqlx::query_as(
-            "SELECT id, created_at, status FROM fleetmig_rollouts WHERE pruned IS NULL \
-             ORDER BY created_at DESC, id DESC",
+        let before = self.kept_from(keep).await?;
+        sqlx::query_scalar(
+            "SELECT id FROM fleetmig_rollouts WHERE pruned IS NULL AND status IN ($1, $2) \
+             AND created_at < $3 ORDER BY created_at, id",
         )
+        .bind(RolloutStatus::Completed.as_str())
+        .bind(RolloutStatus::Aborted.as_str())
+        .bind(before)
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| self.err(e))?;
-        let before = self.kept_from(keep).await?;
-        let finished = |s: &str| s.parse::<RolloutStatus>().is_ok_and(|s| s.is_finished());
-        let mut ids: Vec<String> = rows
-            .into_iter()
-            .filter(|(_, created, status)| finished(status) && *created < before)
-            .map(|(id, ..)| id)
-            .collect();
-        ids.reverse();
-        Ok(ids)
+        .map_err(|e| self.err(e))
     }
 
     /// From which creation time on `keep` keeps rollouts: those created

@@ -5,6 +5,21 @@ use crate::common::*;
 use crate::on_both_stores;
 use crate::shared::*;
 
+/// `resume` refused as a state-store error (exit 3) saying `why`, and no
+/// tenant of `untouched` migrated.
+async fn resume_refused(dir: &std::path::Path, resume: &[&str], why: &str, untouched: &[String]) {
+    let out = run_in(dir, resume);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{}{err}", stdout(&out));
+    assert!(err.contains(why), "{err}");
+    for t in untouched {
+        assert!(
+            sqlite_history(&registry_tenant(dir, t)).await.is_empty(),
+            "{t} was migrated"
+        );
+    }
+}
+
 on_both_stores!(async fn reports_are_rewritten_from_the_state_store(dir, store) {
     registry_fleet(dir, 3, 1);
     let m = demo_migrations();
@@ -72,21 +87,8 @@ async fn a_damaged_rollout_row_is_a_clear_error_and_nothing_runs(dir, store) {
         "--migrations",
         m.to_str().unwrap(),
     ];
-    let out = run_in(dir, &resume);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(3), "{}{err}", stdout(&out));
-    assert!(
-        err.contains(&format!("rollout {id} has a damaged settings row")),
-        "{err}"
-    );
-    for t in &untouched {
-        assert!(
-            sqlite_history(&registry_tenant(dir, t))
-                .await
-                .is_empty(),
-            "{t} was migrated"
-        );
-    }
+    resume_refused(dir, &resume, &format!("rollout {id} has a damaged settings row"), &untouched)
+        .await;
     // a status word that is not one fleetmig writes is refused the same way
     store
         .exec(
@@ -121,19 +123,6 @@ async fn a_damaged_rollout_row_is_a_clear_error_and_nothing_runs(dir, store) {
             &[&newer.replacen("\"format\":2,", "", 1), &id],
         )
         .await;
-    let out = run_in(dir, &resume);
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(3), "{}{err}", stdout(&out));
-    assert!(
-        err.contains(&format!("rollout {id} was planned by a newer fleetmig")),
-        "{err}"
-    );
-    for t in &untouched {
-        assert!(
-            sqlite_history(&registry_tenant(dir, t))
-                .await
-                .is_empty(),
-            "{t} was migrated"
-        );
-    }
+    resume_refused(dir, &resume, &format!("rollout {id} was planned by a newer fleetmig"), &untouched)
+        .await;
 });

@@ -451,13 +451,7 @@ fn orphan_sql(
     t: &Table,
     fk: &ForeignKey,
 ) -> String {
-    let mut shown: Vec<&str> = t.key.iter().map(|&i| t.columns[i].name.as_str()).collect();
-    for c in &fk.columns {
-        if !shown.contains(&c.as_str()) {
-            shown.push(c);
-        }
-    }
-    let select: Vec<String> = shown
+    let select: Vec<String> = orphan_columns(t, fk)
         .iter()
         .map(|c| text(&format!("c.{}", quote(c))))
         .collect();
@@ -480,8 +474,9 @@ fn orphan_sql(
     )
 }
 
-/// `column=value, …` of an orphan row read by `orphan_sql`.
-fn orphan_text(t: &Table, fk: &ForeignKey, values: Vec<Option<String>>) -> String {
+/// The columns `orphan_sql` selects: `t`'s primary key, then the foreign
+/// key's columns not in it.
+fn orphan_columns<'t>(t: &'t Table, fk: &'t ForeignKey) -> Vec<&'t str> {
     let mut names: Vec<&str> = t.key.iter().map(|&i| t.columns[i].name.as_str()).collect();
     for c in &fk.columns {
         if !names.contains(&c.as_str()) {
@@ -489,11 +484,40 @@ fn orphan_text(t: &Table, fk: &ForeignKey, values: Vec<Option<String>>) -> Strin
         }
     }
     names
-        .iter()
-        .zip(values)
-        .map(|(n, v)| format!("{n}={}", v.unwrap_or_else(|| "NULL".into())))
-        .collect::<Vec<_>>()
-        .join(", ")
+}
+
+/// Runs `orphan_sql`'s query (`sql`) on `conn`: the orphan row it finds,
+/// as `column=value, …`, or `None`.
+async fn find_orphan<'c, DB, E>(
+    dialect: crate::tenant::Dialect,
+    conn: E,
+    sql: String,
+    t: &Table,
+    fk: &ForeignKey,
+) -> Result<Option<String>, TenantError>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'c, Database = DB>,
+    for<'q> <DB as sqlx::Database>::Arguments: sqlx::IntoArguments<DB>,
+    for<'r> Option<String>: sqlx::Decode<'r, DB> + sqlx::Type<DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    use sqlx::Row;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_optional(conn)
+        .await
+        .map_err(|e| failed(dialect, &format!("checking {}", fk.name), e))?;
+    Ok(row.map(|r| {
+        orphan_columns(t, fk)
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let v: Option<String> = r.try_get(i).ok().flatten();
+                format!("{n}={}", v.unwrap_or_else(|| "NULL".into()))
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }))
 }
 
 /// Binds a `Value` to a query (every backend binds the same Rust types);

@@ -10,7 +10,7 @@ use sqlx::{ConnectOptions, Connection, Executor, Row};
 
 use super::{
     Catalog, Column, Contents, CopyEnd, ForeignKey, MARK_TABLE, Mark, SAVED_TABLE, Table, Value,
-    bind_value, failed, orphan_sql, orphan_text, scan_rows,
+    bind_value, failed, find_orphan, orphan_sql, scan_rows,
 };
 use crate::dialect::connect;
 use crate::dialect::mysql::quote_ident;
@@ -540,14 +540,7 @@ impl CopyEnd for MySqlEnd {
             t,
             fk,
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_optional(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Mysql, &format!("checking {}", fk.name), e))?;
-        Ok(row.map(|r| {
-            let values = (0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect();
-            orphan_text(t, fk, values)
-        }))
+        find_orphan(Dialect::Mysql, &mut self.conn, sql, t, fk).await
     }
 
     async fn close(self: Box<Self>) {

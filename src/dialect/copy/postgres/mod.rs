@@ -15,7 +15,7 @@ use sqlx::{Connection, Executor, PgConnection, Row};
 use super::when::When;
 use super::{
     Contents, CopyEnd, ForeignKey, Kind, MARK_TABLE, Mark, SAVED_TABLE, Sql, Table, Value, failed,
-    orphan_sql, orphan_text, scan_rows,
+    find_orphan, orphan_sql, scan_rows,
 };
 use crate::dialect::{connect, quote_ident, quote_literal};
 use crate::error::TenantError;
@@ -474,14 +474,7 @@ impl CopyEnd for PgEnd {
             t,
             fk,
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_optional(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Postgres, &format!("checking {}", fk.name), e))?;
-        Ok(row.map(|r| {
-            let values = (0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect();
-            orphan_text(t, fk, values)
-        }))
+        find_orphan(Dialect::Postgres, &mut self.conn, sql, t, fk).await
     }
 
     async fn close(self: Box<Self>) {

@@ -9,11 +9,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{ConnectOptions, Connection, Executor, Row};
+use sqlx::{ConnectOptions, Connection, Executor};
 
 use super::{
     Catalog, Column, Contents, CopyEnd, Created, ForeignKey, MARK_TABLE, Mark, SAVED_TABLE, Table,
-    Value, bind_value, failed, orphan_sql, orphan_text,
+    Value, bind_value, failed, find_orphan, orphan_sql,
 };
 use crate::dialect::quote_ident;
 use crate::error::TenantError;
@@ -537,14 +537,7 @@ impl CopyEnd for SqliteEnd {
             t,
             fk,
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .fetch_optional(&mut self.conn)
-            .await
-            .map_err(|e| failed(Dialect::Sqlite, &format!("checking {}", fk.name), e))?;
-        Ok(row.map(|r| {
-            let values = (0..r.len()).map(|i| r.try_get(i).ok().flatten()).collect();
-            orphan_text(t, fk, values)
-        }))
+        find_orphan(Dialect::Sqlite, &mut self.conn, sql, t, fk).await
     }
 
     async fn close(self: Box<Self>) {
