@@ -29,6 +29,8 @@ DURATION=${DURATION:-180}
 EVERY=${EVERY:-2}
 CONCURRENCY=${CONCURRENCY:-4}
 LEASE_S=${LEASE_S:-3}
+# how long the rollout may take to end once the faults stop
+END_WAIT=${END_WAIT:-600}
 # each tenant's first migration sleeps so that the rollout lasts about
 # DURATION without faults
 SLEEP=${SLEEP:-$(awk -v d="$DURATION" -v w="$WORKERS" -v c="$CONCURRENCY" -v n="$TENANTS" \
@@ -62,6 +64,9 @@ users() {
     for i in $(seq 1 "$WORKERS"); do
         local u="fmchaos$i"
         id "$u" >/dev/null 2>&1 || useradd -M -s /usr/sbin/nologin "$u"
+        # a worker an earlier soak left behind (its script killed) would
+        # be counted as this one's
+        pkill -KILL -u "$u" 2>/dev/null || true
         USERS[$i]=$u
     done
 }
@@ -81,6 +86,8 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+# killed (a test harness's timeout): the workers go with the script
+trap 'exit 143' TERM INT
 
 setup() {
     psql -q "$ADMIN" -c "CREATE DATABASE $DB" >/dev/null
@@ -179,7 +186,7 @@ main() {
     done
     log "chaos over; waiting for the rollout to end"
     wait_background
-    local deadline=$((SECONDS + 600))
+    local deadline=$((SECONDS + END_WAIT))
     while [ $SECONDS -lt $deadline ]; do
         case "$(status)" in completed|halted|aborted|failed) break ;; esac
         # a slot whose process ended before the rollout did gets a new one
@@ -243,6 +250,13 @@ check() {
     echo "chaos: tenants=$TENANTS workers=$WORKERS kills=$KILLS stalls=$STALLS cuts=$CUTS restarts=$RESTARTS attempts=$attempts failed=$FAILED"
     if [ $FAILED = 1 ]; then
         log "worker logs kept in $WORK"; KEEP=1
+        psql -q "$URL" -c "SELECT id, status, current_wave, requested FROM fleetmig_rollouts" \
+            -c "SELECT wave, status, gated_by FROM fleetmig_waves WHERE rollout_id = '$ROLLOUT' ORDER BY wave" \
+            -c "SELECT tenant, wave, status, claimed_by, attempts FROM fleetmig_tenant_runs
+                WHERE rollout_id = '$ROLLOUT' AND status <> 'succeeded' ORDER BY tenant LIMIT 20" \
+            -c "SELECT worker, (extract(epoch FROM now()) * 1000)::bigint - heartbeat_at AS silent_ms, stopped_at FROM fleetmig_workers
+                WHERE rollout_id = '$ROLLOUT'" >&2 2>&1 || true
+        ps -o user,pid,stat,etime,args -u "${USERS[*]// /,}" >&2 || true
         tail -n 20 "$WORK"/worker*.log >&2 || true
         exit 1
     fi

@@ -37,8 +37,14 @@ pub enum Error {
     #[error("cannot discover the fleet {fleet}: {message}")]
     Discovery { fleet: String, message: String },
     /// The state store could not be opened, read or written.
+    /// `transient` when it may pass on its own (the connection lost, the
+    /// server restarting, a busy file): `state::patiently` tries again.
     #[error("state store {location}: {message}")]
-    State { location: String, message: String },
+    State {
+        location: String,
+        message: String,
+        transient: bool,
+    },
     /// The migration set has lint findings and the rollout was not told to
     /// go ahead anyway.
     #[error("{0}")]
@@ -56,6 +62,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is a state-store failure that may pass on its own.
+    pub fn is_transient_store(&self) -> bool {
+        matches!(self, Error::State { transient: true, .. })
+    }
+
     /// The process exit code this error maps to (documented in the README).
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -18,6 +18,8 @@ fn chaos_soak_with_a_server_restart_keeps_every_invariant() {
         .env("FLEETMIG_BIN", assert_cmd::cargo::cargo_bin("fleetmig"))
         .env("TENANTS", "80")
         .env("DURATION", "24")
+        // ends (and says why) well inside the harness's timeout
+        .env("END_WAIT", "120")
         .output()
         .unwrap();
     let said = format!(

@@ -57,7 +57,7 @@ pub(super) async fn run(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<
     let r = ctx.store.get_rollout(id).await?;
     let (concurrency, per_server) = ctx.opts.limits(&r.settings.exec);
     let seat = seat(ctx, &r, concurrency);
-    seat.enter().await?;
+    crate::state::patiently("joining the rollout", || seat.enter()).await?;
     let stop = ctx.cancel.child(None);
     let hb = tokio::spawn(heartbeat(seat.clone(), ctx.opts.lease, stop.clone()));
     let recorder = Recorder::start(
@@ -81,10 +81,10 @@ pub(super) async fn run(ctx: &Ctx<'_>, id: &str, override_gate: bool) -> Result<
     let looped = run.waves(override_gate).await;
     let flushed = run.recorder.finish().await;
     hb.abort();
-    run.seat.leave().await?;
+    crate::state::patiently("leaving the rollout", || run.seat.leave()).await?;
     looped?;
     flushed?;
-    run.end_stopped().await?;
+    crate::state::patiently("ending the rollout", || run.end_stopped()).await?;
     let metrics = ctx.opts.metrics_file.as_deref();
     write_report(ctx.store, id, &ctx.opts.reports, metrics).await
 }
@@ -116,56 +116,83 @@ async fn heartbeat(seat: Arc<dyn Coordinator>, lease: Duration, stop: Cancel) {
 
 impl Run<'_, '_> {
     /// The loop: one step at a time until the rollout ends or this process
-    /// is stopped.
+    /// is stopped. A step that fails on the state store for a reason that
+    /// passes (its connection lost, the server restarting) is taken again
+    /// from the store's state after a backoff, for up to `state::PATIENCE`
+    /// of failures in a row: each step reads what it acts on afresh, and
+    /// every write it makes is conditional or idempotent.
     async fn waves(&self, mut override_gate: bool) -> Result<(), Error> {
-        let store = self.ctx.store;
+        let mut failing: Option<(Instant, Duration)> = None;
         loop {
             if self.stop.is_cancelled() {
                 return Ok(());
             }
-            let r = store.get_rollout(&self.id).await?;
-            // an operator's pause or abort waits for every process to
-            // leave: none starts anything once it is asked
-            if r.status != RolloutStatus::Running || r.requested.is_some() {
-                return Ok(());
-            }
-            let waves = store.waves(&self.id).await?;
-            let Some(wave) = waves.iter().find(|w| w.wave == r.current_wave) else {
-                self.recorder.end(RolloutStatus::Completed, None).await?;
-                return Ok(());
-            };
-            let gate = match wave.status {
-                WaveStatus::Pending => {
-                    self.open(wave).await?;
-                    false
-                }
-                WaveStatus::Running => self.work(&r, wave).await?,
-                // a gater that stopped heartbeating loses the gate to us
-                WaveStatus::Gating => {
-                    let took = self.seat.take_gate(wave.wave).await?;
-                    if !took {
-                        self.pause().await;
+            match self.step(&mut override_gate).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => failing = None,
+                Err(e) if e.is_transient_store() => {
+                    let (since, wait) = failing.get_or_insert((Instant::now(), Duration::ZERO));
+                    if since.elapsed() > crate::state::PATIENCE {
+                        return Err(e);
                     }
-                    took
+                    *wait = (*wait * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+                    tracing::warn!("{e}; taking the step again in {wait:?}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(*wait) => {}
+                        _ = self.stop.cancelled() => {}
+                    }
                 }
-                WaveStatus::Passed | WaveStatus::Overridden => {
-                    // its gater recorded the gate and stopped before
-                    // going on: anyone goes on (pause, bake, next wave)
-                    self.next(&r, wave, &waves).await?;
-                    false
-                }
-                WaveStatus::Failed => {
-                    self.recorder
-                        .end(RolloutStatus::Halted, wave.gate.as_deref())
-                        .await?;
-                    return Ok(());
-                }
-            };
-            if gate {
-                self.gate(&r, wave, &waves, override_gate).await?;
-                override_gate = false;
+                Err(e) => return Err(e),
             }
         }
+    }
+
+    /// One step of the loop; true when the rollout ended or no longer runs.
+    async fn step(&self, override_gate: &mut bool) -> Result<bool, Error> {
+        let store = self.ctx.store;
+        let r = store.get_rollout(&self.id).await?;
+        // an operator's pause or abort waits for every process to
+        // leave: none starts anything once it is asked
+        if r.status != RolloutStatus::Running || r.requested.is_some() {
+            return Ok(true);
+        }
+        let waves = store.waves(&self.id).await?;
+        let Some(wave) = waves.iter().find(|w| w.wave == r.current_wave) else {
+            self.recorder.end(RolloutStatus::Completed, None).await?;
+            return Ok(true);
+        };
+        let gate = match wave.status {
+            WaveStatus::Pending => {
+                self.open(wave).await?;
+                false
+            }
+            WaveStatus::Running => self.work(&r, wave).await?,
+            // a gater that stopped heartbeating loses the gate to us
+            WaveStatus::Gating => {
+                let took = self.seat.take_gate(wave.wave).await?;
+                if !took {
+                    self.pause().await;
+                }
+                took
+            }
+            WaveStatus::Passed | WaveStatus::Overridden => {
+                // its gater recorded the gate and stopped before
+                // going on: anyone goes on (pause, bake, next wave)
+                self.next(&r, wave, &waves).await?;
+                false
+            }
+            WaveStatus::Failed => {
+                self.recorder
+                    .end(RolloutStatus::Halted, wave.gate.as_deref())
+                    .await?;
+                return Ok(true);
+            }
+        };
+        if gate {
+            self.gate(&r, wave, &waves, *override_gate).await?;
+            *override_gate = false;
+        }
+        Ok(false)
     }
 
     /// Opens `wave` once its bake is over (the one process that opens it

@@ -284,6 +284,19 @@ impl Subscriber for Recorder {
     }
 }
 
+/// Writes one batch, again while the store fails for a reason that passes
+/// (a lost connection, a restarting server): a batch is one transaction,
+/// committed whole or not at all. One whose commit was lost in flight and
+/// is written again counts its attempts twice; its outcome is the same.
+async fn record(
+    store: &StateStore,
+    rollout: &str,
+    rows: &[TenantUpdate],
+    worker: Option<&str>,
+) -> Result<(), Error> {
+    crate::state::patiently("recording tenants", || store.record(rollout, rows, worker)).await
+}
+
 /// The writer task: gathers what arrives within a moment into one
 /// transaction. An attempt's `Started` row that is already `Finished` in
 /// the same batch is not written on its own: the finish adds the attempt.
@@ -315,17 +328,14 @@ async fn write(
                 // the tenant rows before it first, in order
                 Msg::Flush(done) => {
                     let rows = fold(std::mem::take(&mut tenants));
-                    if let Err(e) = store.record(&rollout, &rows, worker.as_deref()).await {
+                    if let Err(e) = record(&store, &rollout, &rows, worker.as_deref()).await {
                         fail(e);
                     }
                     let _ = done.send(());
                 }
             }
         }
-        if let Err(e) = store
-            .record(&rollout, &fold(tenants), worker.as_deref())
-            .await
-        {
+        if let Err(e) = record(&store, &rollout, &fold(tenants), worker.as_deref()).await {
             fail(e);
         }
     }
