@@ -64,7 +64,13 @@ pub enum Error {
 impl Error {
     /// Whether this is a state-store failure that may pass on its own.
     pub fn is_transient_store(&self) -> bool {
-        matches!(self, Error::State { transient: true, .. })
+        matches!(
+            self,
+            Error::State {
+                transient: true,
+                ..
+            }
+        )
     }
 
     /// The process exit code this error maps to (documented in the README).

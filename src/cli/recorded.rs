@@ -5,6 +5,7 @@
 //! these work from the record, and a `--fleet` or `--migrations` given that
 //! differs from it is an error naming both.
 
+use crate::state::patiently;
 use std::path::{Path, PathBuf};
 
 use super::args::{
@@ -267,11 +268,13 @@ pub async fn worker(a: WorkerArgs) -> Result<i32, Error> {
 
 async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Result<i32, Error> {
     let mut announced = false;
+    // since when joining has failed for a reason that may pass (the fleet's
+    // or the store's server restarting): a worker waits that out
+    let mut failing: Option<std::time::Instant> = None;
     loop {
         let found = match &a.rollout {
-            Some(id) => Some(store.get_rollout(id).await?),
-            None => store
-                .rollouts(100)
+            Some(id) => Some(patiently("reading the rollout", || store.get_rollout(id)).await?),
+            None => patiently("reading the rollouts", || store.rollouts(100))
                 .await?
                 .into_iter()
                 .find(|r| r.status == RolloutStatus::Running),
@@ -313,11 +316,31 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
             },
             async |ctx| crate::rollout::join(ctx, &r.id).await,
         )
-        .await?;
+        .await;
+        let f = match f {
+            Err(
+                e @ (Error::Discovery { .. }
+                | Error::State {
+                    transient: true, ..
+                }),
+            ) if failing
+                .get_or_insert_with(std::time::Instant::now)
+                .elapsed()
+                < crate::state::PATIENCE =>
+            {
+                tracing::warn!("{e}; joining again in a second");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                continue;
+            }
+            f => f?,
+        };
+        failing = None;
         output::print_run(&f.report);
         outln!("{}", f.dir.display());
         announced = false;
-        let done = store.get_rollout(&r.id).await?.status;
+        let done = patiently("reading the rollout", || store.get_rollout(&r.id))
+            .await?
+            .status;
         if a.rollout.is_some() || a.once {
             match done {
                 RolloutStatus::Completed => return Ok(0),

@@ -75,7 +75,10 @@ fn passes(e: &sqlx::Error) -> bool {
             // codes have at most four digits
             if code.len() == 5 {
                 code.starts_with("08")
-                    || matches!(code.as_str(), "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300")
+                    || matches!(
+                        code.as_str(),
+                        "57P01" | "57P02" | "57P03" | "40001" | "40P01" | "53300"
+                    )
             } else {
                 // SQLite's extended result codes: BUSY and LOCKED
                 code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
@@ -487,6 +490,37 @@ impl StateStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_store_errors_that_pass_are_tried_again() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(store_err("s", sqlx::Error::Io(reset)).is_transient_store());
+        assert!(store_err("s", sqlx::Error::PoolTimedOut).is_transient_store());
+        assert!(!store_err("s", sqlx::Error::RowNotFound).is_transient_store());
+        // a message is never taken for a lost connection
+        assert!(!store_err("s", "error communicating with database").is_transient_store());
+    }
+
+    #[tokio::test]
+    async fn patiently_tries_again_only_while_it_passes() {
+        let tries = std::sync::atomic::AtomicUsize::new(0);
+        let got = patiently("test", || async {
+            match tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => Err(store_err("s", sqlx::Error::PoolTimedOut)),
+                _ => Ok(7),
+            }
+        })
+        .await;
+        assert_eq!((got.ok(), tries.into_inner()), (Some(7), 3));
+        let tries = std::sync::atomic::AtomicUsize::new(0);
+        let got: Result<(), Error> = patiently("test", || async {
+            tries.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Err(store_err("s", sqlx::Error::RowNotFound))
+        })
+        .await;
+        assert!(got.is_err());
+        assert_eq!(tries.into_inner(), 1);
+    }
 
     #[test]
     fn claims_expire_by_lease_or_by_a_dead_local_process() {
