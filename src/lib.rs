@@ -29,6 +29,7 @@ pub mod options;
 pub mod relocate;
 pub mod report;
 pub mod rollout;
+pub mod serve;
 pub mod state;
 pub mod tenant;
 

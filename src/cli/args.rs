@@ -82,6 +82,9 @@ pub enum Command {
     /// created and migrated to the source's version, rows are copied from a
     /// snapshot and verified by checksums, a registry row is switched.
     Move(MoveArgs),
+    /// A live view of every rollout of a state store in the browser, with
+    /// its controls for operators (--tokens-file), and /metrics.
+    Serve(ServeArgs),
     /// Print a shell completion script: `fleetmig completions bash >
     /// /etc/bash_completion.d/fleetmig` (also zsh, fish, elvish, powershell).
     Completions(CompletionsArgs),
@@ -230,6 +233,26 @@ pub struct PruneArgs {
     /// or of the newest N rollouts (60); older finished ones are pruned.
     #[arg(long, value_name = "AGE|N")]
     pub keep: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Where to listen. Beyond loopback needs --tokens-file (every page then
+    /// needs a token).
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:8080",
+        env = "FLEETMIG_LISTEN"
+    )]
+    pub listen: std::net::SocketAddr,
+    /// The operators: one `NAME TOKEN` line each (chmod 600). Without it the
+    /// server is read-only; with it, a signed-in operator may pause, resume,
+    /// abort and retry, each recorded under their name.
+    #[arg(long, value_name = "FILE", env = "FLEETMIG_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

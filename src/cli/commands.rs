@@ -3,7 +3,7 @@
 
 use super::args::{
     BaselineArgs, CompletionsArgs, InspectOpts, LintArgs, NewArgs, PlanArgs, PruneArgs,
-    RestoreArgs, RolloutArgs, RunArgs, StatusArgs, VerifyArgs, config,
+    RestoreArgs, RolloutArgs, RunArgs, ServeArgs, StatusArgs, VerifyArgs, config,
 };
 use super::output;
 use super::run::{Invocation, finish, open_store, with_context};
@@ -49,6 +49,50 @@ pub async fn sync(a: RunArgs) -> Result<i32, Error> {
 }
 
 /// `prune --keep`: the tenant rows of old finished rollouts removed.
+/// `fleetmig serve`: until Ctrl-C or SIGTERM.
+pub async fn serve(a: ServeArgs) -> Result<i32, Error> {
+    use crate::serve::{ServeOptions, Server, Tokens};
+    let cfg = config(&a.common, Overrides::default())?;
+    let tokens = a.tokens_file.as_deref().map(Tokens::read).transpose()?;
+    crate::serve::check_bind(&a.listen, tokens.as_ref())?;
+    // read-only, it writes nothing to the store (a role that may only read
+    // it is enough)
+    let mode = if tokens.is_some() {
+        Open::Existing
+    } else {
+        Open::Read
+    };
+    let store = open_store(&cfg, mode).await?;
+    let read_only = tokens.is_none();
+    let opts = ServeOptions {
+        listen: a.listen,
+        tokens,
+        reports: cfg.reports.clone(),
+        lease: cfg.lease,
+    };
+    let server = match Server::bind(store.clone(), opts).await {
+        Ok(s) => s,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
+    outln!(
+        "fleetmig serve: http://{} over the state store {}{}",
+        server.addr,
+        store.location,
+        if read_only {
+            " (read-only: no --tokens-file)"
+        } else {
+            ""
+        }
+    );
+    let cancel = super::signals::arm();
+    server.run(async move { cancel.cancelled().await }).await;
+    store.close().await;
+    Ok(0)
+}
+
 pub async fn prune(a: PruneArgs) -> Result<i32, Error> {
     let keep = Keep::parse(&a.keep).map_err(|m| Error::flag_value("--keep", &a.keep, m))?;
     let cfg = config(&a.common, Overrides::default())?;

@@ -47,6 +47,7 @@ pub async fn run(cli: Cli) -> Result<i32, Error> {
         Command::Baseline(a) => commands::baseline(a).await,
         Command::Move(a) => moving::run(a).await,
         Command::New(a) => commands::new(a),
+        Command::Serve(a) => commands::serve(a).await,
         Command::Completions(a) => commands::completions(a),
         Command::Man => commands::man(),
     }

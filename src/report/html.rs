@@ -28,7 +28,7 @@ fn colour(status: &str) -> &'static str {
     }
 }
 
-fn timeline(r: &RunReport) -> String {
+pub(crate) fn timeline(r: &RunReport) -> String {
     match &r.gathered.timeline {
         Timeline::Bars(bars) => tenant_bars(r, bars),
         Timeline::Buckets(b) => completions(r, b),
@@ -181,7 +181,7 @@ fn completions(r: &RunReport, b: &Buckets) -> String {
     )
 }
 
-fn histogram(r: &RunReport) -> String {
+pub(crate) fn histogram(r: &RunReport) -> String {
     let d = &r.gathered.durations;
     if d.is_empty() {
         return String::new();

@@ -88,7 +88,7 @@ impl RunReport {
 
 /// Gauge `name`: its HELP and TYPE lines, then one line per sample (its
 /// labels, braces included, or none; its value).
-fn gauge(
+pub(crate) fn gauge(
     m: &mut String,
     name: &str,
     help: &str,

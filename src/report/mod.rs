@@ -9,7 +9,7 @@
 mod files;
 pub mod gather;
 pub mod html;
-mod metrics;
+pub(crate) mod metrics;
 pub mod moves;
 
 use std::path::{Path, PathBuf};

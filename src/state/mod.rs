@@ -18,6 +18,7 @@ mod rollouts;
 mod runs;
 mod schema;
 pub mod status;
+mod view;
 mod workers;
 
 pub use moves::MoveRecord;
@@ -28,6 +29,7 @@ pub use records::{
 };
 pub use schema::SCHEMA_VERSION;
 pub use status::{Request, RolloutStatus, RunStatus, WaveStatus};
+pub use view::{Action, GateRecord, Requeue, TenantFilter};
 pub use workers::{Seen, WorkerRecord};
 
 use std::time::Duration;

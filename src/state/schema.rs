@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -148,4 +148,14 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 10: `prune`: a finished rollout's tenant rows removed, what they
     // said kept in its row (JSON: at, tenants, succeeded, failed)
     "ALTER TABLE fleetmig_rollouts ADD COLUMN pruned TEXT",
+    // 11: what operators asked of a rollout (pause, resume, abort,
+    // retry), by name: `fleetmig serve`'s controls and the CLI's
+    "CREATE TABLE IF NOT EXISTS fleetmig_actions (
+        rollout_id TEXT NOT NULL,
+        at BIGINT NOT NULL,
+        operator TEXT NOT NULL,
+        action TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS fleetmig_actions_rollout ON fleetmig_actions (rollout_id, at)",
 ];

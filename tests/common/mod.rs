@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod moves;
 pub mod stores;
+pub mod web;
 pub mod workers;
 
 use std::collections::HashMap;

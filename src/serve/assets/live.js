@@ -1,0 +1,25 @@
+// fleetmig serve: a page whose body names an event stream (data-live)
+// fetches its #live part again whenever the stream says the rollout
+// changed in the state store. No reload: the part is replaced in place.
+(function () {
+  var src = document.body.getAttribute("data-live");
+  if (!src || !window.EventSource) return;
+  var busy = false, again = false;
+  function refresh() {
+    if (busy) { again = true; return; }
+    busy = true;
+    fetch(location.href, { headers: { "X-Fragment": "1" }, credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        var live = document.getElementById("live");
+        if (html !== null && live) live.innerHTML = html;
+      })
+      .catch(function () {})
+      .then(function () {
+        busy = false;
+        if (again) { again = false; refresh(); }
+      });
+  }
+  var es = new EventSource(src);
+  es.addEventListener("changed", refresh);
+})();

@@ -1,0 +1,317 @@
+//! Who is asking: the operators' tokens (`--tokens-file`), the session
+//! cookie the login form sets, a `Authorization: Bearer` token for scripts
+//! and Prometheus, and the guard every request passes: an action needs an
+//! operator and a request from this server's own origin; bound beyond
+//! loopback, every page needs an operator.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Form, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::html;
+
+use super::App;
+use super::pages::page;
+use crate::error::Error;
+
+/// The session cookie's name.
+const COOKIE: &str = "fleetmig_session";
+
+/// A token shorter than this is refused (guessable).
+const MIN_TOKEN: usize = 16;
+
+/// The operators and their tokens, from `--tokens-file`: one `NAME TOKEN`
+/// per line, `#` comments. Never printed (Debug shows the names only).
+#[derive(Clone)]
+pub struct Tokens(Vec<(String, String)>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.0.iter().map(|(n, _)| n.as_str()).collect();
+        write!(f, "Tokens({names:?})")
+    }
+}
+
+impl Tokens {
+    /// Reads `path`, refusing (naming the file and line, never the token)
+    /// a file others may read, a line without a name and a token, a short
+    /// token, a name or token given twice, or a file with no token.
+    pub fn read(path: &Path) -> Result<Tokens, Error> {
+        let shown = path.display().to_string();
+        let bad = |m: String| Error::flag_value("--tokens-file", &shown, m);
+        let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(bad(format!(
+                    "may be read by others (mode {:o}): chmod 600 it",
+                    meta.permissions().mode() & 0o777
+                )));
+            }
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let mut tokens: Vec<(String, String)> = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |m: &str| bad(format!("line {}: {m}", i + 1));
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(token), None) = (words.next(), words.next(), words.next()) else {
+                return Err(at(
+                    "want `NAME TOKEN` (an operator's name, one space, their token)",
+                ));
+            };
+            if !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._@-".contains(c))
+            {
+                return Err(at("a name is letters, digits and . _ @ -"));
+            }
+            if token.len() < MIN_TOKEN {
+                return Err(at(&format!(
+                    "the token is shorter than {MIN_TOKEN} characters (openssl rand -hex 24 makes one)"
+                )));
+            }
+            if tokens.iter().any(|(n, _)| n == name) {
+                return Err(at(&format!("{name} is named twice")));
+            }
+            if tokens.iter().any(|(_, t)| t == token) {
+                return Err(at(
+                    "this token is given twice (each operator has their own)",
+                ));
+            }
+            tokens.push((name.to_string(), token.to_string()));
+        }
+        if tokens.is_empty() {
+            return Err(bad("holds no token".into()));
+        }
+        Ok(Tokens(tokens))
+    }
+
+    /// The operator whose token is `given` (every token compared in full:
+    /// the time taken does not say how much of one matched).
+    fn operator(&self, given: &str) -> Option<&str> {
+        let mut found = None;
+        for (name, token) in &self.0 {
+            if same(token.as_bytes(), given.as_bytes()) {
+                found = Some(name.as_str());
+            }
+        }
+        found
+    }
+}
+
+/// Constant-time equality of two byte strings of the same length.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The operator a request comes from, by its session cookie or bearer
+/// token; and whether it came by the cookie (a browser).
+pub(super) fn who(app: &App, headers: &HeaderMap) -> Option<(String, bool)> {
+    let tokens = app.opts.tokens.as_ref()?;
+    if let Some(token) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return tokens
+            .operator(token.trim())
+            .map(|n| (n.to_string(), false));
+    }
+    let session = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")))?;
+    app.sessions.get(session).map(|n| (n.clone(), true))
+}
+
+/// Whether a browser's request comes from this server's own pages: its
+/// `Origin` is this host (a form posted from another site carries that
+/// site's origin; SameSite=Strict already keeps the cookie from it).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s != "same-origin" && s != "none")
+    {
+        return false;
+    }
+    match (host, origin) {
+        (Some(host), Some(origin)) => origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .is_some_and(|o| o == host),
+        _ => false,
+    }
+}
+
+/// The operator of this request, for the handlers (the guard put it there).
+#[derive(Clone, Debug)]
+pub(super) struct Operator(pub Option<String>);
+
+/// Every request passes here first.
+pub(super) async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let who = who(&app, req.headers());
+    let path = req.uri().path().to_string();
+    let open = path == "/login" || path.starts_with("/static/");
+    if req.method() == Method::POST && path != "/login" {
+        if app.opts.tokens.is_none() {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "read-only: this fleetmig serve was started without --tokens-file",
+            );
+        }
+        let Some((_, by_cookie)) = &who else {
+            return refuse(StatusCode::FORBIDDEN, "sign in first: actions need a token");
+        };
+        if *by_cookie && !same_origin(req.headers()) {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "refused: the request did not come from this server's own pages",
+            );
+        }
+    } else if app.gated && who.is_none() && !open {
+        if path == "/metrics" || path.ends_with("/events") {
+            return refuse(StatusCode::UNAUTHORIZED, "a token is needed");
+        }
+        return Redirect::to("/login").into_response();
+    }
+    req.extensions_mut().insert(Operator(who.map(|w| w.0)));
+    next.run(req).await
+}
+
+fn refuse(status: StatusCode, why: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        why,
+    )
+        .into_response()
+}
+
+pub(super) async fn login_form(State(app): State<Arc<App>>) -> Response {
+    let body = if app.opts.tokens.is_none() {
+        html! { p { "This server is read-only: it was started without --tokens-file." } }
+    } else {
+        html! {
+            form method="post" action="/login" class="login" {
+                label for="token" { "Your operator token" }
+                input type="password" id="token" name="token" autocomplete="current-password" required;
+                button type="submit" id="sign-in" { "Sign in" }
+            }
+        }
+    };
+    page("Sign in", None, None, body).into_response()
+}
+
+#[derive(serde::Deserialize)]
+pub(super) struct LoginForm {
+    token: String,
+}
+
+pub(super) async fn login(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if headers.contains_key(header::ORIGIN) && !same_origin(&headers) {
+        return refuse(StatusCode::FORBIDDEN, "refused: another origin");
+    }
+    let Some(name) = app
+        .opts
+        .tokens
+        .as_ref()
+        .and_then(|t| t.operator(f.token.trim()))
+    else {
+        tracing::warn!("serve: a sign-in with an unknown token");
+        return (
+            StatusCode::UNAUTHORIZED,
+            page(
+                "Sign in",
+                None,
+                None,
+                html! { p.error { "That token is not one of this server's." } a href="/login" { "Try again" } },
+            ),
+        )
+            .into_response();
+    };
+    let session: String = rand::random::<[u8; 32]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    app.sessions.insert(session.clone(), name.to_string());
+    tracing::info!("serve: {name} signed in");
+    let cookie = format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
+    ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+}
+
+pub(super) async fn logout(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    for c in headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+    {
+        if let Some(s) = c.trim().strip_prefix(&format!("{COOKIE}=")) {
+            app.sessions.remove(s);
+        }
+    }
+    let gone = format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
+    ([(header::SET_COOKIE, gone)], Redirect::to("/")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(text: &str, mode: u32) -> tempfile::NamedTempFile {
+        use std::os::unix::fs::PermissionsExt;
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        f
+    }
+
+    #[test]
+    fn a_tokens_file_is_read_or_refused_by_line_never_showing_a_token() {
+        let ok = file(
+            "# ops\nalice 0123456789abcdef0123\n\nbob   fedcba9876543210fedc\n",
+            0o600,
+        );
+        let t = Tokens::read(ok.path()).unwrap();
+        assert_eq!(t.operator("fedcba9876543210fedc"), Some("bob"));
+        assert_eq!(t.operator("fedcba9876543210fedd"), None);
+        assert!(!format!("{t:?}").contains("0123456789"));
+        for (text, mode, says) in [
+            ("alice 0123456789abcdef0123\n", 0o644, "chmod 600"),
+            ("alice\n", 0o600, "line 1: want `NAME TOKEN`"),
+            ("alice short-token\n", 0o600, "line 1: the token is shorter"),
+            (
+                "a 0123456789abcdef0123\na 1123456789abcdef0123\n",
+                0o600,
+                "line 2: a is named twice",
+            ),
+            (
+                "a 0123456789abcdef0123\nb 0123456789abcdef0123\n",
+                0o600,
+                "line 2: this token is given twice",
+            ),
+            ("# nobody\n", 0o600, "holds no token"),
+        ] {
+            let f = file(text, mode);
+            let e = Tokens::read(f.path()).unwrap_err().to_string();
+            assert!(e.contains("--tokens-file") && e.contains(says), "{e}");
+            assert!(!e.contains("0123456789abcdef"), "{e}");
+        }
+    }
+}

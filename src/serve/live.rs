@@ -1,0 +1,175 @@
+//! What changes while one watches: the event stream a page listens to (an
+//! event when the rollout changes in the store, looked at twice a second),
+//! and `/metrics` for Prometheus.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+
+use super::App;
+use crate::error::Error;
+use crate::report::metrics::gauge;
+use crate::state::{RolloutStatus, now_ms};
+
+/// How often a stream looks at the store: an update reaches the page
+/// within this and the page's fetch.
+const LOOK: Duration = Duration::from_millis(400);
+
+/// `/rollouts/{id}/events`: `changed` whenever the rollout's marker
+/// (status, wave, tenant rows, heartbeats) changes.
+pub(super) async fn events(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let stream = futures_util::stream::unfold(
+        (app, id, None::<String>),
+        |(app, id, mut last)| async move {
+            loop {
+                if last.is_some() {
+                    tokio::time::sleep(LOOK).await;
+                }
+                // a store that does not answer now is looked at again
+                let marker = match app.store.change_marker(&id).await {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!("serve: rollout {id}: {e}");
+                        tokio::time::sleep(LOOK * 5).await;
+                        continue;
+                    }
+                };
+                if last.as_ref() != Some(&marker) {
+                    let first = last.is_none();
+                    last = Some(marker);
+                    if !first {
+                        let e = Event::default().event("changed").data("1");
+                        return Some((Ok(e), (app, id, last)));
+                    }
+                }
+            }
+        },
+    );
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// `/metrics`: the newest rollout (a running one first) under the names and
+/// labels `--metrics-file` writes, then every running rollout's progress,
+/// waves, workers and pace, labelled by rollout.
+pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    match exposition(&app).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// A Prometheus label value, escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+async fn exposition(app: &App) -> Result<String, Error> {
+    let rollouts = app.store.rollouts(50).await?;
+    let running: Vec<_> = rollouts
+        .iter()
+        .filter(|r| r.status == RolloutStatus::Running)
+        .collect();
+    let mut m = String::new();
+    let newest = running.first().copied().or(rollouts.first());
+    if let Some(r) = newest.filter(|r| r.pruned.is_none()) {
+        m += &app.report(&r.id).await?.metrics();
+    }
+    let (mut tenants, mut waves, mut beats, mut claims, mut pace) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let mut by = std::collections::BTreeMap::new();
+    let now = now_ms();
+    for r in &running {
+        let id = label(&r.id);
+        let names = app.store.waves(&r.id).await?;
+        for (wave, status, n) in app.store.wave_counts(&r.id).await? {
+            let name = names
+                .iter()
+                .find(|w| w.wave == wave)
+                .map_or("refused", |w| w.name.as_str());
+            *by.entry((id.clone(), status)).or_insert(0usize) += n;
+            waves.push((
+                format!(
+                    "{{rollout=\"{id}\",wave=\"{}\",status=\"{status}\"}}",
+                    label(name)
+                ),
+                n.to_string(),
+            ));
+        }
+        for w in app
+            .store
+            .workers(&r.id)
+            .await?
+            .iter()
+            .filter(|w| w.stopped_at.is_none())
+        {
+            let l = format!("{{rollout=\"{id}\",worker=\"{}\"}}", label(&w.worker));
+            beats.push((
+                l.clone(),
+                format!("{:.3}", (now - w.heartbeat_at) as f64 / 1000.0),
+            ));
+            claims.push((l, w.claimed.to_string()));
+        }
+        let minute = app.store.finished_since(&r.id, now - 60_000).await?;
+        pace.push((
+            format!("{{rollout=\"{id}\"}}"),
+            format!("{:.3}", minute as f64 / 60.0),
+        ));
+    }
+    for ((id, s), n) in by {
+        tenants.push((
+            format!("{{rollout=\"{id}\",status=\"{s}\"}}"),
+            n.to_string(),
+        ));
+    }
+    if !running.is_empty() {
+        gauge(
+            &mut m,
+            "fleetmig_rollout_tenants",
+            "Tenants of each running rollout by status.",
+            tenants,
+        );
+        gauge(
+            &mut m,
+            "fleetmig_wave_tenants",
+            "Tenants of each wave of a running rollout by status.",
+            waves,
+        );
+        gauge(
+            &mut m,
+            "fleetmig_worker_heartbeat_age_seconds",
+            "Seconds since each live worker's last heartbeat.",
+            beats,
+        );
+        gauge(
+            &mut m,
+            "fleetmig_worker_claims",
+            "Tenants each live worker holds a claim on.",
+            claims,
+        );
+        gauge(
+            &mut m,
+            "fleetmig_tenants_per_second",
+            "Tenants finished per second over the last minute.",
+            pace,
+        );
+    }
+    Ok(m)
+}

@@ -1,0 +1,575 @@
+//! The pages: rollouts, one rollout, its tenants (paged on the server), one
+//! tenant. Each page's changing part is `#live`: fetched again with
+//! `X-Fragment: 1` when the rollout's event stream says it changed. maud
+//! escapes every value; only the report's own SVG plots (escaped where
+//! they are drawn) go in as they are.
+
+use std::sync::Arc;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::App;
+use super::auth::Operator;
+use super::view::{age, count_of, when};
+use crate::error::Error;
+use crate::state::{RolloutRecord, RolloutStatus, RunStatus, TenantFilter};
+
+const STYLE: &str = include_str!("assets/style.css");
+const SCRIPT: &str = include_str!("assets/live.js");
+
+/// Tenants on one page of a rollout's tenant list.
+pub(super) const PAGE: usize = 100;
+
+/// A whole page: `live` names the event stream that refreshes `#live`.
+pub(super) fn page(title: &str, who: Option<&str>, live: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · fleetmig" }
+                link rel="stylesheet" href="/static/style.css";
+                script src="/static/live.js" defer {}
+            }
+            body data-live=[live] {
+                header {
+                    a.brand href="/" { "fleetmig" }
+                    span.who {
+                        @match who {
+                            Some(name) => {
+                                "signed in as " b #operator { (name) }
+                                form.inline method="post" action="/logout" {
+                                    button type="submit" { "Sign out" }
+                                }
+                            }
+                            None => a href="/login" { "Sign in" },
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+/// A page, or its `#live` part alone when the page's script asks.
+fn respond(
+    headers: &HeaderMap,
+    title: &str,
+    who: &Operator,
+    live: Option<String>,
+    head: Markup,
+    part: Markup,
+) -> Response {
+    if headers.contains_key("x-fragment") {
+        return part.into_response();
+    }
+    page(
+        title,
+        who.0.as_deref(),
+        live.as_deref(),
+        html! { (head) div #live { (part) } },
+    )
+    .into_response()
+}
+
+/// An error as a page: a missing rollout is 404, anything else 500; the
+/// store's location is already redacted in the message.
+pub(super) fn failed(e: Error) -> Response {
+    let status = match &e {
+        Error::Usage { .. } => StatusCode::NOT_FOUND,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let body = html! { p.error { (e.to_string()) } };
+    (status, page("Error", None, None, body)).into_response()
+}
+
+pub(super) async fn asset(Path(file): Path<String>) -> Response {
+    let (kind, body) = match file.as_str() {
+        "style.css" => ("text/css; charset=utf-8", STYLE),
+        "live.js" => ("text/javascript; charset=utf-8", SCRIPT),
+        _ => return StatusCode::NOT_FOUND.into_response(),
+    };
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
+}
+
+/// `/`: the rollouts, newest first.
+pub(super) async fn rollouts(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Operator>,
+    headers: HeaderMap,
+) -> Response {
+    let list = match app.store.rollouts(100).await {
+        Ok(l) => l,
+        Err(e) => return failed(e),
+    };
+    let mut rows = Vec::with_capacity(list.len());
+    for r in list {
+        let counts = match r.pruned.as_ref() {
+            Some(p) => Ok((p.tenants, p.succeeded, p.failed)),
+            None => app.store.run_counts(&r.id).await,
+        };
+        match counts {
+            Ok(c) => rows.push((r, c)),
+            Err(e) => return failed(e),
+        }
+    }
+    let part = html! {
+        @if rows.is_empty() { p { "No rollout is recorded in this state store yet." } }
+        table #rollouts {
+            thead { tr { th { "Rollout" } th { "Status" } th { "Fleet" } th { "Progress" } th { "Started" } th { "Operator" } } }
+            tbody {
+                @for (r, (n, ok, bad)) in &rows {
+                    tr {
+                        td { a href={ "/rollouts/" (r.id) } { (r.id) } }
+                        td { span class={ "status " (r.status) } { (r.status) } }
+                        td.fleet { (r.fleet) }
+                        td { (progress(*n, *ok, *bad)) }
+                        td { (when(r.created_at)) }
+                        td { (r.operator) }
+                    }
+                }
+            }
+        }
+    };
+    respond(&headers, "Rollouts", &who, None, html! {}, part)
+}
+
+/// A bar of `ok` and `bad` out of `n`, with the counts.
+fn progress(n: usize, ok: usize, bad: usize) -> Markup {
+    let pct = |k: usize| {
+        if n == 0 {
+            0.0
+        } else {
+            100.0 * k as f64 / n as f64
+        }
+    };
+    html! {
+        span.progress title={ (ok) " succeeded, " (bad) " failed of " (n) } {
+            span.ok style={ "width:" (format!("{:.1}", pct(ok))) "%" } {}
+            span.bad style={ "width:" (format!("{:.1}", pct(bad))) "%" } {}
+        }
+        " " span.count { (ok + bad) " / " (n) }
+    }
+}
+
+/// `/rollouts/{id}`: its waves and gates, plots, failure clusters,
+/// workers, actions; the controls for an operator.
+pub(super) async fn rollout(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Operator>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match rollout_part(&app, &id, &who).await {
+        Ok((r, part)) => {
+            let head = html! {
+                p.links { a href={ "/rollouts/" (id) "/tenants" } { "All tenants" } }
+            };
+            let title = format!("Rollout {}", r.id);
+            respond(
+                &headers,
+                &title,
+                &who,
+                Some(format!("/rollouts/{id}/events")),
+                head,
+                part,
+            )
+        }
+        Err(e) => failed(e),
+    }
+}
+
+async fn rollout_part(
+    app: &App,
+    id: &str,
+    who: &Operator,
+) -> Result<(RolloutRecord, Markup), Error> {
+    let r = app.store.get_rollout(id).await?;
+    let waves = app.store.waves(id).await?;
+    let counts = app.store.wave_counts(id).await?;
+    let gates = app.store.gates(id).await?;
+    let workers = app.store.workers(id).await?;
+    let actions = app.store.actions(id).await?;
+    let report = match r.pruned {
+        None => Some(app.report(id).await?),
+        Some(_) => None,
+    };
+    let now = crate::state::now_ms();
+    let total: usize = counts.iter().map(|c| c.2).sum();
+    let of = |s: RunStatus| count_of(&counts, None, s);
+    let part = html! {
+        section.summary {
+            p {
+                span #status class={ "status " (r.status) } { (r.status) }
+                @if let Some(q) = r.requested { " · " span #requested { "asked to " (q) } }
+                " · fleet " code { (r.fleet) } " · started " (when(r.created_at)) " by " (r.operator)
+            }
+            @if let Some(reason) = &r.reason { p #reason { (reason) } }
+            p #counts {
+                (progress(total, of(RunStatus::Succeeded), of(RunStatus::Failed)))
+                " — "
+                @for s in RunStatus::ALL {
+                    @let n = of(*s);
+                    @if n > 0 {
+                        a.tally href={ "/rollouts/" (id) "/tenants?status=" (s) } data-status=(s) {
+                            (s) ": " span.n { (n) }
+                        } " "
+                    }
+                }
+            }
+            (controls(&r, who))
+        }
+        h2 { "Waves" }
+        table #waves {
+            thead { tr { th { "Wave" } th { "Selector" } th { "Status" } th { "Tenants" } th { "Succeeded" } th { "Failed" } th { "Gate" } th { "Started" } th { "Took" } } }
+            tbody {
+                @for w in &waves {
+                    @let n: usize = counts.iter().filter(|c| c.0 == w.wave).map(|c| c.2).sum();
+                    tr {
+                        td { a href={ "/rollouts/" (id) "/tenants?wave=" (w.wave) } { (w.name) } }
+                        td { code { (w.selector) } }
+                        td { span class={ "status " (w.status) } { (w.status) } }
+                        td { (n) }
+                        td { (count_of(&counts, Some(w.wave), RunStatus::Succeeded)) }
+                        td { (count_of(&counts, Some(w.wave), RunStatus::Failed)) }
+                        td {
+                            @for g in gates.iter().filter(|g| g.wave == w.wave) {
+                                (g.status) " by " (g.worker) " at " (when(g.evaluated_at))
+                            }
+                            @if let Some(text) = &w.gate { div.gate { (text) } }
+                        }
+                        td { (w.started_at.map(when).unwrap_or_default()) }
+                        td {
+                            @if let Some(s) = w.started_at {
+                                (age(w.finished_at.unwrap_or(now) - s))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(rep) = &report {
+            h2 { "Progress" }
+            div.plot { (PreEscaped(crate::report::html::timeline(rep))) }
+            h2 { "Tenant durations" }
+            div.plot { (PreEscaped(crate::report::html::histogram(rep))) }
+            h2 { "Failures" }
+            (clusters(id, rep))
+        } @else {
+            p { "Its tenant rows were pruned; the counts above are what they said." }
+        }
+        h2 { "Workers" }
+        @if workers.is_empty() { p { "No worker has joined (one process ran it, or none yet)." } }
+        @else {
+            table #workers {
+                thead { tr { th { "Worker" } th { "Host" } th { "Heartbeat" } th { "Claims" } th { "Done" } th { "Stopped" } } }
+                tbody {
+                    @for w in &workers {
+                        tr {
+                            td { (w.worker) } td { (w.host) }
+                            td { (age(now - w.heartbeat_at)) " ago" }
+                            td { (w.claimed) } td { (w.done) }
+                            td { (w.stopped_at.map(when).unwrap_or_default()) }
+                        }
+                    }
+                }
+            }
+        }
+        @if !actions.is_empty() {
+            h2 { "Actions" }
+            ul #actions {
+                @for a in &actions {
+                    li { (when(a.at)) " " b { (a.operator) } " asked to " (a.action) @if !a.detail.is_empty() { " (" (a.detail) ")" } }
+                }
+            }
+        }
+    };
+    Ok((r, part))
+}
+
+/// The failure clusters of a report, a sample error each.
+fn clusters(id: &str, rep: &crate::report::RunReport) -> Markup {
+    let clusters = rep.failure_clusters();
+    html! {
+        @if clusters.is_empty() { p #no-failures { "No tenant failed." } }
+        @else {
+            table #clusters {
+                thead { tr { th { "Kind" } th { "Tenants" } th { "Sample error" } th { "Examples" } } }
+                tbody {
+                    @for c in &clusters {
+                        tr {
+                            td { a href={ "/rollouts/" (id) "/tenants?status=failed&kind=" (c.kind) } { (c.kind) } " (" (c.class) ")" }
+                            td { (c.count) }
+                            td.error { (c.example_message) }
+                            td {
+                                @for t in &c.example_tenants {
+                                    a href={ "/rollouts/" (id) "/tenants/" (t) } { (t) } " "
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pause, resume, abort, retry the failed tenants: for a signed-in
+/// operator, as the rollout's status allows.
+fn controls(r: &RolloutRecord, who: &Operator) -> Markup {
+    let Some(_) = &who.0 else {
+        return html! {};
+    };
+    let running = r.status == RolloutStatus::Running && r.requested.is_none();
+    let stopped = matches!(r.status, RolloutStatus::Paused | RolloutStatus::Halted);
+    let retryable = matches!(
+        r.status,
+        RolloutStatus::Completed | RolloutStatus::Halted | RolloutStatus::Paused
+    );
+    let button = |action: &str, label: &str| {
+        html! {
+            form.inline method="post" action={ "/rollouts/" (r.id) "/" (action) } {
+                button type="submit" id=(action) { (label) }
+            }
+        }
+    };
+    html! {
+        div.controls {
+            @if running { (button("pause", "Pause")) (button("abort", "Abort")) }
+            @if stopped { (button("resume", "Resume")) }
+            @if r.status == RolloutStatus::Paused { (button("abort", "Abort")) }
+            @if retryable { (button("retry", "Retry failed tenants")) }
+        }
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+pub(super) struct TenantQuery {
+    status: Option<String>,
+    wave: Option<String>,
+    kind: Option<String>,
+    prefix: Option<String>,
+    after: Option<String>,
+}
+
+impl TenantQuery {
+    fn filter(&self) -> Result<TenantFilter, String> {
+        let given = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        Ok(TenantFilter {
+            status: given(&self.status).map(|s| s.parse()).transpose()?,
+            wave: given(&self.wave)
+                .map(|w| w.parse().map_err(|_| format!("wave {w:?} is not a number")))
+                .transpose()?,
+            kind: given(&self.kind),
+            prefix: given(&self.prefix),
+        })
+    }
+}
+
+/// `/rollouts/{id}/tenants`: a page of tenants, filtered.
+pub(super) async fn tenants(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Operator>,
+    Path(id): Path<String>,
+    Query(q): Query<TenantQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let f = match q.filter() {
+        Ok(f) => f,
+        Err(m) => {
+            let body = html! { p.error { (m) } };
+            return (StatusCode::BAD_REQUEST, page("Tenants", None, None, body)).into_response();
+        }
+    };
+    let got = async {
+        let r = app.store.get_rollout(&id).await?;
+        let waves = app.store.waves(&id).await?;
+        let n = app.store.tenant_count(&id, &f).await?;
+        let rows = app
+            .store
+            .tenant_page(&id, &f, q.after.as_deref(), PAGE)
+            .await?;
+        Ok::<_, Error>((r, waves, n, rows))
+    };
+    let (r, waves, n, rows) = match got.await {
+        Ok(g) => g,
+        Err(e) => return failed(e),
+    };
+    let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
+    let head = html! {
+        p.links { a href={ "/rollouts/" (id) } { "Rollout " (id) } }
+        form.filter method="get" {
+            label { "Status " select name="status" {
+                option value="" { "any" }
+                @for s in RunStatus::ALL { option value=(s) selected[sel(&q.status, s.as_str())] { (s) } }
+            } }
+            label { " Wave " select name="wave" {
+                option value="" { "any" }
+                @for w in &waves { option value=(w.wave) selected[sel(&q.wave, &w.wave.to_string())] { (w.name) } }
+            } }
+            label { " Failure kind " input name="kind" value=[q.kind.as_deref()] size="16"; }
+            label { " Id starts with " input name="prefix" value=[q.prefix.as_deref()] size="16"; }
+            " " button type="submit" { "Show" }
+        }
+    };
+    let next = (rows.len() == PAGE).then(|| {
+        let mut u = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("status", &q.status),
+            ("wave", &q.wave),
+            ("kind", &q.kind),
+            ("prefix", &q.prefix),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                u.append_pair(k, v);
+            }
+        }
+        u.append_pair("after", &rows[PAGE - 1].tenant);
+        format!("/rollouts/{id}/tenants?{}", u.finish())
+    });
+    let part = html! {
+        p #matched { (n) " tenant(s) match" @if q.after.is_some() { " (a later page)" } }
+        table #tenants {
+            thead { tr { th { "Tenant" } th { "Wave" } th { "Status" } th { "Attempts" } th { "Versions" } th { "Took" } th { "Error" } } }
+            tbody {
+                @for t in &rows {
+                    tr {
+                        td { a href={ "/rollouts/" (id) "/tenants/" (t.tenant) } { (t.tenant) } }
+                        td { (wave_name(&waves, t.wave)) }
+                        td { span class={ "status " (t.status) } { (t.status) } }
+                        td { (t.attempts) }
+                        td { (versions(t.from_version, t.to_version)) }
+                        td { (age(t.duration_ms)) }
+                        td.error {
+                            @if let Some(k) = t.error.kind { b { (k) } " " }
+                            (t.error.message.as_deref().unwrap_or(""))
+                        }
+                    }
+                }
+            }
+        }
+        @if let Some(next) = next { p { a #next href=(next) { "Next page" } } }
+    };
+    let title = format!("Tenants of {}", r.id);
+    respond(
+        &headers,
+        &title,
+        &who,
+        Some(format!("/rollouts/{id}/events")),
+        head,
+        part,
+    )
+}
+
+fn wave_name(waves: &[crate::state::WaveRecord], wave: i64) -> String {
+    waves
+        .iter()
+        .find(|w| w.wave == wave)
+        .map_or_else(|| "(refused)".to_string(), |w| w.name.clone())
+}
+
+fn versions(from: Option<i64>, to: Option<i64>) -> String {
+    match (from, to) {
+        (Some(f), Some(t)) => format!("{f} → {t}"),
+        (None, Some(t)) => format!("→ {t}"),
+        (Some(f), None) => format!("{f} →"),
+        (None, None) => String::new(),
+    }
+}
+
+/// `/rollouts/{id}/tenants/{tenant}`: its run in this rollout, its other
+/// rollouts, the moves that name it.
+pub(super) async fn tenant(
+    State(app): State<Arc<App>>,
+    Extension(who): Extension<Operator>,
+    Path((id, tenant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let got = async {
+        let r = app.store.get_rollout(&id).await?;
+        let waves = app.store.waves(&id).await?;
+        let run = app.store.tenant_run(&id, &tenant).await?;
+        let others = app.store.rollouts_of(&tenant, 20).await?;
+        let moves: Vec<_> = app
+            .store
+            .moves(1000)
+            .await?
+            .into_iter()
+            .filter(|m| m.tenant == tenant)
+            .collect();
+        Ok::<_, Error>((r, waves, run, others, moves))
+    };
+    let (r, waves, run, others, moves) = match got.await {
+        Ok(g) => g,
+        Err(e) => return failed(e),
+    };
+    let Some(t) = run else {
+        let body = html! { p.error { (tenant) " is not a tenant of rollout " (id) } };
+        return (StatusCode::NOT_FOUND, page("Tenant", None, None, body)).into_response();
+    };
+    let may_retry = who.0.is_some()
+        && t.status != RunStatus::Running
+        && matches!(
+            r.status,
+            RolloutStatus::Completed | RolloutStatus::Halted | RolloutStatus::Paused
+        );
+    let head = html! { p.links { a href={ "/rollouts/" (id) } { "Rollout " (id) } } };
+    let part = html! {
+        table.facts #tenant {
+            tr { th { "Status" } td { span #tenant-status class={ "status " (t.status) } { (t.status) } } }
+            tr { th { "Wave" } td { (wave_name(&waves, t.wave)) } }
+            tr { th { "Attempts" } td { (t.attempts) } }
+            tr { th { "Versions" } td { (versions(t.from_version, t.to_version)) } }
+            tr { th { "Applied" } td { (t.applied.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")) } }
+            tr { th { "Started" } td { (t.started_at.map(when).unwrap_or_default()) } }
+            tr { th { "Took" } td { (age(t.duration_ms)) } }
+            @if let Some(kind) = t.error.kind {
+                tr { th { "Error" } td.error #tenant-error {
+                    b { (kind) } @if let Some(c) = t.error.class { " (" (c) ")" }
+                    @if let Some(code) = &t.error.code { " code " (code) }
+                    @if let Some(v) = t.error.version { " at version " (v) }
+                    br; (t.error.message.as_deref().unwrap_or(""))
+                } }
+            }
+            @if let Some(g) = &t.gate_error { tr { th { "Gate" } td.error { (g) } } }
+            @if let Some(p) = &t.preflight { tr { th { "Preflight" } td { (p) } } }
+        }
+        @if may_retry {
+            form.inline method="post" action={ "/rollouts/" (id) "/tenants/" (t.tenant) "/retry" } {
+                button type="submit" #retry-tenant { "Retry this tenant" }
+            }
+        }
+        h2 { "Rollouts that name it" }
+        ul { @for o in &others { li { a href={ "/rollouts/" (o) "/tenants/" (t.tenant) } { (o) } } } }
+        @if !moves.is_empty() {
+            h2 { "Moves" }
+            table #moves {
+                thead { tr { th { "Move" } th { "Status" } th { "From" } th { "To" } th { "Rows" } th { "Started" } th { "Error" } } }
+                tbody {
+                    @for m in &moves {
+                        tr {
+                            td { (m.id) } td { (m.status) } td { (m.source) } td { (m.target) }
+                            td { (m.rows_copied) } td { (when(m.started_at)) }
+                            td.error { (m.error.as_deref().unwrap_or("")) }
+                        }
+                    }
+                }
+            }
+        }
+    };
+    let title = format!("Tenant {tenant}");
+    respond(
+        &headers,
+        &title,
+        &who,
+        Some(format!("/rollouts/{id}/events")),
+        head,
+        part,
+    )
+}

@@ -1,0 +1,135 @@
+//! A running `fleetmig serve` and plain HTTP to it (no redirects followed:
+//! a test sees the 303 and the cookie a login sets).
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+pub struct Serve {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    agent: ureq::Agent,
+}
+
+/// An answer: its status, body and `Set-Cookie`.
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub cookie: Option<String>,
+}
+
+impl Serve {
+    /// Starts `fleetmig serve --listen 127.0.0.1:0` in `dir` with `args`
+    /// and reads where it listens from its first line.
+    pub fn start(dir: &Path, args: &[&str]) -> Serve {
+        let mut child = super::fleetmig_process(dir)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line).unwrap();
+        let base = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let agent = ureq::AgentBuilder::new()
+            .redirects(0)
+            .timeout(Duration::from_secs(20))
+            .build();
+        Serve { child, base, agent }
+    }
+
+    fn answer(r: Result<ureq::Response, ureq::Error>) -> Answer {
+        let r = match r {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let status = r.status();
+        let cookie = r.header("set-cookie").map(str::to_string);
+        Answer {
+            status,
+            cookie,
+            body: r.into_string().unwrap(),
+        }
+    }
+
+    pub fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
+        let mut req = self.agent.get(&format!("{}{path}", self.base));
+        if let Some(c) = cookie {
+            req = req.set("Cookie", c);
+        }
+        Self::answer(req.call())
+    }
+
+    /// A form POST with `cookie` and `origin` as a browser sends them.
+    pub fn post(
+        &self,
+        path: &str,
+        cookie: Option<&str>,
+        origin: Option<&str>,
+        form: &[(&str, &str)],
+    ) -> Answer {
+        let mut req = self.agent.post(&format!("{}{path}", self.base));
+        if let Some(c) = cookie {
+            req = req.set("Cookie", c);
+        }
+        if let Some(o) = origin {
+            req = req.set("Origin", o);
+        }
+        Self::answer(req.send_form(form))
+    }
+
+    /// Signs in with `token`: the session cookie (`name=value`).
+    pub fn sign_in(&self, token: &str) -> String {
+        let a = self.post("/login", None, Some(&self.base), &[("token", token)]);
+        assert_eq!(a.status, 303, "{}", a.body);
+        let c = a.cookie.expect("a session cookie");
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+            assert!(c.contains(attr), "{c}");
+        }
+        c.split(';').next().unwrap().to_string()
+    }
+
+    /// Reads the event stream at `path` until a `changed` event or `within`.
+    pub fn changed_within(&self, path: &str, cookie: Option<&str>, within: Duration) -> bool {
+        let agent = ureq::AgentBuilder::new().timeout_read(within).build();
+        let mut req = agent.get(&format!("{}{path}", self.base));
+        if let Some(c) = cookie {
+            req = req.set("Cookie", c);
+        }
+        let Ok(r) = req.call() else { return false };
+        let t0 = Instant::now();
+        let mut lines = BufReader::new(r.into_reader()).lines();
+        while t0.elapsed() < within {
+            match lines.next() {
+                Some(Ok(l)) if l == "event: changed" => return true,
+                Some(Ok(_)) => {}
+                _ => return false,
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tokens file (mode 600) in `dir` naming `who` with `token`.
+pub fn tokens_file(dir: &Path, who: &str, token: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let p = dir.join("tokens");
+    std::fs::write(&p, format!("# operators\n{who} {token}\n")).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}

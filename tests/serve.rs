@@ -1,0 +1,356 @@
+//! `fleetmig serve` over real stores, as a process, spoken to over HTTP:
+//! a live PostgreSQL rollout with two processes on it, paused and resumed
+//! from the controls (each recorded under the operator's name); actions
+//! refused without a token, from another origin, or on a read-only server,
+//! changing nothing; a tenant's hostile error message shown as text; the
+//! tenant list paged and filtered on the server; /metrics; a web retry left
+//! for the next process to pick up.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::web::{Serve, tokens_file};
+use common::workers::*;
+use common::*;
+
+const TOKEN: &str = "alice-0123456789abcdef";
+
+async fn text(c: &mut sqlx::PgConnection, sql: &str) -> String {
+    sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_one(c)
+        .await
+        .unwrap()
+}
+
+async fn wait_status(c: &mut sqlx::PgConnection, id: &str, want: &str) {
+    let t0 = Instant::now();
+    loop {
+        let got = text(
+            c,
+            &format!("SELECT status FROM fleetmig_rollouts WHERE id = '{id}'"),
+        )
+        .await;
+        if got == want {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "still {got}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_live_postgres_rollout_is_watched_paused_and_resumed_from_the_browser() {
+    let s = Setup::new("serve", 60, 0.25).await;
+    let tokens = tokens_file(s.dir.path(), "alice", TOKEN);
+    let web = Serve::start(
+        s.dir.path(),
+        &[
+            "--state",
+            &s.db.url,
+            "--tokens-file",
+            tokens.to_str().unwrap(),
+        ],
+    );
+    let m = s.m.path().to_str().unwrap().to_string();
+    let a = s.start(&[
+        "rollout",
+        "--fleet",
+        &s.fleet,
+        "--migrations",
+        &m,
+        "--waves",
+        "first=10%,rest",
+        "--concurrency",
+        "2",
+    ]);
+    let mut c = s.db.conn().await;
+    let id = s.rollout_id(&mut c).await;
+    let b = s.worker(&id, &["--concurrency", "2"]);
+    s.wait_ran(&mut c, 10).await;
+
+    // the pages, read-only without signing in
+    let list = web.get("/", None);
+    assert_eq!(list.status, 200);
+    assert!(
+        list.body.contains(&id) && list.body.contains("running"),
+        "{}",
+        list.body
+    );
+    let page = web.get(&format!("/rollouts/{id}"), None);
+    assert_eq!(page.status, 200);
+    for part in [
+        "id=\"waves\"",
+        "first",
+        "rest",
+        "id=\"workers\"",
+        "data-live=\"/rollouts/",
+    ] {
+        assert!(page.body.contains(part), "{part} missing: {}", page.body);
+    }
+    assert!(
+        !page.body.contains("id=\"pause\""),
+        "controls shown without a token"
+    );
+    assert!(
+        !page.body.contains("fleetmig-test-secret"),
+        "a credential on the page"
+    );
+    // the page's stream says when the store changes
+    assert!(web.changed_within(
+        &format!("/rollouts/{id}/events"),
+        None,
+        Duration::from_secs(3)
+    ));
+
+    // actions without a token, or from another origin, change nothing
+    let pause = format!("/rollouts/{id}/pause");
+    assert_eq!(web.post(&pause, None, Some(&web.base), &[]).status, 403);
+    let cookie = web.sign_in(TOKEN);
+    assert_eq!(
+        web.post(&pause, Some(&cookie), Some("http://evil.example"), &[])
+            .status,
+        403
+    );
+    assert_eq!(web.post(&pause, Some(&cookie), None, &[]).status, 403);
+    assert_eq!(
+        web.post(
+            "/login",
+            None,
+            Some(&web.base),
+            &[("token", "wrong-token-0123456789")]
+        )
+        .status,
+        401
+    );
+    let asked = text(
+        &mut c,
+        &format!("SELECT COALESCE(requested, 'none') FROM fleetmig_rollouts WHERE id = '{id}'"),
+    )
+    .await;
+    assert_eq!(asked, "none");
+
+    // signed in: the controls, and a pause both processes obey
+    let page = web.get(&format!("/rollouts/{id}"), Some(&cookie));
+    assert!(
+        page.body.contains("id=\"pause\"") && page.body.contains(">alice<"),
+        "{}",
+        page.body
+    );
+    let done = web.post(&pause, Some(&cookie), Some(&web.base), &[]);
+    assert_eq!(done.status, 303, "{}", done.body);
+    wait_status(&mut c, &id, "paused").await;
+    let (a, a_late) = wait_until(a, Instant::now() + Duration::from_secs(30));
+    assert!(!a_late, "the rollout process did not stop: {}", said(&a));
+    let at_pause = count(&mut c, "SELECT count(*) FROM public.ran").await;
+    assert!(at_pause < 120, "everything ran before the pause took");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        count(&mut c, "SELECT count(*) FROM public.ran").await,
+        at_pause,
+        "a migration ran while paused"
+    );
+
+    // resume: the waiting worker picks it up and finishes it
+    let done = web.post(
+        &format!("/rollouts/{id}/resume"),
+        Some(&cookie),
+        Some(&web.base),
+        &[],
+    );
+    assert_eq!(done.status, 303, "{}", done.body);
+    let (b, b_late) = wait_until(b, Instant::now() + Duration::from_secs(90));
+    assert!(!b_late, "the worker did not finish: {}", said(&b));
+    wait_status(&mut c, &id, "completed").await;
+    assert_eq!(count(&mut c, "SELECT count(*) FROM public.ran").await, 120);
+    ran_once(&mut c).await;
+    let actions = text(
+        &mut c,
+        &format!("SELECT string_agg(operator || ':' || action, ',' ORDER BY at) FROM fleetmig_actions WHERE rollout_id = '{id}'"),
+    )
+    .await;
+    assert_eq!(actions, "alice:pause,alice:resume");
+    let page = web.get(&format!("/rollouts/{id}"), None);
+    assert!(
+        page.body.contains("alice") && page.body.contains("asked to pause"),
+        "{}",
+        page.body
+    );
+
+    // /metrics: the --metrics-file names for the newest rollout
+    let metrics = web.get("/metrics", None);
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .body
+            .contains("fleetmig_tenants{status=\"succeeded\"} 60"),
+        "{}",
+        metrics.body
+    );
+    drop(web);
+    c.close_conn().await;
+    s.db.drop_now().await;
+}
+
+/// A SQLite fleet of 30 tenants, one of which fails its first migration
+/// with a message that holds markup.
+fn hostile_fleet(dir: &std::path::Path) -> tempfile::TempDir {
+    registry_fleet(dir, 30, 0);
+    let m = migration_dir(&[
+        ("0001_a.sql", "CREATE TABLE a (x int);\n"),
+        (
+            "0002_b.sql",
+            "INSERT INTO a SELECT count(*) FROM \"<script>alert(1)</script>\" WHERE 0;\n",
+        ),
+    ]);
+    // every tenant but one has the table the second migration reads
+    for i in 0..30 {
+        let id = format!("t{i:04}");
+        if id == "t0007" {
+            continue;
+        }
+        let p = registry_tenant(dir, &id);
+        let c = rusqlite_free_exec(&p, "CREATE TABLE \"<script>alert(1)</script>\" (y int)");
+        assert!(c, "{}", p.display());
+    }
+    m
+}
+
+/// Runs `sql` on the SQLite file at `p` with the sqlite3 shell.
+fn rusqlite_free_exec(p: &std::path::Path, sql: &str) -> bool {
+    std::process::Command::new("sqlite3")
+        .arg(p)
+        .arg(sql)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hostile_error_is_text_the_list_pages_on_the_server_and_a_retry_waits_for_a_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = hostile_fleet(dir.path());
+    let o = run_in(
+        dir.path(),
+        &[
+            "sync",
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            m.path().to_str().unwrap(),
+            "--progress-every",
+            "0",
+        ],
+    );
+    expect_exit(&o, 1);
+    let o = run_in(dir.path(), &["history"]);
+    let id = stdout(&o)
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+
+    // read-only: no controls, every action refused
+    let web = Serve::start(dir.path(), &[]);
+    let page = web.get(&format!("/rollouts/{id}"), None);
+    assert_eq!(page.status, 200);
+    assert!(
+        !page.body.contains("<script>alert(1)"),
+        "markup from a tenant rendered: {}",
+        page.body
+    );
+    assert!(
+        page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body.contains("t0007"),
+        "the failed tenant is not in its cluster"
+    );
+    let one = web.get(&format!("/rollouts/{id}/tenants/t0007"), None);
+    assert!(
+        one.body.contains("id=\"tenant-error\"") && one.body.contains("&lt;script&gt;"),
+        "{}",
+        one.body
+    );
+    assert!(!one.body.contains("<script>alert(1)"));
+    assert_eq!(
+        web.post(&format!("/rollouts/{id}/retry"), None, Some(&web.base), &[])
+            .status,
+        403
+    );
+
+    // paged and filtered on the server
+    let first = web.get(&format!("/rollouts/{id}/tenants?prefix=t000"), None);
+    assert!(first.body.contains("10 tenant(s) match"), "{}", first.body);
+    let failed = web.get(&format!("/rollouts/{id}/tenants?status=failed"), None);
+    assert!(failed.body.contains("1 tenant(s) match") && failed.body.contains("t0007"));
+    let bad = web.get(&format!("/rollouts/{id}/tenants?status=nosuch"), None);
+    assert_eq!(bad.status, 400);
+    let missing = web.get("/rollouts/nosuch", None);
+    assert_eq!(missing.status, 404);
+    drop(web);
+
+    // with a token: a retry of the failed tenant is left for a process
+    let tokens = tokens_file(dir.path(), "bob", TOKEN);
+    let web = Serve::start(dir.path(), &["--tokens-file", tokens.to_str().unwrap()]);
+    let cookie = web.sign_in(TOKEN);
+    let r = web.post(
+        &format!("/rollouts/{id}/tenants/t0007/retry"),
+        Some(&cookie),
+        Some(&web.base),
+        &[],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let again = web.post(
+        &format!("/rollouts/{id}/tenants/t0007/retry"),
+        Some(&cookie),
+        Some(&web.base),
+        &[],
+    );
+    assert_eq!(
+        again.status, 409,
+        "a second retry of a running rollout: {}",
+        again.body
+    );
+    drop(web);
+    assert!(rusqlite_free_exec(
+        &registry_tenant(dir.path(), "t0007"),
+        "CREATE TABLE \"<script>alert(1)</script>\" (y int)"
+    ));
+    let o = run_in(
+        dir.path(),
+        &[
+            "resume",
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            m.path().to_str().unwrap(),
+            "--progress-every",
+            "0",
+        ],
+    );
+    expect_exit(&o, 0);
+    assert_eq!(
+        sqlite_history(&registry_tenant(dir.path(), "t0007")).await,
+        vec![(1, true), (2, true)]
+    );
+    let o = run_in(dir.path(), &["status", "--rollout", &id]);
+    assert!(stdout(&o).contains("completed"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_bind_beyond_loopback_without_tokens_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run_in(dir.path(), &["serve", "--listen", "0.0.0.0:0"]);
+    expect_exit(&o, 2);
+    let e = stderr(&o);
+    assert!(e.contains("--listen") && e.contains("--tokens-file"), "{e}");
+}
