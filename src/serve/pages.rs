@@ -273,7 +273,9 @@ async fn rollout_part(
                     @for w in &workers {
                         tr {
                             td { (w.worker) } td { (w.host) }
-                            td { (age(now - w.heartbeat_at)) " ago" }
+                            td {
+                                @if w.stopped_at.is_none() { (age(now - w.heartbeat_at)) " ago" }
+                            }
                             td { (w.claimed) } td { (w.done) }
                             td { (w.stopped_at.map(when).unwrap_or_default()) }
                         }

@@ -2,6 +2,7 @@
 //! the real binary, reading the report it wrote.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod engine;
 pub mod moves;
 pub mod stores;
