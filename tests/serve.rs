@@ -354,3 +354,127 @@ fn a_bind_beyond_loopback_without_tokens_is_refused_at_start() {
     let e = stderr(&o);
     assert!(e.contains("--listen") && e.contains("--tokens-file"), "{e}");
 }
+
+/// curl, trusting only `ca`; the status line, headers and body.
+fn curl(ca: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("curl")
+        .args(["-sS", "-i", "--max-time", "10", "--cacert"])
+        .arg(ca)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn https_with_a_certificate_and_a_secure_cookie() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    // a store to look at
+    registry_fleet(dir.path(), 3, 0);
+    let m = demo_migrations();
+    let o = run_in(
+        dir.path(),
+        &[
+            "sync",
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            m.to_str().unwrap(),
+            "--progress-every",
+            "0",
+        ],
+    );
+    expect_exit(&o, 0);
+    let tokens = tokens_file(dir.path(), "carol", TOKEN);
+    let web = Serve::start(
+        dir.path(),
+        &[
+            "--tokens-file",
+            tokens.to_str().unwrap(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(web.base.starts_with("https://127.0.0.1:"), "{}", web.base);
+    let page = curl(&cert, &[&format!("{}/login", web.base)]);
+    let said = String::from_utf8_lossy(&page.stdout).to_string();
+    assert!(
+        said.starts_with("HTTP/1.1 200"),
+        "{said}{}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+    let login = curl(
+        &cert,
+        &[
+            "-H",
+            &format!("Origin: {}", web.base),
+            "--data-urlencode",
+            &format!("token={TOKEN}"),
+            &format!("{}/login", web.base),
+        ],
+    );
+    let said = String::from_utf8_lossy(&login.stdout).to_string();
+    let cookie = said
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("{said}"));
+    for attr in ["HttpOnly", "SameSite=Strict", "Secure"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    // plain HTTP on the HTTPS port gets no page
+    let plain = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            &web.base.replace("https://", "http://"),
+        ])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&plain.stdout).contains("fleetmig"));
+    drop(web);
+    // a file that is not a certificate is named
+    let o = run_in(
+        dir.path(),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            key.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    expect_exit(&o, 2);
+    assert!(
+        stderr(&o).contains("--tls-cert") && !stderr(&o).contains("PRIVATE KEY-----\nMII"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -253,6 +253,22 @@ pub struct ServeArgs {
     /// abort and retry, each recorded under their name.
     #[arg(long, value_name = "FILE", env = "FLEETMIG_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); with --tls-key.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_key",
+        env = "FLEETMIG_TLS_CERT"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "tls_cert",
+        env = "FLEETMIG_TLS_KEY"
+    )]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -55,6 +55,10 @@ pub async fn serve(a: ServeArgs) -> Result<i32, Error> {
     let cfg = config(&a.common, Overrides::default())?;
     let tokens = a.tokens_file.as_deref().map(Tokens::read).transpose()?;
     crate::serve::check_bind(&a.listen, tokens.as_ref())?;
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::serve::acceptor(cert, key)?),
+        _ => None,
+    };
     // read-only, it writes nothing to the store (a role that may only read
     // it is enough)
     let mode = if tokens.is_some() {
@@ -69,6 +73,7 @@ pub async fn serve(a: ServeArgs) -> Result<i32, Error> {
         tokens,
         reports: cfg.reports.clone(),
         lease: cfg.lease,
+        tls,
     };
     let server = match Server::bind(store.clone(), opts).await {
         Ok(s) => s,
@@ -78,8 +83,8 @@ pub async fn serve(a: ServeArgs) -> Result<i32, Error> {
         }
     };
     outln!(
-        "fleetmig serve: http://{} over the state store {}{}",
-        server.addr,
+        "fleetmig serve: {} over the state store {}{}",
+        server.url(),
         store.location,
         if read_only {
             " (read-only: no --tokens-file)"

@@ -251,7 +251,12 @@ pub(super) async fn login(
         .collect();
     app.sessions.insert(session.clone(), name.to_string());
     tracing::info!("serve: {name} signed in");
-    let cookie = format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict");
+    let secure = if app.opts.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict{secure}");
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 

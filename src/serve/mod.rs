@@ -16,6 +16,7 @@ mod actions;
 mod auth;
 mod live;
 mod pages;
+mod tls;
 mod view;
 
 use std::collections::HashMap;
@@ -28,13 +29,14 @@ use axum::Router;
 use axum::routing::{get, post};
 
 pub use auth::Tokens;
+pub use tls::acceptor;
 
 use crate::error::Error;
 use crate::report::RunReport;
 use crate::state::StateStore;
 
 /// How `serve` runs.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub listen: SocketAddr,
     /// The operators' tokens; none: read-only.
@@ -43,6 +45,8 @@ pub struct ServeOptions {
     pub reports: PathBuf,
     /// The workers' lease (whether a rollout is still held by one).
     pub lease: Duration,
+    /// HTTPS with this certificate and key (`tls::acceptor`); none: HTTP.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// How old a rollout's report (plots, failure clusters) may be on a page:
@@ -149,11 +153,30 @@ impl Server {
         })
     }
 
+    /// `https://…` or `http://…`: where a browser finds it.
+    pub fn url(&self) -> String {
+        let scheme = if self.app.opts.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
     /// Serves until `stop` resolves (Ctrl-C, SIGTERM).
     pub async fn run(self, stop: impl std::future::Future<Output = ()> + Send + 'static) {
+        let tls = self.app.opts.tls.clone();
         let app = router(self.app);
-        let _ = axum::serve(self.listener, app)
-            .with_graceful_shutdown(stop)
-            .await;
+        let _ = match tls {
+            Some(acceptor) => match tls::TlsListener::new(self.listener, acceptor) {
+                Ok(l) => axum::serve(l, app).with_graceful_shutdown(stop).await,
+                Err(e) => Err(e),
+            },
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }
+        };
     }
 }

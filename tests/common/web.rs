@@ -35,7 +35,7 @@ impl Serve {
         BufReader::new(out).read_line(&mut line).unwrap();
         let base = line
             .split_whitespace()
-            .find(|w| w.starts_with("http://"))
+            .find(|w| w.starts_with("http://") || w.starts_with("https://"))
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_string();
         let agent = ureq::AgentBuilder::new()
