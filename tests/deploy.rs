@@ -189,3 +189,43 @@ fn the_systemd_units_run_command_lines_fleetmig_accepts() {
     assert!(timer.iter().any(|(k, _)| k == "OnCalendar"));
     assert!(timer.iter().any(|(k, v)| k == "Persistent" && v == "true"));
 }
+
+#[test]
+fn the_serve_deployment_needs_tokens_and_its_service_reaches_it() {
+    let docs = manifest("serve.yaml");
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Deployment", "Service"]);
+    let serve = containers("serve.yaml");
+    assert_eq!(serve.len(), 1);
+    let Command::Serve(a) = &serve[0].0.command else {
+        panic!("the Deployment runs {:?}, not serve", serve[0].0.command);
+    };
+    // beyond loopback: fleetmig refuses it without tokens, so they are given
+    assert!(!a.listen.ip().is_loopback());
+    assert!(a.tokens_file.is_some());
+    assert_eq!(serve[0].1, ["state-url"]);
+    let port = a.listen.port() as i64;
+    let pod = &docs[0]["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["containers"][0]["ports"][0]["containerPort"].as_i64(),
+        Some(port)
+    );
+    // the tokens file is mounted where the flag says, readable by its owner only
+    let mount = &pod["containers"][0]["volumeMounts"][0];
+    assert!(
+        a.tokens_file
+            .as_ref()
+            .unwrap()
+            .starts_with(mount["mountPath"].as_str().unwrap())
+    );
+    assert_eq!(
+        pod["volumes"][0]["secret"]["defaultMode"].as_i64(),
+        Some(0o400)
+    );
+    let svc = &docs[1]["spec"];
+    assert_eq!(
+        svc["selector"]["app"],
+        docs[0]["spec"]["selector"]["matchLabels"]["app"]
+    );
+    assert_eq!(svc["ports"][0]["targetPort"].as_str(), Some("http"));
+}

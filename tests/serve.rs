@@ -72,6 +72,36 @@ async fn a_live_postgres_rollout_is_watched_paused_and_resumed_from_the_browser(
     let b = s.worker(&id, &["--concurrency", "2"]);
     s.wait_ran(&mut c, 10).await;
 
+    // /metrics while it runs: every series the Grafana dashboard reads
+    let metrics = web.get("/metrics", None);
+    assert_eq!(metrics.status, 200);
+    let dashboard = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/grafana/fleetmig-dashboard.json"),
+    )
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut read = 0;
+    for p in dashboard["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            let name: String = expr[expr.find("fleetmig_").unwrap()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                metrics.body.contains(&format!("# TYPE {name} gauge")),
+                "{name} is not served:\n{}",
+                metrics.body
+            );
+            read += 1;
+        }
+    }
+    assert!(read >= 9);
+    assert!(metrics.body.contains(&format!(
+        "fleetmig_rollout_tenants{{rollout=\"{id}\",status=\"succeeded\"}}"
+    )));
+
     // the pages, read-only without signing in
     let list = web.get("/", None);
     assert_eq!(list.status, 200);
