@@ -181,7 +181,7 @@ pub(super) async fn guard(State(app): State<Arc<App>>, mut req: Request, next: N
             );
         }
     } else if app.gated && who.is_none() && !open {
-        if path == "/metrics" || path.ends_with("/events") {
+        if path == "/metrics" || path.ends_with("events") {
             return refuse(StatusCode::UNAUTHORIZED, "a token is needed");
         }
         return Redirect::to("/login").into_response();

@@ -21,24 +21,68 @@ use crate::state::{RolloutStatus, now_ms};
 /// within this and the page's fetch.
 const LOOK: Duration = Duration::from_millis(400);
 
+/// The wait after an event, before the next look (see `changes`).
+const SETTLE: Duration = Duration::from_millis(300);
+
 /// `/rollouts/{id}/events`: `changed` whenever the rollout's marker
 /// (status, wave, tenant rows, heartbeats) changes.
 pub(super) async fn events(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    changes(app, Some(id))
+}
+
+/// `/events`: `changed` whenever a rollout starts or a running one changes
+/// (the rollouts page).
+pub(super) async fn events_all(
+    State(app): State<Arc<App>>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    changes(app, None)
+}
+
+/// The marker of rollout `id`, or of the store's rollouts: the newest's
+/// id and status, and each running one's marker.
+async fn marker(app: &App, id: Option<&str>) -> Result<String, Error> {
+    if let Some(id) = id {
+        return app.store.change_marker(id).await;
+    }
+    let mut m = String::new();
+    for (i, r) in app.store.rollouts(100).await?.iter().enumerate() {
+        if i == 0 {
+            m += &format!("{} {};", r.id, r.status);
+        }
+        if r.status == RolloutStatus::Running {
+            m += &app.store.change_marker(&r.id).await?;
+            m.push(';');
+        }
+    }
+    Ok(m)
+}
+
+fn changes(
+    app: Arc<App>,
+    id: Option<String>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let stream = futures_util::stream::unfold(
-        (app, id, None::<String>),
-        |(app, id, mut last)| async move {
+        (app, id, None::<String>, false),
+        |(app, id, mut last, sent)| async move {
+            // after an event the page fetches its part: the next look waits
+            // a little longer, so that a rollout that changes all the time
+            // costs a page one fetch in `SETTLE`, still within a second
+            tokio::time::sleep(if sent { SETTLE } else { Duration::ZERO }).await;
             loop {
                 if last.is_some() {
                     tokio::time::sleep(LOOK).await;
                 }
                 // a store that does not answer now is looked at again
-                let marker = match app.store.change_marker(&id).await {
+                let marker = match marker(&app, id.as_deref()).await {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::warn!("serve: rollout {id}: {e}");
+                        tracing::warn!(
+                            "serve: watching {}: {e}",
+                            id.as_deref().unwrap_or("the rollouts")
+                        );
                         tokio::time::sleep(LOOK * 5).await;
                         continue;
                     }
@@ -48,7 +92,7 @@ pub(super) async fn events(
                     last = Some(marker);
                     if !first {
                         let e = Event::default().event("changed").data("1");
-                        return Some((Ok(e), (app, id, last)));
+                        return Some((Ok(e), (app, id, last, true)));
                     }
                 }
             }

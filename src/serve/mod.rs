@@ -50,7 +50,10 @@ pub struct ServeOptions {
 }
 
 /// How old a rollout's report (plots, failure clusters) may be on a page:
-/// it reads every tenant row, so it is gathered at most this often.
+/// it reads every tenant row, so it is gathered again at most this often,
+/// and no more often than ten times the time its gathering took (at
+/// 100,000 tenants a gathering takes most of a second: the server spends
+/// at most a tenth of its time on it, however many pages watch).
 const REPORT_AGE: Duration = Duration::from_secs(3);
 
 /// What every handler shares.
@@ -61,23 +64,24 @@ pub(crate) struct App {
     gated: bool,
     /// Session cookie → operator name.
     sessions: dashmap::DashMap<String, String>,
-    /// Rollout id → (when gathered, its report).
-    reports: Mutex<HashMap<String, (Instant, Arc<RunReport>)>>,
+    /// Rollout id → (when gathered, how long that took, its report).
+    reports: Mutex<HashMap<String, (Instant, Duration, Arc<RunReport>)>>,
 }
 
 impl App {
     /// Rollout `id`'s report, gathered again when older than `REPORT_AGE`.
     async fn report(&self, id: &str) -> Result<Arc<RunReport>, Error> {
-        if let Some((at, r)) = self.reports.lock().expect("reports lock").get(id)
-            && at.elapsed() < REPORT_AGE
+        if let Some((at, took, r)) = self.reports.lock().expect("reports lock").get(id)
+            && at.elapsed() < REPORT_AGE.max(*took * 10)
         {
             return Ok(r.clone());
         }
+        let t0 = Instant::now();
         let r = Arc::new(RunReport::load(&self.store, id).await?);
         let mut cache = self.reports.lock().expect("reports lock");
         // a handful of rollouts are looked at at once: keep the recent ones
-        cache.retain(|_, (at, _)| at.elapsed() < REPORT_AGE * 10);
-        cache.insert(id.to_string(), (Instant::now(), r.clone()));
+        cache.retain(|_, (at, took, _)| at.elapsed() < (REPORT_AGE.max(*took * 10)) * 10);
+        cache.insert(id.to_string(), (t0, t0.elapsed(), r.clone()));
         Ok(r)
     }
 }
@@ -104,6 +108,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/logout", post(auth::logout))
         .route("/static/{file}", get(pages::asset))
         .route("/metrics", get(live::metrics))
+        .route("/events", get(live::events_all))
         .route("/rollouts/{id}", get(pages::rollout))
         .route("/rollouts/{id}/events", get(live::events))
         .route("/rollouts/{id}/tenants", get(pages::tenants))

@@ -137,7 +137,8 @@ pub(super) async fn rollouts(
             }
         }
     };
-    respond(&headers, "Rollouts", &who, None, html! {}, part)
+    let live = Some("/events".to_string());
+    respond(&headers, "Rollouts", &who, live, html! {}, part)
 }
 
 /// A bar of `ok` and `bad` out of `n`, with the counts.
