@@ -325,6 +325,7 @@ async fn cost(schemas_n: usize, rounds: usize) {
         let profile = tempfile::tempdir().unwrap();
         let mut chromium = watch.then(|| browser(&format!("{}/", web.base), profile.path()));
         std::thread::sleep(Duration::from_secs(3));
+        let browser_before = chromium.as_ref().map_or(0.0, |c| tree_cpu_s(c.id()));
         let start = Instant::now();
         let mut run = Command::new(fleetmig_bin())
             .current_dir(dir.path())
@@ -359,7 +360,7 @@ async fn cost(schemas_n: usize, rounds: usize) {
             serve_cpu.0.push(cpu)
         }
         if let Some(c) = chromium.as_mut() {
-            browser_cpu.push(tree_cpu_s(c.id()));
+            browser_cpu.push(tree_cpu_s(c.id()) - browser_before);
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -383,7 +384,7 @@ async fn cost(schemas_n: usize, rounds: usize) {
     println!("  watched / alone: {:.3}", w / a);
     println!(
         "  serve's CPU over a run: {:.2} s nobody watching, {:.2} s watched; \
-         Chromium's (on the same 2 cores, from its start): {:.2} s (medians)",
+         Chromium's during the rollout (on the same 2 cores): {:.2} s (medians)",
         median(serve_cpu.0),
         median(serve_cpu.1),
         median(browser_cpu)

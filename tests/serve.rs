@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::web::{Serve, tokens_file};
+use common::web::{Serve, Watched, tokens_file};
 use common::workers::*;
 use common::*;
 
@@ -45,31 +45,13 @@ async fn wait_status(c: &mut sqlx::PgConnection, id: &str, want: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_live_postgres_rollout_is_watched_paused_and_resumed_from_the_browser() {
     let s = Setup::new("serve", 60, 0.25).await;
-    let tokens = tokens_file(s.dir.path(), "alice", TOKEN);
-    let web = Serve::start(
-        s.dir.path(),
-        &[
-            "--state",
-            &s.db.url,
-            "--tokens-file",
-            tokens.to_str().unwrap(),
-        ],
-    );
-    let m = s.m.path().to_str().unwrap().to_string();
-    let a = s.start(&[
-        "rollout",
-        "--fleet",
-        &s.fleet,
-        "--migrations",
-        &m,
-        "--waves",
-        "first=10%,rest",
-        "--concurrency",
-        "2",
-    ]);
-    let mut c = s.db.conn().await;
-    let id = s.rollout_id(&mut c).await;
-    let b = s.worker(&id, &["--concurrency", "2"]);
+    let Watched {
+        web,
+        rollout: a,
+        worker: b,
+        id,
+        mut c,
+    } = Watched::start(&s, "alice", TOKEN).await;
     s.wait_ran(&mut c, 10).await;
 
     // /metrics while it runs: every series the Grafana dashboard reads
@@ -225,6 +207,23 @@ async fn a_live_postgres_rollout_is_watched_paused_and_resumed_from_the_browser(
     s.db.drop_now().await;
 }
 
+/// `command` (sync, resume) on the registry fleet in `dir` with the set `m`.
+fn on_registry(dir: &std::path::Path, command: &str, m: &std::path::Path) -> std::process::Output {
+    let m = m.to_str().unwrap();
+    run_in(
+        dir,
+        &[
+            command,
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            m,
+            "--progress-every",
+            "0",
+        ],
+    )
+}
+
 /// A SQLite fleet of 30 tenants, one of which fails its first migration
 /// with a message that holds markup.
 fn hostile_fleet(dir: &std::path::Path) -> tempfile::TempDir {
@@ -263,18 +262,7 @@ fn rusqlite_free_exec(p: &std::path::Path, sql: &str) -> bool {
 async fn a_hostile_error_is_text_the_list_pages_on_the_server_and_a_retry_waits_for_a_process() {
     let dir = tempfile::tempdir().unwrap();
     let m = hostile_fleet(dir.path());
-    let o = run_in(
-        dir.path(),
-        &[
-            "sync",
-            "--fleet",
-            "registry:fleet.csv",
-            "--migrations",
-            m.path().to_str().unwrap(),
-            "--progress-every",
-            "0",
-        ],
-    );
+    let o = on_registry(dir.path(), "sync", m.path());
     expect_exit(&o, 1);
     let o = run_in(dir.path(), &["history"]);
     let id = stdout(&o)
@@ -355,18 +343,7 @@ async fn a_hostile_error_is_text_the_list_pages_on_the_server_and_a_retry_waits_
         &registry_tenant(dir.path(), "t0007"),
         "CREATE TABLE \"<script>alert(1)</script>\" (y int)"
     ));
-    let o = run_in(
-        dir.path(),
-        &[
-            "resume",
-            "--fleet",
-            "registry:fleet.csv",
-            "--migrations",
-            m.path().to_str().unwrap(),
-            "--progress-every",
-            "0",
-        ],
-    );
+    let o = on_registry(dir.path(), "resume", m.path());
     expect_exit(&o, 0);
     assert_eq!(
         sqlite_history(&registry_tenant(dir.path(), "t0007")).await,
@@ -425,18 +402,7 @@ fn https_with_a_certificate_and_a_secure_cookie() {
     // a store to look at
     registry_fleet(dir.path(), 3, 0);
     let m = demo_migrations();
-    let o = run_in(
-        dir.path(),
-        &[
-            "sync",
-            "--fleet",
-            "registry:fleet.csv",
-            "--migrations",
-            m.to_str().unwrap(),
-            "--progress-every",
-            "0",
-        ],
-    );
+    let o = on_registry(dir.path(), "sync", &m);
     expect_exit(&o, 0);
     let tokens = tokens_file(dir.path(), "carol", TOKEN);
     let web = Serve::start(

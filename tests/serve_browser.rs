@@ -12,7 +12,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
-use common::web::{Serve, tokens_file};
+use common::web::Watched;
 use common::workers::*;
 
 const TOKEN: &str = "alice-0123456789abcdef";
@@ -37,31 +37,13 @@ async fn an_operator_watches_pauses_and_resumes_a_rollout_in_a_real_browser() {
     let s = Setup::new("browser", 80, 0.4).await;
     // the last tenant fails: its table is there already
     s.db.exec("CREATE TABLE tenant_079.t (x int)").await;
-    let tokens = tokens_file(s.dir.path(), "alice", TOKEN);
-    let web = Serve::start(
-        s.dir.path(),
-        &[
-            "--state",
-            &s.db.url,
-            "--tokens-file",
-            tokens.to_str().unwrap(),
-        ],
-    );
-    let m = s.m.path().to_str().unwrap().to_string();
-    let a = s.start(&[
-        "rollout",
-        "--fleet",
-        &s.fleet,
-        "--migrations",
-        &m,
-        "--waves",
-        "first=10%,rest",
-        "--concurrency",
-        "2",
-    ]);
-    let mut c = s.db.conn().await;
-    let id = s.rollout_id(&mut c).await;
-    let w = s.worker(&id, &["--concurrency", "2"]);
+    let Watched {
+        web,
+        rollout: a,
+        worker: w,
+        id,
+        mut c,
+    } = Watched::start(&s, "alice", TOKEN).await;
     let page = format!("{}/rollouts/{id}", web.base);
 
     let mut b = Browser::start();

@@ -64,24 +64,44 @@ pub(crate) struct App {
     gated: bool,
     /// Session cookie → operator name.
     sessions: dashmap::DashMap<String, String>,
-    /// Rollout id → (when gathered, how long that took, its report).
-    reports: Mutex<HashMap<String, (Instant, Duration, Arc<RunReport>)>>,
+    /// Rollout id → its report as last gathered.
+    reports: Mutex<HashMap<String, Gathered>>,
+}
+
+/// A rollout's report as gathered for the pages.
+struct Gathered {
+    at: Instant,
+    /// How long gathering it took.
+    took: Duration,
+    report: Arc<RunReport>,
+}
+
+impl Gathered {
+    /// How long it is shown before it is gathered again.
+    fn keep(&self) -> Duration {
+        REPORT_AGE.max(self.took * 10)
+    }
 }
 
 impl App {
     /// Rollout `id`'s report, gathered again when older than `REPORT_AGE`.
     async fn report(&self, id: &str) -> Result<Arc<RunReport>, Error> {
-        if let Some((at, took, r)) = self.reports.lock().expect("reports lock").get(id)
-            && at.elapsed() < REPORT_AGE.max(*took * 10)
+        if let Some(g) = self.reports.lock().expect("reports lock").get(id)
+            && g.at.elapsed() < g.keep()
         {
-            return Ok(r.clone());
+            return Ok(g.report.clone());
         }
         let t0 = Instant::now();
         let r = Arc::new(RunReport::load(&self.store, id).await?);
         let mut cache = self.reports.lock().expect("reports lock");
         // a handful of rollouts are looked at at once: keep the recent ones
-        cache.retain(|_, (at, took, _)| at.elapsed() < (REPORT_AGE.max(*took * 10)) * 10);
-        cache.insert(id.to_string(), (t0, t0.elapsed(), r.clone()));
+        cache.retain(|_, g| g.at.elapsed() < g.keep() * 10);
+        let g = Gathered {
+            at: t0,
+            took: t0.elapsed(),
+            report: r.clone(),
+        };
+        cache.insert(id.to_string(), g);
         Ok(r)
     }
 }

@@ -133,3 +133,52 @@ pub fn tokens_file(dir: &Path, who: &str, token: &str) -> std::path::PathBuf {
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
     p
 }
+
+/// A PostgreSQL rollout watched in `serve`: `s`'s schema tenants in two
+/// waves (10%, the rest) run by a `rollout` process and a worker that
+/// joined it (2 at a time each), and `serve` over its store with a tokens
+/// file naming `who` with `token`.
+pub struct Watched {
+    pub web: Serve,
+    pub rollout: Child,
+    pub worker: Child,
+    pub id: String,
+    pub c: sqlx::PgConnection,
+}
+
+impl Watched {
+    pub async fn start(s: &super::workers::Setup, who: &str, token: &str) -> Watched {
+        let tokens = tokens_file(s.dir.path(), who, token);
+        let web = Serve::start(
+            s.dir.path(),
+            &[
+                "--state",
+                &s.db.url,
+                "--tokens-file",
+                tokens.to_str().unwrap(),
+            ],
+        );
+        let m = s.m.path().to_str().unwrap().to_string();
+        let rollout = s.start(&[
+            "rollout",
+            "--fleet",
+            &s.fleet,
+            "--migrations",
+            &m,
+            "--waves",
+            "first=10%,rest",
+            "--concurrency",
+            "2",
+        ]);
+        let mut c = s.db.conn().await;
+        let id = s.rollout_id(&mut c).await;
+        let worker = s.worker(&id, &["--concurrency", "2"]);
+        Watched {
+            web,
+            rollout,
+            worker,
+            id,
+            c,
+        }
+    }
+}
