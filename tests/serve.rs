@@ -99,6 +99,8 @@ async fn a_live_postgres_rollout_is_watched_paused_and_resumed_from_the_browser(
         "first",
         "rest",
         "id=\"workers\"",
+        "id=\"policy\"",
+        "bake",
         "data-live=\"/rollouts/",
     ] {
         assert!(page.body.contains(part), "{part} missing: {}", page.body);
@@ -473,4 +475,42 @@ fn https_with_a_certificate_and_a_secure_cookie() {
         "{}",
         stderr(&o)
     );
+}
+
+#[test]
+fn bound_beyond_loopback_every_page_needs_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    registry_fleet(dir.path(), 2, 0);
+    let o = on_registry(dir.path(), "sync", &demo_migrations());
+    expect_exit(&o, 0);
+    let tokens = tokens_file(dir.path(), "dave", TOKEN);
+    let web = Serve::start_on(
+        dir.path(),
+        "0.0.0.0:0",
+        &["--tokens-file", tokens.to_str().unwrap()],
+    );
+    let page = web.get("/", None);
+    assert_eq!(page.status, 303, "a page without a token: {}", page.body);
+    assert_eq!(web.get("/metrics", None).status, 401);
+    assert_eq!(web.get("/events", None).status, 401);
+    assert_eq!(web.get("/login", None).status, 200);
+    let cookie = web.sign_in(TOKEN);
+    let page = web.get("/", Some(&cookie));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("dave"));
+    let bearer = web.get_with("/metrics", "Authorization", &format!("Bearer {TOKEN}"));
+    assert_eq!(bearer.status, 200);
+    assert!(
+        bearer
+            .body
+            .contains("fleetmig_tenants{status=\"succeeded\"} 2"),
+        "{}",
+        bearer.body
+    );
+    let wrong = web.get_with(
+        "/metrics",
+        "Authorization",
+        "Bearer not-the-token-0123456789",
+    );
+    assert_eq!(wrong.status, 401);
 }

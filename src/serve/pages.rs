@@ -212,6 +212,7 @@ async fn rollout_part(
                 " · fleet " code { (r.fleet) } " · started " (when(r.created_at)) " by " (r.operator)
             }
             @if let Some(reason) = &r.reason { p #reason { (reason) } }
+            p #policy { (policy(&r)) }
             p #counts {
                 (progress(total, of(RunStatus::Succeeded), of(RunStatus::Failed)))
                 " — "
@@ -294,6 +295,37 @@ async fn rollout_part(
         }
     };
     Ok((r, part))
+}
+
+/// How the rollout goes from wave to wave: its gate, bake and pause.
+fn policy(r: &RolloutRecord) -> String {
+    let p = &r.settings.policy;
+    let mut said = Vec::new();
+    match (p.gates.max_failures, p.gates.max_failure_rate) {
+        (None, None) => said.push("gate: none".to_string()),
+        (n, rate) => {
+            let mut g = Vec::new();
+            if let Some(n) = n {
+                g.push(format!("at most {n} failed"));
+            }
+            if let Some(rate) = rate {
+                g.push(format!("at most {:.1}% failed", rate * 100.0));
+            }
+            said.push(format!("gate: {}", g.join(" and ")));
+        }
+    }
+    if p.gate_sql.is_some() {
+        said.push("and its query".into());
+    }
+    said.push(if p.bake.is_zero() {
+        "no bake".into()
+    } else {
+        format!("bake {} between waves", humantime::format_duration(p.bake))
+    });
+    if let Some(w) = &p.pause_after {
+        said.push(format!("pauses after {w}"));
+    }
+    said.join(" · ")
 }
 
 /// The failure clusters of a report, a sample error each.

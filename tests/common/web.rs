@@ -24,9 +24,14 @@ impl Serve {
     /// Starts `fleetmig serve --listen 127.0.0.1:0` in `dir` with `args`
     /// and reads where it listens from its first line.
     pub fn start(dir: &Path, args: &[&str]) -> Serve {
+        Self::start_on(dir, "127.0.0.1:0", args)
+    }
+
+    /// The same, listening on `listen`.
+    pub fn start_on(dir: &Path, listen: &str, args: &[&str]) -> Serve {
         let mut child = super::fleetmig_process(dir)
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .spawn()
             .unwrap();
@@ -58,6 +63,16 @@ impl Serve {
             cookie,
             body: r.into_string().unwrap(),
         }
+    }
+
+    /// A GET with one header.
+    pub fn get_with(&self, path: &str, header: &str, value: &str) -> Answer {
+        Self::answer(
+            self.agent
+                .get(&format!("{}{path}", self.base))
+                .set(header, value)
+                .call(),
+        )
     }
 
     pub fn get(&self, path: &str, cookie: Option<&str>) -> Answer {
