@@ -316,6 +316,10 @@ async fn a_hostile_error_is_text_the_list_pages_on_the_server_and_a_retry_waits_
     assert_eq!(bad.status, 400);
     let missing = web.get("/rollouts/nosuch", None);
     assert_eq!(missing.status, 404);
+    // another name for 127.0.0.1 (DNS rebinding) reads nothing
+    let rebound = web.get_with(&format!("/rollouts/{id}"), "Host", "evil.example");
+    assert_eq!(rebound.status, 403);
+    assert!(!rebound.body.contains("t0007"));
     drop(web);
 
     // with a token: a retry of the failed tenant is left for a process

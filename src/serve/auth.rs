@@ -155,12 +155,37 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
+/// Whether the request's `Host` names this machine: localhost, a
+/// loopback address, with or without a port.
+fn loopback_host(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The operator of this request, for the handlers (the guard put it there).
 #[derive(Clone, Debug)]
 pub(super) struct Operator(pub Option<String>);
 
 /// Every request passes here first.
 pub(super) async fn guard(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    // bound to loopback, a page is only for this machine: a request that
+    // names another host is a page elsewhere that rebound its name to
+    // 127.0.0.1 (DNS rebinding) to read this one
+    if !app.gated && !loopback_host(req.headers()) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            "refused: this server listens on loopback and answers only to its own address",
+        );
+    }
     let who = who(&app, req.headers());
     let path = req.uri().path().to_string();
     let open = path == "/login" || path.starts_with("/static/");
@@ -285,6 +310,33 @@ mod tests {
         std::fs::write(f.path(), text).unwrap();
         std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
         f
+    }
+
+    #[test]
+    fn only_this_machine_s_names_reach_a_loopback_server() {
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, v.parse().unwrap());
+            loopback_host(&m)
+        };
+        for ok in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:8080",
+            "127.5.5.5",
+        ] {
+            assert!(h(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8080",
+            "127.0.0.1.evil.example",
+            "[::2]:80",
+        ] {
+            assert!(!h(bad), "{bad}");
+        }
+        assert!(!loopback_host(&HeaderMap::new()));
     }
 
     #[test]
