@@ -280,6 +280,12 @@ async fn a_hostile_error_is_text_the_list_pages_on_the_server_and_a_retry_waits_
     let web = Serve::start(dir.path(), &[]);
     let page = web.get(&format!("/rollouts/{id}"), None);
     assert_eq!(page.status, 200);
+    let framed = web.get_with(&format!("/rollouts/{id}"), "Accept", "text/html");
+    assert_eq!(
+        framed.frame.as_deref(),
+        Some("DENY"),
+        "a page may be framed"
+    );
     assert!(
         !page.body.contains("<script>alert(1)"),
         "markup from a tenant rendered: {}",

@@ -117,9 +117,8 @@ async fn stop(app: &Arc<App>, id: &str, request: Request) -> Result<Result<Strin
                 .unwrap_or_default()
         )));
     }
-    if r.status == RolloutStatus::Running {
-        app.store.set_request(id, Some(request)).await?;
-    }
+    // driver::stop leaves the request for a process that holds it, or
+    // carries it out here (and leaves none) when nobody does
     let (app, id) = (app.clone(), id.to_string());
     tokio::spawn(async move {
         let stopped = crate::rollout::driver::stop(

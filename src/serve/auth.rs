@@ -212,7 +212,23 @@ pub(super) async fn guard(State(app): State<Arc<App>>, mut req: Request, next: N
         return Redirect::to("/login").into_response();
     }
     req.extensions_mut().insert(Operator(who.map(|w| w.0)));
-    next.run(req).await
+    let mut res = next.run(req).await;
+    // no page of this server inside another's frame (a page on another
+    // port of this host is the same site for the cookie)
+    let h = res.headers_mut();
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        header::HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        header::HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    res
 }
 
 fn refuse(status: StatusCode, why: &'static str) -> Response {

@@ -18,6 +18,8 @@ pub struct Answer {
     pub status: u16,
     pub body: String,
     pub cookie: Option<String>,
+    /// Its `X-Frame-Options`.
+    pub frame: Option<String>,
 }
 
 impl Serve {
@@ -58,9 +60,11 @@ impl Serve {
         };
         let status = r.status();
         let cookie = r.header("set-cookie").map(str::to_string);
+        let frame = r.header("x-frame-options").map(str::to_string);
         Answer {
             status,
             cookie,
+            frame,
             body: r.into_string().unwrap(),
         }
     }
