@@ -16,6 +16,7 @@ mod actions;
 mod auth;
 mod live;
 mod pages;
+mod tenants;
 mod tls;
 mod view;
 
@@ -131,8 +132,8 @@ fn router(app: Arc<App>) -> Router {
         .route("/events", get(live::events_all))
         .route("/rollouts/{id}", get(pages::rollout))
         .route("/rollouts/{id}/events", get(live::events))
-        .route("/rollouts/{id}/tenants", get(pages::tenants))
-        .route("/rollouts/{id}/tenants/{tenant}", get(pages::tenant))
+        .route("/rollouts/{id}/tenants", get(tenants::tenants))
+        .route("/rollouts/{id}/tenants/{tenant}", get(tenants::tenant))
         .route("/rollouts/{id}/{action}", post(actions::rollout))
         .route(
             "/rollouts/{id}/tenants/{tenant}/retry",
