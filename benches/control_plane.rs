@@ -12,7 +12,16 @@
 //! server: more workers here show the control plane's cost and its
 //! contention, not the speedup of workers on their own machines.
 //!
+//! The second table is that speedup: tenants whose work waits on their
+//! server (PostgreSQL schemas, one new migration each, `SELECT
+//! pg_sleep(0.020)`: 20 ms a tenant spent on the server, as a remote
+//! server's latency and work would be) synced through the PostgreSQL store
+//! by 1 and by 4 workers of the same concurrency, interleaved; each run
+//! applies one more migration to every schema, so every run has the same
+//! work. The ratio is 4 workers' throughput over 1 worker's, per round.
+//!
 //! cargo bench --bench control_plane -- [--tenants 20000] [--workers 1,2,4] [--rounds 3]
+//!     [--delay-ms 20] [--delay-tenants 1000] [--delay-concurrency 2]
 
 mod common;
 
@@ -21,24 +30,43 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use sqlx::Connection;
 
 /// One `sync` of the fleet in `root/t` with the state at `state`, joined by
-/// `workers - 1` worker processes: its wall time, and the tenants each
-/// process recorded.
+/// `workers - 1` worker processes: its wall time.
 fn shared_sync(root: &Path, state: &str, workers: usize, n: usize) -> Duration {
+    let fleet = ["--fleet".into(), "sqlite-dir:t".into()];
+    let rest = ["--migrations".into(), migrations().display().to_string()];
+    shared(
+        root,
+        state,
+        workers,
+        &fleet,
+        &rest,
+        &format!("({n} up to date)"),
+    )
+}
+
+/// `fleetmig sync FLEET REST --state STATE` joined by `workers - 1`
+/// `worker --once FLEET` processes (started first, waiting for the
+/// rollout), timed from the sync's start until every process has exited;
+/// the sync's output must hold `expect`. Workers take the rollout's
+/// settings from the store.
+fn shared(
+    root: &Path,
+    state: &str,
+    workers: usize,
+    fleet: &[String],
+    rest: &[String],
+    expect: &str,
+) -> Duration {
     let bin = common::fleetmig_bin();
     let helpers: Vec<_> = (1..workers)
         .map(|_| {
             Command::new(&bin)
                 .current_dir(root)
-                .args([
-                    "worker",
-                    "--once",
-                    "--fleet",
-                    "sqlite-dir:t",
-                    "--state",
-                    state,
-                ])
+                .args(["worker", "--once", "--state", state])
+                .args(fleet)
                 .args(["--progress-every", "0"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -51,14 +79,14 @@ fn shared_sync(root: &Path, state: &str, workers: usize, n: usize) -> Duration {
     let start = Instant::now();
     let out = Command::new(&bin)
         .current_dir(root)
-        .args(["sync", "--fleet", "sqlite-dir:t", "--state", state])
-        .args(["--progress-every", "0", "--migrations"])
-        .arg(migrations())
+        .args(["sync", "--state", state, "--progress-every", "0"])
+        .args(fleet)
+        .args(rest)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
-        text.contains(&format!("({n} up to date)")),
+        out.status.success() && text.contains(expect),
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
@@ -92,6 +120,68 @@ fn init_store(root: &Path, url: &str) {
     );
 }
 
+/// The speedup of workers whose tenants wait on their server: `n` schemas,
+/// each run one more `pg_sleep(delay)` migration for every schema, synced
+/// by 1 and by 4 workers (interleaved, `rounds` each); prints the table.
+async fn delayed(root: &Path, n: usize, delay_ms: u64, c: usize, rounds: usize) {
+    let (db, url) = pg_create("fm_delay").await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let schemas: String = (0..n)
+        .map(|i| format!("CREATE SCHEMA dly{i:05};"))
+        .collect();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(schemas))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let dir = root.join("delay-migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("0001_base.sql"), "CREATE TABLE t (id INT);\n").unwrap();
+    let fleet: Vec<String> = ["--fleet", &format!("postgres-schemas:{url}")]
+        .into_iter()
+        .chain(["--tenant-pattern", "dly%"])
+        .map(String::from)
+        .collect();
+    let rest: Vec<String> = ["--migrations", &dir.display().to_string()]
+        .into_iter()
+        .chain(["--concurrency", &c.to_string()])
+        .map(String::from)
+        .collect();
+    let expect = format!("{n} tenants: {n} succeeded (0 up to date)");
+    shared(root, "delay-base.db", 1, &fleet, &rest, &expect);
+    let mut version = 1;
+    let mut runs = [vec![], vec![]];
+    for r in 0..rounds {
+        for k in [r % 2, (r + 1) % 2] {
+            version += 1;
+            let sql = format!("SELECT pg_sleep({});\n", delay_ms as f64 / 1000.0);
+            std::fs::write(dir.join(format!("{version:04}_delay.sql")), sql).unwrap();
+            let (store, store_url) = pg_create("fm_delay_store").await;
+            init_store(root, &store_url);
+            let workers = [1, 4][k];
+            let wall = shared(root, &store_url, workers, &fleet, &rest, &expect);
+            runs[k].push(n as f64 / wall.as_secs_f64());
+            pg_drop(&store).await;
+        }
+    }
+    conn.close().await.unwrap();
+    pg_drop(&db).await;
+    let speedup: Vec<f64> = runs[0].iter().zip(&runs[1]).map(|(a, b)| b / a).collect();
+    println!();
+    println!(
+        "Workers on a waiting fleet: {n} PostgreSQL schemas, {delay_ms} ms of server time a tenant, \
+         --concurrency {c} each, {rounds} rounds"
+    );
+    println!("| workers | tenants/s | × 1 worker (median of rounds) | range |");
+    println!("|---:|---:|---:|---:|");
+    println!("| 1 | {:.0} | 1.00 | |", median(runs[0].clone()));
+    println!(
+        "| 4 | {:.0} | {:.2} | {} |",
+        median(runs[1].clone()),
+        median(speedup.clone()),
+        range(&speedup)
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let n: usize = arg("--tenants", "20000").parse().unwrap();
@@ -100,8 +190,17 @@ async fn main() {
         .split(',')
         .map(|w| w.parse().unwrap())
         .collect();
+    let delay_ms: u64 = arg("--delay-ms", "20").parse().unwrap();
+    let delay_n: usize = arg("--delay-tenants", "1000").parse().unwrap();
+    let delay_c: usize = arg("--delay-concurrency", "2").parse().unwrap();
     let root = tempfile::tempdir().unwrap();
     sqlite_fleet(root.path(), n);
+    if delay_n > 0 {
+        delayed(root.path(), delay_n, delay_ms, delay_c, rounds).await;
+    }
+    if n == 0 {
+        return;
+    }
     let mut floor = vec![];
     let mut sqlite_store = vec![];
     let mut pg: Vec<Vec<f64>> = vec![vec![]; workers.len()];

@@ -1,12 +1,17 @@
 //! Benchmark: fleetmig against the raw floor on real servers, in the same run.
 //!
-//! PostgreSQL: N tenant schemas × the demo set. The floor is `psql` sending
-//! the same SQL, one transaction per tenant (`SET search_path`; BEGIN; the
-//! demo scripts; COMMIT), with the same number of parallel sessions, each
-//! session working through its share of the tenants, no history. fleetmig is
-//! the release binary with `--tx-mode tenant` and with `--tx-mode migration`.
-//! MariaDB: M tenant databases × the demo set; the floor is the `mariadb`
-//! client (`USE db`; the scripts) with the same parallel sessions.
+//! PostgreSQL: N tenant schemas × the demo set. The bare floor is `psql`
+//! sending the same SQL, one transaction per tenant (`SET search_path`;
+//! BEGIN; the demo scripts; COMMIT), with the same number of parallel
+//! sessions, each session working through its share of the tenants, no
+//! history. The floors fleetmig is held to do its bookkeeping too: sqlx's
+//! history table and one history row per migration, in the tenant's one
+//! transaction (against `--tx-mode tenant`) or each migration committed
+//! with its row (against `--tx-mode migration`). fleetmig is the release
+//! binary. MariaDB: M tenant databases × the demo set; the bare floor is
+//! the `mariadb` client (`USE db`; the scripts), the one fleetmig is held
+//! to also writes each migration's history row before and finishes it after
+//! (as sqlx does where DDL commits on its own), with the same sessions.
 //!
 //! Each round runs every arm once, on fresh databases, in an order rotated
 //! from round to round; a row's ratio is the median of its per-round ratios
@@ -17,7 +22,7 @@
 //! Needs the servers of scripts/test-services.sh. Every URL uses
 //! sslmode=disable (PostgreSQL) so that neither side pays a TLS handshake.
 //!
-//! cargo bench --bench server_fleet -- [--pg-tenants 1000] [--mysql-tenants 200] [--concurrency 8] [--rounds 5]
+//! cargo bench --bench server_fleet -- [--pg-tenants 1000] [--mysql-tenants 200] [--concurrency 2,4] [--rounds 5]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -288,9 +293,11 @@ struct Sample {
     cpu: Option<f64>,
 }
 
-/// The runs of one arm, against the floor of the same rounds.
+/// The runs of one arm, against the floor of the same rounds that does the
+/// same work (`vs`), and the bare floor (`bare`).
 struct Arm {
     name: &'static str,
+    vs: &'static str,
     runs: Vec<Sample>,
 }
 
@@ -304,18 +311,25 @@ fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// One table row: median throughputs; the wall-time ratio as the median of
-/// the per-round ratios (each arm against the floor of its own round, so
-/// that a slow minute of the machine slows both sides of the ratio), with
-/// its range; and the CPU ratio (floor CPU over arm CPU, median of rounds).
-fn row(n: usize, floor: &[Sample], arm: &Arm) {
-    let tps = |s: &Sample| n as f64 / s.wall.as_secs_f64();
-    let ratios: Vec<f64> = floor
+/// Per-round ratios of `floor` to `arm` wall times (higher: the arm is
+/// closer to, or faster than, the floor).
+fn ratios(floor: &[Sample], arm: &[Sample]) -> Vec<f64> {
+    floor
         .iter()
-        .zip(&arm.runs)
+        .zip(arm)
         .map(|(f, m)| f.wall.as_secs_f64() / m.wall.as_secs_f64())
-        .collect();
-    let (lo, hi) = ratios
+        .collect()
+}
+
+/// One table row: median throughputs; the wall-time ratio to the floor that
+/// does the same bookkeeping as the median of the per-round ratios (each
+/// arm against the floor of its own round, so that a slow minute of the
+/// machine slows both sides of the ratio), with its range; the same to the
+/// bare floor; and the CPU ratio (floor CPU over arm CPU, median of rounds).
+fn row(n: usize, c: usize, floor: &[Sample], bare: &[Sample], arm: &Arm) {
+    let tps = |s: &Sample| n as f64 / s.wall.as_secs_f64();
+    let r = ratios(floor, &arm.runs);
+    let (lo, hi) = r
         .iter()
         .fold((f64::MAX, f64::MIN), |(l, h), r| (l.min(*r), h.max(*r)));
     let cpu: Option<Vec<f64>> = floor
@@ -325,18 +339,114 @@ fn row(n: usize, floor: &[Sample], arm: &Arm) {
         .collect();
     let cpu = cpu.map_or("n/a".to_string(), |c| format!("{:.2}", median(c)));
     println!(
-        "| {} | {n} | {:.0} | {:.0} | {:.2} | {lo:.2}–{hi:.2} | {cpu} |",
+        "| {} | {c} | {n} | {} | {:.0} | {:.0} | **{:.2}** | {lo:.2}–{hi:.2} | {:.2} | {cpu} |",
         arm.name,
+        arm.vs,
         median(floor.iter().map(tps).collect()),
         median(arm.runs.iter().map(tps).collect()),
-        median(ratios),
+        median(r),
+        median(ratios(bare, &arm.runs)),
     );
+}
+
+/// Runs `arms` (each a closure measuring one run) `rounds` times in an order
+/// rotated from round to round: their samples, by arm.
+fn interleaved(rounds: usize, arms: &mut [&mut dyn FnMut() -> Sample]) -> Vec<Vec<Sample>> {
+    let k = arms.len();
+    let mut out = vec![Vec::new(); k];
+    for r in 0..rounds {
+        for i in (0..k).map(|i| (i + r) % k) {
+            out[i].push(arms[i]());
+        }
+    }
+    out
+}
+
+/// sqlx's PostgreSQL history table, and one row of it.
+const PG_HISTORY: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, \
+     description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), \
+     success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL);\n";
+
+fn pg_history_row(v: i64) -> String {
+    format!("INSERT INTO _sqlx_migrations VALUES ({v}, 'm', now(), TRUE, '\\x00', 1);\n")
+}
+
+/// What a psql floor session sends for one tenant schema: bare (one
+/// transaction, no history), with the history in the same transaction
+/// (`--tx-mode tenant`), or each migration committed with its history row
+/// (`--tx-mode migration`). Statements that run outside a transaction
+/// (the concurrent index) come after, with their history row.
+fn pg_tenant_script(schema: &str, scripts: &[(i64, String, bool)], shape: usize) -> String {
+    let mut s = format!("SET search_path TO {schema};\n");
+    let inside = scripts.iter().filter(|m| !m.2);
+    let outside = scripts.iter().filter(|m| m.2);
+    let book = shape > 0;
+    match shape {
+        0 | 1 => {
+            s.push_str("BEGIN;\n");
+            if book {
+                s.push_str(PG_HISTORY);
+            }
+            for (v, sql, _) in inside {
+                s.push_str(&format!("{sql}\n;\n"));
+                if book {
+                    s.push_str(&pg_history_row(*v));
+                }
+            }
+            s.push_str("COMMIT;\n");
+        }
+        _ => {
+            s.push_str(PG_HISTORY);
+            for (v, sql, _) in inside {
+                s.push_str(&format!(
+                    "BEGIN;\n{sql}\n;\n{}COMMIT;\n",
+                    pg_history_row(*v)
+                ));
+            }
+        }
+    }
+    for (v, sql, _) in outside {
+        s.push_str(&format!("{sql}\n;\n"));
+        if book {
+            s.push_str(&pg_history_row(*v));
+        }
+    }
+    s
+}
+
+/// sqlx's MySQL history table; a migration's row is written unfinished
+/// before it runs and finished after (MySQL's DDL commits on its own).
+const MY_HISTORY: &str = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, \
+     description TEXT NOT NULL, installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+     success BOOLEAN NOT NULL, checksum BLOB NOT NULL, execution_time BIGINT NOT NULL);\n";
+
+fn my_tenant_script(db: &str, scripts: &[(i64, String, bool)], book: bool) -> String {
+    let mut s = format!("USE {db};\n");
+    if book {
+        s.push_str(MY_HISTORY);
+    }
+    for (v, sql, _) in scripts {
+        let sql = sql.trim_end().trim_end_matches(';');
+        if book {
+            s.push_str(&format!(
+                "INSERT INTO _sqlx_migrations VALUES ({v}, 'm', NOW(), FALSE, x'00', -1);\n\
+                 {sql};\nUPDATE _sqlx_migrations SET success = TRUE, execution_time = 1 \
+                 WHERE version = {v};\n"
+            ));
+        } else {
+            s.push_str(&format!("{sql};\n"));
+        }
+    }
+    s
 }
 
 fn main() {
     let pg_n: usize = arg("--pg-tenants", "1000").parse().unwrap();
     let my_n: usize = arg("--mysql-tenants", "200").parse().unwrap();
-    let c: usize = arg("--concurrency", "8").parse().unwrap();
+    let sessions: Vec<usize> = arg("--concurrency", "2,4")
+        .split(',')
+        .map(|c| c.parse().unwrap())
+        .collect();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -345,55 +455,60 @@ fn main() {
     let reports = tmp.path().join("reports");
     let rounds: usize = arg("--rounds", "5").parse().unwrap();
     println!(
-        "Server fleets × demo set, {c} parallel sessions on both sides, sslmode=disable, \
+        "Server fleets × demo set, the same parallel sessions on both sides, sslmode=disable, \
          {rounds} rounds (arms interleaved, order rotated each round), {} cores",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)
     );
     println!(
-        "| run | tenants | floor tenants/s | fleetmig tenants/s | ratio (median of rounds) | ratio range | CPU ratio |"
+        "| run | sessions | tenants | floor | floor tenants/s | fleetmig tenants/s | \
+         ratio (median of rounds) | range | × bare floor | CPU ratio |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---|---:|---:|---:|---:|---:|---:|");
+    let run = Run {
+        rt: &rt,
+        tmp: tmp.path(),
+        reports: &reports,
+        rounds,
+    };
+    for &c in &sessions {
+        if pg_n > 0 {
+            run.postgres(pg_n, c);
+        }
+        if my_n > 0 {
+            run.mariadb(my_n, c);
+        }
+    }
+}
 
-    if pg_n > 0 {
+/// What every arm of a bench run shares.
+struct Run<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    tmp: &'a Path,
+    reports: &'a Path,
+    rounds: usize,
+}
+
+impl Run<'_> {
+    /// PostgreSQL schemas at `c` sessions: the bare psql floor, psql with
+    /// the bookkeeping of each transaction mode, and fleetmig in each mode.
+    fn postgres(&self, n: usize, c: usize) {
+        let (rt, tmp) = (self.rt, self.tmp);
         let pg = scripts(Dialect::Postgres);
-        let body: String = pg
-            .iter()
-            .filter(|s| !s.2)
-            .map(|s| format!("{}\n;\n", s.1))
-            .collect();
-        let outside: String = pg
-            .iter()
-            .filter(|s| s.2)
-            .map(|s| format!("{}\n;\n", s.1))
-            .collect();
-        // The floor, and (for reference) the floor doing the same bookkeeping
-        // by hand: sqlx's history table and one row per migration.
-        let history = "CREATE TABLE IF NOT EXISTS _sqlx_migrations (version BIGINT PRIMARY KEY, \
-             description TEXT NOT NULL, installed_on TIMESTAMPTZ NOT NULL DEFAULT now(), \
-             success BOOLEAN NOT NULL, checksum BYTEA NOT NULL, execution_time BIGINT NOT NULL);\n";
-        let rows: String = pg
-            .iter()
-            .map(|s| {
-                format!(
-                    "INSERT INTO _sqlx_migrations VALUES ({}, 'm', now(), TRUE, '\\x00', 1);\n",
-                    s.0
-                )
-            })
-            .collect();
         let server = rt.block_on(pg_server());
-        let mut watch = rt
-            .block_on(sqlx::PgConnection::connect(&pg_base()))
-            .unwrap();
-        // Runs one arm on a fresh database of `pg_n` schemas: CPU is counted
-        // from after the set-up until every session of the run has gone.
-        let mut measure = |run: &dyn Fn(&str) -> Duration| {
-            let db = rt.block_on(pg_db_with_schemas(pg_n));
-            rt.block_on(pg_quiet(&mut watch, &db));
+        let watch = std::cell::RefCell::new(
+            rt.block_on(sqlx::PgConnection::connect(&pg_base()))
+                .unwrap(),
+        );
+        // One run on a fresh database of `n` schemas: CPU is counted from
+        // after the set-up until every session of the run has gone.
+        let measure = |run: &dyn Fn(&str) -> Duration| {
+            let db = rt.block_on(pg_db_with_schemas(n));
+            rt.block_on(pg_quiet(&mut watch.borrow_mut(), &db));
             let before = cpu_now(server);
             let wall = run(&db);
-            rt.block_on(pg_quiet(&mut watch, &db));
+            rt.block_on(pg_quiet(&mut watch.borrow_mut(), &db));
             let after = cpu_now(server);
             rt.block_on(pg_drop(&db));
             Sample {
@@ -401,17 +516,10 @@ fn main() {
                 cpu: before.zip(after).map(|(b, a)| a - b),
             }
         };
-        let psql_floor = |with_history: bool, db: &str| {
+        let psql = |shape: usize, db: &str| {
             let mut sessions = vec![String::from("\\set ON_ERROR_STOP on\n"); c];
-            for i in 0..pg_n {
-                let (h, r) = if with_history {
-                    (history, rows.as_str())
-                } else {
-                    ("", "")
-                };
-                sessions[i % c].push_str(&format!(
-                    "SET search_path TO bench_{i:05};\nBEGIN;\n{h}{body}\n{r}COMMIT;\n{outside}"
-                ));
+            for i in 0..n {
+                sessions[i % c].push_str(&pg_tenant_script(&format!("bench_{i:05}"), &pg, shape));
             }
             let url = with_db(&pg_base(), db);
             run_clients(
@@ -423,59 +531,80 @@ fn main() {
                     cmd
                 },
                 sessions,
-                tmp.path(),
+                tmp,
             )
         };
-        let fleetmig_pg = |mode: &str, db: &str| {
+        let fm = |mode: &str, db: &str| {
             let fleet = format!("postgres-schemas:{}", with_db(&pg_base(), db));
-            fleetmig(&fleet, "bench_%", c, &["--tx-mode", mode], &reports)
+            fleetmig(&fleet, "bench_%", c, &["--tx-mode", mode], self.reports)
         };
-        let mut floor = Vec::new();
-        let mut arms = [
-            "PostgreSQL schemas, psql + history by hand (reference)",
-            "PostgreSQL schemas, fleetmig --tx-mode tenant",
-            "PostgreSQL schemas, fleetmig --tx-mode migration",
-        ]
-        .map(|name| Arm {
+        let s = interleaved(
+            self.rounds,
+            &mut [
+                &mut || measure(&|db| psql(0, db)),
+                &mut || measure(&|db| psql(1, db)),
+                &mut || measure(&|db| psql(2, db)),
+                &mut || measure(&|db| fm("tenant", db)),
+                &mut || measure(&|db| fm("migration", db)),
+            ],
+        );
+        let arm = |name, vs, runs: &Vec<Sample>| Arm {
             name,
-            runs: Vec::new(),
-        });
-        for r in 0..rounds {
-            let mut t = [Sample::default(); 4];
-            for k in (0..4).map(|k| (k + r) % 4) {
-                t[k] = match k {
-                    0 => measure(&|db| psql_floor(false, db)),
-                    1 => measure(&|db| psql_floor(true, db)),
-                    2 => measure(&|db| fleetmig_pg("tenant", db)),
-                    _ => measure(&|db| fleetmig_pg("migration", db)),
-                };
-            }
-            floor.push(t[0]);
-            for (a, d) in arms.iter_mut().zip(&t[1..]) {
-                a.runs.push(*d);
-            }
-        }
-        for a in &arms {
-            row(pg_n, &floor, a);
-        }
+            vs,
+            runs: runs.clone(),
+        };
+        let bare = &s[0];
+        let one_tx = "psql + history, one tx a tenant";
+        let each_tx = "psql + history, one tx a migration";
+        row(
+            n,
+            c,
+            bare,
+            bare,
+            &arm(
+                "PostgreSQL, psql + history, one tx a tenant",
+                "bare psql",
+                &s[1],
+            ),
+        );
+        row(
+            n,
+            c,
+            bare,
+            bare,
+            &arm(
+                "PostgreSQL, psql + history, one tx a migration",
+                "bare psql",
+                &s[2],
+            ),
+        );
+        row(
+            n,
+            c,
+            &s[1],
+            bare,
+            &arm("PostgreSQL, fleetmig --tx-mode tenant", one_tx, &s[3]),
+        );
+        row(
+            n,
+            c,
+            &s[2],
+            bare,
+            &arm("PostgreSQL, fleetmig --tx-mode migration", each_tx, &s[4]),
+        );
     }
 
-    if my_n > 0 {
-        let body: String = scripts(Dialect::Mysql)
-            .iter()
-            .map(|s| format!("{};\n", s.1.trim_end().trim_end_matches(';')))
-            .collect();
+    /// MariaDB databases at `c` sessions: the bare `mariadb` client floor,
+    /// the client with sqlx's bookkeeping, and fleetmig.
+    fn mariadb(&self, n: usize, c: usize) {
+        let rt = self.rt;
+        let my = scripts(Dialect::Mysql);
         let server = rt.block_on(mysql_server());
-        let mut floor = Vec::new();
-        let mut arm = Arm {
-            name: "MariaDB databases, fleetmig",
-            runs: Vec::new(),
-        };
         let u = url::Url::parse(&my_base()).unwrap();
-        let mariadb_floor = |tag: &str| {
+        let client = |book: bool, tag: &str| {
             let mut sessions = vec![String::new(); c];
-            for i in 0..my_n {
-                sessions[i % c].push_str(&format!("USE {tag}_{i:04};\n{body}\n"));
+            for i in 0..n {
+                sessions[i % c].push_str(&my_tenant_script(&format!("{tag}_{i:04}"), &my, book));
             }
             run_clients(
                 |f| {
@@ -494,40 +623,42 @@ fn main() {
                     cmd
                 },
                 sessions,
-                tmp.path(),
+                self.tmp,
             )
         };
-        let fleetmig_my = |tag: &str| {
-            fleetmig(
-                &format!("mysql-databases:{}", my_base()),
-                &format!("{tag}\\_%"),
-                c,
-                &[],
-                &reports,
-            )
+        let fm = |tag: &str| {
+            let fleet = format!("mysql-databases:{}", my_base());
+            fleetmig(&fleet, &format!("{tag}\\_%"), c, &[], self.reports)
         };
-        for r in 0..rounds {
-            let mut t = [Sample::default(); 2];
-            // the order alternates from round to round
-            for k in [r % 2, (r + 1) % 2] {
-                let tag = format!("fmb{:06x}", rand::random::<u32>() & 0xffffff);
-                rt.block_on(my_each_db("CREATE DATABASE", &tag, my_n));
-                let before = cpu_now(server);
-                let wall = if k == 0 {
-                    mariadb_floor(&tag)
-                } else {
-                    fleetmig_my(&tag)
-                };
-                t[k] = Sample {
-                    wall,
-                    cpu: before.zip(cpu_now(server)).map(|(b, a)| a - b),
-                };
-                rt.block_on(my_each_db("DROP DATABASE IF EXISTS", &tag, my_n));
-            }
-            floor.push(t[0]);
-            arm.runs.push(t[1]);
-        }
-        row(my_n, &floor, &arm);
+        let measure = |run: &dyn Fn(&str) -> Duration| {
+            let tag = format!("fmb{:06x}", rand::random::<u32>() & 0xffffff);
+            rt.block_on(my_each_db("CREATE DATABASE", &tag, n));
+            let before = cpu_now(server);
+            let wall = run(&tag);
+            let cpu = before.zip(cpu_now(server)).map(|(b, a)| a - b);
+            rt.block_on(my_each_db("DROP DATABASE IF EXISTS", &tag, n));
+            Sample { wall, cpu }
+        };
+        let s = interleaved(
+            self.rounds,
+            &mut [
+                &mut || measure(&|t| client(false, t)),
+                &mut || measure(&|t| client(true, t)),
+                &mut || measure(&|t| fm(t)),
+            ],
+        );
+        let book = Arm {
+            name: "MariaDB, mariadb client + history",
+            vs: "bare mariadb",
+            runs: s[1].clone(),
+        };
+        row(n, c, &s[0], &s[0], &book);
+        let fm = Arm {
+            name: "MariaDB, fleetmig",
+            vs: "mariadb + history",
+            runs: s[2].clone(),
+        };
+        row(n, c, &s[1], &s[0], &fm);
     }
 }
 

@@ -162,11 +162,19 @@ pub struct ExecOptions {
     pub hold_versions: Vec<i64>,
 }
 
+impl ExecOptions {
+    /// `per_server` when no `--per-server` was given: a process's
+    /// `--concurrency` is its only bound, and workers on a rollout take no
+    /// slots in the state store. (Rollouts frozen before this read their
+    /// default as the concurrency: see `RunOptions::limits`.)
+    pub const UNBOUNDED: usize = usize::MAX;
+}
+
 impl Default for ExecOptions {
     fn default() -> Self {
         ExecOptions {
             concurrency: 8,
-            per_server: usize::MAX,
+            per_server: ExecOptions::UNBOUNDED,
             retry: RetryPolicy::default(),
             max_failures: None,
             tx_mode: TxMode::Migration,

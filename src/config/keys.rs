@@ -46,7 +46,9 @@ pub struct FleetKeys {
     /// Tenants worked on at once [default: 8].
     #[arg(long, env = "FLEETMIG_CONCURRENCY")]
     pub concurrency: Option<usize>,
-    /// Tenants of one database server worked on at once [default: --concurrency].
+    /// Tenants of one database server worked on at once; with several
+    /// workers on a rollout, across all of them (slots in the state store)
+    /// [default: none beyond each process's --concurrency].
     #[arg(long, env = "FLEETMIG_PER_SERVER")]
     pub per_server: Option<usize>,
     /// How long DDL waits for a lock before failing and being retried [default: 5s].

@@ -307,7 +307,7 @@ fn exec_options(e: &ExecKeys, f: &FleetKeys) -> Result<ExecOptions, Error> {
         v => Ok(v),
     };
     let concurrency = at_least_one(f.concurrency, "--concurrency")?.unwrap_or(8);
-    let per_server = at_least_one(f.per_server, "--per-server")?.unwrap_or(concurrency);
+    let per_server = at_least_one(f.per_server, "--per-server")?.unwrap_or(ExecOptions::UNBOUNDED);
     let max_attempts = e.max_attempts.unwrap_or(3);
     if max_attempts == 0 {
         return Err(setting("--max-attempts", None, "must be at least 1"));

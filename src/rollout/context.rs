@@ -137,9 +137,10 @@ pub struct RunOptions {
 
 impl RunOptions {
     /// This process's `(concurrency, per_server)` on a rollout frozen with
-    /// `frozen`: what this invocation gave, else the frozen ones. A frozen
-    /// `--per-server` that was the default (the concurrency) follows a new
-    /// `--concurrency`.
+    /// `frozen`: what this invocation gave, else the frozen ones. A rollout
+    /// frozen with no `--per-server` has none (`ExecOptions::UNBOUNDED`);
+    /// one frozen before that default, with the concurrency as its
+    /// `--per-server`, follows a new `--concurrency`.
     pub fn limits(&self, frozen: &crate::options::ExecOptions) -> (usize, usize) {
         let concurrency = self.concurrency.unwrap_or(frozen.concurrency);
         let per_server = match self.per_server {

@@ -358,6 +358,10 @@ async fn take_slot(
     let Some(journal) = &shared.journal else {
         return Ok(None);
     };
+    if shared.opts.per_server == crate::options::ExecOptions::UNBOUNDED {
+        // no --per-server: nothing to share with the other workers
+        return Ok(None);
+    }
     loop {
         match journal
             .try_slot(server, tenant.id.as_str(), shared.opts.per_server)
