@@ -21,7 +21,7 @@
 //! work. The ratio is 4 workers' throughput over 1 worker's, per round.
 //!
 //! cargo bench --bench control_plane -- [--tenants 20000] [--workers 1,2,4] [--rounds 3]
-//!     [--delay-ms 20] [--delay-tenants 1000] [--delay-concurrency 2]
+//!     [--delay-ms 20] [--delay-tenants 2000] [--delay-concurrency 2]
 
 mod common;
 
@@ -191,7 +191,7 @@ async fn main() {
         .map(|w| w.parse().unwrap())
         .collect();
     let delay_ms: u64 = arg("--delay-ms", "20").parse().unwrap();
-    let delay_n: usize = arg("--delay-tenants", "1000").parse().unwrap();
+    let delay_n: usize = arg("--delay-tenants", "2000").parse().unwrap();
     let delay_c: usize = arg("--delay-concurrency", "2").parse().unwrap();
     let root = tempfile::tempdir().unwrap();
     sqlite_fleet(root.path(), n);

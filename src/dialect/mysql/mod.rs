@@ -49,6 +49,10 @@ pub struct MySqlSession {
     lock_wait: Duration,
     locked: bool,
     history_ready: bool,
+    /// Whether the tenant's `_fleetmig_statements` exists, once looked up
+    /// or made (the session holds the tenant's lock: no one else makes or
+    /// drops it meanwhile).
+    statements_known: Option<bool>,
     table: HistoryTable,
     /// The session's statement time limit in seconds (0: none), to put back
     /// after a migration that sets its own.
@@ -75,6 +79,7 @@ impl MySqlSession {
             lock_wait: settings.lock_timeout,
             locked: false,
             history_ready: false,
+            statements_known: None,
             table: HistoryTable::new(TABLE, Params::Question),
             statement_secs: settings
                 .statement_timeout
@@ -316,6 +321,12 @@ impl Session for MySqlSession {
     }
 
     async fn close(mut self: Box<Self>) {
+        if self.locked && self.statements_known == Some(true) {
+            // kept from one migration to the next of this session (a
+            // CREATE and a DROP each cost a commit and the data
+            // dictionary's work): gone now if nothing is left in it
+            self.drop_statements_if_empty().await;
+        }
         if self.locked {
             let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
                 .bind(&self.lock_key)

@@ -151,6 +151,9 @@ impl MySqlSession {
     }
 
     async fn has_statements_table(&mut self) -> Result<bool, TenantError> {
+        if let Some(known) = self.statements_known {
+            return Ok(known);
+        }
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.tables \
              WHERE table_schema = ? AND table_name = '_fleetmig_statements'",
@@ -159,6 +162,7 @@ impl MySqlSession {
         .fetch_one(&mut self.conn)
         .await
         .map_err(|e| self.err(e))?;
+        self.statements_known = Some(n > 0);
         Ok(n > 0)
     }
 
@@ -238,6 +242,7 @@ impl MySqlSession {
                 .execute(&mut self.conn)
                 .await
                 .map_err(|e| self.err(e).at_version(v))?;
+            self.statements_known = Some(true);
             self.bind_statement(&sql, v, i, hash)
                 .await
                 .map_err(|e| self.err(e).at_version(v))?;
@@ -285,15 +290,19 @@ impl MySqlSession {
                 .fetch_one(&mut self.conn)
                 .await;
         if left.is_ok_and(|n| n == 0) {
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {t}")))
+            let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS {t}")))
                 .execute(&mut self.conn)
                 .await;
+            if dropped.is_ok() {
+                self.statements_known = Some(false);
+            }
         }
     }
 
     /// Writes version `v`'s history row and forgets its statements in one
     /// transaction: a kill between them cannot leave statements marked
-    /// ended for a version a revert may take back.
+    /// ended for a version a revert may take back. The table stays for the
+    /// session's next migration; `close` drops it when empty.
     pub(super) async fn record_applied(
         &mut self,
         step: crate::dialect::Step<'_>,
@@ -321,7 +330,6 @@ impl MySqlSession {
             .execute("COMMIT")
             .await
             .map_err(|e| self.err(e).at_version(v))?;
-        self.drop_statements_if_empty().await;
         Ok(())
     }
 
