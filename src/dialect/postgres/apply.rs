@@ -133,7 +133,8 @@ impl PgSession {
         .execute(self.conn())
         .await
         .map_err(|e| self.err(&e).at_version(v))?;
-        self.forget_statements(v).await;
+        // (the table itself stays for the session's next no-transaction
+        // migration: `close` drops it when empty)
         Ok(vec![AppliedStep {
             version: v,
             duration: took,

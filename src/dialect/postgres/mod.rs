@@ -81,6 +81,9 @@ pub struct PgSession {
     /// The connection is in an unknown state and must not be reused.
     broken: bool,
     layout: HistoryLayout,
+    /// This session made or found `_fleetmig_statements` (kept from one
+    /// no-transaction migration to the next; `close` drops it when empty).
+    statements_made: bool,
 }
 
 impl PgSession {
@@ -134,6 +137,7 @@ impl PgSession {
             exists_hint: None,
             broken: false,
             layout: HistoryLayout::default(),
+            statements_made: false,
         })
     }
 
@@ -446,6 +450,12 @@ impl Session for PgSession {
     }
 
     async fn close(self: Box<Self>) {
+        // the table of statements this session made goes, if empty, while
+        // the tenant is still locked
+        let tidy = match self.locked && self.statements_made && !self.broken {
+            true => self.drop_statements_if_empty_sql(),
+            false => String::new(),
+        };
         let PgSession {
             conn,
             lock_key,
@@ -454,12 +464,15 @@ impl Session for PgSession {
             ..
         } = *self;
         match conn {
-            PgConn::Own(c) => {
+            PgConn::Own(mut c) => {
+                if !tidy.is_empty() {
+                    let _ = (&mut c).execute(sqlx::AssertSqlSafe(tidy)).await;
+                }
                 let _ = c.close().await;
             }
             PgConn::Pooled(mut c) if broken => c.close_on_drop(),
             PgConn::Pooled(mut c) => {
-                let mut reset = String::new();
+                let mut reset = tidy;
                 if locked {
                     reset.push_str(&format!(
                         "SELECT pg_advisory_unlock(hashtextextended('fleetmig:' || current_database() || '/' || {}, 0));",

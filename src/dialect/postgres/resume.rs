@@ -50,6 +50,7 @@ impl PgSession {
         if !there {
             return Ok(vec![Earlier::None; hashes.len()]);
         }
+        self.statements_made = true;
         let rows: Vec<(i32, String, bool)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT statement, sql_hash, finished_at IS NOT NULL FROM {t} WHERE version = $1"
         )))
@@ -95,6 +96,7 @@ impl PgSession {
             .execute(self.conn())
             .await
             .map_err(|e| self.err(e).at_version(v))?;
+            self.statements_made = true;
             self.bind_statement(&sql, v, i, hash)
                 .await
                 .map_err(|e| self.err(e).at_version(v))?;
@@ -142,15 +144,26 @@ impl PgSession {
         if !there {
             return Ok(None);
         }
+        self.statements_made = true;
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT min(version) FROM {t}")))
             .fetch_one(self.conn())
             .await
             .map_err(|e| self.err(e))
     }
 
-    /// Forgets the statements of version `v` (its history row is written),
-    /// and the table when nothing else is in it: a tenant keeps nothing of
-    /// this between migrations.
+    /// The statement that drops the table when nothing is in it (sent as
+    /// the session closes: a tenant keeps nothing of this between runs).
+    pub(in crate::dialect) fn drop_statements_if_empty_sql(&self) -> String {
+        let t = self.statements_table();
+        format!(
+            "DO $$BEGIN IF to_regclass('{}') IS NOT NULL AND NOT EXISTS (SELECT 1 FROM {t}) \
+             THEN DROP TABLE {t}; END IF; END$$;",
+            t.replace('\'', "''")
+        )
+    }
+
+    /// Forgets the statements of version `v` (it was left dirty, reverted
+    /// or skipped), and the table when nothing else is in it.
     pub(in crate::dialect) async fn forget_statements(&mut self, v: i64) {
         let t = self.statements_table();
         let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
