@@ -20,6 +20,19 @@ use crate::error::Error;
 /// The session cookie's name.
 const COOKIE: &str = "fleetmig_session";
 
+/// How long a sign-in lasts: a cookie taken from a browser is no key for
+/// ever (the cookie's Max-Age says the same to the browser).
+pub(super) const SESSION_LIFE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// How long a sign-in with an unknown token waits before it is answered:
+/// guessing is slow.
+const REFUSED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a session signed in at `at` still holds at `now`.
+fn fresh(at: std::time::Instant, now: std::time::Instant) -> bool {
+    now.saturating_duration_since(at) < SESSION_LIFE
+}
+
 /// A token shorter than this is refused (guessable).
 const MIN_TOKEN: usize = 16;
 
@@ -130,7 +143,12 @@ pub(super) fn who(app: &App, headers: &HeaderMap) -> Option<(String, bool)> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")))?;
-    app.sessions.get(session).map(|n| (n.clone(), true))
+    let (name, at) = app.sessions.get(session).map(|s| s.clone())?;
+    if !fresh(at, std::time::Instant::now()) {
+        app.sessions.remove(session);
+        return None;
+    }
+    Some((name, true))
 }
 
 /// Whether a browser's request comes from this server's own pages: its
@@ -275,6 +293,7 @@ pub(super) async fn login(
         .and_then(|t| t.operator(f.token.trim()))
     else {
         tracing::warn!("serve: a sign-in with an unknown token");
+        tokio::time::sleep(REFUSED_WAIT).await;
         return (
             StatusCode::UNAUTHORIZED,
             page(
@@ -290,14 +309,20 @@ pub(super) async fn login(
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    app.sessions.insert(session.clone(), name.to_string());
+    let now = std::time::Instant::now();
+    app.sessions.retain(|_, (_, at)| fresh(*at, now));
+    app.sessions
+        .insert(session.clone(), (name.to_string(), now));
     tracing::info!("serve: {name} signed in");
     let secure = if app.opts.tls.is_some() {
         "; Secure"
     } else {
         ""
     };
-    let cookie = format!("{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict{secure}");
+    let cookie = format!(
+        "{COOKIE}={session}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        SESSION_LIFE.as_secs()
+    );
     ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
 }
 
@@ -326,6 +351,18 @@ mod tests {
         std::fs::write(f.path(), text).unwrap();
         std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
         f
+    }
+
+    #[test]
+    fn a_session_lasts_twelve_hours_and_no_longer() {
+        let at = std::time::Instant::now();
+        assert!(fresh(at, at));
+        assert!(fresh(
+            at,
+            at + SESSION_LIFE - std::time::Duration::from_secs(1)
+        ));
+        assert!(!fresh(at, at + SESSION_LIFE));
+        assert!(!fresh(at, at + SESSION_LIFE * 2));
     }
 
     #[test]

@@ -63,8 +63,9 @@ pub(crate) struct App {
     opts: ServeOptions,
     /// Every page needs a token (bound beyond loopback).
     gated: bool,
-    /// Session cookie → operator name.
-    sessions: dashmap::DashMap<String, String>,
+    /// Session cookie → operator name, and when they signed in (a session
+    /// lasts `auth::SESSION_LIFE`).
+    sessions: dashmap::DashMap<String, (String, std::time::Instant)>,
     /// Rollout id → its report as last gathered.
     reports: Mutex<HashMap<String, Gathered>>,
 }

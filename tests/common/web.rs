@@ -110,7 +110,7 @@ impl Serve {
         let a = self.post("/login", None, Some(&self.base), &[("token", token)]);
         assert_eq!(a.status, 303, "{}", a.body);
         let c = a.cookie.expect("a session cookie");
-        for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
             assert!(c.contains(attr), "{c}");
         }
         c.split(';').next().unwrap().to_string()
