@@ -119,6 +119,8 @@ async fn a_live_postgres_rollout_is_watched_paused_and_resumed_from_the_browser(
         None,
         Duration::from_secs(3)
     ));
+    // and no stream is held open for a rollout the store does not have
+    assert_eq!(web.get("/rollouts/nope/events", None).status, 404);
 
     // actions without a token, or from another origin, change nothing
     let pause = format!("/rollouts/{id}/pause");

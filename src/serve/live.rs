@@ -25,12 +25,14 @@ const LOOK: Duration = Duration::from_millis(400);
 const SETTLE: Duration = Duration::from_millis(300);
 
 /// `/rollouts/{id}/events`: `changed` whenever the rollout's marker
-/// (status, wave, tenant rows, heartbeats) changes.
-pub(super) async fn events(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    changes(app, Some(id))
+/// (status, wave, tenant rows, heartbeats) changes; 404 for a rollout the
+/// store does not have (no stream held open for nothing).
+pub(super) async fn events(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    match app.store.rollout(&id).await {
+        Ok(Some(_)) => changes(app, Some(id)).into_response(),
+        Ok(None) => StatusCode::NOT_FOUND.into_response(),
+        Err(e) => super::pages::failed(e),
+    }
 }
 
 /// `/events`: `changed` whenever a rollout starts or a running one changes
