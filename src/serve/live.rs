@@ -26,12 +26,13 @@ const SETTLE: Duration = Duration::from_millis(300);
 
 /// `/rollouts/{id}/events`: `changed` whenever the rollout's marker
 /// (status, wave, tenant rows, heartbeats) changes; 404 for a rollout the
-/// store does not have (no stream held open for nothing).
+/// store does not have (no stream held open for nothing). A store that
+/// does not answer the look-up gets the stream all the same: a browser
+/// gives up on an event stream for good after any answer but 200.
 pub(super) async fn events(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
     match app.store.rollout(&id).await {
-        Ok(Some(_)) => changes(app, Some(id)).into_response(),
         Ok(None) => StatusCode::NOT_FOUND.into_response(),
-        Err(e) => super::pages::failed(e),
+        Ok(Some(_)) | Err(_) => changes(app, Some(id)).into_response(),
     }
 }
 

@@ -20,6 +20,14 @@
         if (again) { again = false; refresh(); }
       });
   }
-  var es = new EventSource(src);
-  es.addEventListener("changed", refresh);
+  // a stream the browser gave up on (an answer but 200, the server
+  // restarted) is opened again, and the part fetched for what was missed
+  function open() {
+    var es = new EventSource(src);
+    es.addEventListener("changed", refresh);
+    es.onerror = function () {
+      if (es.readyState === EventSource.CLOSED) setTimeout(function () { open(); refresh(); }, 2000);
+    };
+  }
+  open();
 })();
