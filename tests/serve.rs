@@ -526,3 +526,90 @@ fn bound_beyond_loopback_every_page_needs_a_token() {
     );
     assert_eq!(wrong.status, 401);
 }
+
+/// A rollout whose up-to-date tenants were folded reads as before: its
+/// tenant list paged and filtered, a folded tenant's page, /metrics; a web
+/// retry of a folded tenant gives it its row back, pending for a process.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_folded_rollout_is_listed_whole_and_a_folded_tenant_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    registry_fleet(dir.path(), 30, 0);
+    let m = demo_migrations();
+    expect_exit(&on_registry(dir.path(), "sync", &m), 0);
+    let o = on_registry(dir.path(), "sync", &m);
+    expect_exit(&o, 0);
+    let id = report_dir(dir.path(), &o)
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    let store = dir.path().join(".fleetmig/state.db");
+    let count = async |sql: &str| -> i64 {
+        let mut c = sqlite(&store).await;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .bind(&id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1").await,
+        0
+    );
+    assert_eq!(
+        count("SELECT tenants FROM fleetmig_folds WHERE rollout_id = $1").await,
+        30
+    );
+
+    let tokens = tokens_file(dir.path(), "bob", TOKEN);
+    let web = Serve::start(dir.path(), &["--tokens-file", tokens.to_str().unwrap()]);
+    let all = web.get(&format!("/rollouts/{id}/tenants"), None);
+    assert!(all.body.contains("30 tenant(s) match"), "{}", all.body);
+    let some = web.get(
+        &format!("/rollouts/{id}/tenants?prefix=t001&status=succeeded"),
+        None,
+    );
+    assert!(
+        some.body.contains("10 tenant(s) match") && some.body.contains("t0019"),
+        "{}",
+        some.body
+    );
+    let one = web.get(&format!("/rollouts/{id}/tenants/t0012"), None);
+    assert_eq!(one.status, 200);
+    assert!(one.body.contains("succeeded"), "{}", one.body);
+    let metrics = web.get("/metrics", None);
+    assert!(
+        metrics.body.contains("status=\"succeeded\"} 30"),
+        "{}",
+        metrics.body
+    );
+
+    let cookie = web.sign_in(TOKEN);
+    let r = web.post(
+        &format!("/rollouts/{id}/tenants/t0012/retry"),
+        Some(&cookie),
+        Some(&web.base),
+        &[],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    drop(web);
+    assert_eq!(
+        count("SELECT tenants FROM fleetmig_folds WHERE rollout_id = $1").await,
+        29
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND tenant = 't0012' AND status = 'pending'").await,
+        1
+    );
+    // the next process runs it, and the rollout is whole again
+    expect_exit(&on_registry(dir.path(), "resume", &m), 0);
+    let o = run_in(
+        dir.path(),
+        &["report", &id, "--fleet", "registry:fleet.csv"],
+    );
+    expect_exit(&o, 0);
+    let rows = csv_rows(&report_dir(dir.path(), &o));
+    assert_eq!(rows.len(), 30);
+    assert!(rows.values().all(|r| r["status"] == "succeeded"));
+}

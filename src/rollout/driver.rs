@@ -126,6 +126,12 @@ pub async fn retry(ctx: &Ctx<'_>, id: &str, tenants: &[String]) -> Result<Finish
             return Err(Error::flag_value("--tenant", t, m));
         }
     }
+    drop(runs);
+    // a folded tenant gets its row back, marked so no fold takes it again
+    // before this retry has run it
+    ctx.store
+        .unfold(id, tenants, Some(crate::state::ASKED))
+        .await?;
     let recorder = Recorder::start(ctx.store.clone(), id, None, ctx.opts.lease);
     let bus = ctx.bus.with(recorder.clone());
     let mut exec = r.settings.exec.clone();

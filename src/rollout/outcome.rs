@@ -50,5 +50,13 @@ pub async fn write_report(
     if let Some(m) = metrics {
         crate::report::write_atomic(m, &report.metrics())?;
     }
+    // its report written whole, a finished rollout's up-to-date tenants are
+    // folded (state/fold.rs); a fold that fails leaves their rows as they
+    // were, and the run's outcome is what it is
+    if report.rollout.status.is_finished()
+        && let Err(e) = store.fold(id).await
+    {
+        tracing::warn!(rollout = %id, error = %e, "up-to-date tenants not folded");
+    }
     Ok(Finished { report, dir })
 }

@@ -11,6 +11,7 @@
 //! The tenant's own history stays the truth about what is applied: this store
 //! records what fleetmig did and decided (plans, waves, gates, attempts).
 
+mod fold;
 pub mod moves;
 mod patience;
 mod prune;
@@ -22,6 +23,7 @@ pub mod status;
 mod view;
 mod workers;
 
+pub use fold::ASKED;
 pub use moves::MoveRecord;
 use patience::passes;
 pub use patience::{PATIENCE, patiently};
@@ -406,7 +408,8 @@ impl StateStore {
         }
         for (i, ddl) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
             for stmt in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
-                sqlx::raw_sql(sqlx::AssertSqlSafe(stmt.to_string()))
+                let stmt = stmt.replace("{EACH_ID}", schema::each_id(self.postgres));
+                sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| {

@@ -125,13 +125,7 @@ impl StateStore {
     /// tenant runs removed (`None`: another process got there first, or
     /// it was taken up again).
     async fn prune_one(&self, id: &str, quiet: std::time::Duration) -> Result<Option<u64>, Error> {
-        let mut tx = match self.postgres {
-            true => self.pool.begin().await,
-            // the write lock first: a read that turns into a write would
-            // fail at once beside another writer
-            false => self.pool.begin_with("BEGIN IMMEDIATE").await,
-        }
-        .map_err(|e| self.err(e))?;
+        let mut tx = self.write_tx().await?;
         if self.postgres {
             // one prune or status change of this rollout at a time
             sqlx::query("SELECT id FROM fleetmig_rollouts WHERE id = $1 FOR UPDATE")
@@ -178,9 +172,18 @@ impl StateStore {
         if marked.rows_affected() != 1 {
             return Ok(None);
         }
-        let mut removed = 0;
+        // its folded tenants count as rows removed
+        let folded: Option<i64> = sqlx::query_scalar(
+            "SELECT CAST(sum(tenants) AS BIGINT) FROM fleetmig_folds WHERE rollout_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut removed = folded.unwrap_or(0) as u64;
         for table in [
             "fleetmig_tenant_runs",
+            "fleetmig_folds",
             "fleetmig_backfills",
             "fleetmig_slots",
         ] {
@@ -191,8 +194,12 @@ impl StateStore {
                 .await
                 .map_err(|e| self.err(e))?;
             if table == "fleetmig_tenant_runs" {
-                removed = r.rows_affected();
+                removed += r.rows_affected();
             }
+        }
+        if folded.is_some() {
+            self.lock_lists(&mut tx).await?;
+            self.drop_orphan_lists(&mut tx).await?;
         }
         tx.commit().await.map_err(|e| self.err(e))?;
         tracing::info!(rollout = %id, tenant_rows = removed, "pruned");

@@ -28,12 +28,12 @@ const JOURNAL: &str = "UPDATE fleetmig_tenant_runs SET journal_from = COALESCE(j
 pub(super) const RUN_COUNTS: &str = "SELECT count(*), \
      COALESCE(sum(CASE WHEN status = $2 THEN 1 ELSE 0 END), 0), \
      COALESCE(sum(CASE WHEN status = $3 THEN 1 ELSE 0 END), 0) \
-     FROM fleetmig_tenant_runs WHERE rollout_id = $1";
+     FROM fleetmig_tenants WHERE rollout_id = $1";
 
 impl StateStore {
     pub async fn tenant_runs(&self, id: &str) -> Result<Vec<TenantRun>, Error> {
         let rows = sqlx::query(
-            "SELECT * FROM fleetmig_tenant_runs WHERE rollout_id = $1 ORDER BY wave, tenant",
+            "SELECT * FROM fleetmig_tenants WHERE rollout_id = $1 ORDER BY wave, tenant",
         )
         .bind(id)
         .fetch_all(&self.pool)
@@ -54,7 +54,7 @@ impl StateStore {
     ) -> Result<(), Error> {
         use futures_util::TryStreamExt;
         let mut rows = sqlx::query(
-            "SELECT * FROM fleetmig_tenant_runs WHERE rollout_id = $1 ORDER BY wave, tenant",
+            "SELECT * FROM fleetmig_tenants WHERE rollout_id = $1 ORDER BY wave, tenant",
         )
         .bind(id)
         .fetch(&self.pool);
@@ -69,7 +69,7 @@ impl StateStore {
     pub async fn run_bounds(&self, id: &str) -> Result<(usize, i64, i64), Error> {
         let (n, t0, t1): (i64, Option<i64>, Option<i64>) = sqlx::query_as(
             "SELECT count(started_at), min(started_at), max(COALESCE(finished_at, started_at)) \
-             FROM fleetmig_tenant_runs WHERE rollout_id = $1",
+             FROM fleetmig_tenants WHERE rollout_id = $1",
         )
         .bind(id)
         .fetch_one(&self.pool)
@@ -101,7 +101,7 @@ impl StateStore {
         for chunk in tenants.chunks(500) {
             let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
-                "SELECT tenant, status FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND tenant IN ({})",
+                "SELECT tenant, status FROM fleetmig_tenants WHERE rollout_id = $1 AND tenant IN ({})",
                 marks.join(", ")
             );
             let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).bind(id);
@@ -174,7 +174,7 @@ impl StateStore {
         status: RunStatus,
     ) -> Result<Vec<TenantRun>, Error> {
         let rows = sqlx::query(
-            "SELECT * FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 AND status = $3 ORDER BY tenant",
+            "SELECT * FROM fleetmig_tenants WHERE rollout_id = $1 AND wave = $2 AND status = $3 ORDER BY tenant",
         )
         .bind(id)
         .bind(wave)
@@ -190,7 +190,7 @@ impl StateStore {
     /// Counts the tenants of wave `wave` by status, in the store.
     pub async fn wave_tally(&self, id: &str, wave: i64) -> Result<WaveTally, Error> {
         let counts: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT status, count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 GROUP BY status",
+            "SELECT status, count(*) FROM fleetmig_tenants WHERE rollout_id = $1 AND wave = $2 GROUP BY status",
         )
         .bind(id)
         .bind(wave)

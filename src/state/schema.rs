@@ -3,7 +3,7 @@
 //! older store up to date under a lock (see `migrate`).
 
 /// The version of this store's schema; `open` brings older stores up to it.
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: rollouts, their waves and their tenants
@@ -158,4 +158,45 @@ pub(super) const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL
     );
     CREATE INDEX IF NOT EXISTS fleetmig_actions_rollout ON fleetmig_actions (rollout_id, at)",
+    // 12: a finished rollout's up-to-date tenants folded (`fold.rs`): per
+    // wave and version a count and the tenants' ids, a list kept once
+    // however many rollouts name it (a nightly names the same fleet every
+    // night); `fleetmig_tenants` reads rows and folds as one table.
+    // `{EACH_ID}` is the dialect's way of reading a JSON array's strings.
+    "CREATE TABLE IF NOT EXISTS fleetmig_id_lists (
+        key TEXT PRIMARY KEY,
+        ids TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS fleetmig_folds (
+        rollout_id TEXT NOT NULL,
+        wave BIGINT NOT NULL,
+        version BIGINT NOT NULL,
+        tenants BIGINT NOT NULL,
+        list TEXT NOT NULL,
+        started_at BIGINT,
+        finished_at BIGINT,
+        PRIMARY KEY (rollout_id, wave, version)
+    );
+    CREATE INDEX IF NOT EXISTS fleetmig_folds_list ON fleetmig_folds (list);
+    CREATE VIEW fleetmig_tenants AS
+        SELECT rollout_id, tenant, wave, status, attempts, from_version, to_version, applied,
+            started_at, finished_at, duration_ms, error_class, error_kind, error_code,
+            error_version, error_message, gate_error, preflight, claimed_by, worker, journal_from
+        FROM fleetmig_tenant_runs
+        UNION ALL
+        SELECT f.rollout_id, j.value, f.wave, 'succeeded', 1, f.version, f.version, '',
+            f.started_at, f.finished_at, 0, CAST(NULL AS TEXT), CAST(NULL AS TEXT),
+            CAST(NULL AS TEXT), CAST(NULL AS BIGINT), CAST(NULL AS TEXT), CAST(NULL AS TEXT),
+            CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS TEXT), CAST(NULL AS BIGINT)
+        FROM fleetmig_folds f JOIN fleetmig_id_lists l ON l.key = f.list {EACH_ID}",
 ];
+
+/// How the view of migration 12 reads each id of a list's JSON array, as
+/// a column `j.value`.
+pub(super) fn each_id(postgres: bool) -> &'static str {
+    if postgres {
+        "CROSS JOIN LATERAL json_array_elements_text(l.ids::json) AS j(value)"
+    } else {
+        "CROSS JOIN json_each(l.ids) AS j"
+    }
+}

@@ -58,8 +58,9 @@ impl StateStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<TenantRun>, Error> {
+        let table = self.tenants_of(id).await?;
         let sql = format!(
-            "SELECT * FROM fleetmig_tenant_runs WHERE {FILTERED} \
+            "SELECT * FROM {table} WHERE {FILTERED} \
              AND ($6 IS NULL OR tenant > $6) ORDER BY tenant LIMIT $7"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -80,7 +81,8 @@ impl StateStore {
 
     /// How many tenants of rollout `id` `f` lets through.
     pub async fn tenant_count(&self, id: &str, f: &TenantFilter) -> Result<usize, Error> {
-        let sql = format!("SELECT count(*) FROM fleetmig_tenant_runs WHERE {FILTERED}");
+        let table = self.tenants_of(id).await?;
+        let sql = format!("SELECT count(*) FROM {table} WHERE {FILTERED}");
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(f.status.map(|s| s.as_str()))
@@ -96,7 +98,7 @@ impl StateStore {
     /// Tenant `tenant` in rollout `id`, if it is one of its tenants.
     pub async fn tenant_run(&self, id: &str, tenant: &str) -> Result<Option<TenantRun>, Error> {
         let row =
-            sqlx::query("SELECT * FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND tenant = $2")
+            sqlx::query("SELECT * FROM fleetmig_tenants WHERE rollout_id = $1 AND tenant = $2")
                 .bind(id)
                 .bind(tenant)
                 .fetch_optional(&self.pool)
@@ -107,16 +109,28 @@ impl StateStore {
     }
 
     /// The rollouts (newest first, at most `limit`) that name tenant `tenant`.
+    /// A folded tenant is found in its list as the JSON string it is
+    /// written as, after the `[` or `,` that starts an element (a quote
+    /// inside an id is escaped, so nothing else matches).
     pub async fn rollouts_of(&self, tenant: &str, limit: usize) -> Result<Vec<String>, Error> {
-        sqlx::query_scalar(
-            "SELECT r.id FROM fleetmig_rollouts r JOIN fleetmig_tenant_runs t \
-             ON t.rollout_id = r.id WHERE t.tenant = $1 ORDER BY r.created_at DESC LIMIT $2",
-        )
-        .bind(tenant)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(|e| self.err(e))
+        let find = if self.postgres { "strpos" } else { "instr" };
+        let sql = format!(
+            "SELECT id FROM (SELECT r.id, r.created_at FROM fleetmig_rollouts r \
+             JOIN fleetmig_tenant_runs t ON t.rollout_id = r.id WHERE t.tenant = $1 \
+             UNION SELECT r.id, r.created_at FROM fleetmig_rollouts r \
+             JOIN fleetmig_folds f ON f.rollout_id = r.id JOIN fleetmig_id_lists l ON l.key = f.list \
+             WHERE {find}(l.ids, $3) > 0 OR {find}(l.ids, $4) > 0) x \
+             ORDER BY created_at DESC LIMIT $2"
+        );
+        let quoted = serde_json::to_string(tenant).map_err(|e| self.err(e))?;
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(limit as i64)
+            .bind(format!("[{quoted}"))
+            .bind(format!(",{quoted}"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     /// The gates of rollout `id` as evaluated, by wave.
@@ -248,23 +262,19 @@ impl StateStore {
     /// many tenants; 0 changes nothing.
     pub async fn requeue(&self, id: &str, which: Requeue<'_>) -> Result<usize, Error> {
         use super::{RolloutStatus, WaveStatus};
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
-        let status: Option<String> = sqlx::query_scalar(if self.postgres {
-            "SELECT status FROM fleetmig_rollouts WHERE id = $1 FOR UPDATE"
-        } else {
-            "SELECT status FROM fleetmig_rollouts WHERE id = $1"
-        })
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
+        let mut tx = self.write_tx().await?;
+        let status = self.lock_rollout(&mut tx, id).await?;
         let runnable = [
             RolloutStatus::Completed,
             RolloutStatus::Halted,
             RolloutStatus::Paused,
         ];
-        if !status.is_some_and(|s| runnable.iter().any(|r| r.as_str() == s)) {
+        if !status.is_some_and(|s| runnable.contains(&s)) {
             return Ok(0);
+        }
+        if let Requeue::Tenant(t) = which {
+            // a folded tenant gets its row back first
+            self.unfold_in(&mut tx, id, &[t.to_string()], None).await?;
         }
         let (sql, key) = match which {
             Requeue::Failed => (
@@ -364,7 +374,7 @@ impl StateStore {
     /// Rollout `id`'s tenants counted by wave and status (one pass).
     pub async fn wave_counts(&self, id: &str) -> Result<Vec<(i64, RunStatus, usize)>, Error> {
         let rows: Vec<(i64, String, i64)> = sqlx::query_as(
-            "SELECT wave, status, count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 \
+            "SELECT wave, status, count(*) FROM fleetmig_tenants WHERE rollout_id = $1 \
              GROUP BY wave, status ORDER BY wave, status",
         )
         .bind(id)
@@ -386,7 +396,7 @@ impl StateStore {
     /// Tenants of rollout `id` that finished at or after `since` (ms).
     pub async fn finished_since(&self, id: &str, since: i64) -> Result<usize, Error> {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND finished_at >= $2",
+            "SELECT count(*) FROM fleetmig_tenants WHERE rollout_id = $1 AND finished_at >= $2",
         )
         .bind(id)
         .bind(since)

@@ -10,6 +10,7 @@ mod common;
 
 mod shared;
 
+mod fold;
 mod halts;
 mod lifecycle;
 mod prune;

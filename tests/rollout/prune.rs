@@ -33,14 +33,14 @@ async fn prune_keeps_the_newest_rollouts_rows_and_every_rollouts_summary(dir, st
         &rollout_args(m, &["--waves", "canary=tag:canary,rest", "--pause-after", "canary"]),
     );
     let paused = summary(&report_dir(dir, &out))["rollout_id"].as_str().unwrap().to_string();
-    assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 48);
+    assert_eq!(count(store, "fleetmig_tenants", &[]).await, 48);
 
     // nothing that ended within a lease (30s by default) is pruned: the
     // process that ended it may still be writing its report
     let out = run_in(dir, &["prune", "--keep", "0"]);
     expect_exit(&out, 0);
     assert!(stdout(&out).starts_with("pruned 0 rollout(s)"), "{}", stdout(&out));
-    assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 48);
+    assert_eq!(count(store, "fleetmig_tenants", &[]).await, 48);
 
     // a rollout is pruned once it and its tenants were still for a lease
     std::thread::sleep(std::time::Duration::from_millis(1200));
@@ -51,8 +51,8 @@ async fn prune_keeps_the_newest_rollouts_rows_and_every_rollouts_summary(dir, st
     let out = run_in(dir, &["prune", "--keep", "1", "--lease", "1s"]);
     expect_exit(&out, 0);
     assert!(stdout(&out).starts_with("pruned 3 rollout(s): 36 tenant row(s)"), "{}", stdout(&out));
-    assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 12);
-    assert_eq!(count(store, "fleetmig_tenant_runs WHERE rollout_id = $1", &[&paused]).await, 12);
+    assert_eq!(count(store, "fleetmig_tenants", &[]).await, 12);
+    assert_eq!(count(store, "fleetmig_tenants WHERE rollout_id = $1", &[&paused]).await, 12);
     assert_eq!(count(store, "fleetmig_rollouts", &[]).await, 4);
     assert_eq!(count(store, "fleetmig_waves WHERE rollout_id = $1", &[&ids[0]]).await, 1);
 
@@ -85,7 +85,7 @@ async fn prune_keeps_the_newest_rollouts_rows_and_every_rollouts_summary(dir, st
     let out = run_in(dir, &sync_args(m, &["--retain", "1", "--lease", "1s"]));
     expect_exit(&out, 0);
     assert!(stderr(&out).contains("--retain: pruned 1 rollout(s), 12 tenant row(s)"), "{}", stderr(&out));
-    assert_eq!(count(store, "fleetmig_tenant_runs", &[]).await, 12);
+    assert_eq!(count(store, "fleetmig_tenants", &[]).await, 12);
 });
 
 /// A bad `--keep` or `--retain` is refused naming it, and nothing is pruned.

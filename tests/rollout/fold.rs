@@ -1,0 +1,107 @@
+//! Folding: a finished rollout's plain up-to-date tenants cost the store a
+//! count and a shared list of ids instead of a row each, while `status`,
+//! `report`, `history`, `retry` and `prune` read them as before; a tenant
+//! that changed, failed or was asked about keeps its row.
+
+use crate::common::*;
+use crate::on_both_stores;
+use crate::shared::sync_args;
+
+async fn count(store: &stores::Store, sql: &str, binds: &[&str]) -> i64 {
+    let sql = format!("SELECT CAST(count(*) AS TEXT) FROM {sql}");
+    store.text(&sql, binds).await.parse().unwrap()
+}
+
+fn sync_in(dir: &std::path::Path, m: &str, code: i32) -> String {
+    let out = run_in(dir, &sync_args(m, &[]));
+    expect_exit(&out, code);
+    let report = report_dir(dir, &out);
+    report.file_name().unwrap().to_str().unwrap().to_string()
+}
+
+on_both_stores!(
+/// Three syncs of 12 tenants: the first applies (rows kept), then one
+/// tenant breaks and the next two find 11 at head (folded, one list for
+/// both nights) and the broken one failed (its row kept); every reader
+/// sees 12 tenants;
+/// a retry of a folded tenant brings its row back; a prune takes the
+/// folds and the list no rollout names any more.
+async fn up_to_date_tenants_are_folded_and_read_back_whole(dir, store) {
+    registry_fleet(dir, 12, 0);
+    let m = demo_migrations();
+    let m = m.to_str().unwrap();
+    let first = sync_in(dir, m, 0);
+    // t0011 is no database any more: it fails every night from now on
+    std::fs::write(registry_tenant(dir, "t0011"), vec![b'x'; 4096]).unwrap();
+    let ids: Vec<String> = (0..2).map(|_| sync_in(dir, m, 1)).collect();
+    let rows = |id: &str| format!("fleetmig_tenant_runs WHERE rollout_id = '{id}'");
+    assert_eq!(count(store, &rows(&first), &[]).await, 12, "the first sync applied: its rows stay");
+    for id in &ids {
+        let failed = format!("{} AND tenant = 't0011' AND status = 'failed'", rows(id));
+        assert_eq!(count(store, &rows(id), &[]).await, 1, "{id}: every tenant at head is folded");
+        assert_eq!(count(store, &failed, &[]).await, 1, "{id}: the failed tenant keeps its row");
+        let folded = store
+            .text("SELECT CAST(tenants AS TEXT) FROM fleetmig_folds WHERE rollout_id = $1", &[id])
+            .await;
+        assert_eq!(folded, "11");
+        assert_eq!(count(store, "fleetmig_tenants WHERE rollout_id = $1", &[id]).await, 12);
+    }
+    assert_eq!(count(store, "fleetmig_id_lists", &[]).await, 1, "the same fleet twice is one list");
+
+    // status, report and history read the folded tenants back
+    let out = run_in(dir, &["status", "--rollout", &ids[0], "--all"]);
+    expect_exit(&out, 1);
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("t00")).collect();
+    assert_eq!(lines.len(), 12, "{text}");
+    assert_eq!(lines.iter().filter(|l| l.contains("succeeded")).count(), 11, "{text}");
+    let out = run_in(dir, &["report", &ids[0], "--fleet", "registry:fleet.csv"]);
+    expect_exit(&out, 0);
+    let csv = csv_rows(&report_dir(dir, &out));
+    assert_eq!(csv.len(), 12);
+    for (t, row) in csv.iter().filter(|(t, _)| *t != "t0011") {
+        assert_eq!(row["status"], "succeeded", "{t}");
+        assert_eq!(row["from_version"], row["to_version"], "{t}");
+        assert_eq!(row["applied_versions"], "", "{t}");
+    }
+    let out = run_in(dir, &["history", "--json"]);
+    expect_exit(&out, 0);
+    let h: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let r = h.as_array().unwrap().iter().find(|r| r["rollout"]["id"] == ids[0].as_str()).unwrap();
+    assert_eq!((r["tenants"].as_u64(), r["succeeded"].as_u64()), (Some(12), Some(11)), "{r}");
+
+    // a retry of a folded tenant: its row comes back, marked, and stays
+    let out = run_in(dir, &["retry", "--rollout", &ids[0], "--tenant", "t0003", "--migrations", m]);
+    expect_exit(&out, 0);
+    let row = store
+        .text(
+            "SELECT status || ' ' || CAST(attempts AS TEXT) || ' ' || claimed_by FROM fleetmig_tenant_runs \
+             WHERE rollout_id = $1 AND tenant = $2",
+            &[&ids[0], "t0003"],
+        )
+        .await;
+    assert_eq!(row, "succeeded 2 asked:retry");
+    let folded = store
+        .text("SELECT CAST(tenants AS TEXT) FROM fleetmig_folds WHERE rollout_id = $1", &[&ids[0]])
+        .await;
+    assert_eq!(folded, "10");
+    assert_eq!(count(store, "fleetmig_tenants WHERE rollout_id = $1", &[&ids[0]]).await, 12);
+    assert_eq!(
+        count(store, "fleetmig_tenants WHERE rollout_id = $1 AND tenant = $2", &[&ids[0], "t0003"]).await,
+        1,
+        "a tenant is a row or folded, never both"
+    );
+    assert_eq!(count(store, "fleetmig_id_lists", &[]).await, 2);
+    let out = run_in(dir, &["retry", "--rollout", &ids[0], "--tenant", "nobody", "--migrations", m]);
+    expect_exit(&out, 2);
+    assert!(stderr(&out).contains("--tenant nobody: not a tenant of rollout"), "{}", stderr(&out));
+
+    // pruned: the folds go, and the lists nobody names
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let out = run_in(dir, &["prune", "--keep", "1", "--lease", "1s"]);
+    expect_exit(&out, 0);
+    assert!(stdout(&out).starts_with("pruned 2 rollout(s): 24 tenant row(s)"), "{}", stdout(&out));
+    assert_eq!(count(store, "fleetmig_folds", &[]).await, 1);
+    assert_eq!(count(store, "fleetmig_id_lists", &[]).await, 1);
+    assert_eq!(count(store, "fleetmig_tenants", &[]).await, 12);
+});
