@@ -78,14 +78,13 @@ impl StateStore {
             "DELETE FROM fleetmig_tenant_runs WHERE {PLAIN} \
              RETURNING tenant, wave, to_version, started_at, finished_at"
         );
-        let rows: Vec<PlainRow> =
-            sqlx::query_as(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(RunStatus::Succeeded.as_str())
-                .bind(ASKED)
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
+        let rows: Vec<PlainRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(RunStatus::Succeeded.as_str())
+            .bind(ASKED)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| self.err(e))?;
         if rows.is_empty() {
             return Ok(0);
         }

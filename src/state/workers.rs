@@ -187,16 +187,19 @@ impl StateStore {
         n: usize,
     ) -> Result<Vec<String>, Error> {
         // the rows picked once, in a CTE (a locking CTE runs once), then
-        // joined back by key: `WHERE tenant IN (SELECT … LIMIT n FOR UPDATE
-        // SKIP LOCKED)` was planned as a semi-join that ran the LIMIT again
-        // for each row, and one claim took every tenant of the wave
+        // found again by key as one array (an init plan, evaluated once,
+        // then the primary key's index): `WHERE tenant IN (SELECT … LIMIT n
+        // FOR UPDATE SKIP LOCKED)` was planned as a semi-join that ran the
+        // LIMIT again for each row, and one claim took every tenant of the
+        // wave; a join on the CTE was planned as a hash join over every row
+        // of the table, every rollout's, at each claim
         let sql = format!(
             "WITH picked AS ( \
                SELECT rollout_id, tenant FROM fleetmig_tenant_runs \
                WHERE rollout_id = $2 AND wave = $3 AND status IN ($4, $5, $6) AND {} \
                ORDER BY tenant LIMIT $8 FOR UPDATE SKIP LOCKED) \
-             UPDATE fleetmig_tenant_runs r SET claimed_by = $1 FROM picked \
-             WHERE r.rollout_id = picked.rollout_id AND r.tenant = picked.tenant \
+             UPDATE fleetmig_tenant_runs r SET claimed_by = $1 \
+             WHERE r.rollout_id = $2 AND r.tenant = ANY(ARRAY(SELECT tenant FROM picked)) \
              RETURNING r.tenant",
             free(7)
         );
@@ -491,16 +494,13 @@ impl StateStore {
     /// machine need not wait out the dead one's lease). Returns how many.
     pub async fn reap(&self, id: &str, lease: std::time::Duration) -> Result<usize, Error> {
         let mut n = 0;
-        for w in self.workers(id).await? {
-            if w.stopped_at.is_none()
-                && super::claim_is_stale(Some(&w.worker), Some(w.heartbeat_at), lease)
-            {
+        for (worker, heartbeat_at) in self.running_workers(id).await? {
+            if super::claim_is_stale(Some(&worker), Some(heartbeat_at), lease) {
                 tracing::info!(
-                    "worker {} of rollout {id} is gone (heartbeat {} ms ago): its claims are free",
-                    w.worker,
-                    now_ms() - w.heartbeat_at
+                    "worker {worker} of rollout {id} is gone (heartbeat {} ms ago): its claims are free",
+                    now_ms() - heartbeat_at
                 );
-                self.leave(id, &w.worker).await?;
+                self.leave(id, &worker).await?;
                 n += 1;
             }
         }
@@ -517,12 +517,25 @@ impl StateStore {
         lease: std::time::Duration,
     ) -> Result<usize, Error> {
         Ok(self
-            .workers(id)
+            .running_workers(id)
             .await?
             .iter()
-            .filter(|w| Some(w.worker.as_str()) != except && w.stopped_at.is_none())
-            .filter(|w| !super::claim_is_stale(Some(&w.worker), Some(w.heartbeat_at), lease))
+            .filter(|(w, _)| Some(w.as_str()) != except)
+            .filter(|(w, beat)| !super::claim_is_stale(Some(w), Some(*beat), lease))
             .count())
+    }
+
+    /// The workers of rollout `id` not stopped, with their last heartbeat
+    /// (without `workers`' count of claims: asked after every batch).
+    async fn running_workers(&self, id: &str) -> Result<Vec<(String, i64)>, Error> {
+        sqlx::query_as(
+            "SELECT worker, heartbeat_at FROM fleetmig_workers \
+             WHERE rollout_id = $1 AND stopped_at IS NULL ORDER BY started_at, worker",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))
     }
 
     /// Ends rollout `id` with `status` unless it already ended: true for the
