@@ -68,6 +68,8 @@ pub(super) fn seat(ctx: &Ctx<'_>, r: &RolloutRecord, concurrency: usize) -> Arc<
             held: Lease::new(ctx.opts.lease),
             first,
             batch: AtomicUsize::new(first),
+            last: Default::default(),
+            batch_ids: Default::default(),
         })
     } else {
         Arc::new(Solo {
@@ -169,6 +171,12 @@ struct Shared {
     held: Arc<Lease>,
     first: usize,
     batch: AtomicUsize,
+    /// The wave of this worker's last claim and the greatest tenant it
+    /// took: the next claim looks past it first (see `claim`).
+    last: std::sync::Mutex<Option<(i64, String)>>,
+    /// The tenants of the batch in hand (its claims given back by
+    /// `batch_done`, not those of another batch).
+    batch_ids: std::sync::Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -220,24 +228,58 @@ impl Coordinator for Shared {
         self.store.beat(&self.id, &self.me).await
     }
 
+    /// Claims in tenant order, looking first past the greatest tenant this
+    /// worker took in the wave (the tenants before it are done or held, and
+    /// a claim that scanned them again each time made a big wave
+    /// quadratic), then, when that finds fewer than the batch, from the
+    /// start (what others gave back or left behind).
     async fn claim(&self, wave: i64) -> Result<Vec<String>, Error> {
         let n = self.batch.load(Ordering::SeqCst);
-        self.store
-            .claim_tenants(&self.id, wave, &self.me, self.lease_ms(), n)
-            .await
+        let after = match &*self.last.lock().expect("last lock") {
+            Some((w, t)) if *w == wave => Some(t.clone()),
+            _ => None,
+        };
+        let (me, lease_ms) = (&self.me, self.lease_ms());
+        let store = &self.store;
+        let mut got = store
+            .claim_tenants(&self.id, wave, me, lease_ms, n, after.as_deref())
+            .await?;
+        if got.len() < n && after.is_some() {
+            let more = store
+                .claim_tenants(&self.id, wave, me, lease_ms, n - got.len(), None)
+                .await?;
+            got.extend(more);
+            got.sort_unstable();
+            got.dedup();
+        }
+        if let Some(t) = got.last() {
+            let mut last = self.last.lock().expect("last lock");
+            if !matches!(&*last, Some((w, l)) if *w == wave && l >= t) {
+                *last = Some((wave, t.clone()));
+            }
+        }
+        *self.batch_ids.lock().expect("batch lock") = got.clone();
+        Ok(got)
     }
 
     async fn batch_done(&self, wave: i64, n: usize, took: Duration) -> Result<(), Error> {
-        self.store.batch_done(&self.id, &self.me, n).await?;
+        let ids = std::mem::take(&mut *self.batch_ids.lock().expect("batch lock"));
+        self.store.batch_done(&self.id, &self.me, n, &ids).await?;
         let (took, lease_ms) = (took.as_millis() as i64, self.lease_ms());
         let batch = self.batch.load(Ordering::SeqCst);
         let next = if took < lease_ms / 8 {
             // never more than this worker's share of what is left: another
-            // live worker always finds some
-            let live = self.store.alive(&self.id, None, self.lease).await?.max(1);
-            let left = self.store.wave_left(&self.id, wave, None).await?;
-            let share = (left / live).max(self.first);
-            (batch * 2).min(CLAIM_MAX).min(share)
+            // live worker always finds some (alone, a claim takes no more
+            // than is left anyway, and counting the wave's rows after every
+            // batch made a big wave quadratic)
+            let grown = (batch * 2).min(CLAIM_MAX);
+            match self.store.alive(&self.id, None, self.lease).await? {
+                0 | 1 => grown,
+                live => {
+                    let left = self.store.wave_left(&self.id, wave, None).await?;
+                    grown.min((left / live).max(self.first))
+                }
+            }
         } else if took > lease_ms / 2 {
             (batch / 2).max(self.first)
         } else {
@@ -249,7 +291,9 @@ impl Coordinator for Shared {
 
     async fn left(&self, wave: i64) -> Result<usize, Error> {
         // free the claims of workers that are gone first: what they held
-        // is claimable again (and counted as free)
+        // is claimable again (and counted as free); and this worker's own
+        // leftovers (its claim found nothing, so it runs nothing now)
+        self.store.release_mine(&self.id, &self.me).await?;
         self.store.reap(&self.id, self.lease).await?;
         self.store
             .wave_left(&self.id, wave, Some(self.lease_ms()))

@@ -250,7 +250,9 @@ impl Run<'_, '_> {
             false => Vec::new(),
         };
         if !claimed.is_empty() {
-            let mut earlier = store.interrupted(&self.id, wave.wave).await?;
+            // a worker's batch by key; the single process takes a wave whole
+            let among = store.is_shared().then_some(claimed.as_slice());
+            let mut earlier = store.interrupted(&self.id, wave.wave, among).await?;
             earlier.retain(|t, _| claimed.binary_search(t).is_ok());
             let cancel = self.stop.child(self.seat.lease());
             let took = Instant::now();

@@ -185,6 +185,7 @@ impl StateStore {
         worker: &str,
         lease_ms: i64,
         n: usize,
+        after: Option<&str>,
     ) -> Result<Vec<String>, Error> {
         // the rows picked once, in a CTE (a locking CTE runs once), then
         // found again by key as one array (an init plan, evaluated once,
@@ -197,6 +198,7 @@ impl StateStore {
             "WITH picked AS ( \
                SELECT rollout_id, tenant FROM fleetmig_tenant_runs \
                WHERE rollout_id = $2 AND wave = $3 AND status IN ($4, $5, $6) AND {} \
+               AND ($9::text IS NULL OR tenant > $9::text) \
                ORDER BY tenant LIMIT $8 FOR UPDATE SKIP LOCKED) \
              UPDATE fleetmig_tenant_runs r SET claimed_by = $1 \
              WHERE r.rollout_id = $2 AND r.tenant = ANY(ARRAY(SELECT tenant FROM picked)) \
@@ -212,6 +214,7 @@ impl StateStore {
             .bind(TODO[2].as_str())
             .bind(now_ms() - lease_ms)
             .bind(n as i64)
+            .bind(after)
             .fetch_all(&self.pool)
             .await
             .map_err(|e| self.err(e))?;
@@ -220,9 +223,43 @@ impl StateStore {
     }
 
     /// A batch of `worker` ended (its rows recorded): counts the `n` tenants
-    /// it ran, and gives up its claims on those still to run (interrupted,
-    /// not started), so that anyone, itself included, claims them afresh.
-    pub async fn batch_done(&self, id: &str, worker: &str, n: usize) -> Result<(), Error> {
+    /// it ran, and gives up its claims on those of `batch` still to run
+    /// (interrupted, not started), so that anyone, itself included, claims
+    /// them afresh. By key, 500 at a time: the wave's every to-do row read
+    /// at every batch made a big wave quadratic.
+    pub async fn batch_done(
+        &self,
+        id: &str,
+        worker: &str,
+        n: usize,
+        batch: &[String],
+    ) -> Result<(), Error> {
+        for chunk in batch.chunks(500) {
+            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
+            let sql = format!(
+                "UPDATE fleetmig_tenant_runs SET claimed_by = NULL \
+                 WHERE rollout_id = $1 AND claimed_by = $2 AND status IN ($3, $4, $5) \
+                 AND tenant IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .bind(worker)
+                .bind(TODO[0].as_str())
+                .bind(TODO[1].as_str())
+                .bind(TODO[2].as_str());
+            for t in chunk {
+                q = q.bind(t);
+            }
+            q.execute(&self.pool).await.map_err(|e| self.err(e))?;
+        }
+        self.count_done(id, worker, n).await
+    }
+
+    /// Gives up every claim of `worker` on a tenant still to run: asked when
+    /// a claim found nothing, so nothing of its own is running then (a batch
+    /// cut short by an error leaves its claims behind).
+    pub async fn release_mine(&self, id: &str, worker: &str) -> Result<(), Error> {
         sqlx::query(
             "UPDATE fleetmig_tenant_runs SET claimed_by = NULL \
              WHERE rollout_id = $1 AND claimed_by = $2 AND status IN ($3, $4, $5)",
@@ -235,6 +272,11 @@ impl StateStore {
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Adds `n` to the tenants `worker` ran.
+    async fn count_done(&self, id: &str, worker: &str, n: usize) -> Result<(), Error> {
         sqlx::query(
             "UPDATE fleetmig_workers SET done = done + $1 WHERE rollout_id = $2 AND worker = $3",
         )
