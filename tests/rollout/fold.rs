@@ -5,19 +5,7 @@
 
 use crate::common::*;
 use crate::on_both_stores;
-use crate::shared::sync_args;
-
-async fn count(store: &stores::Store, sql: &str, binds: &[&str]) -> i64 {
-    let sql = format!("SELECT CAST(count(*) AS TEXT) FROM {sql}");
-    store.text(&sql, binds).await.parse().unwrap()
-}
-
-fn sync_in(dir: &std::path::Path, m: &str, code: i32) -> String {
-    let out = run_in(dir, &sync_args(m, &[]));
-    expect_exit(&out, code);
-    let report = report_dir(dir, &out);
-    report.file_name().unwrap().to_str().unwrap().to_string()
-}
+use crate::shared::{count, synced};
 
 on_both_stores!(
 /// Three syncs of 12 tenants: the first applies (rows kept), then one
@@ -30,10 +18,10 @@ async fn up_to_date_tenants_are_folded_and_read_back_whole(dir, store) {
     registry_fleet(dir, 12, 0);
     let m = demo_migrations();
     let m = m.to_str().unwrap();
-    let first = sync_in(dir, m, 0);
+    let first = synced(dir, m, &[], 0);
     // t0011 is no database any more: it fails every night from now on
     std::fs::write(registry_tenant(dir, "t0011"), vec![b'x'; 4096]).unwrap();
-    let ids: Vec<String> = (0..2).map(|_| sync_in(dir, m, 1)).collect();
+    let ids: Vec<String> = (0..2).map(|_| synced(dir, m, &[], 1)).collect();
     let rows = |id: &str| format!("fleetmig_tenant_runs WHERE rollout_id = '{id}'");
     assert_eq!(count(store, &rows(&first), &[]).await, 12, "the first sync applied: its rows stay");
     for id in &ids {

@@ -5,19 +5,7 @@
 
 use crate::common::*;
 use crate::on_both_stores;
-use crate::shared::{rollout_args, sync_args};
-
-async fn count(store: &stores::Store, sql: &str, binds: &[&str]) -> i64 {
-    let sql = format!("SELECT CAST(count(*) AS TEXT) FROM {sql}");
-    store.text(&sql, binds).await.parse().unwrap()
-}
-
-fn sync_in(dir: &std::path::Path, m: &str, extra: &[&str]) -> String {
-    let out = run_in(dir, &sync_args(m, extra));
-    expect_exit(&out, 0);
-    let report = report_dir(dir, &out);
-    report.file_name().unwrap().to_str().unwrap().to_string()
-}
+use crate::shared::{count, rollout_args, sync_args, synced};
 
 on_both_stores!(
 /// Three nightly syncs of 12 tenants, then `prune --keep 1`: the two older
@@ -26,7 +14,7 @@ async fn prune_keeps_the_newest_rollouts_rows_and_every_rollouts_summary(dir, st
     registry_fleet(dir, 12, 2);
     let m = demo_migrations();
     let m = m.to_str().unwrap();
-    let ids: Vec<String> = (0..3).map(|_| sync_in(dir, m, &[])).collect();
+    let ids: Vec<String> = (0..3).map(|_| synced(dir, m, &[], 0)).collect();
     // a paused rollout may go on: never pruned, however old
     let out = run_in(
         dir,
