@@ -444,7 +444,7 @@ pub async fn report(a: ReportArgs) -> Result<i32, Error> {
             (Some(dir), false) => PathBuf::from(dir),
             _ => cfg.reports.clone(),
         };
-        crate::rollout::write_report(&store, &r.id, &reports, a.metrics_file.as_deref()).await
+        crate::rollout::rewrite_report(&store, &r.id, &reports, a.metrics_file.as_deref()).await
     }
     .await;
     store.close().await;

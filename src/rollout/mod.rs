@@ -27,7 +27,7 @@ pub use coord::{host, same_version};
 pub use driver::{abort, join, resume, retry};
 pub use executor::{Executor, Stops};
 pub use hold::{apply_holds, is_contract};
-pub use outcome::{Finished, write_report};
+pub use outcome::{Finished, rewrite_report, write_report};
 pub use waves::{parse_waves, plan_waves};
 
 use std::collections::BTreeSet;

@@ -39,8 +39,31 @@ pub(super) async fn skip_todo(store: &StateStore, id: &str) -> Result<(), Error>
         .await
 }
 
-/// Writes the report (and metrics file) of rollout `id` from the store.
+/// Writes the report (and metrics file) of rollout `id` from the store,
+/// then folds a finished rollout's up-to-date tenants (`state/fold.rs`):
+/// the end of a process that ran it.
 pub async fn write_report(
+    store: &StateStore,
+    id: &str,
+    reports: &Path,
+    metrics: Option<&Path>,
+) -> Result<Finished, Error> {
+    let f = rewrite_report(store, id, reports, metrics).await?;
+    // its report written whole, a finished rollout's up-to-date tenants are
+    // folded (state/fold.rs); a fold that fails leaves their rows as they
+    // were, and the run's outcome is what it is
+    if f.report.rollout.status.is_finished()
+        && let Err(e) = store.fold(id).await
+    {
+        tracing::warn!(rollout = %id, error = %e, "up-to-date tenants not folded");
+    }
+    Ok(f)
+}
+
+/// The report of rollout `id` written from the store, and nothing written
+/// to the store (`fleetmig report ID`: a role that may only read it is
+/// enough).
+pub async fn rewrite_report(
     store: &StateStore,
     id: &str,
     reports: &Path,
@@ -49,14 +72,6 @@ pub async fn write_report(
     let (report, dir) = RunReport::write(store, id, reports).await?;
     if let Some(m) = metrics {
         crate::report::write_atomic(m, &report.metrics())?;
-    }
-    // its report written whole, a finished rollout's up-to-date tenants are
-    // folded (state/fold.rs); a fold that fails leaves their rows as they
-    // were, and the run's outcome is what it is
-    if report.rollout.status.is_finished()
-        && let Err(e) = store.fold(id).await
-    {
-        tracing::warn!(rollout = %id, error = %e, "up-to-date tenants not folded");
     }
     Ok(Finished { report, dir })
 }
