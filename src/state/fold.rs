@@ -122,8 +122,27 @@ impl StateStore {
         mark: Option<&str>,
     ) -> Result<usize, Error> {
         let mut tx = self.write_tx().await?;
-        self.lock_rollout(&mut tx, id).await?;
+        let status = self.lock_rollout(&mut tx, id).await?;
         let n = self.unfold_in(&mut tx, id, tenants, mark).await?;
+        if let Some(mark) = mark
+            && status.is_some_and(|s| s.is_finished())
+        {
+            // those still rows are marked too: a fold (which only takes a
+            // finished rollout) must not take them while the caller runs them
+            for chunk in tenants.chunks(500) {
+                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+                let sql = format!(
+                    "UPDATE fleetmig_tenant_runs SET claimed_by = $1 WHERE rollout_id = $2 \
+                     AND tenant IN ({})",
+                    marks.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(mark).bind(id);
+                for t in chunk {
+                    q = q.bind(t);
+                }
+                q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+            }
+        }
         tx.commit().await.map_err(|e| self.err(e))?;
         Ok(n)
     }

@@ -80,6 +80,12 @@ async fn up_to_date_tenants_are_folded_and_read_back_whole(dir, store) {
         "a tenant is a row or folded, never both"
     );
     assert_eq!(count(store, "fleetmig_id_lists", &[]).await, 2);
+    // a tenant that is still a row is marked too: no fold takes it while a
+    // retry runs it
+    let out = run_in(dir, &["retry", "--rollout", &ids[1], "--tenant", "t0011", "--migrations", m]);
+    expect_exit(&out, 1);
+    let marked = "fleetmig_tenant_runs WHERE rollout_id = $1 AND tenant = 't0011' AND claimed_by = 'asked:retry'";
+    assert_eq!(count(store, marked, &[&ids[1]]).await, 1);
     let out = run_in(dir, &["retry", "--rollout", &ids[0], "--tenant", "nobody", "--migrations", m]);
     expect_exit(&out, 2);
     assert!(stderr(&out).contains("--tenant nobody: not a tenant of rollout"), "{}", stderr(&out));
