@@ -129,12 +129,10 @@ impl StateStore {
         {
             // those still rows are marked too: a fold (which only takes a
             // finished rollout) must not take them while the caller runs them
-            for chunk in tenants.chunks(500) {
-                let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            for chunk in tenants.chunks(super::BY_KEY) {
                 let sql = format!(
-                    "UPDATE fleetmig_tenant_runs SET claimed_by = $1 WHERE rollout_id = $2 \
-                     AND tenant IN ({})",
-                    marks.join(", ")
+                    "UPDATE fleetmig_tenant_runs SET claimed_by = $1 WHERE rollout_id = $2 AND {}",
+                    super::tenant_in(3, chunk.len())
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(mark).bind(id);
                 for t in chunk {

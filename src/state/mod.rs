@@ -21,9 +21,20 @@ mod runs;
 mod schema;
 pub mod status;
 mod view;
+mod waves;
 mod workers;
 
 pub use fold::ASKED;
+
+/// How many tenants one statement names by key (`tenant_in`).
+const BY_KEY: usize = 500;
+
+/// `tenant IN ($from, …)` for `n` tenants, the placeholders numbered from
+/// `from` (the caller binds the tenants after its own parameters).
+fn tenant_in(from: usize, n: usize) -> String {
+    let marks: Vec<String> = (from..from + n).map(|i| format!("${i}")).collect();
+    format!("tenant IN ({})", marks.join(", "))
+}
 pub use moves::MoveRecord;
 use patience::passes;
 pub use patience::{PATIENCE, patiently};

@@ -126,14 +126,8 @@ impl StateStore {
     /// it was taken up again).
     async fn prune_one(&self, id: &str, quiet: std::time::Duration) -> Result<Option<u64>, Error> {
         let mut tx = self.write_tx().await?;
-        if self.postgres {
-            // one prune or status change of this rollout at a time
-            sqlx::query("SELECT id FROM fleetmig_rollouts WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-        }
+        // one prune or status change of this rollout at a time
+        self.lock_rollout(&mut tx, id).await?;
         let (tenants, succeeded, failed): (i64, i64, i64) = sqlx::query_as(super::runs::RUN_COUNTS)
             .bind(id)
             .bind(RunStatus::Succeeded.as_str())
@@ -172,7 +166,16 @@ impl StateStore {
         if marked.rows_affected() != 1 {
             return Ok(None);
         }
-        // its folded tenants count as rows removed
+        let removed = self.remove_rows(&mut tx, id).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        tracing::info!(rollout = %id, tenant_rows = removed, "pruned");
+        Ok(Some(removed))
+    }
+
+    /// Removes the per-tenant rows of rollout `id` (its runs, folds,
+    /// backfill batches and server slots, and the lists no fold names any
+    /// more); how many tenants' runs went, the folded ones included.
+    async fn remove_rows(&self, tx: &mut sqlx::AnyConnection, id: &str) -> Result<u64, Error> {
         let folded: Option<i64> = sqlx::query_scalar(
             "SELECT CAST(sum(tenants) AS BIGINT) FROM fleetmig_folds WHERE rollout_id = $1",
         )
@@ -198,11 +201,9 @@ impl StateStore {
             }
         }
         if folded.is_some() {
-            self.lock_lists(&mut tx).await?;
-            self.drop_orphan_lists(&mut tx).await?;
+            self.lock_lists(&mut *tx).await?;
+            self.drop_orphan_lists(&mut *tx).await?;
         }
-        tx.commit().await.map_err(|e| self.err(e))?;
-        tracing::info!(rollout = %id, tenant_rows = removed, "pruned");
-        Ok(Some(removed))
+        Ok(removed)
     }
 }

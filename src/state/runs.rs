@@ -98,11 +98,10 @@ impl StateStore {
         tenants: &[String],
     ) -> Result<Vec<(String, RunStatus)>, Error> {
         let mut out = Vec::new();
-        for chunk in tenants.chunks(500) {
-            let marks: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        for chunk in tenants.chunks(super::BY_KEY) {
             let sql = format!(
-                "SELECT tenant, status FROM fleetmig_tenants WHERE rollout_id = $1 AND tenant IN ({})",
-                marks.join(", ")
+                "SELECT tenant, status FROM fleetmig_tenants WHERE rollout_id = $1 AND {}",
+                super::tenant_in(2, chunk.len())
             );
             let mut q = sqlx::query_as::<_, (String, String)>(sqlx::AssertSqlSafe(sql)).bind(id);
             for t in chunk {
@@ -154,18 +153,14 @@ impl StateStore {
         const SQL: &str = "SELECT tenant, journal_from FROM fleetmig_tenant_runs \
              WHERE rollout_id = $1 AND wave = $2 AND status IN ($3, $4, $5) AND journal_from IS NOT NULL";
         let chunks: Vec<&[String]> = match among {
-            Some(ts) => ts.chunks(500).collect(),
+            Some(ts) => ts.chunks(super::BY_KEY).collect(),
             None => vec![&[]],
         };
         let mut out = std::collections::HashMap::new();
         for chunk in chunks {
             let sql = match among {
                 None => SQL.to_string(),
-                Some(_) => {
-                    let marks: Vec<String> =
-                        (0..chunk.len()).map(|i| format!("${}", i + 6)).collect();
-                    format!("{SQL} AND tenant IN ({})", marks.join(", "))
-                }
+                Some(_) => format!("{SQL} AND {}", super::tenant_in(6, chunk.len())),
             };
             let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
                 .bind(id)

@@ -261,7 +261,7 @@ impl StateStore {
     /// paused) is requeued: a running one has workers mid-wave. Returns how
     /// many tenants; 0 changes nothing.
     pub async fn requeue(&self, id: &str, which: Requeue<'_>) -> Result<usize, Error> {
-        use super::{RolloutStatus, WaveStatus};
+        use super::RolloutStatus;
         let mut tx = self.write_tx().await?;
         let status = self.lock_rollout(&mut tx, id).await?;
         let runnable = [
@@ -299,6 +299,20 @@ impl StateStore {
         if n == 0 {
             return Ok(0);
         }
+        self.reopen_pending_waves(&mut tx, id).await?;
+        tx.commit().await.map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+
+    /// The waves of rollout `id` that hold pending tenants running again,
+    /// their gates to evaluate again, and the rollout running from the
+    /// first of them (`requeue`'s last step, in its transaction).
+    async fn reopen_pending_waves(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+    ) -> Result<(), Error> {
+        use super::{RolloutStatus, WaveStatus};
         let waves: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT wave FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND status = $2 \
              ORDER BY wave",
@@ -340,8 +354,7 @@ impl StateStore {
         .execute(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))?;
-        Ok(n)
+        Ok(())
     }
 
     /// A paused or halted rollout `id` runs again, for the workers that
