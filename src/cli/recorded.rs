@@ -272,17 +272,7 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
     // or the store's server restarting): a worker waits that out
     let mut failing: Option<std::time::Instant> = None;
     loop {
-        let found = match &a.rollout {
-            Some(id) => Some(patiently("reading the rollout", || store.get_rollout(id)).await?),
-            None => patiently("reading the rollouts", || store.rollouts(100))
-                .await?
-                .into_iter()
-                .find(|r| r.status == RolloutStatus::Running),
-        };
-        if let Some(r) = &found {
-            crate::rollout::same_version(r)?;
-        }
-        let Some(r) = found else {
+        let Some(r) = rollout_to_join(store, a).await? else {
             if !announced {
                 errln!(
                     "fleetmig: no rollout runs in {}; waiting for one",
@@ -303,21 +293,7 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
                 continue;
             }
         }
-        let mut cfg = cfg.clone();
-        adopt(&mut cfg, &r, true)?;
-        let f = in_context(
-            &cfg,
-            store,
-            Invocation {
-                progress_every: a.progress_every,
-                metrics_file: a.metrics_file.clone(),
-                override_gate: false,
-                move_to: move_to(&r, a.move_to.clone())?,
-            },
-            async |ctx| crate::rollout::join(ctx, &r.id).await,
-        )
-        .await;
-        let f = match f {
+        let f = match join_one(cfg, store, a, &r).await {
             Err(
                 e @ (Error::Discovery { .. }
                 | Error::State {
@@ -350,6 +326,50 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
             }
         }
     }
+}
+
+/// The rollout a worker joins: the one `--rollout` names, or the newest
+/// running one (none yet: `None`); refused if another fleetmig version
+/// planned it.
+async fn rollout_to_join(
+    store: &StateStore,
+    a: &WorkerArgs,
+) -> Result<Option<RolloutRecord>, Error> {
+    let found = match &a.rollout {
+        Some(id) => Some(patiently("reading the rollout", || store.get_rollout(id)).await?),
+        None => patiently("reading the rollouts", || store.rollouts(100))
+            .await?
+            .into_iter()
+            .find(|r| r.status == RolloutStatus::Running),
+    };
+    if let Some(r) = &found {
+        crate::rollout::same_version(r)?;
+    }
+    Ok(found)
+}
+
+/// This worker on rollout `r` until it leaves it, with the rollout's
+/// frozen settings under the command line's own.
+async fn join_one(
+    cfg: &Config,
+    store: &StateStore,
+    a: &WorkerArgs,
+    r: &RolloutRecord,
+) -> Result<crate::rollout::Finished, Error> {
+    let mut cfg = cfg.clone();
+    adopt(&mut cfg, r, true)?;
+    in_context(
+        &cfg,
+        store,
+        Invocation {
+            progress_every: a.progress_every,
+            metrics_file: a.metrics_file.clone(),
+            override_gate: false,
+            move_to: move_to(r, a.move_to.clone())?,
+        },
+        async |ctx| crate::rollout::join(ctx, &r.id).await,
+    )
+    .await
 }
 
 pub async fn abort(a: AbortArgs) -> Result<i32, Error> {

@@ -128,6 +128,17 @@ fn label(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The live series of the running rollouts, as labels and values.
+#[derive(Default)]
+struct Series {
+    /// By rollout and status, summed over its waves.
+    by: std::collections::BTreeMap<(String, crate::state::RunStatus), usize>,
+    waves: Vec<(String, String)>,
+    beats: Vec<(String, String)>,
+    claims: Vec<(String, String)>,
+    pace: Vec<(String, String)>,
+}
+
 async fn exposition(app: &App) -> Result<String, Error> {
     let rollouts = app.store.rollouts(50).await?;
     let running: Vec<_> = rollouts
@@ -139,20 +150,29 @@ async fn exposition(app: &App) -> Result<String, Error> {
     if let Some(r) = newest.filter(|r| r.pruned.is_none()) {
         m += &app.report(&r.id).await?.metrics();
     }
-    let (mut tenants, mut waves, mut beats, mut claims, mut pace) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    let mut by = std::collections::BTreeMap::new();
+    let mut s = Series::default();
     let now = now_ms();
     for r in &running {
-        let id = label(&r.id);
-        let names = app.store.waves(&r.id).await?;
-        for (wave, status, n) in app.store.wave_counts(&r.id).await? {
+        s.gather(app, &r.id, now).await?;
+    }
+    if !running.is_empty() {
+        s.write(&mut m);
+    }
+    Ok(m)
+}
+
+impl Series {
+    /// Adds the series of running rollout `id`.
+    async fn gather(&mut self, app: &App, rollout: &str, now: i64) -> Result<(), Error> {
+        let id = label(rollout);
+        let names = app.store.waves(rollout).await?;
+        for (wave, status, n) in app.store.wave_counts(rollout).await? {
             let name = names
                 .iter()
                 .find(|w| w.wave == wave)
                 .map_or("refused", |w| w.name.as_str());
-            *by.entry((id.clone(), status)).or_insert(0usize) += n;
-            waves.push((
+            *self.by.entry((id.clone(), status)).or_insert(0) += n;
+            self.waves.push((
                 format!(
                     "{{rollout=\"{id}\",wave=\"{}\",status=\"{status}\"}}",
                     label(name)
@@ -160,63 +180,64 @@ async fn exposition(app: &App) -> Result<String, Error> {
                 n.to_string(),
             ));
         }
-        for w in app
-            .store
-            .workers(&r.id)
-            .await?
-            .iter()
-            .filter(|w| w.stopped_at.is_none())
-        {
+        let workers = app.store.workers(rollout).await?;
+        for w in workers.iter().filter(|w| w.stopped_at.is_none()) {
             let l = format!("{{rollout=\"{id}\",worker=\"{}\"}}", label(&w.worker));
-            beats.push((
+            self.beats.push((
                 l.clone(),
                 format!("{:.3}", (now - w.heartbeat_at) as f64 / 1000.0),
             ));
-            claims.push((l, w.claimed.to_string()));
+            self.claims.push((l, w.claimed.to_string()));
         }
-        let minute = app.store.finished_since(&r.id, now - 60_000).await?;
-        pace.push((
+        let minute = app.store.finished_since(rollout, now - 60_000).await?;
+        self.pace.push((
             format!("{{rollout=\"{id}\"}}"),
             format!("{:.3}", minute as f64 / 60.0),
         ));
+        Ok(())
     }
-    for ((id, s), n) in by {
-        tenants.push((
-            format!("{{rollout=\"{id}\",status=\"{s}\"}}"),
-            n.to_string(),
-        ));
-    }
-    if !running.is_empty() {
+
+    /// Writes the series in the exposition format.
+    fn write(self, m: &mut String) {
+        let tenants: Vec<(String, String)> = self
+            .by
+            .into_iter()
+            .map(|((id, s), n)| {
+                (
+                    format!("{{rollout=\"{id}\",status=\"{s}\"}}"),
+                    n.to_string(),
+                )
+            })
+            .collect();
         gauge(
-            &mut m,
+            m,
             "fleetmig_rollout_tenants",
             "Tenants of each running rollout by status.",
             tenants,
         );
         gauge(
-            &mut m,
+            m,
             "fleetmig_wave_tenants",
             "Tenants of each wave of a running rollout by status.",
-            waves,
+            self.waves,
         );
         gauge(
-            &mut m,
+            m,
             "fleetmig_worker_heartbeat_age_seconds",
             "Seconds since each live worker's last heartbeat.",
-            beats,
+            self.beats,
         );
         gauge(
-            &mut m,
+            m,
             "fleetmig_worker_claims",
             "Tenants each live worker holds a claim on.",
-            claims,
+            self.claims,
         );
         gauge(
-            &mut m,
+            m,
             "fleetmig_tenants_per_second",
             "Tenants finished per second over the last minute.",
-            pace,
+            self.pace,
         );
     }
-    Ok(m)
 }

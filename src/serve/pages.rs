@@ -226,35 +226,7 @@ async fn rollout_part(
             }
             (controls(&r, who))
         }
-        h2 { "Waves" }
-        table #waves {
-            thead { tr { th { "Wave" } th { "Selector" } th { "Status" } th { "Tenants" } th { "Succeeded" } th { "Failed" } th { "Gate" } th { "Started" } th { "Took" } } }
-            tbody {
-                @for w in &waves {
-                    @let n: usize = counts.iter().filter(|c| c.0 == w.wave).map(|c| c.2).sum();
-                    tr {
-                        td { a href={ "/rollouts/" (id) "/tenants?wave=" (w.wave) } { (w.name) } }
-                        td { code { (w.selector) } }
-                        td { span class={ "status " (w.status) } { (w.status) } }
-                        td { (n) }
-                        td { (count_of(&counts, Some(w.wave), RunStatus::Succeeded)) }
-                        td { (count_of(&counts, Some(w.wave), RunStatus::Failed)) }
-                        td {
-                            @for g in gates.iter().filter(|g| g.wave == w.wave) {
-                                (g.status) " by " (g.worker) " at " (when(g.evaluated_at))
-                            }
-                            @if let Some(text) = &w.gate { div.gate { (text) } }
-                        }
-                        td { (w.started_at.map(when).unwrap_or_default()) }
-                        td {
-                            @if let Some(s) = w.started_at {
-                                (age(w.finished_at.unwrap_or(now) - s))
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        (waves_table(id, &waves, &counts, &gates, now))
         @if let Some(rep) = &report {
             h2 { "Progress" }
             div.plot { (PreEscaped(crate::report::html::timeline(rep))) }
@@ -265,35 +237,90 @@ async fn rollout_part(
         } @else {
             p { "Its tenant rows were pruned; the counts above are what they said." }
         }
-        h2 { "Workers" }
-        @if workers.is_empty() { p { "No worker has joined (one process ran it, or none yet)." } }
-        @else {
-            table #workers {
-                thead { tr { th { "Worker" } th { "Host" } th { "Heartbeat" } th { "Claims" } th { "Done" } th { "Stopped" } } }
-                tbody {
-                    @for w in &workers {
-                        tr {
-                            td { (w.worker) } td { (w.host) }
-                            td {
-                                @if w.stopped_at.is_none() { (age(now - w.heartbeat_at)) " ago" }
-                            }
-                            td { (w.claimed) } td { (w.done) }
-                            td { (w.stopped_at.map(when).unwrap_or_default()) }
+        (workers_table(&workers, now))
+        (actions_list(&actions))
+    };
+    Ok((r, part))
+}
+
+/// A rollout's waves: selector, status, counts, gate decisions, times.
+fn waves_table(
+    id: &str,
+    waves: &[crate::state::WaveRecord],
+    counts: &[(i64, RunStatus, usize)],
+    gates: &[crate::state::GateRecord],
+    now: i64,
+) -> Markup {
+    html! {
+    h2 { "Waves" }
+    table #waves {
+        thead { tr { th { "Wave" } th { "Selector" } th { "Status" } th { "Tenants" } th { "Succeeded" } th { "Failed" } th { "Gate" } th { "Started" } th { "Took" } } }
+        tbody {
+            @for w in waves {
+                @let n: usize = counts.iter().filter(|c| c.0 == w.wave).map(|c| c.2).sum();
+                tr {
+                    td { a href={ "/rollouts/" (id) "/tenants?wave=" (w.wave) } { (w.name) } }
+                    td { code { (w.selector) } }
+                    td { span class={ "status " (w.status) } { (w.status) } }
+                    td { (n) }
+                    td { (count_of(counts, Some(w.wave), RunStatus::Succeeded)) }
+                    td { (count_of(counts, Some(w.wave), RunStatus::Failed)) }
+                    td {
+                        @for g in gates.iter().filter(|g| g.wave == w.wave) {
+                            (g.status) " by " (g.worker) " at " (when(g.evaluated_at))
+                        }
+                        @if let Some(text) = &w.gate { div.gate { (text) } }
+                    }
+                    td { (w.started_at.map(when).unwrap_or_default()) }
+                    td {
+                        @if let Some(s) = w.started_at {
+                            (age(w.finished_at.unwrap_or(now) - s))
                         }
                     }
                 }
             }
         }
-        @if !actions.is_empty() {
-            h2 { "Actions" }
-            ul #actions {
-                @for a in &actions {
-                    li { (when(a.at)) " " b { (a.operator) } " asked to " (a.action) @if !a.detail.is_empty() { " (" (a.detail) ")" } }
+    }
+    }
+}
+
+/// The workers of a rollout, with their heartbeat's age and claims.
+fn workers_table(workers: &[crate::state::WorkerRecord], now: i64) -> Markup {
+    html! {
+    h2 { "Workers" }
+    @if workers.is_empty() { p { "No worker has joined (one process ran it, or none yet)." } }
+    @else {
+        table #workers {
+            thead { tr { th { "Worker" } th { "Host" } th { "Heartbeat" } th { "Claims" } th { "Done" } th { "Stopped" } } }
+            tbody {
+                @for w in workers {
+                    tr {
+                        td { (w.worker) } td { (w.host) }
+                        td {
+                            @if w.stopped_at.is_none() { (age(now - w.heartbeat_at)) " ago" }
+                        }
+                        td { (w.claimed) } td { (w.done) }
+                        td { (w.stopped_at.map(when).unwrap_or_default()) }
+                    }
                 }
             }
         }
-    };
-    Ok((r, part))
+    }
+    }
+}
+
+/// What operators asked of a rollout, by name.
+fn actions_list(actions: &[crate::state::Action]) -> Markup {
+    html! {
+    @if !actions.is_empty() {
+        h2 { "Actions" }
+        ul #actions {
+            @for a in actions {
+                li { (when(a.at)) " " b { (a.operator) } " asked to " (a.action) @if !a.detail.is_empty() { " (" (a.detail) ")" } }
+            }
+        }
+    }
+    }
 }
 
 /// How the rollout goes from wave to wave: its gate, bake and pause.

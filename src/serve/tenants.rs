@@ -68,38 +68,8 @@ pub(super) async fn tenants(
         Ok(g) => g,
         Err(e) => return failed(e),
     };
-    let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
-    let head = html! {
-        p.links { a href={ "/rollouts/" (id) } { "Rollout " (id) } }
-        form.filter method="get" {
-            label { "Status " select name="status" {
-                option value="" { "any" }
-                @for s in RunStatus::ALL { option value=(s) selected[sel(&q.status, s.as_str())] { (s) } }
-            } }
-            label { " Wave " select name="wave" {
-                option value="" { "any" }
-                @for w in &waves { option value=(w.wave) selected[sel(&q.wave, &w.wave.to_string())] { (w.name) } }
-            } }
-            label { " Failure kind " input name="kind" value=[q.kind.as_deref()] size="16"; }
-            label { " Id starts with " input name="prefix" value=[q.prefix.as_deref()] size="16"; }
-            " " button type="submit" { "Show" }
-        }
-    };
-    let next = (rows.len() == PAGE).then(|| {
-        let mut u = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
-            ("status", &q.status),
-            ("wave", &q.wave),
-            ("kind", &q.kind),
-            ("prefix", &q.prefix),
-        ] {
-            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                u.append_pair(k, v);
-            }
-        }
-        u.append_pair("after", &rows[PAGE - 1].tenant);
-        format!("/rollouts/{id}/tenants?{}", u.finish())
-    });
+    let head = filter_form(&id, &q, &waves);
+    let next = next_page(&id, &q, &rows);
     let part = html! {
         p #matched { (n) " tenant(s) match" @if q.after.is_some() { " (a later page)" } }
         table #tenants {
@@ -132,6 +102,95 @@ pub(super) async fn tenants(
         head,
         part,
     )
+}
+
+/// One tenant's run as facts: status, wave, attempts, versions, times,
+/// its error, gate error and preflight.
+fn facts(t: &crate::state::TenantRun, waves: &[crate::state::WaveRecord]) -> maud::Markup {
+    html! {
+    table.facts #tenant {
+        tr { th { "Status" } td { span #tenant-status class={ "status " (t.status) } { (t.status) } } }
+        tr { th { "Wave" } td { (wave_name(waves, t.wave)) } }
+        tr { th { "Attempts" } td { (t.attempts) } }
+        tr { th { "Versions" } td { (versions(t.from_version, t.to_version)) } }
+        tr { th { "Applied" } td { (t.applied.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")) } }
+        tr { th { "Started" } td { (t.started_at.map(when).unwrap_or_default()) } }
+        tr { th { "Took" } td { (age(t.duration_ms)) } }
+        @if let Some(kind) = t.error.kind {
+            tr { th { "Error" } td.error #tenant-error {
+                b { (kind) } @if let Some(c) = t.error.class { " (" (c) ")" }
+                @if let Some(code) = &t.error.code { " code " (code) }
+                @if let Some(v) = t.error.version { " at version " (v) }
+                br; (t.error.message.as_deref().unwrap_or(""))
+            } }
+        }
+        @if let Some(g) = &t.gate_error { tr { th { "Gate" } td.error { (g) } } }
+        @if let Some(p) = &t.preflight { tr { th { "Preflight" } td { (p) } } }
+    }
+    }
+}
+
+/// The moves that name a tenant.
+fn moves_table(moves: &[crate::state::MoveRecord]) -> maud::Markup {
+    html! {
+    @if !moves.is_empty() {
+        h2 { "Moves" }
+        table #moves {
+            thead { tr { th { "Move" } th { "Status" } th { "From" } th { "To" } th { "Rows" } th { "Started" } th { "Error" } } }
+            tbody {
+                @for m in moves {
+                    tr {
+                        td { (m.id) } td { (m.status) } td { (m.source) } td { (m.target) }
+                        td { (m.rows_copied) } td { (when(m.started_at)) }
+                        td.error { (m.error.as_deref().unwrap_or("")) }
+                    }
+                }
+            }
+        }
+    }
+    }
+}
+
+/// The filter form above a rollout's tenant list (status, wave, failure
+/// kind, id prefix), showing what `q` asked.
+fn filter_form(id: &str, q: &TenantQuery, waves: &[crate::state::WaveRecord]) -> maud::Markup {
+    let sel = |v: &Option<String>, x: &str| v.as_deref() == Some(x);
+    html! {
+        p.links { a href={ "/rollouts/" (id) } { "Rollout " (id) } }
+        form.filter method="get" {
+            label { "Status " select name="status" {
+                option value="" { "any" }
+                @for s in RunStatus::ALL { option value=(s) selected[sel(&q.status, s.as_str())] { (s) } }
+            } }
+            label { " Wave " select name="wave" {
+                option value="" { "any" }
+                @for w in waves { option value=(w.wave) selected[sel(&q.wave, &w.wave.to_string())] { (w.name) } }
+            } }
+            label { " Failure kind " input name="kind" value=[q.kind.as_deref()] size="16"; }
+            label { " Id starts with " input name="prefix" value=[q.prefix.as_deref()] size="16"; }
+            " " button type="submit" { "Show" }
+        }
+    }
+}
+
+/// The link to the page after `rows` (when it was full), with the same
+/// filter.
+fn next_page(id: &str, q: &TenantQuery, rows: &[crate::state::TenantRun]) -> Option<String> {
+    (rows.len() == PAGE).then(|| {
+        let mut u = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("status", &q.status),
+            ("wave", &q.wave),
+            ("kind", &q.kind),
+            ("prefix", &q.prefix),
+        ] {
+            if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                u.append_pair(k, v);
+            }
+        }
+        u.append_pair("after", &rows[PAGE - 1].tenant);
+        format!("/rollouts/{id}/tenants?{}", u.finish())
+    })
 }
 
 fn wave_name(waves: &[crate::state::WaveRecord], wave: i64) -> String {
@@ -188,25 +247,7 @@ pub(super) async fn tenant(
         );
     let head = html! { p.links { a href={ "/rollouts/" (id) } { "Rollout " (id) } } };
     let part = html! {
-        table.facts #tenant {
-            tr { th { "Status" } td { span #tenant-status class={ "status " (t.status) } { (t.status) } } }
-            tr { th { "Wave" } td { (wave_name(&waves, t.wave)) } }
-            tr { th { "Attempts" } td { (t.attempts) } }
-            tr { th { "Versions" } td { (versions(t.from_version, t.to_version)) } }
-            tr { th { "Applied" } td { (t.applied.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")) } }
-            tr { th { "Started" } td { (t.started_at.map(when).unwrap_or_default()) } }
-            tr { th { "Took" } td { (age(t.duration_ms)) } }
-            @if let Some(kind) = t.error.kind {
-                tr { th { "Error" } td.error #tenant-error {
-                    b { (kind) } @if let Some(c) = t.error.class { " (" (c) ")" }
-                    @if let Some(code) = &t.error.code { " code " (code) }
-                    @if let Some(v) = t.error.version { " at version " (v) }
-                    br; (t.error.message.as_deref().unwrap_or(""))
-                } }
-            }
-            @if let Some(g) = &t.gate_error { tr { th { "Gate" } td.error { (g) } } }
-            @if let Some(p) = &t.preflight { tr { th { "Preflight" } td { (p) } } }
-        }
+        (facts(&t, &waves))
         @if may_retry {
             form.inline method="post" action={ "/rollouts/" (id) "/tenants/" (t.tenant) "/retry" } {
                 button type="submit" #retry-tenant { "Retry this tenant" }
@@ -214,21 +255,7 @@ pub(super) async fn tenant(
         }
         h2 { "Rollouts that name it" }
         ul { @for o in &others { li { a href={ "/rollouts/" (o) "/tenants/" (t.tenant) } { (o) } } } }
-        @if !moves.is_empty() {
-            h2 { "Moves" }
-            table #moves {
-                thead { tr { th { "Move" } th { "Status" } th { "From" } th { "To" } th { "Rows" } th { "Started" } th { "Error" } } }
-                tbody {
-                    @for m in &moves {
-                        tr {
-                            td { (m.id) } td { (m.status) } td { (m.source) } td { (m.target) }
-                            td { (m.rows_copied) } td { (when(m.started_at)) }
-                            td.error { (m.error.as_deref().unwrap_or("")) }
-                        }
-                    }
-                }
-            }
-        }
+        (moves_table(&moves))
     };
     let title = format!("Tenant {tenant}");
     respond(
