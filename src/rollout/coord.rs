@@ -7,14 +7,21 @@
 //! `FOR UPDATE SKIP LOCKED` under a lease, and one of them takes each gate
 //! with a conditional update). The wave loop (`engine`) runs over either.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::context::{Ctx, Lease};
 use crate::error::Error;
-use crate::state::{RolloutRecord, RolloutStatus, RunStatus, Seen, StateStore};
+use crate::state::{Earlier, RolloutRecord, RolloutStatus, RunStatus, Seen, StateStore};
+
+/// Tenants claimed (sorted), and where interrupted attempts of theirs
+/// started when the claim read that too (`None`: the engine asks).
+pub(super) struct Claimed {
+    pub tenants: Vec<String>,
+    pub earlier: Option<HashMap<String, Earlier>>,
+}
 
 /// The seat of this process on one rollout.
 #[async_trait::async_trait]
@@ -35,11 +42,18 @@ pub(super) trait Coordinator: Send + Sync {
 
     /// Claims tenants of `wave` still to run, at most as many as this
     /// process should hold now (none: nothing is free).
-    async fn claim(&self, wave: i64) -> Result<Vec<String>, Error>;
+    async fn claim(&self, wave: i64) -> Result<Claimed, Error>;
 
     /// The batch of `n` tenants claimed last ended after `took` (its rows
-    /// recorded): claims on those still to do are given back.
-    async fn batch_done(&self, wave: i64, n: usize, took: Duration) -> Result<(), Error>;
+    /// recorded): claims on those still to do are given back (none are
+    /// when `all_finished`: each of them has its outcome).
+    async fn batch_done(
+        &self,
+        wave: i64,
+        n: usize,
+        took: Duration,
+        all_finished: bool,
+    ) -> Result<(), Error>;
 
     /// Tenants of `wave` someone still runs or may claim; none: its gate
     /// may be taken.
@@ -70,6 +84,8 @@ pub(super) fn seat(ctx: &Ctx<'_>, r: &RolloutRecord, concurrency: usize) -> Arc<
             batch: AtomicUsize::new(first),
             last: Default::default(),
             batch_ids: Default::default(),
+            unsaid: Mutex::new((0, Instant::now())),
+            alive: Mutex::default(),
         })
     } else {
         Arc::new(Solo {
@@ -116,14 +132,19 @@ impl Coordinator for Solo {
         self.store.heartbeat(&self.id, &self.me).await
     }
 
-    async fn claim(&self, wave: i64) -> Result<Vec<String>, Error> {
-        if !self.handed.lock().expect("handed lock").insert(wave) {
-            return Ok(Vec::new());
-        }
-        self.store.wave_tenants(&self.id, wave, &TODO).await
+    async fn claim(&self, wave: i64) -> Result<Claimed, Error> {
+        let first = self.handed.lock().expect("handed lock").insert(wave);
+        let tenants = match first {
+            true => self.store.wave_tenants(&self.id, wave, &TODO).await?,
+            false => Vec::new(),
+        };
+        Ok(Claimed {
+            tenants,
+            earlier: None,
+        })
     }
 
-    async fn batch_done(&self, _wave: i64, _n: usize, _took: Duration) -> Result<(), Error> {
+    async fn batch_done(&self, _: i64, _: usize, _: Duration, _: bool) -> Result<(), Error> {
         Ok(())
     }
 
@@ -177,11 +198,47 @@ struct Shared {
     /// The tenants of the batch in hand (its claims given back by
     /// `batch_done`, not those of another batch).
     batch_ids: std::sync::Mutex<Vec<String>>,
+    /// Tenants run and not yet added to this worker's count in the store,
+    /// and when it was last written (once a second, and when it leaves or
+    /// a wave runs out: a batch of tenants that all finished writes
+    /// nothing of its own).
+    unsaid: Mutex<(usize, Instant)>,
+    /// The live workers as last counted, and when (asked after a batch to
+    /// size the next: counted again after a second).
+    alive: Mutex<Option<(Instant, usize)>>,
 }
+
+/// How often a busy worker writes its count of tenants run, and counts the
+/// live workers.
+const EVERY: Duration = Duration::from_secs(1);
 
 impl Shared {
     fn lease_ms(&self) -> i64 {
         self.lease.as_millis() as i64
+    }
+
+    /// Adds the tenants run since the last time to this worker's count in
+    /// the store, giving back the claims on `release` still to run.
+    async fn say(&self, n: usize, release: &[String]) -> Result<(), Error> {
+        let n = {
+            let mut unsaid = self.unsaid.lock().expect("unsaid lock");
+            let n = unsaid.0 + n;
+            *unsaid = (0, Instant::now());
+            n
+        };
+        self.store.batch_done(&self.id, &self.me, n, release).await
+    }
+
+    /// The live workers on the rollout (counted at most once a second).
+    async fn alive(&self) -> Result<usize, Error> {
+        if let Some((at, n)) = *self.alive.lock().expect("alive lock")
+            && at.elapsed() < EVERY
+        {
+            return Ok(n);
+        }
+        let n = self.store.alive(&self.id, None, self.lease).await?;
+        *self.alive.lock().expect("alive lock") = Some((Instant::now(), n));
+        Ok(n)
     }
 }
 
@@ -233,7 +290,7 @@ impl Coordinator for Shared {
     /// a claim that scanned them again each time made a big wave
     /// quadratic), then, when that finds fewer than the batch, from the
     /// start (what others gave back or left behind).
-    async fn claim(&self, wave: i64) -> Result<Vec<String>, Error> {
+    async fn claim(&self, wave: i64) -> Result<Claimed, Error> {
         let n = self.batch.load(Ordering::SeqCst);
         let after = match &*self.last.lock().expect("last lock") {
             Some((w, t)) if *w == wave => Some(t.clone()),
@@ -250,21 +307,42 @@ impl Coordinator for Shared {
                 .await?;
             got.extend(more);
             got.sort_unstable();
-            got.dedup();
+            got.dedup_by(|a, b| a.0 == b.0);
         }
-        if let Some(t) = got.last() {
+        if let Some((t, _)) = got.last() {
             let mut last = self.last.lock().expect("last lock");
             if !matches!(&*last, Some((w, l)) if *w == wave && l >= t) {
                 *last = Some((wave, t.clone()));
             }
         }
-        *self.batch_ids.lock().expect("batch lock") = got.clone();
-        Ok(got)
+        let earlier = got
+            .iter()
+            .filter_map(|(t, from)| from.map(|from| (t.clone(), Earlier { from })))
+            .collect();
+        let tenants: Vec<String> = got.into_iter().map(|(t, _)| t).collect();
+        *self.batch_ids.lock().expect("batch lock") = tenants.clone();
+        Ok(Claimed {
+            tenants,
+            earlier: Some(earlier),
+        })
     }
 
-    async fn batch_done(&self, wave: i64, n: usize, took: Duration) -> Result<(), Error> {
+    async fn batch_done(
+        &self,
+        wave: i64,
+        n: usize,
+        took: Duration,
+        all_finished: bool,
+    ) -> Result<(), Error> {
         let ids = std::mem::take(&mut *self.batch_ids.lock().expect("batch lock"));
-        self.store.batch_done(&self.id, &self.me, n, &ids).await?;
+        let due = {
+            let mut unsaid = self.unsaid.lock().expect("unsaid lock");
+            unsaid.0 += n;
+            !all_finished || unsaid.1.elapsed() >= EVERY
+        };
+        if due {
+            self.say(0, if all_finished { &[] } else { &ids }).await?;
+        }
         let (took, lease_ms) = (took.as_millis() as i64, self.lease_ms());
         let batch = self.batch.load(Ordering::SeqCst);
         let next = if took < lease_ms / 8 {
@@ -273,7 +351,7 @@ impl Coordinator for Shared {
             // than is left anyway, and counting the wave's rows after every
             // batch made a big wave quadratic)
             let grown = (batch * 2).min(CLAIM_MAX);
-            match self.store.alive(&self.id, None, self.lease).await? {
+            match self.alive().await? {
                 0 | 1 => grown,
                 live => {
                     let left = self.store.wave_left(&self.id, wave, None).await?;
@@ -293,6 +371,7 @@ impl Coordinator for Shared {
         // free the claims of workers that are gone first: what they held
         // is claimable again (and counted as free); and this worker's own
         // leftovers (its claim found nothing, so it runs nothing now)
+        self.say(0, &[]).await?;
         self.store.release_mine(&self.id, &self.me).await?;
         self.store.reap(&self.id, self.lease).await?;
         self.store
@@ -311,6 +390,7 @@ impl Coordinator for Shared {
     }
 
     async fn leave(&self) -> Result<(), Error> {
+        self.say(0, &[]).await?;
         self.store.leave(&self.id, &self.me).await
     }
 }

@@ -245,26 +245,40 @@ impl Run<'_, '_> {
             .exec
             .max_failures
             .is_none_or(|m| failures.load(std::sync::atomic::Ordering::SeqCst) < m);
-        let claimed = match budget_left {
-            true => self.seat.claim(wave.wave).await?,
-            false => Vec::new(),
+        let (claimed, earlier) = match budget_left {
+            true => {
+                let c = self.seat.claim(wave.wave).await?;
+                (c.tenants, c.earlier)
+            }
+            false => (Vec::new(), None),
         };
         if !claimed.is_empty() {
-            // a worker's batch by key; the single process takes a wave whole
-            let among = store.is_shared().then_some(claimed.as_slice());
-            let mut earlier = store.interrupted(&self.id, wave.wave, among).await?;
+            let mut earlier = match earlier {
+                Some(e) => e,
+                None => store.interrupted(&self.id, wave.wave).await?,
+            };
             earlier.retain(|t, _| claimed.binary_search(t).is_ok());
             let cancel = self.stop.child(self.seat.lease());
-            let took = Instant::now();
+            let (took, before) = (Instant::now(), self.recorder.finished());
             self.run_tenants(r, &claimed, earlier, &cancel, failures)
                 .await;
-            self.recorder.flush().await?;
+            // a batch whose every tenant has its outcome queued gives no
+            // claim back: the next claim goes on while the recorder writes
+            // (it cannot take this batch's tenants: this worker holds them);
+            // only a batch with some left to give back waits for its rows
+            let all = self.recorder.finished() - before >= claimed.len();
+            match all {
+                true => self.recorder.failed()?,
+                false => self.recorder.flush().await?,
+            }
             cancel.cancel();
             self.seat
-                .batch_done(wave.wave, claimed.len(), took.elapsed())
+                .batch_done(wave.wave, claimed.len(), took.elapsed(), all)
                 .await?;
             return Ok(false);
         }
+        // what is left is read from the store: every outcome written first
+        self.recorder.flush().await?;
         if !budget_left {
             let lease_ms = self.ctx.opts.lease.as_millis() as i64;
             store.not_start_rest(&self.id, wave.wave, lease_ms).await?;

@@ -11,6 +11,7 @@
 //! memory across a wave.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct Recorder {
     tx: mpsc::Sender<Msg>,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
     failure: Arc<Mutex<Option<Error>>>,
+    /// Outcomes queued so far that leave a tenant done (not still to run).
+    finished: AtomicUsize,
 }
 
 impl Recorder {
@@ -71,7 +74,14 @@ impl Recorder {
             tx,
             writer: Mutex::new(Some(writer)),
             failure,
+            finished: AtomicUsize::new(0),
         })
+    }
+
+    /// How many outcomes that leave a tenant done were queued so far: a
+    /// batch that added as many as it had tenants left none to give back.
+    pub fn finished(&self) -> usize {
+        self.finished.load(Ordering::SeqCst)
     }
 
     /// Whether it records one worker of a shared rollout.
@@ -92,6 +102,11 @@ impl Recorder {
     /// commands run a multi-threaded one) a task sends it instead.
     fn queue(&self, msg: Msg) {
         use tokio::runtime::{Handle, RuntimeFlavor};
+        if let Msg::Tenant(TenantUpdate::Finished(f)) = &msg
+            && !RunStatus::TODO.contains(&f.status)
+        {
+            self.finished.fetch_add(1, Ordering::SeqCst);
+        }
         let msg = match self.tx.try_send(msg) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Closed(_)) => return,
@@ -120,6 +135,12 @@ impl Recorder {
         if self.tx.send(Msg::Flush(done)).await.is_ok() {
             let _ = wait.await;
         }
+        self.failed()
+    }
+
+    /// The first write error so far, if any, without waiting for what is
+    /// queued.
+    pub fn failed(&self) -> Result<(), Error> {
         match self.failure.lock().expect("failure lock").take() {
             Some(e) => Err(e),
             None => Ok(()),

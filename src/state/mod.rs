@@ -419,6 +419,11 @@ impl StateStore {
         }
         for (i, ddl) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
             for stmt in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
+                let stmt = match stmt.trim_start().strip_prefix("{POSTGRES}") {
+                    Some(_) if !self.postgres => continue,
+                    Some(only) => only,
+                    None => stmt,
+                };
                 let stmt = stmt.replace("{EACH_ID}", schema::each_id(self.postgres));
                 sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
                     .execute(&mut *tx)

@@ -140,44 +140,30 @@ impl StateStore {
     }
 
     /// The tenants of wave `wave` whose last attempt wrote where it started
-    /// and never recorded its end (see `Earlier`); in a shared rollout this
-    /// includes the tenants other workers are running now. `among`: only
-    /// these tenants (a worker's batch, found by key: the whole wave's
-    /// to-do rows read at every batch made a big rollout quadratic).
+    /// and never recorded its end (see `Earlier`): asked by the one process
+    /// that takes the wave whole (a worker's claim reads its own tenants').
     pub async fn interrupted(
         &self,
         id: &str,
         wave: i64,
-        among: Option<&[String]>,
     ) -> Result<std::collections::HashMap<String, super::Earlier>, Error> {
-        const SQL: &str = "SELECT tenant, journal_from FROM fleetmig_tenant_runs \
-             WHERE rollout_id = $1 AND wave = $2 AND status IN ($3, $4, $5) AND journal_from IS NOT NULL";
-        let chunks: Vec<&[String]> = match among {
-            Some(ts) => ts.chunks(super::BY_KEY).collect(),
-            None => vec![&[]],
-        };
-        let mut out = std::collections::HashMap::new();
-        for chunk in chunks {
-            let sql = match among {
-                None => SQL.to_string(),
-                Some(_) => format!("{SQL} AND {}", super::tenant_in(6, chunk.len())),
-            };
-            let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql))
-                .bind(id)
-                .bind(wave)
-                .bind(RunStatus::TODO[0].as_str())
-                .bind(RunStatus::TODO[1].as_str())
-                .bind(RunStatus::TODO[2].as_str());
-            for t in chunk {
-                q = q.bind(t);
-            }
-            let rows = q.fetch_all(&self.pool).await.map_err(|e| self.err(e))?;
-            out.extend(
-                rows.into_iter()
-                    .map(|(t, from)| (t, super::Earlier { from })),
-            );
-        }
-        Ok(out)
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT tenant, journal_from FROM fleetmig_tenant_runs \
+             WHERE rollout_id = $1 AND wave = $2 AND status IN ($3, $4, $5) \
+             AND journal_from IS NOT NULL",
+        )
+        .bind(id)
+        .bind(wave)
+        .bind(RunStatus::TODO[0].as_str())
+        .bind(RunStatus::TODO[1].as_str())
+        .bind(RunStatus::TODO[2].as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(t, from)| (t, super::Earlier { from }))
+            .collect())
     }
 
     /// The runs of wave `wave` with status `status`.

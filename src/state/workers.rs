@@ -175,9 +175,10 @@ impl StateStore {
     }
 
     /// Claims up to `n` tenants of wave `wave` for `worker` (their names,
-    /// sorted): tenants still to run whose claim is free (`free`, under a
-    /// lease of `lease_ms`). Rows another worker is claiming right now are
-    /// skipped, not waited for.
+    /// sorted, each with the version an interrupted attempt started from,
+    /// its journal): tenants still to run whose claim is free (`free`,
+    /// under a lease of `lease_ms`). Rows another worker is claiming right
+    /// now are skipped, not waited for.
     pub async fn claim_tenants(
         &self,
         id: &str,
@@ -186,7 +187,7 @@ impl StateStore {
         lease_ms: i64,
         n: usize,
         after: Option<&str>,
-    ) -> Result<Vec<String>, Error> {
+    ) -> Result<Vec<(String, Option<i64>)>, Error> {
         // the rows picked once, in a CTE (a locking CTE runs once), then
         // found again by key as one array (an init plan, evaluated once,
         // then the primary key's index): `WHERE tenant IN (SELECT … LIMIT n
@@ -202,10 +203,10 @@ impl StateStore {
                ORDER BY tenant LIMIT $8 FOR UPDATE SKIP LOCKED) \
              UPDATE fleetmig_tenant_runs r SET claimed_by = $1 \
              WHERE r.rollout_id = $2 AND r.tenant = ANY(ARRAY(SELECT tenant FROM picked)) \
-             RETURNING r.tenant",
+             RETURNING r.tenant, r.journal_from",
             free(7)
         );
-        let mut claimed: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let mut claimed: Vec<(String, Option<i64>)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(worker)
             .bind(id)
             .bind(wave)
@@ -225,8 +226,9 @@ impl StateStore {
     /// A batch of `worker` ended (its rows recorded): counts the `n` tenants
     /// it ran, and gives up its claims on those of `batch` still to run
     /// (interrupted, not started), so that anyone, itself included, claims
-    /// them afresh. By key, 500 at a time: the wave's every to-do row read
-    /// at every batch made a big wave quadratic.
+    /// them afresh (`batch` is empty when every tenant of it finished). By
+    /// key, 500 at a time: the wave's every to-do row read at every batch
+    /// made a big wave quadratic.
     pub async fn batch_done(
         &self,
         id: &str,
@@ -251,7 +253,10 @@ impl StateStore {
             }
             q.execute(&self.pool).await.map_err(|e| self.err(e))?;
         }
-        self.count_done(id, worker, n).await
+        match n {
+            0 => Ok(()),
+            n => self.count_done(id, worker, n).await,
+        }
     }
 
     /// Gives up every claim of `worker` on a tenant still to run: asked when
