@@ -226,7 +226,12 @@ impl Shared {
             *unsaid = (0, Instant::now());
             n
         };
-        self.store.batch_done(&self.id, &self.me, n, release).await
+        let said = self.store.batch_done(&self.id, &self.me, n, release).await;
+        if said.is_err() {
+            // counted the next time instead
+            self.unsaid.lock().expect("unsaid lock").0 += n;
+        }
+        said
     }
 
     /// The live workers on the rollout (counted at most once a second).
@@ -372,7 +377,7 @@ impl Coordinator for Shared {
         // is claimable again (and counted as free); and this worker's own
         // leftovers (its claim found nothing, so it runs nothing now)
         self.say(0, &[]).await?;
-        self.store.release_mine(&self.id, &self.me).await?;
+        self.store.release_mine(&self.id, wave, &self.me).await?;
         self.store.reap(&self.id, self.lease).await?;
         self.store
             .wave_left(&self.id, wave, Some(self.lease_ms()))

@@ -259,19 +259,21 @@ impl StateStore {
         }
     }
 
-    /// Gives up every claim of `worker` on a tenant still to run: asked when
+    /// Gives up every claim of `worker` on a tenant of wave `wave` still to
+    /// run (the wave's index finds them among its to-do rows): asked when
     /// a claim found nothing, so nothing of its own is running then (a batch
     /// cut short by an error leaves its claims behind).
-    pub async fn release_mine(&self, id: &str, worker: &str) -> Result<(), Error> {
+    pub async fn release_mine(&self, id: &str, wave: i64, worker: &str) -> Result<(), Error> {
         sqlx::query(
             "UPDATE fleetmig_tenant_runs SET claimed_by = NULL \
-             WHERE rollout_id = $1 AND claimed_by = $2 AND status IN ($3, $4, $5)",
+             WHERE rollout_id = $1 AND wave = $6 AND claimed_by = $2 AND status IN ($3, $4, $5)",
         )
         .bind(id)
         .bind(worker)
         .bind(TODO[0].as_str())
         .bind(TODO[1].as_str())
         .bind(TODO[2].as_str())
+        .bind(wave)
         .execute(&self.pool)
         .await
         .map_err(|e| self.err(e))?;
