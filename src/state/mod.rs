@@ -419,10 +419,15 @@ impl StateStore {
         }
         for (i, ddl) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
             for stmt in ddl.split(";\n").filter(|s| !s.trim().is_empty()) {
-                let stmt = match stmt.trim_start().strip_prefix("{POSTGRES}") {
-                    Some(_) if !self.postgres => continue,
-                    Some(only) => only,
-                    None => stmt,
+                let stmt = stmt.trim_start();
+                let stmt = match (
+                    stmt.strip_prefix("{POSTGRES}"),
+                    stmt.strip_prefix("{SQLITE}"),
+                ) {
+                    (Some(only), _) if self.postgres => only,
+                    (_, Some(only)) if !self.postgres => only,
+                    (None, None) => stmt,
+                    _ => continue,
                 };
                 let stmt = stmt.replace("{EACH_ID}", schema::each_id(self.postgres));
                 sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))

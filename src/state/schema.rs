@@ -198,7 +198,13 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // that what is left of a wave is found without reading its finished
     // rows: a finish is not HOT.) `{POSTGRES}` marks a statement only
     // PostgreSQL runs; rows written before it get the room as they move.
-    "{POSTGRES}ALTER TABLE fleetmig_tenant_runs SET (fillfactor = 40)",
+    // A SQLite store has one process, which reads a wave's to-do rows
+    // once, never polls them: its wave index names tenants, so a finish
+    // writes no index entry (a sync of 100,000 tenants at head: 9.8 s
+    // against 10.9, median of 3 interleaved). `{SQLITE}`: only SQLite.
+    "{POSTGRES}ALTER TABLE fleetmig_tenant_runs SET (fillfactor = 40);
+    {SQLITE}DROP INDEX IF EXISTS fleetmig_tenant_runs_wave;
+    {SQLITE}CREATE INDEX IF NOT EXISTS fleetmig_tenant_runs_wave ON fleetmig_tenant_runs (rollout_id, wave, tenant)",
 ];
 
 /// How the view of migration 12 reads each id of a list's JSON array, as
