@@ -103,6 +103,14 @@ async fn a_claim_takes_its_batch_and_no_more() {
         by_worker >= 8,
         "the worker at concurrency 3 ran {by_worker} of 20"
     );
+    // schema 13: the run rows' pages keep room, so a claim updates in place
+    let room: i64 = count(
+        &mut c,
+        "SELECT count(*) FROM pg_class WHERE relname = 'fleetmig_tenant_runs' \
+         AND reloptions @> ARRAY['fillfactor=40']",
+    )
+    .await;
+    assert_eq!(room, 1, "fleetmig_tenant_runs has no fillfactor 40");
     s.db.drop_now().await;
 }
 

@@ -555,6 +555,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_store_of_schema_12_is_brought_to_13_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("state.db").to_str().unwrap().to_string();
+        let open = || StateStore::open(&spec, Open::Create, Duration::from_secs(5));
+        let store = open().await.unwrap();
+        // as schema 12 left it: the wave's index names status
+        sqlx::raw_sql(
+            "DROP INDEX fleetmig_tenant_runs_wave;
+             CREATE INDEX fleetmig_tenant_runs_wave ON fleetmig_tenant_runs (rollout_id, wave, status);
+             INSERT INTO fleetmig_tenant_runs (rollout_id, tenant, wave, status, attempts, applied, duration_ms)
+                 VALUES ('r', 'acme', 0, 'pending', 0, '', 0);
+             UPDATE fleetmig_meta SET value = '12' WHERE key = 'schema_version'",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.close().await;
+        let store = open().await.unwrap();
+        let (v, index, rows): (String, String, i64) = sqlx::query_as(
+            "SELECT (SELECT value FROM fleetmig_meta WHERE key = 'schema_version'), \
+             (SELECT sql FROM sqlite_master WHERE name = 'fleetmig_tenant_runs_wave'), \
+             (SELECT count(*) FROM fleetmig_tenant_runs WHERE tenant = 'acme')",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(v, "13");
+        assert!(index.ends_with("(rollout_id, wave, tenant)"), "{index}");
+        assert_eq!(rows, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
     async fn schema_is_versioned_and_a_newer_store_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s/state.db");
