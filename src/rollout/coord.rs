@@ -359,7 +359,9 @@ impl Coordinator for Shared {
             match self.alive().await? {
                 0 | 1 => grown,
                 live => {
-                    let left = self.store.wave_left(&self.id, wave, None).await?;
+                    // past grown × live, the share is grown anyway
+                    let cap = grown * live;
+                    let left = self.store.wave_left_up_to(&self.id, wave, cap).await?;
                     grown.min((left / live).max(self.first))
                 }
             }

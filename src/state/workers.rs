@@ -309,6 +309,26 @@ impl StateStore {
         Ok(())
     }
 
+    /// Tenants of wave `wave` still to run (claimed or not), counted up to
+    /// `cap`: what a worker sizing its next batch needs, after every batch,
+    /// without reading the whole rest of a big wave each time.
+    pub async fn wave_left_up_to(&self, id: &str, wave: i64, cap: usize) -> Result<usize, Error> {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT 1 FROM fleetmig_tenant_runs WHERE rollout_id = $1 \
+             AND wave = $2 AND status IN ($3, $4, $5) LIMIT $6) AS s",
+        )
+        .bind(id)
+        .bind(wave)
+        .bind(TODO[0].as_str())
+        .bind(TODO[1].as_str())
+        .bind(TODO[2].as_str())
+        .bind(cap as i64)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(left as usize)
+    }
+
     /// Tenants of wave `wave` still to run (claimed or not). With
     /// `free_after` (a lease, in ms), a tenant not started (`--max-failures`
     /// was reached) counts only while a live worker holds its claim: the
