@@ -2,6 +2,9 @@
 //! that works on SQLite and PostgreSQL alike; `StateStore::open` brings an
 //! older store up to date under a lock (see `migrate`).
 
+use super::StateStore;
+use crate::error::Error;
+
 /// The version of this store's schema; `open` brings older stores up to it.
 pub const SCHEMA_VERSION: i64 = 13;
 
@@ -214,5 +217,197 @@ pub(super) fn each_id(postgres: bool) -> &'static str {
         "CROSS JOIN LATERAL json_array_elements_text(l.ids::json) AS j(value)"
     } else {
         "CROSS JOIN json_each(l.ids) AS j"
+    }
+}
+
+/// The statements of one migration as `postgres` (or SQLite) runs them:
+/// those marked `{POSTGRES}` or `{SQLITE}` only on that store, `{EACH_ID}`
+/// written in its dialect.
+fn statements(ddl: &str, postgres: bool) -> Vec<String> {
+    ddl.split(";\n")
+        .map(str::trim_start)
+        .filter(|s| !s.trim().is_empty())
+        .filter_map(
+            |s| match (s.strip_prefix("{POSTGRES}"), s.strip_prefix("{SQLITE}")) {
+                (Some(only), _) if postgres => Some(only),
+                (_, Some(only)) if !postgres => Some(only),
+                (None, None) => Some(s),
+                _ => None,
+            },
+        )
+        .map(|s| s.replace("{EACH_ID}", each_id(postgres)))
+        .collect()
+}
+
+/// The schema version a store records (0: none yet).
+async fn version(c: &mut sqlx::AnyConnection) -> Result<i64, sqlx::Error> {
+    let v: Option<String> =
+        sqlx::query_scalar("SELECT value FROM fleetmig_meta WHERE key = 'schema_version'")
+            .fetch_optional(&mut *c)
+            .await?;
+    Ok(v.and_then(|v| v.parse().ok()).unwrap_or(0))
+}
+
+/// Opening a store: whether it can be read as it is, and bringing it up
+/// to this schema (the one writer's way in).
+impl StateStore {
+    /// A store a read command can read as it is: there, and at this
+    /// fleetmig's schema version.
+    pub(super) async fn readable(&self) -> Result<(), Error> {
+        let there: i64 = if self.postgres {
+            sqlx::query_scalar(
+                "SELECT CAST(count(*) AS BIGINT) FROM pg_class WHERE oid = to_regclass('fleetmig_meta')",
+            )
+        } else {
+            sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'fleetmig_meta'",
+            )
+        }
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| self.err(e))?;
+        if there == 0 {
+            return Err(self.err(
+                "no state store here: no rollout has been recorded with it yet (check --state); \
+                 a command that only reads never creates one",
+            ));
+        }
+        let mut c = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        let current = version(&mut c).await.map_err(|e| self.err(e))?;
+        if current != SCHEMA_VERSION {
+            return Err(self.err(format!(
+                "the state store has schema version {current}, this fleetmig reads version \
+                 {SCHEMA_VERSION}: {}",
+                if current < SCHEMA_VERSION {
+                    "a command that writes (sync, rollout, resume) brings it up to date"
+                } else {
+                    "upgrade fleetmig"
+                }
+            )));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        if self.postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock(7215092861)")
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS fleetmig_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        let current = version(&mut tx).await.map_err(|e| self.err(e))?;
+        if current > SCHEMA_VERSION {
+            return Err(self.err(format!(
+                "the state store has schema version {current}, newer than this fleetmig ({SCHEMA_VERSION}): upgrade fleetmig"
+            )));
+        }
+        for (i, ddl) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            for stmt in statements(ddl, self.postgres) {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        self.err(format!(
+                            "migrating the state store to version {}: {e}",
+                            i + 1
+                        ))
+                    })?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO fleetmig_meta (key, value) VALUES ('schema_version', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(SCHEMA_VERSION.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| self.err(e))?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Open;
+    use std::time::Duration;
+
+    #[test]
+    fn a_statement_marked_for_one_store_runs_only_there() {
+        let ddl = "CREATE TABLE a (x INT);\n    {POSTGRES}ALTER TABLE a SET (fillfactor = 40);\n    {SQLITE}CREATE INDEX i ON a (x)";
+        assert_eq!(
+            statements(ddl, true),
+            [
+                "CREATE TABLE a (x INT)",
+                "ALTER TABLE a SET (fillfactor = 40)"
+            ]
+        );
+        assert_eq!(
+            statements(ddl, false),
+            ["CREATE TABLE a (x INT)", "CREATE INDEX i ON a (x)"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_store_of_schema_12_is_brought_to_13_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("state.db").to_str().unwrap().to_string();
+        let open = || StateStore::open(&spec, Open::Create, Duration::from_secs(5));
+        let store = open().await.unwrap();
+        // as schema 12 left it: the wave's index names status
+        sqlx::raw_sql(
+            "DROP INDEX fleetmig_tenant_runs_wave;
+             CREATE INDEX fleetmig_tenant_runs_wave ON fleetmig_tenant_runs (rollout_id, wave, status);
+             INSERT INTO fleetmig_tenant_runs (rollout_id, tenant, wave, status, attempts, applied, duration_ms)
+                 VALUES ('r', 'acme', 0, 'pending', 0, '', 0);
+             UPDATE fleetmig_meta SET value = '12' WHERE key = 'schema_version'",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        store.close().await;
+        let store = open().await.unwrap();
+        let (v, index, rows): (String, String, i64) = sqlx::query_as(
+            "SELECT (SELECT value FROM fleetmig_meta WHERE key = 'schema_version'), \
+             (SELECT sql FROM sqlite_master WHERE name = 'fleetmig_tenant_runs_wave'), \
+             (SELECT count(*) FROM fleetmig_tenant_runs WHERE tenant = 'acme')",
+        )
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+        assert_eq!(v, "13");
+        assert!(index.ends_with("(rollout_id, wave, tenant)"), "{index}");
+        assert_eq!(rows, 1);
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn schema_is_versioned_and_a_newer_store_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s/state.db");
+        let spec = path.to_str().unwrap().to_string();
+        let open =
+            |_: &std::path::Path| StateStore::open(&spec, Open::Create, Duration::from_secs(5));
+        let store = open(&path).await.unwrap();
+        let v: String =
+            sqlx::query_scalar("SELECT value FROM fleetmig_meta WHERE key = 'schema_version'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(v, SCHEMA_VERSION.to_string());
+        sqlx::query("UPDATE fleetmig_meta SET value = '99' WHERE key = 'schema_version'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        store.close().await;
+        let e = open(&path).await.err().unwrap().to_string();
+        assert!(e.contains("newer than this fleetmig"), "{e}");
     }
 }
