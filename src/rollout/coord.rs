@@ -219,12 +219,10 @@ impl Shared {
 
     /// Adds the tenants run since the last time to this worker's count in
     /// the store, giving back the claims on `release` still to run.
-    async fn say(&self, n: usize, release: &[String]) -> Result<(), Error> {
+    async fn say(&self, release: &[String]) -> Result<(), Error> {
         let n = {
             let mut unsaid = self.unsaid.lock().expect("unsaid lock");
-            let n = unsaid.0 + n;
-            *unsaid = (0, Instant::now());
-            n
+            std::mem::replace(&mut *unsaid, (0, Instant::now())).0
         };
         let said = self.store.batch_done(&self.id, &self.me, n, release).await;
         if said.is_err() {
@@ -346,7 +344,7 @@ impl Coordinator for Shared {
             !all_finished || unsaid.1.elapsed() >= EVERY
         };
         if due {
-            self.say(0, if all_finished { &[] } else { &ids }).await?;
+            self.say(if all_finished { &[] } else { &ids }).await?;
         }
         let (took, lease_ms) = (took.as_millis() as i64, self.lease_ms());
         let batch = self.batch.load(Ordering::SeqCst);
@@ -378,7 +376,7 @@ impl Coordinator for Shared {
         // free the claims of workers that are gone first: what they held
         // is claimable again (and counted as free); and this worker's own
         // leftovers (its claim found nothing, so it runs nothing now)
-        self.say(0, &[]).await?;
+        self.say(&[]).await?;
         self.store.release_mine(&self.id, wave, &self.me).await?;
         self.store.reap(&self.id, self.lease).await?;
         self.store
@@ -397,7 +395,7 @@ impl Coordinator for Shared {
     }
 
     async fn leave(&self) -> Result<(), Error> {
-        self.say(0, &[]).await?;
+        self.say(&[]).await?;
         self.store.leave(&self.id, &self.me).await
     }
 }

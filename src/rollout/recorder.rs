@@ -6,7 +6,10 @@
 //! rollout advanced or ended) are written by its methods, each after a
 //! flush, so the store never shows a wave's gate before its tenants' rows.
 //! The loop `flush`es before it reads the store to decide anything, so every
-//! decision sees every event before it. Counts are added in SQL (attempts, applied
+//! decision sees every event before it; the one read it does not wait for
+//! is a worker's next claim after a batch whose every tenant has its
+//! outcome queued (the claim cannot take those tenants: the worker holds
+//! them), so the tenants run on while their rows are written. Counts are added in SQL (attempts, applied
 //! versions, durations, backfill batches), so nothing per tenant is kept in
 //! memory across a wave.
 

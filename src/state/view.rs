@@ -322,24 +322,14 @@ impl StateStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(|e| self.err(e))?;
-        for wave in &waves {
-            sqlx::query("DELETE FROM fleetmig_gates WHERE rollout_id = $1 AND wave = $2")
-                .bind(id)
-                .bind(wave)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| self.err(e))?;
-            sqlx::query(
-                "UPDATE fleetmig_waves SET status = $1, gate = NULL, gated_by = NULL, \
-                 finished_at = NULL WHERE rollout_id = $2 AND wave = $3 AND status <> $4",
-            )
-            .bind(WaveStatus::Running.as_str())
-            .bind(id)
-            .bind(wave)
-            .bind(WaveStatus::Pending.as_str())
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| self.err(e))?;
+        // every wave that had begun (a pending one opens on its own)
+        let begun: Vec<WaveStatus> = WaveStatus::ALL
+            .iter()
+            .copied()
+            .filter(|s| *s != WaveStatus::Pending)
+            .collect();
+        for &wave in &waves {
+            self.run_wave_again(tx, id, wave, &begun).await?;
         }
         let first = waves.first().copied().unwrap_or(0);
         sqlx::query(

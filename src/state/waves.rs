@@ -138,23 +138,42 @@ impl StateStore {
     /// its record of the evaluation goes, and the wave runs again.
     pub async fn reopen_gate(&self, id: &str, wave: i64) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        self.run_wave_again(&mut tx, id, wave, &[WaveStatus::Failed])
+            .await?;
+        tx.commit().await.map_err(|e| self.err(e))
+    }
+
+    /// Wave `wave` runs again, in transaction `tx`, when its status is one
+    /// of `from`: its gate's evaluation, outcome and end go (a resumed
+    /// halted wave; a wave whose tenants an operator requeued).
+    pub(super) async fn run_wave_again(
+        &self,
+        tx: &mut sqlx::AnyConnection,
+        id: &str,
+        wave: i64,
+        from: &[WaveStatus],
+    ) -> Result<(), Error> {
         sqlx::query("DELETE FROM fleetmig_gates WHERE rollout_id = $1 AND wave = $2")
             .bind(id)
             .bind(wave)
             .execute(&mut *tx)
             .await
             .map_err(|e| self.err(e))?;
-        sqlx::query(
-            "UPDATE fleetmig_waves SET status = $1, gated_by = NULL WHERE rollout_id = $2 AND wave = $3 AND status = $4",
-        )
-        .bind(WaveStatus::Running.as_str())
-        .bind(id)
-        .bind(wave)
-        .bind(WaveStatus::Failed.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(|e| self.err(e))?;
-        tx.commit().await.map_err(|e| self.err(e))
+        let list: Vec<String> = (0..from.len()).map(|i| format!("${}", i + 4)).collect();
+        let sql = format!(
+            "UPDATE fleetmig_waves SET status = $1, gate = NULL, gated_by = NULL, \
+             finished_at = NULL WHERE rollout_id = $2 AND wave = $3 AND status IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(WaveStatus::Running.as_str())
+            .bind(id)
+            .bind(wave);
+        for status in from {
+            q = q.bind(status.as_str());
+        }
+        q.execute(&mut *tx).await.map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// The next wave opens no earlier than `at` (the bake).
