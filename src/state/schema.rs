@@ -288,8 +288,21 @@ impl StateStore {
         Ok(())
     }
 
+    /// Brings the store up to this schema. A store already there is only
+    /// read (a command opened beside a running rollout takes no write lock:
+    /// writing the version again after reading it could not wait for the
+    /// writer on SQLite, and failed as "database is locked"); one to bring
+    /// up is migrated holding the write lock (`BEGIN IMMEDIATE`, which
+    /// waits) or, on PostgreSQL, an advisory lock.
     pub(super) async fn migrate(&self) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        {
+            let mut c = self.pool.acquire().await.map_err(|e| self.err(e))?;
+            // no meta table yet reads as an error: a new store
+            if version(&mut c).await.ok() == Some(SCHEMA_VERSION) {
+                return Ok(());
+            }
+        }
+        let mut tx = self.write_tx().await?;
         if self.postgres {
             sqlx::query("SELECT pg_advisory_xact_lock(7215092861)")
                 .execute(&mut *tx)
@@ -338,6 +351,34 @@ mod tests {
     use super::*;
     use crate::state::Open;
     use std::time::Duration;
+
+    /// A command opened while a rollout writes (`abort`, `pause`, `status`)
+    /// takes no write lock on a store already at this schema: it neither
+    /// waits for the writer nor fails "database is locked".
+    #[tokio::test]
+    async fn opening_a_current_store_beside_a_writer_writes_nothing() {
+        use sqlx::{Connection, Executor};
+        let dir = tempfile::tempdir().unwrap();
+        let spec = dir.path().join("state.db").to_str().unwrap().to_string();
+        let open = || StateStore::open(&spec, Open::Create, Duration::from_secs(5));
+        open().await.unwrap().close().await;
+        let url = format!("sqlite://{spec}");
+        let mut writer = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        writer.execute("BEGIN IMMEDIATE").await.unwrap();
+        writer
+            .execute("UPDATE fleetmig_meta SET value = value WHERE key = 'schema_version'")
+            .await
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let store = open().await.unwrap();
+        let waited = t0.elapsed();
+        writer.execute("COMMIT").await.unwrap();
+        assert!(
+            waited < Duration::from_secs(2),
+            "opening waited {waited:?} for the writer"
+        );
+        store.close().await;
+    }
 
     #[test]
     fn a_statement_marked_for_one_store_runs_only_there() {
