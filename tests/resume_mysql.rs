@@ -288,3 +288,156 @@ async fn a_dump_with_lock_tables_runs_whole() {
     );
     t.drop_now().await;
 }
+
+/// The fingerprint earlier fleetmig versions kept of each statement in
+/// `_fleetmig_statements` (FNV-1a of its trimmed text, hex).
+fn old_hash(sql: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in sql.trim().as_bytes() {
+        h ^= x as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A tenant an earlier fleetmig left part-way, its statements recorded in
+/// `_fleetmig_statements` (two ended, the third marked running when the
+/// process died before it began), is resumed from those records: what
+/// ended is not run again, the third is judged from the database, and the
+/// old table goes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_an_earlier_fleetmig_left_part_way_resumes_from_its_records() {
+    let t = tenant("rsold", 0).await;
+    let stmts = [
+        "CREATE TABLE a (x INT)",
+        "INSERT INTO a VALUES (1)",
+        "CREATE TABLE b (y INT)",
+    ];
+    let m = migration_dir(&[("0001_three.sql", &format!("{};\n", stmts.join(";\n")))]);
+    mysql_exec(
+        &t.url,
+        &format!(
+            "CREATE TABLE a (x INT); INSERT INTO a VALUES (1);\
+             CREATE TABLE _fleetmig_statements (version BIGINT NOT NULL, statement INT NOT NULL, \
+             sql_hash VARCHAR(32) NOT NULL, started_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
+             finished_at DATETIME(6) NULL, PRIMARY KEY (version, statement)) ENGINE=InnoDB;\
+             INSERT INTO _fleetmig_statements VALUES (1, 0, '{}', NOW(6), NOW(6)), \
+             (1, 1, '{}', NOW(6), NOW(6)), (1, 2, '{}', NOW(6), NULL)",
+            old_hash(stmts[0]),
+            old_hash(stmts[1]),
+            old_hash(stmts[2])
+        ),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{},,\n", t.url),
+    )
+    .unwrap();
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    expect_exit(&out, 0);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM a").await,
+        1,
+        "not inserted twice"
+    );
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        11
+    );
+    assert_eq!(
+        t.scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name IN ('b', '_fleetmig_statements')"
+        )
+        .await,
+        1,
+        "b made, and the old table of statements gone"
+    );
+    t.drop_now().await;
+}
+
+/// A migration left unfinished (its history row holds its progress) whose
+/// file changed since is refused by name: nobody can tell which of the new
+/// statements ran. Nothing runs and the row stays as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unfinished_migration_whose_file_changed_is_refused_naming_it() {
+    let t = tenant("rschg", 0).await;
+    let m = migration_dir(&[(
+        "0001_two.sql",
+        "CREATE TABLE a (x INT);\nCREATE TABLE b (y INT);\n",
+    )]);
+    // statement 1 ended, statement 2 not started (progress -4), under a
+    // checksum that is not the file's
+    mysql_exec(
+        &t.url,
+        "CREATE TABLE a (x INT); CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, \
+         description TEXT NOT NULL, installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+         success BOOLEAN NOT NULL, checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+         INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (1, 'two', FALSE, x'00', -4)",
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{},,\n", t.url),
+    )
+    .unwrap();
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    expect_exit(&out, 1);
+    let all = stdout(&out) + &stderr(&out);
+    assert!(all.contains("0001_two.sql has changed since"), "{all}");
+    assert_eq!(
+        t.scalar("SELECT execution_time FROM _sqlx_migrations WHERE version = 1 AND NOT success")
+            .await,
+        -4
+    );
+    assert_eq!(
+        t.scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name = 'b'"
+        )
+        .await,
+        0
+    );
+    // with the file as it was (its checksum, as another tenant the file
+    // ran on records it), the same row resumes at b
+    let other = tenant("rschk", 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{},,\n", other.url),
+    )
+    .unwrap();
+    expect_exit(
+        &sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]),
+        0,
+    );
+    mysql_exec(
+        &t.url,
+        &format!(
+            "UPDATE _sqlx_migrations SET checksum = \
+             (SELECT checksum FROM `{}`._sqlx_migrations WHERE version = 1) WHERE version = 1",
+            other.name
+        ),
+    )
+    .await;
+    other.drop_now().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{},,\n", t.url),
+    )
+    .unwrap();
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    expect_exit(&out, 0);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        11
+    );
+    t.drop_now().await;
+}

@@ -1,19 +1,40 @@
-//! Applying a MySQL migration statement by statement: each statement
-//! recorded as it starts and ends (`resume.rs`), the history row written
-//! when every statement ran, a failure after a statement took effect
-//! leaving the tenant dirty; files a resume cannot stand between run whole,
-//! dirty-first, as sqlx does.
+//! Applying a MySQL migration statement by statement, its progress kept in
+//! its own history row (`resume.rs`): the row is written unfinished before
+//! the first statement, each statement's end moves it on (a row change in
+//! one transaction with it), and the last statement's end finishes it
+//! when there is no verification to run; a failure after a statement took
+//! effect leaves the tenant dirty. Files a resume cannot stand between run
+//! whole, dirty-first, as sqlx does.
 
 use std::time::Instant;
 
 use sqlx::Executor;
 
 use super::history;
+use super::resume::{Judge, Progress};
 use super::{MySqlSession, resume};
+use crate::dialect::resume::InFlight;
 use crate::dialect::{AppliedStep, Step};
-use crate::error::{ErrorClass, TenantError};
-use crate::migration::split::split_for;
+use crate::error::{ErrorClass, FailureKind, TenantError};
+use crate::migration::split::{Statement, split_for};
 use crate::tenant::Dialect;
+
+/// A migration's history row written unfinished by an earlier attempt
+/// that got as far as `progress`, as `history` read it.
+#[derive(Debug, Clone)]
+pub(super) struct Unfinished {
+    pub version: i64,
+    pub checksum: Vec<u8>,
+    pub progress: Progress,
+}
+
+/// What a statement's end writes into its migration's history row.
+enum After {
+    /// The progress of an unfinished migration.
+    Progress(Progress),
+    /// The migration finished; it started at this instant.
+    Finished(Instant),
+}
 
 impl MySqlSession {
     /// The statements that give `step` the timeouts its directives set, and
@@ -41,14 +62,13 @@ impl MySqlSession {
         (set(before), set(after))
     }
 
-    /// Applies one migration statement by statement, each recorded in the
-    /// tenant as it starts and ends (`resume.rs`), so that an attempt after
-    /// an interruption resumes after the last statement that completed. The
-    /// history row is written once every statement ran (and the
-    /// verification passed); a permanent failure after a statement took
-    /// effect writes it dirty, which is the truth. A file a resume cannot
-    /// stand between (`resume::unresumable`) runs without records, its
-    /// history row written dirty first and made clean at the end.
+    /// Applies one migration statement by statement, its progress in its
+    /// history row (`resume.rs`), so that an attempt after an interruption
+    /// resumes after the last statement that completed. A permanent failure
+    /// after a statement took effect marks the row dirty, which is the
+    /// truth. A file a resume cannot stand between (`resume::unresumable`)
+    /// runs without progress, its history row written dirty first and made
+    /// clean at the end.
     pub(super) async fn apply_one(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
         self.ensure_history().await?;
         let v = step.migration.version;
@@ -57,6 +77,7 @@ impl MySqlSession {
         if let Some(why) = &whole {
             tracing::debug!(version = v, "statements not resumable one by one: {why}");
         }
+        let earlier = self.resume_point(step, &statements).await?;
         let (own, back) = self.step_timeouts(step);
         if !own.is_empty() {
             self.conn
@@ -64,144 +85,218 @@ impl MySqlSession {
                 .await
                 .map_err(|e| self.err(e).at_version(v))?;
         }
-        let table = self.table.clone();
-        if whole.is_some()
-            && let Err(e) = table.insert(&mut self.conn, step, false, -1).await
-        {
-            if !back.is_empty() {
-                let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
-            }
-            return Err(self.err(e).at_version(v));
-        }
         let t0 = Instant::now();
-        let ran = self
-            .run_statements(step, &statements, whole.is_none())
-            .await;
+        let ran = match (&whole, earlier) {
+            (Some(_), None) => self.run_unrecorded(step, &statements).await,
+            _ => self.run_statements(step, &statements, earlier, t0).await,
+        };
         if !back.is_empty() {
             let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
         }
-        ran?;
-        let duration = t0.elapsed();
-        if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
-            .await
-            .map_err(|e| self.err(e).at_version(v))?
-        {
-            self.left_dirty(step).await;
-            return Err(failed.at_version(v));
-        }
-        let nanos = duration.as_nanos() as i64;
-        if whole.is_some() {
-            sqlx::query(
-                "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? WHERE version = ?",
-            )
-            .bind(nanos)
-            .bind(v)
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e).at_version(v))?;
-        } else {
-            self.record_applied(step, nanos).await?;
+        let finished = ran?;
+        if !finished {
+            if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
+                .await
+                .map_err(|e| self.err(e).at_version(v))?
+            {
+                self.left_dirty(step).await;
+                return Err(failed.at_version(v));
+            }
+            self.write_after(v, After::Finished(t0)).await?;
         }
         Ok(AppliedStep {
             version: v,
-            duration,
+            duration: t0.elapsed(),
             already_applied: false,
         })
     }
 
-    /// Leaves version `step` dirty: its history row says so (written now
-    /// unless it is there), and its statements' records go (a person
-    /// decides from here; a run after the row is deleted starts afresh).
+    /// How far an earlier attempt got with `step`: its unfinished history
+    /// row as `history` read it (an error when the file changed since), or
+    /// the statements an earlier fleetmig recorded, carried over.
+    async fn resume_point(
+        &mut self,
+        step: Step<'_>,
+        statements: &[Statement],
+    ) -> Result<Option<Progress>, TenantError> {
+        let v = step.migration.version;
+        match self.unfinished.take() {
+            Some(u) if u.version == v => {
+                if u.checksum != step.script.checksum {
+                    return Err(TenantError::permanent(
+                        FailureKind::StatementRecord,
+                        format!(
+                            "migration {v} was interrupted after statement {} and {} has changed \
+                             since: fleetmig cannot tell which statements of the new file ran. \
+                             Put the file back as it was, or finish the migration by hand and \
+                             delete its row from _sqlx_migrations",
+                            u.progress.next,
+                            step.script.path.display()
+                        ),
+                    )
+                    .at_version(v));
+                }
+                Ok(Some(u.progress))
+            }
+            other => {
+                self.unfinished = other;
+                self.legacy_progress(step, statements).await
+            }
+        }
+    }
+
+    /// Leaves version `step` dirty: its history row says so (sqlx's `-1`,
+    /// written now unless the row is there).
     async fn left_dirty(&mut self, step: Step<'_>) {
         let v = step.migration.version;
-        let there: Result<i64, _> =
-            sqlx::query_scalar("SELECT COUNT(*) FROM `_sqlx_migrations` WHERE version = ?")
-                .bind(v)
-                .fetch_one(&mut self.conn)
-                .await;
-        if there.is_ok_and(|n| n == 0) {
+        let marked = sqlx::query(
+            "UPDATE `_sqlx_migrations` SET execution_time = -1 WHERE version = ? AND success = FALSE",
+        )
+        .bind(v)
+        .execute(&mut self.conn)
+        .await;
+        if marked.is_ok_and(|r| r.rows_affected() == 0) {
             let table = self.table.clone();
             let _ = table.insert(&mut self.conn, step, false, -1).await;
         }
-        self.forget_statements(v).await;
     }
 
-    /// The statements of one migration, in order, each recorded as it
-    /// starts and ends; those an earlier attempt ended are skipped, the one
-    /// it left running decided (`resume.rs`). A statement that only changes
-    /// rows commits with its "ended" record.
-    async fn run_statements(
-        &mut self,
-        step: Step<'_>,
-        statements: &[crate::migration::split::Statement],
-        records: bool,
-    ) -> Result<(), TenantError> {
-        use crate::dialect::resume::{Earlier, InFlight, hash};
-        let v = step.migration.version;
-        if !records {
-            return self.run_unrecorded(step, statements).await;
-        }
-        let hashes: Vec<String> = statements.iter().map(|st| hash(&st.sql)).collect();
-        let earlier = self.earlier(v, &hashes).await?;
-        for (i, st) in statements.iter().enumerate() {
-            match earlier[i] {
-                // the session is new: what set it up is set again
-                Earlier::Ended if resume::session(&st.sql) => {
-                    self.conn
-                        .execute(sqlx::AssertSqlSafe(st.sql.clone()))
-                        .await
-                        .map_err(|e| self.err(e).at_version(v))?;
-                    continue;
-                }
-                Earlier::Ended => continue,
-                Earlier::None => {}
-                Earlier::Running => match self.in_flight(&st.sql).await? {
-                    InFlight::Done => {
-                        tracing::info!(
-                            version = v,
-                            statement = i + 1,
-                            "an interrupted attempt's statement had taken effect"
-                        );
-                        self.record_statement(v, i, &hashes[i], true).await?;
-                        continue;
-                    }
-                    InFlight::Again { .. } => {
-                        tracing::info!(
-                            version = v,
-                            statement = i + 1,
-                            "an interrupted attempt's statement had not taken effect: running it again"
-                        );
-                    }
-                    InFlight::Unknown(why) => {
-                        let t = crate::dialect::resume::unjudged(step, statements, i, &why);
-                        self.left_dirty(step).await;
-                        return Err(t);
-                    }
-                },
-            }
-            self.record_statement(v, i, &hashes[i], false).await?;
-            if let Err(e) = self.run_one(v, i, &hashes[i], &st.sql).await? {
-                let done_before = i > 0 || earlier.contains(&Earlier::Ended);
-                return Err(self
-                    .statement_failed(step, statements, i, done_before, e)
-                    .await);
-            }
+    /// Moves version `v`'s history row on: its progress, or finished.
+    async fn write_after(&mut self, v: i64, after: After) -> Result<(), TenantError> {
+        let q = match after {
+            After::Progress(p) => sqlx::query(
+                "UPDATE `_sqlx_migrations` SET execution_time = ? WHERE version = ? AND success = FALSE",
+            )
+            .bind(p.encode()),
+            After::Finished(t0) => sqlx::query(
+                "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? \
+                 WHERE version = ? AND success = FALSE",
+            )
+            .bind(t0.elapsed().as_nanos() as i64),
+        };
+        let r = q
+            .bind(v)
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e).at_version(v))?;
+        if r.rows_affected() != 1 {
+            return Err(TenantError::permanent(
+                FailureKind::StatementRecord,
+                format!(
+                    "migration {v}: its unfinished row in _sqlx_migrations was gone while it ran \
+                     (someone else changed the history): look at the tenant before running again"
+                ),
+            )
+            .at_version(v));
         }
         Ok(())
     }
 
-    /// Runs statement `i` and records it ended: in one transaction when it
-    /// only changes rows (so a row change marked running never committed),
-    /// else one after the other (DDL commits itself; `in_flight` decides a
-    /// kill between them). The inner error is the statement's own.
+    /// The statements of one migration, in order, from where an earlier
+    /// attempt got (`earlier`; None: a first attempt, whose history row is
+    /// written now). Before a statement runs, the row says it may have
+    /// started; its end says the next may have (when a kill in it can be
+    /// judged from the database; else the next one's start is a write of
+    /// its own, just before it). True when the last statement's end
+    /// finished the row (no verification to run).
+    async fn run_statements(
+        &mut self,
+        step: Step<'_>,
+        statements: &[Statement],
+        earlier: Option<Progress>,
+        t0: Instant,
+    ) -> Result<bool, TenantError> {
+        let v = step.migration.version;
+        let judges: Vec<Judge> = statements.iter().map(|st| Judge::of(&st.sql)).collect();
+        let n = statements.len();
+        // the progress once statement `i` ended: the next marked started
+        // when a kill in it can be judged
+        let after = |i: usize| Progress {
+            next: i + 1,
+            started: judges.get(i + 1).is_some_and(|j| *j != Judge::Unknown),
+        };
+        let (mut from, mut stored) = match earlier {
+            Some(p) => (p.next, p),
+            None => {
+                let p = Progress {
+                    next: 0,
+                    started: judges.first().is_some_and(|j| *j != Judge::Unknown),
+                };
+                let table = self.table.clone();
+                table
+                    .insert(&mut self.conn, step, false, p.encode())
+                    .await
+                    .map_err(|e| self.err(e).at_version(v))?;
+                (0, p)
+            }
+        };
+        if earlier.is_some() {
+            // the session is new: what set it up is set again
+            for st in statements[..from.min(n)].iter() {
+                if resume::session(&st.sql) {
+                    self.conn
+                        .execute(sqlx::AssertSqlSafe(st.sql.clone()))
+                        .await
+                        .map_err(|e| self.err(e).at_version(v))?;
+                }
+            }
+        }
+        if earlier.is_some_and(|p| p.started && p.next < n) {
+            match self.in_flight(&statements[from].sql).await? {
+                InFlight::Done => {
+                    tracing::info!(
+                        version = v,
+                        statement = from + 1,
+                        "an interrupted attempt's statement had taken effect"
+                    );
+                    from += 1;
+                }
+                InFlight::Again { .. } => tracing::info!(
+                    version = v,
+                    statement = from + 1,
+                    "an interrupted attempt's statement had not taken effect: running it again"
+                ),
+                InFlight::Unknown(why) => {
+                    let t = crate::dialect::resume::unjudged(step, statements, from, &why);
+                    self.left_dirty(step).await;
+                    return Err(t);
+                }
+            }
+        }
+        let verify = step.script.verify.is_some();
+        for i in from..n {
+            let start = Progress {
+                next: i,
+                started: true,
+            };
+            if stored != start {
+                self.write_after(v, After::Progress(start)).await?;
+            }
+            let then = match i + 1 == n && !verify {
+                true => After::Finished(t0),
+                false => After::Progress(after(i)),
+            };
+            let rows = judges[i] == Judge::Rows;
+            if let Err(e) = self.run_one(v, &statements[i].sql, rows, then).await? {
+                return Err(self.statement_failed(step, statements, i, true, e).await);
+            }
+            stored = after(i);
+        }
+        Ok(from < n && !verify)
+    }
+
+    /// Runs one statement and writes what its end says (`then`): in one
+    /// transaction when it only changes rows (so a row change still marked
+    /// started never committed), else one after the other (DDL commits
+    /// itself; `in_flight` decides a kill between them). The inner error
+    /// is the statement's own.
     async fn run_one(
         &mut self,
         v: i64,
-        i: usize,
-        hash: &str,
         sql: &str,
+        rows: bool,
+        then: After,
     ) -> Result<Result<(), sqlx::Error>, TenantError> {
-        let rows = resume::rows_only(sql);
         if rows {
             self.conn
                 .execute("START TRANSACTION")
@@ -218,7 +313,7 @@ impl MySqlSession {
             }
             return Ok(Err(e));
         }
-        if let Err(e) = self.record_statement(v, i, hash, true).await {
+        if let Err(e) = self.write_after(v, then).await {
             if rows {
                 let _ = self.conn.execute("ROLLBACK").await;
             }
@@ -234,23 +329,34 @@ impl MySqlSession {
     }
 
     /// Statement `i` failed: where, and what it leaves. The server's refusal
-    /// means nothing of it took effect (its record goes); a transient
-    /// failure leaves the history clean, and the next attempt resumes at
-    /// this statement. A permanent one after a statement took effect (in
-    /// this attempt or an earlier one) leaves the tenant dirty.
+    /// means nothing of it took effect: the row goes back to before it (or
+    /// goes, when nothing ran before it). A transient failure leaves the
+    /// history resumable, and the next attempt resumes at this statement. A
+    /// permanent one after a statement took effect leaves the tenant dirty.
+    /// `progress`: the row keeps progress (not a file run whole).
     async fn statement_failed(
         &mut self,
         step: Step<'_>,
-        statements: &[crate::migration::split::Statement],
+        statements: &[Statement],
         i: usize,
-        done_before: bool,
+        progress: bool,
         e: sqlx::Error,
     ) -> TenantError {
         let v = step.migration.version;
         let answered = matches!(e, sqlx::Error::Database(_));
         let mut t = self.err(e).at_version(v);
-        if answered {
-            self.forget_statement(v, i).await;
+        let done_before = i > 0;
+        if answered && progress {
+            let _ = match done_before {
+                true => {
+                    let back = Progress {
+                        next: i,
+                        started: false,
+                    };
+                    self.write_after(v, After::Progress(back)).await
+                }
+                false => self.forget_row(v).await,
+            };
         }
         let st = &statements[i];
         if t.is_transient() || !done_before {
@@ -264,7 +370,7 @@ impl MySqlSession {
             );
             return t;
         }
-        let last = &statements[i.saturating_sub(1)];
+        let last = &statements[i - 1];
         t.class = ErrorClass::Permanent;
         t.message = format!(
             "{} — statement {} of {} (line {}) failed after statements 1..{} were committed \
@@ -286,37 +392,46 @@ impl MySqlSession {
         t
     }
 
+    /// Removes version `v`'s unfinished history row (nothing of it ran).
+    async fn forget_row(&mut self, v: i64) -> Result<(), TenantError> {
+        sqlx::query("DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE")
+            .bind(v)
+            .execute(&mut self.conn)
+            .await
+            .map(|_| ())
+            .map_err(|e| self.err(e).at_version(v))
+    }
+
     /// The statements of a file a resume cannot stand between, as sqlx runs
-    /// them: the history row is already written dirty; a failure of the
-    /// first leaves nothing behind (the row goes), any later one the tenant
-    /// dirty.
+    /// them: the history row written dirty first; a failure of the first
+    /// leaves nothing behind (the row goes), any later one the tenant
+    /// dirty. Never finishes the row itself.
     async fn run_unrecorded(
         &mut self,
         step: Step<'_>,
-        statements: &[crate::migration::split::Statement],
-    ) -> Result<(), TenantError> {
+        statements: &[Statement],
+    ) -> Result<bool, TenantError> {
         let v = step.migration.version;
+        let table = self.table.clone();
+        table
+            .insert(&mut self.conn, step, false, -1)
+            .await
+            .map_err(|e| self.err(e).at_version(v))?;
         for (i, st) in statements.iter().enumerate() {
             let Err(e) = self.conn.execute(sqlx::AssertSqlSafe(st.sql.clone())).await else {
                 continue;
             };
             if i == 0 {
                 let mut t = self.err(e).at_version(v);
-                let cleaned = sqlx::query(
-                    "DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE",
-                )
-                .bind(v)
-                .execute(&mut self.conn)
-                .await;
-                if cleaned.is_err() {
+                if self.forget_row(v).await.is_err() {
                     t.message.push_str(
                         " (the history row of this migration could not be removed: the tenant is marked dirty)",
                     );
                 }
                 return Err(t);
             }
-            return Err(self.statement_failed(step, statements, i, true, e).await);
+            return Err(self.statement_failed(step, statements, i, false, e).await);
         }
-        Ok(())
+        Ok(false)
     }
 }

@@ -1,10 +1,11 @@
 //! MySQL/MariaDB tenants: one database each, a connection of its own. The
 //! tenant lock is `GET_LOCK('fleetmig:<database>', timeout)`. MySQL commits DDL
-//! implicitly, so a migration runs statement by statement, each recorded as it
-//! starts and ends (`resume.rs`): an interrupted attempt is resumed after the
-//! last statement that completed; a permanent failure in the middle leaves the
-//! tenant dirty, which is the truth. `transactional_ddl` is false: the
-//! executor never groups migrations here.
+//! implicitly, so a migration runs statement by statement, its progress kept
+//! in its own history row, written unfinished before its first statement
+//! (`resume.rs`): an interrupted attempt is resumed after the last statement
+//! that completed; a permanent failure in the middle leaves the tenant
+//! dirty, which is the truth. `transactional_ddl` is false: the executor
+//! never groups migrations here.
 
 mod apply;
 mod resume;
@@ -49,10 +50,15 @@ pub struct MySqlSession {
     lock_wait: Duration,
     locked: bool,
     history_ready: bool,
-    /// Whether the tenant's `_fleetmig_statements` exists, once looked up
-    /// or made (the session holds the tenant's lock: no one else makes or
-    /// drops it meanwhile).
+    /// Whether the tenant has the `_fleetmig_statements` of an earlier
+    /// fleetmig, once looked up (the session holds the tenant's lock: no
+    /// one else makes or drops it meanwhile).
     statements_known: Option<bool>,
+    /// The history has been read (`unfinished` is known).
+    history_read: bool,
+    /// The migration an interrupted attempt left unfinished, taken out of
+    /// the history `history` returns (it is pending, resumed by `apply`).
+    unfinished: Option<apply::Unfinished>,
     table: HistoryTable,
     /// The session's statement time limit in seconds (0: none), to put back
     /// after a migration that sets its own.
@@ -80,6 +86,8 @@ impl MySqlSession {
             locked: false,
             history_ready: false,
             statements_known: None,
+            history_read: false,
+            unfinished: None,
             table: HistoryTable::new(TABLE, Params::Question),
             statement_secs: settings
                 .statement_timeout
@@ -150,25 +158,61 @@ impl Session for MySqlSession {
     }
 
     async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
-        self.interrupted_version().await
+        if !self.history_read {
+            self.history().await?;
+        }
+        if let Some(u) = &self.unfinished {
+            return Ok(Some(u.version));
+        }
+        self.legacy_interrupted().await
     }
 
+    /// The history, but for a migration an interrupted attempt left
+    /// unfinished with its progress (`resume.rs`): that one is kept back
+    /// for `apply` to resume, and so is pending. The same round trip says
+    /// whether an earlier fleetmig's `_fleetmig_statements` is there.
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = '_sqlx_migrations'",
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name IN ('_sqlx_migrations', '_fleetmig_statements')",
         )
-        .fetch_one(&mut self.conn)
+        .fetch_all(&mut self.conn)
         .await
         .map_err(|e| self.err(e))?;
-        if n == 0 {
+        self.statements_known = Some(tables.iter().any(|t| t == "_fleetmig_statements"));
+        self.history_read = true;
+        self.unfinished = None;
+        if !tables.iter().any(|t| t == "_sqlx_migrations") {
             return Ok(Vec::new());
         }
         self.history_ready = true;
-        let rows = sqlx::query_as(sqlx::AssertSqlSafe(self.table.select_sql()))
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(history::applied(rows))
+        let rows: Vec<(i64, String, bool, Vec<u8>, i64)> = sqlx::query_as(
+            "SELECT version, description, success, checksum, execution_time \
+             FROM `_sqlx_migrations` ORDER BY version",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        let mut rows: Vec<_> = rows.into_iter().collect();
+        let unfinished: Vec<usize> = (0..rows.len()).filter(|i| !rows[*i].2).collect();
+        // one unfinished row, the last, with progress: resumable; anything
+        // else unfinished is dirty, as sqlx reads it
+        if let [i] = unfinished.as_slice()
+            && *i + 1 == rows.len()
+            && let Some(progress) = resume::Progress::decode(rows[*i].4)
+        {
+            let (version, _, _, checksum, _) = rows.remove(*i);
+            self.unfinished = Some(apply::Unfinished {
+                version,
+                checksum,
+                progress,
+            });
+        }
+        Ok(history::applied(
+            rows.into_iter()
+                .map(|(v, d, s, c, _)| (v, d, s, c))
+                .collect(),
+        ))
     }
 
     async fn apply(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
@@ -301,6 +345,19 @@ impl Session for MySqlSession {
     async fn skip(&mut self, step: Step<'_>) -> Result<(), TenantError> {
         self.ensure_history().await?;
         let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
+        if self
+            .unfinished
+            .as_ref()
+            .is_some_and(|u| u.version == m.version)
+        {
+            // an interrupted attempt's row: skipped means written as done
+            self.unfinished = None;
+            sqlx::query("DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE")
+                .bind(m.version)
+                .execute(&mut self.conn)
+                .await
+                .map_err(|e| self.err(e).at_version(m.version))?;
+        }
         let r = self.conn.skip("_sqlx_migrations", &m).await;
         r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;
         self.forget_statements(m.version).await;
@@ -321,12 +378,6 @@ impl Session for MySqlSession {
     }
 
     async fn close(mut self: Box<Self>) {
-        if self.locked && self.statements_known == Some(true) {
-            // kept from one migration to the next of this session (a
-            // CREATE and a DROP each cost a commit and the data
-            // dictionary's work): gone now if nothing is left in it
-            self.drop_statements_if_empty().await;
-        }
         if self.locked {
             let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
                 .bind(&self.lock_key)

@@ -1,30 +1,41 @@
 //! A MySQL migration resumed statement by statement. MySQL commits each
 //! DDL statement on its own, so an attempt that stops in the middle (a
-//! kill, a lost connection) leaves some statements of a file done. As for
-//! PostgreSQL's no-transaction files (`dialect/resume.rs`), each statement
-//! is recorded in the tenant's `_fleetmig_statements` as it starts and as it
-//! ends, and the next attempt skips what ended and decides from the
-//! database what became of the statement in flight:
-//! - `INSERT`, `UPDATE`, `DELETE`, `REPLACE`: they run in a transaction
-//!   with their "ended" record, so one still marked running did not commit:
-//!   again;
+//! kill, a lost connection) leaves some statements of a file done. The
+//! migration's history row says how far it got: it is written unfinished
+//! before the first statement (as sqlx does on MySQL) and its
+//! `execution_time` holds the progress while `success` is false —
+//! `-2 - 2·n` when statements `0..n` ended and statement `n` has not
+//! started, `-3 - 2·n` when statement `n` may have started (`Progress`);
+//! sqlx's own `-1` stays "dirty, a person decides". Each statement's end
+//! and the next one's start are one write (a row change commits with it, in
+//! its transaction), so a file of one statement costs what sqlx's
+//! bookkeeping costs: a row before and its update after. The next attempt
+//! skips what ended and decides from the database what became of the
+//! statement that may have started (`Judge`):
+//! - `INSERT`, `UPDATE`, `DELETE`: they commit with the progress that
+//!   follows them, so one still marked started did not commit: again
+//!   (unless the tenant has tables that do not roll back: nobody can tell);
 //! - `CREATE TABLE` / `CREATE INDEX` / `ALTER TABLE … ADD COLUMN`: the table,
 //!   index or column is there (done) or not (again); `DROP TABLE` and
 //!   `ALTER TABLE … DROP COLUMN` the other way round (MySQL's DDL is atomic,
 //!   and the server finishes a statement whose client died before it lets
 //!   go of the tenant's lock, so what is there is final);
-//! - `IF [NOT] EXISTS` statements: again;
 //! - `IF [NOT] EXISTS` (as parsed), `CREATE OR REPLACE`, `SET`, `USE`: again;
-//! - anything else cannot be told: the tenant is dirty, and the message
-//!   names the file, the statement and what to check.
+//! - anything else cannot be told: it is marked started only just before
+//!   it starts (a write of its own), and a kill while it ran leaves the
+//!   tenant dirty, the message naming the file, the statement and what to
+//!   check.
 //!
 //! A resumed attempt runs again the skipped `SET` and `USE` statements (the
 //! session is new). A file whose statements a resume cannot stand between
 //! (`LOCK TABLES`, its own transactions, `SET autocommit`, user variables,
-//! `LAST_INSERT_ID()`, temporary tables) runs as before, without records:
-//! its history row written dirty first, so a kill leaves it dirty.
+//! `LAST_INSERT_ID()`, temporary tables) runs as sqlx runs it: its history
+//! row written dirty (`-1`) first, so a kill leaves it dirty.
+//!
+//! Earlier fleetmig versions recorded each statement in a table of the
+//! tenant's, `_fleetmig_statements`; a tenant one of them left part-way is
+//! carried over to the history row when it is next run (`legacy_progress`).
 
-use crate::error::FailureKind;
 use sqlparser::ast::{AlterTableOperation, ObjectName, ObjectType, Statement as Ast};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -34,12 +45,123 @@ use super::MySqlSession;
 use crate::dialect::resume::{Earlier, InFlight};
 use crate::error::TenantError;
 
-/// Whether `sql` only changes rows (and so can commit with its record).
-pub(super) fn rows_only(sql: &str) -> bool {
-    matches!(
-        Parser::parse_sql(&MySqlDialect {}, sql).as_deref(),
-        Ok([Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_)])
-    )
+/// How far an unfinished migration got, as its history row's
+/// `execution_time` says while `success` is false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Progress {
+    /// Statements `0..next` ended.
+    pub next: usize,
+    /// Statement `next` may have started.
+    pub started: bool,
+}
+
+impl Progress {
+    pub fn encode(self) -> i64 {
+        -2 - 2 * self.next as i64 - self.started as i64
+    }
+
+    /// The progress an `execution_time` of an unfinished row holds; None
+    /// for sqlx's dirty `-1` (or anything else).
+    pub fn decode(execution_time: i64) -> Option<Progress> {
+        if execution_time > -2 {
+            return None;
+        }
+        let k = -2 - execution_time;
+        Some(Progress {
+            next: usize::try_from(k / 2).ok()?,
+            started: k % 2 == 1,
+        })
+    }
+}
+
+/// What a statement that may have been running when an attempt stopped
+/// became, and how that is found out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Judge {
+    /// Running it again is right whatever became of it.
+    Again,
+    /// A row change: it committed with the progress after it, or not at all
+    /// (when every table of the tenant rolls back).
+    Rows,
+    /// Done when `column` / `index` / the table (both None) of
+    /// `[database.]table` is there (`there_when_done`) or is not.
+    Exists {
+        database: Option<String>,
+        table: String,
+        column: Option<String>,
+        index: Option<String>,
+        there_when_done: bool,
+    },
+    /// Nobody can tell from the database.
+    Unknown,
+}
+
+impl Judge {
+    /// How a kill while `sql` ran is judged.
+    pub fn of(sql: &str) -> Judge {
+        if session(sql) {
+            return Judge::Again;
+        }
+        let exists = |name: &ObjectName, column: Option<&str>, index: Option<&str>, done| {
+            parts(name).map_or(Judge::Unknown, |(database, table)| Judge::Exists {
+                database,
+                table,
+                column: column.map(str::to_string),
+                index: index.map(str::to_string),
+                there_when_done: done,
+            })
+        };
+        let parsed = Parser::parse_sql(&MySqlDialect {}, sql).ok();
+        match parsed.as_deref() {
+            Some([Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_)]) => Judge::Rows,
+            Some([Ast::CreateTable(ct)]) if ct.if_not_exists || ct.or_replace => Judge::Again,
+            Some([Ast::CreateTable(ct)]) => exists(&ct.name, None, None, true),
+            Some([Ast::CreateIndex(ci)]) if ci.if_not_exists => Judge::Again,
+            Some([Ast::CreateIndex(ci)]) => match ci.name.as_ref().and_then(parts) {
+                Some((_, i)) => exists(&ci.table_name, None, Some(&i), true),
+                None => Judge::Unknown,
+            },
+            Some(
+                [
+                    Ast::Drop {
+                        object_type: ObjectType::Table,
+                        if_exists: true,
+                        ..
+                    },
+                ],
+            ) => Judge::Again,
+            Some(
+                [
+                    Ast::Drop {
+                        object_type: ObjectType::Table,
+                        names,
+                        ..
+                    },
+                ],
+            ) if names.len() == 1 => exists(&names[0], None, None, false),
+            Some([Ast::AlterTable(at)]) if changes(&at.operations).len() == 1 => {
+                match changes(&at.operations)[0] {
+                    AlterTableOperation::AddColumn {
+                        if_not_exists: true,
+                        ..
+                    } => Judge::Again,
+                    AlterTableOperation::AddColumn { column_def, .. } => {
+                        exists(&at.name, Some(&column_def.name.value), None, true)
+                    }
+                    AlterTableOperation::DropColumn {
+                        if_exists: true, ..
+                    } => Judge::Again,
+                    AlterTableOperation::DropColumn { column_names, .. }
+                        if column_names.len() == 1 =>
+                    {
+                        exists(&at.name, Some(&column_names[0].value), None, false)
+                    }
+                    _ => Judge::Unknown,
+                }
+            }
+            _ => Judge::Unknown,
+        }
+    }
 }
 
 /// The words of `sql` in capitals, a conditional comment's body read as
@@ -129,8 +251,8 @@ fn parts(name: &ObjectName) -> Option<(Option<String>, String)> {
 }
 
 impl MySqlSession {
-    /// The tenant's table of statements, qualified with its database (a
-    /// `USE` in a migration does not send the records elsewhere).
+    /// The table of statements earlier fleetmig versions kept in the
+    /// tenant, qualified with its database.
     fn statements_table(&self) -> String {
         format!(
             "{}.`_fleetmig_statements`",
@@ -138,8 +260,9 @@ impl MySqlSession {
         )
     }
 
-    /// The version an interrupted attempt left part-applied, if any.
-    pub(super) async fn interrupted_version(&mut self) -> Result<Option<i64>, TenantError> {
+    /// The lowest version an earlier fleetmig left part-applied in
+    /// `_fleetmig_statements`, when the table is there.
+    pub(super) async fn legacy_interrupted(&mut self) -> Result<Option<i64>, TenantError> {
         if !self.has_statements_table().await? {
             return Ok(None);
         }
@@ -166,16 +289,23 @@ impl MySqlSession {
         Ok(n > 0)
     }
 
-    /// What earlier attempts did with the statements of version `v`
-    /// (hashes in `hashes`); an error when the file changed since.
-    pub(super) async fn earlier(
+    /// How far an earlier fleetmig got with `step` by the statements it
+    /// recorded in `_fleetmig_statements` (None: nothing of it), carried
+    /// over to the migration's history row in one transaction with the
+    /// records' removal; an error when the file changed since.
+    pub(super) async fn legacy_progress(
         &mut self,
-        v: i64,
-        hashes: &[String],
-    ) -> Result<Vec<Earlier>, TenantError> {
+        step: crate::dialect::Step<'_>,
+        statements: &[crate::migration::split::Statement],
+    ) -> Result<Option<Progress>, TenantError> {
         if !self.has_statements_table().await? {
-            return Ok(vec![Earlier::None; hashes.len()]);
+            return Ok(None);
         }
+        let v = step.migration.version;
+        let hashes: Vec<String> = statements
+            .iter()
+            .map(|st| crate::dialect::resume::hash(&st.sql))
+            .collect();
         let t = self.statements_table();
         let rows: Vec<(i32, String, i64)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT statement, sql_hash, CAST(finished_at IS NOT NULL AS SIGNED) FROM {t} \
@@ -185,91 +315,51 @@ impl MySqlSession {
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| self.err(e))?;
-        crate::dialect::resume::earlier_from(
+        let earlier = crate::dialect::resume::earlier_from(
             v,
-            hashes,
+            &hashes,
             rows.into_iter().map(|(n, h, e)| (n, h, e == 1)),
-        )
-    }
-
-    /// Records statement `i` of version `v` as started (or, `ended`, as
-    /// ended), creating the table on first use.
-    pub(super) async fn record_statement(
-        &mut self,
-        v: i64,
-        i: usize,
-        hash: &str,
-        ended: bool,
-    ) -> Result<(), TenantError> {
-        let t = self.statements_table();
-        let sql = if ended {
-            format!(
-                "UPDATE {t} SET finished_at = NOW(6) \
-                 WHERE version = ? AND statement = ? AND sql_hash = ?"
-            )
-        } else {
-            format!(
-                "INSERT INTO {t} (version, statement, sql_hash) VALUES (?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE started_at = NOW(6), finished_at = NULL"
-            )
+        )?;
+        if earlier.iter().all(|e| *e == Earlier::None) {
+            return Ok(None);
+        }
+        let next = earlier
+            .iter()
+            .position(|e| *e != Earlier::Ended)
+            .unwrap_or(earlier.len());
+        let p = Progress {
+            next,
+            started: earlier.get(next) == Some(&Earlier::Running),
         };
-        let done = self.bind_statement(&sql, v, i, hash).await;
-        if ended && matches!(done, Ok(n) if n != 1) {
-            return Err(TenantError::permanent(
-                FailureKind::StatementRecord,
-                format!(
-                    "migration {v}: statement {} ran but its record in _fleetmig_statements was gone",
-                    i + 1
-                ),
-            )
-            .at_version(v));
-        }
-        if let Err(e) = done {
-            // ER_NO_SUCH_TABLE: the tenant's first statement recorded
-            let missing = e
-                .as_database_error()
-                .and_then(|d| d.code())
-                .is_some_and(|c| c == "42S02");
-            if !missing {
-                return Err(self.err(e).at_version(v));
-            }
-            let create = format!(
-                "CREATE TABLE IF NOT EXISTS {t} (version BIGINT NOT NULL, statement INT NOT NULL, \
-                 sql_hash VARCHAR(32) NOT NULL, started_at DATETIME(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6), \
-                 finished_at DATETIME(6) NULL, PRIMARY KEY (version, statement)) ENGINE=InnoDB"
-            );
-            sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-                .execute(&mut self.conn)
-                .await
-                .map_err(|e| self.err(e).at_version(v))?;
-            self.statements_known = Some(true);
-            self.bind_statement(&sql, v, i, hash)
-                .await
-                .map_err(|e| self.err(e).at_version(v))?;
-        }
-        Ok(())
-    }
-
-    async fn bind_statement(
-        &mut self,
-        sql: &str,
-        v: i64,
-        i: usize,
-        hash: &str,
-    ) -> Result<u64, sqlx::Error> {
-        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+        let table = self.table.clone();
+        let carried = async {
+            self.conn.execute("START TRANSACTION").await?;
+            table
+                .insert(&mut self.conn, step, false, p.encode())
+                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {t} WHERE version = ?"
+            )))
             .bind(v)
-            .bind(i as i32)
-            .bind(hash)
             .execute(&mut self.conn)
-            .await
-            .map(|r| r.rows_affected())
+            .await?;
+            self.conn.execute("COMMIT").await.map(|_| ())
+        }
+        .await;
+        if let Err(e) = carried {
+            let _ = self.conn.execute("ROLLBACK").await;
+            return Err(self.err(e).at_version(v));
+        }
+        self.drop_statements_if_empty().await;
+        Ok(Some(p))
     }
 
-    /// Forgets the statements of version `v` (its history row is written,
-    /// clean or dirty, or it was reverted or skipped), and the table when
-    /// nothing else is in it.
+    /// Forgets what an earlier fleetmig recorded of version `v` (it was
+    /// reverted or skipped), and the table when nothing else is in it.
     pub(super) async fn forget_statements(&mut self, v: i64) {
+        if self.statements_known != Some(true) {
+            return;
+        }
         let t = self.statements_table();
         let deleted = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DELETE FROM {t} WHERE version = ?"
@@ -299,53 +389,6 @@ impl MySqlSession {
         }
     }
 
-    /// Writes version `v`'s history row and forgets its statements in one
-    /// transaction: a kill between them cannot leave statements marked
-    /// ended for a version a revert may take back. The table stays for the
-    /// session's next migration; `close` drops it when empty.
-    pub(super) async fn record_applied(
-        &mut self,
-        step: crate::dialect::Step<'_>,
-        nanos: i64,
-    ) -> Result<(), TenantError> {
-        let v = step.migration.version;
-        let t = self.statements_table();
-        self.conn
-            .execute("START TRANSACTION")
-            .await
-            .map_err(|e| self.err(e).at_version(v))?;
-        let table = self.table.clone();
-        if let Err(e) = table.insert(&mut self.conn, step, true, nanos).await {
-            let _ = self.conn.execute("ROLLBACK").await;
-            return Err(self.err(e).at_version(v));
-        }
-        // (no table: nothing was recorded; the row goes in all the same)
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {t} WHERE version = ?"
-        )))
-        .bind(v)
-        .execute(&mut self.conn)
-        .await;
-        self.conn
-            .execute("COMMIT")
-            .await
-            .map_err(|e| self.err(e).at_version(v))?;
-        Ok(())
-    }
-
-    /// Forgets statement `i` of version `v` (the server refused it: nothing
-    /// of it took effect).
-    pub(super) async fn forget_statement(&mut self, v: i64, i: usize) {
-        let t = self.statements_table();
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DELETE FROM {t} WHERE version = ? AND statement = ?"
-        )))
-        .bind(v)
-        .bind(i as i32)
-        .execute(&mut self.conn)
-        .await;
-    }
-
     /// Whether the tenant's database has a table that does not roll back
     /// (MyISAM, Aria, MEMORY …): a row change there may have taken effect
     /// though its transaction did not commit.
@@ -362,17 +405,15 @@ impl MySqlSession {
         Ok(n > 0)
     }
 
-    /// Whether table `name` (of the tenant's database unless qualified)
-    /// has column `column` (any column when None).
+    /// Whether table `table` of `database` (the tenant's when None) is
+    /// there, or its column `column`, or its index `index`.
     async fn has(
         &mut self,
-        name: &ObjectName,
+        database: Option<&str>,
+        table: &str,
         column: Option<&str>,
         index: Option<&str>,
-    ) -> Result<Option<bool>, TenantError> {
-        let Some((db, table)) = parts(name) else {
-            return Ok(None);
-        };
+    ) -> Result<bool, TenantError> {
         let (from, what) = match (column, index) {
             (Some(c), _) => (
                 "columns",
@@ -388,19 +429,19 @@ impl MySqlSession {
             "SELECT COUNT(*) FROM information_schema.{from} \
              WHERE table_schema = ? AND table_name = ?{what}"
         );
-        let db = db.unwrap_or_else(|| self.database.clone());
+        let db = database.unwrap_or(&self.database).to_string();
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(db)
             .bind(table)
             .fetch_one(&mut self.conn)
             .await
             .map_err(|e| self.err(e))?;
-        Ok(Some(n > 0))
+        Ok(n > 0)
     }
 
-    /// What became of `sql`, running when an attempt stopped.
+    /// What became of `sql`, which may have been running when an attempt
+    /// stopped.
     pub(super) async fn in_flight(&mut self, sql: &str) -> Result<InFlight, TenantError> {
-        let again = || InFlight::Again { drop: None };
         let unknown = || {
             InFlight::Unknown(
                 "it was running when the attempt stopped and fleetmig cannot tell from the \
@@ -408,75 +449,96 @@ impl MySqlSession {
                     .into(),
             )
         };
-        let decided = |there: Option<bool>, done_when_there: bool| match there {
-            Some(t) if t == done_when_there => InFlight::Done,
-            Some(_) => InFlight::Again { drop: None },
-            None => unknown(),
-        };
-        if session(sql) {
-            return Ok(again());
-        }
-        let parsed = Parser::parse_sql(&MySqlDialect {}, sql).ok();
-        Ok(match parsed.as_deref() {
-            // committed with its record, or not at all (InnoDB)
-            Some([Ast::Insert(_) | Ast::Update(_) | Ast::Delete(_)]) => {
-                match self.non_transactional_tables().await? {
-                    false => again(),
-                    true => unknown(),
-                }
-            }
-            Some([Ast::CreateTable(ct)]) if ct.if_not_exists || ct.or_replace => again(),
-            Some([Ast::CreateTable(ct)]) => decided(self.has(&ct.name, None, None).await?, true),
-            Some([Ast::CreateIndex(ci)]) if ci.if_not_exists => again(),
-            Some([Ast::CreateIndex(ci)]) => match ci.name.as_ref().and_then(parts) {
-                Some((_, i)) => decided(self.has(&ci.table_name, None, Some(&i)).await?, true),
-                None => unknown(),
+        Ok(match Judge::of(sql) {
+            Judge::Again => InFlight::Again { drop: None },
+            // committed with its progress, or not at all (InnoDB)
+            Judge::Rows => match self.non_transactional_tables().await? {
+                false => InFlight::Again { drop: None },
+                true => unknown(),
             },
-            Some(
-                [
-                    Ast::Drop {
-                        object_type: ObjectType::Table,
-                        if_exists: true,
-                        ..
-                    },
-                ],
-            ) => again(),
-            Some(
-                [
-                    Ast::Drop {
-                        object_type: ObjectType::Table,
-                        names,
-                        ..
-                    },
-                ],
-            ) if names.len() == 1 => decided(self.has(&names[0], None, None).await?, false),
-            Some([Ast::AlterTable(at)]) if changes(&at.operations).len() == 1 => {
-                match changes(&at.operations)[0] {
-                    AlterTableOperation::AddColumn {
-                        if_not_exists: true,
-                        ..
-                    } => again(),
-                    AlterTableOperation::AddColumn { column_def, .. } => decided(
-                        self.has(&at.name, Some(&column_def.name.value), None)
-                            .await?,
-                        true,
-                    ),
-                    AlterTableOperation::DropColumn {
-                        if_exists: true, ..
-                    } => again(),
-                    AlterTableOperation::DropColumn { column_names, .. }
-                        if column_names.len() == 1 =>
-                    {
-                        decided(
-                            self.has(&at.name, Some(&column_names[0].value), None)
-                                .await?,
-                            false,
-                        )
-                    }
-                    _ => unknown(),
+            Judge::Exists {
+                database,
+                table,
+                column,
+                index,
+                there_when_done,
+            } => {
+                let there = self
+                    .has(
+                        database.as_deref(),
+                        &table,
+                        column.as_deref(),
+                        index.as_deref(),
+                    )
+                    .await?;
+                match there == there_when_done {
+                    true => InFlight::Done,
+                    false => InFlight::Again { drop: None },
                 }
             }
-            _ => unknown(),
+            Judge::Unknown => unknown(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_is_read_back_as_written_and_never_as_sqlx_dirty() {
+        for next in 0..50 {
+            for started in [false, true] {
+                let p = Progress { next, started };
+                assert!(p.encode() <= -2, "{p:?}");
+                assert_eq!(Progress::decode(p.encode()), Some(p));
+            }
+        }
+        assert_eq!(Progress::decode(-1), None, "sqlx's dirty");
+        assert_eq!(Progress::decode(0), None);
+        assert_eq!(Progress::decode(123_456), None, "a finished time");
+    }
+
+    #[test]
+    fn statements_are_judged_from_the_database_where_it_can_tell() {
+        assert_eq!(Judge::of("SET NAMES utf8mb4"), Judge::Again);
+        assert_eq!(Judge::of("INSERT INTO t VALUES (1)"), Judge::Rows);
+        assert_eq!(
+            Judge::of("CREATE TABLE IF NOT EXISTS t (x INT)"),
+            Judge::Again
+        );
+        assert_eq!(
+            Judge::of("ALTER TABLE d.t ADD COLUMN c INT"),
+            Judge::Exists {
+                database: Some("d".into()),
+                table: "t".into(),
+                column: Some("c".into()),
+                index: None,
+                there_when_done: true
+            }
+        );
+        assert_eq!(
+            Judge::of("CREATE INDEX i ON t (x)"),
+            Judge::Exists {
+                database: None,
+                table: "t".into(),
+                column: None,
+                index: Some("i".into()),
+                there_when_done: true
+            }
+        );
+        assert!(matches!(
+            Judge::of("DROP TABLE t"),
+            Judge::Exists {
+                there_when_done: false,
+                ..
+            }
+        ));
+        assert_eq!(Judge::of("DO SLEEP(1)"), Judge::Unknown);
+        assert_eq!(
+            Judge::of("ALTER TABLE t ADD COLUMN a INT, ADD COLUMN b INT"),
+            Judge::Unknown
+        );
+        assert_eq!(Judge::of("ALTER TABLE t MODIFY x BIGINT"), Judge::Unknown);
     }
 }
