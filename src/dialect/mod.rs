@@ -102,7 +102,8 @@ pub trait Session: Send {
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError>;
 
     /// The version an interrupted attempt left part-applied (statements of
-    /// it recorded in `_fleetmig_statements`, no history row yet), if any: a
+    /// it recorded in `_fleetmig_statements` with no history row yet, or on
+    /// MySQL its unfinished history row holding its progress), if any: a
     /// move refuses such a tenant. Never writes.
     async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
         Ok(None)

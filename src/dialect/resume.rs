@@ -1,8 +1,10 @@
 //! What the dialects that resume a migration statement by statement share
-//! (PostgreSQL's `-- no-transaction` files, every MySQL file): each
-//! statement is recorded in the tenant's `_fleetmig_statements` as it
-//! starts and as it ends; the next attempt skips those that ended and
-//! decides from the database what became of the one that was running.
+//! (PostgreSQL's `-- no-transaction` files, every MySQL file): PostgreSQL
+//! records each statement in the tenant's `_fleetmig_statements` as it
+//! starts and as it ends (MySQL keeps its progress in the history row,
+//! `mysql/resume.rs`, and reads an older fleetmig's records with these
+//! helpers); the next attempt skips those that ended and decides from the
+//! database what became of the one that was running.
 
 /// What an earlier attempt did with a statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

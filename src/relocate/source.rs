@@ -25,11 +25,11 @@ pub(super) async fn source_version(
         )));
     }
     // a migration an interrupted attempt left part-applied has no history
-    // row yet: the copy would carry half of it, and a run on the target
-    // would start it again from its first statement
+    // row yet (or, on MySQL, an unfinished one holding its progress, which
+    // `history` keeps back): the copy would carry half of it
     if let Some(v) = session.interrupted().await.map_err(|e| usage(e.message))? {
         return Err(usage(format!(
-            "an interrupted attempt left migration {v} part-applied (_fleetmig_statements): \
+            "an interrupted attempt left migration {v} part-applied: \
              finish it with `fleetmig sync` first"
         )));
     }
