@@ -441,3 +441,175 @@ async fn an_unfinished_migration_whose_file_changed_is_refused_naming_it() {
     );
     t.drop_now().await;
 }
+
+/// Writes a fleet file of the one tenant at `url` into a new directory.
+fn one_tenant_fleet(url: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("fleet.csv"),
+        format!("id,url,schema,tags\nt1,{url},,\n"),
+    )
+    .unwrap();
+    dir
+}
+
+/// sqlx's checksum of version `v` of the set at `m`, as a tenant the set
+/// ran on records it.
+async fn recorded_checksum(m: &std::path::Path, v: i64) -> String {
+    let other = tenant("rsck", 0).await;
+    let dir = one_tenant_fleet(&other.url);
+    expect_exit(&sync_fleet(dir.path(), "registry:fleet.csv", m, &[]), 0);
+    let hex = other
+        .text(&format!(
+            "SELECT HEX(checksum) FROM _sqlx_migrations WHERE version = {v}"
+        ))
+        .await;
+    other.drop_now().await;
+    hex
+}
+
+impl Tenant {
+    async fn text(&self, sql: &str) -> String {
+        let mut c = mysql_connect(&self.url).await;
+        let s: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_string()))
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        c.close().await.unwrap();
+        s
+    }
+}
+
+/// A migration that switches database (`USE`) mid-file does not take its
+/// progress with it: the history row stays in the tenant's database, and
+/// the other database gets no history table.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_use_inside_a_migration_leaves_its_progress_in_the_tenant() {
+    let t = tenant("rsuse", 0).await;
+    let other = tenant("rsusx", 0).await;
+    let m = migration_dir(&[(
+        "0001_elsewhere.sql",
+        &format!(
+            "CREATE TABLE here (x INT);\nUSE `{}`;\nCREATE TABLE there (y INT);\nINSERT INTO there VALUES (1);\n",
+            other.name
+        ),
+    )]);
+    let dir = one_tenant_fleet(&t.url);
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    expect_exit(&out, 0);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        11
+    );
+    assert_eq!(other.scalar("SELECT COUNT(*) FROM there").await, 1);
+    assert_eq!(
+        other
+            .scalar(
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+                 AND table_name = '_sqlx_migrations'"
+            )
+            .await,
+        0,
+        "no history written into the other database"
+    );
+    other.drop_now().await;
+    t.drop_now().await;
+}
+
+/// A history table someone made MyISAM (it does not roll back): a row
+/// change cannot commit with its progress there, so its end is written
+/// after it; the migration still applies once and is recorded.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_history_table_that_does_not_roll_back_still_records_each_migration() {
+    let t = tenant("rsmy", 0).await;
+    mysql_exec(
+        &t.url,
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL) ENGINE=MyISAM",
+    )
+    .await;
+    let m = migration_dir(&[(
+        "0001_rows.sql",
+        "CREATE TABLE a (x INT) ENGINE=InnoDB;\nINSERT INTO a VALUES (1);\nINSERT INTO a VALUES (2);\n",
+    )]);
+    let dir = one_tenant_fleet(&t.url);
+    expect_exit(
+        &sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]),
+        0,
+    );
+    assert_eq!(t.scalar("SELECT SUM(x) FROM a").await, 3);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        11
+    );
+    t.drop_now().await;
+}
+
+/// A lower version added while a higher one is unfinished is applied, and
+/// the unfinished one then resumes where it stopped (its first statement is
+/// not run again: it would fail, the table being there). Baselining the
+/// unfinished one is refused: half of it ran.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unfinished_migration_resumes_after_a_lower_one_added_since() {
+    let m = migration_dir(&[
+        ("0001_low.sql", "CREATE TABLE low (x INT);\n"),
+        (
+            "0002_two.sql",
+            "CREATE TABLE a (x INT);\nCREATE TABLE b (y INT);\n",
+        ),
+    ]);
+    let sum = recorded_checksum(m.path(), 2).await;
+    let t = tenant("rslow", 0).await;
+    // version 2's first statement ended, its second not started (-4)
+    mysql_exec(
+        &t.url,
+        &format!(
+            "CREATE TABLE a (x INT); CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, \
+             description TEXT NOT NULL, installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, \
+             success BOOLEAN NOT NULL, checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+             INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+             VALUES (2, 'two', FALSE, x'{sum}', -4)"
+        ),
+    )
+    .await;
+    let dir = one_tenant_fleet(&t.url);
+    let out = run_in(
+        dir.path(),
+        &[
+            "baseline",
+            "--fleet",
+            "registry:fleet.csv",
+            "--migrations",
+            m.path().to_str().unwrap(),
+            "--version",
+            "2",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    let all = stdout(&out) + &stderr(&out);
+    assert!(all.contains("interrupted part-way"), "{all}");
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM _sqlx_migrations").await,
+        1,
+        "baseline recorded nothing, not even version 1"
+    );
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    expect_exit(&out, 0);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await,
+        22
+    );
+    assert_eq!(
+        t.scalar(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name IN ('low', 'a', 'b')"
+        )
+        .await,
+        3
+    );
+    t.drop_now().await;
+}

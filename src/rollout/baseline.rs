@@ -3,7 +3,7 @@
 //! already has the schema), within the command's fan-out limits.
 
 use crate::dialect::{Access, Connector, Step};
-use crate::error::TenantError;
+use crate::error::{FailureKind, TenantError};
 use crate::fanout::Fanout;
 use crate::migration::{MigrationSet, plan_tenant};
 use crate::tenant::{Tenant, TenantId};
@@ -20,6 +20,20 @@ async fn baseline_one(
         s.lock().await?;
         let history = s.history().await?;
         let plan = plan_tenant(&history, set, s.dialect(), Some(version))?;
+        if let Some(v) = s.interrupted().await?
+            && plan.pending.contains(&v)
+        {
+            // half of it ran: recorded as applied it would be a lie
+            return Err(TenantError::permanent(
+                FailureKind::Dirty,
+                format!(
+                    "migration {v} was interrupted part-way on this tenant: finish it with \
+                     `fleetmig sync` (or by hand, then delete what fleetmig recorded of it) \
+                     before recording it as applied; nothing was recorded"
+                ),
+            )
+            .at_version(v));
+        }
         for v in &plan.pending {
             let migration = set.get(*v).expect("planned versions exist");
             let script = migration

@@ -120,28 +120,28 @@ impl MySqlSession {
         statements: &[Statement],
     ) -> Result<Option<Progress>, TenantError> {
         let v = step.migration.version;
-        match self.unfinished.take() {
-            Some(u) if u.version == v => {
+        match self.unfinished.iter().position(|u| u.version == v) {
+            Some(i) => {
+                let u = &self.unfinished[i];
                 if u.checksum != step.script.checksum {
-                    return Err(TenantError::permanent(
-                        FailureKind::StatementRecord,
-                        format!(
-                            "migration {v} was interrupted after statement {} and {} has changed \
-                             since: fleetmig cannot tell which statements of the new file ran. \
-                             Put the file back as it was, or finish the migration by hand and \
-                             delete its row from _sqlx_migrations",
-                            u.progress.next,
-                            step.script.path.display()
-                        ),
-                    )
-                    .at_version(v));
+                    return Err(changed_since(step, u.progress));
                 }
-                Ok(Some(u.progress))
+                Ok(Some(self.unfinished.remove(i).progress))
             }
-            other => {
-                self.unfinished = other;
-                self.legacy_progress(step, statements).await
-            }
+            None => self.legacy_progress(step, statements).await,
+        }
+    }
+
+    /// A batched backfill is never left unfinished with progress: a row of
+    /// its version that is means its file changed since.
+    pub(super) fn check_not_unfinished(&self, step: Step<'_>) -> Result<(), TenantError> {
+        match self
+            .unfinished
+            .iter()
+            .find(|u| u.version == step.migration.version)
+        {
+            Some(u) => Err(changed_since(step, u.progress)),
+            None => Ok(()),
         }
     }
 
@@ -149,9 +149,10 @@ impl MySqlSession {
     /// written now unless the row is there).
     async fn left_dirty(&mut self, step: Step<'_>) {
         let v = step.migration.version;
-        let marked = sqlx::query(
-            "UPDATE `_sqlx_migrations` SET execution_time = -1 WHERE version = ? AND success = FALSE",
-        )
+        let marked = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET execution_time = -1 WHERE version = ? AND success = FALSE",
+            self.table.name
+        )))
         .bind(v)
         .execute(&mut self.conn)
         .await;
@@ -163,31 +164,22 @@ impl MySqlSession {
 
     /// Moves version `v`'s history row on: its progress, or finished.
     async fn write_after(&mut self, v: i64, after: After) -> Result<(), TenantError> {
-        let q = match after {
-            After::Progress(p) => sqlx::query(
-                "UPDATE `_sqlx_migrations` SET execution_time = ? WHERE version = ? AND success = FALSE",
-            )
-            .bind(p.encode()),
-            After::Finished(t0) => sqlx::query(
-                "UPDATE `_sqlx_migrations` SET success = TRUE, execution_time = ? \
-                 WHERE version = ? AND success = FALSE",
-            )
-            .bind(t0.elapsed().as_nanos() as i64),
+        let (set, time) = match after {
+            After::Progress(p) => ("", p.encode()),
+            After::Finished(t0) => ("success = TRUE, ", t0.elapsed().as_nanos() as i64),
         };
+        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE {} SET {set}execution_time = ? WHERE version = ? AND success = FALSE",
+            self.table.name
+        )))
+        .bind(time);
         let r = q
             .bind(v)
             .execute(&mut self.conn)
             .await
             .map_err(|e| self.err(e).at_version(v))?;
         if r.rows_affected() != 1 {
-            return Err(TenantError::permanent(
-                FailureKind::StatementRecord,
-                format!(
-                    "migration {v}: its unfinished row in _sqlx_migrations was gone while it ran \
-                     (someone else changed the history): look at the tenant before running again"
-                ),
-            )
-            .at_version(v));
+            return Err(row_gone(v));
         }
         Ok(())
     }
@@ -276,7 +268,10 @@ impl MySqlSession {
                 true => After::Finished(t0),
                 false => After::Progress(after(i)),
             };
-            let rows = judges[i] == Judge::Rows;
+            // a row change commits with its progress (when the history
+            // rolls back; else its end is written after it, and a kill
+            // between them leaves it to be judged: not to be told)
+            let rows = judges[i] == Judge::Rows && self.history_rolls_back;
             if let Err(e) = self.run_one(v, &statements[i].sql, rows, then).await? {
                 return Err(self.statement_failed(step, statements, i, true, e).await);
             }
@@ -347,7 +342,7 @@ impl MySqlSession {
         let mut t = self.err(e).at_version(v);
         let done_before = i > 0;
         if answered && progress {
-            let _ = match done_before {
+            let written = match done_before {
                 true => {
                     let back = Progress {
                         next: i,
@@ -357,6 +352,12 @@ impl MySqlSession {
                 }
                 false => self.forget_row(v).await,
             };
+            if written.is_err() {
+                t.message.push_str(
+                    " (its history row still says the statement may have started: the next \
+                     attempt judges it from the database)",
+                );
+            }
         }
         let st = &statements[i];
         if t.is_transient() || !done_before {
@@ -394,12 +395,15 @@ impl MySqlSession {
 
     /// Removes version `v`'s unfinished history row (nothing of it ran).
     async fn forget_row(&mut self, v: i64) -> Result<(), TenantError> {
-        sqlx::query("DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE")
-            .bind(v)
-            .execute(&mut self.conn)
-            .await
-            .map(|_| ())
-            .map_err(|e| self.err(e).at_version(v))
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {} WHERE version = ? AND success = FALSE",
+            self.table.name
+        )))
+        .bind(v)
+        .execute(&mut self.conn)
+        .await
+        .map(|_| ())
+        .map_err(|e| self.err(e).at_version(v))
     }
 
     /// The statements of a file a resume cannot stand between, as sqlx runs
@@ -434,4 +438,34 @@ impl MySqlSession {
         }
         Ok(false)
     }
+}
+
+/// The error of a migration whose history row is unfinished with progress
+/// under a file that changed since.
+fn changed_since(step: Step<'_>, p: Progress) -> TenantError {
+    let v = step.migration.version;
+    TenantError::permanent(
+        FailureKind::StatementRecord,
+        format!(
+            "migration {v} was interrupted after statement {} and {} has changed since: \
+             fleetmig cannot tell which statements of the new file ran. Put the file back as \
+             it was, or finish the migration by hand and delete its row from _sqlx_migrations",
+            p.next,
+            step.script.path.display()
+        ),
+    )
+    .at_version(v)
+}
+
+/// The error of a migration whose unfinished history row went away while
+/// it ran.
+fn row_gone(v: i64) -> TenantError {
+    TenantError::permanent(
+        FailureKind::StatementRecord,
+        format!(
+            "migration {v}: its unfinished row in _sqlx_migrations was gone while it ran \
+             (someone else changed the history): look at the tenant before running again"
+        ),
+    )
+    .at_version(v)
 }

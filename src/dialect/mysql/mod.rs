@@ -29,7 +29,11 @@ use crate::error::TenantError;
 use crate::migration::{Applied, Migration, Script};
 use crate::tenant::{Dialect, DiscoverOptions, scrub_secrets};
 
-const TABLE: &str = "`_sqlx_migrations`";
+/// sqlx's history table of MySQL, with `ENGINE=InnoDB`: a migration's
+/// progress commits in one transaction with a row change (`apply.rs`).
+const HISTORY_DDL: &str = "(version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+     installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+     checksum BLOB NOT NULL, execution_time BIGINT NOT NULL) ENGINE=InnoDB";
 
 fn connect_options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
     Ok(MySqlConnectOptions::from_str(url)?.disable_statement_logging())
@@ -56,9 +60,13 @@ pub struct MySqlSession {
     statements_known: Option<bool>,
     /// The history has been read (`unfinished` is known).
     history_read: bool,
-    /// The migration an interrupted attempt left unfinished, taken out of
-    /// the history `history` returns (it is pending, resumed by `apply`).
-    unfinished: Option<apply::Unfinished>,
+    /// The migrations interrupted attempts left unfinished with their
+    /// progress, taken out of the history `history` returns (they are
+    /// pending, resumed by `apply`).
+    unfinished: Vec<apply::Unfinished>,
+    /// Whether the history table rolls back (InnoDB): only then does a row
+    /// change commit in one transaction with its progress.
+    history_rolls_back: bool,
     table: HistoryTable,
     /// The session's statement time limit in seconds (0: none), to put back
     /// after a migration that sets its own.
@@ -81,14 +89,23 @@ impl MySqlSession {
             conn,
             url: url.to_string(),
             lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
-            database,
+            database: database.clone(),
             lock_wait: settings.lock_timeout,
             locked: false,
             history_ready: false,
             statements_known: None,
             history_read: false,
-            unfinished: None,
-            table: HistoryTable::new(TABLE, Params::Question),
+            unfinished: Vec::new(),
+            history_rolls_back: false,
+            // named with its database: a `USE` in a migration does not
+            // send its progress elsewhere
+            table: HistoryTable::new(
+                match database.is_empty() {
+                    true => "`_sqlx_migrations`".to_string(),
+                    false => format!("{}.`_sqlx_migrations`", quote_ident(&database)),
+                },
+                Params::Question,
+            ),
             statement_secs: settings
                 .statement_timeout
                 .map(|d| d.as_secs_f64())
@@ -118,10 +135,16 @@ impl MySqlSession {
         if self.history_ready {
             return Ok(());
         }
-        self.conn
-            .ensure_migrations_table("_sqlx_migrations")
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL}",
+            self.table.name
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut self.conn)
             .await
-            .map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)))?;
+            .map_err(|e| self.err(e))?;
+        // made now, or there before (`history` found it and read its engine)
+        self.history_rolls_back |= !self.history_read;
         self.history_ready = true;
         Ok(())
     }
@@ -161,58 +184,57 @@ impl Session for MySqlSession {
         if !self.history_read {
             self.history().await?;
         }
-        if let Some(u) = &self.unfinished {
-            return Ok(Some(u.version));
+        if let Some(v) = self.unfinished.iter().map(|u| u.version).min() {
+            return Ok(Some(v));
         }
         self.legacy_interrupted().await
     }
 
-    /// The history, but for a migration an interrupted attempt left
-    /// unfinished with its progress (`resume.rs`): that one is kept back
-    /// for `apply` to resume, and so is pending. The same round trip says
-    /// whether an earlier fleetmig's `_fleetmig_statements` is there.
+    /// The history, but for the migrations interrupted attempts left
+    /// unfinished with their progress (`resume.rs`): those are kept back
+    /// for `apply` to resume, and so are pending (sqlx's dirty `-1` stays
+    /// dirty). The same round trip says whether the history table rolls
+    /// back and whether an earlier fleetmig's `_fleetmig_statements` is
+    /// there.
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
-        let tables: Vec<String> = sqlx::query_scalar(
-            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE() \
-             AND table_name IN ('_sqlx_migrations', '_fleetmig_statements')",
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(t.table_name AS CHAR), CAST(COALESCE(e.transactions, 'NO') AS CHAR) \
+             FROM information_schema.tables t LEFT JOIN information_schema.engines e ON e.engine = t.engine \
+             WHERE t.table_schema = DATABASE() AND t.table_name IN ('_sqlx_migrations', '_fleetmig_statements')",
         )
         .fetch_all(&mut self.conn)
         .await
         .map_err(|e| self.err(e))?;
-        self.statements_known = Some(tables.iter().any(|t| t == "_fleetmig_statements"));
+        let has = |name: &str| tables.iter().find(|(t, _)| t == name);
+        self.statements_known = Some(has("_fleetmig_statements").is_some());
         self.history_read = true;
-        self.unfinished = None;
-        if !tables.iter().any(|t| t == "_sqlx_migrations") {
+        self.unfinished.clear();
+        let Some((_, rolls_back)) = has("_sqlx_migrations") else {
             return Ok(Vec::new());
-        }
+        };
+        self.history_rolls_back = rolls_back == "YES";
         self.history_ready = true;
-        let rows: Vec<(i64, String, bool, Vec<u8>, i64)> = sqlx::query_as(
-            "SELECT version, description, success, checksum, execution_time \
-             FROM `_sqlx_migrations` ORDER BY version",
-        )
-        .fetch_all(&mut self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
-        let mut rows: Vec<_> = rows.into_iter().collect();
-        let unfinished: Vec<usize> = (0..rows.len()).filter(|i| !rows[*i].2).collect();
-        // one unfinished row, the last, with progress: resumable; anything
-        // else unfinished is dirty, as sqlx reads it
-        if let [i] = unfinished.as_slice()
-            && *i + 1 == rows.len()
-            && let Some(progress) = resume::Progress::decode(rows[*i].4)
-        {
-            let (version, _, _, checksum, _) = rows.remove(*i);
-            self.unfinished = Some(apply::Unfinished {
-                version,
-                checksum,
-                progress,
-            });
+        let rows: Vec<(i64, String, bool, Vec<u8>, i64)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT version, description, success, checksum, execution_time \
+                 FROM {} ORDER BY version",
+                self.table.name
+            )))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        let mut applied = Vec::with_capacity(rows.len());
+        for (version, description, success, checksum, time) in rows {
+            match (success, resume::Progress::decode(time)) {
+                (false, Some(progress)) => self.unfinished.push(apply::Unfinished {
+                    version,
+                    checksum,
+                    progress,
+                }),
+                _ => applied.push((version, description, success, checksum)),
+            }
         }
-        Ok(history::applied(
-            rows.into_iter()
-                .map(|(v, d, s, c, _)| (v, d, s, c))
-                .collect(),
-        ))
+        Ok(history::applied(applied))
     }
 
     async fn apply(&mut self, steps: &[Step<'_>]) -> Result<Vec<AppliedStep>, TenantError> {
@@ -230,6 +252,7 @@ impl Session for MySqlSession {
         started: Instant,
     ) -> Result<BatchOutcome, TenantError> {
         self.ensure_history().await?;
+        self.check_not_unfinished(step)?;
         let table = self.table.clone();
         history::backfill_batch(
             &mut self.conn,
@@ -345,18 +368,13 @@ impl Session for MySqlSession {
     async fn skip(&mut self, step: Step<'_>) -> Result<(), TenantError> {
         self.ensure_history().await?;
         let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
-        if self
-            .unfinished
-            .as_ref()
-            .is_some_and(|u| u.version == m.version)
-        {
-            // an interrupted attempt's row: skipped means written as done
-            self.unfinished = None;
-            sqlx::query("DELETE FROM `_sqlx_migrations` WHERE version = ? AND success = FALSE")
-                .bind(m.version)
-                .execute(&mut self.conn)
-                .await
-                .map_err(|e| self.err(e).at_version(m.version))?;
+        if self.unfinished.iter().any(|u| u.version == m.version) {
+            // (baseline refuses such a tenant before it skips anything)
+            return Err(TenantError::permanent(
+                FailureKind::Dirty,
+                format!("migration {} is unfinished on this tenant", m.version),
+            )
+            .at_version(m.version));
         }
         let r = self.conn.skip("_sqlx_migrations", &m).await;
         r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;

@@ -8,8 +8,11 @@
 //! started, `-3 - 2·n` when statement `n` may have started (`Progress`);
 //! sqlx's own `-1` stays "dirty, a person decides". Each statement's end
 //! and the next one's start are one write (a row change commits with it, in
-//! its transaction), so a file of one statement costs what sqlx's
-//! bookkeeping costs: a row before and its update after. The next attempt
+//! its transaction), so a file of one statement that can be judged (below)
+//! costs what sqlx's bookkeeping costs: a row before and its update after.
+//! (When the history table does not roll back — created by hand as MyISAM
+//! — a row change's end is written after it commits, and a kill between
+//! them leaves the tenant dirty.) The next attempt
 //! skips what ended and decides from the database what became of the
 //! statement that may have started (`Judge`):
 //! - `INSERT`, `UPDATE`, `DELETE`: they commit with the progress that

@@ -67,6 +67,14 @@ async fn read(
     if exists("_sqlx_migrations").fetch_one(&mut *conn).await? > 0 {
         let rows = sqlx::query(DATABASE_HISTORY).fetch_all(&mut *conn).await?;
         shared = rows.iter().map(applied).collect::<Result<Vec<_>, _>>()?;
+        if let Some(h) = shared.iter().find(|h| !h.success) {
+            // dirty, or (MySQL) a database-wide migration unfinished with
+            // its progress: only a session under the lock can tell
+            return Err(sqlx::Error::Protocol(format!(
+                "version {} of the database's own history is not finished",
+                h.version
+            )));
+        }
     }
     let mut own: HashMap<String, Vec<Applied>> = HashMap::new();
     if exists(TABLE).fetch_one(&mut *conn).await? > 0 {
