@@ -256,6 +256,11 @@ impl MySqlSession {
             }
         }
         let verify = step.script.verify.is_some();
+        // a row change commits with its progress when the history rolls
+        // back; else its end is written after it, and a kill between them
+        // leaves it to be judged, where `in_flight` finds the history among
+        // the tables that do not roll back: not to be told
+        let in_tx = judges.contains(&Judge::Rows) && self.history_rolls_back().await?;
         for i in from..n {
             let start = Progress {
                 next: i,
@@ -268,10 +273,7 @@ impl MySqlSession {
                 true => After::Finished(t0),
                 false => After::Progress(after(i)),
             };
-            // a row change commits with its progress (when the history
-            // rolls back; else its end is written after it, and a kill
-            // between them leaves it to be judged: not to be told)
-            let rows = judges[i] == Judge::Rows && self.history_rolls_back;
+            let rows = judges[i] == Judge::Rows && in_tx;
             if let Err(e) = self.run_one(v, &statements[i].sql, rows, then).await? {
                 return Err(self.statement_failed(step, statements, i, true, e).await);
             }

@@ -64,9 +64,9 @@ pub struct MySqlSession {
     /// progress, taken out of the history `history` returns (they are
     /// pending, resumed by `apply`).
     unfinished: Vec<apply::Unfinished>,
-    /// Whether the history table rolls back (InnoDB): only then does a row
-    /// change commit in one transaction with its progress.
-    history_rolls_back: bool,
+    /// Whether the history table rolls back (InnoDB), once known: only
+    /// then does a row change commit in one transaction with its progress.
+    history_rolls_back: Option<bool>,
     table: HistoryTable,
     /// The session's statement time limit in seconds (0: none), to put back
     /// after a migration that sets its own.
@@ -96,7 +96,7 @@ impl MySqlSession {
             statements_known: None,
             history_read: false,
             unfinished: Vec::new(),
-            history_rolls_back: false,
+            history_rolls_back: None,
             // named with its database: a `USE` in a migration does not
             // send its progress elsewhere
             table: HistoryTable::new(
@@ -131,6 +131,26 @@ impl MySqlSession {
         tenant_error(&e, Dialect::Mysql, Some(&self.url))
     }
 
+    /// Whether the history table rolls back: as `history` read it, else
+    /// read now.
+    async fn history_rolls_back(&mut self) -> Result<bool, TenantError> {
+        if let Some(known) = self.history_rolls_back {
+            return Ok(known);
+        }
+        let yes: Option<String> = sqlx::query_scalar(
+            "SELECT CAST(e.transactions AS CHAR) FROM information_schema.tables t \
+             JOIN information_schema.engines e ON e.engine = t.engine \
+             WHERE t.table_schema = ? AND t.table_name = '_sqlx_migrations'",
+        )
+        .bind(&self.database)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        let known = yes.is_some_and(|y| y == "YES");
+        self.history_rolls_back = Some(known);
+        Ok(known)
+    }
+
     async fn ensure_history(&mut self) -> Result<(), TenantError> {
         if self.history_ready {
             return Ok(());
@@ -143,8 +163,6 @@ impl MySqlSession {
             .execute(&mut self.conn)
             .await
             .map_err(|e| self.err(e))?;
-        // made now, or there before (`history` found it and read its engine)
-        self.history_rolls_back |= !self.history_read;
         self.history_ready = true;
         Ok(())
     }
@@ -210,9 +228,11 @@ impl Session for MySqlSession {
         self.history_read = true;
         self.unfinished.clear();
         let Some((_, rolls_back)) = has("_sqlx_migrations") else {
+            // `ensure_history` makes it, InnoDB, under this session's lock
+            self.history_rolls_back = Some(true);
             return Ok(Vec::new());
         };
-        self.history_rolls_back = rolls_back == "YES";
+        self.history_rolls_back = Some(rolls_back == "YES");
         self.history_ready = true;
         let rows: Vec<(i64, String, bool, Vec<u8>, i64)> =
             sqlx::query_as(sqlx::AssertSqlSafe(format!(
