@@ -38,6 +38,29 @@ async fn tenant(prefix: &str, big_rows: u32) -> Tenant {
 }
 
 impl Tenant {
+    /// How many of the tables `names` the tenant has.
+    async fn tables(&self, names: &[&str]) -> i64 {
+        let list: Vec<String> = names.iter().map(|n| format!("'{n}'")).collect();
+        self.scalar(&format!(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
+             AND table_name IN ({})",
+            list.join(", ")
+        ))
+        .await
+    }
+
+    /// Its history rows × 10 + those that succeeded (22: two, both clean).
+    async fn history_rows(&self) -> i64 {
+        self.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
+            .await
+    }
+
+    /// `fleetmig sync` of this one tenant with the set at `m`.
+    fn sync(&self, m: &std::path::Path) -> std::process::Output {
+        let dir = one_tenant_fleet(&self.url);
+        sync_fleet(dir.path(), "registry:fleet.csv", m, &[])
+    }
+
     async fn drop_now(self) {
         mysql_exec(&mysql_base_url(), &format!("DROP DATABASE `{}`", self.name)).await;
     }
@@ -83,12 +106,7 @@ impl Tenant {
 /// Starts `sync` on the one tenant, SIGKILLs it once the server runs a
 /// statement starting with `prefix`, then resumes the interrupted sync.
 async fn killed_during(t: &Tenant, set: &std::path::Path, prefix: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fleet.csv"),
-        format!("id,url,schema,tags\nt1,{},,\n", t.url),
-    )
-    .unwrap();
+    let dir = one_tenant_fleet(&t.url);
     let args = [
         "--fleet",
         "registry:fleet.csv",
@@ -144,19 +162,14 @@ async fn a_kill_inside_a_multi_statement_mysql_migration_resumes_after_the_last_
         "{log}"
     );
     // every statement exactly once, every version once and clean
-    let h = t
-        .scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-        .await;
+    let h = t.history_rows().await;
     assert_eq!(h, 22, "two history rows, both successful");
     assert_eq!(t.scalar("SELECT COUNT(*) FROM made").await, 2);
     assert_eq!(t.scalar("SELECT SUM(x) FROM made").await, 3);
     assert_eq!(t.scalar("SELECT SUM(c) FROM big").await, 7 * 300_000);
     assert_eq!(
-        t.scalar(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
-             AND table_name IN ('last_made', 'after_reshape', '_fleetmig_statements')"
-        )
-        .await,
+        t.tables(&["last_made", "after_reshape", "_fleetmig_statements"])
+            .await,
         2,
         "both tables made, and fleetmig's own table of statements gone"
     );
@@ -178,19 +191,8 @@ async fn a_killed_statement_nobody_can_judge_leaves_the_tenant_dirty_naming_it()
         "{all}"
     );
     // dirty: the history row says so, and nothing after ran
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        10
-    );
-    assert_eq!(
-        t.scalar(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
-             AND table_name = 'never'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(t.history_rows().await, 10);
+    assert_eq!(t.tables(&["never"]).await, 0);
     // the server's own sleep ends with its connection
     t.drop_now().await;
 }
@@ -215,12 +217,7 @@ async fn a_resumed_migration_sets_its_session_up_again() {
         .execute(&mut locker)
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fleet.csv"),
-        format!("id,url,schema,tags\nt1,{},,\n", t.url),
-    )
-    .unwrap();
+    let dir = one_tenant_fleet(&t.url);
     let child = fleetmig_process(dir.path())
         .args(["sync", "--fleet", "registry:fleet.csv", "--migrations"])
         .arg(m.path())
@@ -255,11 +252,7 @@ async fn a_resumed_migration_sets_its_session_up_again() {
         1,
         "the value was stored under the file's sql_mode"
     );
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        11
-    );
+    assert_eq!(t.history_rows().await, 11);
     t.drop_now().await;
 }
 
@@ -272,20 +265,10 @@ async fn a_dump_with_lock_tables_runs_whole() {
         "0001_dump.sql",
         "CREATE TABLE d (x INT);\nLOCK TABLES d WRITE;\nINSERT INTO d VALUES (1), (2);\nUNLOCK TABLES;\n",
     )]);
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fleet.csv"),
-        format!("id,url,schema,tags\nt1,{},,\n", t.url),
-    )
-    .unwrap();
-    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    let out = t.sync(m.path());
     expect_exit(&out, 0);
     assert_eq!(t.scalar("SELECT SUM(x) FROM d").await, 3);
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        11
-    );
+    assert_eq!(t.history_rows().await, 11);
     t.drop_now().await;
 }
 
@@ -329,30 +312,16 @@ async fn a_tenant_an_earlier_fleetmig_left_part_way_resumes_from_its_records() {
         ),
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fleet.csv"),
-        format!("id,url,schema,tags\nt1,{},,\n", t.url),
-    )
-    .unwrap();
-    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    let out = t.sync(m.path());
     expect_exit(&out, 0);
     assert_eq!(
         t.scalar("SELECT COUNT(*) FROM a").await,
         1,
         "not inserted twice"
     );
+    assert_eq!(t.history_rows().await, 11);
     assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        11
-    );
-    assert_eq!(
-        t.scalar(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
-             AND table_name IN ('b', '_fleetmig_statements')"
-        )
-        .await,
+        t.tables(&["b", "_fleetmig_statements"]).await,
         1,
         "b made, and the old table of statements gone"
     );
@@ -380,13 +349,7 @@ async fn an_unfinished_migration_whose_file_changed_is_refused_naming_it() {
          VALUES (1, 'two', FALSE, x'00', -4)",
     )
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fleet.csv"),
-        format!("id,url,schema,tags\nt1,{},,\n", t.url),
-    )
-    .unwrap();
-    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    let out = t.sync(m.path());
     expect_exit(&out, 1);
     let all = stdout(&out) + &stderr(&out);
     assert!(all.contains("0001_two.sql has changed since"), "{all}");
@@ -395,27 +358,11 @@ async fn an_unfinished_migration_whose_file_changed_is_refused_naming_it() {
             .await,
         -4
     );
-    assert_eq!(
-        t.scalar(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
-             AND table_name = 'b'"
-        )
-        .await,
-        0
-    );
+    assert_eq!(t.tables(&["b"]).await, 0);
     // with the file as it was (its checksum, as another tenant the file
     // ran on records it), the same row resumes at b
     let other = tenant("rschk", 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fleet.csv"),
-        format!("id,url,schema,tags\nt1,{},,\n", other.url),
-    )
-    .unwrap();
-    expect_exit(
-        &sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]),
-        0,
-    );
+    expect_exit(&other.sync(m.path()), 0);
     mysql_exec(
         &t.url,
         &format!(
@@ -426,19 +373,9 @@ async fn an_unfinished_migration_whose_file_changed_is_refused_naming_it() {
     )
     .await;
     other.drop_now().await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("fleet.csv"),
-        format!("id,url,schema,tags\nt1,{},,\n", t.url),
-    )
-    .unwrap();
-    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    let out = t.sync(m.path());
     expect_exit(&out, 0);
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        11
-    );
+    assert_eq!(t.history_rows().await, 11);
     t.drop_now().await;
 }
 
@@ -457,8 +394,7 @@ fn one_tenant_fleet(url: &str) -> tempfile::TempDir {
 /// ran on records it.
 async fn recorded_checksum(m: &std::path::Path, v: i64) -> String {
     let other = tenant("rsck", 0).await;
-    let dir = one_tenant_fleet(&other.url);
-    expect_exit(&sync_fleet(dir.path(), "registry:fleet.csv", m, &[]), 0);
+    expect_exit(&other.sync(m), 0);
     let hex = other
         .text(&format!(
             "SELECT HEX(checksum) FROM _sqlx_migrations WHERE version = {v}"
@@ -494,22 +430,12 @@ async fn a_use_inside_a_migration_leaves_its_progress_in_the_tenant() {
             other.name
         ),
     )]);
-    let dir = one_tenant_fleet(&t.url);
-    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    let out = t.sync(m.path());
     expect_exit(&out, 0);
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        11
-    );
+    assert_eq!(t.history_rows().await, 11);
     assert_eq!(other.scalar("SELECT COUNT(*) FROM there").await, 1);
     assert_eq!(
-        other
-            .scalar(
-                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
-                 AND table_name = '_sqlx_migrations'"
-            )
-            .await,
+        other.tables(&["_sqlx_migrations"]).await,
         0,
         "no history written into the other database"
     );
@@ -534,17 +460,9 @@ async fn a_history_table_that_does_not_roll_back_still_records_each_migration() 
         "0001_rows.sql",
         "CREATE TABLE a (x INT) ENGINE=InnoDB;\nINSERT INTO a VALUES (1);\nINSERT INTO a VALUES (2);\n",
     )]);
-    let dir = one_tenant_fleet(&t.url);
-    expect_exit(
-        &sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]),
-        0,
-    );
+    expect_exit(&t.sync(m.path()), 0);
     assert_eq!(t.scalar("SELECT SUM(x) FROM a").await, 3);
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        11
-    );
+    assert_eq!(t.history_rows().await, 11);
     t.drop_now().await;
 }
 
@@ -598,19 +516,8 @@ async fn an_unfinished_migration_resumes_after_a_lower_one_added_since() {
     );
     let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
     expect_exit(&out, 0);
-    assert_eq!(
-        t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-            .await,
-        22
-    );
-    assert_eq!(
-        t.scalar(
-            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
-             AND table_name IN ('low', 'a', 'b')"
-        )
-        .await,
-        3
-    );
+    assert_eq!(t.history_rows().await, 22);
+    assert_eq!(t.tables(&["low", "a", "b"]).await, 3);
     t.drop_now().await;
 }
 
@@ -738,8 +645,7 @@ async fn random_kills_across_a_mariadb_fleet_apply_every_statement_once() {
     for t in &tenants {
         let say = format!("{} after {kills} kills", t.name);
         assert_eq!(
-            t.scalar("SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations")
-                .await,
+            t.history_rows().await,
             33,
             "{say}: three clean history rows"
         );
@@ -764,11 +670,7 @@ async fn random_kills_across_a_mariadb_fleet_apply_every_statement_once() {
             "{say}"
         );
         assert_eq!(
-            t.scalar(
-                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() \
-                 AND table_name IN ('done', '_fleetmig_statements')"
-            )
-            .await,
+            t.tables(&["done", "_fleetmig_statements"]).await,
             1,
             "{say}"
         );
