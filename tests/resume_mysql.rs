@@ -423,22 +423,26 @@ impl Tenant {
 async fn a_use_inside_a_migration_leaves_its_progress_in_the_tenant() {
     let t = tenant("rsuse", 0).await;
     let other = tenant("rsusx", 0).await;
-    let m = migration_dir(&[(
-        "0001_elsewhere.sql",
-        &format!(
-            "CREATE TABLE here (x INT);\nUSE `{}`;\nCREATE TABLE there (y INT);\nINSERT INTO there VALUES (1);\n",
-            other.name
+    let m = migration_dir(&[
+        (
+            "0001_elsewhere.sql",
+            &format!(
+                "CREATE TABLE here (x INT);\nUSE `{}`;\nCREATE TABLE there (y INT);\nINSERT INTO there VALUES (1);\n",
+                other.name
+            ),
         ),
-    )]);
+        ("0002_after.sql", "CREATE TABLE after_use (z INT);\n"),
+    ]);
     let out = t.sync(m.path());
     expect_exit(&out, 0);
-    assert_eq!(t.history_rows().await, 11);
+    assert_eq!(t.history_rows().await, 22);
     assert_eq!(other.scalar("SELECT COUNT(*) FROM there").await, 1);
     assert_eq!(
-        other.tables(&["_sqlx_migrations"]).await,
+        other.tables(&["_sqlx_migrations", "after_use"]).await,
         0,
-        "no history written into the other database"
+        "no history, and not the next migration, in the other database"
     );
+    assert_eq!(t.tables(&["here", "after_use"]).await, 2);
     other.drop_now().await;
     t.drop_now().await;
 }
@@ -679,4 +683,60 @@ async fn random_kills_across_a_mariadb_fleet_apply_every_statement_once() {
     for t in tenants {
         t.drop_now().await;
     }
+}
+
+/// A row change the server refused part-way on a table that does not roll
+/// back (MyISAM keeps the rows it inserted before the duplicate) may have
+/// taken effect: the tenant is left dirty, naming the statement, never
+/// cleaned for a run that would insert those rows again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_change_refused_part_way_on_myisam_leaves_the_tenant_dirty() {
+    let t = tenant("rsmyp", 0).await;
+    mysql_exec(
+        &t.url,
+        "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=MyISAM; INSERT INTO t VALUES (1)",
+    )
+    .await;
+    let m = migration_dir(&[("0001_dup.sql", "INSERT INTO t VALUES (10), (1);\n")]);
+    let out = t.sync(m.path());
+    expect_exit(&out, 1);
+    let all = stdout(&out) + &stderr(&out);
+    assert!(all.contains("refused part-way"), "{all}");
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM t").await, 2, "10 stayed");
+    assert_eq!(
+        t.scalar(
+            "SELECT COUNT(*) * 10 + SUM(success) FROM _sqlx_migrations WHERE execution_time = -1"
+        )
+        .await,
+        10,
+        "a dirty row, not none"
+    );
+    t.drop_now().await;
+}
+
+/// A migration left unfinished whose file is gone is not run over: the next
+/// version is refused, naming the unfinished one, and nothing of it runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_version_is_not_applied_over_an_unfinished_one_whose_file_is_gone() {
+    let t = tenant("rsgone", 0).await;
+    mysql_exec(
+        &t.url,
+        "CREATE TABLE _sqlx_migrations (version BIGINT PRIMARY KEY, description TEXT NOT NULL, \
+         installed_on TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, success BOOLEAN NOT NULL, \
+         checksum BLOB NOT NULL, execution_time BIGINT NOT NULL); \
+         INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (1, 'gone', FALSE, x'00', -5)",
+    )
+    .await;
+    let m = migration_dir(&[("0002_next.sql", "CREATE TABLE next_one (x INT);\n")]);
+    let out = t.sync(m.path());
+    expect_exit(&out, 1);
+    let all = stdout(&out) + &stderr(&out);
+    assert!(
+        all.contains("migration 1 was interrupted part-way"),
+        "{all}"
+    );
+    assert_eq!(t.tables(&["next_one"]).await, 0);
+    assert_eq!(t.history_rows().await, 10, "only the unfinished row");
+    t.drop_now().await;
 }

@@ -77,6 +77,21 @@ impl MySqlSession {
         if let Some(why) = &whole {
             tracing::debug!(version = v, "statements not resumable one by one: {why}");
         }
+        if let Some(u) = self.unfinished.iter().find(|u| u.version < v) {
+            // planned in order, it would have been resumed before this one:
+            // its file is gone, or it is held
+            return Err(TenantError::permanent(
+                FailureKind::Dirty,
+                format!(
+                    "migration {} was interrupted part-way on this tenant and is not being \
+                     finished (its file is missing or it is held): {v} cannot run on top of it. \
+                     Restore its file and sync, or finish it by hand and delete its row from \
+                     _sqlx_migrations",
+                    u.version
+                ),
+            )
+            .at_version(v));
+        }
         let earlier = self.resume_point(step, &statements).await?;
         let (own, back) = self.step_timeouts(step);
         if !own.is_empty() {
@@ -93,6 +108,7 @@ impl MySqlSession {
         if !back.is_empty() {
             let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
         }
+        self.use_own_database(&statements).await?;
         let finished = ran?;
         if !finished {
             if let Some(failed) = history::verify(&mut self.conn, step.script, history::LEFT_DIRTY)
@@ -130,6 +146,28 @@ impl MySqlSession {
             }
             None => self.legacy_progress(step, statements).await,
         }
+    }
+
+    /// After statements that may have switched database (`USE`), back to
+    /// the tenant's own: nothing after them (the next migration, a backfill,
+    /// a revert) runs elsewhere.
+    pub(super) async fn use_own_database(
+        &mut self,
+        statements: &[Statement],
+    ) -> Result<(), TenantError> {
+        let used = statements.iter().any(|st| {
+            resume::session(&st.sql)
+                && st.sql.trim_start().len() > 3
+                && st.sql.trim_start()[..3].eq_ignore_ascii_case("USE")
+        });
+        if used && !self.database.is_empty() {
+            let back = format!("USE {}", super::quote_ident(&self.database));
+            self.conn
+                .execute(sqlx::AssertSqlSafe(back))
+                .await
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
     }
 
     /// A batched backfill is never left unfinished with progress: a row of
@@ -343,7 +381,35 @@ impl MySqlSession {
         let answered = matches!(e, sqlx::Error::Database(_));
         let mut t = self.err(e).at_version(v);
         let done_before = i > 0;
-        if answered && progress {
+        // the server refused it: nothing of it took effect when it did not
+        // parse, or is one atomic change (InnoDB rows, a DDL of one
+        // object); anything else keeps "may have started", for the next
+        // attempt to judge
+        let undone = answered
+            && progress
+            && (t.kind == FailureKind::Syntax
+                || self.refusal_left_nothing(&statements[i].sql).await);
+        if answered && progress && !undone {
+            if !t.is_transient() {
+                self.left_dirty(step).await;
+            }
+            t.message.push_str(&format!(
+                " (statement {} of {}, at {}:{}: refused part-way it may have changed rows of a \
+                 table that does not roll back, or some of the objects it names; {})",
+                i + 1,
+                statements.len(),
+                step.script.path.display(),
+                statements[i].line,
+                match t.is_transient() {
+                    true => "the next attempt judges it from the database",
+                    false =>
+                        "the tenant is dirty: look at what it did, then delete the row \
+                              from _sqlx_migrations and run again",
+                }
+            ));
+            return t;
+        }
+        if undone {
             let written = match done_before {
                 true => {
                     let back = Progress {
@@ -393,6 +459,17 @@ impl MySqlSession {
         );
         self.left_dirty(step).await;
         t
+    }
+
+    /// Whether a statement the server refused cannot have left anything
+    /// behind: a row change when every table it may touch rolls back, a
+    /// DDL of one object (atomic), a statement simply run again.
+    async fn refusal_left_nothing(&mut self, sql: &str) -> bool {
+        match Judge::of(sql) {
+            Judge::Unknown => false,
+            Judge::Rows => matches!(self.non_transactional_tables().await, Ok(false)),
+            Judge::Again | Judge::Exists { .. } => true,
+        }
     }
 
     /// Removes version `v`'s unfinished history row (nothing of it ran).

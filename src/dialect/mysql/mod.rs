@@ -228,8 +228,9 @@ impl Session for MySqlSession {
         self.history_read = true;
         self.unfinished.clear();
         let Some((_, rolls_back)) = has("_sqlx_migrations") else {
-            // `ensure_history` makes it, InnoDB, under this session's lock
-            self.history_rolls_back = Some(true);
+            // `ensure_history` makes it InnoDB, but a server may substitute
+            // another engine: read once it is there
+            self.history_rolls_back = None;
             return Ok(Vec::new());
         };
         self.history_rolls_back = Some(rolls_back == "YES");
@@ -271,6 +272,9 @@ impl Session for MySqlSession {
         size: u64,
         started: Instant,
     ) -> Result<BatchOutcome, TenantError> {
+        if !self.history_read {
+            self.history().await?;
+        }
         self.ensure_history().await?;
         self.check_not_unfinished(step)?;
         let table = self.table.clone();
@@ -396,7 +400,8 @@ impl Session for MySqlSession {
             )
             .at_version(m.version));
         }
-        let r = self.conn.skip("_sqlx_migrations", &m).await;
+        let table = self.table.name.clone();
+        let r = self.conn.skip(&table, &m).await;
         r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;
         self.forget_statements(m.version).await;
         Ok(())
@@ -404,7 +409,10 @@ impl Session for MySqlSession {
 
     async fn revert(&mut self, m: &Migration, down: &Script) -> Result<Duration, TenantError> {
         let mig = super::sqlx_migration(m, down, MigrationType::ReversibleDown);
-        let r = self.conn.revert("_sqlx_migrations", &mig).await;
+        let table = self.table.name.clone();
+        let r = self.conn.revert(&table, &mig).await;
+        let statements = crate::migration::split::split_for(&down.sql, Dialect::Mysql);
+        self.use_own_database(&statements).await?;
         let took =
             r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;
         self.forget_statements(m.version).await;

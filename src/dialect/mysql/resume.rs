@@ -395,11 +395,12 @@ impl MySqlSession {
     /// Whether the tenant's database has a table that does not roll back
     /// (MyISAM, Aria, MEMORY …): a row change there may have taken effect
     /// though its transaction did not commit.
-    async fn non_transactional_tables(&mut self) -> Result<bool, TenantError> {
+    pub(super) async fn non_transactional_tables(&mut self) -> Result<bool, TenantError> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM information_schema.tables t \
              JOIN information_schema.engines e ON e.engine = t.engine \
-             WHERE t.table_schema = ? AND t.table_type = 'BASE TABLE' AND e.transactions <> 'YES'",
+             WHERE t.table_schema IN (?, DATABASE()) AND t.table_type = 'BASE TABLE' \
+             AND e.transactions <> 'YES'",
         )
         .bind(&self.database)
         .fetch_one(&mut self.conn)
@@ -428,11 +429,12 @@ impl MySqlSession {
             ),
             _ => ("tables", String::new()),
         };
+        // unqualified: the database the session is in (a replayed `USE`)
         let sql = format!(
             "SELECT COUNT(*) FROM information_schema.{from} \
-             WHERE table_schema = ? AND table_name = ?{what}"
+             WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?{what}"
         );
-        let db = database.unwrap_or(&self.database).to_string();
+        let db = database.map(str::to_string);
         let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(db)
             .bind(table)
