@@ -392,8 +392,11 @@ impl Session for MySqlSession {
     async fn skip(&mut self, step: Step<'_>) -> Result<(), TenantError> {
         self.ensure_history().await?;
         let m = super::sqlx_migration(step.migration, step.script, MigrationType::Simple);
-        if self.unfinished.iter().any(|u| u.version == m.version) {
-            // (baseline refuses such a tenant before it skips anything)
+        if self.unfinished.iter().any(|u| u.version == m.version)
+            || self.legacy_recorded(m.version).await?
+        {
+            // (baseline refuses such a tenant before it skips anything,
+            // when it is the lowest part-applied version)
             return Err(TenantError::permanent(
                 FailureKind::Dirty,
                 format!("migration {} is unfinished on this tenant", m.version),

@@ -276,6 +276,23 @@ impl MySqlSession {
             .map_err(|e| self.err(e))
     }
 
+    /// Whether an earlier fleetmig recorded statements of version `v` in
+    /// `_fleetmig_statements` (it left `v` part-applied).
+    pub(super) async fn legacy_recorded(&mut self, v: i64) -> Result<bool, TenantError> {
+        if !self.has_statements_table().await? {
+            return Ok(false);
+        }
+        let t = self.statements_table();
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {t} WHERE version = ?"
+        )))
+        .bind(v)
+        .fetch_one(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
     async fn has_statements_table(&mut self) -> Result<bool, TenantError> {
         if let Some(known) = self.statements_known {
             return Ok(known);
