@@ -644,7 +644,11 @@ async fn random_kills_across_a_mariadb_fleet_apply_every_statement_once() {
             run_in(dir.path(), &resume)
         }
     };
-    expect_exit(&out, 0);
+    // a kill after the rollout was recorded complete, before the process
+    // exited, leaves nothing to resume: that is an end too
+    if !stderr(&out).contains("completed; nothing to resume") {
+        expect_exit(&out, 0);
+    }
     assert!(kills > 0, "no kill landed: the test proved nothing");
     for t in &tenants {
         let say = format!("{} after {kills} kills", t.name);
