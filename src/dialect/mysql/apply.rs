@@ -155,11 +155,9 @@ impl MySqlSession {
         &mut self,
         statements: &[Statement],
     ) -> Result<(), TenantError> {
-        let used = statements.iter().any(|st| {
-            resume::session(&st.sql)
-                && st.sql.trim_start().len() > 3
-                && st.sql.trim_start()[..3].eq_ignore_ascii_case("USE")
-        });
+        let used = statements
+            .iter()
+            .any(|st| resume::switches_database(&st.sql));
         if used && !self.database.is_empty() {
             let back = format!("USE {}", super::quote_ident(&self.database));
             self.conn
@@ -239,60 +237,23 @@ impl MySqlSession {
         let v = step.migration.version;
         let judges: Vec<Judge> = statements.iter().map(|st| Judge::of(&st.sql)).collect();
         let n = statements.len();
-        // the progress once statement `i` ended: the next marked started
+        // the progress when statement `i` is next: marked started at once
         // when a kill in it can be judged
-        let after = |i: usize| Progress {
-            next: i + 1,
-            started: judges.get(i + 1).is_some_and(|j| *j != Judge::Unknown),
+        let next = |i: usize| Progress {
+            next: i,
+            started: judges.get(i).is_some_and(|j| *j != Judge::Unknown),
         };
-        let (mut from, mut stored) = match earlier {
-            Some(p) => (p.next, p),
+        let (from, mut stored) = match earlier {
+            Some(p) => (self.resume_at(step, statements, p).await?, p),
             None => {
-                let p = Progress {
-                    next: 0,
-                    started: judges.first().is_some_and(|j| *j != Judge::Unknown),
-                };
                 let table = self.table.clone();
                 table
-                    .insert(&mut self.conn, step, false, p.encode())
+                    .insert(&mut self.conn, step, false, next(0).encode())
                     .await
                     .map_err(|e| self.err(e).at_version(v))?;
-                (0, p)
+                (0, next(0))
             }
         };
-        if earlier.is_some() {
-            // the session is new: what set it up is set again
-            for st in statements[..from.min(n)].iter() {
-                if resume::session(&st.sql) {
-                    self.conn
-                        .execute(sqlx::AssertSqlSafe(st.sql.clone()))
-                        .await
-                        .map_err(|e| self.err(e).at_version(v))?;
-                }
-            }
-        }
-        if earlier.is_some_and(|p| p.started && p.next < n) {
-            match self.in_flight(&statements[from].sql).await? {
-                InFlight::Done => {
-                    tracing::info!(
-                        version = v,
-                        statement = from + 1,
-                        "an interrupted attempt's statement had taken effect"
-                    );
-                    from += 1;
-                }
-                InFlight::Again { .. } => tracing::info!(
-                    version = v,
-                    statement = from + 1,
-                    "an interrupted attempt's statement had not taken effect: running it again"
-                ),
-                InFlight::Unknown(why) => {
-                    let t = crate::dialect::resume::unjudged(step, statements, from, &why);
-                    self.left_dirty(step).await;
-                    return Err(t);
-                }
-            }
-        }
         let verify = step.script.verify.is_some();
         // a row change commits with its progress when the history rolls
         // back; else its end is written after it, and a kill between them
@@ -309,15 +270,63 @@ impl MySqlSession {
             }
             let then = match i + 1 == n && !verify {
                 true => After::Finished(t0),
-                false => After::Progress(after(i)),
+                false => After::Progress(next(i + 1)),
             };
             let rows = judges[i] == Judge::Rows && in_tx;
             if let Err(e) = self.run_one(v, &statements[i].sql, rows, then).await? {
                 return Err(self.statement_failed(step, statements, i, true, e).await);
             }
-            stored = after(i);
+            stored = next(i + 1);
         }
         Ok(from < n && !verify)
+    }
+
+    /// Where a resumed attempt starts: the session set up again as the
+    /// statements that ended left it (`SET`, `USE`), and the statement an
+    /// earlier attempt may have started judged from the database (done:
+    /// the one after it; not: it again; nobody can tell: the tenant dirty).
+    async fn resume_at(
+        &mut self,
+        step: Step<'_>,
+        statements: &[Statement],
+        p: Progress,
+    ) -> Result<usize, TenantError> {
+        let v = step.migration.version;
+        let n = statements.len();
+        for st in statements[..p.next.min(n)].iter() {
+            if resume::session(&st.sql) {
+                self.conn
+                    .execute(sqlx::AssertSqlSafe(st.sql.clone()))
+                    .await
+                    .map_err(|e| self.err(e).at_version(v))?;
+            }
+        }
+        if !p.started || p.next >= n {
+            return Ok(p.next);
+        }
+        match self.in_flight(&statements[p.next].sql).await? {
+            InFlight::Done => {
+                tracing::info!(
+                    version = v,
+                    statement = p.next + 1,
+                    "an interrupted attempt's statement had taken effect"
+                );
+                Ok(p.next + 1)
+            }
+            InFlight::Again { .. } => {
+                tracing::info!(
+                    version = v,
+                    statement = p.next + 1,
+                    "an interrupted attempt's statement had not taken effect: running it again"
+                );
+                Ok(p.next)
+            }
+            InFlight::Unknown(why) => {
+                let t = crate::dialect::resume::unjudged(step, statements, p.next, &why);
+                self.left_dirty(step).await;
+                Err(t)
+            }
+        }
     }
 
     /// Runs one statement and writes what its end says (`then`): in one
@@ -363,12 +372,14 @@ impl MySqlSession {
         Ok(Ok(()))
     }
 
-    /// Statement `i` failed: where, and what it leaves. The server's refusal
-    /// means nothing of it took effect: the row goes back to before it (or
-    /// goes, when nothing ran before it). A transient failure leaves the
-    /// history resumable, and the next attempt resumes at this statement. A
-    /// permanent one after a statement took effect leaves the tenant dirty.
-    /// `progress`: the row keeps progress (not a file run whole).
+    /// Statement `i` failed: where, and what it leaves. A refusal by the
+    /// server that cannot have left anything behind puts the row back to
+    /// before the statement (`refused`); one that may have left something
+    /// keeps "may have started" for the next attempt to judge, or leaves
+    /// the tenant dirty when it is for good. A transient failure leaves the
+    /// history resumable; a permanent one after a statement took effect
+    /// leaves the tenant dirty. `progress`: the row keeps progress (not a
+    /// file run whole).
     async fn statement_failed(
         &mut self,
         step: Step<'_>,
@@ -377,66 +388,33 @@ impl MySqlSession {
         progress: bool,
         e: sqlx::Error,
     ) -> TenantError {
-        let v = step.migration.version;
         let answered = matches!(e, sqlx::Error::Database(_));
-        let mut t = self.err(e).at_version(v);
-        let done_before = i > 0;
-        // the server refused it: nothing of it took effect when it did not
-        // parse, or is one atomic change (InnoDB rows, a DDL of one
-        // object); anything else keeps "may have started", for the next
-        // attempt to judge
-        let undone = answered
-            && progress
-            && (t.kind == FailureKind::Syntax
-                || self.refusal_left_nothing(&statements[i].sql).await);
-        if answered && progress && !undone {
-            if !t.is_transient() {
-                self.left_dirty(step).await;
-            }
-            t.message.push_str(&format!(
-                " (statement {} of {}, at {}:{}: refused part-way it may have changed rows of a \
-                 table that does not roll back, or some of the objects it names; {})",
-                i + 1,
-                statements.len(),
-                step.script.path.display(),
-                statements[i].line,
-                match t.is_transient() {
-                    true => "the next attempt judges it from the database",
-                    false =>
-                        "the tenant is dirty: look at what it did, then delete the row \
-                              from _sqlx_migrations and run again",
+        let mut t = self.err(e).at_version(step.migration.version);
+        let at = format!(
+            "statement {} of {}, at {}:{}",
+            i + 1,
+            statements.len(),
+            step.script.path.display(),
+            statements[i].line
+        );
+        if answered && progress && !self.refused(step, &statements[i].sql, i, &mut t).await {
+            // refused part-way: it may have taken effect in part
+            let next = match t.is_transient() {
+                true => "the next attempt judges it from the database",
+                false => {
+                    self.left_dirty(step).await;
+                    "the tenant is dirty: look at what it did, then delete the row from \
+                     _sqlx_migrations and run again"
                 }
+            };
+            t.message.push_str(&format!(
+                " ({at}: refused part-way it may have changed rows of a table that does not \
+                 roll back, or some of the objects it names; {next})"
             ));
             return t;
         }
-        if undone {
-            let written = match done_before {
-                true => {
-                    let back = Progress {
-                        next: i,
-                        started: false,
-                    };
-                    self.write_after(v, After::Progress(back)).await
-                }
-                false => self.forget_row(v).await,
-            };
-            if written.is_err() {
-                t.message.push_str(
-                    " (its history row still says the statement may have started: the next \
-                     attempt judges it from the database)",
-                );
-            }
-        }
-        let st = &statements[i];
-        if t.is_transient() || !done_before {
-            t.message = format!(
-                "{} (statement {} of {}, at {}:{})",
-                t.message,
-                i + 1,
-                statements.len(),
-                step.script.path.display(),
-                st.line
-            );
+        if t.is_transient() || i == 0 {
+            t.message = format!("{} ({at})", t.message);
             return t;
         }
         let last = &statements[i - 1];
@@ -449,7 +427,7 @@ impl MySqlSession {
             t.message,
             i + 1,
             statements.len(),
-            st.line,
+            statements[i].line,
             i,
             last.line,
             crate::dialect::one_line(&last.sql)
@@ -459,6 +437,35 @@ impl MySqlSession {
         );
         self.left_dirty(step).await;
         t
+    }
+
+    /// Statement `i` (`sql`), refused by the server with `t`: when nothing
+    /// of it can have taken effect (it did not parse, or it is one atomic
+    /// change: InnoDB rows, a DDL of one object), the row goes back to
+    /// before it (or goes, when nothing ran before it) and true; else the
+    /// row is left as it is and false.
+    async fn refused(&mut self, step: Step<'_>, sql: &str, i: usize, t: &mut TenantError) -> bool {
+        if t.kind != FailureKind::Syntax && !self.refusal_left_nothing(sql).await {
+            return false;
+        }
+        let v = step.migration.version;
+        let written = match i {
+            0 => self.forget_row(v).await,
+            _ => {
+                let back = Progress {
+                    next: i,
+                    started: false,
+                };
+                self.write_after(v, After::Progress(back)).await
+            }
+        };
+        if written.is_err() {
+            t.message.push_str(
+                " (its history row still says the statement may have started: the next \
+                 attempt judges it from the database)",
+            );
+        }
+        true
     }
 
     /// Whether a statement the server refused cannot have left anything

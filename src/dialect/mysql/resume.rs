@@ -191,6 +191,12 @@ pub(super) fn session(sql: &str) -> bool {
     matches!(words(sql).first().map(String::as_str), Some("SET" | "USE"))
 }
 
+/// A statement that switches the session's database (`USE`, also inside a
+/// conditional comment).
+pub(super) fn switches_database(sql: &str) -> bool {
+    words(sql).first().is_some_and(|w| w == "USE")
+}
+
 /// Why statements of this file cannot be resumed one by one, if they
 /// cannot: a lock or a transaction of its own spans statements, or state
 /// a new session would not have (user variables, LAST_INSERT_ID(),
