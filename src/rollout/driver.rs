@@ -15,21 +15,24 @@ use super::recorder::Recorder;
 use super::waves::PlannedWave;
 use crate::error::{About, Error};
 use crate::options::Frozen;
-use crate::state::{Request, RolloutRecord, RolloutStatus, StateStore, now_ms};
+use crate::state::{Folded, Request, RolloutRecord, RolloutStatus, StateStore, now_ms};
 
-/// Creates a rollout from a wave plan and runs it.
+/// Creates a rollout from a wave plan (and the first wave's tenants found
+/// with nothing to do, `folded`: see `prefold`) and runs it.
 pub async fn start(
     ctx: &Ctx<'_>,
     command: &str,
     target: i64,
     settings: Frozen,
-    plan: Vec<PlannedWave>,
+    (plan, folded): (Vec<PlannedWave>, Vec<Folded>),
     refused: &[(String, String)],
     id: String,
 ) -> Result<Finished, Error> {
+    // a rollout began when its first tenant was read (ahead, `prefold`)
+    let began = folded.iter().filter_map(|f| f.started).min();
     let record = RolloutRecord {
         id: id.clone(),
-        created_at: now_ms(),
+        created_at: began.map_or(now_ms(), |b| b.min(now_ms())),
         operator: operator(),
         command: command.to_string(),
         fleet: ctx.fleet.recorded(),
@@ -52,7 +55,7 @@ pub async fn start(
         .map(|w| (w.name, w.selector, w.tenants))
         .collect();
     ctx.store
-        .create_rollout(&record, &waves, refused, ctx.opts.lease)
+        .create_rollout(&record, &waves, refused, folded, ctx.opts.lease)
         .await?;
     tracing::debug!(rollout = %id, "recorded");
     super::engine::run(ctx, &id, false).await

@@ -17,6 +17,7 @@ pub mod gate;
 pub mod hold;
 mod judge;
 mod outcome;
+mod prefold;
 pub mod recorder;
 pub mod retry;
 pub mod revert;
@@ -209,8 +210,17 @@ pub async fn start(
             .collect(),
         false => Vec::new(),
     };
+    // the first wave's tenants with nothing to do are recorded folded
+    let mut plan = plan;
+    let folded = match plan.first_mut() {
+        Some(first) => {
+            let held = settings.exec.hold_versions.clone();
+            prefold::at_head(ctx, &fanout, first, target, &held).await
+        }
+        None => Vec::new(),
+    };
     tracing::debug!(rollout = %id, tenants = tenants.len(), "planned");
-    driver::start(ctx, command, target, settings, plan, &refused, id).await
+    driver::start(ctx, command, target, settings, (plan, folded), &refused, id).await
 }
 
 /// Plans and runs a rollout whose per-tenant step is a move (`fleetmig move
@@ -263,7 +273,16 @@ pub async fn start_move(
     )?;
     pause_after_fits(req, &plan)?;
     let settings = frozen(exec, req, Some(spec));
-    driver::start(ctx, "move", ctx.set.head(), settings, plan, &[], id).await
+    driver::start(
+        ctx,
+        "move",
+        ctx.set.head(),
+        settings,
+        (plan, Vec::new()),
+        &[],
+        id,
+    )
+    .await
 }
 
 /// The settings a rollout is frozen with: `exec` and the request's gates,

@@ -41,6 +41,18 @@ const LISTS_LOCK: &str = "SELECT pg_advisory_xact_lock(7215092862)";
 /// `claimed_by`; no worker is named so, so the claim is free).
 pub const ASKED: &str = "asked:retry";
 
+/// Tenants of one wave found at `version` with nothing to do before the
+/// rollout was recorded (`rollout::prefold`): recorded as a fold from the
+/// start, with the times their histories were read.
+#[derive(Debug, Clone, Default)]
+pub struct Folded {
+    pub wave: i64,
+    pub version: i64,
+    pub ids: Vec<String>,
+    pub started: Option<i64>,
+    pub finished: Option<i64>,
+}
+
 /// A plain row as a fold takes it: tenant, wave, version, start, end.
 type PlainRow = (String, i64, i64, Option<i64>, Option<i64>);
 
@@ -204,6 +216,29 @@ impl StateStore {
         }
         self.drop_orphan_lists(c).await?;
         Ok(n)
+    }
+
+    /// Records `folds` of rollout `id` inside the caller's transaction (the
+    /// one that creates the rollout).
+    pub(super) async fn put_folds(
+        &self,
+        c: &mut sqlx::AnyConnection,
+        id: &str,
+        folds: Vec<Folded>,
+    ) -> Result<(), Error> {
+        if folds.iter().all(|f| f.ids.is_empty()) {
+            return Ok(());
+        }
+        self.lock_lists(c).await?;
+        for f in folds {
+            let g = Group {
+                ids: f.ids,
+                started: f.started,
+                finished: f.finished,
+            };
+            self.put_fold(c, id, (f.wave, f.version), g).await?;
+        }
+        Ok(())
     }
 
     /// The fold of `wave` at `version` in rollout `id`, if any: its ids,

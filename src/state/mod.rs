@@ -24,7 +24,7 @@ mod view;
 mod waves;
 mod workers;
 
-pub use fold::ASKED;
+pub use fold::{ASKED, Folded};
 
 /// How many tenants one statement names by key (`tenant_in`).
 const BY_KEY: usize = 500;

@@ -59,6 +59,7 @@ impl StateStore {
         r: &RolloutRecord,
         waves: &[(String, String, Vec<String>)],
         refused: &[(String, String)],
+        folded: Vec<super::Folded>,
         lease: Duration,
     ) -> Result<(), Error> {
         let mut tx = if self.postgres {
@@ -98,6 +99,7 @@ impl StateStore {
         .map_err(|e| self.err(e))?;
         self.insert_waves(&mut tx, r, waves).await?;
         self.insert_refused(&mut tx, r, refused).await?;
+        self.put_folds(&mut tx, &r.id, folded).await?;
         tx.commit().await.map_err(|e| self.err(e))?;
         let tenants_added: usize = waves.iter().map(|w| w.2.len()).sum();
         if self.postgres && tenants_added > ANALYZE_AFTER {

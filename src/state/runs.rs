@@ -125,8 +125,14 @@ impl StateStore {
         statuses: &[RunStatus],
     ) -> Result<Vec<String>, Error> {
         let marks: Vec<String> = (0..statuses.len()).map(|i| format!("${}", i + 3)).collect();
+        // only succeeded tenants are ever folded (some from the start:
+        // `rollout::prefold`); the to-do lists read the rows alone
+        let table = match statuses.contains(&RunStatus::Succeeded) {
+            true => "fleetmig_tenants",
+            false => "fleetmig_tenant_runs",
+        };
         let sql = format!(
-            "SELECT tenant FROM fleetmig_tenant_runs WHERE rollout_id = $1 AND wave = $2 \
+            "SELECT tenant FROM {table} WHERE rollout_id = $1 AND wave = $2 \
              AND status IN ({}) ORDER BY tenant",
             marks.join(", ")
         );
@@ -505,13 +511,20 @@ impl StateStore {
         tx.commit().await.map_err(|e| self.err(e))
     }
 
-    /// Records gate failures on tenants (tenant → why).
+    /// Records gate failures on tenants (tenant → why); a folded tenant
+    /// (found at head when the rollout was planned) gets its row back first.
     pub async fn set_gate_errors(
         &self,
         id: &str,
         errors: &BTreeMap<String, String>,
     ) -> Result<(), Error> {
-        let mut tx = self.pool.begin().await.map_err(|e| self.err(e))?;
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write_tx().await?;
+        self.lock_rollout(&mut tx, id).await?;
+        let tenants: Vec<String> = errors.keys().cloned().collect();
+        self.unfold_in(&mut tx, id, &tenants, None).await?;
         for (t, why) in errors {
             sqlx::query("UPDATE fleetmig_tenant_runs SET gate_error = $1 WHERE rollout_id = $2 AND tenant = $3")
                 .bind(why)

@@ -5,7 +5,8 @@
 
 use crate::common::*;
 use crate::on_both_stores;
-use crate::shared::{count, synced};
+use crate::shared::{count, rollout_args, synced};
+use sqlx::{Connection, Executor};
 
 on_both_stores!(
 /// Three syncs of 12 tenants: the first applies (rows kept), then one
@@ -98,4 +99,74 @@ async fn up_to_date_tenants_are_folded_and_read_back_whole(dir, store) {
     assert_eq!(count(store, "fleetmig_folds", &[]).await, 1);
     assert_eq!(count(store, "fleetmig_id_lists", &[]).await, 1);
     assert_eq!(count(store, "fleetmig_tenants", &[]).await, 12);
+});
+
+on_both_stores!(
+/// A tenant at head when a rollout is planned is folded from the start
+/// (`rollout::prefold`), not written as a row to be folded at the end: a
+/// rollout halted after its first wave (not finished, so no end-of-rollout
+/// fold has run) holds no row for the first wave's tenants at head, a row
+/// for its pending tenant and for every tenant of the later wave (read when
+/// their wave runs). The gate query fails on a folded tenant: its failure
+/// is recorded on its row, brought back. The resume finishes the rest.
+async fn tenants_at_head_when_planned_are_folded_from_the_start(dir, store) {
+    registry_fleet(dir, 8, 0);
+    let m = demo_migrations();
+    let m = m.to_str().unwrap();
+    // every tenant at head but t0000 (wave one) and t0007 (wave two)
+    let mut some = Vec::new();
+    for i in 1..7 {
+        some.extend(["--tenant".to_string(), format!("t{i:04}")]);
+    }
+    let some: Vec<&str> = some.iter().map(String::as_str).collect();
+    synced(dir, m, &some, 0);
+    // the gate query fails on t0002 alone (at head, so folded)
+    let mut c = sqlite(&registry_tenant(dir, "t0002")).await;
+    c.execute("CREATE TABLE flag (x INTEGER)").await.unwrap();
+    c.close().await.unwrap();
+    std::fs::write(
+        dir.join("gate.sql"),
+        "SELECT count(*) = 0 FROM sqlite_master WHERE name = 'flag'",
+    )
+    .unwrap();
+    let waves = ["--waves", "first=ids:t0000+t0001+t0002+t0003,rest", "--gate-sql", "gate.sql"];
+    let out = run_in(dir, &rollout_args(m, &waves));
+    expect_exit(&out, 1);
+    let report = report_dir(dir, &out);
+    let id = report.file_name().unwrap().to_str().unwrap().to_string();
+    let s = summary(&report);
+    assert_eq!(s["status"], "halted", "{s}");
+    let rows = |more: &str| format!("fleetmig_tenant_runs WHERE rollout_id = $1{more}");
+    let wave = |w: i64, ids: &str| {
+        let ids = ids.split(',').map(|t| format!("'{t}'")).collect::<Vec<_>>().join(", ");
+        (rows(&format!(" AND wave = {w}")), rows(&format!(" AND wave = {w} AND tenant IN ({ids})")))
+    };
+    // wave one: t0000 ran (a row), t0001 and t0003 are folded, t0002 is
+    // folded and brought back for its gate failure
+    let (all, these) = wave(0, "t0000,t0002");
+    assert_eq!((count(store, &all, &[&id]).await, count(store, &these, &[&id]).await), (2, 2));
+    let (all, these) = wave(1, "t0004,t0005,t0006,t0007");
+    assert_eq!((count(store, &all, &[&id]).await, count(store, &these, &[&id]).await), (4, 4));
+    let folded = store
+        .text("SELECT CAST(tenants AS TEXT) FROM fleetmig_folds WHERE rollout_id = $1 AND wave = 0", &[&id])
+        .await;
+    assert_eq!(folded, "2");
+    assert_eq!(count(store, &rows(" AND gate_error IS NOT NULL"), &[&id]).await, 1);
+    assert_eq!(count(store, "fleetmig_tenants WHERE rollout_id = $1", &[&id]).await, 8);
+    let csv = csv_rows(&report);
+    assert_eq!(csv.len(), 8);
+    assert!(csv["t0002"]["gate_error"].contains("gate query returned 1 row"), "{:?}", csv["t0002"]);
+    assert_eq!(csv["t0001"]["status"], "succeeded");
+    assert_eq!(csv["t0000"]["applied_versions"].split(';').count(), 8, "{:?}", csv["t0000"]);
+
+    // the gate passed by hand: the rest runs, and at the end the plain
+    // tenants at head are folded as before
+    let out = run_in(dir, &["resume", &id, "--override-gate", "--migrations", m]);
+    expect_exit(&out, 1); // a gate error stays in the report
+    assert_eq!(summary(&report_dir(dir, &out))["status"], "completed");
+    let csv = csv_rows(&report_dir(dir, &out));
+    assert_eq!(csv.len(), 8);
+    assert!(csv.values().all(|r| r["status"] == "succeeded"), "{csv:?}");
+    assert_eq!(csv["t0007"]["applied_versions"].split(';').count(), 8, "{:?}", csv["t0007"]);
+    assert_eq!(count(store, &rows(""), &[&id]).await, 3, "t0000, t0007 applied; t0002 failed its gate");
 });

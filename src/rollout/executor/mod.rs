@@ -269,33 +269,26 @@ const PEEK_CHUNK: usize = 256;
 fn up_to_date(shared: &Shared, tenant: &Tenant, history: &[crate::migration::Applied]) -> bool {
     let started = Instant::now();
     let started_at = Utc::now();
-    let Ok(mut plan) = plan_tenant(
-        history,
-        &shared.set,
-        tenant.locator.dialect(),
-        shared.target,
-    ) else {
+    let dialect = tenant.locator.dialect();
+    let held = &shared.opts.hold_versions;
+    let Some(current) = at_rest(history, &shared.set, dialect, shared.target, held) else {
         return false;
     };
-    super::hold::cut_at_held(&mut plan.pending, &shared.opts.hold_versions);
-    if !plan.pending.is_empty() {
-        return false;
-    }
     shared.emit(Event::TenantStarted {
         tenant: tenant.id.clone(),
         attempt: 1,
     });
     shared.emit(Event::TenantPlanned {
         tenant: tenant.id.clone(),
-        from_version: plan.current,
+        from_version: current,
         pending: Vec::new(),
     });
     shared.emit(Event::TenantFinished(Box::new(TenantOutcome {
         tenant: tenant.id.clone(),
         status: TenantStatus::UpToDate,
         attempts: 1,
-        from_version: Some(plan.current),
-        to_version: Some(plan.current),
+        from_version: Some(current),
+        to_version: Some(current),
         applied: Vec::new(),
         duration: started.elapsed(),
         started_at: Some(started_at),
@@ -303,6 +296,22 @@ fn up_to_date(shared: &Shared, tenant: &Tenant, history: &[crate::migration::App
         error: None,
     })));
     true
+}
+
+/// The version a tenant whose `history` this is stands at, when it has
+/// nothing to apply up to `target` (`held`: the contract versions held):
+/// `None` when something is pending or the history does not plan (a failed
+/// or changed migration), which only a session may decide.
+pub(crate) fn at_rest(
+    history: &[crate::migration::Applied],
+    set: &MigrationSet,
+    dialect: Dialect,
+    target: Option<i64>,
+    held: &[i64],
+) -> Option<i64> {
+    let mut plan = plan_tenant(history, set, dialect, target).ok()?;
+    super::hold::cut_at_held(&mut plan.pending, held);
+    plan.pending.is_empty().then_some(plan.current)
 }
 
 fn not_started(shared: &Shared, tenant: &Tenant, reason: &str) {
