@@ -73,6 +73,16 @@ pub enum Event {
         run_id: String,
         tenants: usize,
     },
+    /// Before a rollout is recorded, `tenants` of its first wave are read
+    /// ahead (`rollout::prefold`).
+    ReadingAhead {
+        tenants: usize,
+    },
+    /// Of the tenants read ahead, `tenants` more were found with nothing to
+    /// do: done, recorded folded.
+    FoundAtHead {
+        tenants: usize,
+    },
     TenantStarted {
         tenant: TenantId,
         attempt: u32,

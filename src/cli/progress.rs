@@ -93,6 +93,14 @@ impl Subscriber for Live {
                 let done = self.done.load(Ordering::Relaxed);
                 self.total.store(done + tenants, Ordering::Relaxed);
             }
+            Event::ReadingAhead { tenants } => {
+                let done = self.done.load(Ordering::Relaxed);
+                self.total.store(done + tenants, Ordering::Relaxed);
+            }
+            Event::FoundAtHead { tenants } => {
+                self.done.fetch_add(*tenants, Ordering::Relaxed);
+                self.ok.fetch_add(*tenants, Ordering::Relaxed);
+            }
             Event::TenantStarted { tenant, .. } => {
                 let mut e = self
                     .in_flight

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use super::context::Ctx;
 use super::executor::at_rest;
 use super::waves::PlannedWave;
+use crate::event::Event;
 use crate::fanout::Fanout;
 use crate::state::{Folded, now_ms};
 use crate::tenant::Tenant;
@@ -43,16 +44,25 @@ pub(super) async fn at_head(
     let mut folds: BTreeMap<i64, Folded> = BTreeMap::new();
     let mut keep: Vec<String> = Vec::with_capacity(first.tenants.len());
     let mut ids = std::mem::take(&mut first.tenants).into_iter();
+    let total = ids.len();
+    ctx.bus.emit(Event::ReadingAhead { tenants: total });
     loop {
         let round: Vec<String> = ids.by_ref().take(ROUND).collect();
         if round.is_empty() {
             break;
         }
-        let tenants: Vec<Tenant> = round.iter().filter_map(|id| tenant(ctx, id)).collect();
-        if ctx.cancel.is_cancelled() || tenants.len() != round.len() {
+        if ctx.cancel.is_cancelled() {
             keep.extend(round);
             continue;
         }
+        let mut tenants: Vec<Tenant> = Vec::with_capacity(round.len());
+        for id in round {
+            match tenant(ctx, &id) {
+                Some(t) => tenants.push(t),
+                None => keep.push(id),
+            }
+        }
+        let kept = keep.len();
         let started = now_ms();
         let peeked = ctx.connector.peek(fanout, &tenants).await;
         let finished = now_ms();
@@ -71,6 +81,8 @@ pub(super) async fn at_head(
             f.ids.push(t.id.to_string());
             f.finished = Some(finished);
         }
+        let at_head = tenants.len() - (keep.len() - kept);
+        ctx.bus.emit(Event::FoundAtHead { tenants: at_head });
     }
     first.tenants = keep;
     folds.into_values().collect()
