@@ -52,6 +52,9 @@ pub enum Error {
     /// Another rollout holds the fleet, or the rollout cannot be taken over.
     #[error("{0}")]
     Busy(String),
+    /// A signal stopped the command before it recorded anything.
+    #[error("{0}")]
+    Stopped(String),
     /// Reports or other local files could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -83,6 +86,7 @@ impl Error {
             | Error::Lint(_) => 2,
             Error::Discovery { .. } | Error::Io { .. } | Error::State { .. } => 3,
             Error::Busy(_) => 4,
+            Error::Stopped(_) => 130,
         }
     }
 

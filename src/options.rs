@@ -265,8 +265,11 @@ fn first_format() -> u32 {
 
 impl Frozen {
     /// The shape this fleetmig writes: 2 since the settings keys became
-    /// one set of groups (`config/keys.rs`) and `--to` left `ExecOptions`.
-    pub const FORMAT: u32 = 2;
+    /// one set of groups (`config/keys.rs`) and `--to` left `ExecOptions`;
+    /// 3 since a running rollout may hold folded tenants (recorded at
+    /// head when it was planned, `rollout/prefold.rs`), which an older
+    /// worker would not see when it judges a gate.
+    pub const FORMAT: u32 = 3;
 }
 
 /// Where each tenant of a move rollout goes, and how it is copied: the

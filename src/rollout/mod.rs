@@ -211,6 +211,10 @@ pub async fn start(
         false => Vec::new(),
     };
     // the first wave's tenants with nothing to do are recorded folded
+    // (another rollout running on the fleet is refused before they are read)
+    ctx.store
+        .refuse_running_on(&ctx.fleet.recorded(), ctx.opts.lease)
+        .await?;
     let mut plan = plan;
     let folded = match plan.first_mut() {
         Some(first) => {
@@ -219,6 +223,13 @@ pub async fn start(
         }
         None => Vec::new(),
     };
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Stopped(
+            "stopped by a signal while reading the tenants' histories, before the \
+             rollout was recorded: nothing was written"
+                .into(),
+        ));
+    }
     tracing::debug!(rollout = %id, tenants = tenants.len(), "planned");
     driver::start(ctx, command, target, settings, (plan, folded), &refused, id).await
 }

@@ -75,7 +75,7 @@ impl StateStore {
                 .await
                 .map_err(|e| self.err(e))?
         };
-        self.refuse_running(&mut tx, r, lease).await?;
+        self.refuse_running(&mut tx, &r.fleet, lease).await?;
         sqlx::query(
             "INSERT INTO fleetmig_rollouts (id, created_at, operator, command, fleet, migrations_dir, set_checksum, \
              target, settings, status, reason, current_wave, claimed_by, heartbeat_at, finished_at, reports_dir) \
@@ -114,17 +114,25 @@ impl StateStore {
         Ok(())
     }
 
-    /// A rollout already running on `r`'s fleet refuses a new one.
+    /// `refuse_running` before a rollout of `fleet` is planned, outside
+    /// the transaction that records it (which asks again): a rollout
+    /// refused is refused before its tenants are read.
+    pub async fn refuse_running_on(&self, fleet: &str, lease: Duration) -> Result<(), Error> {
+        let mut c = self.pool.acquire().await.map_err(|e| self.err(e))?;
+        self.refuse_running(&mut c, fleet, lease).await
+    }
+
+    /// A rollout already running on `fleet` refuses a new one.
     async fn refuse_running(
         &self,
         c: &mut sqlx::AnyConnection,
-        r: &RolloutRecord,
+        fleet: &str,
         lease: Duration,
     ) -> Result<(), Error> {
         let running = sqlx::query(
             "SELECT * FROM fleetmig_rollouts WHERE fleet = $1 AND status = $2 ORDER BY created_at DESC",
         )
-        .bind(&r.fleet)
+        .bind(fleet)
         .bind(RolloutStatus::Running.as_str())
         .fetch_all(&mut *c)
         .await

@@ -116,11 +116,11 @@ async fn a_damaged_rollout_row_is_a_clear_error_and_nothing_runs(dir, store) {
     // settings of a newer shape than this fleetmig knows are refused, not
     // read with what it does not know left out
     let newer = settings.replacen('{', "{\"format\":99,", 1);
-    assert!(settings.contains("\"format\":2"), "{settings}");
+    assert!(settings.contains("\"format\":3"), "{settings}");
     store
         .exec(
             "UPDATE fleetmig_rollouts SET settings = $1, status = 'paused' WHERE id = $2",
-            &[&newer.replacen("\"format\":2,", "", 1), &id],
+            &[&newer.replacen("\"format\":3,", "", 1), &id],
         )
         .await;
     resume_refused(dir, &resume, &format!("rollout {id} was planned by a newer fleetmig"), &untouched)
