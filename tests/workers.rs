@@ -315,3 +315,58 @@ fn a_sqlite_store_refuses_a_worker() {
         stderr(&out)
     );
 }
+
+/// A `worker --once` waiting for a rollout exits with that rollout's
+/// outcome when it ran and ended between two of the worker's looks: a
+/// fleet found at head is done the moment its rollout is recorded (its
+/// tenants are read before), and the worker must not wait for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_once_exits_when_the_rollout_ended_before_it_could_join() {
+    let db = pg_database("once").await;
+    let dir = sqlite_fleet(30);
+    let m = demo_migrations();
+    let sync = |dir: &std::path::Path| {
+        run_in(
+            dir,
+            &[
+                "sync",
+                "--state",
+                &db.url,
+                "--fleet",
+                "sqlite-dir:tenants",
+                "--migrations",
+            ]
+            .into_iter()
+            .chain([m.to_str().unwrap(), "--progress-every", "0"])
+            .collect::<Vec<_>>(),
+        )
+    };
+    expect_exit(&sync(dir.path()), 0);
+    let worker = fleetmig_process(dir.path())
+        .args([
+            "worker",
+            "--once",
+            "--state",
+            &db.url,
+            "--fleet",
+            "sqlite-dir:tenants",
+        ])
+        .arg("--migrations")
+        .arg(&m)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = sync(dir.path());
+    expect_exit(&out, 0);
+    assert!(stdout(&out).contains("(30 up to date)"), "{}", stdout(&out));
+    let (done, late) = wait_until(worker, Instant::now() + Duration::from_secs(20));
+    assert!(
+        !late,
+        "the worker still waited 20 s after the rollout ended: {}",
+        said(&done)
+    );
+    assert_eq!(done.status.code(), Some(0), "{}", said(&done));
+    let why = "ran and ended (completed) before this worker could join it";
+    assert!(said(&done).contains(why), "{}", said(&done));
+    db.drop_now().await;
+}

@@ -267,12 +267,16 @@ pub async fn worker(a: WorkerArgs) -> Result<i32, Error> {
 }
 
 async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Result<i32, Error> {
+    let since = crate::state::now_ms();
     let mut announced = false;
     // since when joining has failed for a reason that may pass (the fleet's
     // or the store's server restarting): a worker waits that out
     let mut failing: Option<std::time::Instant> = None;
     loop {
         let Some(r) = rollout_to_join(store, a).await? else {
+            if let Some(code) = ended_before_joined(store, a, since).await? {
+                return Ok(code);
+            }
             if !announced {
                 errln!(
                     "fleetmig: no rollout runs in {}; waiting for one",
@@ -326,6 +330,38 @@ async fn work_until_done(cfg: &Config, store: &StateStore, a: &WorkerArgs) -> Re
             }
         }
     }
+}
+
+/// `worker --once` (without `--rollout`): a rollout that ran and ended
+/// between two looks for one since the worker started (a fleet found at
+/// head is done the moment it is recorded) is the one it was waiting for:
+/// its exit code, said on stderr.
+async fn ended_before_joined(
+    store: &StateStore,
+    a: &WorkerArgs,
+    since: i64,
+) -> Result<Option<i32>, Error> {
+    if !a.once || a.rollout.is_some() {
+        return Ok(None);
+    }
+    let ended = patiently("reading the rollouts", || store.rollouts(20))
+        .await?
+        .into_iter()
+        .find(|r| {
+            r.status.is_finished() && r.finished_at.is_some_and(|f| f >= since)
+                || r.status == RolloutStatus::Halted && r.created_at >= since
+        });
+    Ok(ended.map(|r| {
+        errln!(
+            "fleetmig: rollout {} ran and ended ({}) before this worker could join it",
+            r.id,
+            r.status
+        );
+        match r.status {
+            RolloutStatus::Completed => 0,
+            _ => 1,
+        }
+    }))
 }
 
 /// The rollout a worker joins: the one `--rollout` names, or the newest
