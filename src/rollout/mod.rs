@@ -146,7 +146,7 @@ pub async fn start(
     crate::report::check_folder(&ctx.opts.reports)?;
     let id = new_run_id();
     let specs = parse_waves(req.waves.as_deref().unwrap_or("all=rest"))?;
-    let plan = plan_waves(&specs, &tenants, &id)?;
+    let mut plan = plan_waves(&specs, &tenants, &id)?;
     let gate_sql = req
         .gate_sql
         .as_ref()
@@ -210,26 +210,8 @@ pub async fn start(
             .collect(),
         false => Vec::new(),
     };
-    // the first wave's tenants with nothing to do are recorded folded
-    // (another rollout running on the fleet is refused before they are read)
-    ctx.store
-        .refuse_running_on(&ctx.fleet.recorded(), ctx.opts.lease)
-        .await?;
-    let mut plan = plan;
-    let folded = match plan.first_mut() {
-        Some(first) => {
-            let held = settings.exec.hold_versions.clone();
-            prefold::at_head(ctx, &fanout, first, target, &held).await
-        }
-        None => Vec::new(),
-    };
-    if ctx.cancel.is_cancelled() {
-        return Err(Error::Stopped(
-            "stopped by a signal while reading the tenants' histories, before the \
-             rollout was recorded: nothing was written"
-                .into(),
-        ));
-    }
+    let held = settings.exec.hold_versions.clone();
+    let folded = prefold::first_wave(ctx, &fanout, &mut plan, target, &held).await?;
     tracing::debug!(rollout = %id, tenants = tenants.len(), "planned");
     driver::start(ctx, command, target, settings, (plan, folded), &refused, id).await
 }

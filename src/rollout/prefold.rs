@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use super::context::Ctx;
 use super::executor::at_rest;
 use super::waves::PlannedWave;
+use crate::error::Error;
 use crate::event::Event;
 use crate::fanout::Fanout;
 use crate::state::{Folded, now_ms};
@@ -30,11 +31,40 @@ use crate::tenant::Tenant;
 /// next is read (flat memory at 100,000 tenants), only the ids kept.
 const ROUND: usize = 4096;
 
+/// The first wave of `plan` read ahead (`at_head`), once no other
+/// rollout runs on the fleet (refused before its tenants are read; the
+/// transaction that records the rollout asks again): the folds to record
+/// with it. A signal during the read stops the command with nothing
+/// recorded.
+pub(super) async fn first_wave(
+    ctx: &Ctx<'_>,
+    fanout: &Fanout,
+    plan: &mut [PlannedWave],
+    target: i64,
+    held: &[i64],
+) -> Result<Vec<Folded>, Error> {
+    let Some(first) = plan.first_mut() else {
+        return Ok(Vec::new());
+    };
+    ctx.store
+        .refuse_running_on(&ctx.fleet.recorded(), ctx.opts.lease)
+        .await?;
+    let folded = at_head(ctx, fanout, first, target, held).await;
+    if ctx.cancel.is_cancelled() {
+        return Err(Error::Stopped(
+            "stopped by a signal while reading the tenants' histories, before the rollout \
+             was recorded: nothing was written"
+                .into(),
+        ));
+    }
+    Ok(folded)
+}
+
 /// Takes out of `first` (the rollout's first wave, index 0) the tenants
 /// whose history shows nothing to apply up to `target` with `held` held,
 /// and returns them as folds, one per version they stand at. Stops reading
 /// (the rest keep their rows) when the command is cancelled.
-pub(super) async fn at_head(
+async fn at_head(
     ctx: &Ctx<'_>,
     fanout: &Fanout,
     first: &mut PlannedWave,
