@@ -379,3 +379,85 @@ async fn a_gate_over_a_big_wave_stays_within_the_concurrency() {
     watch.close().await.unwrap();
     db.drop_now().await;
 }
+
+/// The gate query runs on every succeeded tenant of the wave whatever the
+/// state store's collation: with an ICU collation PostgreSQL sorts `ta`
+/// before `tB` (letters first, case after), the byte order the other way,
+/// and the gate's list of tenants used to be searched in the byte order,
+/// missing some: a gate that silently skipped tenants.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gate_sees_every_tenant_whatever_the_stores_collation() {
+    let base = pg_base_url();
+    let name = format!("fm_icu_{:08x}", rand::random::<u32>());
+    let mut admin = pg_connect(&base).await;
+    sqlx::Executor::execute(
+        &mut admin,
+        sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+        )),
+    )
+    .await
+    .unwrap();
+    admin.close().await.unwrap();
+    let db = PgDb {
+        url: with_db(&base, &name),
+        name,
+    };
+    let ids = ["tB", "ta", "tD", "tc", "tF", "te"];
+    let mut c = db.conn().await;
+    let sorted: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM unnest($1::text[]) AS u(id) ORDER BY id")
+            .bind(ids.to_vec())
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+    let mut bytes: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    bytes.sort();
+    assert_ne!(
+        sorted, bytes,
+        "the store's collation orders these ids as bytes do"
+    );
+    c.close().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("db")).unwrap();
+    let mut csv = String::from("id,url,schema,tags\n");
+    for id in ids {
+        std::fs::write(dir.path().join(format!("db/{id}.db")), b"").unwrap();
+        csv.push_str(&format!("{id},sqlite://db/{id}.db,,\n"));
+    }
+    std::fs::write(dir.path().join("fleet.csv"), csv).unwrap();
+    // a gate that fails on every tenant: it must say so of all six
+    std::fs::write(dir.path().join("gate.sql"), "SELECT 0").unwrap();
+    let out = fleetmig()
+        .current_dir(dir.path())
+        .args([
+            "rollout",
+            "--fleet",
+            "registry:fleet.csv",
+            "--state",
+            &db.url,
+        ])
+        .args([
+            "--progress-every",
+            "0",
+            "--gate-sql",
+            "gate.sql",
+            "--migrations",
+        ])
+        .arg(demo_migrations())
+        .output()
+        .unwrap();
+    expect_exit(&out, 1);
+    let s = summary(&report_dir(dir.path(), &out));
+    assert_eq!(s["status"], "halted", "{s}");
+    let reason = s["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("gate_sql failed on 6 tenant(s)"),
+        "{reason}"
+    );
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    for id in ids {
+        assert!(!rows[id]["gate_error"].is_empty(), "{id}: {:?}", rows[id]);
+    }
+    db.drop_now().await;
+}

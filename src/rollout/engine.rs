@@ -257,7 +257,9 @@ impl Run<'_, '_> {
                 Some(e) => e,
                 None => store.interrupted(&self.id, wave.wave).await?,
             };
-            earlier.retain(|t, _| claimed.binary_search(t).is_ok());
+            // a set: the claim's order is the store's collation's
+            let these: std::collections::HashSet<&String> = claimed.iter().collect();
+            earlier.retain(|t, _| these.contains(t));
             let cancel = self.stop.child(self.seat.lease());
             let (took, before) = (Instant::now(), self.recorder.finished());
             self.run_tenants(r, &claimed, earlier, &cancel, failures)

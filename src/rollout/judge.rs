@@ -51,17 +51,18 @@ pub(super) async fn decide(
     if let Some(sql) = &policy.gate_sql
         && tally.not_started == 0
     {
-        let ok = ctx
+        // a set, not a search of the store's order: PostgreSQL sorts by
+        // its collation, which need not be the byte order of the ids
+        let ok: std::collections::HashSet<String> = ctx
             .store
             .wave_tenants(id, wave.wave, &[RunStatus::Succeeded])
-            .await?;
+            .await?
+            .into_iter()
+            .collect();
         let tenants: Vec<&Tenant> = ctx
             .tenants
             .iter()
-            .filter(|t| {
-                ok.binary_search_by(|o| o.as_str().cmp(t.id.as_str()))
-                    .is_ok()
-            })
+            .filter(|t| ok.contains(t.id.as_str()))
             .collect();
         sql_errors = gate::check_sql(&ctx.connector, fanout, sql, tenants).await;
         ctx.store.set_gate_errors(id, &sql_errors).await?;
