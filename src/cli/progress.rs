@@ -88,12 +88,9 @@ impl Live {
 impl Subscriber for Live {
     fn on_event(&self, event: &Event) {
         match event {
-            Event::RunStarted { tenants, .. } => {
-                // a later wave adds to what earlier waves did
-                let done = self.done.load(Ordering::Relaxed);
-                self.total.store(done + tenants, Ordering::Relaxed);
-            }
-            Event::ReadingAhead { tenants } => {
+            Event::RunStarted { tenants, .. } | Event::ReadingAhead { tenants } => {
+                // a later wave (or the run after the read-ahead) adds to
+                // what was done before
                 let done = self.done.load(Ordering::Relaxed);
                 self.total.store(done + tenants, Ordering::Relaxed);
             }

@@ -216,6 +216,14 @@ impl Ctx<'_> {
             .clone()
     }
 
+    /// The fleet's tenant `id`, if it is one (the list is sorted by id).
+    pub fn tenant(&self, id: &str) -> Option<&Tenant> {
+        self.tenants
+            .binary_search_by(|t| t.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.tenants[i])
+    }
+
     /// The tenants of the fleet named by `ids` (all when empty); an unknown
     /// id is a usage error naming the flag.
     pub fn only(&self, ids: &[String]) -> Result<Vec<Tenant>, Error> {

@@ -17,22 +17,30 @@ use crate::error::{About, Error};
 use crate::options::Frozen;
 use crate::state::{Folded, Request, RolloutRecord, RolloutStatus, StateStore, now_ms};
 
-/// Creates a rollout from a wave plan (and the first wave's tenants found
-/// with nothing to do, `folded`: see `prefold`) and runs it.
+/// What a new rollout is recorded with: its waves, and the first wave's
+/// tenants read ahead with nothing to do (`folded`, see `prefold`), which
+/// are in no wave's list.
+pub struct Plan {
+    pub waves: Vec<PlannedWave>,
+    pub folded: Vec<Folded>,
+}
+
+/// Creates a rollout from a plan and runs it.
 pub async fn start(
     ctx: &Ctx<'_>,
     command: &str,
     target: i64,
     settings: Frozen,
-    (plan, folded): (Vec<PlannedWave>, Vec<Folded>),
+    plan: Plan,
     refused: &[(String, String)],
     id: String,
 ) -> Result<Finished, Error> {
+    let Plan { waves, folded } = plan;
     // a rollout began when its first tenant was read (ahead, `prefold`)
     let began = folded.iter().filter_map(|f| f.started).min();
     let record = RolloutRecord {
         id: id.clone(),
-        created_at: began.map_or(now_ms(), |b| b.min(now_ms())),
+        created_at: began.unwrap_or_else(now_ms),
         operator: operator(),
         command: command.to_string(),
         fleet: ctx.fleet.recorded(),
@@ -50,7 +58,7 @@ pub async fn start(
         reports_dir: Some(absolute(&ctx.opts.reports)),
         pruned: None,
     };
-    let waves: Vec<(String, String, Vec<String>)> = plan
+    let waves: Vec<(String, String, Vec<String>)> = waves
         .into_iter()
         .map(|w| (w.name, w.selector, w.tenants))
         .collect();

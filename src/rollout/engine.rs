@@ -456,12 +456,9 @@ impl Batch<'_, '_> {
         let ctx = self.ctx;
         let mut run: Vec<Tenant> = Vec::with_capacity(ids.len());
         for id in ids {
-            match ctx
-                .tenants
-                .binary_search_by(|t| t.id.as_str().cmp(id.as_str()))
-            {
-                Ok(i) => run.push(ctx.tenants[i].clone()),
-                Err(_) => {
+            match ctx.tenant(id) {
+                Some(t) => run.push(t.clone()),
+                None => {
                     let mut f = Finish::new(id, RunStatus::Failed);
                     f.finished_at = Some(now_ms());
                     f.error.class = Some(crate::error::ErrorClass::Permanent);

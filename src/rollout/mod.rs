@@ -213,7 +213,11 @@ pub async fn start(
     let held = settings.exec.hold_versions.clone();
     let folded = prefold::first_wave(ctx, &fanout, &mut plan, target, &held).await?;
     tracing::debug!(rollout = %id, tenants = tenants.len(), "planned");
-    driver::start(ctx, command, target, settings, (plan, folded), &refused, id).await
+    let plan = driver::Plan {
+        waves: plan,
+        folded,
+    };
+    driver::start(ctx, command, target, settings, plan, &refused, id).await
 }
 
 /// Plans and runs a rollout whose per-tenant step is a move (`fleetmig move
@@ -266,16 +270,11 @@ pub async fn start_move(
     )?;
     pause_after_fits(req, &plan)?;
     let settings = frozen(exec, req, Some(spec));
-    driver::start(
-        ctx,
-        "move",
-        ctx.set.head(),
-        settings,
-        (plan, Vec::new()),
-        &[],
-        id,
-    )
-    .await
+    let plan = driver::Plan {
+        waves: plan,
+        folded: Vec::new(),
+    };
+    driver::start(ctx, "move", ctx.set.head(), settings, plan, &[], id).await
 }
 
 /// The settings a rollout is frozen with: `exec` and the request's gates,

@@ -34,8 +34,7 @@ const ROUND: usize = 4096;
 /// The first wave of `plan` read ahead (`at_head`), once no other
 /// rollout runs on the fleet (refused before its tenants are read; the
 /// transaction that records the rollout asks again): the folds to record
-/// with it. A signal during the read stops the command with nothing
-/// recorded.
+/// with it.
 pub(super) async fn first_wave(
     ctx: &Ctx<'_>,
     fanout: &Fanout,
@@ -49,53 +48,43 @@ pub(super) async fn first_wave(
     ctx.store
         .refuse_running_on(&ctx.fleet.recorded(), ctx.opts.lease)
         .await?;
-    let folded = at_head(ctx, fanout, first, target, held).await;
-    if ctx.cancel.is_cancelled() {
-        return Err(Error::Stopped(
-            "stopped by a signal while reading the tenants' histories, before the rollout \
-             was recorded: nothing was written"
-                .into(),
-        ));
-    }
-    Ok(folded)
+    at_head(ctx, fanout, first, target, held).await
 }
 
 /// Takes out of `first` (the rollout's first wave, index 0) the tenants
 /// whose history shows nothing to apply up to `target` with `held` held,
-/// and returns them as folds, one per version they stand at. Stops reading
-/// (the rest keep their rows) when the command is cancelled.
+/// and returns them as folds, one per version they stand at. A signal
+/// during the read stops the command with nothing recorded.
 async fn at_head(
     ctx: &Ctx<'_>,
     fanout: &Fanout,
     first: &mut PlannedWave,
     target: i64,
     held: &[i64],
-) -> Vec<Folded> {
+) -> Result<Vec<Folded>, Error> {
     let mut folds: BTreeMap<i64, Folded> = BTreeMap::new();
     let mut keep: Vec<String> = Vec::with_capacity(first.tenants.len());
-    let mut ids = std::mem::take(&mut first.tenants).into_iter();
-    let total = ids.len();
-    ctx.bus.emit(Event::ReadingAhead { tenants: total });
-    loop {
-        let round: Vec<String> = ids.by_ref().take(ROUND).collect();
-        if round.is_empty() {
-            break;
-        }
+    let ids = std::mem::take(&mut first.tenants);
+    ctx.bus.emit(Event::ReadingAhead { tenants: ids.len() });
+    for round in ids.chunks(ROUND) {
         if ctx.cancel.is_cancelled() {
-            keep.extend(round);
-            continue;
+            return Err(Error::Stopped(
+                "stopped by a signal while reading the tenants' histories, before the \
+                 rollout was recorded: nothing was written"
+                    .into(),
+            ));
         }
         let mut tenants: Vec<Tenant> = Vec::with_capacity(round.len());
         for id in round {
-            match tenant(ctx, &id) {
-                Some(t) => tenants.push(t),
-                None => keep.push(id),
+            match ctx.tenant(id) {
+                Some(t) => tenants.push(t.clone()),
+                None => keep.push(id.clone()),
             }
         }
-        let kept = keep.len();
         let started = now_ms();
         let peeked = ctx.connector.peek(fanout, &tenants).await;
         let finished = now_ms();
+        let mut found = 0;
         for (t, history) in tenants.iter().zip(peeked) {
             let dialect = t.locator.dialect();
             let version = history.and_then(|h| at_rest(&h, &ctx.set, dialect, Some(target), held));
@@ -110,18 +99,10 @@ async fn at_head(
             });
             f.ids.push(t.id.to_string());
             f.finished = Some(finished);
+            found += 1;
         }
-        let at_head = tenants.len() - (keep.len() - kept);
-        ctx.bus.emit(Event::FoundAtHead { tenants: at_head });
+        ctx.bus.emit(Event::FoundAtHead { tenants: found });
     }
     first.tenants = keep;
-    folds.into_values().collect()
-}
-
-/// The fleet's tenant `id` (the fleet's list is sorted by id).
-fn tenant(ctx: &Ctx<'_>, id: &str) -> Option<Tenant> {
-    ctx.tenants
-        .binary_search_by(|t| t.id.as_str().cmp(id))
-        .ok()
-        .map(|i| ctx.tenants[i].clone())
+    Ok(folds.into_values().collect())
 }
