@@ -441,16 +441,12 @@ impl MySqlSession {
         column: Option<&str>,
         index: Option<&str>,
     ) -> Result<bool, TenantError> {
-        let (from, what) = match (column, index) {
-            (Some(c), _) => (
-                "columns",
-                format!(" AND column_name = '{}'", c.replace('\'', "''")),
-            ),
-            (_, Some(i)) => (
-                "statistics",
-                format!(" AND index_name = '{}'", i.replace('\'', "''")),
-            ),
-            _ => ("tables", String::new()),
+        // the name is bound, not quoted into the text (MySQL reads a
+        // backslash in a string literal as an escape)
+        let (from, what, name) = match (column, index) {
+            (Some(c), _) => ("columns", " AND column_name = ?", Some(c)),
+            (_, Some(i)) => ("statistics", " AND index_name = ?", Some(i)),
+            _ => ("tables", "", None),
         };
         // unqualified: the database the session is in (a replayed `USE`)
         let sql = format!(
@@ -458,12 +454,13 @@ impl MySqlSession {
              WHERE table_schema = COALESCE(?, DATABASE()) AND table_name = ?{what}"
         );
         let db = database.map(str::to_string);
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        let mut q = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(db)
-            .bind(table)
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
+            .bind(table);
+        if let Some(name) = name {
+            q = q.bind(name);
+        }
+        let n: i64 = q.fetch_one(&mut self.conn).await.map_err(|e| self.err(e))?;
         Ok(n > 0)
     }
 
