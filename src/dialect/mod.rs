@@ -102,10 +102,11 @@ pub trait Session: Send {
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError>;
 
     /// The version an interrupted attempt left part-applied (statements of
-    /// it recorded in `_fleetmig_statements` with no history row yet, or on
-    /// MySQL its unfinished history row holding its progress), if any: a
-    /// move refuses such a tenant. Never writes.
-    async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
+    /// it recorded in `_fleetmig_statements` with no history row yet, on
+    /// MySQL its unfinished history row holding its progress, on PostgreSQL
+    /// a concurrent index of one of `pending` left INVALID), if any: a move
+    /// or a baseline refuses such a tenant. Never writes.
+    async fn interrupted(&mut self, _pending: &[Step<'_>]) -> Result<Option<i64>, TenantError> {
         Ok(None)
     }
 

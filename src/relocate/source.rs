@@ -3,7 +3,7 @@
 //! carry, each with a primary key.
 
 use super::refused;
-use crate::dialect::Session;
+use crate::dialect::{Session, Step};
 use crate::dialect::copy::{CopyEnd, Table};
 use crate::error::Error;
 use crate::migration::{Applied, MigrationSet};
@@ -27,7 +27,21 @@ pub(super) async fn source_version(
     // a migration an interrupted attempt left part-applied has no history
     // row yet (or, on MySQL, an unfinished one holding its progress, which
     // `history` keeps back): the copy would carry half of it
-    if let Some(v) = session.interrupted().await.map_err(|e| usage(e.message))? {
+    let dialect = session.dialect();
+    let pending: Vec<Step<'_>> = set
+        .migrations
+        .iter()
+        .filter(|m| !history.iter().any(|h| h.version == m.version))
+        .filter_map(|migration| {
+            let script = migration.up.get(dialect)?;
+            Some(Step { migration, script })
+        })
+        .collect();
+    if let Some(v) = session
+        .interrupted(&pending)
+        .await
+        .map_err(|e| usage(e.message))?
+    {
         return Err(usage(format!(
             "an interrupted attempt left migration {v} part-applied: \
              finish it with `fleetmig sync` first"

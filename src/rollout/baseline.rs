@@ -20,7 +20,19 @@ async fn baseline_one(
         s.lock().await?;
         let history = s.history().await?;
         let plan = plan_tenant(&history, set, s.dialect(), Some(version))?;
-        if let Some(v) = s.interrupted().await?
+        let steps: Vec<Step<'_>> = plan
+            .pending
+            .iter()
+            .map(|v| {
+                let migration = set.get(*v).expect("planned versions exist");
+                let script = migration
+                    .up
+                    .get(s.dialect())
+                    .expect("plan checked the variant");
+                Step { migration, script }
+            })
+            .collect();
+        if let Some(v) = s.interrupted(&steps).await?
             && plan.pending.contains(&v)
         {
             // half of it ran: recorded as applied it would be a lie
@@ -34,13 +46,8 @@ async fn baseline_one(
             )
             .at_version(v));
         }
-        for v in &plan.pending {
-            let migration = set.get(*v).expect("planned versions exist");
-            let script = migration
-                .up
-                .get(s.dialect())
-                .expect("plan checked the variant");
-            s.skip(Step { migration, script }).await?;
+        for step in steps {
+            s.skip(step).await?;
         }
         Ok(plan.pending.len())
     }

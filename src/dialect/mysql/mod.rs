@@ -198,7 +198,7 @@ impl Session for MySqlSession {
         }
     }
 
-    async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
+    async fn interrupted(&mut self, _pending: &[Step<'_>]) -> Result<Option<i64>, TenantError> {
         if !self.history_read {
             self.history().await?;
         }

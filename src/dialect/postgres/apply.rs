@@ -143,7 +143,8 @@ impl PgSession {
     }
 
     /// The statements of a no-transaction migration, one by one (see
-    /// `apply_no_tx`), each recorded as it starts and ends; those an earlier
+    /// `apply_no_tx`), each recorded as it starts and ends (unless the
+    /// catalogue records them: concurrent indexes only); those an earlier
     /// attempt ended are skipped, the one it left running decided
     /// (`resume.rs`).
     async fn run_no_tx(
@@ -154,15 +155,17 @@ impl PgSession {
         use crate::dialect::resume::{Earlier, hash};
         let v = step.migration.version;
         let hashes: Vec<String> = statements.iter().map(|st| hash(&st.sql)).collect();
+        // concurrent indexes only: the catalogue is the record (resume.rs)
+        let record = super::resume::judged_indexes(&step.script.sql).is_none();
         // A fresh tenant has nothing an interrupted attempt could have left.
-        let earlier = if self.fresh {
+        let earlier = if self.fresh || !record {
             vec![Earlier::None; statements.len()]
         } else {
             self.earlier(v, &hashes).await?
         };
         // no record of an earlier attempt (a version of fleetmig that kept
         // none): an INVALID index the migration builds was left by one
-        if !self.fresh && earlier.iter().all(|e| *e == Earlier::None) {
+        if !self.fresh && record && earlier.iter().all(|e| *e == Earlier::None) {
             self.drop_invalid_indexes(&step.script.sql).await?;
         }
         for (i, st) in statements.iter().enumerate() {
@@ -172,8 +175,7 @@ impl PgSession {
             // soak met such indexes, VALID, their records gone)
             let unrecorded_index = earlier[i] == Earlier::None
                 && !self.fresh
-                && crate::migration::parse::concurrent_indexes(&st.sql)
-                    .is_some_and(|n| n.len() == 1);
+                && super::resume::concurrent_index(&st.sql).is_some();
             let earlier_i = if unrecorded_index {
                 Earlier::Running
             } else {
@@ -183,12 +185,17 @@ impl PgSession {
                 Earlier::Ended => continue,
                 Earlier::None => {}
                 Earlier::Running => {
-                    if self.settle_running(step, statements, i, &hashes[i]).await? {
+                    if self.settle_running(step, statements, i).await? {
+                        if record {
+                            self.record_statement(v, i, &hashes[i], true).await?;
+                        }
                         continue;
                     }
                 }
             }
-            self.record_statement(v, i, &hashes[i], false).await?;
+            if record {
+                self.record_statement(v, i, &hashes[i], false).await?;
+            }
             if let Err(e) = self
                 .conn()
                 .execute(sqlx::AssertSqlSafe(st.sql.clone()))
@@ -196,13 +203,15 @@ impl PgSession {
             {
                 return Err(self.statement_failed(step, statements, i, &e).await);
             }
-            self.record_statement(v, i, &hashes[i], true).await?;
+            if record {
+                self.record_statement(v, i, &hashes[i], true).await?;
+            }
         }
         Ok(())
     }
 
     /// Statement `i`, which an earlier attempt left running: whether it
-    /// took effect (recorded, skipped: `true`) or is to run again
+    /// took effect (skipped: `true`) or is to run again
     /// (`false`, after dropping the INVALID index it left); a tenant whose
     /// statement nobody can judge is left dirty, naming it.
     async fn settle_running(
@@ -210,7 +219,6 @@ impl PgSession {
         step: Step<'_>,
         statements: &[crate::migration::split::Statement],
         i: usize,
-        hash: &str,
     ) -> Result<bool, TenantError> {
         use crate::dialect::resume::InFlight;
         let (v, st) = (step.migration.version, &statements[i]);
@@ -221,7 +229,6 @@ impl PgSession {
                     statement = i + 1,
                     "an interrupted attempt's statement had taken effect"
                 );
-                self.record_statement(v, i, hash, true).await?;
                 Ok(true)
             }
             InFlight::Again { drop: Some(index) } => {

@@ -441,8 +441,8 @@ impl Session for PgSession {
         Ok(took)
     }
 
-    async fn interrupted(&mut self) -> Result<Option<i64>, TenantError> {
-        self.interrupted_version().await
+    async fn interrupted(&mut self, pending: &[Step<'_>]) -> Result<Option<i64>, TenantError> {
+        self.interrupted_version(pending).await
     }
 
     async fn backup(&mut self, path: &Path) -> Result<(), TenantError> {
