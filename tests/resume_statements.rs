@@ -265,3 +265,85 @@ async fn a_worker_killed_during_a_concurrent_index_build_is_taken_over() {
     drop(c);
     db.drop_now().await;
 }
+
+/// A file of concurrent indexes only keeps no record of its statements: the
+/// catalogue is the record. A unique index whose build fails on duplicates
+/// leaves its INVALID index behind (a real stopped build, as a lost
+/// connection leaves one): `baseline` refuses to record the version as
+/// applied, naming it; once the data is fixed, `sync` drops the INVALID
+/// index, builds it again and records the version, and nothing of
+/// fleetmig's is left in the tenant.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_concurrent_build_is_found_by_its_invalid_index() {
+    let db = pg_database("cicinvalid").await;
+    db.exec("CREATE SCHEMA tenant_a").await;
+    let m = migration_dir(&[
+        (
+            "0001_t.sql",
+            "CREATE TABLE t (x int);\nINSERT INTO t VALUES (1), (1), (2);\n",
+        ),
+        (
+            "0002_unique.sql",
+            "-- no-transaction\nCREATE UNIQUE INDEX CONCURRENTLY t_x ON t (x);\n",
+        ),
+    ]);
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = format!("postgres-schemas:{}", db.url);
+    let run = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd, "--fleet", &fleet, "--migrations"];
+        args.push(m.path().to_str().unwrap());
+        args.extend(extra);
+        run_in(dir.path(), &args)
+    };
+    let sync = ["--progress-every", "0", "--log-level", "info"];
+    let out = run("sync", &[&sync[..], &["--max-attempts", "1"]].concat());
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut c = db.conn().await;
+    let index = async |c: &mut sqlx::PgConnection| -> Option<bool> {
+        sqlx::query_scalar(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('tenant_a.t_x')",
+        )
+        .fetch_optional(c)
+        .await
+        .unwrap()
+    };
+    assert_eq!(index(&mut c).await, Some(false), "the failed build left it");
+    assert_eq!(pg_history(&mut c, "tenant_a").await, vec![(1, true)]);
+    let recorded: bool =
+        sqlx::query_scalar("SELECT to_regclass('tenant_a._fleetmig_statements') IS NOT NULL")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+    assert!(
+        !recorded,
+        "concurrent indexes are recorded by the catalogue"
+    );
+
+    let out = run("baseline", &["--version", "2"]);
+    assert_ne!(out.status.code(), Some(0));
+    let all = stdout(&out) + &stderr(&out);
+    assert!(
+        all.contains("migration 2 was interrupted part-way"),
+        "{all}"
+    );
+    assert_eq!(pg_history(&mut c, "tenant_a").await, vec![(1, true)]);
+
+    db.exec(
+        "UPDATE tenant_a.t SET x = 3 WHERE ctid = (SELECT min(ctid) FROM tenant_a.t WHERE x = 1)",
+    )
+    .await;
+    let out = run("sync", &sync);
+    expect_exit(&out, 0);
+    let log = stderr(&out);
+    assert!(
+        log.contains("dropping the INVALID index an interrupted attempt left"),
+        "{log}"
+    );
+    assert_eq!(
+        pg_history(&mut c, "tenant_a").await,
+        vec![(1, true), (2, true)]
+    );
+    assert_eq!(index(&mut c).await, Some(true));
+    drop(c);
+    db.drop_now().await;
+}

@@ -3,8 +3,8 @@
 //! carry, each with a primary key.
 
 use super::refused;
-use crate::dialect::{Session, Step};
 use crate::dialect::copy::{CopyEnd, Table};
+use crate::dialect::{Session, Step};
 use crate::error::Error;
 use crate::migration::{Applied, MigrationSet};
 use crate::tenant::Tenant;
