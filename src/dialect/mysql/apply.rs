@@ -198,19 +198,23 @@ impl MySqlSession {
         }
     }
 
-    /// Moves version `v`'s history row on: its progress, or finished.
-    async fn write_after(&mut self, v: i64, after: After) -> Result<(), TenantError> {
+    /// The write that moves version `v`'s history row on: its progress, or
+    /// finished. Integers only, so it is sent as text: a new connection per
+    /// tenant would prepare it first, a round trip of its own.
+    fn after_sql(&self, v: i64, after: After) -> String {
         let (set, time) = match after {
             After::Progress(p) => ("", p.encode()),
             After::Finished(t0) => ("success = TRUE, ", t0.elapsed().as_nanos() as i64),
         };
-        let q = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE {} SET {set}execution_time = ? WHERE version = ? AND success = FALSE",
+        format!(
+            "UPDATE {} SET {set}execution_time = {time} WHERE version = {v} AND success = FALSE",
             self.table.name
-        )))
-        .bind(time);
-        let r = q
-            .bind(v)
+        )
+    }
+
+    /// Moves version `v`'s history row on: its progress, or finished.
+    async fn write_after(&mut self, v: i64, after: After) -> Result<(), TenantError> {
+        let r = sqlx::raw_sql(sqlx::AssertSqlSafe(self.after_sql(v, after)))
             .execute(&mut self.conn)
             .await
             .map_err(|e| self.err(e).at_version(v))?;
@@ -273,7 +277,11 @@ impl MySqlSession {
                 false => After::Progress(next(i + 1)),
             };
             let rows = judges[i] == Judge::Rows && in_tx;
-            if let Err(e) = self.run_one(v, &statements[i].sql, rows, then).await? {
+            let single = judges[i] != Judge::Unknown;
+            if let Err(e) = self
+                .run_one(v, &statements[i].sql, rows, single, then)
+                .await?
+            {
                 return Err(self.statement_failed(step, statements, i, true, e).await);
             }
             stored = next(i + 1);
@@ -333,8 +341,53 @@ impl MySqlSession {
     /// transaction when it only changes rows (so a row change still marked
     /// started never committed), else one after the other (DDL commits
     /// itself; `in_flight` decides a kill between them). The inner error
-    /// is the statement's own.
+    /// is the statement's own. A statement of one result (`single`: any
+    /// that can be judged) goes with its end in one multi-statement round
+    /// trip, the same statements in the same order, so a kill stops the
+    /// server at the same points; a row change's COMMIT follows once the
+    /// end is seen to have moved the row.
     async fn run_one(
+        &mut self,
+        v: i64,
+        sql: &str,
+        rows: bool,
+        single: bool,
+        then: After,
+    ) -> Result<Result<(), sqlx::Error>, TenantError> {
+        if !single {
+            return self.run_apart(v, sql, rows, then).await;
+        }
+        let after = self.after_sql(v, then);
+        let batch = match rows {
+            true => format!("START TRANSACTION;\n{sql}\n;\n{after}"),
+            false => format!("{sql}\n;\n{after}"),
+        };
+        // each statement ends in one result: how many came before an error
+        // says whose it is
+        let own = usize::from(rows);
+        let (done, err) = self.results(batch).await;
+        if err.is_some() || done.last() != Some(&1) {
+            if rows {
+                let _ = self.conn.execute("ROLLBACK").await;
+            }
+            return match err {
+                Some(e) if done.len() == own => Ok(Err(e)),
+                Some(e) => Err(self.err(e).at_version(v)),
+                None => Err(row_gone(v)),
+            };
+        }
+        if rows {
+            self.conn
+                .execute("COMMIT")
+                .await
+                .map_err(|e| self.err(e).at_version(v))?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// `run_one` for a statement that may end in several results (a `CALL`):
+    /// it, then its end, each a round trip of its own.
+    async fn run_apart(
         &mut self,
         v: i64,
         sql: &str,
@@ -370,6 +423,22 @@ impl MySqlSession {
                 .map_err(|e| self.err(e).at_version(v))?;
         }
         Ok(Ok(()))
+    }
+
+    /// Runs a multi-statement batch: the rows each statement changed, up to
+    /// the first error.
+    async fn results(&mut self, sql: String) -> (Vec<u64>, Option<sqlx::Error>) {
+        use futures_util::StreamExt;
+        let mut done = Vec::new();
+        let mut stream = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_many(&mut self.conn);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(sqlx::Either::Left(r)) => done.push(r.rows_affected()),
+                Ok(sqlx::Either::Right(_)) => {}
+                Err(e) => return (done, Some(e)),
+            }
+        }
+        (done, None)
     }
 
     /// Statement `i` failed: where, and what it leaves. A refusal by the
