@@ -744,3 +744,48 @@ async fn a_version_is_not_applied_over_an_unfinished_one_whose_file_is_gone() {
     assert_eq!(t.history_rows().await, 10, "only the unfinished row");
     t.drop_now().await;
 }
+
+/// The unfinished history row a first attempt writes goes as text with the
+/// migration's first statement: its description and checksum are exact,
+/// whatever the description holds (a quote, a backslash, a non-ASCII
+/// letter) and whatever the session's `sql_mode` says of backslashes (an
+/// earlier migration of the same session turned escapes off).
+#[tokio::test(flavor = "multi_thread")]
+async fn history_rows_sent_as_text_are_exact_whatever_the_sql_mode() {
+    let m = migration_dir(&[
+        (
+            "0001_no_escapes.sql",
+            "SET SESSION sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES');\n",
+        ),
+        ("0002_it's_a\\back_é.sql", "CREATE TABLE w (x INT);\n"),
+        ("0003_rows_\\'.sql", "INSERT INTO w VALUES (1);\n"),
+    ]);
+    let t = tenant("rstxt", 0).await;
+    let dir = one_tenant_fleet(&t.url);
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    expect_exit(&out, 0);
+    let set = fleetmig::migration::load(m.path()).unwrap();
+    for (v, description) in [(2, "it's a\\back é"), (3, "rows \\'")] {
+        let script = set
+            .get(v)
+            .unwrap()
+            .up
+            .get(fleetmig::tenant::Dialect::Mysql)
+            .unwrap();
+        assert_eq!(
+            t.text(&format!(
+                "SELECT CONCAT(HEX(description), ':', HEX(checksum), ':', success) \
+                 FROM _sqlx_migrations WHERE version = {v}"
+            ))
+            .await,
+            format!(
+                "{}:{}:1",
+                fleetmig::migration::hex(description.as_bytes()).to_uppercase(),
+                fleetmig::migration::hex(&script.checksum).to_uppercase()
+            ),
+            "version {v}"
+        );
+    }
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM w").await, 1);
+    t.drop_now().await;
+}

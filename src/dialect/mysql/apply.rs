@@ -28,6 +28,17 @@ pub(super) struct Unfinished {
     pub progress: Progress,
 }
 
+/// One statement as `run_one` sends it: `before` it, the first attempt's
+/// unfinished history row; `rows`: a row change, in one transaction with
+/// its end; `single`: it ends in one result (it can be judged), so it goes
+/// in one round trip with its end.
+struct One<'a> {
+    before: Option<String>,
+    sql: &'a str,
+    rows: bool,
+    single: bool,
+}
+
 /// What a statement's end writes into its migration's history row.
 enum After {
     /// The progress of an unfinished migration.
@@ -212,6 +223,22 @@ impl MySqlSession {
         )
     }
 
+    /// `step`'s history row written unfinished at `progress`, as text: the
+    /// description and checksum as hex literals, exact whatever the
+    /// session's `sql_mode` says of backslashes.
+    fn unfinished_sql(&self, step: Step<'_>, progress: Progress) -> String {
+        use crate::migration::hex;
+        format!(
+            "INSERT INTO {} {} VALUES ({}, CONVERT(x'{}' USING utf8mb4), FALSE, x'{}', {})",
+            self.table.name,
+            crate::dialect::history::COLUMNS,
+            step.migration.version,
+            hex(step.migration.description.as_bytes()),
+            hex(&step.script.checksum),
+            progress.encode()
+        )
+    }
+
     /// Moves version `v`'s history row on: its progress, or finished.
     async fn write_after(&mut self, v: i64, after: After) -> Result<(), TenantError> {
         let r = sqlx::raw_sql(sqlx::AssertSqlSafe(self.after_sql(v, after)))
@@ -247,8 +274,15 @@ impl MySqlSession {
             next: i,
             started: judges.get(i).is_some_and(|j| *j != Judge::Unknown),
         };
+        // a first attempt's unfinished row goes with its first statement
+        // when that one is sent with its end (below), else on its own now
+        let mut first_row = None;
         let (from, mut stored) = match earlier {
             Some(p) => (self.resume_at(step, statements, p).await?, p),
+            None if judges.first().is_some_and(|j| *j != Judge::Unknown) => {
+                first_row = Some(self.unfinished_sql(step, next(0)));
+                (0, next(0))
+            }
             None => {
                 let table = self.table.clone();
                 table
@@ -278,10 +312,13 @@ impl MySqlSession {
             };
             let rows = judges[i] == Judge::Rows && in_tx;
             let single = judges[i] != Judge::Unknown;
-            if let Err(e) = self
-                .run_one(v, &statements[i].sql, rows, single, then)
-                .await?
-            {
+            let sent = One {
+                before: first_row.take(),
+                sql: &statements[i].sql,
+                rows,
+                single,
+            };
+            if let Err(e) = self.run_one(v, sent, then).await? {
                 return Err(self.statement_failed(step, statements, i, true, e).await);
             }
             stored = next(i + 1);
@@ -349,22 +386,26 @@ impl MySqlSession {
     async fn run_one(
         &mut self,
         v: i64,
-        sql: &str,
-        rows: bool,
-        single: bool,
+        one: One<'_>,
         then: After,
     ) -> Result<Result<(), sqlx::Error>, TenantError> {
+        let One {
+            before,
+            sql,
+            rows,
+            single,
+        } = one;
         if !single {
             return self.run_apart(v, sql, rows, then).await;
         }
-        let after = self.after_sql(v, then);
-        let batch = match rows {
-            true => format!("START TRANSACTION;\n{sql}\n;\n{after}"),
-            false => format!("{sql}\n;\n{after}"),
-        };
         // each statement ends in one result: how many came before an error
         // says whose it is
-        let own = usize::from(rows);
+        let own = usize::from(before.is_some()) + usize::from(rows);
+        let mut batch = before.map(|b| b + ";\n").unwrap_or_default();
+        if rows {
+            batch.push_str("START TRANSACTION;\n");
+        }
+        batch.push_str(&format!("{sql}\n;\n{}", self.after_sql(v, then)));
         let (done, err) = self.results(batch).await;
         if err.is_some() || done.last() != Some(&1) {
             if rows {
