@@ -12,6 +12,7 @@ use sqlx::Executor;
 
 use super::history;
 use super::resume::{Judge, Progress};
+use super::send::{After, One};
 use super::{MySqlSession, resume};
 use crate::dialect::resume::InFlight;
 use crate::dialect::{AppliedStep, Step};
@@ -26,25 +27,6 @@ pub(super) struct Unfinished {
     pub version: i64,
     pub checksum: Vec<u8>,
     pub progress: Progress,
-}
-
-/// One statement as `run_one` sends it: `before` it, the first attempt's
-/// unfinished history row; `rows`: a row change, in one transaction with
-/// its end; `single`: it ends in one result (it can be judged), so it goes
-/// in one round trip with its end.
-struct One<'a> {
-    before: Option<String>,
-    sql: &'a str,
-    rows: bool,
-    single: bool,
-}
-
-/// What a statement's end writes into its migration's history row.
-enum After {
-    /// The progress of an unfinished migration.
-    Progress(Progress),
-    /// The migration finished; it started at this instant.
-    Finished(Instant),
 }
 
 impl MySqlSession {
@@ -209,48 +191,6 @@ impl MySqlSession {
         }
     }
 
-    /// The write that moves version `v`'s history row on: its progress, or
-    /// finished. Integers only, so it is sent as text: a new connection per
-    /// tenant would prepare it first, a round trip of its own.
-    fn after_sql(&self, v: i64, after: After) -> String {
-        let (set, time) = match after {
-            After::Progress(p) => ("", p.encode()),
-            After::Finished(t0) => ("success = TRUE, ", t0.elapsed().as_nanos() as i64),
-        };
-        format!(
-            "UPDATE {} SET {set}execution_time = {time} WHERE version = {v} AND success = FALSE",
-            self.table.name
-        )
-    }
-
-    /// `step`'s history row written unfinished at `progress`, as text: the
-    /// description and checksum as hex literals, exact whatever the
-    /// session's `sql_mode` says of backslashes.
-    fn unfinished_sql(&self, step: Step<'_>, progress: Progress) -> String {
-        use crate::migration::hex;
-        format!(
-            "INSERT INTO {} {} VALUES ({}, CONVERT(x'{}' USING utf8mb4), FALSE, x'{}', {})",
-            self.table.name,
-            crate::dialect::history::COLUMNS,
-            step.migration.version,
-            hex(step.migration.description.as_bytes()),
-            hex(&step.script.checksum),
-            progress.encode()
-        )
-    }
-
-    /// Moves version `v`'s history row on: its progress, or finished.
-    async fn write_after(&mut self, v: i64, after: After) -> Result<(), TenantError> {
-        let r = sqlx::raw_sql(sqlx::AssertSqlSafe(self.after_sql(v, after)))
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e).at_version(v))?;
-        if r.rows_affected() != 1 {
-            return Err(row_gone(v));
-        }
-        Ok(())
-    }
-
     /// The statements of one migration, in order, from where an earlier
     /// attempt got (`earlier`; None: a first attempt, whose history row is
     /// written now). Before a statement runs, the row says it may have
@@ -372,114 +312,6 @@ impl MySqlSession {
                 Err(t)
             }
         }
-    }
-
-    /// Runs one statement and writes what its end says (`then`): in one
-    /// transaction when it only changes rows (so a row change still marked
-    /// started never committed), else one after the other (DDL commits
-    /// itself; `in_flight` decides a kill between them). The inner error
-    /// is the statement's own. A statement of one result (`single`: any
-    /// that can be judged) goes with its end in one multi-statement round
-    /// trip, the same statements in the same order, so a kill stops the
-    /// server at the same points; a row change's COMMIT follows once the
-    /// end is seen to have moved the row.
-    async fn run_one(
-        &mut self,
-        v: i64,
-        one: One<'_>,
-        then: After,
-    ) -> Result<Result<(), sqlx::Error>, TenantError> {
-        let One {
-            before,
-            sql,
-            rows,
-            single,
-        } = one;
-        if !single {
-            return self.run_apart(v, sql, rows, then).await;
-        }
-        // each statement ends in one result: how many came before an error
-        // says whose it is
-        let own = usize::from(before.is_some()) + usize::from(rows);
-        let mut batch = before.map(|b| b + ";\n").unwrap_or_default();
-        if rows {
-            batch.push_str("START TRANSACTION;\n");
-        }
-        batch.push_str(&format!("{sql}\n;\n{}", self.after_sql(v, then)));
-        let (done, err) = self.results(batch).await;
-        if err.is_some() || done.last() != Some(&1) {
-            if rows {
-                let _ = self.conn.execute("ROLLBACK").await;
-            }
-            return match err {
-                Some(e) if done.len() == own => Ok(Err(e)),
-                Some(e) => Err(self.err(e).at_version(v)),
-                None => Err(row_gone(v)),
-            };
-        }
-        if rows {
-            self.conn
-                .execute("COMMIT")
-                .await
-                .map_err(|e| self.err(e).at_version(v))?;
-        }
-        Ok(Ok(()))
-    }
-
-    /// `run_one` for a statement that may end in several results (a `CALL`):
-    /// it, then its end, each a round trip of its own.
-    async fn run_apart(
-        &mut self,
-        v: i64,
-        sql: &str,
-        rows: bool,
-        then: After,
-    ) -> Result<Result<(), sqlx::Error>, TenantError> {
-        if rows {
-            self.conn
-                .execute("START TRANSACTION")
-                .await
-                .map_err(|e| self.err(e).at_version(v))?;
-        }
-        if let Err(e) = self
-            .conn
-            .execute(sqlx::AssertSqlSafe(sql.to_string()))
-            .await
-        {
-            if rows {
-                let _ = self.conn.execute("ROLLBACK").await;
-            }
-            return Ok(Err(e));
-        }
-        if let Err(e) = self.write_after(v, then).await {
-            if rows {
-                let _ = self.conn.execute("ROLLBACK").await;
-            }
-            return Err(e);
-        }
-        if rows {
-            self.conn
-                .execute("COMMIT")
-                .await
-                .map_err(|e| self.err(e).at_version(v))?;
-        }
-        Ok(Ok(()))
-    }
-
-    /// Runs a multi-statement batch: the rows each statement changed, up to
-    /// the first error.
-    async fn results(&mut self, sql: String) -> (Vec<u64>, Option<sqlx::Error>) {
-        use futures_util::StreamExt;
-        let mut done = Vec::new();
-        let mut stream = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_many(&mut self.conn);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(sqlx::Either::Left(r)) => done.push(r.rows_affected()),
-                Ok(sqlx::Either::Right(_)) => {}
-                Err(e) => return (done, Some(e)),
-            }
-        }
-        (done, None)
     }
 
     /// Statement `i` failed: where, and what it leaves. A refusal by the
@@ -655,7 +487,7 @@ fn changed_since(step: Step<'_>, p: Progress) -> TenantError {
 
 /// The error of a migration whose unfinished history row went away while
 /// it ran.
-fn row_gone(v: i64) -> TenantError {
+pub(super) fn row_gone(v: i64) -> TenantError {
     TenantError::permanent(
         FailureKind::StatementRecord,
         format!(

@@ -9,6 +9,7 @@
 
 mod apply;
 mod resume;
+mod send;
 
 use crate::error::FailureKind;
 use std::path::Path;

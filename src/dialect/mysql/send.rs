@@ -1,0 +1,170 @@
+//! Sending a MySQL migration's statement with what its end writes into
+//! the migration's history row (`resume.rs`), in as few round trips as the
+//! exactly-once rules allow: a statement that can be judged goes with its
+//! progress write in one multi-statement round trip (a row change in one
+//! transaction with it, committed once the write is seen to have moved the
+//! row; a first attempt's unfinished row before it), the same statements
+//! in the same order as one by one, so a kill stops the server at the same
+//! points. Everything is sent as text: each tenant has a connection of its
+//! own, which would prepare every statement first, a round trip of its own.
+
+use std::time::Instant;
+
+use sqlx::Executor;
+
+use super::MySqlSession;
+use super::apply::row_gone;
+use super::resume::Progress;
+use crate::dialect::Step;
+use crate::error::TenantError;
+
+/// One statement as `run_one` sends it: `before` it, the first attempt's
+/// unfinished history row; `rows`: a row change, in one transaction with
+/// its end; `single`: it ends in one result (it can be judged), so it goes
+/// in one round trip with its end.
+pub(super) struct One<'a> {
+    pub before: Option<String>,
+    pub sql: &'a str,
+    pub rows: bool,
+    pub single: bool,
+}
+
+/// What a statement's end writes into its migration's history row.
+pub(super) enum After {
+    /// The progress of an unfinished migration.
+    Progress(Progress),
+    /// The migration finished; it started at this instant.
+    Finished(Instant),
+}
+
+impl MySqlSession {
+    /// The write that moves version `v`'s history row on: its progress, or
+    /// finished. Integers only, so it is sent as text: a new connection per
+    /// tenant would prepare it first, a round trip of its own.
+    pub(super) fn after_sql(&self, v: i64, after: After) -> String {
+        let (set, time) = match after {
+            After::Progress(p) => ("", p.encode()),
+            After::Finished(t0) => ("success = TRUE, ", t0.elapsed().as_nanos() as i64),
+        };
+        format!(
+            "UPDATE {} SET {set}execution_time = {time} WHERE version = {v} AND success = FALSE",
+            self.table.name
+        )
+    }
+
+    /// `step`'s history row written unfinished at `progress`, as text: the
+    /// description and checksum as hex literals, exact whatever the
+    /// session's `sql_mode` says of backslashes.
+    pub(super) fn unfinished_sql(&self, step: Step<'_>, progress: Progress) -> String {
+        use crate::migration::hex;
+        format!(
+            "INSERT INTO {} {} VALUES ({}, CONVERT(x'{}' USING utf8mb4), FALSE, x'{}', {})",
+            self.table.name,
+            crate::dialect::history::COLUMNS,
+            step.migration.version,
+            hex(step.migration.description.as_bytes()),
+            hex(&step.script.checksum),
+            progress.encode()
+        )
+    }
+
+    /// Moves version `v`'s history row on: its progress, or finished.
+    pub(super) async fn write_after(&mut self, v: i64, after: After) -> Result<(), TenantError> {
+        let r = sqlx::raw_sql(sqlx::AssertSqlSafe(self.after_sql(v, after)))
+            .execute(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e).at_version(v))?;
+        if r.rows_affected() != 1 {
+            return Err(row_gone(v));
+        }
+        Ok(())
+    }
+
+    /// Runs one statement and writes what its end says (`then`): in one
+    /// transaction when it only changes rows (so a row change still marked
+    /// started never committed), else one after the other (DDL commits
+    /// itself; `in_flight` decides a kill between them). The inner error
+    /// is the statement's own. A statement of one result (`single`: any
+    /// that can be judged) goes with its end in one multi-statement round
+    /// trip, the same statements in the same order, so a kill stops the
+    /// server at the same points; a row change's COMMIT follows once the
+    /// end is seen to have moved the row.
+    pub(super) async fn run_one(
+        &mut self,
+        v: i64,
+        one: One<'_>,
+        then: After,
+    ) -> Result<Result<(), sqlx::Error>, TenantError> {
+        let One {
+            before,
+            sql,
+            rows,
+            single,
+        } = one;
+        if !single {
+            return self.run_apart(v, sql, then).await;
+        }
+        // each statement ends in one result: how many came before an error
+        // says whose it is
+        let own = usize::from(before.is_some()) + usize::from(rows);
+        let mut batch = before.map(|b| b + ";\n").unwrap_or_default();
+        if rows {
+            batch.push_str("START TRANSACTION;\n");
+        }
+        batch.push_str(&format!("{sql}\n;\n{}", self.after_sql(v, then)));
+        let (done, err) = self.results(batch).await;
+        if err.is_some() || done.last() != Some(&1) {
+            if rows {
+                let _ = self.conn.execute("ROLLBACK").await;
+            }
+            return match err {
+                Some(e) if done.len() == own => Ok(Err(e)),
+                Some(e) => Err(self.err(e).at_version(v)),
+                None => Err(row_gone(v)),
+            };
+        }
+        if rows {
+            self.conn
+                .execute("COMMIT")
+                .await
+                .map_err(|e| self.err(e).at_version(v))?;
+        }
+        Ok(Ok(()))
+    }
+
+    /// `run_one` for a statement that cannot be judged (it may end in
+    /// several results: a `CALL`), so never a row change in a transaction
+    /// with its end: it, then its end, each a round trip of its own.
+    async fn run_apart(
+        &mut self,
+        v: i64,
+        sql: &str,
+        then: After,
+    ) -> Result<Result<(), sqlx::Error>, TenantError> {
+        if let Err(e) = self
+            .conn
+            .execute(sqlx::AssertSqlSafe(sql.to_string()))
+            .await
+        {
+            return Ok(Err(e));
+        }
+        self.write_after(v, then).await?;
+        Ok(Ok(()))
+    }
+
+    /// Runs a multi-statement batch: the rows each statement changed, up to
+    /// the first error.
+    async fn results(&mut self, sql: String) -> (Vec<u64>, Option<sqlx::Error>) {
+        use futures_util::StreamExt;
+        let mut done = Vec::new();
+        let mut stream = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_many(&mut self.conn);
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(sqlx::Either::Left(r)) => done.push(r.rows_affected()),
+                Ok(sqlx::Either::Right(_)) => {}
+                Err(e) => return (done, Some(e)),
+            }
+        }
+        (done, None)
+    }
+}
