@@ -444,3 +444,61 @@ async fn restore_brings_back_what_a_migration_destroyed() {
     );
     f.drop_all().await;
 }
+
+/// A statement sent in one round trip with its progress write (and, for a
+/// first statement, with the unfinished history row) that the server
+/// refuses is named as the statement's failure, not the bookkeeping's: a
+/// refused first row change leaves the tenant clean, and once its table is
+/// there the next run applies it once; a duplicate key in the third
+/// statement, after two took effect, leaves the tenant dirty naming it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_statement_sent_with_its_progress_is_named_as_the_statements() {
+    let f = databases("sent", 2).await;
+    let m = migration_dir(&[(
+        "0001_rows.sql",
+        "INSERT INTO pre (a) VALUES (1);\nCREATE TABLE made (a INT);\n",
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--tenant-pattern", &f.pattern(), "--max-attempts", "1"];
+    let out = sync_fleet(dir.path(), &f.spec(), m.path(), &args);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    for name in &f.names {
+        let r = &rows[name];
+        assert_eq!(r["error_class"], "permanent", "{r:?}");
+        let msg = &r["error_message"];
+        assert!(msg.contains("statement 1 of 2"), "{msg}");
+        assert!(msg.contains("doesn't exist"), "{msg}");
+        assert!(f.history(name).await.is_empty(), "nothing was applied");
+    }
+    for name in &f.names {
+        mysql_exec(&f.url(name), "CREATE TABLE pre (a INT)").await;
+    }
+    let out = sync_fleet(dir.path(), &f.spec(), m.path(), &args);
+    expect_exit(&out, 0);
+    for name in &f.names {
+        assert_eq!(f.history(name).await, vec![(1, true)]);
+        let mut c = mysql_connect(&f.url(name)).await;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pre")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "the row change ran once");
+    }
+
+    let m = migration_dir(&[(
+        "0001_dup.sql",
+        "CREATE TABLE u (a INT PRIMARY KEY);\nINSERT INTO u VALUES (1);\nINSERT INTO u VALUES (1);\n",
+    )]);
+    let g = databases("sentdup", 1).await;
+    let args = ["--tenant-pattern", &g.pattern(), "--max-attempts", "1"];
+    let out = sync_fleet(dir.path(), &g.spec(), m.path(), &args);
+    assert_eq!(out.status.code(), Some(1));
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    let msg = &rows[&g.names[0]]["error_message"];
+    assert!(msg.contains("statement 3 of 3"), "{msg}");
+    assert!(msg.contains("Duplicate entry"), "{msg}");
+    assert_eq!(g.history(&g.names[0]).await, vec![(1, false)]);
+    f.drop_all().await;
+    g.drop_all().await;
+}
