@@ -35,11 +35,20 @@ use crate::error::TenantError;
 use crate::migration::split::split_statements;
 
 /// The index `sql` builds when it is one `CREATE INDEX CONCURRENTLY` with a
-/// name: a statement whose outcome the catalogue tells (`in_flight`).
+/// name: a statement whose outcome the catalogue tells (`in_flight`). The
+/// index goes into its table's schema, so a table named with its schema
+/// gives the index that schema (looked up by the search path, the index
+/// of a table elsewhere would never be found, and a build that finished
+/// would run again).
 pub(super) fn concurrent_index(sql: &str) -> Option<String> {
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    match parsed.as_slice() {
-        [Ast::CreateIndex(ci)] if ci.concurrently => ci.name.as_ref().map(|n| n.to_string()),
+    let [Ast::CreateIndex(ci)] = parsed.as_slice() else {
+        return None;
+    };
+    let name = ci.name.as_ref().filter(|_| ci.concurrently)?;
+    match (name.0.as_slice(), ci.table_name.0.as_slice()) {
+        ([index], [_]) => Some(index.to_string()),
+        ([index], [schema, _]) => Some(format!("{schema}.{index}")),
         _ => None,
     }
 }
@@ -283,5 +292,43 @@ impl PgSession {
              whether it took effect"
                 .into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_concurrent_index_is_named_in_its_tables_schema() {
+        let of = |sql: &str| concurrent_index(sql);
+        assert_eq!(
+            of("CREATE INDEX CONCURRENTLY i ON t (x)").as_deref(),
+            Some("i")
+        );
+        assert_eq!(
+            of("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS i ON other.t (x)").as_deref(),
+            Some("other.i")
+        );
+        assert_eq!(
+            of("CREATE INDEX CONCURRENTLY \"I x\" ON \"S\".t (x)").as_deref(),
+            Some("\"S\".\"I x\"")
+        );
+        // not judged: no name, not concurrent, a database-qualified table,
+        // two statements
+        assert_eq!(of("CREATE INDEX CONCURRENTLY ON t (x)"), None);
+        assert_eq!(of("CREATE INDEX i ON t (x)"), None);
+        assert_eq!(of("CREATE INDEX CONCURRENTLY i ON d.s.t (x)"), None);
+        assert_eq!(of("CREATE INDEX CONCURRENTLY i ON t (x); SELECT 1"), None);
+        assert_eq!(
+            judged_indexes(
+                "CREATE INDEX CONCURRENTLY a ON t (x);\nCREATE INDEX CONCURRENTLY b ON s.t (y);\n"
+            ),
+            Some(vec!["a".to_string(), "s.b".to_string()])
+        );
+        assert_eq!(
+            judged_indexes("CREATE INDEX CONCURRENTLY a ON t (x);\nVACUUM t;\n"),
+            None
+        );
     }
 }
