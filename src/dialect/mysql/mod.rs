@@ -45,12 +45,6 @@ const TABLES: &str = "SELECT CAST(t.table_name AS CHAR), CAST(COALESCE(e.transac
      FROM information_schema.tables t LEFT JOIN information_schema.engines e ON e.engine = t.engine \
      WHERE t.table_schema = DATABASE() AND t.table_name IN ('_sqlx_migrations', '_fleetmig_statements')";
 
-/// Whether the history table of a database (the literal or parameter
-/// that follows) rolls back.
-const ROLLS_BACK: &str = "SELECT CAST(e.transactions AS CHAR) FROM information_schema.tables t \
-     JOIN information_schema.engines e ON e.engine = t.engine \
-     WHERE t.table_name = '_sqlx_migrations' AND t.table_schema = ";
-
 /// Quotes an identifier with backticks, doubling any inside.
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -162,11 +156,15 @@ impl MySqlSession {
         if let Some(known) = self.history_rolls_back {
             return Ok(known);
         }
-        let yes: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{ROLLS_BACK}?")))
-            .bind(&self.database)
-            .fetch_optional(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let yes: Option<String> = sqlx::query_scalar(
+            "SELECT CAST(e.transactions AS CHAR) FROM information_schema.tables t \
+             JOIN information_schema.engines e ON e.engine = t.engine \
+             WHERE t.table_schema = ? AND t.table_name = '_sqlx_migrations'",
+        )
+        .bind(&self.database)
+        .fetch_optional(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
         let known = yes.is_some_and(|y| y == "YES");
         self.history_rolls_back = Some(known);
         Ok(known)
@@ -178,27 +176,14 @@ impl MySqlSession {
         if self.history_ready {
             return Ok(());
         }
-        // made, and whether it rolls back read (a server may substitute
-        // another engine), in one round trip
         let create = format!(
-            "CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL};\n{ROLLS_BACK}{}",
-            self.table.name,
-            match self.database.is_empty() {
-                true => "DATABASE()".to_string(),
-                false => format!(
-                    "CONVERT(x'{}' USING utf8mb4)",
-                    crate::migration::hex(self.database.as_bytes())
-                ),
-            }
+            "CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL}",
+            self.table.name
         );
-        let yes: Option<String> = sqlx::raw_sql(sqlx::AssertSqlSafe(create))
-            .fetch_optional(&mut self.conn)
+        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+            .execute(&mut self.conn)
             .await
-            .map_err(|e| self.err(e))?
-            .map(|row| sqlx::Row::try_get(&row, 0))
-            .transpose()
             .map_err(|e| self.err(e))?;
-        self.history_rolls_back = Some(yes.is_some_and(|y| y == "YES"));
         self.history_ready = true;
         Ok(())
     }
