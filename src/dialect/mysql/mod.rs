@@ -40,11 +40,6 @@ fn connect_options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
     Ok(MySqlConnectOptions::from_str(url)?.disable_statement_logging())
 }
 
-/// Fleetmig's tables in the tenant's database and whether each rolls back.
-const TABLES: &str = "SELECT CAST(t.table_name AS CHAR), CAST(COALESCE(e.transactions, 'NO') AS CHAR) \
-     FROM information_schema.tables t LEFT JOIN information_schema.engines e ON e.engine = t.engine \
-     WHERE t.table_schema = DATABASE() AND t.table_name IN ('_sqlx_migrations', '_fleetmig_statements')";
-
 /// Quotes an identifier with backticks, doubling any inside.
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -73,9 +68,6 @@ pub struct MySqlSession {
     /// Whether the history table rolls back (InnoDB), once known: only
     /// then does a row change commit in one transaction with its progress.
     history_rolls_back: Option<bool>,
-    /// Fleetmig's tables in the tenant and whether each rolls back, as the
-    /// lock read them, for `history`.
-    tables_hint: Option<Vec<(String, String)>>,
     table: HistoryTable,
     /// The session's statement time limit in seconds (0: none), to put back
     /// after a migration that sets its own.
@@ -106,7 +98,6 @@ impl MySqlSession {
             history_read: false,
             unfinished: Vec::new(),
             history_rolls_back: None,
-            tables_hint: None,
             // named with its database: a `USE` in a migration does not
             // send its progress elsewhere
             table: HistoryTable::new(
@@ -137,15 +128,6 @@ impl MySqlSession {
         Ok(s)
     }
 
-    /// The lock's name as a literal: hex, so exact whatever the session's
-    /// `sql_mode` says of backslashes, and the same string a bound name was.
-    fn lock_name(&self) -> String {
-        format!(
-            "CONVERT(x'{}' USING utf8mb4)",
-            crate::migration::hex(self.lock_key.as_bytes())
-        )
-    }
-
     fn err(&self, e: sqlx::Error) -> TenantError {
         tenant_error(&e, Dialect::Mysql, Some(&self.url))
     }
@@ -171,8 +153,6 @@ impl MySqlSession {
     }
 
     async fn ensure_history(&mut self) -> Result<(), TenantError> {
-        // what the lock read of the tables is out of date from here on
-        self.tables_hint = None;
         if self.history_ready {
             return Ok(());
         }
@@ -199,40 +179,17 @@ impl Session for MySqlSession {
         false
     }
 
-    /// The tenant's lock and the tables `history` reads, in one round trip
-    /// (sent as text: a new connection would prepare each first).
     async fn lock(&mut self) -> Result<(), TenantError> {
-        use futures_util::StreamExt;
-        use sqlx::Row;
         let timeout = self.lock_wait.as_secs().max(1) as i64;
-        let sql = format!(
-            "SELECT GET_LOCK({}, {timeout});\n{TABLES}",
-            self.lock_name()
-        );
-        let (mut got, mut tables, mut results) = (None, Vec::new(), 0);
-        let mut stream = sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_many(&mut self.conn);
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(sqlx::Either::Left(_)) => results += 1,
-                Ok(sqlx::Either::Right(row)) if results == 0 => {
-                    got = row.try_get::<Option<i64>, _>(0).ok().flatten();
-                }
-                Ok(sqlx::Either::Right(row)) => {
-                    tables.push((row.try_get::<String, _>(0), row.try_get::<String, _>(1)));
-                }
-                Err(e) => {
-                    drop(stream);
-                    return Err(self.err(e));
-                }
-            }
-        }
-        drop(stream);
+        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
+            .bind(&self.lock_key)
+            .bind(timeout)
+            .fetch_one(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e))?;
         match got {
             Some(1) => {
                 self.locked = true;
-                let tables: Result<Vec<(String, String)>, sqlx::Error> =
-                    tables.into_iter().map(|(t, yes)| Ok((t?, yes?))).collect();
-                self.tables_hint = Some(tables.map_err(|e| self.err(e))?);
                 Ok(())
             }
             _ => Err(TenantError::transient(
@@ -259,13 +216,14 @@ impl Session for MySqlSession {
     /// back and whether an earlier fleetmig's `_fleetmig_statements` is
     /// there.
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
-        let tables: Vec<(String, String)> = match self.tables_hint.take() {
-            Some(read) => read,
-            None => sqlx::query_as(TABLES)
-                .fetch_all(&mut self.conn)
-                .await
-                .map_err(|e| self.err(e))?,
-        };
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT CAST(t.table_name AS CHAR), CAST(COALESCE(e.transactions, 'NO') AS CHAR) \
+             FROM information_schema.tables t LEFT JOIN information_schema.engines e ON e.engine = t.engine \
+             WHERE t.table_schema = DATABASE() AND t.table_name IN ('_sqlx_migrations', '_fleetmig_statements')",
+        )
+        .fetch_all(&mut self.conn)
+        .await
+        .map_err(|e| self.err(e))?;
         let has = |name: &str| tables.iter().find(|(t, _)| t == name);
         self.statements_known = Some(has("_fleetmig_statements").is_some());
         self.history_read = true;
@@ -471,8 +429,8 @@ impl Session for MySqlSession {
 
     async fn close(mut self: Box<Self>) {
         if self.locked {
-            let sql = format!("SELECT RELEASE_LOCK({})", self.lock_name());
-            let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
+                .bind(&self.lock_key)
                 .execute(&mut self.conn)
                 .await;
         }
