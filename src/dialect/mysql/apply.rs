@@ -214,15 +214,8 @@ impl MySqlSession {
             next: i,
             started: judges.get(i).is_some_and(|j| *j != Judge::Unknown),
         };
-        // a first attempt's unfinished row goes with its first statement
-        // when that one is sent with its end (below), else on its own now
-        let mut first_row = None;
         let (from, mut stored) = match earlier {
             Some(p) => (self.resume_at(step, statements, p).await?, p),
-            None if judges.first().is_some_and(|j| *j != Judge::Unknown) => {
-                first_row = Some(self.unfinished_sql(step, next(0)));
-                (0, next(0))
-            }
             None => {
                 let table = self.table.clone();
                 table
@@ -253,7 +246,6 @@ impl MySqlSession {
             let rows = judges[i] == Judge::Rows && in_tx;
             let single = judges[i] != Judge::Unknown;
             let sent = One {
-                before: first_row.take(),
                 sql: &statements[i].sql,
                 rows,
                 single,

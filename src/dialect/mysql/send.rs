@@ -3,10 +3,13 @@
 //! exactly-once rules allow: a statement that can be judged goes with its
 //! progress write in one multi-statement round trip (a row change in one
 //! transaction with it, committed once the write is seen to have moved the
-//! row; a first attempt's unfinished row before it), the same statements
-//! in the same order as one by one, so a kill stops the server at the same
-//! points. Everything is sent as text: each tenant has a connection of its
-//! own, which would prepare every statement first, a round trip of its own.
+//! row), the same statements in the same order as one by one, so a kill
+//! stops the server at the same points. The progress write is sent as
+//! text: each tenant has a connection of its own, which would prepare it
+//! first, a round trip of its own. (Sending the unfinished row with the
+//! first statement, the lock with the read of fleetmig's tables, and a
+//! fresh history table with the read of its engine measured slower in an
+//! A/B of builds, and was taken back.)
 
 use std::time::Instant;
 
@@ -15,15 +18,12 @@ use sqlx::Executor;
 use super::MySqlSession;
 use super::apply::row_gone;
 use super::resume::Progress;
-use crate::dialect::Step;
 use crate::error::TenantError;
 
-/// One statement as `run_one` sends it: `before` it, the first attempt's
-/// unfinished history row; `rows`: a row change, in one transaction with
-/// its end; `single`: it ends in one result (it can be judged), so it goes
-/// in one round trip with its end.
+/// One statement as `run_one` sends it: `rows`: a row change, in one
+/// transaction with its end; `single`: it ends in one result (it can be
+/// judged), so it goes in one round trip with its end.
 pub(super) struct One<'a> {
-    pub before: Option<String>,
     pub sql: &'a str,
     pub rows: bool,
     pub single: bool,
@@ -49,22 +49,6 @@ impl MySqlSession {
         format!(
             "UPDATE {} SET {set}execution_time = {time} WHERE version = {v} AND success = FALSE",
             self.table.name
-        )
-    }
-
-    /// `step`'s history row written unfinished at `progress`, as text: the
-    /// description and checksum as hex literals, exact whatever the
-    /// session's `sql_mode` says of backslashes.
-    pub(super) fn unfinished_sql(&self, step: Step<'_>, progress: Progress) -> String {
-        use crate::migration::hex;
-        format!(
-            "INSERT INTO {} {} VALUES ({}, CONVERT(x'{}' USING utf8mb4), FALSE, x'{}', {})",
-            self.table.name,
-            crate::dialect::history::COLUMNS,
-            step.migration.version,
-            hex(step.migration.description.as_bytes()),
-            hex(&step.script.checksum),
-            progress.encode()
         )
     }
 
@@ -95,22 +79,17 @@ impl MySqlSession {
         one: One<'_>,
         then: After,
     ) -> Result<Result<(), sqlx::Error>, TenantError> {
-        let One {
-            before,
-            sql,
-            rows,
-            single,
-        } = one;
+        let One { sql, rows, single } = one;
         if !single {
             return self.run_apart(v, sql, then).await;
         }
         // each statement ends in one result: how many came before an error
         // says whose it is
-        let own = usize::from(before.is_some()) + usize::from(rows);
-        let mut batch = before.map(|b| b + ";\n").unwrap_or_default();
-        if rows {
-            batch.push_str("START TRANSACTION;\n");
-        }
+        let own = usize::from(rows);
+        let mut batch = match rows {
+            true => "START TRANSACTION;\n".to_string(),
+            false => String::new(),
+        };
         batch.push_str(&format!("{sql}\n;\n{}", self.after_sql(v, then)));
         let (done, err) = self.results(batch).await;
         if err.is_some() || done.last() != Some(&1) {
