@@ -135,6 +135,43 @@ async fn take_over(ctx: &Ctx<'_>, target: i64) -> Result<Option<Finished>, Error
     Ok(None)
 }
 
+/// The text of the `--gate-sql` file, if one was given.
+fn read_gate_sql(req: &RolloutRequest) -> Result<Option<String>, Error> {
+    req.gate_sql
+        .as_ref()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .map_err(|e| Error::flag_value("--gate-sql", p.display(), e.to_string()))
+        })
+        .transpose()
+}
+
+/// With a contract step held (`hold`), the version the tenants go to: the
+/// one before the lowest held step at or below `target`.
+fn reached_under_hold(set: &crate::migration::MigrationSet, hold: &[i64], target: i64) -> Option<i64> {
+    hold.iter().min().filter(|h| **h <= target).map(|h| {
+        set.migrations
+            .iter()
+            .map(|m| m.version)
+            .filter(|v| v < h)
+            .max()
+            .unwrap_or(0)
+    })
+}
+
+/// The tenants discovery refused, by name and reason; with `--tenant`
+/// (`only`), the run is about those tenants only.
+fn refused_tenants(ctx: &Ctx<'_>, only: &[String]) -> Vec<(String, String)> {
+    match only.is_empty() {
+        true => ctx
+            .refused
+            .iter()
+            .map(|r| (r.name.clone(), r.reason.clone()))
+            .collect(),
+        false => Vec::new(),
+    }
+}
+
 pub async fn start(
     ctx: &Ctx<'_>,
     req: &RolloutRequest,
@@ -147,14 +184,7 @@ pub async fn start(
     let id = new_run_id();
     let specs = parse_waves(req.waves.as_deref().unwrap_or("all=rest"))?;
     let mut plan = plan_waves(&specs, &tenants, &id)?;
-    let gate_sql = req
-        .gate_sql
-        .as_ref()
-        .map(|p| {
-            std::fs::read_to_string(p)
-                .map_err(|e| Error::flag_value("--gate-sql", p.display(), e.to_string()))
-        })
-        .transpose()?;
+    let gate_sql = read_gate_sql(req)?;
     pause_after_fits(req, &plan)?;
     if let Some(t) = req.target {
         ctx.set.check_target(t)?;
@@ -183,16 +213,7 @@ pub async fn start(
     if req.revert_on_halt {
         revert::check_reversible(&ctx.connector, &fanout, &ctx.set, &tenants, target).await?;
     }
-    // with a contract step held, the tenants go to the version before it
-    let reached = hold.iter().min().filter(|h| **h <= target).map(|h| {
-        ctx.set
-            .migrations
-            .iter()
-            .map(|m| m.version)
-            .filter(|v| v < h)
-            .max()
-            .unwrap_or(0)
-    });
+    let reached = reached_under_hold(&ctx.set, &hold, target);
     let mut settings = frozen(exec, req, None);
     settings.exec.hold_versions = hold;
     settings.policy = RolloutPolicy {
@@ -201,15 +222,7 @@ pub async fn start(
         reached,
         ..settings.policy
     };
-    // with --tenant, the run is about those tenants only
-    let refused: Vec<(String, String)> = match only.is_empty() {
-        true => ctx
-            .refused
-            .iter()
-            .map(|r| (r.name.clone(), r.reason.clone()))
-            .collect(),
-        false => Vec::new(),
-    };
+    let refused = refused_tenants(ctx, only);
     let held = settings.exec.hold_versions.clone();
     let folded = prefold::first_wave(ctx, &fanout, &mut plan, target, &held).await?;
     tracing::debug!(rollout = %id, tenants = tenants.len(), "planned");
