@@ -51,6 +51,25 @@ pub struct Step<'a> {
     pub script: &'a Script,
 }
 
+impl<'a> Step<'a> {
+    /// The steps of a tenant's plan: each planned version of `set` with
+    /// the script `dialect` runs (the plan checked both are there).
+    pub fn planned(
+        set: &'a crate::migration::MigrationSet,
+        versions: &[i64],
+        dialect: Dialect,
+    ) -> Vec<Step<'a>> {
+        versions
+            .iter()
+            .map(|v| {
+                let migration = set.get(*v).expect("planned versions exist");
+                let script = migration.up.get(dialect).expect("plan checked the variant");
+                Step { migration, script }
+            })
+            .collect()
+    }
+}
+
 /// One applied migration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppliedStep {

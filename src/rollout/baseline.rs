@@ -20,18 +20,7 @@ async fn baseline_one(
         s.lock().await?;
         let history = s.history().await?;
         let plan = plan_tenant(&history, set, s.dialect(), Some(version))?;
-        let steps: Vec<Step<'_>> = plan
-            .pending
-            .iter()
-            .map(|v| {
-                let migration = set.get(*v).expect("planned versions exist");
-                let script = migration
-                    .up
-                    .get(s.dialect())
-                    .expect("plan checked the variant");
-                Step { migration, script }
-            })
-            .collect();
+        let steps = Step::planned(set, &plan.pending, s.dialect());
         if let Some(v) = s.interrupted(&steps).await?
             && plan.pending.contains(&v)
         {

@@ -148,7 +148,11 @@ fn read_gate_sql(req: &RolloutRequest) -> Result<Option<String>, Error> {
 
 /// With a contract step held (`hold`), the version the tenants go to: the
 /// one before the lowest held step at or below `target`.
-fn reached_under_hold(set: &crate::migration::MigrationSet, hold: &[i64], target: i64) -> Option<i64> {
+fn reached_under_hold(
+    set: &crate::migration::MigrationSet,
+    hold: &[i64],
+    target: i64,
+) -> Option<i64> {
     hold.iter().min().filter(|h| **h <= target).map(|h| {
         set.migrations
             .iter()

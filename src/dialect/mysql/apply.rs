@@ -4,7 +4,8 @@
 //! one transaction with it), and the last statement's end finishes it
 //! when there is no verification to run; a failure after a statement took
 //! effect leaves the tenant dirty. Files a resume cannot stand between run
-//! whole, dirty-first, as sqlx does.
+//! whole, dirty-first, as sqlx does. How each statement is sent with its
+//! progress write is `send.rs`.
 
 use std::time::Instant;
 

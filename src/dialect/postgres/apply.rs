@@ -175,7 +175,7 @@ impl PgSession {
             // soak met such indexes, VALID, their records gone)
             let unrecorded_index = earlier[i] == Earlier::None
                 && !self.fresh
-                && super::resume::concurrent_index(&st.sql).is_some();
+                && (!record || super::resume::concurrent_index(&st.sql).is_some());
             let earlier_i = if unrecorded_index {
                 Earlier::Running
             } else {

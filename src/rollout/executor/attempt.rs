@@ -46,17 +46,7 @@ async fn apply_pending(
     if !plan.pending.is_empty() && !prepare(shared, tenant, session, &plan, progress).await? {
         return Ok(());
     }
-    let steps: Vec<Step<'_>> = plan
-        .pending
-        .iter()
-        .map(|v| {
-            let m = shared.set.get(*v).expect("planned versions exist");
-            Step {
-                migration: m,
-                script: m.up.get(dialect).expect("plan checked the variant"),
-            }
-        })
-        .collect();
+    let steps = Step::planned(&shared.set, &plan.pending, dialect);
     let tx_mode = match session.transactional_ddl() {
         true => shared.opts.tx_mode,
         false => TxMode::Migration,
