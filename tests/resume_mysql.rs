@@ -789,3 +789,96 @@ async fn history_rows_sent_as_text_are_exact_whatever_the_sql_mode() {
     assert_eq!(t.scalar("SELECT COUNT(*) FROM w").await, 1);
     t.drop_now().await;
 }
+
+/// Values fleetmig writes into text it sends (the lock's name, a database's
+/// name, a migration's description, its checksum) read back exactly on the
+/// server, under the default `sql_mode`, with backslash escapes off and
+/// with ANSI quotes: strings generated from quotes, backslashes, `%`, `_`,
+/// control characters (NUL, Ctrl-Z), accented letters and emoji.
+#[tokio::test(flavor = "multi_thread")]
+async fn literals_sent_as_text_read_back_exactly_under_every_sql_mode() {
+    use fleetmig::dialect::mysql::{bytes_literal, literal};
+    use rand::RngExt;
+    const POOL: &[&str] = &[
+        "'", "\\", "\"", "`", "%", "_", "\0", "\n", "\r", "\u{1a}", "\t", "a", "Z", "0", " ", "é",
+        "ß", "€", "😀", "'\\", "\\'", "''", ";", "--", "/*",
+    ];
+    let mut rng = rand::rng();
+    let mut c = mysql_connect(&mysql_base_url()).await;
+    for mode in [
+        "",
+        "NO_BACKSLASH_ESCAPES",
+        "ANSI_QUOTES,NO_BACKSLASH_ESCAPES",
+        "ANSI",
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "SET SESSION sql_mode = '{mode}'"
+        )))
+        .execute(&mut c)
+        .await
+        .unwrap();
+        for _ in 0..200 {
+            let len = rng.random_range(0..12);
+            let s: String = (0..len)
+                .map(|_| POOL[rng.random_range(0..POOL.len())])
+                .collect();
+            let sql = format!(
+                "SELECT HEX({}), HEX({})",
+                literal(&s),
+                bytes_literal(s.as_bytes())
+            );
+            let row = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.clone()))
+                .fetch_one(&mut c)
+                .await
+                .unwrap_or_else(|e| panic!("{sql} under '{mode}': {e}"));
+            use sqlx::Row;
+            let want = fleetmig::migration::hex(s.as_bytes()).to_uppercase();
+            assert_eq!(row.get::<String, _>(0), want, "{s:?} under '{mode}'");
+            assert_eq!(
+                row.get::<String, _>(1),
+                want,
+                "{s:?} as bytes under '{mode}'"
+            );
+        }
+    }
+    c.close().await.unwrap();
+}
+
+/// A tenant's session is set up in one statement with what sqlx would have
+/// sent (its `sql_mode` additions, UTC or the URL's `timezone`, utf8mb4)
+/// and the lock waits of `--lock-timeout`: a migration sees all of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_session_is_set_up_as_sqlx_would_with_the_lock_waits() {
+    let m = migration_dir(&[(
+        "0001_session.sql",
+        "CREATE TABLE s AS SELECT CAST(@@session.time_zone AS CHAR(64)) AS tz, \
+         CAST(@@session.sql_mode AS CHAR(512)) AS mode, \
+         CAST(@@session.character_set_client AS CHAR(64)) AS cs, \
+         @@session.lock_wait_timeout AS lw, @@session.innodb_lock_wait_timeout AS ilw;\n",
+    )]);
+    for (zone, want) in [(None, "+00:00"), (Some("%2B02:00"), "+02:00")] {
+        let t = tenant("rsset", 0).await;
+        let url = match zone {
+            Some(z) => format!("{}?timezone={z}", t.url),
+            None => t.url.clone(),
+        };
+        let dir = one_tenant_fleet(&url);
+        let out = sync_fleet(
+            dir.path(),
+            "registry:fleet.csv",
+            m.path(),
+            &["--lock-timeout", "7s"],
+        );
+        expect_exit(&out, 0);
+        assert_eq!(
+            t.text("SELECT CONCAT_WS('|', tz, cs, lw, ilw) FROM s")
+                .await,
+            format!("{want}|utf8mb4|7|7")
+        );
+        let mode = t.text("SELECT mode FROM s").await;
+        for flag in ["PIPES_AS_CONCAT", "NO_ENGINE_SUBSTITUTION"] {
+            assert!(mode.split(',').any(|f| f == flag), "{flag} missing: {mode}");
+        }
+        t.drop_now().await;
+    }
+}

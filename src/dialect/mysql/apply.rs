@@ -187,8 +187,7 @@ impl MySqlSession {
         .execute(&mut self.conn)
         .await;
         if marked.is_ok_and(|r| r.rows_affected() == 0) {
-            let table = self.table.clone();
-            let _ = table.insert(&mut self.conn, step, false, -1).await;
+            let _ = self.insert_row(step, false, -1).await;
         }
     }
 
@@ -218,9 +217,7 @@ impl MySqlSession {
         let (from, mut stored) = match earlier {
             Some(p) => (self.resume_at(step, statements, p).await?, p),
             None => {
-                let table = self.table.clone();
-                table
-                    .insert(&mut self.conn, step, false, next(0).encode())
+                self.insert_row(step, false, next(0).encode())
                     .await
                     .map_err(|e| self.err(e).at_version(v))?;
                 (0, next(0))
@@ -437,9 +434,7 @@ impl MySqlSession {
         statements: &[Statement],
     ) -> Result<bool, TenantError> {
         let v = step.migration.version;
-        let table = self.table.clone();
-        table
-            .insert(&mut self.conn, step, false, -1)
+        self.insert_row(step, false, -1)
             .await
             .map_err(|e| self.err(e).at_version(v))?;
         for (i, st) in statements.iter().enumerate() {

@@ -17,8 +17,8 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use sqlx::migrate::{Migrate, MigrationType};
-use sqlx::mysql::{MySqlConnectOptions, MySqlConnection};
-use sqlx::{ConnectOptions, Connection, Executor};
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlRow};
+use sqlx::{ConnectOptions, Connection, Executor, Row};
 
 use super::classify::{migrate_error, tenant_error};
 use super::history::{self, BatchFail, HistoryTable, Params};
@@ -38,6 +38,50 @@ const HISTORY_DDL: &str = "(version BIGINT PRIMARY KEY, description TEXT NOT NUL
 
 fn connect_options(url: &str) -> Result<MySqlConnectOptions, sqlx::Error> {
     Ok(MySqlConnectOptions::from_str(url)?.disable_statement_logging())
+}
+
+/// `s` as a MySQL string literal that reads the same under every
+/// `sql_mode` (`NO_BACKSLASH_ESCAPES`, `ANSI_QUOTES`): quoted as it is when
+/// it has no quote, backslash or control character, else its UTF-8 bytes in
+/// hex read as utf8mb4. Queries sent as text carry values this way. (A
+/// plain literal where it can be: `information_schema` looks a schema up by
+/// a constant, but scans every database for `table_schema = CONVERT(…)`.)
+pub fn literal(s: &str) -> String {
+    match s.chars().any(|c| c == '\'' || c == '\\' || c.is_control()) {
+        false => format!("'{s}'"),
+        true => format!("CONVERT({} USING utf8mb4)", bytes_literal(s.as_bytes())),
+    }
+}
+
+/// Bytes as a hex literal (`X'…'`), exact whatever the `sql_mode`.
+pub fn bytes_literal(b: &[u8]) -> String {
+    format!("X'{}'", crate::migration::hex(b))
+}
+
+/// What a tenant's connection is set to, in one statement: what sqlx sends
+/// after connecting (its `sql_mode` additions, UTC unless the URL names a
+/// time zone, the character set), which `open` turns off, and fleetmig's
+/// lock waits of `lock_secs`.
+fn session_setup(url: &str, opts: &MySqlConnectOptions, lock_secs: u64) -> String {
+    let zone = url::Url::parse(url)
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .filter(|(k, _)| k == "timezone" || k == "time-zone")
+                .last()
+                .map(|(_, v)| v.into_owned())
+        })
+        .unwrap_or_else(|| "+00:00".to_string());
+    let names = match opts.get_collation() {
+        Some(c) => format!("NAMES {} COLLATE {c}", opts.get_charset()),
+        None => format!("NAMES {}", opts.get_charset()),
+    };
+    format!(
+        "SET sql_mode = (SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION')), \
+         time_zone = {}, {names}, lock_wait_timeout = {lock_secs}, \
+         innodb_lock_wait_timeout = {lock_secs}",
+        literal(&zone)
+    )
 }
 
 /// Quotes an identifier with backticks, doubling any inside.
@@ -78,6 +122,14 @@ impl MySqlSession {
     pub(crate) async fn open(settings: &Settings, url: &str) -> Result<MySqlSession, TenantError> {
         let opts =
             connect_options(url).map_err(|e| super::connect_error(Dialect::Mysql, url, &e))?;
+        let secs = settings.lock_timeout.as_secs().max(1);
+        let setup = session_setup(url, &opts, secs);
+        // sqlx's own set-up goes in `setup`, one round trip with fleetmig's
+        let opts = opts
+            .pipes_as_concat(false)
+            .no_engine_substitution(false)
+            .timezone(None)
+            .set_names(false);
         let database = opts.get_database().unwrap_or_default().to_string();
         let conn = super::connect(
             Dialect::Mysql,
@@ -112,9 +164,6 @@ impl MySqlSession {
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
         };
-        let secs = settings.lock_timeout.as_secs().max(1);
-        let setup =
-            format!("SET SESSION lock_wait_timeout = {secs}, innodb_lock_wait_timeout = {secs}");
         if let Err(e) = s.conn.execute(sqlx::AssertSqlSafe(setup)).await {
             let t = s.err(e);
             Box::new(s).close().await;
@@ -138,18 +187,32 @@ impl MySqlSession {
         if let Some(known) = self.history_rolls_back {
             return Ok(known);
         }
-        let yes: Option<String> = sqlx::query_scalar(
-            "SELECT CAST(e.transactions AS CHAR) FROM information_schema.tables t \
-             JOIN information_schema.engines e ON e.engine = t.engine \
-             WHERE t.table_schema = ? AND t.table_name = '_sqlx_migrations'",
-        )
-        .bind(&self.database)
-        .fetch_optional(&mut self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
+        let rows = self
+            .text_rows(format!(
+                "SELECT CAST(e.transactions AS CHAR) FROM information_schema.tables t \
+                 JOIN information_schema.engines e ON e.engine = t.engine \
+                 WHERE t.table_schema = {} AND t.table_name = '_sqlx_migrations'",
+                literal(&self.database)
+            ))
+            .await?;
+        let yes: Option<String> = match rows.first() {
+            Some(r) => r.try_get(0).map_err(|e| self.err(e))?,
+            None => None,
+        };
         let known = yes.is_some_and(|y| y == "YES");
         self.history_rolls_back = Some(known);
         Ok(known)
+    }
+
+    /// The rows of `sql`, a query with its values written in
+    /// (`literal`), sent as text: each tenant has a connection of its own,
+    /// on which a prepared statement would first cost a round trip of its
+    /// own.
+    async fn text_rows(&mut self, sql: String) -> Result<Vec<MySqlRow>, TenantError> {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e))
     }
 
     async fn ensure_history(&mut self) -> Result<(), TenantError> {
@@ -181,12 +244,16 @@ impl Session for MySqlSession {
 
     async fn lock(&mut self) -> Result<(), TenantError> {
         let timeout = self.lock_wait.as_secs().max(1) as i64;
-        let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(?, ?)")
-            .bind(&self.lock_key)
-            .bind(timeout)
-            .fetch_one(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        let rows = self
+            .text_rows(format!(
+                "SELECT GET_LOCK({}, {timeout})",
+                literal(&self.lock_key)
+            ))
+            .await?;
+        let got: Option<i64> = match rows.first() {
+            Some(r) => r.try_get(0).map_err(|e| self.err(e))?,
+            None => None,
+        };
         match got {
             Some(1) => {
                 self.locked = true;
@@ -216,14 +283,18 @@ impl Session for MySqlSession {
     /// back and whether an earlier fleetmig's `_fleetmig_statements` is
     /// there.
     async fn history(&mut self) -> Result<Vec<Applied>, TenantError> {
-        let tables: Vec<(String, String)> = sqlx::query_as(
-            "SELECT CAST(t.table_name AS CHAR), CAST(COALESCE(e.transactions, 'NO') AS CHAR) \
-             FROM information_schema.tables t LEFT JOIN information_schema.engines e ON e.engine = t.engine \
-             WHERE t.table_schema = DATABASE() AND t.table_name IN ('_sqlx_migrations', '_fleetmig_statements')",
-        )
-        .fetch_all(&mut self.conn)
-        .await
-        .map_err(|e| self.err(e))?;
+        let tables = self
+            .text_rows(
+                "SELECT CAST(t.table_name AS CHAR), CAST(COALESCE(e.transactions, 'NO') AS CHAR) \
+                 FROM information_schema.tables t LEFT JOIN information_schema.engines e ON e.engine = t.engine \
+                 WHERE t.table_schema = DATABASE() AND t.table_name IN ('_sqlx_migrations', '_fleetmig_statements')"
+                    .to_string(),
+            )
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect::<Result<Vec<(String, String)>, sqlx::Error>>()
+            .map_err(|e| self.err(e))?;
         let has = |name: &str| tables.iter().find(|(t, _)| t == name);
         self.statements_known = Some(has("_fleetmig_statements").is_some());
         self.history_read = true;
@@ -236,17 +307,18 @@ impl Session for MySqlSession {
         };
         self.history_rolls_back = Some(rolls_back == "YES");
         self.history_ready = true;
-        let rows: Vec<(i64, String, bool, Vec<u8>, i64)> =
-            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let rows = self
+            .text_rows(format!(
                 "SELECT version, description, success, checksum, execution_time \
                  FROM {} ORDER BY version",
                 self.table.name
-            )))
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
+            ))
+            .await?;
         let mut applied = Vec::with_capacity(rows.len());
-        for (version, description, success, checksum, time) in rows {
+        for r in rows {
+            let (version, description, success, checksum, time) =
+                <(i64, String, bool, Vec<u8>, i64) as sqlx::FromRow<MySqlRow>>::from_row(&r)
+                    .map_err(|e| self.err(e))?;
             match (success, resume::Progress::decode(time)) {
                 (false, Some(progress)) => self.unfinished.push(apply::Unfinished {
                     version,
@@ -429,10 +501,8 @@ impl Session for MySqlSession {
 
     async fn close(mut self: Box<Self>) {
         if self.locked {
-            let _ = sqlx::query("SELECT RELEASE_LOCK(?)")
-                .bind(&self.lock_key)
-                .execute(&mut self.conn)
-                .await;
+            let release = format!("SELECT RELEASE_LOCK({})", literal(&self.lock_key));
+            let _ = self.text_rows(release).await;
         }
         let _ = self.conn.close().await;
     }

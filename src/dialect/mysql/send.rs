@@ -15,9 +15,11 @@ use std::time::Instant;
 
 use sqlx::Executor;
 
-use super::MySqlSession;
 use super::apply::row_gone;
 use super::resume::Progress;
+use super::{MySqlSession, bytes_literal, literal};
+use crate::dialect::Step;
+use crate::dialect::history::COLUMNS;
 use crate::error::TenantError;
 
 /// One statement as `run_one` sends it: `rows`: a row change, in one
@@ -38,6 +40,30 @@ pub(super) enum After {
 }
 
 impl MySqlSession {
+    /// Writes `step`'s history row, `success` as given with `time` its
+    /// execution time (or progress, `resume.rs`), sent as text with its
+    /// values written in (`literal`): as prepared, a tenant's new
+    /// connection would prepare it first, a round trip of its own.
+    pub(super) async fn insert_row(
+        &mut self,
+        step: Step<'_>,
+        success: bool,
+        time: i64,
+    ) -> Result<(), sqlx::Error> {
+        let sql = format!(
+            "INSERT INTO {} {COLUMNS} VALUES ({}, {}, {}, {}, {time})",
+            self.table.name,
+            step.migration.version,
+            literal(&step.migration.description),
+            if success { "TRUE" } else { "FALSE" },
+            bytes_literal(&step.script.checksum),
+        );
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut self.conn)
+            .await
+            .map(|_| ())
+    }
+
     /// The write that moves version `v`'s history row on: its progress, or
     /// finished. Integers only, so it is sent as text: a new connection per
     /// tenant would prepare it first, a round trip of its own.
