@@ -39,6 +39,9 @@
 //! tenant's, `_fleetmig_statements`; a tenant one of them left part-way is
 //! carried over to the history row when it is next run (`legacy_progress`).
 
+use std::sync::LazyLock;
+
+use dashmap::DashMap;
 use sqlparser::ast::{AlterTableOperation, ObjectName, ObjectType, Statement as Ast};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
@@ -100,8 +103,23 @@ pub(super) enum Judge {
 }
 
 impl Judge {
-    /// How a kill while `sql` ran is judged.
+    /// How a kill while `sql` ran is judged. Every tenant of a fleet runs the
+    /// same statements: each is parsed once per process (up to `MEMO`
+    /// distinct statements are kept).
     pub fn of(sql: &str) -> Judge {
+        const MEMO: usize = 4096;
+        static JUDGED: LazyLock<DashMap<String, Judge>> = LazyLock::new(DashMap::new);
+        if let Some(j) = JUDGED.get(sql) {
+            return j.clone();
+        }
+        let j = Judge::parse(sql);
+        if JUDGED.len() < MEMO {
+            JUDGED.insert(sql.to_string(), j.clone());
+        }
+        j
+    }
+
+    fn parse(sql: &str) -> Judge {
         if session(sql) {
             return Judge::Again;
         }
