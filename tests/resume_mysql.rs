@@ -745,8 +745,8 @@ async fn a_version_is_not_applied_over_an_unfinished_one_whose_file_is_gone() {
     t.drop_now().await;
 }
 
-/// The unfinished history row a first attempt writes goes as text with the
-/// migration's first statement: its description and checksum are exact,
+/// The history rows fleetmig sends as text (the unfinished row a first
+/// attempt writes, a finished backfill's row): description and checksum are exact,
 /// whatever the description holds (a quote, a backslash, a non-ASCII
 /// letter) and whatever the session's `sql_mode` says of backslashes (an
 /// earlier migration of the same session turned escapes off).
@@ -759,13 +759,19 @@ async fn history_rows_sent_as_text_are_exact_whatever_the_sql_mode() {
         ),
         ("0002_it's_a\\back_é.sql", "CREATE TABLE w (x INT);\n"),
         ("0003_rows_\\'.sql", "INSERT INTO w VALUES (1);\n"),
+        (
+            "0004_batch_\\'_ü.sql",
+            "-- fleetmig: batch size=10\n\
+             UPDATE w SET x = 2 WHERE x IN (SELECT x FROM (SELECT x FROM w WHERE x = 1 \
+             LIMIT :batch_size) AS todo);\n",
+        ),
     ]);
     let t = tenant("rstxt", 0).await;
     let dir = one_tenant_fleet(&t.url);
     let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
     expect_exit(&out, 0);
     let set = fleetmig::migration::load(m.path()).unwrap();
-    for (v, description) in [(2, "it's a\\back é"), (3, "rows \\'")] {
+    for (v, description) in [(2, "it's a\\back é"), (3, "rows \\'"), (4, "batch \\' ü")] {
         let script = set
             .get(v)
             .unwrap()
@@ -786,7 +792,7 @@ async fn history_rows_sent_as_text_are_exact_whatever_the_sql_mode() {
             "version {v}"
         );
     }
-    assert_eq!(t.scalar("SELECT COUNT(*) FROM w").await, 1);
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM w WHERE x = 2").await, 1);
     t.drop_now().await;
 }
 

@@ -286,15 +286,24 @@ impl From<sqlx::Error> for BatchFail {
     }
 }
 
+/// How a finished backfill's history row is written.
+pub(crate) enum RowWrite {
+    /// The history table's `insert_sql(true)`, its values bound.
+    Bound(String),
+    /// A statement with its values written in, made from the execution
+    /// time (MySQL: a tenant's new connection would first prepare a bound
+    /// one, a round trip of its own).
+    Text(Box<dyn FnOnce(i64) -> String + Send>),
+}
+
 /// One transaction of a batched backfill, statement by statement (SQLite
 /// and MySQL; see `Session::backfill_batch` for the confirming run). `begin`
 /// is the statement that opens the transaction (`BEGIN IMMEDIATE` takes
-/// SQLite's write lock up front), `insert_sql` the history table's
-/// `insert_sql(true)`.
+/// SQLite's write lock up front), `row` how its history row is written.
 pub(crate) async fn backfill_batch<C>(
     conn: &mut C,
     begin: &'static str,
-    insert_sql: String,
+    row: RowWrite,
     step: Step<'_>,
     size: u64,
     started: Instant,
@@ -342,13 +351,23 @@ where
         }
         // the row bound here rather than through `HistoryTable::insert`: a
         // borrowed table across this await is not provably `Send`
-        sqlx::query::<C::Database>(sqlx::AssertSqlSafe(insert_sql))
-            .bind(step.migration.version)
-            .bind(step.migration.description.as_str())
-            .bind(step.script.checksum.as_slice())
-            .bind(started.elapsed().as_nanos() as i64)
-            .execute(&mut *tx)
-            .await?;
+        let time = started.elapsed().as_nanos() as i64;
+        match row {
+            RowWrite::Bound(insert_sql) => {
+                sqlx::query::<C::Database>(sqlx::AssertSqlSafe(insert_sql))
+                    .bind(step.migration.version)
+                    .bind(step.migration.description.as_str())
+                    .bind(step.script.checksum.as_slice())
+                    .bind(time)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            RowWrite::Text(sql) => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql(time)))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
     }
     tx.commit().await?;
     Ok(BatchOutcome {

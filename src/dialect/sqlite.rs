@@ -392,7 +392,7 @@ impl Session for SqliteSession {
         history::backfill_batch(
             conn,
             "BEGIN IMMEDIATE",
-            table.insert_sql(true),
+            history::RowWrite::Bound(table.insert_sql(true)),
             step,
             size,
             started,

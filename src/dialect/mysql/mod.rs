@@ -350,11 +350,11 @@ impl Session for MySqlSession {
         }
         self.ensure_history().await?;
         self.check_not_unfinished(step)?;
-        let table = self.table.clone();
+        let row = self.row_up_to_time(step, true);
         history::backfill_batch(
             &mut self.conn,
             "BEGIN",
-            table.insert_sql(true),
+            history::RowWrite::Text(Box::new(move |time| format!("{row}{time})"))),
             step,
             size,
             started,

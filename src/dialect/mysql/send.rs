@@ -40,24 +40,30 @@ pub(super) enum After {
 }
 
 impl MySqlSession {
+    /// `step`'s history row as text, its values written in (`literal`),
+    /// `success` as given, up to its execution time: what follows is the
+    /// time and `)`. As prepared, a tenant's new connection would prepare it
+    /// first, a round trip of its own.
+    pub(super) fn row_up_to_time(&self, step: Step<'_>, success: bool) -> String {
+        format!(
+            "INSERT INTO {} {COLUMNS} VALUES ({}, {}, {}, {}, ",
+            self.table.name,
+            step.migration.version,
+            literal(&step.migration.description),
+            if success { "TRUE" } else { "FALSE" },
+            bytes_literal(&step.script.checksum),
+        )
+    }
+
     /// Writes `step`'s history row, `success` as given with `time` its
-    /// execution time (or progress, `resume.rs`), sent as text with its
-    /// values written in (`literal`): as prepared, a tenant's new
-    /// connection would prepare it first, a round trip of its own.
+    /// execution time (or progress, `resume.rs`), sent as text.
     pub(super) async fn insert_row(
         &mut self,
         step: Step<'_>,
         success: bool,
         time: i64,
     ) -> Result<(), sqlx::Error> {
-        let sql = format!(
-            "INSERT INTO {} {COLUMNS} VALUES ({}, {}, {}, {}, {time})",
-            self.table.name,
-            step.migration.version,
-            literal(&step.migration.description),
-            if success { "TRUE" } else { "FALSE" },
-            bytes_literal(&step.script.checksum),
-        );
+        let sql = format!("{}{time})", self.row_up_to_time(step, success));
         sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
             .execute(&mut self.conn)
             .await
