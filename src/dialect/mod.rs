@@ -20,6 +20,7 @@ pub mod backup;
 mod classify;
 pub mod copy;
 mod history;
+mod memo;
 pub mod mysql;
 pub mod postgres;
 mod resume;

@@ -7,6 +7,7 @@
 //! whole, dirty-first, as sqlx does. How each statement is sent with its
 //! progress write is `send.rs`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::Executor;
@@ -15,6 +16,7 @@ use super::history;
 use super::resume::{Judge, Progress};
 use super::send::{After, One};
 use super::{MySqlSession, resume};
+use crate::dialect::memo::Memo;
 use crate::dialect::resume::InFlight;
 use crate::dialect::{AppliedStep, Step};
 use crate::error::{ErrorClass, FailureKind, TenantError};
@@ -28,6 +30,17 @@ pub(super) struct Unfinished {
     pub version: i64,
     pub checksum: Vec<u8>,
     pub progress: Progress,
+}
+
+/// A file's statements and why they cannot be resumed one by one (if
+/// so), worked out once per process (`memo.rs`).
+fn statements_of(sql: &str) -> (Arc<[Statement]>, Option<String>) {
+    static PLANS: Memo<(Arc<[Statement]>, Option<String>)> = Memo::new(1024);
+    PLANS.get(sql, || {
+        let statements = split_for(sql, Dialect::Mysql);
+        let whole = resume::unresumable(&statements);
+        (statements.into(), whole)
+    })
 }
 
 impl MySqlSession {
@@ -66,8 +79,7 @@ impl MySqlSession {
     pub(super) async fn apply_one(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
         self.ensure_history().await?;
         let v = step.migration.version;
-        let statements = split_for(&step.script.sql, Dialect::Mysql);
-        let whole = resume::unresumable(&statements);
+        let (statements, whole) = statements_of(&step.script.sql);
         if let Some(why) = &whole {
             tracing::debug!(version = v, "statements not resumable one by one: {why}");
         }

@@ -39,15 +39,13 @@
 //! tenant's, `_fleetmig_statements`; a tenant one of them left part-way is
 //! carried over to the history row when it is next run (`legacy_progress`).
 
-use std::sync::LazyLock;
-
-use dashmap::DashMap;
 use sqlparser::ast::{AlterTableOperation, ObjectName, ObjectType, Statement as Ast};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::Parser;
 use sqlx::Executor;
 
 use super::MySqlSession;
+use crate::dialect::memo::Memo;
 use crate::dialect::resume::{Earlier, InFlight};
 use crate::error::TenantError;
 
@@ -103,20 +101,11 @@ pub(super) enum Judge {
 }
 
 impl Judge {
-    /// How a kill while `sql` ran is judged. Every tenant of a fleet runs the
-    /// same statements: each is parsed once per process (up to `MEMO`
-    /// distinct statements are kept).
+    /// How a kill while `sql` ran is judged, worked out once per process
+    /// (`memo.rs`).
     pub fn of(sql: &str) -> Judge {
-        const MEMO: usize = 4096;
-        static JUDGED: LazyLock<DashMap<String, Judge>> = LazyLock::new(DashMap::new);
-        if let Some(j) = JUDGED.get(sql) {
-            return j.clone();
-        }
-        let j = Judge::parse(sql);
-        if JUDGED.len() < MEMO {
-            JUDGED.insert(sql.to_string(), j.clone());
-        }
-        j
+        static JUDGED: Memo<Judge> = Memo::new(4096);
+        JUDGED.get(sql, || Judge::parse(sql))
     }
 
     fn parse(sql: &str) -> Judge {
