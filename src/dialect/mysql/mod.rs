@@ -84,6 +84,11 @@ fn session_setup(url: &str, opts: &MySqlConnectOptions, lock_secs: u64) -> Strin
     )
 }
 
+/// The SQLSTATE of a server's error.
+fn code(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()?.code().map(|c| c.into_owned())
+}
+
 /// Quotes an identifier with backticks, doubling any inside.
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
@@ -219,14 +224,25 @@ impl MySqlSession {
         if self.history_ready {
             return Ok(());
         }
+        // read and found absent (else `history_ready`): made here, it is
+        // InnoDB (`NO_ENGINE_SUBSTITUTION` is in the session's sql_mode), so
+        // its engine need not be read; made meanwhile by someone else, it is
+        // read when needed
+        let absent = self.history_read;
         let create = format!(
-            "CREATE TABLE IF NOT EXISTS {} {HISTORY_DDL}",
+            "CREATE TABLE {}{} {HISTORY_DDL}",
+            if absent { "" } else { "IF NOT EXISTS " },
             self.table.name
         );
-        sqlx::raw_sql(sqlx::AssertSqlSafe(create))
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(create))
             .execute(&mut self.conn)
             .await
-            .map_err(|e| self.err(e))?;
+        {
+            Ok(_) if absent => self.history_rolls_back = Some(true),
+            Ok(_) => {}
+            Err(e) if absent && code(&e).as_deref() == Some("42S01") => {}
+            Err(e) => return Err(self.err(e)),
+        }
         self.history_ready = true;
         Ok(())
     }
