@@ -888,3 +888,37 @@ async fn a_tenant_session_is_set_up_as_sqlx_would_with_the_lock_waits() {
         t.drop_now().await;
     }
 }
+
+/// A row change commits in the round trip that sends it only when its end
+/// moved the migration's history row (the server checks before the
+/// `COMMIT`): a statement that deletes its own migration's row is rolled
+/// back with its end, and the tenant is failed naming the vanished row.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_row_change_whose_history_row_vanished_is_rolled_back() {
+    let m = migration_dir(&[
+        ("0001_w.sql", "CREATE TABLE w (x INT);\n"),
+        (
+            "0002_gone.sql",
+            "INSERT INTO w VALUES (1);\nDELETE FROM _sqlx_migrations WHERE version = 2;\n",
+        ),
+    ]);
+    let t = tenant("rsgone", 0).await;
+    let dir = one_tenant_fleet(&t.url);
+    let out = sync_fleet(dir.path(), "registry:fleet.csv", m.path(), &[]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("was gone while it ran"), "{all}");
+    // the first statement committed with its end; the DELETE was rolled
+    // back with its end: the row is there, saying statement 2 may have started
+    assert_eq!(t.scalar("SELECT COUNT(*) FROM w").await, 1);
+    assert_eq!(
+        t.scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 2 AND NOT success")
+            .await,
+        1
+    );
+    t.drop_now().await;
+}

@@ -84,9 +84,18 @@ fn session_setup(url: &str, opts: &MySqlConnectOptions, lock_secs: u64) -> Strin
     )
 }
 
-/// The SQLSTATE of a server's error.
-fn code(e: &sqlx::Error) -> Option<String> {
-    e.as_database_error()?.code().map(|c| c.into_owned())
+/// The server's error number of `e`.
+fn error_number(e: &sqlx::Error) -> Option<u16> {
+    e.as_database_error()?
+        .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+        .map(|d| d.number())
+}
+
+/// Whether `e` is a server's error of SQLSTATE `state`.
+fn is_code(e: &sqlx::Error, state: &str) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|c| c == state)
 }
 
 /// Quotes an identifier with backticks, doubling any inside.
@@ -240,7 +249,7 @@ impl MySqlSession {
         {
             Ok(_) if absent => self.history_rolls_back = Some(true),
             Ok(_) => {}
-            Err(e) if absent && code(&e).as_deref() == Some("42S01") => {}
+            Err(e) if absent && is_code(&e, "42S01") => {}
             Err(e) => return Err(self.err(e)),
         }
         self.history_ready = true;

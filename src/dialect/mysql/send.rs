@@ -2,9 +2,9 @@
 //! the migration's history row (`resume.rs`), in as few round trips as the
 //! exactly-once rules allow: a statement that can be judged goes with its
 //! progress write in one multi-statement round trip (a row change in one
-//! transaction with it, committed once the write is seen to have moved the
-//! row), the same statements in the same order as one by one, so a kill
-//! stops the server at the same points. The progress write is sent as
+//! transaction with it, and the `COMMIT` in the same round trip behind a
+//! check, run by the server, that the write moved the row), the same
+//! statements in the same order as one by one. The progress write is sent as
 //! text: each tenant has a connection of its own, which would prepare it
 //! first, a round trip of its own. (Sending the unfinished row with the
 //! first statement, the lock with the read of fleetmig's tables, and a
@@ -17,10 +17,18 @@ use sqlx::Executor;
 
 use super::apply::row_gone;
 use super::resume::Progress;
-use super::{MySqlSession, bytes_literal, literal};
+use super::{MySqlSession, bytes_literal, error_number, literal};
 use crate::dialect::Step;
 use crate::dialect::history::COLUMNS;
 use crate::error::TenantError;
+
+/// Fails (error 1231: `time_zone` cannot be NULL) unless the statement
+/// before it changed exactly one row, else sets `time_zone` to what it is:
+/// in a row change's batch, the end's write must have moved the history row
+/// before the `COMMIT` after it runs. (A subquery of two rows did the same
+/// but made the server build a temporary table for the UNION each time.)
+const MOVED_ONE_ROW: &str =
+    "SET SESSION time_zone = IF(ROW_COUNT() = 1, @@session.time_zone, NULL)";
 
 /// One statement as `run_one` sends it: `rows`: a row change, in one
 /// transaction with its end; `single`: it ends in one result (it can be
@@ -102,9 +110,8 @@ impl MySqlSession {
     /// itself; `in_flight` decides a kill between them). The inner error
     /// is the statement's own. A statement of one result (`single`: any
     /// that can be judged) goes with its end in one multi-statement round
-    /// trip, the same statements in the same order, so a kill stops the
-    /// server at the same points; a row change's COMMIT follows once the
-    /// end is seen to have moved the row.
+    /// trip, the same statements in the same order; a row change's COMMIT
+    /// goes in it too, behind `MOVED_ONE_ROW`.
     pub(super) async fn run_one(
         &mut self,
         v: i64,
@@ -118,29 +125,37 @@ impl MySqlSession {
         // each statement ends in one result: how many came before an error
         // says whose it is
         let own = usize::from(rows);
-        let mut batch = match rows {
-            true => "START TRANSACTION;\n".to_string(),
-            false => String::new(),
+        let batch = match rows {
+            // the server checks that the end moved the row before the
+            // COMMIT: a multi-statement stops at its first error
+            true => format!(
+                "START TRANSACTION;\n{sql}\n;\n{};\n{MOVED_ONE_ROW};\nCOMMIT",
+                self.after_sql(v, then)
+            ),
+            false => format!("{sql}\n;\n{}", self.after_sql(v, then)),
         };
-        batch.push_str(&format!("{sql}\n;\n{}", self.after_sql(v, then)));
         let (done, err) = self.results(batch).await;
-        if err.is_some() || done.last() != Some(&1) {
-            if rows {
-                let _ = self.conn.execute("ROLLBACK").await;
-            }
-            return match err {
-                Some(e) if done.len() == own => Ok(Err(e)),
-                Some(e) => Err(self.err(e).at_version(v)),
-                None => Err(row_gone(v)),
-            };
+        let whole = match rows {
+            // the end moved the row (were the check not to fail on some
+            // server, a vanished row is still told, though committed)
+            true => done.len() == 5 && done[2] == 1,
+            false => done.last() == Some(&1),
+        };
+        if err.is_none() && whole {
+            return Ok(Ok(()));
         }
         if rows {
-            self.conn
-                .execute("COMMIT")
-                .await
-                .map_err(|e| self.err(e).at_version(v))?;
+            let _ = self.conn.execute("ROLLBACK").await;
         }
-        Ok(Ok(()))
+        match err {
+            Some(e) if done.len() == own => Ok(Err(e)),
+            // the check after the end: it moved no row
+            Some(e) if rows && done.len() == 3 && error_number(&e) == Some(1231) => {
+                Err(row_gone(v))
+            }
+            Some(e) => Err(self.err(e).at_version(v)),
+            None => Err(row_gone(v)),
+        }
     }
 
     /// `run_one` for a statement that cannot be judged (it may end in
