@@ -7,9 +7,8 @@
 //! statements in the same order as one by one. The progress write is sent as
 //! text: each tenant has a connection of its own, which would prepare it
 //! first, a round trip of its own. (Sending the unfinished row with the
-//! first statement, the lock with the read of fleetmig's tables, and a
-//! fresh history table with the read of its engine measured slower in an
-//! A/B of builds, and was taken back.)
+//! first statement, and the lock with the read of fleetmig's tables,
+//! measured slower in an A/B of builds, and were taken back.)
 
 use std::time::Instant;
 
