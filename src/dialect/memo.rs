@@ -1,5 +1,6 @@
-//! What a dialect works out from a migration's text (its statements, how a
-//! kill in each is judged), worked out once per process: every tenant of a
+//! What a dialect works out from a migration's text (MySQL: its
+//! statements and how a kill in each is judged; PostgreSQL: the concurrent
+//! indexes the catalogue judges), worked out once per process: every tenant of a
 //! fleet runs the same files, and parsing them again per tenant was a
 //! measurable part of fleetmig's CPU on a server fleet.
 

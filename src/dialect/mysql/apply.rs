@@ -32,14 +32,28 @@ pub(super) struct Unfinished {
     pub progress: Progress,
 }
 
-/// A file's statements and why they cannot be resumed one by one (if
-/// so), worked out once per process (`memo.rs`).
-fn statements_of(sql: &str) -> (Arc<[Statement]>, Option<String>) {
-    static PLANS: Memo<(Arc<[Statement]>, Option<String>)> = Memo::new(1024);
+/// What a file's text says, worked out once per process (`memo.rs`):
+/// every tenant of a fleet runs the same files.
+#[derive(Clone)]
+struct Planned {
+    statements: Arc<[Statement]>,
+    /// Why its statements cannot be resumed one by one, if so.
+    whole: Option<String>,
+    /// How a kill in each statement is judged.
+    judges: Arc<[Judge]>,
+}
+
+fn planned(sql: &str) -> Planned {
+    static PLANS: Memo<Planned> = Memo::new(1024);
     PLANS.get(sql, || {
         let statements = split_for(sql, Dialect::Mysql);
         let whole = resume::unresumable(&statements);
-        (statements.into(), whole)
+        let judges = statements.iter().map(|st| Judge::of(&st.sql)).collect();
+        Planned {
+            statements: statements.into(),
+            whole,
+            judges,
+        }
     })
 }
 
@@ -79,7 +93,11 @@ impl MySqlSession {
     pub(super) async fn apply_one(&mut self, step: Step<'_>) -> Result<AppliedStep, TenantError> {
         self.ensure_history().await?;
         let v = step.migration.version;
-        let (statements, whole) = statements_of(&step.script.sql);
+        let Planned {
+            statements,
+            whole,
+            judges,
+        } = planned(&step.script.sql);
         if let Some(why) = &whole {
             tracing::debug!(version = v, "statements not resumable one by one: {why}");
         }
@@ -109,7 +127,10 @@ impl MySqlSession {
         let t0 = Instant::now();
         let ran = match (&whole, earlier) {
             (Some(_), None) => self.run_unrecorded(step, &statements).await,
-            _ => self.run_statements(step, &statements, earlier, t0).await,
+            _ => {
+                self.run_statements(step, &statements, &judges, earlier, t0)
+                    .await
+            }
         };
         if !back.is_empty() {
             let _ = self.conn.execute(sqlx::AssertSqlSafe(back)).await;
@@ -214,11 +235,11 @@ impl MySqlSession {
         &mut self,
         step: Step<'_>,
         statements: &[Statement],
+        judges: &[Judge],
         earlier: Option<Progress>,
         t0: Instant,
     ) -> Result<bool, TenantError> {
         let v = step.migration.version;
-        let judges: Vec<Judge> = statements.iter().map(|st| Judge::of(&st.sql)).collect();
         let n = statements.len();
         // the progress when statement `i` is next: marked started at once
         // when a kill in it can be judged

@@ -45,7 +45,6 @@ use sqlparser::parser::Parser;
 use sqlx::Executor;
 
 use super::MySqlSession;
-use crate::dialect::memo::Memo;
 use crate::dialect::resume::{Earlier, InFlight};
 use crate::error::TenantError;
 
@@ -101,14 +100,9 @@ pub(super) enum Judge {
 }
 
 impl Judge {
-    /// How a kill while `sql` ran is judged, worked out once per process
-    /// (`memo.rs`).
+    /// How a kill while `sql` ran is judged (a file's statements are
+    /// judged once per process: `apply::planned`).
     pub fn of(sql: &str) -> Judge {
-        static JUDGED: Memo<Judge> = Memo::new(4096);
-        JUDGED.get(sql, || Judge::parse(sql))
-    }
-
-    fn parse(sql: &str) -> Judge {
         if session(sql) {
             return Judge::Again;
         }

@@ -29,6 +29,7 @@ use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
 use super::PgSession;
+use crate::dialect::memo::Memo;
 use crate::dialect::resume::{Earlier, InFlight};
 use crate::dialect::{Step, quote_ident};
 use crate::error::TenantError;
@@ -40,7 +41,13 @@ use crate::migration::split::split_statements;
 /// gives the index that schema (looked up by the search path, the index
 /// of a table elsewhere would never be found, and a build that finished
 /// would run again).
+/// Parsed once per statement text per process (`memo.rs`).
 pub(super) fn concurrent_index(sql: &str) -> Option<String> {
+    static PARSED: Memo<Option<String>> = Memo::new(4096);
+    PARSED.get(sql, || parse_concurrent_index(sql))
+}
+
+fn parse_concurrent_index(sql: &str) -> Option<String> {
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let [Ast::CreateIndex(ci)] = parsed.as_slice() else {
         return None;
@@ -57,15 +64,19 @@ pub(super) fn concurrent_index(sql: &str) -> Option<String> {
 /// named `CREATE INDEX CONCURRENTLY`: the catalogue is its record (an index
 /// there and VALID was built; INVALID, a build stopped; none, not started),
 /// so its statements are recorded nowhere else. `None` for any other script.
+/// Worked out once per script per process (`memo.rs`).
 pub(super) fn judged_indexes(sql: &str) -> Option<Vec<String>> {
-    let statements = split_statements(sql);
-    if statements.is_empty() {
-        return None;
-    }
-    statements
-        .iter()
-        .map(|st| concurrent_index(&st.sql))
-        .collect()
+    static JUDGED: Memo<Option<Vec<String>>> = Memo::new(1024);
+    JUDGED.get(sql, || {
+        let statements = split_statements(sql);
+        if statements.is_empty() {
+            return None;
+        }
+        statements
+            .iter()
+            .map(|st| concurrent_index(&st.sql))
+            .collect()
+    })
 }
 
 impl PgSession {
