@@ -200,6 +200,7 @@ pub struct Connector {
     pub settings: Settings,
     pg: std::sync::Arc<postgres::Pools>,
     rows: std::sync::Arc<rows::Pools>,
+    mysql: std::sync::Arc<mysql::Idle>,
 }
 
 impl Connector {
@@ -208,6 +209,7 @@ impl Connector {
             settings,
             pg: Default::default(),
             rows: Default::default(),
+            mysql: Default::default(),
         }
     }
 
@@ -225,7 +227,7 @@ impl Connector {
                 postgres::PgSession::open(&self.settings, &self.pg, url, schema.as_deref()).await?,
             ),
             Locator::Mysql { url } => {
-                Box::new(mysql::MySqlSession::open(&self.settings, url).await?)
+                Box::new(mysql::MySqlSession::open(&self.settings, &self.mysql, url).await?)
             }
             Locator::Row { db, tenant_id } => {
                 Box::new(rows::RowSession::open(self, db, tenant_id, access).await?)
@@ -291,6 +293,7 @@ impl Connector {
     pub async fn close(&self) {
         self.pg.close().await;
         self.rows.close().await;
+        self.mysql.close().await;
     }
 }
 

@@ -9,7 +9,10 @@
 
 mod apply;
 mod resume;
+mod reuse;
 mod send;
+
+pub(crate) use reuse::Idle;
 
 use crate::error::FailureKind;
 use std::path::Path;
@@ -106,6 +109,8 @@ pub fn quote_ident(name: &str) -> String {
 /// An open MySQL/MariaDB tenant.
 pub struct MySqlSession {
     conn: MySqlConnection,
+    /// Where `conn` goes back when the session closes (`reuse.rs`).
+    idle: std::sync::Arc<Idle>,
     url: String,
     /// The tenant's database.
     database: String,
@@ -133,7 +138,11 @@ pub struct MySqlSession {
 }
 
 impl MySqlSession {
-    pub(crate) async fn open(settings: &Settings, url: &str) -> Result<MySqlSession, TenantError> {
+    pub(crate) async fn open(
+        settings: &Settings,
+        idle: &std::sync::Arc<Idle>,
+        url: &str,
+    ) -> Result<MySqlSession, TenantError> {
         let opts =
             connect_options(url).map_err(|e| super::connect_error(Dialect::Mysql, url, &e))?;
         let secs = settings.lock_timeout.as_secs().max(1);
@@ -145,18 +154,47 @@ impl MySqlSession {
             .timezone(None)
             .set_names(false);
         let database = opts.get_database().unwrap_or_default().to_string();
-        let conn = super::connect(
-            Dialect::Mysql,
-            url,
-            settings.connect_timeout,
-            MySqlConnection::connect_with(&opts),
-        )
-        .await?;
-        let mut s = MySqlSession {
+        let reused = match database.is_empty() {
+            true => None,
+            false => idle
+                .take(url, &database, &setup, settings.connect_timeout)
+                .await
+                .map_err(|e| super::connect_error(Dialect::Mysql, url, &e))?,
+        };
+        let set_up = reused.is_some();
+        let conn = match reused {
+            Some(c) => c,
+            None => {
+                let connecting = MySqlConnection::connect_with(&opts);
+                super::connect(Dialect::Mysql, url, settings.connect_timeout, connecting).await?
+            }
+        };
+        let mut s = MySqlSession::new(settings, idle, conn, url, database);
+        if !set_up && let Err(e) = s.conn.execute(sqlx::AssertSqlSafe(setup)).await {
+            let t = s.err(e);
+            let _ = s.conn.close().await;
+            return Err(t);
+        }
+        if let Some(st) = settings.statement_timeout {
+            // MariaDB's name; MySQL's max_execution_time only covers SELECT.
+            let setup = format!("SET SESSION max_statement_time = {}", st.as_secs_f64());
+            let _ = s.conn.execute(sqlx::AssertSqlSafe(setup)).await;
+        }
+        Ok(s)
+    }
+
+    fn new(
+        settings: &Settings,
+        idle: &std::sync::Arc<Idle>,
+        conn: MySqlConnection,
+        url: &str,
+        database: String,
+    ) -> MySqlSession {
+        MySqlSession {
             conn,
+            idle: idle.clone(),
             url: url.to_string(),
             lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
-            database: database.clone(),
             lock_wait: settings.lock_timeout,
             locked: false,
             history_ready: false,
@@ -173,22 +211,12 @@ impl MySqlSession {
                 },
                 Params::Question,
             ),
+            database,
             statement_secs: settings
                 .statement_timeout
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0),
-        };
-        if let Err(e) = s.conn.execute(sqlx::AssertSqlSafe(setup)).await {
-            let t = s.err(e);
-            Box::new(s).close().await;
-            return Err(t);
         }
-        if let Some(st) = settings.statement_timeout {
-            // MariaDB's name; MySQL's max_execution_time only covers SELECT.
-            let setup = format!("SET SESSION max_statement_time = {}", st.as_secs_f64());
-            let _ = s.conn.execute(sqlx::AssertSqlSafe(setup)).await;
-        }
-        Ok(s)
     }
 
     fn err(&self, e: sqlx::Error) -> TenantError {
@@ -525,11 +553,20 @@ impl Session for MySqlSession {
     }
 
     async fn close(mut self: Box<Self>) {
-        if self.locked {
-            let release = format!("SELECT RELEASE_LOCK({})", literal(&self.lock_key));
-            let _ = self.text_rows(release).await;
+        // only a connection that released its lock is kept for the next
+        // tenant of its server (which resets it first, `reuse.rs`)
+        let released = match self.locked {
+            false => true,
+            true => {
+                let release = format!("SELECT RELEASE_LOCK({})", literal(&self.lock_key));
+                self.text_rows(release).await.is_ok()
+            }
+        };
+        let s = *self;
+        match released {
+            true => s.idle.put(&s.url, s.conn).await,
+            false => drop(s.conn.close().await),
         }
-        let _ = self.conn.close().await;
     }
 }
 

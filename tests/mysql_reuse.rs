@@ -1,0 +1,183 @@
+//! A MariaDB server's connections kept between its tenant databases
+//! (`src/dialect/mysql/reuse.rs`): reused, reset so that nothing one
+//! tenant's migrations set reaches the next, and replaced when the server
+//! closed them.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use common::*;
+use fleetmig::dialect::{Access, Connector, Session};
+use fleetmig::tenant::{Locator, Tenant, TenantId};
+use sqlx::Connection;
+
+async fn databases(tag: &str, names: &[String]) {
+    let sql: String = names
+        .iter()
+        .map(|n| format!("CREATE DATABASE `{n}`;"))
+        .collect();
+    mysql_exec(&mysql_base_url(), &sql).await;
+    let _ = tag;
+}
+
+async fn drop_databases(names: &[String]) {
+    let sql: String = names
+        .iter()
+        .map(|n| format!("DROP DATABASE IF EXISTS `{n}`;"))
+        .collect();
+    mysql_exec(&mysql_base_url(), &sql).await;
+}
+
+/// What each tenant's migration saw of its session, by tenant.
+async fn seen(names: &[String]) -> BTreeMap<String, BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for n in names {
+        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT k, v FROM seen")
+            .fetch_all(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        out.insert(n.clone(), rows.into_iter().collect());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_connection_is_reset_so_nothing_one_tenant_set_reaches_the_next() {
+    let tag = format!("fmreuse{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..5).map(|i| format!("{tag}_t{i}")).collect();
+    // a database of the test's own, outside the fleet, for a temporary table
+    let shared = format!("{tag}_shared");
+    let all: Vec<String> = names.iter().cloned().chain([shared.clone()]).collect();
+    databases(&tag, &all).await;
+    let lock = format!("{tag}_lock");
+    let m = tempfile::tempdir().unwrap();
+    // Reads the session as the previous tenant's migration would have left
+    // it without a reset, then leaves every kind of session state behind.
+    std::fs::write(
+        m.path().join("1_leave_state.sql"),
+        format!(
+            "CREATE TEMPORARY TABLE `{shared}`.leak (x INT);
+CREATE TABLE seen (k VARCHAR(64) PRIMARY KEY, v TEXT);
+INSERT INTO seen VALUES
+  ('connection', CONNECTION_ID()),
+  ('user_variable', COALESCE(@fm_leak, 'none')),
+  ('foreign_key_checks', @@session.foreign_key_checks),
+  ('wait_timeout', @@session.wait_timeout = @@global.wait_timeout),
+  ('sql_mode_ansi', FIND_IN_SET('ANSI_QUOTES', @@session.sql_mode) > 0),
+  ('time_zone', @@session.time_zone),
+  ('lock_wait_timeout', @@session.innodb_lock_wait_timeout),
+  ('named_lock_free', IS_FREE_LOCK('{lock}')),
+  ('database', DATABASE());
+SET @fm_leak = DATABASE();
+SET SESSION foreign_key_checks = 0;
+SET SESSION wait_timeout = 77;
+SET SESSION sql_mode = CONCAT(@@session.sql_mode, ',ANSI_QUOTES');
+SET SESSION time_zone = '+05:00';
+SET SESSION innodb_lock_wait_timeout = 99;
+DO GET_LOCK('{lock}', 0);
+"
+        ),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        &format!("mysql-databases:{}", mysql_base_url()),
+        m.path(),
+        &[
+            "--tenant-pattern",
+            &format!("{tag}\\_t%"),
+            "--concurrency",
+            "1",
+            "--lock-timeout",
+            "7s",
+        ],
+    );
+    expect_exit(&out, 0);
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    assert_eq!(rows.len(), 5);
+    assert!(
+        rows.values().all(|r| r["status"] == "succeeded"),
+        "{rows:?}"
+    );
+    let seen = seen(&names).await;
+    let connections: BTreeSet<&String> = seen.values().map(|s| &s["connection"]).collect();
+    // one tenant at a time: the first tenant's connection served them all
+    assert_eq!(connections.len(), 1, "{seen:?}");
+    for (n, s) in &seen {
+        assert_eq!(s["database"], *n);
+        assert_eq!(s["user_variable"], "none", "{n}");
+        assert_eq!(s["foreign_key_checks"], "1", "{n}");
+        assert_eq!(s["wait_timeout"], "1", "{n}");
+        assert_eq!(s["sql_mode_ansi"], "0", "{n}");
+        assert_eq!(s["time_zone"], "+00:00", "{n}");
+        assert_eq!(s["lock_wait_timeout"], "7", "{n}");
+        assert_eq!(s["named_lock_free"], "1", "{n}");
+    }
+    drop_databases(&all).await;
+}
+
+fn tenant(name: &str) -> Tenant {
+    Tenant {
+        id: TenantId::new(name).unwrap(),
+        locator: Locator::Mysql {
+            url: with_db(&mysql_base_url(), name),
+        },
+        tags: Default::default(),
+    }
+}
+
+/// The ids of the fleetmig user's connections whose current database is
+/// `db` (the test user sees its own user's connections).
+async fn connections_in(db: &str) -> Vec<i64> {
+    let mut c = mysql_connect(&mysql_base_url()).await;
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM information_schema.processlist WHERE db = ? AND id <> CONNECTION_ID()",
+    )
+    .bind(db)
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    c.close().await.unwrap();
+    ids
+}
+
+async fn locked_session(connector: &Connector, name: &str) -> Box<dyn Session> {
+    let mut s = connector.open(&tenant(name), Access::Write).await.unwrap();
+    s.lock().await.unwrap();
+    s.history().await.unwrap();
+    s
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_connection_the_server_closed_is_replaced_without_failing_the_tenant() {
+    let tag = format!("fmkill{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&tag, &names).await;
+    let connector = Connector::new(Default::default());
+
+    // a closed session's connection moves on to the next database
+    locked_session(&connector, &names[0]).await.close().await;
+    let first = connections_in(&names[0]).await;
+    assert_eq!(first.len(), 1, "kept after the session closed");
+    locked_session(&connector, &names[1]).await.close().await;
+    assert_eq!(connections_in(&names[1]).await, first, "reused");
+    assert!(connections_in(&names[0]).await.is_empty());
+
+    // the server closes the kept connection: the next tenant connects anew
+    mysql_exec(&mysql_base_url(), &format!("KILL CONNECTION {}", first[0])).await;
+    let mut s = locked_session(&connector, &names[2]).await;
+    assert!(s.check("SELECT 1").await.unwrap().is_none());
+    let now = connections_in(&names[2]).await;
+    assert_eq!(now.len(), 1);
+    assert_ne!(now, first);
+    s.close().await;
+
+    // the end of the command closes what is kept
+    connector.close().await;
+    assert!(connections_in(&names[2]).await.is_empty());
+    drop_databases(&names).await;
+}
