@@ -163,6 +163,15 @@ async fn a_kept_connection_the_server_closed_is_replaced_without_failing_the_ten
     locked_session(&connector, &names[0]).await.close().await;
     let first = connections_in(&names[0]).await;
     assert_eq!(first.len(), 1, "kept after the session closed");
+    // kept, but holding nothing: the tenant's lock is free
+    let mut c = mysql_connect(&mysql_base_url()).await;
+    let free: i64 = sqlx::query_scalar("SELECT IS_FREE_LOCK(?)")
+        .bind(format!("fleetmig:{}", names[0]))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(free, 1, "the lock of a closed session is released");
+    c.close().await.unwrap();
     locked_session(&connector, &names[1]).await.close().await;
     assert_eq!(connections_in(&names[1]).await, first, "reused");
     assert!(connections_in(&names[0]).await.is_empty());

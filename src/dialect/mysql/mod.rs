@@ -552,20 +552,16 @@ impl Session for MySqlSession {
         super::backup::mysql_dump(&self.url, path).await
     }
 
-    async fn close(mut self: Box<Self>) {
-        // only a connection that released its lock is kept for the next
-        // tenant of its server (which resets it first, `reuse.rs`)
-        let released = match self.locked {
-            false => true,
-            true => {
-                let release = format!("SELECT RELEASE_LOCK({})", literal(&self.lock_key));
-                self.text_rows(release).await.is_ok()
-            }
-        };
+    async fn close(self: Box<Self>) {
+        // reset (its locks released) and kept for the next tenant of its
+        // server, or given back by a server without the reset (`reuse.rs`)
         let s = *self;
-        match released {
-            true => s.idle.put(&s.url, s.conn).await,
-            false => drop(s.conn.close().await),
+        if let Err(mut conn) = s.idle.put(&s.url, s.conn, s.lock_wait).await {
+            if s.locked {
+                let release = format!("SELECT RELEASE_LOCK({})", literal(&s.lock_key));
+                let _ = conn.execute(sqlx::AssertSqlSafe(release)).await;
+            }
+            let _ = conn.close().await;
         }
     }
 }

@@ -1,22 +1,26 @@
 //! A server's connections, kept for one command between its tenant
-//! databases. A tenant's session takes an idle connection to the same
-//! server (the same URL but for the database: same user, password and
-//! options), resets it to a new connection's state (`COM_RESET_CONNECTION`,
-//! through the patched sqlx-mysql of `vendor/`) and moves to its database
-//! with `USE` in the same round trip as the session's `SET`: two round trips
-//! where connecting takes a TCP handshake, the server's greeting, the
-//! authentication exchange and a server thread.
+//! databases. When a tenant's session closes, its connection is reset to a
+//! new connection's state (`COM_RESET_CONNECTION`, through the patched
+//! sqlx-mysql of `vendor/`) and kept; the next session on the same server
+//! (the same URL but for the database: same user, password and options)
+//! takes it and moves to its database with `USE` in the round trip of the
+//! session's `SET`. The reset takes the round trip of the `RELEASE_LOCK` it
+//! replaces, and the `USE` rides with the `SET`, where connecting takes a
+//! TCP handshake, the server's greeting, the authentication exchange and a
+//! server thread.
 //!
 //! The reset is what makes the reuse safe: the server rolls back any open
-//! transaction, drops temporary tables, releases table and named locks,
-//! frees prepared statements and user variables, and puts every session
-//! variable back to its global value, so nothing one tenant's migrations
-//! set reaches the next tenant. A connection is only given back after its
-//! session released the tenant's lock; one whose reset fails or stalls is
-//! dropped and the tenant connects afresh, so a connection the server
-//! closed in the meantime costs a round trip, never a tenant. A server that
-//! does not know the reset (before MySQL 5.7.3 or MariaDB 10.2.4) answers
-//! with an error and its connections are not kept again.
+//! transaction, drops temporary tables, releases table locks and named
+//! locks (the tenant's `GET_LOCK` among them), frees prepared statements
+//! and user variables, and puts every session variable back to its global
+//! value, so nothing one tenant's migrations set reaches the next tenant,
+//! and nothing is held once a session is over. A connection whose reset
+//! fails or stalls is dropped (the server ends its session), and one the
+//! server closed while it was kept costs the next tenant a fresh
+//! connection, never a failure. A server that does not know the reset
+//! (before MySQL 5.7.3 or MariaDB 10.2.4) refuses it with
+//! `ER_UNKNOWN_COM_ERROR`: its sessions release their lock and close as
+//! before, and its connections are not kept.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -29,6 +33,8 @@ use sqlx::{Connection, Executor};
 const IDLE_LIMIT: Duration = Duration::from_secs(30);
 /// At most this many idle connections per server.
 const IDLE_CAP: usize = 64;
+/// `ER_UNKNOWN_COM_ERROR`: a server without `COM_RESET_CONNECTION`.
+const UNKNOWN_COMMAND: u16 = 1047;
 
 /// The idle connections of one command, by server.
 #[derive(Default)]
@@ -49,10 +55,11 @@ fn server_key(url: &str) -> String {
 }
 
 impl Idle {
-    /// An idle connection to `url`'s server, reset, in `database`, with
-    /// `setup` sent; `None` when there is none to reuse. `Err` is the
-    /// server's refusal of the `USE` or of `setup` (a database that is not
-    /// there, no privilege on it), as connecting to it would have failed.
+    /// An idle connection to `url`'s server, moved to `database` with
+    /// `setup` sent, in one round trip; `None` when there is none to reuse.
+    /// `Err` is the server's refusal of the `USE` or of `setup` (a database
+    /// that is not there, no privilege on it), as connecting to it would
+    /// have failed.
     pub(super) async fn take(
         &self,
         url: &str,
@@ -61,73 +68,92 @@ impl Idle {
         wait: Duration,
     ) -> Result<Option<MySqlConnection>, sqlx::Error> {
         let key = server_key(url);
-        loop {
-            let (mut conn, since) = match self.pop(&key) {
-                Some(c) => c,
-                None => return Ok(None),
-            };
+        while let Some((mut conn, since)) = self.pop(&key) {
             if since.elapsed() > IDLE_LIMIT {
                 let _ = tokio::time::timeout(wait, conn.close()).await;
                 continue;
             }
-            match tokio::time::timeout(wait, conn.reset_session()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    if e.as_database_error().is_some() {
-                        self.refuse(&key);
-                    }
-                    continue;
-                }
-                Err(_) => continue,
-            }
             let moved = format!("USE {}; {setup}", super::quote_ident(database));
-            return match tokio::time::timeout(wait, conn.execute(sqlx::AssertSqlSafe(moved))).await
-            {
-                Ok(Ok(_)) => Ok(Some(conn)),
+            match tokio::time::timeout(wait, conn.execute(sqlx::AssertSqlSafe(moved))).await {
+                Ok(Ok(_)) => return Ok(Some(conn)),
                 Ok(Err(e)) if e.as_database_error().is_some() => {
-                    self.put(url, conn).await;
-                    Err(e)
+                    let _ = conn.close().await;
+                    return Err(e);
                 }
+                // closed by the server meanwhile, or stalled: connect anew
                 _ => continue,
-            };
+            }
         }
+        Ok(None)
     }
 
+    /// The newest idle connection to the server `key`, with when it was
+    /// kept.
     fn pop(&self, key: &str) -> Option<(MySqlConnection, Instant)> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.by_server.get_mut(key)?.pop()
+    }
+
+    /// Resets `conn`, whose session is over, and keeps it for the next
+    /// tenant of its server. The reset rolls back what the session left
+    /// open and releases its locks, the tenant's own among them, now rather
+    /// than when the connection is next used. `Err` gives the connection
+    /// back when its server refused the reset: the caller releases the
+    /// tenant's lock and closes it. A connection that fails otherwise is
+    /// dropped (the server ends its session, releasing everything).
+    pub(super) async fn put(
+        &self,
+        url: &str,
+        mut conn: MySqlConnection,
+        wait: Duration,
+    ) -> Result<(), MySqlConnection> {
+        let key = server_key(url);
+        if self.refused(&key) {
+            return Err(conn);
+        }
+        match tokio::time::timeout(wait, conn.reset_session()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if super::error_number(&e) == Some(UNKNOWN_COMMAND) => {
+                self.refuse(&key);
+                return Err(conn);
+            }
+            _ => return Ok(()),
+        }
+        let surplus = self.keep(key, conn);
+        for c in surplus {
+            let _ = tokio::time::timeout(wait, c.close()).await;
+        }
+        Ok(())
+    }
+
+    /// Keeps `conn` as the server `key`'s newest idle connection; what is to
+    /// be closed instead: any server's connections idle too long, `conn`
+    /// when enough are idle.
+    fn keep(&self, key: String, conn: MySqlConnection) -> Vec<MySqlConnection> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut surplus = Vec::new();
+        for idle in state.by_server.values_mut() {
+            while idle.first().is_some_and(|(_, t)| t.elapsed() > IDLE_LIMIT) {
+                surplus.push(idle.remove(0).0);
+            }
+        }
+        let idle = state.by_server.entry(key).or_default();
+        match idle.len() >= IDLE_CAP {
+            true => surplus.push(conn),
+            false => idle.push((conn, Instant::now())),
+        }
+        surplus
+    }
+
+    fn refused(&self, key: &str) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.refused.contains(key)
     }
 
     fn refuse(&self, key: &str) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.refused.insert(key.to_string());
         state.by_server.remove(key);
-    }
-
-    /// Keeps `conn`, whose session released its lock, for the next tenant of
-    /// its server; closes it when the server refused the reset or enough
-    /// are idle, and closes those of any server idle too long.
-    pub(super) async fn put(&self, url: &str, conn: MySqlConnection) {
-        let key = server_key(url);
-        let surplus = {
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            let mut surplus = Vec::new();
-            for idle in state.by_server.values_mut() {
-                while idle.first().is_some_and(|(_, t)| t.elapsed() > IDLE_LIMIT) {
-                    surplus.push(idle.remove(0).0);
-                }
-            }
-            let refused = state.refused.contains(&key);
-            let idle = state.by_server.entry(key).or_default();
-            match refused || idle.len() >= IDLE_CAP {
-                true => surplus.push(conn),
-                false => idle.push((conn, Instant::now())),
-            }
-            surplus
-        };
-        for c in surplus {
-            let _ = tokio::time::timeout(Duration::from_secs(5), c.close()).await;
-        }
     }
 
     /// Closes every idle connection (end of a command).
