@@ -120,6 +120,135 @@ DO GET_LOCK('{lock}', 0);
     drop_databases(&all).await;
 }
 
+/// Syncs the databases `tag_t%` one tenant at a time with the migrations
+/// `files`, returning the report's rows by tenant.
+fn sync_one_by_one(
+    tag: &str,
+    files: &[(&str, String)],
+) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+    let m = tempfile::tempdir().unwrap();
+    for (name, sql) in files {
+        std::fs::write(m.path().join(name), sql).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        &format!("mysql-databases:{}", mysql_base_url()),
+        m.path(),
+        &[
+            "--tenant-pattern",
+            &format!("{tag}\\_t%"),
+            "--concurrency",
+            "1",
+        ],
+    );
+    csv_rows(&report_dir(dir.path(), &out))
+}
+
+/// The connection each tenant's first migration ran on (`conn` table).
+async fn connection_ids(names: &[String]) -> BTreeSet<i64> {
+    let mut ids = BTreeSet::new();
+    for n in names {
+        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM conn")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        ids.insert(id);
+    }
+    ids
+}
+
+const RECORD_CONNECTION: &str =
+    "CREATE TABLE conn (id BIGINT); INSERT INTO conn VALUES (CONNECTION_ID());";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_connection_parses_and_is_privileged_as_a_new_one() {
+    let tag = format!("fmfresh{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&tag, &names).await;
+    let role = format!("{tag}_role");
+    mysql_exec(&mysql_base_url(), &format!("CREATE ROLE `{role}`")).await;
+    // a new connection has IGNORE_SPACE (sqlx's login flag): `COUNT (*)`
+    // parses on every tenant, the first one's connection or a kept one;
+    // a migration's role does not outlive its session
+    let rows = sync_one_by_one(
+        &tag,
+        &[
+            ("1_record.sql", RECORD_CONNECTION.to_string()),
+            (
+                "2_count_space.sql",
+                "CREATE TABLE c AS SELECT COUNT (*) AS n, CAST(CURRENT_ROLE() AS CHAR) AS role \
+                 FROM information_schema.schemata;"
+                    .to_string(),
+            ),
+            ("3_role.sql", format!("SET ROLE `{role}`;")),
+        ],
+    );
+    mysql_exec(&mysql_base_url(), &format!("DROP ROLE `{role}`")).await;
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.values().all(|r| r["status"] == "succeeded"),
+        "{rows:?}"
+    );
+    for n in &names {
+        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM c")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        assert_eq!(role, None, "{n}: the role a migration set reached it");
+    }
+    // the role set by a migration costs its connection, not a tenant
+    assert_eq!(connection_ids(&names).await.len(), 3);
+    drop_databases(&names).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_tenants_connection_is_not_kept() {
+    let tag = format!("fmxa{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&tag, &names).await;
+    // An XA transaction left prepared survives a reset and makes every
+    // InnoDB access of its connection fail: the tenant fails (its history
+    // row cannot be written), and the next tenant must not inherit that.
+    let rows = sync_one_by_one(
+        &tag,
+        &[
+            ("1_record.sql", RECORD_CONNECTION.to_string()),
+            (
+                "2_xa.sql",
+                "CREATE TABLE x (a INT) ENGINE=InnoDB;\n\
+                 SET @xid = CONCAT('fmxa-', DATABASE());\n\
+                 SET @s = CONCAT('XA START ', QUOTE(@xid));\n\
+                 PREPARE s FROM @s;\nEXECUTE s;\n\
+                 INSERT INTO x VALUES (1);\n\
+                 SET @s = CONCAT('XA END ', QUOTE(@xid));\nPREPARE s FROM @s;\nEXECUTE s;\n\
+                 SET @s = CONCAT('XA PREPARE ', QUOTE(@xid));\nPREPARE s FROM @s;\nEXECUTE s;\n"
+                    .to_string(),
+            ),
+        ],
+    );
+    // the prepared transactions outlive their sessions by design
+    let mut c = mysql_connect(&mysql_base_url()).await;
+    for n in &names {
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("XA ROLLBACK 'fmxa-{n}'")))
+            .execute(&mut c)
+            .await;
+    }
+    c.close().await.unwrap();
+    assert_eq!(rows.len(), 3);
+    for n in &names {
+        // each tenant got as far as its own XA migration
+        assert_eq!(rows[n]["status"], "failed", "{rows:?}");
+        assert_eq!(rows[n]["applied_versions"], "1", "{n}: {rows:?}");
+    }
+    assert_eq!(connection_ids(&names).await.len(), 3);
+    drop_databases(&names).await;
+}
+
 fn tenant(name: &str) -> Tenant {
     Tenant {
         id: TenantId::new(name).unwrap(),

@@ -64,8 +64,12 @@ fn is_code(e: &sqlx::Error, state: &str) -> bool {
 /// An open MySQL/MariaDB tenant.
 pub struct MySqlSession {
     conn: MySqlConnection,
-    /// Where `conn` goes back when the session closes (`reuse.rs`).
+    /// Where `conn` goes back when the session closes (`reuse.rs`), with
+    /// what it was like when new (`None`: not to be kept).
     idle: std::sync::Arc<Idle>,
+    fresh: Option<reuse::Fresh>,
+    /// An error was met: the connection is not kept (`reuse.rs`).
+    failed: std::sync::atomic::AtomicBool,
     url: String,
     /// The tenant's database.
     database: String,
@@ -116,20 +120,27 @@ impl MySqlSession {
                 .await
                 .map_err(|e| super::connect_error(Dialect::Mysql, url, &e))?,
         };
-        let set_up = reused.is_some();
-        let conn = match reused {
-            Some(c) => c,
+        let mut s = match reused {
+            Some((conn, fresh)) => {
+                MySqlSession::new(settings, idle, conn, Some(fresh), url, database)
+            }
             None => {
                 let connecting = MySqlConnection::connect_with(&opts);
-                super::connect(Dialect::Mysql, url, settings.connect_timeout, connecting).await?
+                let conn =
+                    super::connect(Dialect::Mysql, url, settings.connect_timeout, connecting)
+                        .await?;
+                let mut s = MySqlSession::new(settings, idle, conn, None, url, database);
+                if let Err(e) = s.conn.execute(sqlx::AssertSqlSafe(setup)).await {
+                    let t = s.err(e);
+                    let _ = s.conn.close().await;
+                    return Err(t);
+                }
+                if !s.database.is_empty() {
+                    s.fresh = idle.fresh(url, &mut s.conn).await;
+                }
+                s
             }
         };
-        let mut s = MySqlSession::new(settings, idle, conn, url, database);
-        if !set_up && let Err(e) = s.conn.execute(sqlx::AssertSqlSafe(setup)).await {
-            let t = s.err(e);
-            let _ = s.conn.close().await;
-            return Err(t);
-        }
         if let Some(st) = settings.statement_timeout {
             // MariaDB's name; MySQL's max_execution_time only covers SELECT.
             let setup = format!("SET SESSION max_statement_time = {}", st.as_secs_f64());
@@ -142,12 +153,15 @@ impl MySqlSession {
         settings: &Settings,
         idle: &std::sync::Arc<Idle>,
         conn: MySqlConnection,
+        fresh: Option<reuse::Fresh>,
         url: &str,
         database: String,
     ) -> MySqlSession {
         MySqlSession {
             conn,
             idle: idle.clone(),
+            fresh,
+            failed: Default::default(),
             url: url.to_string(),
             lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
             lock_wait: settings.lock_timeout,
@@ -175,7 +189,15 @@ impl MySqlSession {
     }
 
     fn err(&self, e: sqlx::Error) -> TenantError {
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         tenant_error(&e, Dialect::Mysql, Some(&self.url))
+    }
+
+    fn migrate_err(&self, e: sqlx::migrate::MigrateError) -> TenantError {
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        migrate_error(e, Dialect::Mysql, Some(&self.url))
     }
 
     /// Whether the history table rolls back: as `history` read it, else
@@ -486,7 +508,7 @@ impl Session for MySqlSession {
         }
         let table = self.table.name.clone();
         let r = self.conn.skip(&table, &m).await;
-        r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;
+        r.map_err(|e| self.migrate_err(e).at_version(m.version))?;
         self.forget_statements(m.version).await;
         Ok(())
     }
@@ -497,8 +519,7 @@ impl Session for MySqlSession {
         let r = self.conn.revert(&table, &mig).await;
         let statements = crate::migration::split::split_for(&down.sql, Dialect::Mysql);
         self.use_own_database(&statements).await?;
-        let took =
-            r.map_err(|e| migrate_error(e, Dialect::Mysql, Some(&self.url)).at_version(m.version))?;
+        let took = r.map_err(|e| self.migrate_err(e).at_version(m.version))?;
         self.forget_statements(m.version).await;
         Ok(took)
     }
@@ -511,7 +532,8 @@ impl Session for MySqlSession {
         // reset (its locks released) and kept for the next tenant of its
         // server, or given back by a server without the reset (`reuse.rs`)
         let s = *self;
-        if let Err(mut conn) = s.idle.put(&s.url, s.conn, s.lock_wait).await {
+        let fresh = s.fresh.filter(|_| !s.failed.into_inner());
+        if let Err(mut conn) = s.idle.put(&s.url, s.conn, fresh, s.lock_wait).await {
             if s.locked {
                 let release = format!("SELECT RELEASE_LOCK({})", literal(&s.lock_key));
                 let _ = conn.execute(sqlx::AssertSqlSafe(release)).await;
