@@ -15,7 +15,7 @@ mod send;
 mod text;
 
 pub(crate) use reuse::Idle;
-use text::session_setup;
+use text::{SQL_MODE_ADDED, session_setup};
 pub use text::{bytes_literal, literal, quote_ident};
 
 use crate::error::FailureKind;
@@ -130,6 +130,7 @@ impl MySqlSession {
                     super::connect(Dialect::Mysql, url, settings.connect_timeout, connecting)
                         .await?;
                 let mut s = MySqlSession::new(settings, idle, conn, None, url, database);
+                let setup = format!("SET {SQL_MODE_ADDED}, {setup}");
                 if let Err(e) = s.conn.execute(sqlx::AssertSqlSafe(setup)).await {
                     let t = s.err(e);
                     let _ = s.conn.close().await;

@@ -115,7 +115,8 @@ impl Idle {
     }
 
     /// An idle connection to `url`'s server made as it was when new, moved
-    /// to `database`, with `setup` sent, in one round trip; `None` when
+    /// to `database`, its `sql_mode` and `setup` (`text::session_setup`)
+    /// set, in one round trip; `None` when
     /// there is none to reuse. One whose role a migration changed is
     /// closed instead. `Err` is the server's refusal of the `USE` or of
     /// `setup` (a database that is not there, no privilege on it), as
@@ -134,7 +135,7 @@ impl Idle {
                 continue;
             }
             let moved = format!(
-                "USE {}; {setup}; SET SESSION sql_mode = {}; SELECT CURRENT_ROLE() <=> {}",
+                "USE {}; SET sql_mode = {}, {setup}; SELECT CURRENT_ROLE() <=> {}",
                 super::quote_ident(database),
                 super::literal(&fresh.sql_mode),
                 fresh.role.as_deref().map_or("NULL".into(), super::literal),

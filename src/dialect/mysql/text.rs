@@ -22,10 +22,15 @@ pub fn bytes_literal(b: &[u8]) -> String {
     format!("X'{}'", crate::migration::hex(b))
 }
 
-/// What a tenant's connection is set to, in one statement: what sqlx sends
-/// after connecting (its `sql_mode` additions, UTC unless the URL names a
-/// time zone, the character set), which `open` turns off, and fleetmig's
-/// lock waits of `lock_secs`.
+/// sqlx's `sql_mode` additions, as a new connection gets them (a kept
+/// connection gets the `sql_mode` it had when new instead: `reuse.rs`).
+pub(super) const SQL_MODE_ADDED: &str =
+    "sql_mode = (SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION'))";
+
+/// What a tenant's connection is set to besides its `sql_mode`, the
+/// assignments of one `SET`: what sqlx sends after connecting (UTC unless
+/// the URL names a time zone, the character set), which `open` turns off,
+/// and fleetmig's lock waits of `lock_secs`.
 pub(super) fn session_setup(url: &str, opts: &MySqlConnectOptions, lock_secs: u64) -> String {
     let zone = url::Url::parse(url)
         .ok()
@@ -41,8 +46,7 @@ pub(super) fn session_setup(url: &str, opts: &MySqlConnectOptions, lock_secs: u6
         None => format!("NAMES {}", opts.get_charset()),
     };
     format!(
-        "SET sql_mode = (SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION')), \
-         time_zone = {}, {names}, lock_wait_timeout = {lock_secs}, \
+        "time_zone = {}, {names}, lock_wait_timeout = {lock_secs}, \
          innodb_lock_wait_timeout = {lock_secs}",
         literal(&zone)
     )
