@@ -319,3 +319,55 @@ async fn a_kept_connection_the_server_closed_is_replaced_without_failing_the_ten
     assert!(connections_in(&names[2]).await.is_empty());
     drop_databases(&names).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_that_leaves_a_transaction_open_fails_its_tenant_dirty() {
+    let tag = format!("fmopen{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..2).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&tag, &names).await;
+    // its history row would be finished inside the open transaction, and
+    // rolled back with it when the session ends: reported applied, found
+    // unfinished
+    let rows = sync_one_by_one(
+        &tag,
+        &[
+            (
+                "1_table.sql",
+                "CREATE TABLE t (a INT) ENGINE=InnoDB;".to_string(),
+            ),
+            (
+                "2_no_commit.sql",
+                "SET autocommit = 0;\nINSERT INTO t VALUES (1);\n".to_string(),
+            ),
+        ],
+    );
+    assert_eq!(rows.len(), 2);
+    for n in &names {
+        let r = &rows[n];
+        assert_eq!(r["status"], "failed", "{r:?}");
+        assert_eq!(r["applied_versions"], "1", "{r:?}");
+        assert_eq!(r["error_version"], "2", "{r:?}");
+        assert_eq!(r["error_kind"], "dirty", "{r:?}");
+        assert!(
+            r["error_message"].contains("left a transaction open"),
+            "{r:?}"
+        );
+        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
+        let history: Vec<(i64, bool, i64)> = sqlx::query_as(
+            "SELECT version, success, execution_time FROM _sqlx_migrations ORDER BY version",
+        )
+        .fetch_all(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(history.len(), 2, "{n}");
+        assert_eq!((history[0].0, history[0].1), (1, true), "{n}");
+        assert_eq!(history[1], (2, false, -1), "{n}: left dirty");
+        let inserted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(inserted, 0, "{n}: rolled back");
+        c.close().await.unwrap();
+    }
+    drop_databases(&names).await;
+}

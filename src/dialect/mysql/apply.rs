@@ -147,6 +147,9 @@ impl MySqlSession {
             }
             self.write_after(v, After::Finished(t0)).await?;
         }
+        if self.conn.in_transaction() {
+            return Err(self.left_open(step).await);
+        }
         Ok(AppliedStep {
             version: v,
             duration: t0.elapsed(),
@@ -206,6 +209,32 @@ impl MySqlSession {
             Some(u) => Err(changed_since(step, u.progress)),
             None => Ok(()),
         }
+    }
+
+    /// `step` left a transaction open (`autocommit = 0`, a `START
+    /// TRANSACTION` without its end): what ran in it since, its finished
+    /// history row among it, would be rolled back when the session ends,
+    /// silently. It is rolled back now, `autocommit` put back, and the
+    /// tenant left dirty, its failure saying why.
+    async fn left_open(&mut self, step: Step<'_>) -> TenantError {
+        let _ = self
+            .conn
+            .execute("ROLLBACK; SET SESSION autocommit = 1")
+            .await;
+        self.left_dirty(step).await;
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        TenantError::permanent(
+            FailureKind::Dirty,
+            format!(
+                "migration {} left a transaction open (autocommit = 0, or START TRANSACTION \
+                 without COMMIT): what it did after it began, and its history row, are rolled \
+                 back; the tenant is dirty: end the migration's transaction, look at what it \
+                 did, then delete the row from _sqlx_migrations and run again",
+                step.migration.version
+            ),
+        )
+        .at_version(step.migration.version)
     }
 
     /// Leaves version `step` dirty: its history row says so (sqlx's `-1`,

@@ -52,7 +52,9 @@ pub(crate) struct MySqlConnectionInner {
 }
 
 impl MySqlConnection {
-    pub(crate) fn in_transaction(&self) -> bool {
+    /// fleetmig patch (vendor/README.md): public. Whether the server said,
+    /// in its last answer, that a transaction is open.
+    pub fn in_transaction(&self) -> bool {
         self.inner
             .status_flags
             .intersects(Status::SERVER_STATUS_IN_TRANS)
