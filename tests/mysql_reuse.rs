@@ -371,3 +371,121 @@ async fn a_migration_that_leaves_a_transaction_open_fails_its_tenant_dirty() {
     }
     drop_databases(&names).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_role_a_migration_set_never_reaches_or_fails_the_next_tenant() {
+    let tag = format!("fmrole{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&tag, &names).await;
+    let (user, pass) = (format!("{tag}_u"), "fm-role-secret");
+    // two roles told apart by case only, both with the tenants' privileges;
+    // the user reaches its tenants through its default role, but for t0
+    let mut sql = format!(
+        "CREATE ROLE `{tag}_r`; CREATE ROLE `{tag}_R`; \
+         GRANT ALL ON `{tag}\\_t%`.* TO `{tag}_r`; GRANT ALL ON `{tag}\\_t%`.* TO `{tag}_R`;"
+    );
+    for host in ["localhost", "127.0.0.1"] {
+        sql.push_str(&format!(
+            "CREATE USER '{user}'@'{host}' IDENTIFIED BY '{pass}'; \
+             GRANT ALL ON `{tag}_t0`.* TO '{user}'@'{host}'; \
+             GRANT `{tag}_r` TO '{user}'@'{host}'; GRANT `{tag}_R` TO '{user}'@'{host}'; \
+             SET DEFAULT ROLE `{tag}_r` FOR '{user}'@'{host}';"
+        ));
+    }
+    mysql_exec(&mysql_base_url(), &sql).await;
+    let mut url = url::Url::parse(&with_db(&mysql_base_url(), &names[0])).unwrap();
+    url.set_username(&user).unwrap();
+    url.set_password(Some(pass)).unwrap();
+    let sync = |files: &[(&str, &str)]| {
+        let m = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(m.path().join(name), text).unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = sync_fleet(
+            dir.path(),
+            &format!("mysql-databases:{url}"),
+            m.path(),
+            &[
+                "--tenant-pattern",
+                &format!("{tag}\\_t%"),
+                "--concurrency",
+                "1",
+            ],
+        );
+        csv_rows(&report_dir(dir.path(), &out))
+    };
+    let record = "CREATE TABLE seen (role TEXT); INSERT INTO seen VALUES (CURRENT_ROLE());";
+    let other_role = format!("SET ROLE `{tag}_R`;");
+    let first = sync(&[("1_record.sql", record), ("2_role.sql", &other_role)]);
+    // dropping the role: t0 keeps its own grant, the others fail their own
+    // migration, never their connection
+    let second = sync(&[
+        ("1_record.sql", record),
+        ("2_role.sql", &other_role),
+        ("3_no_role.sql", "SET ROLE NONE;"),
+    ]);
+    let mut drop = format!("DROP ROLE `{tag}_r`; DROP ROLE `{tag}_R`;");
+    for host in ["localhost", "127.0.0.1"] {
+        drop.push_str(&format!("DROP USER '{user}'@'{host}';"));
+    }
+    mysql_exec(&mysql_base_url(), &drop).await;
+
+    assert_eq!(first.len(), 3);
+    assert!(
+        first.values().all(|r| r["status"] == "succeeded"),
+        "{first:?}"
+    );
+    for n in &names {
+        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
+        let role: Option<String> = sqlx::query_scalar("SELECT role FROM seen")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        assert_eq!(role, Some(format!("{tag}_r")), "{n}: the login's role");
+    }
+    assert_eq!(second[&names[0]]["status"], "succeeded", "{second:?}");
+    for n in &names[1..] {
+        let r = &second[n];
+        assert_eq!(r["status"], "failed", "{r:?}");
+        assert_eq!(r["error_version"], "3", "{n}: its own migration: {r:?}");
+        assert!(!r["error_message"].contains("cannot connect"), "{r:?}");
+    }
+    drop_databases(&names).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_whose_long_names_share_a_start_lock_apart() {
+    let tag = format!("fmlong{:06x}", rand::random::<u32>() & 0xffffff);
+    // 61 characters, the same first 58: `fleetmig:<name>` is over the 64 a
+    // lock's name may have
+    let stem = format!("{tag}_{}", "x".repeat(45));
+    let names: Vec<String> = (0..2).map(|i| format!("{stem}_t{i}")).collect();
+    databases(&tag, &names).await;
+    let dir = tempfile::tempdir().unwrap();
+    let m = tempfile::tempdir().unwrap();
+    std::fs::write(m.path().join("1_slow.sql"), "DO SLEEP(1.5);").unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        &format!("mysql-databases:{}", mysql_base_url()),
+        m.path(),
+        &[
+            "--tenant-pattern",
+            &format!("{tag}\\_x%"),
+            "--concurrency",
+            "2",
+            "--lock-timeout",
+            "1s",
+        ],
+    );
+    expect_exit(&out, 0);
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    assert_eq!(rows.len(), 2);
+    for n in &names {
+        // no wait on the other's lock: one attempt each
+        assert_eq!(rows[n]["status"], "succeeded", "{rows:?}");
+        assert_eq!(rows[n]["attempts"], "1", "{rows:?}");
+    }
+    drop_databases(&names).await;
+}

@@ -15,7 +15,7 @@ mod send;
 mod text;
 
 pub(crate) use reuse::Idle;
-use text::{SQL_MODE_ADDED, session_setup};
+use text::{SQL_MODE_ADDED, lock_name, session_setup};
 pub use text::{bytes_literal, literal, quote_ident};
 
 use crate::error::FailureKind;
@@ -73,6 +73,7 @@ pub struct MySqlSession {
     url: String,
     /// The tenant's database.
     database: String,
+    /// The tenant lock's name, as SQL (`lock_name`).
     lock_key: String,
     lock_wait: Duration,
     locked: bool,
@@ -115,10 +116,10 @@ impl MySqlSession {
         let database = opts.get_database().unwrap_or_default().to_string();
         let reused = match database.is_empty() {
             true => None,
-            false => idle
-                .take(url, &database, &setup, settings.connect_timeout)
-                .await
-                .map_err(|e| super::connect_error(Dialect::Mysql, url, &e))?,
+            false => {
+                idle.take(url, &database, &setup, settings.connect_timeout)
+                    .await
+            }
         };
         let mut s = match reused {
             Some((conn, fresh)) => {
@@ -164,7 +165,7 @@ impl MySqlSession {
             fresh,
             failed: Default::default(),
             url: url.to_string(),
-            lock_key: format!("fleetmig:{database}").chars().take(64).collect(),
+            lock_key: lock_name(&database),
             lock_wait: settings.lock_timeout,
             locked: false,
             history_ready: false,
@@ -276,10 +277,7 @@ impl Session for MySqlSession {
     async fn lock(&mut self) -> Result<(), TenantError> {
         let timeout = self.lock_wait.as_secs().max(1) as i64;
         let rows = self
-            .text_rows(format!(
-                "SELECT GET_LOCK({}, {timeout})",
-                literal(&self.lock_key)
-            ))
+            .text_rows(format!("SELECT GET_LOCK({}, {timeout})", self.lock_key))
             .await?;
         let got: Option<i64> = match rows.first() {
             Some(r) => r.try_get(0).map_err(|e| self.err(e))?,
@@ -536,7 +534,7 @@ impl Session for MySqlSession {
         let fresh = s.fresh.filter(|_| !s.failed.into_inner());
         if let Err(mut conn) = s.idle.put(&s.url, s.conn, fresh, s.lock_wait).await {
             if s.locked {
-                let release = format!("SELECT RELEASE_LOCK({})", literal(&s.lock_key));
+                let release = format!("SELECT RELEASE_LOCK({})", s.lock_key);
                 let _ = conn.execute(sqlx::AssertSqlSafe(release)).await;
             }
             let _ = conn.close().await;

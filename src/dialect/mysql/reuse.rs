@@ -14,13 +14,19 @@
 //! locks (the tenant's `GET_LOCK` among them), frees prepared statements
 //! and user variables, and puts every session variable back to its global
 //! value, so nothing one tenant's migrations set reaches the next tenant,
-//! and nothing is held once a session is over. A connection whose reset
-//! fails or stalls is dropped (the server ends its session), and one the
-//! server closed while it was kept costs the next tenant a fresh
-//! connection, never a failure. A server that does not know the reset
-//! (before MySQL 5.7.3 or MariaDB 10.2.4) refuses it with
-//! `ER_UNKNOWN_COM_ERROR`: its sessions release their lock and close as
-//! before, and its connections are not kept.
+//! and nothing is held once a session is over. A reset is not a login, so
+//! what a login gives is given again (`Fresh`): the `sql_mode` from the
+//! server's global one, and the check that the role is the login's; a
+//! server with an `init_connect` is not reused, a session that met an
+//! error does not give its connection back (an XA transaction left
+//! prepared survives a reset), and a connection serves a minute at most.
+//! A connection that fails its reset, or the `USE` and `SET` of its next
+//! tenant, is dropped and the tenant connects afresh (a database that is
+//! not there is told by a new connection's error), so a connection the
+//! server closed while it was kept costs a round trip, never a tenant. A
+//! server that does not know the reset (before MySQL 5.7.3 or MariaDB
+//! 10.2.4) refuses it with `ER_UNKNOWN_COM_ERROR`: its sessions release
+//! their lock and close as before, and its connections are not kept.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -42,16 +48,31 @@ pub(crate) struct Idle {
     state: Mutex<State>,
 }
 
-/// What a connection's session was right after connecting and the
-/// session's `SET`, which a reset does not give back: the `sql_mode` (the
-/// login adds `IGNORE_SPACE` for sqlx's client flag) and the current role
-/// (the login sets the user's default role; a reset keeps whatever a
-/// migration set).
+/// What a connection's login gave its session that a reset does not give
+/// back, and when it logged in. The login adds `IGNORE_SPACE` to the
+/// server's `sql_mode` (sqlx's client flag; a reset drops it): a kept
+/// connection is set as `REUSED_SQL_MODE` says, which `fresh` checks gives
+/// what a login gave. The login sets the user's default role, and a reset
+/// keeps whatever role a migration set: a kept connection whose role is not
+/// its login's is closed.
 #[derive(Clone)]
 pub(super) struct Fresh {
-    sql_mode: String,
     role: Option<String>,
+    born: Instant,
 }
+
+/// A kept connection's `sql_mode`: a new connection's, from the server's
+/// global one as it is now (as a login would take it), not as it was when
+/// the connection logged in.
+const REUSED_SQL_MODE: &str = "sql_mode = (SELECT CONCAT(@@global.sql_mode, \
+     ',IGNORE_SPACE,PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION'))";
+/// The words `REUSED_SQL_MODE` adds to the global `sql_mode`.
+const ADDED_MODES: [&str; 3] = ["IGNORE_SPACE", "PIPES_AS_CONCAT", "NO_ENGINE_SUBSTITUTION"];
+
+/// How long a connection serves before it is closed: changes to its account
+/// (a lock, revoked privileges, a new default role), which reach a new
+/// connection only, reach the fleet's within this.
+const LIFETIME: Duration = Duration::from_secs(60);
 
 type Kept = (MySqlConnection, Fresh, Instant);
 
@@ -65,12 +86,17 @@ struct State {
 }
 
 /// Whether the last row of a reuse's round trip says the role is the one
-/// the connection had when new.
-fn same_role(rows: &[sqlx::mysql::MySqlRow]) -> bool {
+/// the connection had when new and the server has no `init_connect`.
+fn as_new(rows: &[sqlx::mysql::MySqlRow]) -> bool {
     use sqlx::Row;
     rows.last()
         .and_then(|r| r.try_get::<i64, _>(0).ok())
         .is_some_and(|same| same == 1)
+}
+
+/// The words of an `sql_mode`.
+fn modes(sql_mode: &str) -> HashSet<&str> {
+    sql_mode.split(',').filter(|m| !m.is_empty()).collect()
 }
 
 /// The server part of a tenant URL: the URL without its database.
@@ -79,10 +105,10 @@ fn server_key(url: &str) -> String {
 }
 
 impl Idle {
-    /// What `conn`, just connected to `url`'s server and set up, is like,
-    /// for a reused connection to be made so again; `None` when its
-    /// connections are not to be kept (the server has an `init_connect`,
-    /// which runs on a new connection only, or cannot say).
+    /// What `conn`, just connected to `url`'s server and set up, had from
+    /// its login; `None` when its connections are not to be kept: the server
+    /// has an `init_connect` (run on a new connection only), or its login's
+    /// `sql_mode` is not what `REUSED_SQL_MODE` gives, or it cannot say.
     pub(super) async fn fresh(&self, url: &str, conn: &mut MySqlConnection) -> Option<Fresh> {
         let key = server_key(url);
         if self.refused(&key) {
@@ -90,8 +116,8 @@ impl Idle {
         }
         // as text: a prepared statement would cost a round trip more
         let read = sqlx::raw_sql(
-            "SELECT CAST(@@session.sql_mode AS CHAR), CAST(CURRENT_ROLE() AS CHAR), \
-             CAST(@@global.init_connect AS CHAR)",
+            "SELECT CAST(@@session.sql_mode AS CHAR), CAST(@@global.sql_mode AS CHAR), \
+             CAST(CURRENT_ROLE() AS CHAR), CAST(@@global.init_connect AS CHAR)",
         )
         .fetch_one(&mut *conn)
         .await
@@ -99,13 +125,24 @@ impl Idle {
             use sqlx::Row;
             Ok((
                 r.try_get::<String, _>(0)?,
-                r.try_get::<Option<String>, _>(1)?,
+                r.try_get::<String, _>(1)?,
                 r.try_get::<Option<String>, _>(2)?,
+                r.try_get::<Option<String>, _>(3)?,
             ))
         });
         match read {
-            Ok((sql_mode, role, init)) if init.as_deref().is_none_or(|i| i.trim().is_empty()) => {
-                Some(Fresh { sql_mode, role })
+            Ok((session, global, role, init))
+                if init.as_deref().is_none_or(str::is_empty)
+                    && modes(&session)
+                        == modes(&global)
+                            .union(&modes(&ADDED_MODES.join(",")))
+                            .copied()
+                            .collect() =>
+            {
+                Some(Fresh {
+                    role,
+                    born: Instant::now(),
+                })
             }
             _ => {
                 self.refuse(&key);
@@ -114,47 +151,43 @@ impl Idle {
         }
     }
 
-    /// An idle connection to `url`'s server made as it was when new, moved
-    /// to `database`, its `sql_mode` and `setup` (`text::session_setup`)
-    /// set, in one round trip; `None` when
-    /// there is none to reuse. One whose role a migration changed is
-    /// closed instead. `Err` is the server's refusal of the `USE` or of
-    /// `setup` (a database that is not there, no privilege on it), as
-    /// connecting to it would have failed.
+    /// An idle connection to `url`'s server made as a new one, moved to
+    /// `database`, its `sql_mode` and `setup` (`text::session_setup`) set,
+    /// in one round trip; `None` when there is none to reuse. One that fails
+    /// this (a database not there, no privilege on it: a new connection
+    /// says so with the right error), whose role a migration changed, whose
+    /// server has an `init_connect` now, or that served its lifetime, is
+    /// closed instead.
     pub(super) async fn take(
         &self,
         url: &str,
         database: &str,
         setup: &str,
         wait: Duration,
-    ) -> Result<Option<(MySqlConnection, Fresh)>, sqlx::Error> {
+    ) -> Option<(MySqlConnection, Fresh)> {
         let key = server_key(url);
         while let Some((mut conn, fresh, since)) = self.pop(&key) {
-            if since.elapsed() > IDLE_LIMIT {
+            if since.elapsed() > IDLE_LIMIT || fresh.born.elapsed() > LIFETIME {
                 let _ = tokio::time::timeout(wait, conn.close()).await;
                 continue;
             }
+            let role = fresh.role.as_deref().map_or("NULL".into(), super::literal);
+            // roles are told apart by case: compared as bytes
             let moved = format!(
-                "USE {}; SET sql_mode = {}, {setup}; SELECT CURRENT_ROLE() <=> {}",
+                "USE {}; SET {REUSED_SQL_MODE}, {setup}; \
+                 SELECT CAST(CURRENT_ROLE() AS BINARY) <=> CAST({role} AS BINARY) \
+                 AND COALESCE(@@global.init_connect, '') = ''",
                 super::quote_ident(database),
-                super::literal(&fresh.sql_mode),
-                fresh.role.as_deref().map_or("NULL".into(), super::literal),
             );
             let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(moved)).fetch_all(&mut conn);
             match tokio::time::timeout(wait, sent).await {
-                Ok(Ok(rows)) if same_role(&rows) => return Ok(Some((conn, fresh))),
-                Ok(Err(e)) if e.as_database_error().is_some() => {
-                    let _ = conn.close().await;
-                    return Err(e);
-                }
-                // another role, closed by the server meanwhile, or stalled:
-                // connect anew
+                Ok(Ok(rows)) if as_new(&rows) => return Some((conn, fresh)),
                 _ => {
                     let _ = tokio::time::timeout(wait, conn.close()).await;
                 }
             }
         }
-        Ok(None)
+        None
     }
 
     /// The newest idle connection to the server `key`, with when it was

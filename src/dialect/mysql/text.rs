@@ -56,3 +56,18 @@ pub(super) fn session_setup(url: &str, opts: &MySqlConnectOptions, lock_secs: u6
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
+
+/// The name of `database`'s tenant lock, as an SQL expression:
+/// `fleetmig:<database>`, or, where that is longer than the 64 characters
+/// a lock's name may have, `fleetmig:` and the start of the name's SHA-256
+/// (two long names with the same start get locks of their own).
+pub(super) fn lock_name(database: &str) -> String {
+    let name = format!("fleetmig:{database}");
+    match name.chars().count() <= 64 {
+        true => literal(&name),
+        false => format!(
+            "CONCAT('fleetmig:', LEFT(SHA2({}, 256), 55))",
+            literal(database)
+        ),
+    }
+}
