@@ -352,6 +352,11 @@ async fn a_migration_that_leaves_a_transaction_open_fails_its_tenant_dirty() {
             r["error_message"].contains("left a transaction open"),
             "{r:?}"
         );
+        // it cannot tell what of the migration's own work was committed
+        assert!(
+            r["error_message"].contains("what the migration committed"),
+            "{r:?}"
+        );
         let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
         let history: Vec<(i64, bool, i64)> = sqlx::query_as(
             "SELECT version, success, execution_time FROM _sqlx_migrations ORDER BY version",
@@ -486,6 +491,111 @@ async fn tenants_whose_long_names_share_a_start_lock_apart() {
         // no wait on the other's lock: one attempt each
         assert_eq!(rows[n]["status"], "succeeded", "{rows:?}");
         assert_eq!(rows[n]["attempts"], "1", "{rows:?}");
+    }
+    drop_databases(&names).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_chained_commit_leaves_the_migration_applied() {
+    let tag = format!("fmchain{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..2).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&tag, &names).await;
+    // the COMMIT that finishes the row change's history row opens the next
+    // transaction itself: open at the end, but holding nothing
+    let rows = sync_one_by_one(
+        &tag,
+        &[
+            (
+                "1_table.sql",
+                "CREATE TABLE t (a INT) ENGINE=InnoDB;".to_string(),
+            ),
+            (
+                "2_chain.sql",
+                "SET SESSION completion_type = 'CHAIN';\nINSERT INTO t VALUES (11);\n".to_string(),
+            ),
+        ],
+    );
+    for n in &names {
+        assert_eq!(rows[n]["status"], "succeeded", "{rows:?}");
+        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
+        let history: Vec<(i64, bool)> =
+            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
+                .fetch_all(&mut c)
+                .await
+                .unwrap();
+        assert_eq!(history, vec![(1, true), (2, true)], "{n}");
+        let inserted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(inserted, 1, "{n}");
+        c.close().await.unwrap();
+    }
+    drop_databases(&names).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_of_their_own_users_hold_no_more_connections_than_sessions() {
+    let tag = format!("fmusers{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..4).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&tag, &names).await;
+    // a user per tenant: a connection kept for one is never another's, and
+    // must not stay idle beside the next tenant's
+    let pass = "fm-users-secret";
+    let mut sql = String::new();
+    for (i, n) in names.iter().enumerate() {
+        for host in ["localhost", "127.0.0.1"] {
+            sql.push_str(&format!(
+                "CREATE USER '{tag}_u{i}'@'{host}' IDENTIFIED BY '{pass}'; \
+                 GRANT ALL ON `{n}`.* TO '{tag}_u{i}'@'{host}'; \
+                 GRANT PROCESS ON *.* TO '{tag}_u{i}'@'{host}';"
+            ));
+        }
+    }
+    mysql_exec(&mysql_base_url(), &sql).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,url,schema,tags\n");
+    for (i, n) in names.iter().enumerate() {
+        let mut url = url::Url::parse(&with_db(&mysql_base_url(), n)).unwrap();
+        url.set_username(&format!("{tag}_u{i}")).unwrap();
+        url.set_password(Some(pass)).unwrap();
+        csv.push_str(&format!("{n},{url},,\n"));
+    }
+    std::fs::write(dir.path().join("fleet.csv"), csv).unwrap();
+    let m = tempfile::tempdir().unwrap();
+    std::fs::write(
+        m.path().join("1_count.sql"),
+        format!(
+            "CREATE TABLE open_now AS SELECT COUNT(*) AS n FROM information_schema.processlist \
+             WHERE user LIKE '{tag}\\_u%';"
+        ),
+    )
+    .unwrap();
+    let out = sync_fleet(
+        dir.path(),
+        "registry:fleet.csv",
+        m.path(),
+        &["--concurrency", "1"],
+    );
+    let mut drop = String::new();
+    for i in 0..names.len() {
+        for host in ["localhost", "127.0.0.1"] {
+            drop.push_str(&format!("DROP USER '{tag}_u{i}'@'{host}';"));
+        }
+    }
+    mysql_exec(&mysql_base_url(), &drop).await;
+    expect_exit(&out, 0);
+    for n in &names {
+        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
+        let open: i64 = sqlx::query_scalar("SELECT n FROM open_now")
+            .fetch_one(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+        assert_eq!(
+            open, 1,
+            "{n}: connections of the fleet's users while it ran"
+        );
     }
     drop_databases(&names).await;
 }

@@ -147,8 +147,10 @@ impl MySqlSession {
             }
             self.write_after(v, After::Finished(t0)).await?;
         }
-        if self.conn.in_transaction() {
-            return Err(self.left_open(step).await);
+        if self.conn.in_transaction()
+            && let Some(e) = self.left_open(step).await
+        {
+            return Err(e);
         }
         Ok(AppliedStep {
             version: v,
@@ -212,29 +214,49 @@ impl MySqlSession {
     }
 
     /// `step` left a transaction open (`autocommit = 0`, a `START
-    /// TRANSACTION` without its end): what ran in it since, its finished
-    /// history row among it, would be rolled back when the session ends,
-    /// silently. It is rolled back now, `autocommit` put back, and the
-    /// tenant left dirty, its failure saying why.
-    async fn left_open(&mut self, step: Step<'_>) -> TenantError {
+    /// TRANSACTION` without its end, `completion_type = CHAIN`): what ran
+    /// in it, its finished history row perhaps among it, would be rolled
+    /// back when the session ends, silently. It is rolled back now and the
+    /// row read: finished (the transaction held nothing of fleetmig's, as
+    /// after a chained `COMMIT`), the migration stands applied (`None`);
+    /// else the tenant is left dirty, its failure saying why.
+    async fn left_open(&mut self, step: Step<'_>) -> Option<TenantError> {
+        let v = step.migration.version;
+        self.failed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let _ = self
             .conn
             .execute("ROLLBACK; SET SESSION autocommit = 1")
             .await;
+        let read = format!(
+            "SELECT success FROM {} WHERE version = {v}",
+            self.table.name
+        );
+        let finished = sqlx::raw_sql(sqlx::AssertSqlSafe(read))
+            .fetch_optional(&mut self.conn)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| sqlx::Row::try_get::<bool, _>(&r, 0).ok());
+        if finished == Some(true) {
+            return None;
+        }
         self.left_dirty(step).await;
-        self.failed
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        TenantError::permanent(
-            FailureKind::Dirty,
-            format!(
-                "migration {} left a transaction open (autocommit = 0, or START TRANSACTION \
-                 without COMMIT): what it did after it began, and its history row, are rolled \
-                 back; the tenant is dirty: end the migration's transaction, look at what it \
-                 did, then delete the row from _sqlx_migrations and run again",
-                step.migration.version
-            ),
+        Some(
+            TenantError::permanent(
+                FailureKind::Dirty,
+                format!(
+                    "migration {v} left a transaction open (autocommit = 0, or START \
+                     TRANSACTION without COMMIT), which held its finished history row: it was \
+                     rolled back, with whatever of the migration's own work was still in it \
+                     (what the migration committed, and DDL, which commits on its own, \
+                     stays); the tenant is dirty: look at what the migration did, end its \
+                     transaction in the file, then delete the row from _sqlx_migrations and \
+                     run again"
+                ),
+            )
+            .at_version(v),
         )
-        .at_version(step.migration.version)
     }
 
     /// Leaves version `step` dirty: its history row says so (sqlx's `-1`,

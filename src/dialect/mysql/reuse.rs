@@ -99,6 +99,12 @@ fn modes(sql_mode: &str) -> HashSet<&str> {
     sql_mode.split(',').filter(|m| !m.is_empty()).collect()
 }
 
+/// The host and port of a server key.
+fn host_of(key: &str) -> Option<(String, Option<u16>)> {
+    let u = url::Url::parse(key).ok()?;
+    Some((u.host_str()?.to_string(), u.port()))
+}
+
 /// The server part of a tenant URL: the URL without its database.
 fn server_key(url: &str) -> String {
     super::super::with_database(url, "")
@@ -187,7 +193,26 @@ impl Idle {
                 }
             }
         }
+        // a new connection follows: none kept for other users or options
+        // of the same server stays idle beside it, so a command holds no
+        // more of a server's connections than it has sessions on it
+        for c in self.evict_host(&key) {
+            let _ = tokio::time::timeout(wait, c.close()).await;
+        }
         None
+    }
+
+    /// Takes out every idle connection to the host and port of `key`.
+    fn evict_host(&self, key: &str) -> Vec<MySqlConnection> {
+        let host = host_of(key);
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for (k, idle) in state.by_server.iter_mut() {
+            if host_of(k) == host {
+                out.extend(idle.drain(..).map(|(c, _, _)| c));
+            }
+        }
+        out
     }
 
     /// The newest idle connection to the server `key`, with when it was
