@@ -12,13 +12,34 @@ use fleetmig::dialect::{Access, Connector, Session};
 use fleetmig::tenant::{Locator, Tenant, TenantId};
 use sqlx::Connection;
 
-async fn databases(tag: &str, names: &[String]) {
+async fn databases(names: &[String]) {
     let sql: String = names
         .iter()
         .map(|n| format!("CREATE DATABASE `{n}`;"))
         .collect();
     mysql_exec(&mysql_base_url(), &sql).await;
-    let _ = tag;
+}
+
+/// `n` new tenant databases `<prefix><random>_t<i>`: the tag, the names.
+async fn fleet(prefix: &str, n: usize) -> (String, Vec<String>) {
+    let tag = format!("{prefix}{:06x}", rand::random::<u32>() & 0xffffff);
+    let names: Vec<String> = (0..n).map(|i| format!("{tag}_t{i}")).collect();
+    databases(&names).await;
+    (tag, names)
+}
+
+/// The rows of `sql` in tenant database `name`.
+async fn rows_of<T>(name: &str, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow> + Send + Unpin,
+{
+    let mut c = mysql_connect(&with_db(&mysql_base_url(), name)).await;
+    let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql.to_string()))
+        .fetch_all(&mut c)
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {sql}: {e}"));
+    c.close().await.unwrap();
+    rows
 }
 
 async fn drop_databases(names: &[String]) {
@@ -33,12 +54,7 @@ async fn drop_databases(names: &[String]) {
 async fn seen(names: &[String]) -> BTreeMap<String, BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for n in names {
-        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT k, v FROM seen")
-            .fetch_all(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
+        let rows: Vec<(String, String)> = rows_of(n, "SELECT k, v FROM seen").await;
         out.insert(n.clone(), rows.into_iter().collect());
     }
     out
@@ -51,7 +67,7 @@ async fn a_kept_connection_is_reset_so_nothing_one_tenant_set_reaches_the_next()
     // a database of the test's own, outside the fleet, for a temporary table
     let shared = format!("{tag}_shared");
     let all: Vec<String> = names.iter().cloned().chain([shared.clone()]).collect();
-    databases(&tag, &all).await;
+    databases(&all).await;
     let lock = format!("{tag}_lock");
     let m = tempfile::tempdir().unwrap();
     // Reads the session as the previous tenant's migration would have left
@@ -149,13 +165,8 @@ fn sync_one_by_one(
 async fn connection_ids(names: &[String]) -> BTreeSet<i64> {
     let mut ids = BTreeSet::new();
     for n in names {
-        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM conn")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-        ids.insert(id);
+        let id: Vec<(i64,)> = rows_of(n, "SELECT id FROM conn").await;
+        ids.insert(id[0].0);
     }
     ids
 }
@@ -165,9 +176,7 @@ const RECORD_CONNECTION: &str =
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_connection_parses_and_is_privileged_as_a_new_one() {
-    let tag = format!("fmfresh{:06x}", rand::random::<u32>() & 0xffffff);
-    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
-    databases(&tag, &names).await;
+    let (tag, names) = fleet("fmfresh", 3).await;
     let role = format!("{tag}_role");
     mysql_exec(&mysql_base_url(), &format!("CREATE ROLE `{role}`")).await;
     // a new connection has IGNORE_SPACE (sqlx's login flag): `COUNT (*)`
@@ -193,13 +202,8 @@ async fn a_kept_connection_parses_and_is_privileged_as_a_new_one() {
         "{rows:?}"
     );
     for n in &names {
-        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
-        let role: Option<String> = sqlx::query_scalar("SELECT role FROM c")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-        assert_eq!(role, None, "{n}: the role a migration set reached it");
+        let role: Vec<(Option<String>,)> = rows_of(n, "SELECT role FROM c").await;
+        assert_eq!(role, [(None,)], "{n}: the role a migration set reached it");
     }
     // the role set by a migration costs its connection, not a tenant
     assert_eq!(connection_ids(&names).await.len(), 3);
@@ -208,9 +212,7 @@ async fn a_kept_connection_parses_and_is_privileged_as_a_new_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_tenants_connection_is_not_kept() {
-    let tag = format!("fmxa{:06x}", rand::random::<u32>() & 0xffffff);
-    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
-    databases(&tag, &names).await;
+    let (tag, names) = fleet("fmxa", 3).await;
     // An XA transaction left prepared survives a reset and makes every
     // InnoDB access of its connection fail: the tenant fails (its history
     // row cannot be written), and the next tenant must not inherit that.
@@ -283,9 +285,7 @@ async fn locked_session(connector: &Connector, name: &str) -> Box<dyn Session> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kept_connection_the_server_closed_is_replaced_without_failing_the_tenant() {
-    let tag = format!("fmkill{:06x}", rand::random::<u32>() & 0xffffff);
-    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
-    databases(&tag, &names).await;
+    let (_, names) = fleet("fmkill", 3).await;
     let connector = Connector::new(Default::default());
 
     // a closed session's connection moves on to the next database
@@ -320,27 +320,30 @@ async fn a_kept_connection_the_server_closed_is_replaced_without_failing_the_ten
     drop_databases(&names).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_migration_that_leaves_a_transaction_open_fails_its_tenant_dirty() {
-    let tag = format!("fmopen{:06x}", rand::random::<u32>() & 0xffffff);
-    let names: Vec<String> = (0..2).map(|i| format!("{tag}_t{i}")).collect();
-    databases(&tag, &names).await;
-    // its history row would be finished inside the open transaction, and
-    // rolled back with it when the session ends: reported applied, found
-    // unfinished
-    let rows = sync_one_by_one(
-        &tag,
+/// Syncs `tag`'s tenants one by one: a table `t`, then `second`.
+fn table_then(
+    tag: &str,
+    second: &str,
+) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+    sync_one_by_one(
+        tag,
         &[
             (
                 "1_table.sql",
                 "CREATE TABLE t (a INT) ENGINE=InnoDB;".to_string(),
             ),
-            (
-                "2_no_commit.sql",
-                "SET autocommit = 0;\nINSERT INTO t VALUES (1);\n".to_string(),
-            ),
+            ("2_second.sql", second.to_string()),
         ],
-    );
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_that_leaves_a_transaction_open_fails_its_tenant_dirty() {
+    let (tag, names) = fleet("fmopen", 2).await;
+    // its history row would be finished inside the open transaction, and
+    // rolled back with it when the session ends: reported applied, found
+    // unfinished
+    let rows = table_then(&tag, "SET autocommit = 0;\nINSERT INTO t VALUES (1);\n");
     assert_eq!(rows.len(), 2);
     for n in &names {
         let r = &rows[n];
@@ -357,31 +360,23 @@ async fn a_migration_that_leaves_a_transaction_open_fails_its_tenant_dirty() {
             r["error_message"].contains("what the migration committed"),
             "{r:?}"
         );
-        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
-        let history: Vec<(i64, bool, i64)> = sqlx::query_as(
+        let history: Vec<(i64, bool, i64)> = rows_of(
+            n,
             "SELECT version, success, execution_time FROM _sqlx_migrations ORDER BY version",
         )
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
+        .await;
         assert_eq!(history.len(), 2, "{n}");
         assert_eq!((history[0].0, history[0].1), (1, true), "{n}");
         assert_eq!(history[1], (2, false, -1), "{n}: left dirty");
-        let inserted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        assert_eq!(inserted, 0, "{n}: rolled back");
-        c.close().await.unwrap();
+        let inserted: Vec<(i64,)> = rows_of(n, "SELECT COUNT(*) FROM t").await;
+        assert_eq!(inserted, [(0,)], "{n}: rolled back");
     }
     drop_databases(&names).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_role_a_migration_set_never_reaches_or_fails_the_next_tenant() {
-    let tag = format!("fmrole{:06x}", rand::random::<u32>() & 0xffffff);
-    let names: Vec<String> = (0..3).map(|i| format!("{tag}_t{i}")).collect();
-    databases(&tag, &names).await;
+    let (tag, names) = fleet("fmrole", 3).await;
     let (user, pass) = (format!("{tag}_u"), "fm-role-secret");
     // two roles told apart by case only, both with the tenants' privileges;
     // the user reaches its tenants through its default role, but for t0
@@ -442,13 +437,8 @@ async fn a_role_a_migration_set_never_reaches_or_fails_the_next_tenant() {
         "{first:?}"
     );
     for n in &names {
-        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
-        let role: Option<String> = sqlx::query_scalar("SELECT role FROM seen")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
-        assert_eq!(role, Some(format!("{tag}_r")), "{n}: the login's role");
+        let role: Vec<(Option<String>,)> = rows_of(n, "SELECT role FROM seen").await;
+        assert_eq!(role, [(Some(format!("{tag}_r")),)], "{n}: the login's role");
     }
     assert_eq!(second[&names[0]]["status"], "succeeded", "{second:?}");
     for n in &names[1..] {
@@ -467,7 +457,7 @@ async fn tenants_whose_long_names_share_a_start_lock_apart() {
     // lock's name may have
     let stem = format!("{tag}_{}", "x".repeat(45));
     let names: Vec<String> = (0..2).map(|i| format!("{stem}_t{i}")).collect();
-    databases(&tag, &names).await;
+    databases(&names).await;
     let dir = tempfile::tempdir().unwrap();
     let m = tempfile::tempdir().unwrap();
     std::fs::write(m.path().join("1_slow.sql"), "DO SLEEP(1.5);").unwrap();
@@ -497,48 +487,30 @@ async fn tenants_whose_long_names_share_a_start_lock_apart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_chained_commit_leaves_the_migration_applied() {
-    let tag = format!("fmchain{:06x}", rand::random::<u32>() & 0xffffff);
-    let names: Vec<String> = (0..2).map(|i| format!("{tag}_t{i}")).collect();
-    databases(&tag, &names).await;
+    let (tag, names) = fleet("fmchain", 2).await;
     // the COMMIT that finishes the row change's history row opens the next
     // transaction itself: open at the end, but holding nothing
-    let rows = sync_one_by_one(
+    let rows = table_then(
         &tag,
-        &[
-            (
-                "1_table.sql",
-                "CREATE TABLE t (a INT) ENGINE=InnoDB;".to_string(),
-            ),
-            (
-                "2_chain.sql",
-                "SET SESSION completion_type = 'CHAIN';\nINSERT INTO t VALUES (11);\n".to_string(),
-            ),
-        ],
+        "SET SESSION completion_type = 'CHAIN';\nINSERT INTO t VALUES (11);\n",
     );
     for n in &names {
         assert_eq!(rows[n]["status"], "succeeded", "{rows:?}");
-        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
-        let history: Vec<(i64, bool)> =
-            sqlx::query_as("SELECT version, success FROM _sqlx_migrations ORDER BY version")
-                .fetch_all(&mut c)
-                .await
-                .unwrap();
+        let history: Vec<(i64, bool)> = rows_of(
+            n,
+            "SELECT version, success FROM _sqlx_migrations ORDER BY version",
+        )
+        .await;
         assert_eq!(history, vec![(1, true), (2, true)], "{n}");
-        let inserted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        assert_eq!(inserted, 1, "{n}");
-        c.close().await.unwrap();
+        let inserted: Vec<(i64,)> = rows_of(n, "SELECT COUNT(*) FROM t").await;
+        assert_eq!(inserted, [(1,)], "{n}");
     }
     drop_databases(&names).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenants_of_their_own_users_hold_no_more_connections_than_sessions() {
-    let tag = format!("fmusers{:06x}", rand::random::<u32>() & 0xffffff);
-    let names: Vec<String> = (0..4).map(|i| format!("{tag}_t{i}")).collect();
-    databases(&tag, &names).await;
+    let (tag, names) = fleet("fmusers", 4).await;
     // a user per tenant: a connection kept for one is never another's, and
     // must not stay idle beside the next tenant's
     let pass = "fm-users-secret";
@@ -586,14 +558,10 @@ async fn tenants_of_their_own_users_hold_no_more_connections_than_sessions() {
     mysql_exec(&mysql_base_url(), &drop).await;
     expect_exit(&out, 0);
     for n in &names {
-        let mut c = mysql_connect(&with_db(&mysql_base_url(), n)).await;
-        let open: i64 = sqlx::query_scalar("SELECT n FROM open_now")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        c.close().await.unwrap();
+        let open: Vec<(i64,)> = rows_of(n, "SELECT n FROM open_now").await;
         assert_eq!(
-            open, 1,
+            open,
+            [(1,)],
             "{n}: connections of the fleet's users while it ran"
         );
     }
