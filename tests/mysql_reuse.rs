@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::Output;
 
 use common::*;
 use fleetmig::dialect::{Access, Connector, Session};
@@ -69,13 +70,10 @@ async fn a_kept_connection_is_reset_so_nothing_one_tenant_set_reaches_the_next()
     let all: Vec<String> = names.iter().cloned().chain([shared.clone()]).collect();
     databases(&all).await;
     let lock = format!("{tag}_lock");
-    let m = tempfile::tempdir().unwrap();
     // Reads the session as the previous tenant's migration would have left
     // it without a reset, then leaves every kind of session state behind.
-    std::fs::write(
-        m.path().join("1_leave_state.sql"),
-        format!(
-            "CREATE TEMPORARY TABLE `{shared}`.leak (x INT);
+    let leave_state = format!(
+        "CREATE TEMPORARY TABLE `{shared}`.leak (x INT);
 CREATE TABLE seen (k VARCHAR(64) PRIMARY KEY, v TEXT);
 INSERT INTO seen VALUES
   ('connection', CONNECTION_ID()),
@@ -95,25 +93,13 @@ SET SESSION time_zone = '+05:00';
 SET SESSION innodb_lock_wait_timeout = 99;
 DO GET_LOCK('{lock}', 0);
 "
-        ),
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let out = sync_fleet(
-        dir.path(),
-        &format!("mysql-databases:{}", mysql_base_url()),
-        m.path(),
-        &[
-            "--tenant-pattern",
-            &format!("{tag}\\_t%"),
-            "--concurrency",
-            "1",
-            "--lock-timeout",
-            "7s",
-        ],
+    );
+    let (out, rows) = sync_files(
+        &format!("{tag}\\_t%"),
+        &[("1_leave_state.sql", leave_state)],
+        &["--concurrency", "1", "--lock-timeout", "7s"],
     );
     expect_exit(&out, 0);
-    let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows.len(), 5);
     assert!(
         rows.values().all(|r| r["status"] == "succeeded"),
@@ -136,29 +122,32 @@ DO GET_LOCK('{lock}', 0);
     drop_databases(&all).await;
 }
 
-/// Syncs the databases `tag_t%` one tenant at a time with the migrations
-/// `files`, returning the report's rows by tenant.
-fn sync_one_by_one(
-    tag: &str,
-    files: &[(&str, String)],
-) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+type Rows = std::collections::HashMap<String, std::collections::HashMap<String, String>>;
+
+/// Syncs the databases matching `pattern` with the migrations `files` and
+/// the `extra` arguments: the run, and its report's rows by tenant.
+fn sync_files(pattern: &str, files: &[(&str, String)], extra: &[&str]) -> (Output, Rows) {
     let m = tempfile::tempdir().unwrap();
     for (name, sql) in files {
         std::fs::write(m.path().join(name), sql).unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
+    let mut args = vec!["--tenant-pattern", pattern];
+    args.extend(extra);
     let out = sync_fleet(
         dir.path(),
         &format!("mysql-databases:{}", mysql_base_url()),
         m.path(),
-        &[
-            "--tenant-pattern",
-            &format!("{tag}\\_t%"),
-            "--concurrency",
-            "1",
-        ],
+        &args,
     );
-    csv_rows(&report_dir(dir.path(), &out))
+    let rows = csv_rows(&report_dir(dir.path(), &out));
+    (out, rows)
+}
+
+/// Syncs the databases `tag_t%` one tenant at a time with the migrations
+/// `files`, returning the report's rows by tenant.
+fn sync_one_by_one(tag: &str, files: &[(&str, String)]) -> Rows {
+    sync_files(&format!("{tag}\\_t%"), files, &["--concurrency", "1"]).1
 }
 
 /// The connection each tenant's first migration ran on (`conn` table).
@@ -321,10 +310,7 @@ async fn a_kept_connection_the_server_closed_is_replaced_without_failing_the_ten
 }
 
 /// Syncs `tag`'s tenants one by one: a table `t`, then `second`.
-fn table_then(
-    tag: &str,
-    second: &str,
-) -> std::collections::HashMap<String, std::collections::HashMap<String, String>> {
+fn table_then(tag: &str, second: &str) -> Rows {
     sync_one_by_one(
         tag,
         &[
@@ -458,24 +444,12 @@ async fn tenants_whose_long_names_share_a_start_lock_apart() {
     let stem = format!("{tag}_{}", "x".repeat(45));
     let names: Vec<String> = (0..2).map(|i| format!("{stem}_t{i}")).collect();
     databases(&names).await;
-    let dir = tempfile::tempdir().unwrap();
-    let m = tempfile::tempdir().unwrap();
-    std::fs::write(m.path().join("1_slow.sql"), "DO SLEEP(1.5);").unwrap();
-    let out = sync_fleet(
-        dir.path(),
-        &format!("mysql-databases:{}", mysql_base_url()),
-        m.path(),
-        &[
-            "--tenant-pattern",
-            &format!("{tag}\\_x%"),
-            "--concurrency",
-            "2",
-            "--lock-timeout",
-            "1s",
-        ],
+    let (out, rows) = sync_files(
+        &format!("{tag}\\_x%"),
+        &[("1_slow.sql", "DO SLEEP(1.5);".to_string())],
+        &["--concurrency", "2", "--lock-timeout", "1s"],
     );
     expect_exit(&out, 0);
-    let rows = csv_rows(&report_dir(dir.path(), &out));
     assert_eq!(rows.len(), 2);
     for n in &names {
         // no wait on the other's lock: one attempt each

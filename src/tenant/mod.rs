@@ -122,6 +122,20 @@ pub enum Locator {
     Row { db: Box<Locator>, tenant_id: String },
 }
 
+/// The server of a database URL: `scheme://host:port`, without
+/// credentials, database or options.
+pub fn server_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}://{}:{}",
+            u.scheme(),
+            u.host_str().unwrap_or("localhost"),
+            u.port().map(|p| p.to_string()).unwrap_or_default()
+        ),
+        Err(_) => redact_url(url),
+    }
+}
+
 impl Locator {
     pub fn dialect(&self) -> Dialect {
         match self {
@@ -138,15 +152,7 @@ impl Locator {
     pub fn server_key(&self) -> String {
         match self {
             Locator::Sqlite { .. } => "sqlite://local-disk".to_string(),
-            Locator::Postgres { url, .. } | Locator::Mysql { url } => match url::Url::parse(url) {
-                Ok(u) => format!(
-                    "{}://{}:{}",
-                    u.scheme(),
-                    u.host_str().unwrap_or("localhost"),
-                    u.port().map(|p| p.to_string()).unwrap_or_default()
-                ),
-                Err(_) => redact_url(url),
-            },
+            Locator::Postgres { url, .. } | Locator::Mysql { url } => server_of(url),
             Locator::Row { db, .. } => db.server_key(),
         }
     }

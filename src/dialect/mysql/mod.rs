@@ -3,9 +3,9 @@
 //! reset: `reuse.rs`). The tenant lock is `GET_LOCK('fleetmig:<database>',
 //! timeout)` (the name hashed past 64 characters: `text::lock_name`).
 //! MySQL commits DDL implicitly, so a migration runs statement by
-//! statement, its progress kept in its own history row, written unfinished before its first statement
-//! (`resume.rs`): an interrupted attempt is resumed after the last statement
-//! that completed; a permanent failure in the middle leaves the tenant
+//! statement, its progress kept in its own history row, written unfinished
+//! before its first statement (`resume.rs`): an interrupted attempt is
+//! resumed after the last statement that completed; a permanent failure in the middle leaves the tenant
 //! dirty, which is the truth. `transactional_ddl` is false: the executor
 //! never groups migrations here.
 

@@ -42,7 +42,7 @@ const IDLE_CAP: usize = 64;
 /// `ER_UNKNOWN_COM_ERROR`: a server without `COM_RESET_CONNECTION`.
 const UNKNOWN_COMMAND: u16 = 1047;
 
-/// The idle connections of one command, by server.
+/// The idle connections of one command, by login (`login_key`).
 #[derive(Default)]
 pub(crate) struct Idle {
     state: Mutex<State>,
@@ -51,7 +51,7 @@ pub(crate) struct Idle {
 /// What a connection's login gave its session that a reset does not give
 /// back, and when it logged in. The login adds `IGNORE_SPACE` to the
 /// server's `sql_mode` (sqlx's client flag; a reset drops it): a kept
-/// connection is set as `REUSED_SQL_MODE` says, which `fresh` checks gives
+/// connection is set as `reused_sql_mode` says, which `fresh` checks gives
 /// what a login gave. The login sets the user's default role, and a reset
 /// keeps whatever role a migration set: a kept connection whose role is not
 /// its login's is closed.
@@ -61,13 +61,19 @@ pub(super) struct Fresh {
     born: Instant,
 }
 
-/// A kept connection's `sql_mode`: a new connection's, from the server's
-/// global one as it is now (as a login would take it), not as it was when
-/// the connection logged in.
-const REUSED_SQL_MODE: &str = "sql_mode = (SELECT CONCAT(@@global.sql_mode, \
-     ',IGNORE_SPACE,PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION'))";
-/// The words `REUSED_SQL_MODE` adds to the global `sql_mode`.
+/// What a new connection's `sql_mode` has beyond the server's global one:
+/// the login's `IGNORE_SPACE` and sqlx's additions (`text::SQL_MODE_ADDED`).
 const ADDED_MODES: [&str; 3] = ["IGNORE_SPACE", "PIPES_AS_CONCAT", "NO_ENGINE_SUBSTITUTION"];
+
+/// A kept connection's `sql_mode` assignment: a new connection's, from the
+/// server's global one as it is now (as a login would take it), not as it
+/// was when the connection logged in.
+fn reused_sql_mode() -> String {
+    format!(
+        "sql_mode = (SELECT CONCAT(@@global.sql_mode, ',{}'))",
+        ADDED_MODES.join(",")
+    )
+}
 
 /// How long a connection serves before it is closed: changes to its account
 /// (a lock, revoked privileges, a new default role), which reach a new
@@ -78,10 +84,10 @@ type Kept = (MySqlConnection, Fresh, Instant);
 
 #[derive(Default)]
 struct State {
-    by_server: HashMap<String, Vec<Kept>>,
-    /// Servers whose connections are not kept: they refused the reset, run
-    /// an `init_connect` a reset would skip, or cannot say what a fresh
-    /// session is.
+    by_login: HashMap<String, Vec<Kept>>,
+    /// Logins whose connections are not kept: their server refused the
+    /// reset, runs an `init_connect` a reset would skip, or cannot say what
+    /// a new session is.
     refused: HashSet<String>,
 }
 
@@ -99,14 +105,9 @@ fn modes(sql_mode: &str) -> HashSet<&str> {
     sql_mode.split(',').filter(|m| !m.is_empty()).collect()
 }
 
-/// The host and port of a server key.
-fn host_of(key: &str) -> Option<(String, Option<u16>)> {
-    let u = url::Url::parse(key).ok()?;
-    Some((u.host_str()?.to_string(), u.port()))
-}
-
-/// The server part of a tenant URL: the URL without its database.
-fn server_key(url: &str) -> String {
+/// What a connection is, whatever its database: a tenant URL without it
+/// (server, user, password, options).
+fn login_key(url: &str) -> String {
     super::super::with_database(url, "")
 }
 
@@ -114,9 +115,9 @@ impl Idle {
     /// What `conn`, just connected to `url`'s server and set up, had from
     /// its login; `None` when its connections are not to be kept: the server
     /// has an `init_connect` (run on a new connection only), or its login's
-    /// `sql_mode` is not what `REUSED_SQL_MODE` gives, or it cannot say.
+    /// `sql_mode` is not what `reused_sql_mode` gives, or it cannot say.
     pub(super) async fn fresh(&self, url: &str, conn: &mut MySqlConnection) -> Option<Fresh> {
-        let key = server_key(url);
+        let key = login_key(url);
         if self.refused(&key) {
             return None;
         }
@@ -140,10 +141,7 @@ impl Idle {
             Ok((session, global, role, init))
                 if init.as_deref().is_none_or(str::is_empty)
                     && modes(&session)
-                        == modes(&global)
-                            .union(&modes(&ADDED_MODES.join(",")))
-                            .copied()
-                            .collect() =>
+                        == modes(&global).into_iter().chain(ADDED_MODES).collect() =>
             {
                 Some(Fresh {
                     role,
@@ -171,7 +169,7 @@ impl Idle {
         setup: &str,
         wait: Duration,
     ) -> Option<(MySqlConnection, Fresh)> {
-        let key = server_key(url);
+        let key = login_key(url);
         while let Some((mut conn, fresh, since)) = self.pop(&key) {
             if since.elapsed() > IDLE_LIMIT || fresh.born.elapsed() > LIFETIME {
                 let _ = tokio::time::timeout(wait, conn.close()).await;
@@ -180,10 +178,11 @@ impl Idle {
             let role = fresh.role.as_deref().map_or("NULL".into(), super::literal);
             // roles are told apart by case: compared as bytes
             let moved = format!(
-                "USE {}; SET {REUSED_SQL_MODE}, {setup}; \
+                "USE {}; SET {}, {setup}; \
                  SELECT CAST(CURRENT_ROLE() AS BINARY) <=> CAST({role} AS BINARY) \
                  AND COALESCE(@@global.init_connect, '') = ''",
                 super::quote_ident(database),
+                reused_sql_mode(),
             );
             let sent = sqlx::raw_sql(sqlx::AssertSqlSafe(moved)).fetch_all(&mut conn);
             match tokio::time::timeout(wait, sent).await {
@@ -196,19 +195,21 @@ impl Idle {
         // a new connection follows: none kept for other users or options
         // of the same server stays idle beside it, so a command holds no
         // more of a server's connections than it has sessions on it
-        for c in self.evict_host(&key) {
+        for c in self.evict_server(&key) {
             let _ = tokio::time::timeout(wait, c.close()).await;
         }
         None
     }
 
-    /// Takes out every idle connection to the host and port of `key`.
-    fn evict_host(&self, key: &str) -> Vec<MySqlConnection> {
-        let host = host_of(key);
+    /// Takes out every idle connection to the server of `key`
+    /// (`tenant::server_of`, the per-server limit's key), whatever its
+    /// user or options.
+    fn evict_server(&self, key: &str) -> Vec<MySqlConnection> {
+        let server = crate::tenant::server_of(key);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
-        for (k, idle) in state.by_server.iter_mut() {
-            if host_of(k) == host {
+        for (k, idle) in state.by_login.iter_mut() {
+            if crate::tenant::server_of(k) == server {
                 out.extend(idle.drain(..).map(|(c, _, _)| c));
             }
         }
@@ -219,18 +220,18 @@ impl Idle {
     /// kept.
     fn pop(&self, key: &str) -> Option<Kept> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.by_server.get_mut(key)?.pop()
+        state.by_login.get_mut(key)?.pop()
     }
 
     /// Resets `conn`, whose session is over, and keeps it for the next
-    /// tenant of its server with what it was like when new (`None`: not
-    /// to be kept, the caller passes `None` for a session that failed, as
-    /// a connection may be left in a state the reset does not clear, such
-    /// as an XA transaction prepared; `Err` gives it back). The reset rolls back what the session left
-    /// open and releases its locks, the tenant's own among them, now rather
-    /// than when the connection is next used. `Err` gives the connection
-    /// back when its server refused the reset: the caller releases the
-    /// tenant's lock and closes it. A connection that fails otherwise is
+    /// tenant of its server with what it was like when new. The reset rolls
+    /// back what the session left open and releases its locks, the
+    /// tenant's own among them, now rather than when the connection is next
+    /// used. `Err` gives the connection back, for the caller to release the
+    /// tenant's lock and close it, when it is not to be kept (`fresh` is
+    /// `None`: the caller's session failed, and may have left a state the
+    /// reset does not clear, such as an XA transaction prepared) or its
+    /// server refused the reset. A connection that fails otherwise is
     /// dropped (the server ends its session, releasing everything).
     pub(super) async fn put(
         &self,
@@ -239,7 +240,7 @@ impl Idle {
         fresh: Option<Fresh>,
         wait: Duration,
     ) -> Result<(), MySqlConnection> {
-        let key = server_key(url);
+        let key = login_key(url);
         let Some(fresh) = fresh.filter(|_| !self.refused(&key)) else {
             return Err(conn);
         };
@@ -264,7 +265,7 @@ impl Idle {
     fn keep(&self, key: String, kept: Kept) -> Vec<MySqlConnection> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut surplus = Vec::new();
-        for idle in state.by_server.values_mut() {
+        for idle in state.by_login.values_mut() {
             while idle
                 .first()
                 .is_some_and(|(_, _, t)| t.elapsed() > IDLE_LIMIT)
@@ -272,7 +273,7 @@ impl Idle {
                 surplus.push(idle.remove(0).0);
             }
         }
-        let idle = state.by_server.entry(key).or_default();
+        let idle = state.by_login.entry(key).or_default();
         match idle.len() >= IDLE_CAP {
             true => surplus.push(kept.0),
             false => idle.push(kept),
@@ -288,7 +289,7 @@ impl Idle {
     fn refuse(&self, key: &str) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.refused.insert(key.to_string());
-        state.by_server.remove(key);
+        state.by_login.remove(key);
     }
 
     /// Closes every idle connection (end of a command).
@@ -296,7 +297,7 @@ impl Idle {
         let all: Vec<MySqlConnection> = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             state
-                .by_server
+                .by_login
                 .drain()
                 .flat_map(|(_, v)| v.into_iter().map(|(c, _, _)| c))
                 .collect()
